@@ -1,0 +1,40 @@
+// CEditShims: libedit's el_set/el_get and history() are variadic, which Swift cannot
+// call; these fixed-signature wrappers cover what the REPL uses. Prefixed nxed_.
+#ifndef NXLUA_CEDITSHIMS_H
+#define NXLUA_CEDITSHIMS_H
+#include <histedit.h>
+#include <stdio.h>
+
+/// Called by libedit for the prompt; `el` identifies the editor.
+typedef const char *(*nxed_PromptFn)(EditLine *el);
+/// Called on TAB: returns CC_REFRESH, CC_REDISPLAY, CC_ERROR...
+typedef unsigned char (*nxed_CompleteFn)(EditLine *el, int ch);
+
+EditLine *nxed_init(const char *prog, FILE *in, FILE *out, FILE *err);
+void nxed_set_prompt(EditLine *el, nxed_PromptFn fn);
+void nxed_set_editor(EditLine *el, const char *mode);  // "emacs" or "vi"
+void nxed_set_signal(EditLine *el, int on);
+void nxed_bind_completion(EditLine *el, nxed_CompleteFn fn);
+void nxed_set_history(EditLine *el, History *h);
+void nxed_set_clientdata(EditLine *el, void *data);
+void *nxed_get_clientdata(EditLine *el);
+/// Reads ~/.editrc and the like, as every libedit program does.
+void nxed_source_default(EditLine *el);
+
+History *nxed_history_init(int size);
+void nxed_history_end(History *h);
+void nxed_history_enter(History *h, const char *line);
+int nxed_history_load(History *h, const char *path);
+int nxed_history_save(History *h, const char *path);
+int nxed_history_length(History *h);
+/// No two identical lines in a row in the history.
+void nxed_history_unique(History *h, int on);
+
+/// The current line buffer: text and cursor offset (bytes).
+const char *nxed_line(EditLine *el, int *cursor, int *length);
+
+/// stdout/stderr/stdin for Swift (macros on some libcs).
+FILE *nxed_stdin(void);
+FILE *nxed_stdout(void);
+FILE *nxed_stderr(void);
+#endif

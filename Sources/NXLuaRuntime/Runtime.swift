@@ -1,0 +1,65 @@
+import LuaBridge
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A Lua state set up as nxlua users expect: Lua's standard libraries, nxlua's modules,
+/// `help`, and `require` finding the shipped stdlib/ and the user's folders.
+public final class Runtime {
+    public let state: LuaState
+    public var lua: Lua { state.lua }
+
+    /// The stdlib folder in use (nil if none was found: help and the pretty printer
+    /// then fall back to plain output).
+    public let stdlibDirectory: String?
+
+    /// `ignoreEnvironment` (nxlua -E) ignores NXLUA_PATH, LUA_PATH and LUA_CPATH.
+    public init(ignoreEnvironment: Bool = false) throws {
+        state = try LuaState(ignoreEnvironment: ignoreEnvironment)
+        stdlibDirectory = Runtime.locateStdlib()
+        var dirs: [String] = []
+        if !ignoreEnvironment, let env = getenv("NXLUA_PATH") {
+            dirs += String(cString: env).split(separator: ":").map(String.init).filter { !$0.isEmpty }
+        }
+        if let stdlibDirectory { dirs.append(stdlibDirectory) }
+        try state.prependPackagePath(dirs)
+        try state.install(CoreModule.declaration)
+        try lua.setGlobal(CoreModule.help)
+    }
+
+    /// Where the shipped stdlib/ lives, found without configuration: $NXLUA_STDLIB, then
+    /// next to an installed binary (PREFIX/share/nxlua/stdlib, BINDIR/stdlib), then the
+    /// source tree the binary was built in (a parent folder holding stdlib/nxlua/).
+    public static func locateStdlib() -> String? {
+        let marker = "nxlua/pretty.lua"
+        if let env = getenv("NXLUA_STDLIB") {
+            let dir = String(cString: env)
+            if exists("\(dir)/\(marker)") { return dir }
+        }
+        guard let exe = executablePath() else { return nil }
+        var dir = parent(exe)
+        let candidates = ["\(parent(dir))/share/nxlua/stdlib", "\(dir)/stdlib"]
+        for c in candidates where exists("\(c)/\(marker)") { return c }
+        for _ in 0..<6 {
+            if exists("\(dir)/stdlib/\(marker)") { return "\(dir)/stdlib" }
+            let up = parent(dir)
+            if up == dir { break }
+            dir = up
+        }
+        return nil
+    }
+
+    static func executablePath() -> String? {
+        var buf = [CChar](repeating: 0, count: 4096)
+        let n = readlink("/proc/self/exe", &buf, buf.count - 1)
+        guard n > 0 else { return nil }
+        return String(decoding: buf[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    static func parent(_ path: String) -> String {
+        guard let slash = path.lastIndex(of: "/") else { return "." }
+        return slash == path.startIndex ? "/" : String(path[..<slash])
+    }
+
+    static func exists(_ path: String) -> Bool { access(path, F_OK) == 0 }
+}

@@ -1,0 +1,71 @@
+import LuaBridge
+import LineEdit
+import NativeLibraries
+import NXLuaRuntime
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// nxlua: the REPL, the script runner (as `lua`), and later the service subcommands.
+func versionLine() -> String {
+    let libs = NativeLibraries.all.map { "\($0.name) \($0.version)" }.joined(separator: ", ")
+    return "nxlua \(CoreModule.version) (\(libs))"
+}
+
+func runMain(_ argv: [String]) -> Int32 {
+    let options: CommandLineOptions
+    do {
+        options = try CommandLineOptions.parse(argv)
+    } catch let e as CommandLineOptions.UsageError {
+        Console.writeError("nxlua: \(e.message)\n\(CommandLineOptions.usage)\n")
+        return 1
+    } catch {
+        return 1
+    }
+    switch options.action {
+    case .version: print(versionLine()); return 0
+    case .help: print(CommandLineOptions.usage); return 0
+    case .run: break
+    }
+
+    let runtime: Runtime
+    do {
+        runtime = try Runtime(ignoreEnvironment: options.ignoreEnvironment)
+    } catch {
+        Console.writeError("nxlua: cannot start Lua: \(error)\n")
+        return 1
+    }
+    let host = Host(runtime: runtime)
+    if options.warnings { runtime.state.setWarnings(true) }
+    host.createArgTable(argv: argv, scriptIndex: options.scriptIndex)
+    if !options.ignoreEnvironment && !host.handleInit() { return 1 }
+
+    for step in options.steps {
+        let ok: Bool
+        switch step {
+        case .execute(let code): ok = host.dostring(code, name: "=(command line)")
+        case .require(let global, let module): ok = host.dolibrary(global: global, module: module)
+        }
+        if !ok { return 1 }
+    }
+
+    if let i = options.scriptIndex {
+        let path = argv[i] == "-" && (i == 0 || argv[i - 1] != "--") ? nil : argv[i]
+        if !host.doscript(path: path, args: Array(argv[(i + 1)...])) { return 1 }
+    }
+
+    let wantsREPL = options.interactive || (options.scriptIndex == nil && options.steps.isEmpty && !options.showVersion)
+    if options.showVersion && !wantsREPL { print(versionLine()) }
+    if wantsREPL {
+        let repl = REPL(host: host)
+        if repl.editor != nil {
+            print("\(versionLine())\nhelp() for help, Tab completes, Ctrl-C interrupts, Ctrl-D exits")
+        }
+        return repl.run()
+    }
+    return 0
+}
+
+let status = runMain(CommandLine.arguments)
+Console.flush()
+exit(status)
