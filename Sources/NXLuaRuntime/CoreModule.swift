@@ -49,6 +49,22 @@ public enum CoreModule {
                 try sleepPolling(seconds)
                 return 0
             },
+            LuaFunctionDecl("listdir", "nxlua.listdir(folder) -> names | nil, message",
+                            "the entries of a folder, sorted by name (without . and ..)",
+                            help: """
+                            Example:  for _, name in ipairs(nxlua.listdir("/data/scan42")) do print(name) end
+                            Returns nil and a message when the folder cannot be read, as io.open does.
+                            """) { call in
+                let path = try call.string(1)
+                switch FileSystem.list(path) {
+                case .success(let names): return call.returns(names)
+                case .failure(let message): return call.returns(nil, "\(path): \(message)")
+                }
+            },
+            LuaFunctionDecl("isdir", "nxlua.isdir(path) -> boolean",
+                            "true if path is a folder (following symbolic links)") { call in
+                return call.returns(FileSystem.isDirectory(try call.string(1)))
+            },
         ],
         values: [("version", version)]
     )
@@ -83,5 +99,28 @@ public enum CoreModule {
             remaining -= step
         }
         try LuaInterrupt.check()
+    }
+}
+
+/// The few file-system queries the core module needs, on plain libc.
+enum FileSystem {
+    enum Listing { case success([String]), failure(String) }
+
+    static func list(_ path: String) -> Listing {
+        guard let dir = opendir(path) else { return .failure(String(cString: strerror(errno))) }
+        defer { closedir(dir) }
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(cString: raw.bindMemory(to: CChar.self).baseAddress!)
+            }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return .success(names.sorted())
+    }
+
+    static func isDirectory(_ path: String) -> Bool {
+        var st = stat()
+        return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
     }
 }
