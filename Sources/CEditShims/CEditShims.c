@@ -1,5 +1,14 @@
+#define _GNU_SOURCE
 #include "CEditShims.h"
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+#include <wchar.h>
 
 EditLine *nxed_init(const char *prog, FILE *in, FILE *out, FILE *err) {
     return el_init(prog, in, out, err);
@@ -59,3 +68,73 @@ const char *nxed_line(EditLine *el, int *cursor, int *length) {
 FILE *nxed_stdin(void) { return stdin; }
 FILE *nxed_stdout(void) { return stdout; }
 FILE *nxed_stderr(void) { return stderr; }
+
+// ---- Ctrl-C at the prompt ----------------------------------------------------------
+
+static volatile sig_atomic_t nxed_sigint_seen = 0;
+static struct sigaction nxed_old_sigint;
+
+static void nxed_on_sigint(int sig) { (void)sig; nxed_sigint_seen = 1; }
+
+void nxed_prompt_sigint_begin(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = nxed_on_sigint;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = 0;  // no SA_RESTART: the wait must end
+    nxed_sigint_seen = 0;
+    sigaction(SIGINT, &sa, &nxed_old_sigint);
+}
+
+void nxed_prompt_sigint_end(void) { sigaction(SIGINT, &nxed_old_sigint, NULL); }
+
+int nxed_prompt_interrupted(void) { return nxed_sigint_seen != 0; }
+
+static int nxed_read_char(EditLine *el, wchar_t *wc) {
+    (void)el;
+    char buf[MB_LEN_MAX];
+    size_t n = 0;
+    for (;;) {
+        sigset_t block, old;
+        sigemptyset(&block);
+        sigaddset(&block, SIGINT);
+        sigprocmask(SIG_BLOCK, &block, &old);
+        if (nxed_sigint_seen) {
+            sigprocmask(SIG_SETMASK, &old, NULL);
+            errno = EINTR;
+            *wc = L'\0';
+            return -1;
+        }
+        struct pollfd pfd = { .fd = STDIN_FILENO, .events = POLLIN, .revents = 0 };
+        int r = ppoll(&pfd, 1, NULL, &old);  // SIGINT can arrive only while waiting
+        sigprocmask(SIG_SETMASK, &old, NULL);
+        if (r < 0) {
+            if (errno == EINTR) continue;  // the check above decides
+            *wc = L'\0';
+            return -1;
+        }
+        // Non-blocking for this one read: a Ctrl-C right after ppoll() makes the tty
+        // driver flush its input queue, and a blocking read would then wait forever.
+        int flags = fcntl(STDIN_FILENO, F_GETFL);
+        if (flags >= 0) fcntl(STDIN_FILENO, F_SETFL, flags | O_NONBLOCK);
+        ssize_t k = read(STDIN_FILENO, buf + n, 1);
+        int read_errno = errno;
+        if (flags >= 0) fcntl(STDIN_FILENO, F_SETFL, flags);
+        errno = read_errno;
+        if (k == 0) { *wc = L'\0'; return 0; }
+        if (k < 0) {
+            if (errno == EINTR || errno == EAGAIN) continue;
+            *wc = L'\0';
+            return -1;
+        }
+        n++;
+        mbstate_t st;
+        memset(&st, 0, sizeof st);
+        size_t c = mbrtowc(wc, buf, n, &st);
+        if (c == (size_t)-2 && n < MB_LEN_MAX) continue;  // more bytes of this character
+        if (c == (size_t)-1 || c == (size_t)-2) { n = 0; continue; }  // invalid: drop it
+        return 1;
+    }
+}
+
+void nxed_use_interruptible_reader(EditLine *el) { el_wset(el, EL_GETCFN, nxed_read_char); }

@@ -32,7 +32,7 @@ static int nxl_panic(lua_State *L) {
 
 // Warnings as lua.c: off until "@on"; a message may come in pieces (tocont).
 typedef struct { int on; int continuing; } nxl_WarnState;
-static nxl_WarnState nxl_warnstates_shared;  // one per process is enough for control
+static const char nxl_warn_key = 'w';  // registry anchor of the state's nxl_WarnState
 
 static void nxl_warnf(void *ud, const char *msg, int tocont) {
     nxl_WarnState *w = (nxl_WarnState *)ud;
@@ -53,9 +53,10 @@ lua_State *nxl_newstate(void) {
     lua_State *L = lua_newstate(nxl_alloc, NULL);
     if (L == NULL) return NULL;
     lua_atpanic(L, nxl_panic);
-    nxl_WarnState *w = (nxl_WarnState *)malloc(sizeof *w);
-    if (w == NULL) w = &nxl_warnstates_shared;
+    // The warning state lives in a userdata anchored in the registry: lua_close frees it.
+    nxl_WarnState *w = (nxl_WarnState *)lua_newuserdatauv(L, sizeof *w, 0);
     w->on = 0; w->continuing = 0;
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &nxl_warn_key);
     lua_setwarnf(L, nxl_warnf, w);
     return L;
 }

@@ -38,6 +38,7 @@ public final class LineEditor {
     /// Nil when stdin or stdout is not a terminal (then read plain lines instead).
     public init?(program: String, historyFile: String?, historySize: Int = 1000) {
         guard isatty(0) != 0, isatty(1) != 0 else { return nil }
+        setlocale(LC_CTYPE, "")  // UTF-8 input (µm, Å) as the terminal sends it
         guard let el = nxed_init(program, nxed_stdin(), nxed_stdout(), nxed_stderr()),
               let h = nxed_history_init(Int32(historySize)) else { return nil }
         editLine = el
@@ -45,7 +46,11 @@ public final class LineEditor {
         self.historyFile = historyFile
         nxed_history_unique(h, 1)
         nxed_set_editor(el, "emacs")
-        nxed_set_signal(el, 1)  // libedit restores the terminal around signals
+        // libedit's signal handling is off: its SIGINT handler re-raises to the whole
+        // process group and its reader retries an interrupted read. Ctrl-C is handled by
+        // our reader instead; the window size is re-read at every prompt.
+        nxed_set_signal(el, 0)
+        nxed_use_interruptible_reader(el)
         nxed_set_history(el, h)
         nxed_set_prompt(el, { el in
             let me = Unmanaged<LineEditor>.fromOpaque(nxed_get_clientdata(el)!).takeUnretainedValue()
@@ -70,26 +75,15 @@ public final class LineEditor {
     public func readLine(prompt: String) -> Input {
         free(promptStorage)
         promptStorage = strdup(prompt)
-        // Ctrl-C at the prompt abandons the line: a handler without SA_RESTART makes
-        // libedit's read() fail with EINTR, and el_gets returns.
-        var sa = sigaction()
-        var old = sigaction()
-        sa.__sigaction_handler.sa_handler = { _ in LineEditor.sawInterrupt = 1 }
-        sigemptyset(&sa.sa_mask)
-        sa.sa_flags = 0
-        sigaction(SIGINT, &sa, &old)
-        defer { sigaction(SIGINT, &old, nil) }
-        LineEditor.sawInterrupt = 0
-
+        nxed_prompt_sigint_begin()  // Ctrl-C at the prompt abandons the line
+        defer { nxed_prompt_sigint_end() }
         var count: Int32 = 0
-        guard let p = el_gets(editLine, &count) else {
-            if LineEditor.sawInterrupt != 0 {
-                el_reset(editLine)
-                return .interrupted
-            }
-            return .endOfInput
+        let p = el_gets(editLine, &count)
+        if nxed_prompt_interrupted() != 0 {
+            el_reset(editLine)
+            return .interrupted
         }
-        if LineEditor.sawInterrupt != 0 { return .interrupted }
+        guard let p else { return .endOfInput }
         var line = String(cString: p)
         if line.hasSuffix("\n") { line.removeLast() }
         return .line(line)
@@ -103,8 +97,6 @@ public final class LineEditor {
     }
 
     public var historyCount: Int { Int(nxed_history_length(history)) }
-
-    nonisolated(unsafe) static var sawInterrupt: sig_atomic_t = 0
 
     // MARK: completion
 

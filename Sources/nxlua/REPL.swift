@@ -150,7 +150,8 @@ final class REPL {
                 try lua.getGlobal("print")
             }
             lua.insert(at: first)
-            try lua.pcall(nargs: n, nresults: 0)
+            // printing runs Lua code (__pretty, __tostring): Ctrl-C must reach it too
+            try host.docall(nargs: n, nresults: 0)
         } catch {
             report("error calling 'print' (\(error))")
         }

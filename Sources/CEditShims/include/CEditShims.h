@@ -33,6 +33,18 @@ void nxed_history_unique(History *h, int on);
 /// The current line buffer: text and cursor offset (bytes).
 const char *nxed_line(EditLine *el, int *cursor, int *length);
 
+/// Ctrl-C at the prompt. libedit's own read loop retries a read() that SIGINT
+/// interrupted, so the REPL installs this reader (EL_GETCFN): it waits with ppoll() and
+/// SIGINT unblocked only inside the wait, so a Ctrl-C is never lost between a check and
+/// the wait, and then makes el_gets return NULL. Decodes UTF-8 (LC_CTYPE) as libedit does.
+void nxed_use_interruptible_reader(EditLine *el);
+/// Installs the prompt's SIGINT handler (remembering the old one) and clears the flag.
+void nxed_prompt_sigint_begin(void);
+/// Restores the SIGINT handler that was there before nxed_prompt_sigint_begin.
+void nxed_prompt_sigint_end(void);
+/// Nonzero if Ctrl-C came while the prompt's handler was installed.
+int nxed_prompt_interrupted(void);
+
 /// stdout/stderr/stdin for Swift (macros on some libcs).
 FILE *nxed_stdin(void);
 FILE *nxed_stdout(void);

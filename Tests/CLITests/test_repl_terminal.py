@@ -1,0 +1,157 @@
+"""The REPL on a pseudo-terminal: prompts, continuation, completion, history, Ctrl-C,
+Ctrl-D, as a user at a beamline console sees them."""
+import time
+
+import pexpect
+import pytest
+
+from conftest import BIN
+
+UP = "\x1b[A"
+
+
+@pytest.fixture
+def repl(env):
+    sessions = []
+
+    def start():
+        p = pexpect.spawn(BIN, env=env, encoding="utf-8", timeout=10, dimensions=(40, 100))
+        p.expect("Ctrl-D exits")
+        p.expect("> ")
+        sessions.append(p)
+        return p
+
+    yield start
+    for p in sessions:
+        if p.isalive():
+            p.terminate(force=True)
+
+
+def finish(p):
+    # Between prompts the terminal is in cooked mode and would eat a ^D typed ahead;
+    # give the REPL a moment to be back in el_gets, as a human would.
+    time.sleep(0.2)
+    p.sendeof()
+    p.expect(pexpect.EOF)
+    p.close()
+    return p.exitstatus
+
+
+def test_banner_expression_and_ctrl_d(repl):
+    p = repl()
+    p.sendline("6 * 7")
+    p.expect("42\r\n> ")
+    assert finish(p) == 0
+
+
+def test_continuation_prompt(repl):
+    p = repl()
+    p.sendline("for i = 1, 2 do")
+    p.expect(">> ")
+    p.sendline("print('line', i) end")
+    p.expect("line\t1\r\nline\t2\r\n> ")
+    assert finish(p) == 0
+
+
+def test_error_prints_traceback_and_repl_goes_on(repl):
+    p = repl()
+    p.sendline("error('oops')")
+    p.expect("stdin:1: oops")
+    p.expect("stack traceback:")
+    p.expect("> ")
+    p.sendline("1 + 2")
+    p.expect("3\r\n> ")
+    assert finish(p) == 0
+
+
+def test_completion_of_dotted_path_leaves_no_space(repl, env):
+    p = repl()
+    p.send("string.fo\t")
+    time.sleep(0.3)
+    p.sendline("('%03d', 7)")
+    p.expect('"007"')
+    p.expect("> ")
+    finish(p)
+    history = open(env["NXLUA_HISTORY"]).read()
+    assert "string.format('%03d',\\0407)" in history  # completed with no space before '('
+
+
+def test_completion_lists_several_candidates(repl):
+    p = repl()
+    p.send("nxlua.\t")
+    p.expect("nxlua.sleep")
+    p.expect("nxlua.time")
+    p.sendline("version")
+    p.expect('"0.1.0"')
+    finish(p)
+
+
+def test_completion_of_methods_after_colon(repl):
+    p = repl()
+    p.sendline("s = 'beam'")
+    p.expect("> ")
+    p.send("s:upp\t")
+    time.sleep(0.3)
+    p.sendline("()")
+    p.expect('"BEAM"')
+    finish(p)
+
+
+def test_history_is_kept_across_runs(repl, env):
+    p = repl()
+    p.sendline("marker = 4242")
+    p.expect("> ")
+    finish(p)
+    p = repl()
+    p.send(UP)
+    time.sleep(0.2)
+    p.sendline("")
+    p.expect("> ")
+    p.sendline("marker")
+    p.expect("4242\r\n> ")
+    finish(p)
+
+
+def test_ctrl_c_interrupts_a_lua_loop(repl):
+    p = repl()
+    p.sendline("n = 0; while true do n = n + 1 end")
+    time.sleep(0.5)
+    p.sendintr()
+    p.expect("interrupted!")
+    p.expect("> ")
+    p.sendline("n > 0")
+    p.expect("true\r\n> ")
+    # the hook is disarmed: the next chunk runs to its end
+    p.sendline("s = 0; for i = 1, 3000000 do s = s + 1 end; print(s)")
+    p.expect("3000000\r\n> ")
+    assert finish(p) == 0
+
+
+def test_ctrl_c_interrupts_a_long_swift_call(repl):
+    p = repl()
+    p.sendline("nxlua.sleep(600)")
+    time.sleep(0.5)
+    started = time.monotonic()
+    p.sendintr()
+    p.expect("interrupted!")
+    p.expect("> ")
+    assert time.monotonic() - started < 5
+    assert finish(p) == 0
+
+
+def test_ctrl_c_at_the_prompt_drops_the_line(repl):
+    p = repl()
+    p.send("this is not lua")
+    p.sendintr()
+    p.expect("> ")
+    p.sendline("1")
+    p.expect("1\r\n> ")
+    assert finish(p) == 0
+
+
+def test_help_in_the_repl(repl):
+    p = repl()
+    p.sendline("help(nxlua.sleep)")
+    p.expect("nxlua.sleep\\(seconds\\)")
+    p.expect("Ctrl-C interrupts the wait")
+    finish(p)
