@@ -44,7 +44,7 @@ private let dispatchSwiftCall: nxl_Dispatch = { L, box, argIndex in
     let fn = Unmanaged<LuaFunctionBox>.fromOpaque(box!).takeUnretainedValue()
     let lua = Lua(L!)
     do {
-        return try fn.body(LuaCall(lua, name: fn.name))
+        return try fn.body(LuaCall(lua))
     } catch let error as LuaError {
         lua.ensureStack(2)
         switch error {
@@ -101,12 +101,10 @@ extension Lua {
 /// "bad argument #1 to 'load' (string expected, got nil)".
 public struct LuaCall {
     public let lua: Lua
-    public let name: String
 
-    public init(_ lua: Lua, name: String) {
-        self.lua = lua
-        self.name = name
-    }
+    /// Lua itself names the function in argument errors (luaL_argerror), so a call
+    /// carries nothing but the state: entering Swift costs no allocation.
+    public init(_ lua: Lua) { self.lua = lua }
 
     /// Number of arguments passed.
     public var count: Int32 { lua.top }
@@ -173,7 +171,23 @@ public struct LuaCall {
         return s
     }
 
-    /// Pushes the values and returns their count, for `return call.returns(...)`.
+    /// Pushes one value and returns 1, for `return call.returns(x)` (no allocation).
+    @inlinable
+    public func returns<T: LuaPushable>(_ value: T) -> Int32 {
+        value.push(to: lua)
+        return 1
+    }
+
+    /// Pushes two values and returns 2.
+    @inlinable
+    public func returns<A: LuaPushable, B: LuaPushable>(_ a: A, _ b: B) -> Int32 {
+        lua.ensureStack(2)
+        a.push(to: lua)
+        b.push(to: lua)
+        return 2
+    }
+
+    /// Pushes the values (nil for nil) and returns their count.
     public func returns(_ values: (any LuaPushable)?...) -> Int32 {
         lua.ensureStack(Int32(values.count))
         for v in values {

@@ -1,13 +1,19 @@
 import CLuaShims
-import CHDF5Shims
-import CTIFFShims
-import CCBFShims
+#if canImport(Glibc)
+import Glibc
+#endif
 
-/// The native libraries nxlua links, with the versions loaded at run time. `nxlua
-/// --version` prints them; asking each library proves it links and loads.
+/// The native libraries nxlua builds on, with the versions found at run time.
+///
+/// Lua is linked into the executable. HDF5, libtiff and cbflib are opened here with
+/// dlopen only when asked (`nxlua --version`, `nxlua.libraries()`): loading libhdf5 and its
+/// dependency chain (curl, gnutls, krb5, ...) costs about 3 ms, more than everything else
+/// nxlua does to start (docs/architecture.md, "Start-up"). The modules that use these
+/// libraries link them through their system-library and shim targets.
 public enum NativeLibraries {
     public struct Library: Sendable {
         public let name: String
+        /// The version, or why it could not be read ("not found: ...").
         public let version: String
     }
 
@@ -17,25 +23,47 @@ public enum NativeLibraries {
     }
 
     public static var hdf5: Library {
-        var major: UInt32 = 0, minor: UInt32 = 0, release: UInt32 = 0
-        nxh5_version(&major, &minor, &release)
-        let ts = nxh5_is_threadsafe() != 0 ? " (thread-safe)" : ""
-        return Library(name: "HDF5", version: "\(major).\(minor).\(release)\(ts)")
+        typealias Version = @convention(c) (UnsafeMutablePointer<UInt32>, UnsafeMutablePointer<UInt32>,
+                                            UnsafeMutablePointer<UInt32>) -> Int32
+        typealias ThreadSafe = @convention(c) (UnsafeMutablePointer<UInt8>) -> Int32
+        return load("HDF5", soname: "libhdf5_serial.so.103") { handle in
+            guard let v = dlsym(handle, "H5get_libversion") else { return nil }
+            var major: UInt32 = 0, minor: UInt32 = 0, release: UInt32 = 0
+            _ = unsafeBitCast(v, to: Version.self)(&major, &minor, &release)
+            var threadsafe: UInt8 = 0
+            if let t = dlsym(handle, "H5is_library_threadsafe") {
+                _ = unsafeBitCast(t, to: ThreadSafe.self)(&threadsafe)
+            }
+            return "\(major).\(minor).\(release)" + (threadsafe != 0 ? " (thread-safe)" : "")
+        }
     }
 
     public static var libtiff: Library {
-        // "LIBTIFF, Version 4.5.0\nCopyright ..." -> "4.5.0"
-        let banner = String(cString: nxtiff_version())
-        let firstLine = banner.split(separator: "\n").first.map(String.init) ?? banner
-        let version = firstLine.split(separator: " ").last.map(String.init) ?? firstLine
-        return Library(name: "libtiff", version: version)
+        typealias Version = @convention(c) () -> UnsafePointer<CChar>
+        return load("libtiff", soname: "libtiff.so.6") { handle in
+            guard let v = dlsym(handle, "TIFFGetVersion") else { return nil }
+            // "LIBTIFF, Version 4.5.0\nCopyright ..." -> "4.5.0"
+            let banner = String(cString: unsafeBitCast(v, to: Version.self)())
+            let first = banner.split(separator: "\n").first.map(String.init) ?? banner
+            return first.split(separator: " ").last.map(String.init)
+        }
     }
 
     public static var cbflib: Library {
-        let v = String(cString: nxcbf_api_version())  // "CBFlib v0.9.7"
-        let version = v.split(separator: " ").last.map { $0.hasPrefix("v") ? String($0.dropFirst()) : String($0) }
-        return Library(name: "cbflib", version: version ?? v)
+        // cbflib has no version function (its headers' CBF_API_VERSION is checked by the
+        // tests); report the library that loads.
+        load("cbflib", soname: "libcbf.so.1") { handle in
+            dlsym(handle, "cbf_make_handle") == nil ? nil : "libcbf.so.1"
+        }
     }
 
     public static var all: [Library] { [lua, hdf5, libtiff, cbflib] }
+
+    private static func load(_ name: String, soname: String, _ read: (UnsafeMutableRawPointer) -> String?) -> Library {
+        guard let handle = dlopen(soname, RTLD_NOW | RTLD_GLOBAL) else {
+            let why = dlerror().map { String(cString: $0) } ?? soname
+            return Library(name: name, version: "not found: \(why)")
+        }
+        return Library(name: name, version: read(handle) ?? "unknown")
+    }
 }

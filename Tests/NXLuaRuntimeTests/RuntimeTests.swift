@@ -1,1 +1,60 @@
 import XCTest
+import CCBFShims
+import CHDF5Shims
+import CTIFFShims
+@testable import LuaBridge
+@testable import NativeLibraries
+@testable import NXLuaRuntime
+
+/// The native libraries link through their shims, and the versions nxlua reports at run
+/// time (dlopen) are the ones the shims were compiled and linked against.
+final class NativeLinkTests: XCTestCase {
+    func testHDF5LinksThroughItsShim() {
+        var major: UInt32 = 0, minor: UInt32 = 0, release: UInt32 = 0
+        nxh5_version(&major, &minor, &release)
+        XCTAssertEqual(major, 1)
+        XCTAssertGreaterThanOrEqual(minor, 10)
+        XCTAssertEqual(nxh5_is_threadsafe(), 1, "Debian's serial libhdf5 is built thread-safe")
+        XCTAssertTrue(NativeLibraries.hdf5.version.hasPrefix("\(major).\(minor).\(release)"))
+        XCTAssertGreaterThan(nxh5_native_int32(), 0)
+    }
+
+    func testTIFFLinksThroughItsShim() {
+        let banner = String(cString: nxtiff_version())
+        XCTAssertTrue(banner.contains(NativeLibraries.libtiff.version), banner)
+    }
+
+    func testCBFLinksThroughItsShim() {
+        XCTAssertEqual(String(cString: nxcbf_api_version()), "CBFlib v0.9.7")
+        XCTAssertEqual(NativeLibraries.cbflib.version, "libcbf.so.1")
+    }
+}
+
+/// The runtime nxlua scripts see: modules, help, the stdlib search path.
+final class RuntimeTests: XCTestCase {
+    func testCoreModuleAndHelpAreInstalled() throws {
+        let rt = try Runtime()
+        let r = try rt.state.run("return nxlua.version, type(help), type(nxlua.sleep), package.loaded.nxlua == nxlua")
+        XCTAssertEqual(r, [CoreModule.version, "function", "function", "true"])
+    }
+
+    func testLibrariesTableNamesEveryLibrary() throws {
+        let rt = try Runtime()
+        let r = try rt.state.run("local l = nxlua.libraries(); return l.Lua, l.HDF5 ~= nil, l.libtiff ~= nil, l.cbflib")
+        XCTAssertEqual(r, ["5.4.4", "true", "true", "libcbf.so.1"])
+    }
+
+    func testStdlibIsFoundFromTheSourceTree() throws {
+        // The test binary lives under .build/, inside the source tree holding stdlib/.
+        let rt = try Runtime()
+        XCTAssertNotNil(rt.stdlibDirectory)
+        XCTAssertEqual(try rt.state.run("return require('nxlua.pretty').format({x = 1})"), ["{x = 1}"])
+    }
+
+    func testSleepRefusesBadDurations() throws {
+        let rt = try Runtime()
+        let r = try rt.state.run("return pcall(function() nxlua.sleep(0/0) end)")
+        XCTAssertEqual(r[0], "false")
+        XCTAssertTrue(r[1].contains("non-negative number of seconds expected"), r[1])
+    }
+}

@@ -1,0 +1,65 @@
+// nxlua-bench: Swift-side micro-benchmarks that scripts/bench runs next to their anchors.
+// Prints one JSON object per benchmark on stdout.
+//
+//   nxlua-bench bridge [calls]   Lua->C vs Lua->Swift call cost (ns per call)
+import CBenchmarkShims
+import CLua
+import LuaBridge
+#if canImport(Glibc)
+import Glibc
+#endif
+
+func now() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+}
+
+func median(_ xs: [Double]) -> Double { xs.sorted()[xs.count / 2] }
+
+/// Times `for i = 1, n do f(i, 1.5) end` for the global function `name`, minus the same
+/// loop calling nothing; returns nanoseconds per call (median of 7 runs).
+func nsPerCall(_ state: LuaState, _ name: String, _ n: Int) throws -> Double {
+    let loop = "local f, n = \(name), \(n); return function() for i = 1, n do f(i, 1.5) end end"
+    let empty = "local n = \(n); return function() for i = 1, n do local _ = i + 1.5 end end"
+    func time(_ code: String) throws -> Double {
+        let lua = state.lua
+        try lua.load(code, name: "=bench")
+        try lua.pcall(nargs: 0, nresults: 1)
+        var samples: [Double] = []
+        for _ in 0..<7 {
+            lua.pushValue(at: -1)
+            let t0 = now()
+            try lua.pcall(nargs: 0, nresults: 0)
+            samples.append(now() - t0)
+        }
+        lua.pop()
+        return median(samples)
+    }
+    return (try time(loop) - time(empty)) / Double(n) * 1e9
+}
+
+func bridge(calls: Int) throws {
+    let state = try LuaState()
+    let lua = state.lua
+    lua.pushCFunction(nxbench_add)
+    try lua.setGlobal("c_add")
+    lua.push(function: "swift_add") { call in
+        call.returns(try call.number(1) + call.number(2))
+    }
+    try lua.setGlobal("swift_add")
+    try state.run("lua_add = function(a, b) return a + b end")
+    let c = try nsPerCall(state, "c_add", calls)
+    let s = try nsPerCall(state, "swift_add", calls)
+    let l = try nsPerCall(state, "lua_add", calls)
+    print("{\"bench\": \"bridge\", \"calls\": \(calls), \"c_ns\": \(c), \"swift_ns\": \(s), \"lua_ns\": \(l)}")
+}
+
+let args = CommandLine.arguments
+switch args.count > 1 ? args[1] : "" {
+case "bridge":
+    try bridge(calls: args.count > 2 ? Int(args[2]) ?? 2_000_000 : 2_000_000)
+default:
+    print("usage: nxlua-bench bridge [calls]")
+    exit(2)
+}

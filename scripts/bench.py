@@ -1,0 +1,70 @@
+"""Benchmarks of nxlua next to their anchors, measured in one run (these machines are
+shared and noisy: an absolute time alone says little). Prints a table with ratios and the
+targets from the issues. Run through scripts/bench, which builds and sets up the venv."""
+import argparse
+import json
+import pathlib
+import statistics
+import subprocess
+import sys
+import time
+
+
+def wall_ms(cmd, runs):
+    """Median wall time of a command, in ms, over `runs` runs (after one warm-up)."""
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    samples = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        samples.append((time.perf_counter() - t) * 1e3)
+    return statistics.median(samples)
+
+
+def bench_startup(root):
+    nxlua = [str(root / ".build/release/nxlua"), "-e", ""]
+    anchor = [sys.executable, "-c", "import nexusformat.nexus"]
+    # interleave rounds so that a noisy neighbour hurts both sides alike
+    ours, theirs = [], []
+    for _ in range(5):
+        ours.append(wall_ms(nxlua, 20))
+        theirs.append(wall_ms(anchor, 4))
+    a, b = statistics.median(ours), statistics.median(theirs)
+    return [("start-up: nxlua -e ''", f"{a:.2f} ms",
+             "python -c 'import nexusformat.nexus'", f"{b:.1f} ms",
+             f"{b / a:.1f}x faster", ">= 15x faster", b / a >= 15)]
+
+
+def bench_bridge(root):
+    out = subprocess.run([str(root / ".build/release/nxlua-bench"), "bridge"], check=True,
+                         capture_output=True, text=True).stdout
+    r = json.loads(out)
+    ratio = r["swift_ns"] / r["c_ns"]
+    return [("Lua->Swift call (2 numbers in, 1 out)", f"{r['swift_ns']:.1f} ns",
+             "Lua->C call, same work", f"{r['c_ns']:.1f} ns",
+             f"{ratio:.2f}x the C cost", "<= 2x", ratio <= 2.0)]
+
+
+BENCHES = {"startup": bench_startup, "bridge": bench_bridge}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--root", required=True)
+    ap.add_argument("names", nargs="*", default=list(BENCHES))
+    args = ap.parse_args()
+    root = pathlib.Path(args.root)
+    rows = []
+    for name in args.names:
+        if name not in BENCHES:
+            sys.exit(f"bench: unknown benchmark '{name}' (known: {', '.join(BENCHES)})")
+        rows += BENCHES[name](root)
+    header = ("nxlua", "time", "anchor", "time", "ratio", "target", "")
+    table = [header] + [r[:6] + ("met" if r[6] else "MISSED",) for r in rows]
+    widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
+    for row in table:
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+
+
+if __name__ == "__main__":
+    main()
