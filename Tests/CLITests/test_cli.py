@@ -2,7 +2,7 @@
 import os
 import textwrap
 
-from conftest import BIN
+from conftest import BIN, ROOT
 
 
 def test_version_names_the_libraries(nxlua):
@@ -156,3 +156,16 @@ def test_listdir(nxlua, tmp_path):
     assert "a.cbf,b.cbf" in r.stdout
     r = nxlua("-e", "print(nxlua.listdir('/no/such/folder'))")
     assert r.stdout == "nil\t/no/such/folder: No such file or directory\n"
+
+
+def test_example_newest(nxlua, tmp_path):
+    for i in range(5):
+        (tmp_path / f"frame_{i:05d}.cbf").write_text("")
+    (tmp_path / "sub").mkdir()
+    script = str(ROOT / "scripts/examples/newest.lua")
+    r = nxlua(script, str(tmp_path), "2")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "frame_00003.cbf\nframe_00004.cbf\n"
+    assert "2 of 5 files" in r.stderr
+    r = nxlua(script)
+    assert r.returncode == 2 and "usage:" in r.stderr
