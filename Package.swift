@@ -37,7 +37,7 @@ let package = Package(
         // The executable: CLI, REPL, script runner.
         // The Swift runtime is linked statically: 1.2 ms less start-up (docs/architecture.md).
         .executableTarget(name: "nxlua", dependencies: ["NXLuaRuntime", "LuaBridge", "LineEdit"],
-                          linkerSettings: [.unsafeFlags(["-static-stdlib"])]),
+                          linkerSettings: [.unsafeFlags(["-static-stdlib"], .when(configuration: .release))]),
 
         // Swift-side micro-benchmarks for scripts/bench (not part of the product).
         .target(name: "CBenchmarkShims", dependencies: ["CLua"]),

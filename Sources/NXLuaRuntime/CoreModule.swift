@@ -76,13 +76,15 @@ public enum CoreModule {
         "shows help: modules with no argument; a module, function, method or object's docs",
         help: """
         help()               lists the modules and what they are for
-        help(nx)             a module: its functions and types
+        help(nxlua)          a module: its functions and types
         help(nxlua.sleep)    one function: signature, summary, details
         help("nxlua.sleep")  the same, by name
         """) { call in
         let lua = call.lua
         let n = call.count
         try lua.require("nxlua.help")
+        try lua.getField(at: -1, "show")
+        lua.remove(at: -2)
         lua.insert(at: 1)
         try lua.pcall(nargs: n, nresults: 0)
         return 0

@@ -25,6 +25,10 @@ public final class Runtime {
         try state.prependPackagePath(dirs)
         try state.install(CoreModule.declaration)
         try lua.setGlobal(CoreModule.help)
+        if stdlibDirectory != nil {
+            // `help` typed alone lists the modules (stdlib/nxlua/help.lua)
+            try state.run("require('nxlua.help').install()", name: "=nxlua.help")
+        }
     }
 
     /// Where the shipped stdlib/ lives, found without configuration: $NXLUA_STDLIB, then

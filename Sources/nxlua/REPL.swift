@@ -105,13 +105,7 @@ final class REPL {
     }
 
     static func readPlainLine() -> String? {
-        var buf: UnsafeMutablePointer<CChar>? = nil
-        var cap = 0
-        defer { free(buf) }
-        let n = getline(&buf, &cap, Console.input)
-        guard n >= 0, let buf else { return nil }
-        var line = String(cString: buf)
-        if line.hasSuffix("\n") { line.removeLast() }
+        guard var line = Swift.readLine(strippingNewline: true) else { return nil }
         if line.hasSuffix("\r") { line.removeLast() }
         return line
     }

@@ -61,3 +61,10 @@ def test_pretty_printer_handles_cycles_and_depth(nxlua):
 def test_pretty_printer_is_extended_by_pretty_metamethod(nxlua):
     r = nxlua(stdin="setmetatable({}, {__pretty = function() return 'Frame(512x512)' end})\n")
     assert r.stdout == "Frame(512x512)\n"
+
+
+def test_help_alone_lists_the_modules(nxlua):
+    r = nxlua(stdin="help\nhelp(help)\n")
+    assert r.stdout.startswith("nxlua 0.1.0: Lua 5.4 for NeXus/HDF5 data.")
+    assert "nxlua modules:\n  nxlua" in r.stdout
+    assert "help([x])" in r.stdout

@@ -34,8 +34,12 @@ final class NativeLinkTests: XCTestCase {
 final class RuntimeTests: XCTestCase {
     func testCoreModuleAndHelpAreInstalled() throws {
         let rt = try Runtime()
-        let r = try rt.state.run("return nxlua.version, type(help), type(nxlua.sleep), package.loaded.nxlua == nxlua")
-        XCTAssertEqual(r, [CoreModule.version, "function", "function", "true"])
+        let r = try rt.state.run("""
+            return nxlua.version, getmetatable(help).__name, type(nxlua.sleep), package.loaded.nxlua == nxlua,
+                   require('nxlua.help').text(nxlua.sleep)
+            """)
+        XCTAssertEqual(Array(r[0..<4]), [CoreModule.version, "help", "function", "true"])
+        XCTAssertTrue(r[4].hasPrefix("nxlua.sleep(seconds)\n  waits; Ctrl-C interrupts the wait"), r[4])
     }
 
     func testLibrariesTableNamesEveryLibrary() throws {

@@ -13,7 +13,11 @@ local lua_libraries = {
   { "debug", "the debug library" },
 }
 
-local function write(...) io.write(...) end
+-- Text is collected and written once, so that the same text can also be returned.
+local out
+local function write(...)
+  for i = 1, select("#", ...) do out[#out + 1] = tostring((select(i, ...))) end
+end
 
 local function show_entry(e)
   write(e.signature, "\n")
@@ -36,6 +40,7 @@ local function overview()
   write("nxlua modules:\n")
   local width = 8
   for _, m in ipairs(docs.modules) do width = math.max(width, #m.name) end
+  for _, l in ipairs(lua_libraries) do width = math.max(width, #l[1]) end
   for _, m in ipairs(docs.modules) do
     write(string.format("  %-" .. width .. "s  %s\n", m.name, m.summary))
   end
@@ -43,7 +48,7 @@ local function overview()
   for _, l in ipairs(lua_libraries) do
     write(string.format("  %-" .. width .. "s  %s\n", l[1], l[2]))
   end
-  write("\nhelp(x) shows the docs of a module, function or object; help(\"nx.load\") by name.\n")
+  write("\nhelp(x) shows the docs of a module, function or object; help(\"nxlua.sleep\") by name.\n")
 end
 
 -- The qualified name of one of Lua's own functions ("string.format"), if it is one.
@@ -70,7 +75,7 @@ local function resolve(name)
   return v
 end
 
-return function(...)
+local function show(...)
   if select("#", ...) == 0 then return overview() end
   local x = ...
   local entry
@@ -106,3 +111,36 @@ return function(...)
   end
   write("no help for this ", type(x), "\n")
 end
+
+local M = {}
+
+--- The help text for x (or the overview with no argument), as a string.
+function M.text(...)
+  out = {}
+  show(...)
+  local text = table.concat(out)
+  out = nil
+  return text
+end
+
+--- Prints the help text (what help(...) does).
+function M.show(...)
+  io.write(M.text(...))
+end
+
+--- Makes the global `help` an object: calling it shows help, and typing `help` alone at
+--- the REPL lists the modules (as Python's help object prints its usage).
+function M.install()
+  local fn = _G.help
+  if type(fn) ~= "function" then return end
+  local object = setmetatable({}, {
+    __name = "help",
+    __call = function(_, ...) return fn(...) end,
+    __pretty = function() return (M.text():gsub("\n$", "")) end,
+    __tostring = function() return "help: call help() or help(x)" end,
+  })
+  docs.values[object] = docs.values[fn]
+  _G.help = object
+end
+
+return M
