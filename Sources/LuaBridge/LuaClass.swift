@@ -47,9 +47,9 @@ public final class LuaClass<Object: AnyObject>: @unchecked Sendable {
         self.describe = describe
     }
 
-    /// The methods as plain function declarations (for help and completion).
-    public var methodDecls: [LuaFunctionDecl] {
-        methods.map { m in LuaFunctionDecl(m.name, m.signature, m.summary, help: m.help) { _ in 0 } }
+    /// What help shows of each method.
+    public var methodDocs: [LuaDoc] {
+        methods.map { LuaDoc(name: $0.name, signature: $0.signature, summary: $0.summary, help: $0.help) }
     }
 
     // MARK: registration

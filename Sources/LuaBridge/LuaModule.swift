@@ -29,7 +29,15 @@ public protocol LuaClassDocs: Sendable {
     var name: String { get }
     var summary: String { get }
     var help: String { get }
-    var methodDecls: [LuaFunctionDecl] { get }
+    var methodDocs: [LuaDoc] { get }
+}
+
+/// The documentation part of a declaration.
+public struct LuaDoc: Sendable {
+    public let name: String
+    public let signature: String
+    public let summary: String
+    public let help: String
 }
 
 extension LuaClass: LuaClassDocs {}
@@ -154,7 +162,7 @@ extension Lua {
 
     private func document(class c: any LuaClassDocs, docs: Int32) {
         var members: [String] = []
-        for m in c.methodDecls {
+        for m in c.methodDocs {
             let q = "\(c.name):\(m.name)"
             members.append(q)
             LuaDocs.pushEntry(self, name: q, kind: "method", signature: m.signature,

@@ -163,7 +163,7 @@ final class REPL {
             let wordLength = lua.toInteger(at: -2) ?? 0
             var candidates: [String] = []
             if lua.type(at: -1) == .table {
-                for k in 1...max(1, lua.rawLength(at: -1)) where lua.rawLength(at: -1) > 0 {
+                for k in stride(from: 1, through: lua.rawLength(at: -1), by: 1) {
                     lua.rawGet(at: -1, index: k)
                     if let s = lua.toString(at: -1) { candidates.append(s) }
                     lua.pop()

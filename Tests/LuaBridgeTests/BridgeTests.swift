@@ -107,6 +107,7 @@ final class BridgeTests: XCTestCase {
         XCTAssertEqual(Tracked.live, 0, "Swift objects leaked")
     }
 
+    @discardableResult
     func run(_ code: String) throws -> [String] { try state.run(code, name: "=test") }
 
     func testArgumentErrorUsesLuasFormat() throws {
