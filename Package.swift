@@ -27,6 +27,8 @@ let package = Package(
 
         // Safe Swift API over lua_State: no Lua error ever longjmps across a Swift frame.
         .target(name: "LuaBridge", dependencies: ["CLua", "CLuaShims"]),
+        // The N-dimensional array engine: dtypes, strided views, kernels (no Lua inside).
+        .target(name: "NDArray"),
         // Line editing and history over libedit, no Lua inside.
         .target(name: "LineEdit", dependencies: ["CEdit", "CEditShims"]),
         // Versions of the native libraries, read with dlopen so that start-up never pays
@@ -44,6 +46,7 @@ let package = Package(
         .executableTarget(name: "nxlua-bench", dependencies: ["LuaBridge", "CLua", "CBenchmarkShims"]),
 
         .testTarget(name: "LuaBridgeTests", dependencies: ["LuaBridge"]),
+        .testTarget(name: "NDArrayTests", dependencies: ["NDArray"]),
         .testTarget(name: "NXLuaRuntimeTests", dependencies: [
             "NXLuaRuntime", "LuaBridge", "NativeLibraries", "CHDF5Shims", "CTIFFShims", "CCBFShims",
         ]),

@@ -1,0 +1,161 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Errors of the array engine; every message shows the shapes or values involved.
+public struct ArrayError: Error, CustomStringConvertible, Equatable {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// The memory behind one or more arrays (64-byte aligned, zero-filled).
+public final class Storage: @unchecked Sendable {
+    public let bytes: UnsafeMutableRawPointer
+    public let byteCount: Int
+
+    public init(byteCount: Int) throws {
+        self.byteCount = byteCount
+        var p: UnsafeMutableRawPointer?
+        guard posix_memalign(&p, 64, max(byteCount, 64)) == 0, let p else {
+            throw ArrayError("cannot allocate \(byteCount) bytes for an array")
+        }
+        memset(p, 0, max(byteCount, 64))
+        bytes = p
+    }
+
+    deinit { free(bytes) }
+}
+
+/// An N-dimensional array: shape, strides and offset (in elements) over shared storage,
+/// as torch7's TH and NumPy. Slicing, transposing and most reshapes make views that share
+/// the storage; operations write new arrays.
+public struct NDArray: @unchecked Sendable {
+    public let dtype: DType
+    public let shape: [Int]
+    /// Steps between neighbours along each axis, in elements (0 = broadcast).
+    public let strides: [Int]
+    /// Index of element [0, 0, ...] in the storage, in elements.
+    public let offset: Int
+    public let storage: Storage
+
+    public init(dtype: DType, shape: [Int], strides: [Int], offset: Int, storage: Storage) {
+        self.dtype = dtype
+        self.shape = shape
+        self.strides = strides
+        self.offset = offset
+        self.storage = storage
+    }
+
+    /// A new contiguous (C order) array of zeros.
+    public init(zeros shape: [Int], dtype: DType) throws {
+        for n in shape where n < 0 {
+            throw ArrayError("negative dimensions are not allowed: shape \(NDArray.describe(shape))")
+        }
+        let count = shape.reduce(1, *)
+        let (bytes, overflow) = count.multipliedReportingOverflow(by: dtype.itemSize)
+        if overflow { throw ArrayError("array of shape \(NDArray.describe(shape)) is too large") }
+        self.init(dtype: dtype, shape: shape, strides: NDArray.contiguousStrides(shape), offset: 0,
+                  storage: try Storage(byteCount: bytes))
+    }
+
+    public var ndim: Int { shape.count }
+    public var count: Int { shape.reduce(1, *) }
+    public var nbytes: Int { count * dtype.itemSize }
+
+    public static func contiguousStrides(_ shape: [Int]) -> [Int] {
+        var strides = [Int](repeating: 1, count: shape.count)
+        var step = 1
+        for axis in stride(from: shape.count - 1, through: 0, by: -1) {
+            strides[axis] = step
+            step *= max(shape[axis], 1)
+        }
+        return strides
+    }
+
+    /// Whether the elements lie in C order without gaps (the fast paths need this).
+    public var isContiguous: Bool {
+        var step = 1
+        for axis in stride(from: shape.count - 1, through: 0, by: -1) where shape[axis] != 1 {
+            if strides[axis] != step { return false }
+            step *= shape[axis]
+        }
+        return true
+    }
+
+    /// "(3, 512, 512)", as NumPy prints shapes.
+    public static func describe(_ shape: [Int]) -> String {
+        shape.count == 1 ? "(\(shape[0]),)" : "(" + shape.map(String.init).joined(separator: ", ") + ")"
+    }
+
+    /// A typed pointer to element [0, 0, ...].
+    @inline(__always)
+    public func base<T: NDScalar>(_: T.Type) -> UnsafeMutablePointer<T> {
+        storage.bytes.assumingMemoryBound(to: T.self) + offset
+    }
+
+    // MARK: elements
+
+    /// The storage index of a multi-index (already checked).
+    @inline(__always)
+    func elementOffset(_ index: [Int]) -> Int {
+        var o = offset
+        for (i, s) in zip(index, strides) { o += i * s }
+        return o
+    }
+
+    /// One element as a Double (bools 0/1); the index is checked, negative counts from the end.
+    public func value(at index: [Int]) throws -> Double {
+        let o = try checkedOffset(index)
+        return dtype.dispatch(ReadDouble(storage: storage, offset: o))
+    }
+
+    /// One element as an Int64, exact for integer dtypes.
+    public func integer(at index: [Int]) throws -> Int64 {
+        let o = try checkedOffset(index)
+        return dtype.dispatch(ReadInt(storage: storage, offset: o))
+    }
+
+    /// Sets one element, converting as NumPy's assignment does.
+    public func setValue(_ v: Double, at index: [Int]) throws {
+        let o = try checkedOffset(index)
+        dtype.dispatch(WriteDouble(storage: storage, offset: o, value: v))
+    }
+
+    func checkedOffset(_ index: [Int]) throws -> Int {
+        guard index.count == shape.count else {
+            throw ArrayError("\(index.count) indices for an array of \(shape.count) dimensions, shape \(NDArray.describe(shape))")
+        }
+        var o = offset
+        for axis in 0..<shape.count {
+            var i = index[axis]
+            if i < 0 { i += shape[axis] }
+            guard i >= 0, i < shape[axis] else {
+                throw ArrayError("index \(index[axis]) is out of bounds for axis \(axis) with size \(shape[axis])")
+            }
+            o += i * strides[axis]
+        }
+        return o
+    }
+}
+
+private struct ReadDouble: DTypeVisitor {
+    let storage: Storage, offset: Int
+    func visit<T: NDScalar>(_: T.Type) -> Double {
+        storage.bytes.assumingMemoryBound(to: T.self)[offset].asDouble
+    }
+}
+
+private struct ReadInt: DTypeVisitor {
+    let storage: Storage, offset: Int
+    func visit<T: NDScalar>(_: T.Type) -> Int64 {
+        storage.bytes.assumingMemoryBound(to: T.self)[offset].asInt64
+    }
+}
+
+private struct WriteDouble: DTypeVisitor {
+    let storage: Storage, offset: Int, value: Double
+    func visit<T: NDScalar>(_: T.Type) {
+        storage.bytes.assumingMemoryBound(to: T.self)[offset] = T(fromDouble: value)
+    }
+}
