@@ -159,3 +159,25 @@ private struct WriteDouble: DTypeVisitor {
         storage.bytes.assumingMemoryBound(to: T.self)[offset] = T(fromDouble: value)
     }
 }
+
+extension NDArray {
+    /// The same elements with another shape, as a view (contiguous arrays only; one
+    /// dimension may be -1). Non-contiguous arrays need a copy first.
+    public func reshapedView(_ newShape: [Int]) throws -> NDArray {
+        var target = newShape
+        let unknown = target.indices.filter { target[$0] == -1 }
+        guard unknown.count <= 1 else { throw ArrayError("can only specify one unknown dimension in reshape \(NDArray.describe(newShape))") }
+        let known = target.filter { $0 != -1 }.reduce(1, *)
+        if let u = unknown.first {
+            guard known > 0, count % known == 0 else {
+                throw ArrayError("cannot reshape array of size \(count) into shape \(NDArray.describe(newShape))")
+            }
+            target[u] = count / known
+        }
+        guard target.reduce(1, *) == count, !target.contains(where: { $0 < 0 }) else {
+            throw ArrayError("cannot reshape array of size \(count) into shape \(NDArray.describe(newShape))")
+        }
+        guard isContiguous else { throw ArrayError("reshape of a non-contiguous view needs a copy") }
+        return NDArray(dtype: dtype, shape: target, strides: NDArray.contiguousStrides(target), offset: offset, storage: storage)
+    }
+}

@@ -1,0 +1,133 @@
+import XCTest
+@testable import NDArray
+
+final class DTypeTests: XCTestCase {
+    func testPromotionFollowsNumPy() {
+        XCTAssertEqual(DType.promote(.int32, .float32), .float64)
+        XCTAssertEqual(DType.promote(.int16, .float32), .float32)
+        XCTAssertEqual(DType.promote(.uint8, .int8), .int16)
+        XCTAssertEqual(DType.promote(.uint32, .int32), .int64)
+        XCTAssertEqual(DType.promote(.uint64, .int64), .float64)
+        XCTAssertEqual(DType.promote(.bool, .uint16), .uint16)
+        XCTAssertEqual(DType.promote(.int64, .int8), .int64)
+        XCTAssertEqual(DType.int32.accumulator, .int64)
+        XCTAssertEqual(DType.uint16.accumulator, .uint64)
+        XCTAssertEqual(DType(name: "f8"), .float64)
+        XCTAssertNil(DType(name: "complex128"))
+    }
+}
+
+final class SelectionTests: XCTestCase {
+    func testParsing() throws {
+        XCTAssertEqual(try Selection(parsing: "0:50, 100:200, ::2").items,
+                       [.range(.int(0), .int(50), nil), .range(.int(100), .int(200), nil), .range(nil, nil, 2)])
+        XCTAssertEqual(try Selection(parsing: "-1, ...").items, [.index(.int(-1)), .ellipsis])
+        XCTAssertEqual(try Selection(parsing: "1.5:2.5").items, [.range(.float(1.5), .float(2.5), nil)])
+        XCTAssertEqual(try Selection(parsing: "").items, [])
+        XCTAssertThrowsError(try Selection(parsing: "1:2:0")) { XCTAssertTrue("\($0)".contains("step cannot be zero")) }
+        XCTAssertThrowsError(try Selection(parsing: "a:3")) { XCTAssertTrue("\($0)".contains("bad index 'a'")) }
+        XCTAssertThrowsError(try Selection(parsing: "..., ...")) { XCTAssertTrue("\($0)".contains("more than one")) }
+        XCTAssertThrowsError(try Selection(parsing: "1,,2")) { XCTAssertTrue("\($0)".contains("empty index")) }
+    }
+
+    func testResolveMatchesPythonSlices() throws {
+        // against Python: range(10)[a:b:c]
+        func r(_ s: String, _ n: Int = 10) throws -> [Int] {
+            let a = try Selection(parsing: s).resolve(shape: [n])[0]
+            return (0..<a.count).map { a.start + $0 * a.step }
+        }
+        XCTAssertEqual(try r("2:5"), [2, 3, 4])
+        XCTAssertEqual(try r("::3"), [0, 3, 6, 9])
+        XCTAssertEqual(try r("-3:"), [7, 8, 9])
+        XCTAssertEqual(try r("::-1"), [9, 8, 7, 6, 5, 4, 3, 2, 1, 0])
+        XCTAssertEqual(try r("8:2:-2"), [8, 6, 4])
+        XCTAssertEqual(try r("-1:-4:-1"), [9, 8, 7])
+        XCTAssertEqual(try r("5:100"), [5, 6, 7, 8, 9])
+        XCTAssertEqual(try r("7:3"), [])
+        XCTAssertEqual(try r("-100:2"), [0, 1])
+        XCTAssertThrowsError(try Selection(parsing: "10").resolve(shape: [10])) {
+            XCTAssertEqual("\($0)", "index 10 is out of bounds for axis 0 with size 10")
+        }
+        XCTAssertThrowsError(try Selection(parsing: "0,0,0").resolve(shape: [2, 2])) {
+            XCTAssertEqual("\($0)", "too many indices: 3 for shape (2, 2)")
+        }
+        XCTAssertThrowsError(try Selection(parsing: "1.5").resolve(shape: [3])) {
+            XCTAssertTrue("\($0)".contains("arrays are indexed by position"))
+        }
+    }
+}
+
+final class ArrayTests: XCTestCase {
+    func grid(_ shape: [Int], _ dtype: DType = .int32) throws -> NDArray {
+        try NDArray.arange(0, Double(shape.reduce(1, *)), dtype: dtype).reshapedView(shape)
+    }
+
+    func testViewsShareStorageAndIndex() throws {
+        let a = try grid([3, 4])
+        let row = try a.view("1")
+        XCTAssertEqual(row.shape, [4])
+        XCTAssertEqual(row.doubles(), [4, 5, 6, 7])
+        let col = try a.view(":, -1")
+        XCTAssertEqual(col.doubles(), [3, 7, 11])
+        let rev = try a.view("::-1, ::2")
+        XCTAssertEqual(rev.shape, [3, 2])
+        XCTAssertEqual(rev.doubles(), [8, 10, 4, 6, 0, 2])
+        try row.setValue(-1, at: [0])
+        XCTAssertEqual(try a.value(at: [1, 0]), -1, "a view writes through to its base")
+        XCTAssertEqual(try a.view("..., 0").doubles(), [0, -1, 8])
+        XCTAssertThrowsError(try a.value(at: [3, 0])) {
+            XCTAssertEqual("\($0)", "index 3 is out of bounds for axis 0 with size 3")
+        }
+    }
+
+    func testCopyAndAstype() throws {
+        let a = try NDArray.from([1.7, -1.7, 300, .nan], shape: [4])
+        XCTAssertEqual(try a.copy(as: .int32).doubles(), [1, -1, 300, 0])
+        XCTAssertEqual(try a.copy(as: .uint8).doubles(), [1, 0, 255, 0])
+        let t = try grid([2, 3]).view("::-1, :")
+        let c = try t.contiguous()
+        XCTAssertTrue(c.isContiguous)
+        XCTAssertEqual(c.doubles(), [3, 4, 5, 0, 1, 2])
+    }
+
+    func testBroadcasting() throws {
+        XCTAssertEqual(try NDArray.broadcastShape([3, 1], [4]), [3, 4])
+        XCTAssertEqual(try NDArray.broadcastShape([], [2, 2]), [2, 2])
+        XCTAssertThrowsError(try NDArray.broadcastShape([3], [4])) {
+            XCTAssertEqual("\($0)", "operands could not be broadcast together with shapes (3,) (4,)")
+        }
+    }
+
+    func testSumsAccumulateInInt64() throws {
+        let a = try NDArray.full([3, 4, 5], Double(Int32.max), dtype: .int32)
+        let s = try a.sum()
+        XCTAssertEqual(s.dtype, .int64)
+        XCTAssertEqual(try s.integer(at: []), Int64(Int32.max) * 60, "no wrap-around")
+        let g = try grid([2, 3, 4])
+        XCTAssertEqual(try g.sum(axes: [0]).doubles(), (0..<12).map { Double($0 + $0 + 12) })
+        XCTAssertEqual(try g.sum(axes: [1, 2]).doubles(), [66, 210])
+        XCTAssertEqual(try g.sum(axes: [-1]).shape, [2, 3])
+        XCTAssertEqual(try g.sum(axes: [1], keepdims: true).shape, [2, 1, 4])
+        XCTAssertEqual(try g.reduce(.max, axes: [2]).doubles(), [3, 7, 11, 15, 19, 23])
+        XCTAssertEqual(try g.reduce(.min, axes: [0, 2]).doubles(), [0, 4, 8])
+        XCTAssertEqual(try g.mean(axes: [0]).dtype, .float64)
+        XCTAssertEqual(try g.mean().value(at: []), 11.5)
+        XCTAssertThrowsError(try g.sum(axes: [3])) {
+            XCTAssertEqual("\($0)", "axis 3 is out of bounds for array of dimension 3")
+        }
+        // on a strided view, and large enough to run on several threads
+        let big = try grid([64, 80, 100])
+        let v = try big.view("::2, 1:, ::-1")
+        let total = v.doubles().reduce(0, +)
+        XCTAssertEqual(try v.sum().value(at: []), total)
+        XCTAssertEqual(try big.sum(axes: [0]).doubles().reduce(0, +), big.doubles().reduce(0, +))
+    }
+
+    func testMinMaxPropagateNaN() throws {
+        let a = try NDArray.from([1, .nan, 3], shape: [3])
+        XCTAssertTrue(try a.reduce(.max).value(at: []).isNaN)
+        XCTAssertThrowsError(try NDArray(zeros: [0], dtype: .float64).reduce(.max)) {
+            XCTAssertTrue("\($0)".contains("zero-size array"))
+        }
+    }
+}
