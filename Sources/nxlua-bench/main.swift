@@ -5,6 +5,7 @@
 import CBenchmarkShims
 import CLua
 import LuaBridge
+import NDArray
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -55,8 +56,28 @@ func bridge(calls: Int) throws {
     print("{\"bench\": \"bridge\", \"calls\": \(calls), \"c_ns\": \(c), \"swift_ns\": \(s), \"lua_ns\": \(l)}")
 }
 
+/// Sums of a (frames, 1679, 1475) int32 stack (a Pilatus 2M scan held in memory).
+func sums(frames: Int) throws {
+    let a = try NDArray(zeros: [frames, 1679, 1475], dtype: .int32)
+    let p = a.base(Int32.self)
+    for i in 0..<a.count { p[i] = Int32(truncatingIfNeeded: (i &* 2654435761) >> 20) & 0xFFFF }
+    func time(_ axes: [Int]) throws -> Double {
+        var samples: [Double] = []
+        for _ in 0..<5 {
+            let t0 = now()
+            _ = try a.sum(axes: axes)
+            samples.append(now() - t0)
+        }
+        return median(samples) * 1e3
+    }
+    let s0 = try time([0]), s12 = try time([1, 2])
+    print("{\"bench\": \"sums\", \"frames\": \(frames), \"sum0_ms\": \(s0), \"sum12_ms\": \(s12)}")
+}
+
 let args = CommandLine.arguments
 switch args.count > 1 ? args[1] : "" {
+case "sums":
+    try sums(frames: args.count > 2 ? Int(args[2]) ?? 100 : 100)
 case "bridge":
     try bridge(calls: args.count > 2 ? Int(args[2]) ?? 2_000_000 : 2_000_000)
 default:
