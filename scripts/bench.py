@@ -45,7 +45,32 @@ def bench_bridge(root):
              f"{ratio:.2f}x the C cost", "<= 2x", ratio <= 2.0)]
 
 
-BENCHES = {"startup": bench_startup, "bridge": bench_bridge}
+def bench_sums(root):
+    import numpy as np
+    out = subprocess.run([str(root / ".build/release/nxlua-bench"), "sums", "100"], check=True,
+                         capture_output=True, text=True).stdout
+    r = json.loads(out)
+    a = ((np.arange(100 * 1679 * 1475, dtype=np.int64) * 2654435761 >> 20).astype(np.int32) & 0xFFFF)
+    a = a.reshape(100, 1679, 1475)
+
+    def med(f):
+        samples = []
+        for _ in range(5):
+            t = time.perf_counter()
+            f()
+            samples.append((time.perf_counter() - t) * 1e3)
+        return statistics.median(samples)
+
+    n0, n12 = med(lambda: a.sum(0)), med(lambda: a.sum(axis=(1, 2)))
+    return [("sum axis 0, (100,1679,1475) int32 -> int64", f"{r['sum0_ms']:.1f} ms",
+             "numpy a.sum(0)", f"{n0:.1f} ms", f"{n0 / r['sum0_ms']:.1f}x faster", ">= 4x faster",
+             n0 / r["sum0_ms"] >= 4),
+            ("sum axes (1,2), same array", f"{r['sum12_ms']:.1f} ms",
+             "numpy a.sum(axis=(1,2))", f"{n12:.1f} ms", f"{n12 / r['sum12_ms']:.1f}x faster", ">= 3x faster",
+             n12 / r["sum12_ms"] >= 3)]
+
+
+BENCHES = {"startup": bench_startup, "bridge": bench_bridge, "sums": bench_sums}
 
 
 def main():

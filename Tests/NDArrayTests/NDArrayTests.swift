@@ -123,6 +123,21 @@ final class ArrayTests: XCTestCase {
         XCTAssertEqual(try big.sum(axes: [0]).doubles().reduce(0, +), big.doubles().reduce(0, +))
     }
 
+    func testLeadingAxisFastPathMatchesNaiveSums() throws {
+        // 7 frames (not a multiple of 4), 50,000 pixels (several column blocks, 2 threads)
+        let a = try NDArray(zeros: [7, 50, 1000], dtype: .int32)
+        let p = a.base(Int32.self)
+        for i in 0..<a.count { p[i] = Int32(truncatingIfNeeded: (i &* 2654435761) >> 7) }
+        let m = 50 * 1000
+        let s = try a.sum(axes: [0]), mx = try a.reduce(.max, axes: [0]), mn = try a.reduce(.min, axes: [0])
+        for j in stride(from: 0, to: m, by: 997) {
+            let column = (0..<7).map { Int64(p[$0 * m + j]) }
+            XCTAssertEqual(try s.integer(at: [j / 1000, j % 1000]), column.reduce(0, +))
+            XCTAssertEqual(try mx.integer(at: [j / 1000, j % 1000]), column.max())
+            XCTAssertEqual(try mn.integer(at: [j / 1000, j % 1000]), column.min())
+        }
+    }
+
     func testMinMaxPropagateNaN() throws {
         let a = try NDArray.from([1, .nan, 3], shape: [3])
         XCTAssertTrue(try a.reduce(.max).value(at: []).isNaN)
