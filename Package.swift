@@ -35,7 +35,7 @@ let package = Package(
         // for libhdf5's dependency chain (docs/architecture.md, "Start-up").
         .target(name: "NativeLibraries", dependencies: ["CLuaShims"]),
         // The Lua modules nxlua provides (bindings only; cores live in their own modules).
-        .target(name: "NXLuaRuntime", dependencies: ["LuaBridge", "NativeLibraries"]),
+        .target(name: "NXLuaRuntime", dependencies: ["LuaBridge", "NativeLibraries", "NDArray"]),
         // The executable: CLI, REPL, script runner.
         // The Swift runtime is linked statically: 1.2 ms less start-up (docs/architecture.md).
         .executableTarget(name: "nxlua", dependencies: ["NXLuaRuntime", "LuaBridge", "LineEdit"],

@@ -24,6 +24,7 @@ public final class Runtime {
         if let stdlibDirectory { dirs.append(stdlibDirectory) }
         try state.prependPackagePath(dirs)
         try state.install(CoreModule.declaration)
+        try state.install(ArrayModule.declaration)
         try lua.setGlobal(CoreModule.help)
         if stdlibDirectory != nil {
             // `help` typed alone lists the modules (stdlib/nxlua/help.lua)

@@ -1,0 +1,75 @@
+"""Arrays from Lua: construction, 0-based views, assignment, reductions, errors."""
+import textwrap
+
+
+def run(nxlua, code):
+    r = nxlua("-e", textwrap.dedent(code))
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def test_construction_and_properties(nxlua):
+    out = run(nxlua, """
+        local a = array.zeros({2, 3}, "int32")
+        print(a.dtype, a.ndim, a.size, #a, a.shape[1], a.shape[2])
+        print(array.arange(5).dtype, array.arange(0, 1, 0.25).size, array.full(3, 7, "uint8"):sum())
+        print(array.from({{1, 2}, {3, 4}}).dtype, array.from({1.5, 2}).dtype, array.from({true, false}).dtype)
+    """)
+    assert out == "int32\t2\t6\t2\t2\t3\nint64\t4\t21\nint64\tfloat64\tbool\n"
+
+
+def test_zero_based_views_share_memory(nxlua):
+    out = run(nxlua, """
+        local a = array.arange(12):reshape({3, 4})
+        print(a[0][0], a[2][3], a["1, -1"], a["-1, 0"])
+        local v = a["1:3, ::2"]
+        print(v.shape[1], v.shape[2], v:sum())
+        v["0, 0"] = 100
+        print(a[1][0])
+        print(a["..., 1"]:sum(), a[":, ::-1"][0][0])
+    """)
+    assert out == "0\t11\t7\t8\n2\t2\t28\n100\n15\t3\n"
+
+
+def test_assignment_broadcasts(nxlua):
+    out = run(nxlua, """
+        local a = array.zeros({3, 4})
+        a["1:, :"] = 2
+        a[0] = array.arange(4)
+        print(a:sum(), a:sum(1):totable()[1], a:sum(0):totable()[4])
+    """)
+    assert out == "22.0\t6.0\t7.0\n"
+
+
+def test_reductions(nxlua):
+    out = run(nxlua, """
+        local a = array.full({4, 5, 6}, 2147483647, "int32")
+        print(a:sum(), a:sum():type())
+    """.replace(", a:sum():type()", ", math.type(a:sum())"))
+    assert out == f"{2147483647 * 120}\tinteger\n"
+    out = run(nxlua, """
+        local a = array.arange(24):reshape({2, 3, 4})
+        print(a:sum({1, 2}):totable()[2], a:max(2):totable()[1][3], a:min(), a:mean())
+        print(a:sum(0, true).shape[1], a:prod({0, 1, 2}))
+    """)
+    assert out == "210\t11\t0\t11.5\n1\t0\n"
+
+
+def test_errors_name_shapes_and_values(nxlua):
+    r = nxlua("-e", "array.arange(6):reshape({4, 2})")
+    assert r.returncode == 1 and "cannot reshape array of size 6 into shape (4, 2)" in r.stderr
+    r = nxlua("-e", "local a = array.zeros({3}); a['0'] = array.zeros({2})")
+    assert "cannot broadcast shape (2,) to ()" in r.stderr
+    r = nxlua("-e", "print(array.zeros({2, 2})[2])")
+    assert "index 2 is out of bounds for axis 0 with size 2" in r.stderr
+    r = nxlua("-e", "array.zeros({2}):sum(1)")
+    assert "axis 1 is out of bounds for array of dimension 1" in r.stderr
+    r = nxlua("-e", "array.from({{1, 2}, {3}})")
+    assert "ragged nested table" in r.stderr
+    r = nxlua("-e", "print(array.zeros({2})['1.5'])")
+    assert "arrays are indexed by position" in r.stderr
+
+
+def test_repl_prints_like_numpy(nxlua):
+    r = nxlua(stdin="array.arange(6):reshape({2, 3})\narray.ones(2, 'float32')\n")
+    assert r.stdout == "array([[0, 1, 2],\n       [3, 4, 5]])\narray([1., 1.], dtype=float32)\n"
