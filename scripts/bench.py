@@ -70,7 +70,33 @@ def bench_sums(root):
              n12 / r["sum12_ms"] >= 3)]
 
 
-BENCHES = {"startup": bench_startup, "bridge": bench_bridge, "sums": bench_sums}
+def bench_elementwise(root):
+    import numpy as np
+    script = """
+        local x = array.linspace(0, 1, 10000000)
+        local ts = {}
+        for i = 1, 9 do
+          local t = nxlua.time(); local y = x * 2 + 1; ts[i] = (nxlua.time() - t) * 1e3
+          y = nil; collectgarbage()
+        end
+        table.sort(ts); print(ts[5])
+    """
+    ours = float(subprocess.run([str(root / ".build/release/nxlua"), "-e", script], check=True,
+                                capture_output=True, text=True).stdout)
+    x = np.linspace(0, 1, 10000000)
+    samples = []
+    for _ in range(9):
+        t = time.perf_counter()
+        y = x * 2 + 1
+        samples.append((time.perf_counter() - t) * 1e3)
+        del y
+    theirs = statistics.median(samples)
+    return [("a * 2 + 1, 1e7 float64 (from Lua)", f"{ours:.1f} ms", "numpy x * 2 + 1", f"{theirs:.1f} ms",
+             f"{ours / theirs:.2f}x NumPy's time", "<= 1.2x", ours / theirs <= 1.2)]
+
+
+BENCHES = {"startup": bench_startup, "bridge": bench_bridge, "sums": bench_sums,
+           "elementwise": bench_elementwise}
 
 
 def main():

@@ -3,7 +3,7 @@ extension NDArray {
     /// A contiguous copy, optionally converted to another dtype (NumPy's astype rules:
     /// floats to integers truncate; NaN and out-of-range become 0 or the nearest bound).
     public func copy(as newType: DType? = nil) throws -> NDArray {
-        let out = try NDArray(zeros: shape, dtype: newType ?? dtype)
+        let out = try NDArray(uninitialized: shape, dtype: newType ?? dtype)
         try copy(into: out)
         return out
     }

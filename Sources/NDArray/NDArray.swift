@@ -9,22 +9,73 @@ public struct ArrayError: Error, CustomStringConvertible, Equatable {
     public var description: String { message }
 }
 
-/// The memory behind one or more arrays (64-byte aligned, zero-filled).
+/// The memory behind one or more arrays (64-byte aligned; large blocks 2 MB aligned).
 public final class Storage: @unchecked Sendable {
     public let bytes: UnsafeMutableRawPointer
     public let byteCount: Int
 
-    public init(byteCount: Int) throws {
+    /// `zeroed: false` leaves the bytes as they come (for outputs every element of which
+    /// is written next: one pass over new memory instead of two).
+    public init(byteCount: Int, zeroed: Bool = true) throws {
         self.byteCount = byteCount
-        var p: UnsafeMutableRawPointer?
-        guard posix_memalign(&p, 64, max(byteCount, 64)) == 0, let p else {
-            throw ArrayError("cannot allocate \(byteCount) bytes for an array")
+        if let p = BlockCache.shared.take(byteCount) {
+            bytes = p
+        } else {
+            var p: UnsafeMutableRawPointer?
+            // Large arrays are 2 MB aligned and asked to use huge pages (as NumPy does):
+            // a new 80 MB array then faults 40 pages in instead of 20,000.
+            let huge = byteCount >= BlockCache.minimum
+            guard posix_memalign(&p, huge ? 2 << 20 : 64, max(byteCount, 64)) == 0, let p else {
+                throw ArrayError("cannot allocate \(byteCount) bytes for an array")
+            }
+            if huge { _ = madvise(p, byteCount, 14 /* MADV_HUGEPAGE */) }
+            bytes = p
         }
-        memset(p, 0, max(byteCount, 64))
-        bytes = p
+        if zeroed { memset(bytes, 0, max(byteCount, 64)) }
     }
 
-    deinit { free(bytes) }
+    deinit {
+        if !BlockCache.shared.keep(bytes, byteCount) { free(bytes) }
+    }
+}
+
+/// Keeps a few recently freed large blocks for the next array of the same size, as
+/// PyTorch's caching allocator does: frame-by-frame work allocates the same shapes over
+/// and over, and a fresh block costs page faults plus the kernel zeroing every page.
+final class BlockCache: @unchecked Sendable {
+    static let shared = BlockCache()
+    static let minimum = 4 << 20        // only blocks of 4 MB and more
+    static let capacity = 512 << 20     // at most this much kept, in at most 8 blocks
+
+    private var blocks: [(size: Int, pointer: UnsafeMutableRawPointer)] = []
+    private var total = 0
+    private var lock = pthread_mutex_t()
+
+    init() { pthread_mutex_init(&lock, nil) }
+
+    func take(_ size: Int) -> UnsafeMutableRawPointer? {
+        guard size >= BlockCache.minimum else { return nil }
+        pthread_mutex_lock(&lock)
+        defer { pthread_mutex_unlock(&lock) }
+        guard let i = blocks.lastIndex(where: { $0.size == size }) else { return nil }
+        let p = blocks.remove(at: i).pointer
+        total -= size
+        return p
+    }
+
+    func keep(_ p: UnsafeMutableRawPointer, _ size: Int) -> Bool {
+        guard size >= BlockCache.minimum, size <= BlockCache.capacity / 4 else { return false }
+        pthread_mutex_lock(&lock)
+        defer { pthread_mutex_unlock(&lock) }
+        while !blocks.isEmpty && (total + size > BlockCache.capacity || blocks.count >= 8) {
+            let old = blocks.removeFirst()
+            total -= old.size
+            free(old.pointer)
+        }
+        blocks.append((size, p))
+        total += size
+        return true
+    }
 }
 
 /// An N-dimensional array: shape, strides and offset (in elements) over shared storage,
@@ -49,6 +100,15 @@ public struct NDArray: @unchecked Sendable {
 
     /// A new contiguous (C order) array of zeros.
     public init(zeros shape: [Int], dtype: DType) throws {
+        try self.init(shape: shape, dtype: dtype, zeroed: true)
+    }
+
+    /// A new contiguous array whose every element the caller writes next.
+    init(uninitialized shape: [Int], dtype: DType) throws {
+        try self.init(shape: shape, dtype: dtype, zeroed: false)
+    }
+
+    private init(shape: [Int], dtype: DType, zeroed: Bool) throws {
         for n in shape where n < 0 {
             throw ArrayError("negative dimensions are not allowed: shape \(NDArray.describe(shape))")
         }
@@ -56,7 +116,7 @@ public struct NDArray: @unchecked Sendable {
         let (bytes, overflow) = count.multipliedReportingOverflow(by: dtype.itemSize)
         if overflow { throw ArrayError("array of shape \(NDArray.describe(shape)) is too large") }
         self.init(dtype: dtype, shape: shape, strides: NDArray.contiguousStrides(shape), offset: 0,
-                  storage: try Storage(byteCount: bytes))
+                  storage: try Storage(byteCount: bytes, zeroed: zeroed))
     }
 
     public var ndim: Int { shape.count }

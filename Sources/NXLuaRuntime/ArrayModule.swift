@@ -121,6 +121,35 @@ enum ArrayModule {
         return try wrap { try Selection(parsing: try call.string(i)) }
     }
 
+    /// An operand of an elementwise operation: an ndarray, a number or a boolean.
+    static func operand(_ call: LuaCall, _ i: Int32) throws -> Operand {
+        let lua = call.lua
+        if let a = cls.object(at: i, in: lua) { return .array(a.array) }
+        switch lua.type(at: i) {
+        case .number: return .scalar(lua.toNumber(at: i)!, isInteger: lua.isInteger(at: i))
+        case .boolean: return .scalar(lua.toBoolean(at: i) ? 1 : 0, isInteger: true)
+        default:
+            if cls.isClosed(at: i, in: lua) { throw LuaError.runtime("attempt to use a closed ndarray") }
+            throw call.typeError(i, expected: "ndarray or number")
+        }
+    }
+
+    /// The body of a binary metamethod or method: a op b.
+    static func binary(_ op: BinaryOp) -> LuaFunctionBody {
+        { call in
+            let a = try operand(call, 1), b = try operand(call, 2)
+            let r = try wrap { try NDArray.binary(op, a, b) }
+            try push(r, call.lua, scalarIfZeroD: false)
+            return 1
+        }
+    }
+
+    static func binaryMethod(_ op: BinaryOp, _ summary: String) -> LuaMethodDecl<ArrayBox> {
+        LuaMethodDecl(op.rawValue, "a:\(op.rawValue)(b) -> ndarray", summary) { call, _ in
+            try binary(op)(call)
+        }
+    }
+
     // MARK: the Array type
 
     static let cls: LuaClass<ArrayBox> = LuaClass(
@@ -152,6 +181,14 @@ enum ArrayModule {
                 try push(r, call.lua)
                 return 1
             },
+            binaryMethod(.eq, "elementwise a == b, a bool array (Lua's == compares identity)"),
+            binaryMethod(.ne, "elementwise a ~= b, a bool array"),
+            binaryMethod(.lt, "elementwise a < b, a bool array"),
+            binaryMethod(.le, "elementwise a <= b, a bool array"),
+            binaryMethod(.gt, "elementwise a > b, a bool array"),
+            binaryMethod(.ge, "elementwise a >= b, a bool array"),
+            binaryMethod(.minimum, "elementwise minimum (NaN wins)"),
+            binaryMethod(.maximum, "elementwise maximum (NaN wins)"),
             LuaMethodDecl("copy", "a:copy() -> array", "a contiguous copy") { call, box in
                 try push(try wrap { try box.array.copy() }, call.lua, scalarIfZeroD: false)
                 return 1
@@ -178,6 +215,13 @@ enum ArrayModule {
             },
         ],
         metamethods: [
+            "__add": binary(.add), "__sub": binary(.sub), "__mul": binary(.mul), "__div": binary(.div),
+            "__idiv": binary(.floordiv), "__mod": binary(.mod), "__pow": binary(.pow),
+            "__unm": { call in
+                let a = try call.object(1, cls).array
+                try push(try wrap { try NDArray.binary(.sub, .scalar(0, isInteger: true), .array(a)) }, call.lua, scalarIfZeroD: false)
+                return 1
+            },
             "__len": { call in
                 let a = try call.object(1, cls).array
                 guard a.ndim > 0 else { throw LuaError.runtime("len() of a 0-d array") }

@@ -73,3 +73,18 @@ def test_errors_name_shapes_and_values(nxlua):
 def test_repl_prints_like_numpy(nxlua):
     r = nxlua(stdin="array.arange(6):reshape({2, 3})\narray.ones(2, 'float32')\n")
     assert r.stdout == "array([[0, 1, 2],\n       [3, 4, 5]])\narray([1., 1.], dtype=float32)\n"
+
+
+def test_arithmetic_metamethods(nxlua):
+    out = run(nxlua, """
+        local a = array.arange(6):reshape({2, 3})
+        print((a + 1):sum(), (a * 2.5):sum(), (a / 2).dtype, (a // 4):sum(), (a % 4):sum(), (a ^ 2):sum(), (-a):sum())
+        print((a + array.from({10, 20, 30})):sum(), a:gt(2):sum(), a:eq(a).dtype, (2 - a):sum())
+        local i = array.full(3, 5, "int32")
+        print((i * 2).dtype, (i * 2.0).dtype, (i + array.ones(3, "float32")).dtype)
+    """)
+    assert out == "21\t37.5\tfloat64\t2\t7\t55\t-15\n135\t3\tbool\t-3\nint32\tfloat64\tfloat64\n"
+    r = nxlua("-e", "local a = array.zeros({2, 3}) + array.zeros(4)")
+    assert "operands could not be broadcast together with shapes (2, 3) (4,)" in r.stderr
+    r = nxlua("-e", "local a = array.zeros(3) + 'x'")
+    assert "ndarray or number expected, got string" in r.stderr

@@ -157,3 +157,58 @@ final class FormatTests: XCTestCase {
         XCTAssertEqual(try NDArray.full([], 3, dtype: .int16).formatted(), "array(3, dtype=int16)")
     }
 }
+
+final class ElementwiseTests: XCTestCase {
+    func arr(_ v: [Double], _ t: DType = .int64) throws -> NDArray { try NDArray.from(v, shape: [v.count], dtype: t) }
+
+    func testPythonDivisionRules() throws {
+        let a = try arr([-7, 7, -7, 7]), b = try arr([2, 2, -2, 0])
+        XCTAssertEqual(try NDArray.binary(.floordiv, .array(a), .array(b)).doubles(), [-4, 3, 3, 0])
+        XCTAssertEqual(try NDArray.binary(.mod, .array(a), .array(b)).doubles(), [1, 1, -1, 0])
+        XCTAssertEqual(try NDArray.binary(.div, .array(a), .array(b)).dtype, .float64)
+        let f = try arr([-7.5, 7.5], .float64)
+        XCTAssertEqual(try NDArray.binary(.mod, .array(f), .scalar(2, isInteger: true)).doubles(), [0.5, 1.5])
+    }
+
+    func testWeakScalarsKeepTheArrayType() throws {
+        let a = try arr([1, 2], .int32)
+        XCTAssertEqual(try NDArray.binary(.mul, .array(a), .scalar(2, isInteger: true)).dtype, .int32)
+        XCTAssertEqual(try NDArray.binary(.mul, .array(a), .scalar(2.5, isInteger: false)).dtype, .float64)
+        let f = try arr([1, 2], .float32)
+        XCTAssertEqual(try NDArray.binary(.add, .array(f), .scalar(1.5, isInteger: false)).dtype, .float32)
+        XCTAssertEqual(try NDArray.binary(.add, .array(a), .array(f)).dtype, .float64)
+    }
+
+    func testBroadcastingAndComparisons() throws {
+        let col = try NDArray.arange(0, 3, dtype: .int64).reshapedView([3, 1])
+        let row = try NDArray.arange(0, 4, dtype: .int64)
+        let s = try NDArray.binary(.add, .array(col), .array(row))
+        XCTAssertEqual(s.shape, [3, 4])
+        XCTAssertEqual(s.doubles(), [0, 1, 2, 3, 1, 2, 3, 4, 2, 3, 4, 5])
+        let g = try NDArray.binary(.gt, .array(s), .scalar(2, isInteger: true))
+        XCTAssertEqual(g.dtype, .bool)
+        XCTAssertEqual(try g.sum().integer(at: []), 6)
+        // strided operands (a reversed view) take the general loop
+        let r = try NDArray.binary(.sub, .array(try s.view("::-1, ::2")), .scalar(1, isInteger: true))
+        XCTAssertEqual(r.doubles(), [1, 3, 0, 2, -1, 1])
+        XCTAssertThrowsError(try NDArray.binary(.add, .array(row), .array(try arr([1, 2, 3])))) {
+            XCTAssertEqual("\($0)", "operands could not be broadcast together with shapes (4,) (3,)")
+        }
+    }
+
+    func testLargeOperationsSplitAcrossThreadsGiveTheSameResult() throws {
+        let x = try NDArray.linspace(0, 1, 1_000_001)
+        let y = try NDArray.binary(.add, .array(try NDArray.binary(.mul, .array(x), .scalar(2, isInteger: true))),
+                                   .scalar(1, isInteger: true))
+        XCTAssertEqual(try y.value(at: [0]), 1)
+        XCTAssertEqual(try y.value(at: [1_000_000]), 3)
+        XCTAssertEqual(try y.value(at: [500_000]), 2, accuracy: 1e-12)
+    }
+
+    func testNaNPropagatesThroughMinimumMaximum() throws {
+        let a = try arr([1, .nan], .float64), b = try arr([2, 0], .float64)
+        let m = try NDArray.binary(.minimum, .array(a), .array(b)).doubles()
+        XCTAssertEqual(m[0], 1)
+        XCTAssertTrue(m[1].isNaN)
+    }
+}
