@@ -61,6 +61,8 @@ lua_State *nxl_newstate(void) {
     return L;
 }
 
+void nxl_gcstep(lua_State *L, int kbytes) { lua_gc(L, LUA_GCSTEP, kbytes); }
+
 const char *nxl_lua_release(void) { return LUA_RELEASE; }
 
 void nxl_setwarnings(lua_State *L, int on) {

@@ -53,6 +53,13 @@ public struct Lua {
     public static var registryIndex: Int32 { nxl_registryindex() }
     public static func upvalueIndex(_ i: Int32) -> Int32 { nxl_upvalueindex(i) }
 
+    /// Accounts for memory allocated outside Lua but owned by a userdata (array data):
+    /// the collector runs as if Lua had allocated it, so large garbage goes in time.
+    public func accountExternalAllocation(bytes: Int) {
+        guard bytes >= 1024 else { return }
+        nxl_gcstep(L, Int32(clamping: bytes / 1024))
+    }
+
     // MARK: types
 
     public func type(at i: Int32) -> LuaType { LuaType(rawValue: lua_type(L, i)) ?? .none }

@@ -65,14 +65,17 @@ enum ArrayModule {
         try call.object(i, cls).array
     }
 
-    /// Pushes an array, or a Lua value for a 0-d result (integers stay integers).
-    static func push(_ a: NDArray, _ lua: Lua, scalarIfZeroD: Bool = true) throws {
+    /// Pushes an array, or a Lua value for a 0-d result (integers stay integers). New
+    /// arrays (not views) are accounted to Lua's collector: otherwise a loop making 80 MB
+    /// temporaries grew to 4.7 GB before Lua noticed its 40-byte userdata were garbage.
+    static func push(_ a: NDArray, _ lua: Lua, scalarIfZeroD: Bool = true, view: Bool = false) throws {
         if scalarIfZeroD && a.ndim == 0 {
             if a.dtype == .bool { lua.push(try a.value(at: []) != 0) } else if a.dtype.isInteger {
                 lua.push(Int(try a.integer(at: [])))
             } else { lua.push(try a.value(at: [])) }
             return
         }
+        if !view { lua.accountExternalAllocation(bytes: a.storage.byteCount) }
         cls.push(ArrayBox(a), to: lua)
     }
 
@@ -202,7 +205,7 @@ enum ArrayModule {
                 let s = try shape(call, 2)
                 let a = box.array
                 let r = try wrap { try (a.isContiguous ? a : a.copy()).reshapedView(s) }
-                try push(r, call.lua, scalarIfZeroD: false)
+                try push(r, call.lua, scalarIfZeroD: false, view: a.isContiguous)
                 return 1
             },
             LuaMethodDecl("fill", "a:fill(value)", "sets every element") { call, box in
@@ -256,7 +259,7 @@ enum ArrayModule {
                 default: break
                 }
             }
-            try push(try wrap { try a.view(try selection(call, 2)) }, lua)
+            try push(try wrap { try a.view(try selection(call, 2)) }, lua, view: true)
             return 1
         },
         completions: { _ in ["shape", "dtype", "ndim", "size"] },
@@ -282,7 +285,7 @@ enum ArrayModule {
         lua.newTable(arrayCount: a.shape[0])
         for i in 0..<a.shape[0] {
             let sub = try wrap { try a.view(Selection([.index(.int(i))])) }
-            if sub.ndim == 0 { try push(sub, lua) } else { try pushTable(sub, lua) }
+            if sub.ndim == 0 { try push(sub, lua, view: true) } else { try pushTable(sub, lua) }
             lua.rawSet(at: -2, index: i + 1)
         }
     }

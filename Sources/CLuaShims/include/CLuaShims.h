@@ -21,6 +21,10 @@
 /// A new state with the aborting allocator, a panic handler and a warning function
 /// (warnings start off, as in lua.c; "@on"/"@off" control them).
 lua_State *nxl_newstate(void);
+/// lua_gc(L, LUA_GCSTEP, kbytes): tells the collector that `kbytes` were allocated
+/// outside Lua (array storage), so it collects garbage userdata in time (lua_gc is
+/// variadic, and cannot raise).
+void nxl_gcstep(lua_State *L, int kbytes);
 /// "Lua 5.4.4": the release of the Lua library compiled against.
 const char *nxl_lua_release(void);
 /// Turns warnings on or off (lua -W).
