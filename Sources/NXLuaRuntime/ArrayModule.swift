@@ -44,21 +44,20 @@ enum ArrayModule {
         return d
     }
 
-    /// Axes: nil/none for all, an integer, or a table of integers.
+    /// Axes: nil for all, an integer, or a table of integers (negative count from the end).
     static func axes(_ call: LuaCall, _ i: Int32) throws -> [Int]? {
         let lua = call.lua
         if lua.isNoneOrNil(at: i) { return nil }
         if lua.type(at: i) == .number { return [try call.integer(i)] }
-        return try shape(call, i).isEmpty ? [] : {
-            var out: [Int] = []
-            for k in stride(from: 1, through: lua.rawLength(at: i), by: 1) {
-                lua.rawGet(at: i, index: k)
-                defer { lua.pop() }
-                guard let a = lua.toInteger(at: -1) else { throw LuaError.argument(i, "axes must be integers") }
-                out.append(a)
-            }
-            return out
-        }()
+        guard lua.type(at: i) == .table else { throw call.typeError(i, expected: "axis (integer or table)") }
+        var out: [Int] = []
+        for k in stride(from: 1, through: lua.rawLength(at: i), by: 1) {
+            lua.rawGet(at: i, index: k)
+            defer { lua.pop() }
+            guard let a = lua.toInteger(at: -1) else { throw LuaError.argument(i, "axes must be integers") }
+            out.append(a)
+        }
+        return out
     }
 
     static func array(_ call: LuaCall, _ i: Int32) throws -> NDArray {
@@ -256,7 +255,10 @@ enum ArrayModule {
                 case "dtype": lua.push(a.dtype.rawValue); return 1
                 case "ndim": lua.push(a.ndim); return 1
                 case "size": lua.push(a.count); return 1
-                default: break
+                default:
+                    // a name that is no method or property: nil, as for any Lua table, so
+                    // a:summ() fails with Lua's "attempt to call a nil value (method 'summ')"
+                    if key.first.map({ $0.isLetter || $0 == "_" }) == true { return 0 }
                 }
             }
             try push(try wrap { try a.view(try selection(call, 2)) }, lua, view: true)

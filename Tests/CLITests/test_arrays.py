@@ -58,6 +58,16 @@ def test_reductions(nxlua):
     assert out == "210\t11\t0\t11.5\n1\t0\n"
 
 
+def test_negative_axes_and_unknown_methods(nxlua):
+    out = run(nxlua, """
+        local a = array.arange(6):reshape({2, 3})
+        print(a:sum(-1):totable()[2], a:sum({-2, -1}), a.nosuch)
+        print(pcall(function() return a:summ() end))
+    """)
+    assert out.startswith("12\t15\tnil\nfalse\t")
+    assert "attempt to call a nil value (method 'summ')" in out
+
+
 def test_errors_name_shapes_and_values(nxlua):
     r = nxlua("-e", "array.arange(6):reshape({4, 2})")
     assert r.returncode == 1 and "cannot reshape array of size 6 into shape (4, 2)" in r.stderr
