@@ -146,6 +146,16 @@ enum ArrayModule {
         }
     }
 
+    static func unarySummary(_ op: UnaryOp) -> String {
+        switch op {
+        case .isnan: return "elementwise NaN test, a bool array"
+        case .isfinite: return "elementwise finiteness test, a bool array"
+        case .round: return "elementwise rounding, half to even as NumPy"
+        case .abs, .floor, .ceil: return "elementwise \(op.rawValue); integers keep their dtype"
+        default: return "elementwise \(op.rawValue), in float64 for integer input"
+        }
+    }
+
     static func binaryMethod(_ op: BinaryOp, _ summary: String) -> LuaMethodDecl<ArrayBox> {
         LuaMethodDecl(op.rawValue, "a:\(op.rawValue)(b) -> ndarray", summary) { call, _ in
             try binary(op)(call)
@@ -183,6 +193,12 @@ enum ArrayModule {
                 try push(r, call.lua)
                 return 1
             },
+            ] + UnaryOp.allCases.map { op in
+                LuaMethodDecl<ArrayBox>(op.rawValue, "a:\(op.rawValue)() -> ndarray", unarySummary(op)) { call, box in
+                    try push(try wrap { try box.array.apply(op) }, call.lua, scalarIfZeroD: false)
+                    return 1
+                }
+            } + [
             binaryMethod(.eq, "elementwise a == b, a bool array (Lua's == compares identity)"),
             binaryMethod(.ne, "elementwise a ~= b, a bool array"),
             binaryMethod(.lt, "elementwise a < b, a bool array"),
@@ -351,6 +367,21 @@ enum ArrayModule {
                 try push(try fromTable(call, 1, dtype: d), call.lua, scalarIfZeroD: false)
                 return 1
             },
+        ] + UnaryOp.allCases.map { op in
+            LuaFunctionDecl(op.rawValue, "array.\(op.rawValue)(a) -> ndarray", unarySummary(op)) { call in
+                let a: NDArray
+                switch try operand(call, 1) {
+                case .array(let x): a = x
+                case .scalar(let v, let isInt): a = try wrap { try NDArray.full([], v, dtype: isInt ? .int64 : .float64) }
+                }
+                try push(try wrap { try a.apply(op) }, call.lua, scalarIfZeroD: a.ndim == 0)
+                return 1
+            }
+        } + [
+            LuaFunctionDecl("minimum", "array.minimum(a, b) -> ndarray", "elementwise minimum (NaN wins)",
+                            body: binary(.minimum)),
+            LuaFunctionDecl("maximum", "array.maximum(a, b) -> ndarray", "elementwise maximum (NaN wins)",
+                            body: binary(.maximum)),
         ],
         classes: [cls]
     )

@@ -116,3 +116,12 @@ def test_garbage_arrays_are_collected_in_time(env):
     subprocess.run([BIN, "-e", code], env=env, check=True, timeout=120)
     peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     assert peak_kb < 1_500_000, f"peak RSS {peak_kb} KB (before this run: {before} KB)"
+
+
+def test_math_functions(nxlua):
+    out = run(nxlua, """
+        local a = array.from({-1.5, 0.5, 2.5, 4})
+        print(a:abs():sum(), a:round():sum(), array.sqrt(16), array.sqrt(array.from({4, 9})):sum())
+        print(a:log():isnan():sum(), array.maximum(a, 1):sum(), array.from({-3, 2}, "int32"):abs().dtype)
+    """)
+    assert out == "8.5\t4.0\t4.0\t5.0\n1\t8.5\tint32\n"

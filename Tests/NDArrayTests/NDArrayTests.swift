@@ -212,3 +212,21 @@ final class ElementwiseTests: XCTestCase {
         XCTAssertTrue(m[1].isNaN)
     }
 }
+
+final class UnaryTests: XCTestCase {
+    func testFunctionsAndDtypes() throws {
+        let f = try NDArray.from([-1.5, 0.5, 2.5, 4], shape: [4])
+        XCTAssertEqual(try f.apply(.abs).doubles(), [1.5, 0.5, 2.5, 4])
+        XCTAssertEqual(try f.apply(.round).doubles(), [-2, 0, 2, 4], "half to even, as NumPy")
+        XCTAssertEqual(try f.apply(.floor).doubles(), [-2, 0, 2, 4])
+        XCTAssertEqual(try f.apply(.ceil).doubles(), [-1, 1, 3, 4])
+        XCTAssertEqual(try f.apply(.log).apply(.isnan).doubles(), [1, 0, 0, 0])
+        let i = try NDArray.from([-3, 4], shape: [2], dtype: .int32)
+        XCTAssertEqual(try i.apply(.abs).dtype, .int32)
+        XCTAssertEqual(try i.apply(.abs).doubles(), [3, 4])
+        XCTAssertEqual(try i.apply(.sqrt).dtype, .float64)
+        XCTAssertEqual(try i.apply(.isfinite).doubles(), [1, 1])
+        let f32 = try NDArray.from([4], shape: [1], dtype: .float32)
+        XCTAssertEqual(try f32.apply(.sqrt).dtype, .float32)
+    }
+}
