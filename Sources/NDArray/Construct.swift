@@ -31,6 +31,11 @@ extension NDArray {
 
     /// A contiguous array from values in C order.
     public static func from(_ values: [Double], shape: [Int], dtype: DType = .float64) throws -> NDArray {
+        try from(values.map { Operand.float($0) }, shape: shape, dtype: dtype)
+    }
+
+    /// A contiguous array from numbers in C order; integers stay exact in integer dtypes.
+    public static func from(_ values: [Operand], shape: [Int], dtype: DType) throws -> NDArray {
         guard shape.reduce(1, *) == values.count else {
             throw ArrayError("\(values.count) values cannot fill shape \(describe(shape))")
         }
@@ -41,7 +46,17 @@ extension NDArray {
 
     /// Sets every element to `value` (converted to the dtype).
     public func fill(_ value: Double) {
-        dtype.dispatch(Fill(array: self, value: value))
+        dtype.dispatch(Fill(array: self, value: value, exact: nil))
+    }
+
+    /// Sets every element from a number (integers exact) or an array (broadcast to this
+    /// shape): what `a["sel"] = x` does.
+    public func fill(_ value: Operand) throws {
+        switch value {
+        case .array(let other): try other.copy(into: self)
+        case .float(let v): fill(v)
+        case .integer(let v): dtype.dispatch(Fill(array: self, value: Double(v), exact: v))
+        }
     }
 
     /// All values as Doubles in C order (for printing and tables).
@@ -51,9 +66,10 @@ extension NDArray {
 }
 
 private struct Fill: DTypeVisitor {
-    let array: NDArray, value: Double
+    let array: NDArray, value: Double, exact: Int64?
     func visit<T: NDScalar>(_: T.Type) {
-        let v = T(fromDouble: value), p = array.base(T.self), s = array.strides.last ?? 1
+        let v = exact.map { T.dtype.isFloat ? T(fromDouble: value) : T(fromInt: $0) } ?? T(fromDouble: value)
+        let p = array.base(T.self), s = array.strides.last ?? 1
         forEachRow(shape: array.shape, strides: [array.strides], offsets: [0]) { o, n in
             let row = p + o[0]
             if s == 1 { row.update(repeating: v, count: n) } else { for k in 0..<n { row[k * s] = v } }
@@ -62,10 +78,16 @@ private struct Fill: DTypeVisitor {
 }
 
 private struct FillFrom: DTypeVisitor {
-    let array: NDArray, values: [Double]
+    let array: NDArray, values: [Operand]
     func visit<T: NDScalar>(_: T.Type) {
         let p = array.base(T.self)
-        for (i, v) in values.enumerated() { p[i] = T(fromDouble: v) }
+        for (i, v) in values.enumerated() {
+            switch v {
+            case .integer(let n): p[i] = T.dtype.isFloat ? T(fromDouble: Double(n)) : T(fromInt: n)
+            case .float(let d): p[i] = T(fromDouble: d)
+            case .array: break  // not a number: from() is given numbers only
+            }
+        }
     }
 }
 

@@ -10,11 +10,15 @@ public enum BinaryOp: String, Sendable {
     public var isComparison: Bool { [.eq, .ne, .lt, .le, .gt, .ge].contains(self) }
 }
 
-/// One side of an elementwise operation: an array or a Lua number. Numbers are "weak",
-/// as in NumPy 2 (NEP 50): `int32 array * 2` stays int32, `int32 array * 2.5` is float64.
+/// One side of an elementwise operation or an assignment: an array or a number. Numbers
+/// are "weak", as in NumPy 2 (NEP 50): `int32 array * 2` stays int32, `int32 array * 2.5`
+/// is float64. Integers stay exact (an int64 above 2^53 is not rounded through a Double).
 public enum Operand: Sendable {
     case array(NDArray)
-    case scalar(Double, isInteger: Bool)
+    case integer(Int64)
+    case float(Double)
+
+    public var isInteger: Bool { if case .integer = self { return true } else { return false } }
 }
 
 extension NDArray {
@@ -27,8 +31,9 @@ extension NDArray {
         var t: DType
         switch (a, b) {
         case (.array(let x), .array(let y)): t = DType.promote(x.dtype, y.dtype)
-        case (.array(let x), .scalar(_, let i)), (.scalar(_, let i), .array(let x)): t = weak(x.dtype, integer: i)
-        case (.scalar(_, let i), .scalar(_, let j)): t = i && j ? .int64 : .float64
+        case (.array(let x), _): t = weak(x.dtype, integer: b.isInteger)
+        case (_, .array(let y)): t = weak(y.dtype, integer: a.isInteger)
+        default: t = a.isInteger && b.isInteger ? .int64 : .float64
         }
         if t == .bool && !op.isComparison && op != .minimum && op != .maximum { t = .int64 }
         if op == .div && !t.isFloat { t = .float64 }
@@ -39,10 +44,10 @@ extension NDArray {
     public static func binary(_ op: BinaryOp, _ a: Operand, _ b: Operand) throws -> NDArray {
         let t = computeType(op, a, b)
         func prepared(_ x: Operand) throws -> NDArray {
-            switch x {
-            case .array(let arr): return arr.dtype == t ? arr : try arr.copy(as: t)
-            case .scalar(let v, _): return try NDArray.full([], v, dtype: t)
-            }
+            if case .array(let arr) = x { return arr.dtype == t ? arr : try arr.copy(as: t) }
+            let s = try NDArray(zeros: [], dtype: t)
+            try s.fill(x)
+            return s
         }
         let x = try prepared(a), y = try prepared(b)
         let shape = try broadcastShape(x.shape, y.shape)

@@ -165,14 +165,9 @@ private struct ReduceSource: DTypeVisitor {
         let o = out.base(Acc.self)
         for i in 0..<out.count {
             var v = partials[0].base(Acc.self)[i]
-            for p in partials.dropFirst() { v = apply(v, p.base(Acc.self)[i]) }
+            for p in partials.dropFirst() { v = Ops.combine(op, v, p.base(Acc.self)[i]) }
             o[i] = v
         }
-    }
-
-    @inline(__always)
-    func apply<Acc: NDScalar>(_ a: Acc, _ b: Acc) -> Acc {
-        Ops.combine(op, a, b)
     }
 
     func kernel<Src: NDScalar, Acc: NDScalar>(_: Src.Type, _: Acc.Type, shape: [Int], ss: [Int], os: [Int],

@@ -29,7 +29,7 @@ extension NDArray {
             if op.keepsIntegers {
                 if op == .abs && dtype.isSignedInteger {
                     return try NDArray.binary(.maximum, .array(self),
-                                              .array(try NDArray.binary(.sub, .scalar(0, isInteger: true), .array(self))))
+                                              .array(try NDArray.binary(.sub, .integer(0), .array(self))))
                 }
                 return try copy()
             }

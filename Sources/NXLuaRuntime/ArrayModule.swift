@@ -19,19 +19,26 @@ enum ArrayModule {
         do { return try body() } catch let e as LuaError { throw e } catch { throw fail(error) }
     }
 
-    /// A shape: an integer or a table of integers.
-    static func shape(_ call: LuaCall, _ i: Int32) throws -> [Int] {
+    /// An integer or a table of integers (`what` names it in errors).
+    static func integers(_ call: LuaCall, _ i: Int32, _ what: String) throws -> [Int] {
         let lua = call.lua
         if lua.type(at: i) == .number { return [try call.integer(i)] }
-        guard lua.type(at: i) == .table else { throw call.typeError(i, expected: "shape (table or integer)") }
-        var dims: [Int] = []
+        guard lua.type(at: i) == .table else { throw call.typeError(i, expected: "\(what) (integer or table)") }
+        var out: [Int] = []
         for k in stride(from: 1, through: lua.rawLength(at: i), by: 1) {
             lua.rawGet(at: i, index: k)
             defer { lua.pop() }
-            guard let d = lua.toInteger(at: -1), d >= 0 else {
-                throw LuaError.argument(i, "shape entries must be non-negative integers")
-            }
-            dims.append(d)
+            guard let n = lua.toInteger(at: -1) else { throw LuaError.argument(i, "\(what) entries must be integers") }
+            out.append(n)
+        }
+        return out
+    }
+
+    /// A shape: an integer or a table of non-negative integers.
+    static func shape(_ call: LuaCall, _ i: Int32) throws -> [Int] {
+        let dims = try integers(call, i, "shape")
+        if let bad = dims.first(where: { $0 < 0 }) {
+            throw LuaError.argument(i, "negative dimensions are not allowed, got \(bad)")
         }
         return dims
     }
@@ -46,22 +53,16 @@ enum ArrayModule {
 
     /// Axes: nil for all, an integer, or a table of integers (negative count from the end).
     static func axes(_ call: LuaCall, _ i: Int32) throws -> [Int]? {
-        let lua = call.lua
-        if lua.isNoneOrNil(at: i) { return nil }
-        if lua.type(at: i) == .number { return [try call.integer(i)] }
-        guard lua.type(at: i) == .table else { throw call.typeError(i, expected: "axis (integer or table)") }
-        var out: [Int] = []
-        for k in stride(from: 1, through: lua.rawLength(at: i), by: 1) {
-            lua.rawGet(at: i, index: k)
-            defer { lua.pop() }
-            guard let a = lua.toInteger(at: -1) else { throw LuaError.argument(i, "axes must be integers") }
-            out.append(a)
-        }
-        return out
+        call.isNoneOrNil(i) ? nil : try integers(call, i, "axis")
     }
 
-    static func array(_ call: LuaCall, _ i: Int32) throws -> NDArray {
-        try call.object(i, cls).array
+    /// A Lua number or boolean as an exact scalar (Lua integers stay integers).
+    static func scalar(_ lua: Lua, _ i: Int32) -> Operand? {
+        switch lua.type(at: i) {
+        case .number: return lua.isInteger(at: i) ? .integer(Int64(lua.toInteger(at: i)!)) : .float(lua.toNumber(at: i)!)
+        case .boolean: return .integer(lua.toBoolean(at: i) ? 1 : 0)
+        default: return nil
+        }
     }
 
     /// Pushes an array, or a Lua value for a 0-d result (integers stay integers). New
@@ -81,7 +82,7 @@ enum ArrayModule {
     /// A nested Lua table -> array (shape from the nesting; all rows must agree).
     static func fromTable(_ call: LuaCall, _ i: Int32, dtype explicit: DType?) throws -> NDArray {
         let lua = call.lua
-        var values: [Double] = []
+        var values: [Operand] = []
         var shape: [Int] = []
         var sawFloat = false, sawBool = false, sawInt = false
         func walk(_ t: Int32, depth: Int) throws {
@@ -99,10 +100,10 @@ enum ArrayModule {
                 case .number:
                     if depth != shape.count - 1 { throw LuaError.argument(i, "ragged nested table: a number where a table was expected") }
                     if lua.isInteger(at: -1) { sawInt = true } else { sawFloat = true }
-                    values.append(lua.toNumber(at: -1)!)
+                    values.append(scalar(lua, -1)!)
                 case .boolean:
                     sawBool = true
-                    values.append(lua.toBoolean(at: -1) ? 1 : 0)
+                    values.append(scalar(lua, -1)!)
                 default:
                     throw LuaError.argument(i, "numbers or booleans expected in the table, got \(lua.typeName(at: -1))")
                 }
@@ -127,13 +128,9 @@ enum ArrayModule {
     static func operand(_ call: LuaCall, _ i: Int32) throws -> Operand {
         let lua = call.lua
         if let a = cls.object(at: i, in: lua) { return .array(a.array) }
-        switch lua.type(at: i) {
-        case .number: return .scalar(lua.toNumber(at: i)!, isInteger: lua.isInteger(at: i))
-        case .boolean: return .scalar(lua.toBoolean(at: i) ? 1 : 0, isInteger: true)
-        default:
-            if cls.isClosed(at: i, in: lua) { throw LuaError.runtime("attempt to use a closed ndarray") }
-            throw call.typeError(i, expected: "ndarray or number")
-        }
+        if let s = scalar(lua, i) { return s }
+        if cls.isClosed(at: i, in: lua) { throw LuaError.runtime("attempt to use a closed ndarray") }
+        throw call.typeError(i, expected: "ndarray or number")
     }
 
     /// The body of a binary metamethod or method: a op b.
@@ -224,7 +221,8 @@ enum ArrayModule {
                 return 1
             },
             LuaMethodDecl("fill", "a:fill(value)", "sets every element") { call, box in
-                box.array.fill(try call.number(2))
+                guard let v = scalar(call.lua, 2) else { throw call.typeError(2, expected: "number") }
+                try wrap { try box.array.fill(v) }
                 return 0
             },
             LuaMethodDecl("totable", "a:totable() -> table", "nested Lua tables, 1-based") { call, box in
@@ -237,7 +235,7 @@ enum ArrayModule {
             "__idiv": binary(.floordiv), "__mod": binary(.mod), "__pow": binary(.pow),
             "__unm": { call in
                 let a = try call.object(1, cls).array
-                try push(try wrap { try NDArray.binary(.sub, .scalar(0, isInteger: true), .array(a)) }, call.lua, scalarIfZeroD: false)
+                try push(try wrap { try NDArray.binary(.sub, .integer(0), .array(a)) }, call.lua, scalarIfZeroD: false)
                 return 1
             },
             "__len": { call in
@@ -248,14 +246,8 @@ enum ArrayModule {
             "__newindex": { call in
                 let a = try call.object(1, cls).array
                 let target = try wrap { try a.view(try selection(call, 2)) }
-                let lua = call.lua
-                if let other = cls.object(at: 3, in: lua) {
-                    try wrap { try other.array.copy(into: target) }
-                } else if lua.type(at: 3) == .boolean {
-                    target.fill(lua.toBoolean(at: 3) ? 1 : 0)
-                } else {
-                    target.fill(try call.number(3))
-                }
+                let value = try operand(call, 3)
+                try wrap { try target.fill(value) }
                 return 0
             },
             "__pretty": { call in
@@ -331,8 +323,11 @@ enum ArrayModule {
                 return 1
             },
             LuaFunctionDecl("full", "array.full(shape, value [, dtype]) -> array", "an array filled with value") { call in
-                let s = try shape(call, 1), v = try call.number(2), d = try dtype(call, 3)
-                try push(try wrap { try NDArray.full(s, v, dtype: d) }, call.lua, scalarIfZeroD: false)
+                let s = try shape(call, 1), d = try dtype(call, 3)
+                guard let v = scalar(call.lua, 2) else { throw call.typeError(2, expected: "number") }
+                let a = try wrap { try NDArray(zeros: s, dtype: d) }
+                try wrap { try a.fill(v) }
+                try push(a, call.lua, scalarIfZeroD: false)
                 return 1
             },
             LuaFunctionDecl("arange", "array.arange([start,] stop [, step [, dtype]]) -> array",
@@ -372,7 +367,9 @@ enum ArrayModule {
                 let a: NDArray
                 switch try operand(call, 1) {
                 case .array(let x): a = x
-                case .scalar(let v, let isInt): a = try wrap { try NDArray.full([], v, dtype: isInt ? .int64 : .float64) }
+                case let s:
+                    a = try wrap { try NDArray(zeros: [], dtype: s.isInteger ? .int64 : .float64) }
+                    try wrap { try a.fill(s) }
                 }
                 try push(try wrap { try a.apply(op) }, call.lua, scalarIfZeroD: a.ndim == 0)
                 return 1

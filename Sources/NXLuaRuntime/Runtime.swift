@@ -26,10 +26,13 @@ public final class Runtime {
         try state.install(CoreModule.declaration)
         try state.install(ArrayModule.declaration)
         try lua.setGlobal(CoreModule.help)
-        if stdlibDirectory != nil {
-            // `help` typed alone lists the modules (stdlib/nxlua/help.lua)
-            try state.run("require('nxlua.help').install()", name: "=nxlua.help")
-        }
+    }
+
+    /// Makes `help` typed alone at the REPL list the modules (stdlib/nxlua/help.lua).
+    /// Only the REPL needs it, so scripts do not pay for loading help.lua at start-up.
+    public func installInteractiveHelp() {
+        guard stdlibDirectory != nil else { return }
+        _ = try? state.run("require('nxlua.help').install()", name: "=nxlua.help")
     }
 
     /// Where the shipped stdlib/ lives, found without configuration: $NXLUA_STDLIB, then

@@ -20,6 +20,7 @@ final class REPL {
 
     init(host: Host) {
         self.host = host
+        host.runtime.installInteractiveHelp()
         editor = LineEditor(program: "nxlua", historyFile: REPL.historyPath(), historySize: 1000)
         editor?.completer = { [unowned self] text in self.complete(text) }
     }

@@ -125,3 +125,13 @@ def test_math_functions(nxlua):
         print(a:log():isnan():sum(), array.maximum(a, 1):sum(), array.from({-3, 2}, "int32"):abs().dtype)
     """)
     assert out == "8.5\t4.0\t4.0\t5.0\n1\t8.5\tint32\n"
+
+
+def test_large_integers_stay_exact(nxlua):
+    out = run(nxlua, """
+        local big = (1 << 62) + 1
+        local a = array.full(2, big, "int64")
+        print(a[0] == big, (a + 1)[1] == big + 1, array.from({big})[0] == big)
+        a["1"] = big - 2; print(a[1] == big - 2)
+    """)
+    assert out == "true\ttrue\ttrue\ntrue\n"

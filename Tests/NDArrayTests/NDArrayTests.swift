@@ -167,15 +167,15 @@ final class ElementwiseTests: XCTestCase {
         XCTAssertEqual(try NDArray.binary(.mod, .array(a), .array(b)).doubles(), [1, 1, -1, 0])
         XCTAssertEqual(try NDArray.binary(.div, .array(a), .array(b)).dtype, .float64)
         let f = try arr([-7.5, 7.5], .float64)
-        XCTAssertEqual(try NDArray.binary(.mod, .array(f), .scalar(2, isInteger: true)).doubles(), [0.5, 1.5])
+        XCTAssertEqual(try NDArray.binary(.mod, .array(f), .integer(2)).doubles(), [0.5, 1.5])
     }
 
     func testWeakScalarsKeepTheArrayType() throws {
         let a = try arr([1, 2], .int32)
-        XCTAssertEqual(try NDArray.binary(.mul, .array(a), .scalar(2, isInteger: true)).dtype, .int32)
-        XCTAssertEqual(try NDArray.binary(.mul, .array(a), .scalar(2.5, isInteger: false)).dtype, .float64)
+        XCTAssertEqual(try NDArray.binary(.mul, .array(a), .integer(2)).dtype, .int32)
+        XCTAssertEqual(try NDArray.binary(.mul, .array(a), .float(2.5)).dtype, .float64)
         let f = try arr([1, 2], .float32)
-        XCTAssertEqual(try NDArray.binary(.add, .array(f), .scalar(1.5, isInteger: false)).dtype, .float32)
+        XCTAssertEqual(try NDArray.binary(.add, .array(f), .float(1.5)).dtype, .float32)
         XCTAssertEqual(try NDArray.binary(.add, .array(a), .array(f)).dtype, .float64)
     }
 
@@ -185,11 +185,11 @@ final class ElementwiseTests: XCTestCase {
         let s = try NDArray.binary(.add, .array(col), .array(row))
         XCTAssertEqual(s.shape, [3, 4])
         XCTAssertEqual(s.doubles(), [0, 1, 2, 3, 1, 2, 3, 4, 2, 3, 4, 5])
-        let g = try NDArray.binary(.gt, .array(s), .scalar(2, isInteger: true))
+        let g = try NDArray.binary(.gt, .array(s), .integer(2))
         XCTAssertEqual(g.dtype, .bool)
         XCTAssertEqual(try g.sum().integer(at: []), 6)
         // strided operands (a reversed view) take the general loop
-        let r = try NDArray.binary(.sub, .array(try s.view("::-1, ::2")), .scalar(1, isInteger: true))
+        let r = try NDArray.binary(.sub, .array(try s.view("::-1, ::2")), .integer(1))
         XCTAssertEqual(r.doubles(), [1, 3, 0, 2, -1, 1])
         XCTAssertThrowsError(try NDArray.binary(.add, .array(row), .array(try arr([1, 2, 3])))) {
             XCTAssertEqual("\($0)", "operands could not be broadcast together with shapes (4,) (3,)")
@@ -198,11 +198,20 @@ final class ElementwiseTests: XCTestCase {
 
     func testLargeOperationsSplitAcrossThreadsGiveTheSameResult() throws {
         let x = try NDArray.linspace(0, 1, 1_000_001)
-        let y = try NDArray.binary(.add, .array(try NDArray.binary(.mul, .array(x), .scalar(2, isInteger: true))),
-                                   .scalar(1, isInteger: true))
+        let y = try NDArray.binary(.add, .array(try NDArray.binary(.mul, .array(x), .integer(2))),
+                                   .integer(1))
         XCTAssertEqual(try y.value(at: [0]), 1)
         XCTAssertEqual(try y.value(at: [1_000_000]), 3)
         XCTAssertEqual(try y.value(at: [500_000]), 2, accuracy: 1e-12)
+    }
+
+    func testLargeIntegersStayExact() throws {
+        let big: Int64 = (1 << 62) + 1  // not representable as a Double
+        let a = try NDArray(zeros: [2], dtype: .int64)
+        try a.fill(.integer(big))
+        XCTAssertEqual(try a.integer(at: [1]), big)
+        XCTAssertEqual(try NDArray.binary(.add, .array(a), .integer(1)).integer(at: [0]), big + 1)
+        XCTAssertEqual(try NDArray.from([.integer(big)], shape: [1], dtype: .int64).integer(at: [0]), big)
     }
 
     func testNaNPropagatesThroughMinimumMaximum() throws {

@@ -34,6 +34,8 @@ final class NativeLinkTests: XCTestCase {
 final class RuntimeTests: XCTestCase {
     func testCoreModuleAndHelpAreInstalled() throws {
         let rt = try Runtime()
+        XCTAssertEqual(try rt.state.run("return type(help)"), ["function"], "scripts get the plain function")
+        rt.installInteractiveHelp()
         let r = try rt.state.run("""
             return nxlua.version, getmetatable(help).__name, type(nxlua.sleep), package.loaded.nxlua == nxlua,
                    require('nxlua.help').text(nxlua.sleep)
