@@ -135,21 +135,14 @@ private struct ReduceSource: DTypeVisitor {
         // outermost reduced axis into private partial results
         let threads = threadCount(elements: src.count)
         let keptOuter = order.first.map { !axes.contains($0) } ?? false
+        // a full reduction over the outer axis gives each thread a private result; without
+        // memory for those, it runs on one thread instead of failing
+        let usesPartials = nd > 0 && !keptOuter && threads > 1 && shape[0] >= threads
+        let partials = usesPartials ? try? (0..<threads).map { _ in try NDArray(zeros: out.shape, dtype: out.dtype) } : nil
         if nd == 0 {
             kernel(Src.self, Acc.self, shape: shape, ss: ss, os: os, srcOffset: 0, outOffset: 0, out: out)
-        } else if keptOuter || threads == 1 || shape[0] < threads {
-            let parts = keptOuter ? min(threads, shape[0]) : 1
-            parallel(parts) { k in
-                let r = partition(shape[0], parts, k)
-                var sub = shape
-                sub[0] = r.count
-                kernel(Src.self, Acc.self, shape: sub, ss: ss, os: os,
-                       srcOffset: r.lowerBound * ss[0], outOffset: r.lowerBound * os[0], out: out)
-            }
-        } else {
-            // full reduction over the outer axis: each thread reduces a slab privately
-            let partials = (0..<threads).map { _ in try! NDArray(zeros: out.shape, dtype: out.dtype) }
-            if op != .sum { for p in partials { try! out.copy(into: p) } }
+        } else if let partials {
+            if op != .sum { for p in partials { try! out.copy(into: p) } }  // same shape: cannot fail
             parallel(threads) { k in
                 let r = partition(shape[0], threads, k)
                 var sub = shape
@@ -158,6 +151,15 @@ private struct ReduceSource: DTypeVisitor {
                        srcOffset: r.lowerBound * ss[0], outOffset: 0, out: partials[k])
             }
             combine(Acc.self, partials: partials, into: out)
+        } else {
+            let parts = keptOuter ? min(threads, shape[0]) : 1
+            parallel(parts) { k in
+                let r = partition(shape[0], parts, k)
+                var sub = shape
+                sub[0] = r.count
+                kernel(Src.self, Acc.self, shape: sub, ss: ss, os: os,
+                       srcOffset: r.lowerBound * ss[0], outOffset: r.lowerBound * os[0], out: out)
+            }
         }
     }
 

@@ -121,6 +121,10 @@ final class ArrayTests: XCTestCase {
         let total = v.doubles().reduce(0, +)
         XCTAssertEqual(try v.sum().value(at: []), total)
         XCTAssertEqual(try big.sum(axes: [0]).doubles().reduce(0, +), big.doubles().reduce(0, +))
+        // a full reduction of 512,000 elements: per-thread partial results, then combined
+        XCTAssertEqual(try big.sum().integer(at: []), Int64(511_999 * 512_000 / 2))
+        XCTAssertEqual(try big.reduce(.max).integer(at: []), 511_999)
+        XCTAssertEqual(try big.reduce(.min, axes: [0, 1, 2]).integer(at: []), 0)
     }
 
     func testLeadingAxisFastPathMatchesNaiveSums() throws {
