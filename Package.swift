@@ -12,7 +12,8 @@ let package = Package(
     targets: [
         // System libraries (Debian -dev packages; scripts/setup installs them).
         .systemLibrary(name: "CLua", pkgConfig: "lua5.4", providers: [.apt(["liblua5.4-dev"])]),
-        .systemLibrary(name: "CHDF5", pkgConfig: "hdf5-serial", providers: [.apt(["libhdf5-dev"])]),
+        // HDF5 declarations only: CHDF5Shims opens libhdf5 with dlopen (start-up, see its header).
+        .systemLibrary(name: "CHDF5", providers: [.apt(["libhdf5-dev"])]),
         .systemLibrary(name: "CEdit", pkgConfig: "libedit", providers: [.apt(["libedit-dev"])]),
         .systemLibrary(name: "CTIFF", pkgConfig: "libtiff-4", providers: [.apt(["libtiff-dev"])]),
         // cbflib ships no .pc file; its cbf.h includes hdf5.h, so it borrows HDF5's flags.
@@ -20,7 +21,7 @@ let package = Package(
 
         // One tiny C shim per library for what Swift cannot import (macros, variadics, longjmp).
         .target(name: "CLuaShims", dependencies: ["CLua"]),
-        .target(name: "CHDF5Shims", dependencies: ["CHDF5"]),
+        .target(name: "CHDF5Shims", dependencies: ["CHDF5"], linkerSettings: [.linkedLibrary("dl")]),
         .target(name: "CEditShims", dependencies: ["CEdit"]),
         .target(name: "CTIFFShims", dependencies: ["CTIFF"]),
         .target(name: "CCBFShims", dependencies: ["CCBF"], linkerSettings: [.linkedLibrary("cbf")]),
@@ -29,13 +30,16 @@ let package = Package(
         .target(name: "LuaBridge", dependencies: ["CLua", "CLuaShims"]),
         // The N-dimensional array engine: dtypes, strided views, kernels (no Lua inside).
         .target(name: "NDArray"),
+        // The NeXus tree over HDF5: a low layer mirroring HDF5 (Sources/NeXus/HDF5) and the
+        // tree users navigate (Sources/NeXus/Tree). No Lua inside.
+        .target(name: "NeXus", dependencies: ["CHDF5", "CHDF5Shims", "NDArray"]),
         // Line editing and history over libedit, no Lua inside.
         .target(name: "LineEdit", dependencies: ["CEdit", "CEditShims"]),
         // Versions of the native libraries, read with dlopen so that start-up never pays
         // for libhdf5's dependency chain (docs/architecture.md, "Start-up").
         .target(name: "NativeLibraries", dependencies: ["CLuaShims"]),
         // The Lua modules nxlua provides (bindings only; cores live in their own modules).
-        .target(name: "NXLuaRuntime", dependencies: ["LuaBridge", "NativeLibraries", "NDArray"]),
+        .target(name: "NXLuaRuntime", dependencies: ["LuaBridge", "NativeLibraries", "NDArray", "NeXus"]),
         // The executable: CLI, REPL, script runner.
         // The Swift runtime is linked statically: 1.2 ms less start-up (docs/architecture.md).
         .executableTarget(name: "nxlua", dependencies: ["NXLuaRuntime", "LuaBridge", "LineEdit"],
@@ -47,8 +51,9 @@ let package = Package(
 
         .testTarget(name: "LuaBridgeTests", dependencies: ["LuaBridge"]),
         .testTarget(name: "NDArrayTests", dependencies: ["NDArray"]),
+        .testTarget(name: "NeXusTests", dependencies: ["NeXus", "NDArray"]),
         .testTarget(name: "NXLuaRuntimeTests", dependencies: [
-            "NXLuaRuntime", "LuaBridge", "NativeLibraries", "CHDF5Shims", "CTIFFShims", "CCBFShims",
+            "NXLuaRuntime", "LuaBridge", "NativeLibraries", "CHDF5", "CHDF5Shims", "CTIFFShims", "CCBFShims",
         ]),
     ]
 )

@@ -104,7 +104,7 @@ public struct NDArray: @unchecked Sendable {
     }
 
     /// A new contiguous array whose every element the caller writes next.
-    init(uninitialized shape: [Int], dtype: DType) throws {
+    public init(uninitialized shape: [Int], dtype: DType) throws {
         try self.init(shape: shape, dtype: dtype, zeroed: false)
     }
 

@@ -25,6 +25,7 @@ public final class Runtime {
         try state.prependPackagePath(dirs)
         try state.install(CoreModule.declaration)
         try state.install(ArrayModule.declaration)
+        try state.install(NeXusModule.declaration)
         try lua.setGlobal(CoreModule.help)
     }
 

@@ -10,7 +10,7 @@
 local M = {}
 
 --- Functions whose string argument is a file path: completes file names inside it.
-M.path_arguments = { ["dofile"] = true, ["loadfile"] = true, ["io.open"] = true, ["io.lines"] = true }
+M.path_arguments = { ["dofile"] = true, ["loadfile"] = true, ["io.open"] = true, ["io.lines"] = true, ["nx.load"] = true }
 
 local keywords = {}
 for w in ([[and break do else elseif end false for function goto if in local nil not or

@@ -1,0 +1,107 @@
+import CHDF5
+import CHDF5Shims
+
+/// Any failure of a NeXus operation. The message names the file, the object path and
+/// what was expected, as users read it in a Lua error.
+public struct NeXusError: Error, CustomStringConvertible, Equatable {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// libhdf5, opened with dlopen on first use (CHDF5Shims explains why).
+struct H5Library: @unchecked Sendable {
+    let api: UnsafePointer<nxh5_api>?
+    let failure: String
+
+    static let shared: H5Library = {
+        var why = [CChar](repeating: 0, count: 512)
+        let api = nxh5_load(&why, why.count)
+        return H5Library(api: api, failure: String(nulTerminated: why))
+    }()
+}
+
+/// The low layer: a thin mirror of HDF5's C API (h5py's "low-level" idea). Every call
+/// goes through `H5.api` once `H5.load()` has succeeded; the tree above never sees hid_t.
+enum H5 {
+    /// Loads libhdf5; every entry point (opening or creating a file) calls this first.
+    @discardableResult
+    static func load() throws -> UnsafePointer<nxh5_api> {
+        guard let api = H5Library.shared.api else { throw NeXusError(H5Library.shared.failure) }
+        return api
+    }
+
+    /// The function table; only valid after `load()` succeeded (any open file implies it).
+    static var api: UnsafePointer<nxh5_api> { H5Library.shared.api! }
+
+    /// The innermost message of HDF5's error stack, then clears it.
+    static func takeError() -> String {
+        var buf = [CChar](repeating: 0, count: 1024)
+        let n = nxh5_error_message(&buf, buf.count)
+        return n == 0 ? "" : String(nulTerminated: buf)
+    }
+
+    /// Throws "<context>: <hdf5's reason>" when status < 0.
+    @discardableResult
+    static func check<T: BinaryInteger>(_ status: T, _ context: @autoclosure () -> String) throws -> T {
+        if status < 0 {
+            let why = takeError()
+            throw NeXusError(why.isEmpty ? context() : "\(context()) (\(why))")
+        }
+        return status
+    }
+
+    static let unlimited = hsize_t.max  // H5S_UNLIMITED
+    static let accRDONLY: UInt32 = 0x0000, accRDWR: UInt32 = 0x0001, accTRUNC: UInt32 = 0x0002,
+               accEXCL: UInt32 = 0x0004, accSWMRWrite: UInt32 = 0x0020, accSWMRRead: UInt32 = 0x0040
+    static let variable = -1  // H5T_VARIABLE: (size_t)-1, and Swift imports size_t as Int
+}
+
+/// An open HDF5 identifier, closed exactly once (explicitly, by its file's close, or on
+/// deinit). Ids of long-lived objects are registered with their file, which closes them
+/// before the file so that nothing holds a stale id.
+final class H5Handle {
+    enum Kind { case file, group, dataset, datatype, dataspace, attribute, plist, object }
+    private(set) var id: hid_t
+    let kind: Kind
+
+    init(_ id: hid_t, _ kind: Kind) {
+        self.id = id
+        self.kind = kind
+    }
+
+    /// Wraps a returned id, throwing the HDF5 reason when it is negative.
+    convenience init(checking id: hid_t, _ kind: Kind, _ context: @autoclosure () -> String) throws {
+        try H5.check(id, context())
+        self.init(id, kind)
+    }
+
+    var isOpen: Bool { id >= 0 }
+
+    func close() {
+        guard id >= 0, H5Library.shared.api != nil else { return }
+        let h = H5.api
+        switch kind {
+        case .file: _ = h.pointee.H5Fclose(id)
+        case .group: _ = h.pointee.H5Gclose(id)
+        case .dataset: _ = h.pointee.H5Dclose(id)
+        case .datatype: _ = h.pointee.H5Tclose(id)
+        case .dataspace: _ = h.pointee.H5Sclose(id)
+        case .attribute: _ = h.pointee.H5Aclose(id)
+        case .plist: _ = h.pointee.H5Pclose(id)
+        case .object: _ = h.pointee.H5Oclose(id)
+        }
+        _ = H5.takeError()
+        id = -1
+    }
+
+    deinit { close() }
+}
+
+extension String {
+    /// The text of a NUL-terminated C buffer.
+    init(nulTerminated buffer: [CChar]) {
+        let bytes = buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }
+        self = String(decoding: bytes, as: UTF8.self)
+    }
+}

@@ -1,0 +1,190 @@
+import NDArray
+
+/// NXdata by the NeXus rules: the signal, its axes and errors, the @default chain, and
+/// selections by axis value (nexusformat's rule for float slices).
+extension NXGroup {
+    /// The signal field: group @signal, else the legacy field with @signal=1, else the
+    /// only field of the group.
+    public func signal() throws -> NXField? {
+        if let name = stringAttribute("signal"), let f = try child(name) as? NXField { return f }
+        let fields = try entries().filter { $0.kind == .field }
+        for e in fields {
+            guard let f = try child(e.name) as? NXField else { continue }
+            if let v = try? f.attribute("signal"), NXGroup.text(v) == "1" { return f }
+        }
+        if fields.count == 1, try entries().count == 1 { return try child(fields[0].name) as? NXField }
+        return nil
+    }
+
+    /// Axis fields per signal dimension (nil where the axis is a placeholder "." or
+    /// absent): group @axes with AXISNAME_indices, legacy @axes on the signal, legacy
+    /// @axis=N (1-based) on the axis fields.
+    public func axes() throws -> [NXField?] {
+        guard let signal = try signal() else { return [] }
+        let rank = try signal.shape.count
+        var out = [NXField?](repeating: nil, count: rank)
+        let names = try (attribute("axes") ?? signal.attribute("axes")).map(NXGroup.axisNames) ?? []
+        if !names.isEmpty {
+            for (i, n) in names.enumerated() where n != "." && !n.isEmpty {
+                let field = try child(n) as? NXField
+                if let idx = try attribute("\(n)_indices"), case .array(let a) = idx, a.count >= 1 {
+                    let k = Int((try? a.integer(at: Array(repeating: 0, count: a.ndim))) ?? -1)
+                    if k >= 0 && k < rank { out[k] = field }
+                } else if i < rank {
+                    out[i] = field
+                }
+            }
+            return out
+        }
+        for e in try entries() where e.kind == .field {
+            guard let f = try child(e.name) as? NXField, let v = try? f.attribute("axis"),
+                  case .array(let a) = v, let k = try? a.integer(at: Array(repeating: 0, count: a.ndim)) else { continue }
+            if k >= 1 && Int(k) <= rank { out[Int(k) - 1] = f }
+        }
+        return out
+    }
+
+    /// `<signal>_errors`, else the signal's @uncertainties, else a field named `errors`
+    /// (only when its shape is the signal's).
+    public func errors() throws -> NXField? {
+        guard let s = try signal() else { return nil }
+        var candidates = ["\(s.name)_errors"]
+        if let u = s.stringAttribute("uncertainties") { candidates.append(u) }
+        candidates.append("errors")
+        for n in candidates {
+            if let f = try child(n) as? NXField, try f.shape == s.shape { return f }
+        }
+        return nil
+    }
+
+    /// The NXdata that @default points to, following root -> entry -> data; without
+    /// @default, the first NXdata of the first entry (nexusformat's plottable data).
+    public func defaultData() throws -> NXGroup? {
+        var g: NXGroup = self
+        var seen: Set<String> = []
+        while g.nxclass != "NXdata" {
+            guard seen.insert(g.path).inserted else { break }
+            if let d = g.stringAttribute("default"), let next = try g.child(d) as? NXGroup {
+                g = next
+                continue
+            }
+            break
+        }
+        if g.nxclass == "NXdata" { return g }
+        if let d = try g.children(ofClass: "NXdata").first as? NXGroup { return d }
+        for e in try g.children(ofClass: "NXentry") {
+            if let d = try (e as? NXGroup)?.defaultData() { return d }
+        }
+        return nil
+    }
+
+    static func axisNames(_ v: NXValue) -> [String] {
+        switch v {
+        case .strings(let s, let shape):
+            if shape.isEmpty, let t = s.first {
+                var text = Substring(t)
+                while let f = text.first, "[(".contains(f) { text.removeFirst() }
+                while let l = text.last, "])".contains(l) { text.removeLast() }
+                return text.replacingOccurrences("][", ":").split(whereSeparator: { ",:; ".contains($0) }).map(String.init)
+            }
+            return s
+        default: return []
+        }
+    }
+
+    static func text(_ v: NXValue) -> String {
+        switch v {
+        case .strings(let s, _): return s.first ?? ""
+        case .array(let a): return a.count == 1 ? ((try? a.contiguous().doubles().first).flatMap { $0 }.map { $0 == $0.rounded() ? String(Int64($0)) : "\($0)" } ?? "") : ""
+        case .records: return ""
+        }
+    }
+
+    /// Turns float bounds into positions with nexusformat's rule: bounds are matched
+    /// against bin boundaries (midpoints of the axis values, or the axis itself when it
+    /// holds n+1 edges); a single float picks the bin it falls in.
+    public func positions(_ selection: Selection) throws -> Selection {
+        guard selection.hasFloatBounds else { return selection }
+        guard let signal = try signal() else { throw fail("no signal to select from") }
+        let shape = try signal.shape
+        let axes = try self.axes()
+        let explicit = selection.items.filter { $0 != .ellipsis }.count
+        var items: [Selection.Item] = []
+        var axis = 0
+        for item in selection.items {
+            if item == .ellipsis {
+                items.append(item)
+                axis += shape.count - explicit
+                continue
+            }
+            defer { axis += 1 }
+            guard Selection([item]).hasFloatBounds else { items.append(item); continue }
+            guard axis < shape.count, let field = axes[axis] else {
+                throw fail("float index on axis \(axis), which has no axis values to select by")
+            }
+            guard case .array(let values) = try field.read(nil), values.ndim == 1 else {
+                throw fail("axis \(field.name) is not a 1-D numeric field")
+            }
+            let edges = NXGroup.boundaries(try values.contiguous().doubles(), bins: shape[axis])
+            guard edges.count == shape[axis] + 1 else {
+                throw fail("axis \(field.name) has \(values.count) values for \(shape[axis]) points")
+            }
+            items.append(NXGroup.position(item, edges: edges))
+        }
+        return Selection(items)
+    }
+
+    static func boundaries(_ v: [Double], bins n: Int) -> [Double] {
+        if v.count == n + 1 || v.count < 2 { return v.count == 1 && n == 1 ? [v[0] - 0.5, v[0] + 0.5] : v }
+        var e = [v[0] - (v[1] - v[0]) / 2]
+        for i in 0..<(v.count - 1) { e.append((v[i] + v[i + 1]) / 2) }
+        e.append(v[v.count - 1] + (v[v.count - 1] - v[v.count - 2]) / 2)
+        return e
+    }
+
+    static func position(_ item: Selection.Item, edges raw: [Double]) -> Selection.Item {
+        // A decreasing axis is handled as the increasing one of negated values.
+        let decreasing = raw.count > 1 && raw[raw.count - 1] < raw[0]
+        let e = decreasing ? raw.map { -$0 } : raw
+        let bins = e.count - 1
+        func value(_ b: Selection.Bound) -> Double {
+            switch b { case .int(let i): return decreasing ? -Double(i) : Double(i)
+                       case .float(let d): return decreasing ? -d : d }
+        }
+        func lower(_ v: Double) -> Int {  // last edge <= v, or the next within 1% of a step
+            var i = (e.lastIndex { $0 <= v }) ?? 0
+            if i + 1 < e.count, e[i + 1] - v < 0.01 * (e[i + 1] - e[i]) { i += 1 }
+            return min(max(i, 0), bins - 1)
+        }
+        func upper(_ v: Double) -> Int {  // first edge >= v, or the previous within 1%
+            var i = (e.firstIndex { $0 >= v }) ?? (e.count - 1)
+            if i > 0, v - e[i - 1] < 0.01 * (e[i] - e[i - 1]) { i -= 1 }
+            return min(max(i, 0), bins)
+        }
+        switch item {
+        case .index(let b):
+            return .index(.int(lower(value(b))))
+        case .range(var a, var b, let step):
+            if let x = a, let y = b, value(x) > value(y) { swap(&a, &b) }
+            let start = a.map { lower(value($0)) } ?? 0
+            let stop = b.map { upper(value($0)) } ?? bins
+            if let x = a, let y = b, abs(value(x) - value(y)) <= 1e-9 * max(1, abs(value(x))) { return .index(.int(start)) }
+            if stop <= start + 1 { return .index(.int(start)) }  // one bin drops the axis, as in nexusformat
+            return .range(.int(start), .int(stop), step)
+        case .ellipsis:
+            return item
+        }
+    }
+}
+
+extension Substring {
+    func replacingOccurrences(_ a: String, _ b: String) -> String {
+        var out = ""
+        var rest = self
+        while let r = rest.firstRange(of: a) {
+            out += rest[..<r.lowerBound] + b
+            rest = rest[r.upperBound...]
+        }
+        return out + rest
+    }
+}

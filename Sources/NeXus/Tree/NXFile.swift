@@ -1,0 +1,187 @@
+import CHDF5
+import CHDF5Shims
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// An open NeXus file: its mode, its HDF5 handle, the long-lived handles of its objects
+/// (closed before the file, so no object ever holds a stale id) and its lock.
+public final class NXFile: @unchecked Sendable {
+    public enum Mode: String, Sendable, CaseIterable {
+        case read = "r", readWrite = "rw", write = "w", create = "w-", append = "a"
+        public var isWritable: Bool { self != .read }
+    }
+
+    public struct Options: Sendable {
+        /// Reader: open for SWMR reading (see a dataset grow with refresh()).
+        public var swmr = false
+        /// Values of at most this many elements are read when a field is first reached.
+        public var eagerLimit = 1000
+        /// nexusformat-compatible lock: nil = off, else how long to wait for it (seconds).
+        public var lock: NXLock.Config? = nil
+        public init() {}
+    }
+
+    /// The path as the user gave it (messages name it).
+    public let path: String
+    public let mode: Mode
+    public let options: Options
+    let handle: H5Handle
+    private var objectHandles: [WeakHandle] = []
+    private var lock: NXLock?
+    public private(set) var isSWMRWriting = false
+
+    struct WeakHandle { weak var handle: H5Handle? }
+
+    public var isOpen: Bool { handle.isOpen }
+
+    /// Opens or creates `path` (modes as nexusformat's nxload).
+    public init(path: String, mode: Mode = .read, options: Options = Options()) throws {
+        let h = try H5.load()
+        self.path = path
+        self.mode = mode
+        self.options = options
+        var lock: NXLock? = nil
+        if mode.isWritable, let config = options.lock {
+            lock = try NXLock.acquire(for: path, config: config)
+        }
+        do {
+            handle = try NXFile.openHandle(h, path, mode, options)
+        } catch {
+            lock?.release()
+            throw error
+        }
+        self.lock = lock
+    }
+
+    private static func openHandle(_ h: UnsafePointer<nxh5_api>, _ path: String, _ mode: Mode,
+                                   _ options: Options) throws -> H5Handle {
+        let fapl = try H5Handle(checking: h.pointee.H5Pcreate(h.pointee.P_FILE_ACCESS), .plist, "\(path): cannot open")
+        // Closing the file closes everything still open in it.
+        _ = h.pointee.H5Pset_fclose_degree(fapl.id, H5F_CLOSE_STRONG)
+        if options.swmr { _ = h.pointee.H5Pset_libver_bounds(fapl.id, H5F_LIBVER_V110, H5F_LIBVER_V110) }
+        let exists = access(path, F_OK) == 0
+        func openExisting(_ flags: UInt32) throws -> H5Handle {
+            guard exists else { throw NeXusError("\(path): no such file") }
+            guard access(path, mode.isWritable ? (R_OK | W_OK) : R_OK) == 0 else {
+                throw NeXusError("\(path): permission denied (\(mode.isWritable ? "read and write" : "read") access needed)")
+            }
+            var st = stat()
+            if stat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR { throw NeXusError("\(path): is a folder, not a file") }
+            if h.pointee.H5Fis_hdf5(path) <= 0 {
+                _ = H5.takeError()
+                let size = st.st_size
+                throw NeXusError(size == 0 ? "\(path): empty file, not an HDF5/NeXus file"
+                                           : "\(path): not an HDF5/NeXus file (no HDF5 signature found)")
+            }
+            let id = h.pointee.H5Fopen(path, flags, fapl.id)
+            if id < 0 {
+                let why = H5.takeError()
+                throw NeXusError("\(path): cannot open the file (\(why.isEmpty ? "HDF5 refused it" : why); truncated or damaged?)")
+            }
+            return H5Handle(id, .file)
+        }
+        func create(_ flags: UInt32) throws -> H5Handle {
+            let fcpl = try H5Handle(checking: h.pointee.H5Pcreate(h.pointee.P_FILE_CREATE), .plist, "\(path): cannot create")
+            // Children keep the order they were written in, as NeXpy shows them.
+            _ = h.pointee.H5Pset_link_creation_order(fcpl.id, 0x1 | 0x2)
+            let id = h.pointee.H5Fcreate(path, flags, fcpl.id, fapl.id)
+            if id < 0 {
+                let why = H5.takeError()
+                if flags == H5.accEXCL && exists { throw NeXusError("\(path): file exists (mode 'w-' never overwrites)") }
+                throw NeXusError("\(path): cannot create the file (\(why.isEmpty ? String(cString: strerror(errno)) : why))")
+            }
+            return H5Handle(id, .file)
+        }
+        switch mode {
+        case .read: return try openExisting(H5.accRDONLY | (options.swmr ? H5.accSWMRRead : 0))
+        case .readWrite: return try openExisting(H5.accRDWR)
+        case .write: return try create(H5.accTRUNC)
+        case .create: return try create(H5.accEXCL)
+        case .append: return exists ? try openExisting(H5.accRDWR) : try create(H5.accEXCL)
+        }
+    }
+
+    /// The root group ("/", class NXroot).
+    public var root: NXGroup { node("/") { NXGroup(file: self, path: "/", link: nil) } }
+
+    private var nodes: [String: NXNode] = [:]
+
+    /// The one node object for a path (made by `make` the first time), so that caches
+    /// and open handles are shared by every way of reaching it.
+    func node<T: NXNode>(_ path: String, make: () -> T) -> T {
+        if let n = nodes[path] as? T { return n }
+        let n = make()
+        nodes[path] = n
+        return n
+    }
+
+    /// Drops the nodes at and below `path` (after a delete, rename or refresh).
+    func forget(under path: String) {
+        let prefix = path == "/" ? "/" : path + "/"
+        for key in nodes.keys where key == path || key.hasPrefix(prefix) {
+            nodes[key]?.forgetHandle()
+            nodes[key] = nil
+        }
+    }
+
+    /// Re-reads what another writer may have changed below `path`: shapes of open fields
+    /// (H5Drefresh for SWMR readers) and child lists.
+    public func refresh(under path: String) throws {
+        try check(path)
+        let prefix = path == "/" ? "/" : path + "/"
+        for (key, n) in nodes where key == path || key.hasPrefix(prefix) {
+            if let f = n as? NXField { try f.refresh() } else if let g = n as? NXGroup { g.forgetChildren() }
+        }
+    }
+
+    /// Registers a long-lived object handle to be closed before the file.
+    func register(_ h: H5Handle) {
+        if objectHandles.count > 64 && objectHandles.count % 64 == 0 { objectHandles.removeAll { $0.handle == nil } }
+        objectHandles.append(WeakHandle(handle: h))
+    }
+
+    /// Throws unless the file is open (and writable when `write`).
+    func check(_ objectPath: String, write: Bool = false) throws {
+        guard isOpen else { throw NeXusError("\(path): \(objectPath): the file is closed") }
+        if write && !mode.isWritable {
+            throw NeXusError("\(path): \(objectPath): the file is open read-only; open it with mode 'rw' to change it")
+        }
+    }
+
+    /// Writes everything buffered to disk (readers, SWMR ones included, then see it).
+    public func flush() throws {
+        try check("/")
+        try H5.check(H5.api.pointee.H5Fflush(handle.id, H5F_SCOPE_GLOBAL), "\(path): flush failed")
+    }
+
+    /// Starts SWMR writing: from now on readers opened with `swmr` see appended data
+    /// after each flush. Objects must all exist already (HDF5's rule).
+    public func startSWMRWrite() throws {
+        try check("/", write: true)
+        try H5.check(H5.api.pointee.H5Fstart_swmr_write(handle.id),
+                     "\(path): cannot start SWMR writing (the file must be created with the swmr option, and no new objects may follow)")
+        isSWMRWriting = true
+    }
+
+    /// Closes every object of the file, then the file, and releases the lock. Objects
+    /// reached through it fail with "the file is closed" from then on.
+    public func close() {
+        guard isOpen else { return }
+        for w in objectHandles { w.handle?.close() }
+        objectHandles.removeAll()
+        nodes.removeAll()
+        handle.close()
+        lock?.release()
+        lock = nil
+    }
+
+    /// The file's size on disk in bytes.
+    public var size: Int {
+        var n: hsize_t = 0
+        _ = H5.api.pointee.H5Fget_filesize(handle.id, &n)
+        return Int(n)
+    }
+
+    deinit { close() }
+}

@@ -1,0 +1,174 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import NDArray
+
+/// Text forms of the tree, as nexusformat prints them (children in natural order,
+/// attributes by name, small values shown, big fields as `int32(200x512x512)`).
+extension NXNode {
+    /// The full tree (attributes and values), or the short form (no attributes, no values).
+    public func tree(attributes: Bool = true) throws -> String {
+        var out = ""
+        try render(into: &out, name: path == "/" ? "root" : name, indent: 0, attributes: attributes, viaLink: link)
+        if out.hasSuffix("\n") { out.removeLast() }
+        return out
+    }
+
+    /// One line: "entry:NXentry", "counts = int32(3x4)", "x -> /entry/sample/x".
+    public func headline() throws -> String {
+        var out = ""
+        try render(into: &out, name: path == "/" ? "root" : name, indent: 0, attributes: false, viaLink: link, recursive: false)
+        return out.split(separator: "\n").first.map(String.init) ?? ""
+    }
+
+    private func render(into out: inout String, name: String, indent: Int, attributes: Bool,
+                        viaLink: NXLinkKind?, recursive: Bool = true) throws {
+        let pad = String(repeating: " ", count: indent)
+        switch viaLink {
+        case .soft(let t)?:
+            out += "\(pad)\(name) -> \(t)\n"
+            return
+        case .external(let f, let t)?:
+            out += "\(pad)\(name) -> \(f)['\(t)']\n"
+            return
+        default: break
+        }
+        if path != "/", let target = stringAttribute("target"), target != path {
+            out += "\(pad)\(name) -> \(target)\n"
+            return
+        }
+        if let g = self as? NXGroup {
+            out += "\(pad)\(name):\(g.nxclass)\n"
+        } else if let f = self as? NXField {
+            out += "\(pad)\(name) = \(try f.summary())\n"
+        }
+        if attributes {
+            for (n, v) in try self.attributes() where !(self is NXGroup && n == "NX_class") {
+                out += "\(pad)  @\(n) = \(NXText.attribute(v))\n"
+            }
+        }
+        guard recursive, let g = self as? NXGroup else { return }
+        for e in try g.sortedEntries() {
+            switch e.kind {
+            case .missing:
+                switch e.link {
+                case .soft(let t): out += "\(pad)  \(e.name) -> \(t)\n"
+                case .external(let f, let t): out += "\(pad)  \(e.name) -> \(f)['\(t)']\n"
+                case .hard: out += "\(pad)  \(e.name) (unreadable)\n"
+                }
+            default:
+                guard let c = try g.child(e.name) else { continue }
+                try c.render(into: &out, name: e.name, indent: indent + 2, attributes: attributes, viaLink: e.link)
+            }
+        }
+    }
+}
+
+extension NXGroup {
+    /// Entries in natural order: case-sensitive, digit runs compared as numbers
+    /// (label_9 before label_10), as nexusformat and NeXpy list them.
+    public func sortedEntries() throws -> [NXEntry] { try entries() }
+}
+
+extension NXField {
+    /// "int32(200x512x512)" for big or multi-dimensional fields, else the value.
+    public func summary() throws -> String {
+        let shape = try self.shape
+        let type = try elementType
+        let dims = shape.isEmpty ? "" : shape.map(String.init).joined(separator: "x")
+        let length = shape.first ?? 1
+        guard let v = try? smallValue() else { return "\(type.name)(\(dims))" }
+        switch v {
+        case .strings(let s, _):
+            if s.count == 1 { return NXText.quoted(s[0], limit: 60) }
+            if length <= 3 && shape.count == 1 { return "[" + s.map { NXText.quoted($0, limit: 60) }.joined(separator: " ") + "]" }
+        case .array(let a):
+            if shape.count <= 1 && length <= 3 { return NXText.plain(a) }
+        case .records:
+            break
+        }
+        return "\(type.name)(\(dims))"
+    }
+}
+
+public enum NXText {
+    static func naturalLess(_ a: String, _ b: String) -> Bool {
+        func chunks(_ s: String) -> [(isNumber: Bool, text: Substring, value: Double)] {
+            var out: [(Bool, Substring, Double)] = []
+            var i = s.startIndex
+            while i < s.endIndex {
+                let digit = s[i].isASCII && s[i].isNumber
+                var j = i
+                while j < s.endIndex, (s[j].isASCII && s[j].isNumber) == digit { j = s.index(after: j) }
+                let part = s[i..<j]
+                out.append((digit, part, digit ? Double(part) ?? 0 : 0))
+                i = j
+            }
+            return out
+        }
+        let ca = chunks(a), cb = chunks(b)
+        for (x, y) in zip(ca, cb) {
+            if x.isNumber && y.isNumber {
+                if x.value != y.value { return x.value < y.value }
+            } else if x.text != y.text {
+                if x.isNumber != y.isNumber { return x.isNumber }
+                return x.text < y.text
+            }
+        }
+        return ca.count < cb.count
+    }
+
+    /// 'text', first line only, cut at `limit` characters.
+    static func quoted(_ s: String, limit: Int) -> String {
+        var t = s
+        if let nl = t.firstIndex(of: "\n") { t = String(t[..<nl]) + "..." }
+        if t.count > limit { t = String(t.prefix(limit - 4)) + "..." }
+        return "'\(t)'"
+    }
+
+    /// An attribute value: strings quoted, lists as ['a', 'b'], numbers as NumPy's str.
+    public static func attribute(_ v: NXValue) -> String {
+        var text: String
+        switch v {
+        case .strings(let s, let shape):
+            text = shape.isEmpty && s.count == 1 ? "'\(s[0])'" : "[" + s.map { "'\($0)'" }.joined(separator: ", ") + "]"
+        case .array(let a):
+            text = plain(a)
+        case .records(let r, _):
+            text = "<\(r.count) records>"
+        }
+        if let nl = text.firstIndex(of: "\n") { text = String(text[..<nl]) + "..." }
+        if text.count > 50 { text = String(text.prefix(46)) + "..." }
+        return text
+    }
+
+    /// A number or a short array as NumPy's str ("3.25", "[1 2 3]", "[1. 2. 3.]", "True").
+    public static func plain(_ a: NDArray) -> String {
+        let values = (try? a.copy())?.doubles() ?? []
+        func one(_ x: Double) -> String {
+            if a.dtype == .bool { return x != 0 ? "True" : "False" }
+            if a.dtype.isInteger { return String(Int64(x)) }
+            return a.ndim == 0 || a.count == 1 ? number(x) : numpyElement(x, values)
+        }
+        if a.ndim == 0 || (a.ndim == 1 && a.count == 1) { return values.first.map(one) ?? "" }
+        if a.count > 6 { return "\(a.dtype.rawValue)(\(a.shape.map(String.init).joined(separator: "x")))" }
+        return "[" + values.map(one).joined(separator: " ") + "]"
+    }
+
+    /// Shortest text that reads back as x (Python's repr).
+    public static func number(_ x: Double) -> String {
+        if x.isNaN { return "nan" }
+        if x.isInfinite { return x > 0 ? "inf" : "-inf" }
+        return "\(x)"
+    }
+
+    private static func numpyElement(_ x: Double, _ all: [Double]) -> String {
+        if !x.isFinite { return number(x) }
+        if all.allSatisfy({ !$0.isFinite || $0 == $0.rounded() }) { return "\(Int64(x))." }
+        var buf = [CChar](repeating: 0, count: 64)
+        _ = withVaList([x]) { vsnprintf(&buf, buf.count, "%.6f", $0) }
+        var s = String(nulTerminated: buf)
+        while s.hasSuffix("0") { s.removeLast() }
+        return s
+    }
+}

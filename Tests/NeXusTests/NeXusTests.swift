@@ -1,0 +1,113 @@
+import NDArray
+import XCTest
+@testable import NeXus
+
+final class NeXusTests: XCTestCase {
+    var dir: String = ""
+
+    override func setUp() {
+        dir = NSTemporaryDirectory() + "nxtest-\(getpid())-\(UUID().uuidString)"
+        try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    }
+
+    override func tearDown() { try? FileManager.default.removeItem(atPath: dir) }
+
+    func testWriteReadRoundTripWithHyperslabs() throws {
+        let path = dir + "/a.nxs"
+        do {
+            let f = try NXFile(path: path, mode: .write)
+            let e = try f.root.makeGroup("entry", nxclass: "NXentry")
+            let a = try NDArray.arange(0, 60, 1, dtype: .int32).reshapedView([3, 4, 5])
+            try e.makeField("counts", value: .array(a))
+            try e.makeField("title", value: .string("héllo"))
+            f.close()
+        }
+        let f = try NXFile(path: path)
+        defer { f.close() }
+        let c = try XCTUnwrap(try f.root.resolve("/entry/counts") as? NXField)
+        XCTAssertEqual(try c.shape, [3, 4, 5])
+        XCTAssertEqual(try c.elementType, .numeric(.int32))
+        guard case .array(let frame) = try c.read(Selection(parsing: "1")) else { return XCTFail() }
+        XCTAssertEqual(frame.shape, [4, 5])
+        XCTAssertEqual(try frame.value(at: [0, 0]), 20)
+        guard case .array(let rev) = try c.read(Selection(parsing: "-1, ::-2, 1:3")) else { return XCTFail() }
+        XCTAssertEqual(rev.shape, [2, 2])
+        XCTAssertEqual(try rev.value(at: [0, 0]), 40 + 15 + 1)  // row 3, column 1
+        XCTAssertEqual(try rev.value(at: [1, 1]), 40 + 5 + 2)   // row 1, column 2
+        guard case .strings(let s, let shape) = try XCTUnwrap(try f.root.resolve("entry/title") as? NXField).read(nil) else { return XCTFail() }
+        XCTAssertEqual(s, ["héllo"])
+        XCTAssertEqual(shape, [])
+    }
+
+    func testErrorsNameFileAndPath() throws {
+        let path = dir + "/b.nxs"
+        XCTAssertThrowsError(try NXFile(path: path)) { XCTAssertEqual(($0 as? NeXusError)?.message, "\(path): no such file") }
+        FileManager.default.createFile(atPath: path, contents: Data("not hdf5 at all".utf8))
+        XCTAssertThrowsError(try NXFile(path: path)) {
+            XCTAssertTrue(($0 as? NeXusError)?.message.contains("not an HDF5/NeXus file") == true, "\($0)")
+        }
+        let f = try NXFile(path: dir + "/c.nxs", mode: .write)
+        let c = try f.root.makeField("x", value: .array(try NDArray.arange(0, 10, 1, dtype: .float64)))
+        XCTAssertThrowsError(try c.read(Selection(parsing: "10"))) {
+            XCTAssertEqual(($0 as? NeXusError)?.message, "\(dir)/c.nxs: /x: index 10 is out of bounds for axis 0 with size 10 (shape (10,))")
+        }
+        f.close()
+        XCTAssertThrowsError(try c.read(nil)) { XCTAssertEqual(($0 as? NeXusError)?.message, "\(dir)/c.nxs: /x: the file is closed") }
+        let r = try NXFile(path: dir + "/c.nxs")
+        XCTAssertThrowsError(try r.root.makeGroup("e", nxclass: "NXentry")) {
+            XCTAssertTrue(($0 as? NeXusError)?.message.contains("read-only") == true)
+        }
+        r.close()
+    }
+
+    func testAppendAndFailedWriteLeavesNothingBehind() throws {
+        let f = try NXFile(path: dir + "/d.nxs", mode: .write)
+        defer { f.close() }
+        var o = NXFieldOptions()
+        o.shape = [0, 2]
+        o.dtype = .int32
+        o.maxshape = [nil, 2]
+        let s = try f.root.makeField("s", value: nil, options: o)
+        try s.append(.array(try NDArray.full([2], 7, dtype: .int32)))
+        try s.append(.array(try NDArray.full([3, 2], 1, dtype: .int32)))
+        XCTAssertEqual(try s.shape, [4, 2])
+        XCTAssertThrowsError(try s.append(.array(try NDArray.full([3], 1, dtype: .int32))))
+        XCTAssertEqual(try s.shape, [4, 2])
+        // A compression filter that is refused leaves no field.
+        var bad = NXFieldOptions()
+        bad.chunks = [0]
+        XCTAssertThrowsError(try f.root.makeField("t", value: .array(try NDArray.full([4], 1)), options: bad))
+        XCTAssertEqual(try f.root.names(), ["s"])
+    }
+
+    func testFloatSlicesFollowNexusformat() {
+        let edges = NXGroup.boundaries([1, 2, 3, 4, 5], bins: 5)
+        XCTAssertEqual(edges, [0.5, 1.5, 2.5, 3.5, 4.5, 5.5])
+        func pos(_ s: String) -> Selection.Item { NXGroup.position(try! Selection(parsing: s).items[0], edges: edges) }
+        XCTAssertEqual(pos("1.5:3.5"), .range(.int(1), .int(3), nil))
+        XCTAssertEqual(pos("2.0:4.0"), .range(.int(1), .int(4), nil))
+        XCTAssertEqual(pos(":2.5"), .range(.int(0), .int(2), nil))
+        XCTAssertEqual(pos("2.5:"), .range(.int(2), .int(5), nil))
+        XCTAssertEqual(pos("4.0:2.0"), .range(.int(1), .int(4), nil))
+        XCTAssertEqual(pos("2.4"), .index(.int(1)))
+        XCTAssertEqual(pos("2.6"), .index(.int(2)))
+        let down = NXGroup.boundaries([5, 4, 3, 2, 1], bins: 5)
+        XCTAssertEqual(NXGroup.position(try! Selection(parsing: "1.5:3.5").items[0], edges: down), .range(.int(2), .int(4), nil))
+    }
+
+    func testNaturalOrderAndLock() throws {
+        XCTAssertEqual(["label_10", "arr3", "Zed", "label_9"].sorted(by: NXText.naturalLess), ["Zed", "arr3", "label_9", "label_10"])
+        let path = dir + "/l.nxs"
+        let cfg = NXLock.Config(timeout: 0.2)
+        var o = NXFile.Options()
+        o.lock = cfg
+        let f = try NXFile(path: path, mode: .write, options: o)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: NXLock.resolved(path) + ".lock"))
+        XCTAssertThrowsError(try NXFile(path: path, mode: .readWrite, options: o)) {
+            XCTAssertTrue("\($0)".contains("locked by \(getpid())@"), "\($0)")
+        }
+        f.close()
+        XCTAssertFalse(FileManager.default.fileExists(atPath: NXLock.resolved(path) + ".lock"))
+        XCTAssertEqual(NXLock.lockPath(for: "/tmp/x/w.nxs", directory: "/locks"), "/locks/tmp!!x!!w.nxs.lock")
+    }
+}
