@@ -600,7 +600,12 @@ enum NeXusModule {
             ["shape", "dtype", "ndim", "size", "maxshape", "chunks", "compression", "layout", "nxvalue"]
                 + commonMethods + ((try? f.attributeNames()) ?? [])
         },
-        describe: { f in (try? f.tree()) ?? "\(f.file.path): \(f.path) (closed file)" }
+        describe: { f in
+            // As nexusformat's str(field): the value (text unquoted), or the summary.
+            guard f.file.isOpen else { return "\(f.file.path): \(f.path) (closed file)" }
+            if case .strings(let s, let shape)? = try? f.smallValue(), shape.isEmpty { return s.first ?? "" }
+            return (try? f.summary()) ?? f.path
+        }
     )
 
     static let attrs: LuaClass<AttrsBox> = LuaClass(

@@ -27,7 +27,10 @@ public enum NXCompression: Equatable, Sendable {
             let l = level ?? 5
             guard (0...9).contains(l) else { throw NeXusError("blosc level \(l) out of range 0..9") }
             self = .blosc(level: l)
-        case "lzf": self = .lzf
+        case "lzf":
+            // Reading LZF works; writing through Debian's LZF plugins stored only the
+            // first chunk of a 10-chunk field (h5py read back the same loss), so refuse.
+            throw NeXusError("lzf compression can be read but not written (Debian's LZF filter plugin loses chunks on write); use gzip, lz4 or bshuf")
         default:
             throw NeXusError("unknown compression '\(text)' (gzip, gzip:N, lz4, bshuf, blosc, blosc:N or lzf expected)")
         }
@@ -179,6 +182,11 @@ public final class NXField: NXNode, @unchecked Sendable {
         }
     }
 
+    /// Runs array work, naming this field's file and path in its errors.
+    private func arr<T>(_ body: () throws -> T) throws -> T {
+        do { return try body() } catch let e as ArrayError { throw fail(e.message) }
+    }
+
     // MARK: reading
 
     /// Reads exactly the hyperslab a selection names (nil: everything). Integer indices
@@ -229,10 +237,10 @@ public final class NXField: NXNode, @unchecked Sendable {
         let reversed = axes.filter(\.keepsAxis).map { $0.step < 0 }
         switch value {
         case .array(let a):
-            var r = try H5Values.arrayOrThrow { try a.reshapedView(kept) }
+            var r = try arr { try a.reshapedView(kept) }
             if reversed.contains(true) {
                 let spec = reversed.map { $0 ? "::-1" : ":" }.joined(separator: ",")
-                r = try H5Values.arrayOrThrow { try r.view(spec).copy() }
+                r = try arr { try r.view(spec).copy() }
             }
             return .array(r)
         case .strings(let s, _):
@@ -265,12 +273,12 @@ public final class NXField: NXNode, @unchecked Sendable {
         let prepared: NXValue
         switch (value, m.elementType) {
         case (.array(let a), .numeric(let dtype)):
-            var b = try H5Values.arrayOrThrow { try a.broadcast(to: kept) }
+            var b = try arr { try a.broadcast(to: kept) }
             let reversed = axes.filter(\.keepsAxis).map { $0.step < 0 }
             if reversed.contains(true) {
-                b = try H5Values.arrayOrThrow { try b.view(reversed.map { $0 ? "::-1" : ":" }.joined(separator: ",")) }
+                b = try arr { try b.view(reversed.map { $0 ? "::-1" : ":" }.joined(separator: ",")) }
             }
-            prepared = .array(try H5Values.arrayOrThrow { try b.copy(as: dtype).reshapedView(counts) })
+            prepared = .array(try arr { try b.copy(as: dtype).reshapedView(counts) })
         case (.strings(let s, let shape), .string):
             guard shape == kept || s.count == 1 else {
                 throw fail("cannot write \(s.count) strings into a selection of shape \(NDArray.describe(kept))")
@@ -312,7 +320,7 @@ public final class NXField: NXNode, @unchecked Sendable {
         let sel = Selection([.range(.int(n0), .int(n0 + k), nil)] + frame.map { _ in .range(nil, nil, nil) })
         let block: NXValue
         if k == 1, vshape == frame, case .array(let a) = value {
-            block = .array(try H5Values.arrayOrThrow { try (a.isContiguous ? a : a.copy()).reshapedView([1] + frame) })
+            block = .array(try arr { try (a.isContiguous ? a : a.copy()).reshapedView([1] + frame) })
         } else if k == 1, vshape == frame, case .strings(let s, _) = value {
             block = .strings(s, shape: [1] + frame)
         } else {
