@@ -27,10 +27,7 @@ public enum NXCompression: Equatable, Sendable {
             let l = level ?? 5
             guard (0...9).contains(l) else { throw NeXusError("blosc level \(l) out of range 0..9") }
             self = .blosc(level: l)
-        case "lzf":
-            // Reading LZF works; writing through Debian's LZF plugins stored only the
-            // first chunk of a 10-chunk field (h5py read back the same loss), so refuse.
-            throw NeXusError("lzf compression can be read but not written (Debian's LZF filter plugin loses chunks on write); use gzip, lz4 or bshuf")
+        case "lzf": self = .lzf
         default:
             throw NeXusError("unknown compression '\(text)' (gzip, gzip:N, lz4, bshuf, blosc, blosc:N or lzf expected)")
         }
@@ -415,7 +412,10 @@ public final class NXField: NXNode, @unchecked Sendable {
                     throw NeXusError("\(context): the \(f.name) filter (HDF5 filter \(f.id)) is not available; install the Debian package \(f.package) (scripts/setup does)")
                 }
                 var cd = f.cd
-                try H5.check(h.pointee.H5Pset_filter(dcpl.id, H5Z_filter_t(f.id), UInt32(H5Z_FLAG_MANDATORY), cd.count, &cd), context)
+                // Optional, as h5py and hdf5plugin add them: a chunk the filter cannot
+                // shrink is stored raw. As mandatory, Debian's LZF plugin silently lost
+                // such chunks (HDF5 1.10.8).
+                try H5.check(h.pointee.H5Pset_filter(dcpl.id, H5Z_filter_t(f.id), UInt32(H5Z_FLAG_OPTIONAL), cd.count, &cd), context)
             }
         }
         let fileTypeHandle: H5Handle?

@@ -105,14 +105,17 @@ public final class NXFile: @unchecked Sendable {
     /// The root group ("/", class NXroot).
     public var root: NXGroup { node("/") { NXGroup(file: self, path: "/", link: nil) } }
 
-    private var nodes: [String: NXNode] = [:]
+    /// Weak: nodes hold their file, so a strong table would keep every file open forever.
+    private struct WeakNode { weak var node: NXNode? }
+    private var nodes: [String: WeakNode] = [:]
 
-    /// The one node object for a path (made by `make` the first time), so that caches
-    /// and open handles are shared by every way of reaching it.
+    /// The one node object for a path while anyone holds it, so that caches and open
+    /// handles are shared by every way of reaching it.
     func node<T: NXNode>(_ path: String, make: () -> T) -> T {
-        if let n = nodes[path] as? T { return n }
+        if let n = nodes[path]?.node as? T { return n }
         let n = make()
-        nodes[path] = n
+        if nodes.count > 256 && nodes.count % 256 == 0 { nodes = nodes.filter { $0.value.node != nil } }
+        nodes[path] = WeakNode(node: n)
         return n
     }
 
@@ -120,7 +123,7 @@ public final class NXFile: @unchecked Sendable {
     func forget(under path: String) {
         let prefix = path == "/" ? "/" : path + "/"
         for key in nodes.keys where key == path || key.hasPrefix(prefix) {
-            nodes[key]?.forgetHandle()
+            nodes[key]?.node?.forgetHandle()
             nodes[key] = nil
         }
     }
@@ -130,7 +133,8 @@ public final class NXFile: @unchecked Sendable {
     public func refresh(under path: String) throws {
         try check(path)
         let prefix = path == "/" ? "/" : path + "/"
-        for (key, n) in nodes where key == path || key.hasPrefix(prefix) {
+        for (key, w) in nodes where key == path || key.hasPrefix(prefix) {
+            guard let n = w.node else { continue }
             if let f = n as? NXField { try f.refresh() } else if let g = n as? NXGroup { g.forgetChildren() }
         }
     }

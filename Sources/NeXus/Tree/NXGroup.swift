@@ -16,6 +16,8 @@ public struct NXEntry: Sendable {
 public final class NXGroup: NXNode, @unchecked Sendable {
     private var handle: H5Handle?
     private var entryCache: [NXEntry]?
+    /// Children reached so far (the file's node table is weak; groups keep theirs).
+    private var childNodes: [String: NXNode] = [:]
     private var classCache: String?
 
     override func objectID() throws -> hid_t {
@@ -49,6 +51,7 @@ public final class NXGroup: NXNode, @unchecked Sendable {
     /// Forgets the cached child list (after a change, or to see another writer's).
     public func forgetChildren() {
         entryCache = nil
+        childNodes.removeAll()
         classCache = nil
     }
 
@@ -118,6 +121,13 @@ public final class NXGroup: NXNode, @unchecked Sendable {
 
     /// The child named `name`, nil if there is none.
     public func child(_ name: String) throws -> NXNode? {
+        if let n = childNodes[name], file.isOpen { return n }
+        guard let n = try makeChild(name) else { return nil }
+        childNodes[name] = n
+        return n
+    }
+
+    private func makeChild(_ name: String) throws -> NXNode? {
         guard let e = try entries().first(where: { $0.name == name }) else { return nil }
         let childPath = path == "/" ? "/" + name : path + "/" + name
         switch e.kind {

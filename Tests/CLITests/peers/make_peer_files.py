@@ -4,8 +4,7 @@
 
 Every file stays small (well under 1 MB). The values are the ones test_nexus_interop.py
 expects nxlua to read back, so change both together. Filters from the optional
-`hdf5plugin` package (LZ4, bitshuffle+LZ4, blosc) are written only when it imports; the
-file plugins.txt lists the plugin datasets that were written.
+`hdf5plugin` package (LZ4, bitshuffle+LZ4, blosc) are written only when it imports.
 """
 import os
 import pathlib
@@ -23,7 +22,7 @@ except ImportError:  # optional: the plugin datasets are skipped
 
 UTF8_TEXT = "Ångström µm – ü"  # non-ASCII in 1, 2 and 3 UTF-8 bytes
 
-# dtype -> values; int extremes exact in Lua integers, floats exact in binary.
+# dtype -> values: integer extremes that fit Lua integers, floats that Lua prints exactly.
 NUMERIC = {
     "int8": [-128, 0, 127],
     "int16": [-32768, 0, 32767],
@@ -143,7 +142,6 @@ def write_vds(folder):
 
 def write_compressed(path):
     data = np.arange(1000, dtype="int32").reshape(10, 100)
-    written = []
     with h5py.File(path, "w") as f:
         f.create_dataset("gzip", data=data, chunks=(1, 100), compression="gzip",
                          compression_opts=4)
@@ -156,8 +154,6 @@ def write_compressed(path):
                               ("blosc", hdf5plugin.Blosc(cname="lz4", clevel=5,
                                                          shuffle=hdf5plugin.Blosc.SHUFFLE))):
                 f.create_dataset(name, data=data, chunks=(1, 100), **flt)
-                written.append(name)
-    (pathlib.Path(path).parent / "plugins.txt").write_text("".join(w + "\n" for w in written))
 
 
 def write_nexus(path):
