@@ -95,6 +95,9 @@ final class H5Handle {
         id = -1
     }
 
+    /// Marks the id closed without closing it (its file's strong close does that).
+    func invalidate() { id = -1 }
+
     deinit { close() }
 }
 

@@ -28,6 +28,7 @@ public final class NXFile: @unchecked Sendable {
     public let options: Options
     let handle: H5Handle
     private var objectHandles: [WeakHandle] = []
+    private var compactAt = 64
     private var lock: NXLock?
     public private(set) var isSWMRWriting = false
 
@@ -108,13 +109,17 @@ public final class NXFile: @unchecked Sendable {
     /// Weak: nodes hold their file, so a strong table would keep every file open forever.
     private struct WeakNode { weak var node: NXNode? }
     private var nodes: [String: WeakNode] = [:]
+    private var compactNodesAt = 256
 
     /// The one node object for a path while anyone holds it, so that caches and open
     /// handles are shared by every way of reaching it.
     func node<T: NXNode>(_ path: String, make: () -> T) -> T {
         if let n = nodes[path]?.node as? T { return n }
         let n = make()
-        if nodes.count > 256 && nodes.count % 256 == 0 { nodes = nodes.filter { $0.value.node != nil } }
+        if nodes.count >= compactNodesAt {
+            nodes = nodes.filter { $0.value.node != nil }
+            compactNodesAt = max(256, nodes.count * 2)
+        }
         nodes[path] = WeakNode(node: n)
         return n
     }
@@ -141,7 +146,11 @@ public final class NXFile: @unchecked Sendable {
 
     /// Registers a long-lived object handle to be closed before the file.
     func register(_ h: H5Handle) {
-        if objectHandles.count > 64 && objectHandles.count % 64 == 0 { objectHandles.removeAll { $0.handle == nil } }
+        // Compact when the list has doubled since the last compaction (amortised O(1)).
+        if objectHandles.count >= compactAt {
+            objectHandles.removeAll { $0.handle == nil }
+            compactAt = max(64, objectHandles.count * 2)
+        }
         objectHandles.append(WeakHandle(handle: h))
     }
 
@@ -172,7 +181,10 @@ public final class NXFile: @unchecked Sendable {
     /// reached through it fail with "the file is closed" from then on.
     public func close() {
         guard isOpen else { return }
-        for w in objectHandles { w.handle?.close() }
+        // H5Fclose with the strong close degree closes every object still open, in one
+        // call; the handles only learn they are closed (closing 10,000 one by one took
+        // longer than printing their tree).
+        for w in objectHandles { w.handle?.invalidate() }
         objectHandles.removeAll()
         nodes.removeAll()
         handle.close()

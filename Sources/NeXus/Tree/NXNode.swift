@@ -69,9 +69,14 @@ public class NXNode: @unchecked Sendable {
 
     /// An attribute's value, nil when there is none.
     public func attribute(_ name: String) throws -> NXValue? {
+        guard try hasAttribute(name) else { return nil }
+        return try readAttribute(name)
+    }
+
+    /// Reads an attribute known to exist.
+    func readAttribute(_ name: String) throws -> NXValue {
         let h = H5.api
         let id = try objectID()
-        guard try hasAttribute(name) else { return nil }
         let attr = try H5Handle(checking: h.pointee.H5Aopen(id, name, 0), .attribute, fail("cannot open attribute '\(name)'").message)
         let type = try H5Handle(checking: h.pointee.H5Aget_type(attr.id), .datatype, fail("attribute '\(name)'").message)
         let space = try H5Handle(checking: h.pointee.H5Aget_space(attr.id), .dataspace, fail("attribute '\(name)'").message)
@@ -114,7 +119,7 @@ public class NXNode: @unchecked Sendable {
     public func attributes() throws -> [(name: String, value: NXValue)] {
         try attributeNames().compactMap { n in
             // An attribute nxlua cannot read is shown as its type, not an error.
-            do { return try attribute(n).map { (n, $0) } } catch { return (n, .string("<\(error)>")) }
+            do { return (n, try readAttribute(n)) } catch { return (n, .string("<\(error)>")) }
         }
     }
 

@@ -33,7 +33,11 @@ extension NXNode {
             return
         default: break
         }
-        if path != "/", let target = stringAttribute("target"), target != path {
+        let attrs = attributes ? try self.attributes() : []
+        let target: String? = attributes
+            ? attrs.first { $0.name == "target" }.flatMap { if case .strings(let s, _) = $0.value { return s.first }; return nil }
+            : stringAttribute("target")
+        if path != "/", let target, target != path {
             out += "\(pad)\(name) -> \(target)\n"
             return
         }
@@ -43,7 +47,7 @@ extension NXNode {
             out += "\(pad)\(name) = \(try f.summary())\n"
         }
         if attributes {
-            for (n, v) in try self.attributes() where !(self is NXGroup && n == "NX_class") {
+            for (n, v) in attrs where !(self is NXGroup && n == "NX_class") {
                 out += "\(pad)  @\(n) = \(NXText.attribute(v))\n"
             }
         }
