@@ -353,7 +353,7 @@ enum NeXusModule {
     }
 
     static let group: LuaClass<NXGroup> = LuaClass(
-        "nx.group",
+        "NXgroup",
         summary: "a NeXus group (a file's root is one); children by name, path or class",
         help: """
         g.entry, g["entry/data"], g["/entry/data/counts"]   children (0-based data inside)
@@ -503,7 +503,7 @@ enum NeXusModule {
     }
 
     static let field: LuaClass<NXField> = LuaClass(
-        "nx.field",
+        "NXfield",
         summary: "a NeXus field: lazy, indexing reads exactly the slice asked for",
         help: """
         c.shape, c.dtype, c.ndim, c.size, c.maxshape, c.chunks, c.compression, c.units
@@ -609,7 +609,7 @@ enum NeXusModule {
     )
 
     static let attrs: LuaClass<AttrsBox> = LuaClass(
-        "nx.attrs",
+        "NXattrs",
         summary: "the attributes of a group or field: a.units, a.units = \"mm\", a.units = nil, pairs(a)",
         metamethods: [
             "__newindex": { call in

@@ -145,7 +145,7 @@ ERRORS = [
     ('local f = nx.load("scan.nxs", "rw"); f.entry.x = nx.field(1, {compression = "zip"})', "unknown compression 'zip'"),
     ('local f = nx.load("scan.nxs"); local c = f.entry.data.counts; f:close(); print(c[0])',
      "scan.nxs: /entry/data/counts: the file is closed"),
-    ('local f = nx.load("scan.nxs"); f:close(); print(f.entry)', "attempt to use a closed nx.group"),
+    ('local f = nx.load("scan.nxs"); f:close(); print(f.entry)', "attempt to use a closed NXgroup"),
 ]
 
 
