@@ -11,8 +11,6 @@ static const nxh5_api *loaded;
 static char load_error[512];
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 
-const char *nxh5_soname(void) { return NXH5_SONAME; }
-
 static void load(void) {
     void *lib = dlopen(NXH5_SONAME, RTLD_NOW | RTLD_GLOBAL);
     if (!lib) {

@@ -47,7 +47,6 @@ enum NeXusModule {
     /// Settings shared by every file a state opens (nx.config).
     final class Config: @unchecked Sendable {
         var eagerLimit = 1000
-        var lock: NXLock.Config? = nil
         var lockTimeout: Double = 0
         var lockExpiry: Double = 28800
         var lockDirectory: String? = nil
@@ -321,7 +320,7 @@ enum NeXusModule {
         for (i, n) in nodes.enumerated() { pushNode(n, lua); lua.rawSet(at: -2, index: i + 1) }
     }
 
-    static let commonMethods: [String] = ["nxname", "nxpath", "nxclass", "nxfilename", "parent", "root", "attrs"]
+    static let commonProperties: [String] = ["nxname", "nxpath", "nxclass", "nxfilename", "parent", "root", "attrs"]
 
     static func treeMethod<T: NXNode>() -> LuaMethodDecl<T> {
         LuaMethodDecl("tree", "obj:tree([\"short\"])",
@@ -472,7 +471,7 @@ enum NeXusModule {
             return 0
         },
         completions: { g in
-            ((try? g.names()) ?? []) + commonMethods + ["nxsignal", "nxaxes", "nxerrors"] + ((try? g.attributeNames()) ?? [])
+            ((try? g.names()) ?? []) + commonProperties + ["nxsignal", "nxaxes", "nxerrors"] + ((try? g.attributeNames()) ?? [])
         },
         close: { g in if g.path == "/" { g.file.close() } },
         describe: { g in (try? g.tree()) ?? "\(g.file.path): \(g.path) (closed file)" }
@@ -598,7 +597,7 @@ enum NeXusModule {
         },
         completions: { f in
             ["shape", "dtype", "ndim", "size", "maxshape", "chunks", "compression", "layout", "nxvalue"]
-                + commonMethods + ((try? f.attributeNames()) ?? [])
+                + commonProperties + ((try? f.attributeNames()) ?? [])
         },
         describe: { f in
             // As nexusformat's str(field): the value (text unquoted), or the summary.

@@ -19,7 +19,7 @@
     X(H5open) X(H5get_libversion) X(H5is_library_threadsafe) X(H5free_memory) \
     X(H5Eset_auto2) X(H5Ewalk2) X(H5Eclear2) \
     X(H5Fopen) X(H5Fcreate) X(H5Fclose) X(H5Fflush) X(H5Fis_hdf5) X(H5Fstart_swmr_write) \
-    X(H5Fget_intent) X(H5Fget_obj_count) X(H5Fget_filesize) \
+    X(H5Fget_intent) X(H5Fget_obj_count) \
     X(H5Pcreate) X(H5Pclose) X(H5Pset_libver_bounds) X(H5Pset_fclose_degree) X(H5Pset_chunk) \
     X(H5Pset_deflate) X(H5Pset_filter) X(H5Pset_shuffle) X(H5Pset_fill_value) X(H5Pget_layout) \
     X(H5Pget_chunk) X(H5Pget_nfilters) X(H5Pget_filter2) X(H5Pset_link_creation_order) \
@@ -80,8 +80,5 @@ const nxh5_api *_Nullable nxh5_load(char *_Nonnull why, size_t whylen);
 /// The innermost messages of HDF5's current error stack ("file signature not found"),
 /// written to buf; the stack is cleared. Returns the length written (0: no error).
 size_t nxh5_error_message(char *_Nonnull buf, size_t len);
-
-/// The library's file name, for messages.
-const char *_Nonnull nxh5_soname(void);
 
 #endif

@@ -77,16 +77,9 @@ public final class NXField: NXNode, @unchecked Sendable {
     override func objectID() throws -> hid_t {
         try file.check(path)
         if let handle, handle.isOpen { return handle.id }
-        let h = H5.api
-        let id = h.pointee.H5Dopen2(file.handle.id, path, 0)
-        guard id >= 0 else {
-            let why = H5.takeError()
-            throw fail("cannot open the field (\(why.isEmpty ? "unknown HDF5 error" : why))")
-        }
-        let hd = H5Handle(id, .dataset)
-        file.register(hd)
-        handle = hd
-        return id
+        let h = try openHandle("field", .dataset) { H5.api.pointee.H5Dopen2($0, $1, 0) }
+        handle = h
+        return h.id
     }
 
     override func forgetHandle() {
@@ -204,12 +197,7 @@ public final class NXField: NXNode, @unchecked Sendable {
                 h.pointee.H5Dread(id, mt, all, all, 0, buf)
             }, fail("read failed").message)
         }
-        let axes: [Selection.Axis]
-        do {
-            axes = try (selection ?? Selection([])).resolve(shape: m.shape)
-        } catch let e as ArrayError {
-            throw fail("\(e.message) (shape \(NDArray.describe(m.shape)))")
-        }
+        let axes = try resolve(selection, m.shape)
         let counts = axes.map(\.count)
         let kept = axes.filter(\.keepsAxis).map(\.count)
         let fileSpace = try H5Handle(checking: h.pointee.H5Dget_space(id), .dataspace, fail("read failed").message)
@@ -219,6 +207,21 @@ public final class NXField: NXNode, @unchecked Sendable {
             h.pointee.H5Dread(id, mt, memSpace.id, fileSpace.id, 0, buf)
         }, fail("read failed (a missing filter plugin, or a damaged file?)").message)
         return try reshape(value, kept: kept, axes: axes)
+    }
+
+    /// The per-axis hyperslab of a selection (nil: everything); errors show the shape.
+    private func resolve(_ selection: Selection?, _ shape: [Int]) throws -> [Selection.Axis] {
+        do {
+            return try (selection ?? Selection([])).resolve(shape: shape)
+        } catch let e as ArrayError {
+            throw fail("\(e.message) (shape \(NDArray.describe(shape)))")
+        }
+    }
+
+    /// The view that turns forward-read axes back into the negative steps asked for.
+    private static func reversal(_ axes: [Selection.Axis]) -> String? {
+        let reversed = axes.filter(\.keepsAxis).map { $0.step < 0 }
+        return reversed.contains(true) ? reversed.map { $0 ? "::-1" : ":" }.joined(separator: ",") : nil
     }
 
     /// Selects the hyperslab of resolved axes (negative steps as their forward mirror).
@@ -235,20 +238,17 @@ public final class NXField: NXNode, @unchecked Sendable {
     }
 
     private func reshape(_ value: NXValue, kept: [Int], axes: [Selection.Axis]) throws -> NXValue {
-        let reversed = axes.filter(\.keepsAxis).map { $0.step < 0 }
+        let reversal = NXField.reversal(axes)
         switch value {
         case .array(let a):
             var r = try arr { try a.reshapedView(kept) }
-            if reversed.contains(true) {
-                let spec = reversed.map { $0 ? "::-1" : ":" }.joined(separator: ",")
-                r = try arr { try r.view(spec).copy() }
-            }
+            if let reversal { r = try arr { try r.view(reversal).copy() } }
             return .array(r)
         case .strings(let s, _):
-            if reversed.contains(true) { throw fail("negative steps are not supported on string fields") }
+            if reversal != nil { throw fail("negative steps are not supported on string fields") }
             return .strings(s, shape: kept)
         case .records(let r, _):
-            if reversed.contains(true) { throw fail("negative steps are not supported on compound fields") }
+            if reversal != nil { throw fail("negative steps are not supported on compound fields") }
             return .records(r, shape: kept)
         }
     }
@@ -262,12 +262,7 @@ public final class NXField: NXNode, @unchecked Sendable {
         let m = try metadata()
         let id = try objectID()
         let h = H5.api
-        let axes: [Selection.Axis]
-        do {
-            axes = try (selection ?? Selection([])).resolve(shape: m.shape)
-        } catch let e as ArrayError {
-            throw fail("\(e.message) (shape \(NDArray.describe(m.shape)))")
-        }
+        let axes = try resolve(selection, m.shape)
         let counts = axes.map(\.count)
         if counts.contains(0) { return }
         let kept = axes.filter(\.keepsAxis).map(\.count)
@@ -275,10 +270,7 @@ public final class NXField: NXNode, @unchecked Sendable {
         switch (value, m.elementType) {
         case (.array(let a), .numeric(let dtype)):
             var b = try arr { try a.broadcast(to: kept) }
-            let reversed = axes.filter(\.keepsAxis).map { $0.step < 0 }
-            if reversed.contains(true) {
-                b = try arr { try b.view(reversed.map { $0 ? "::-1" : ":" }.joined(separator: ",")) }
-            }
+            if let reversal = NXField.reversal(axes) { b = try arr { try b.view(reversal) } }
             prepared = .array(try arr { try b.copy(as: dtype).reshapedView(counts) })
         case (.strings(let s, let shape), .string):
             guard shape == kept || s.count == 1 else {

@@ -192,12 +192,5 @@ public final class NXFile: @unchecked Sendable {
         lock = nil
     }
 
-    /// The file's size on disk in bytes.
-    public var size: Int {
-        var n: hsize_t = 0
-        _ = H5.api.pointee.H5Fget_filesize(handle.id, &n)
-        return Int(n)
-    }
-
     deinit { close() }
 }

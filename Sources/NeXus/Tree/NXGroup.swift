@@ -23,15 +23,9 @@ public final class NXGroup: NXNode, @unchecked Sendable {
     override func objectID() throws -> hid_t {
         try file.check(path)
         if let handle, handle.isOpen { return handle.id }
-        let id = H5.api.pointee.H5Gopen2(file.handle.id, path, 0)
-        guard id >= 0 else {
-            let why = H5.takeError()
-            throw fail("cannot open the group (\(why.isEmpty ? "unknown HDF5 error" : why))")
-        }
-        let h = H5Handle(id, .group)
-        file.register(h)
+        let h = try openHandle("group", .group) { H5.api.pointee.H5Gopen2($0, $1, 0) }
         handle = h
-        return id
+        return h.id
     }
 
     override func forgetHandle() {

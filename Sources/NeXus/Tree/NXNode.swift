@@ -38,6 +38,21 @@ public class NXNode: @unchecked Sendable {
     /// The open object (group or dataset) behind this node.
     func objectID() throws -> hid_t { fatalError("subclass") }
 
+    /// Opens this object's HDF5 id with `open` (H5Gopen2 or H5Dopen2 by absolute path)
+    /// and registers it with the file, which closes it before itself.
+    func openHandle(_ what: String, _ kind: H5Handle.Kind,
+                    _ open: (_ file: hid_t, _ path: String) -> hid_t) throws -> H5Handle {
+        try file.check(path)
+        let id = open(file.handle.id, path)
+        guard id >= 0 else {
+            let why = H5.takeError()
+            throw fail("cannot open the \(what) (\(why.isEmpty ? "unknown HDF5 error" : why))")
+        }
+        let h = H5Handle(id, kind)
+        file.register(h)
+        return h
+    }
+
     /// Closes the cached handle (the object was deleted, renamed or must be reopened).
     func forgetHandle() {}
 

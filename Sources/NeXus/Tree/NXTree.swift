@@ -52,7 +52,7 @@ extension NXNode {
             }
         }
         guard recursive, let g = self as? NXGroup else { return }
-        for e in try g.sortedEntries() {
+        for e in try g.entries() {
             switch e.kind {
             case .missing:
                 switch e.link {
@@ -66,12 +66,6 @@ extension NXNode {
             }
         }
     }
-}
-
-extension NXGroup {
-    /// Entries in natural order: case-sensitive, digit runs compared as numbers
-    /// (label_9 before label_10), as nexusformat and NeXpy list them.
-    public func sortedEntries() throws -> [NXEntry] { try entries() }
 }
 
 extension NXField {
