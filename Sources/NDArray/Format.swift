@@ -1,6 +1,12 @@
 /// NumPy-style text of an array: `array([[0, 1], [2, 3]], dtype=int32)`, summarised
 /// with "..." beyond `threshold` elements (NumPy's default 1000, 3 items at each edge).
 extension NDArray {
+    /// The exact decimal text of an integer element (uint64 above 2^63 included).
+    public func integerText(at index: [Int]) throws -> String {
+        let v = try integer(at: index)
+        return dtype == .uint64 ? String(UInt64(bitPattern: v)) : String(v)
+    }
+
     public func formatted(threshold: Int = 1000, edgeItems: Int = 3) -> String {
         let summarise = count > threshold
         let values = self
@@ -14,7 +20,7 @@ extension NDArray {
                 if v == v.rounded(), abs(v) < 1e16 { return "\(Int64(v))." }
                 return "\(v)"
             default:
-                return "\((try? values.integer(at: index)) ?? 0)"
+                return (try? values.integerText(at: index)) ?? "0"
             }
         }
         func render(_ prefix: [Int], indent: String) -> String {

@@ -1040,3 +1040,30 @@ def test_peer_file_modified_in_place_read_by_peers(nxlua, peers, tmp_path):
     shutil.copy(peers / "nexus.nxs", out / "out.nxs")
     path = write_with_nxlua(nxlua, WRITE_MODIFY, tmp_path)
     check_with_peers(CHECK_MODIFY, path, tmp_path)
+
+
+def test_small_arrays_print_as_nexusformat_prints_them(nxlua, tmp_path):
+    """Short arrays in the tree: NumPy's str with nexusformat's precision 6, i.e. one width
+    per array, floats aligned on the point, scientific when NumPy would use it."""
+    script = textwrap.dedent("""
+        import sys
+        import h5py, numpy as np
+        from nexusformat.nexus import nxload
+        cases = [[1.5, 10.], [1, 10, -3], [True, False], [0.1, 1/3, 2], [-1.25, 3.], [1e-5, 1.],
+                 [np.nan, 1.5, np.inf], [1e9, 1.], [1.5e9, 1.], [1e-5, 2.5e-3, 1], [0.001, 2.],
+                 [-1e9, np.nan], [1.23456789e10, 3.], [0., 1e-5], [0., 0.], [-0., 1.],
+                 [123456.789, 0.5], [np.nan, np.nan], [1., np.inf], [1e-300, 1.], [1e100, 1.],
+                 [2**60 + 1, 3], [0.5, 12345.678901234], [-7.5, 99.125, 3]]
+        with h5py.File(sys.argv[1], "w") as f:
+            for i, c in enumerate(cases):
+                f[f"c{i:02d}"] = np.array(c)
+            f["f32"] = np.float32([0.1, 0.2, 3])
+            f["i8"] = np.int8([-1, 100])
+            f["u64"] = np.uint64([2**64 - 1, 1])
+        print(nxload(sys.argv[1]).tree)
+    """)
+    path = tmp_path / "small.h5"
+    theirs = subprocess.run([PYTHON, "-c", script, str(path)], capture_output=True, text=True, check=True).stdout
+    r = nxlua("-e", f"print(nx.load({str(path)!r}))")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == theirs.splitlines()

@@ -140,17 +140,106 @@ public enum NXText {
         return text
     }
 
-    /// A number or a short array as NumPy's str ("3.25", "[1 2 3]", "[1. 2. 3.]", "True").
+    /// A number or a short array as NumPy's str ("3.25", "[ 1 10]", "[ 0. 11. 11.]", "True"):
+    /// elements padded to one width, floats aligned on the point, exponents when NumPy uses them.
     public static func plain(_ a: NDArray) -> String {
         let values = (try? a.copy())?.doubles() ?? []
-        func one(_ x: Double) -> String {
+        if a.ndim == 0 || (a.ndim == 1 && a.count == 1) {
+            guard let x = values.first else { return "" }
             if a.dtype == .bool { return x != 0 ? "True" : "False" }
-            if a.dtype.isInteger { return String(Int64(x)) }
-            return a.ndim == 0 || a.count == 1 ? number(x) : numpyElement(x, values)
+            if a.dtype.isInteger { return (try? a.integerText(at: Array(repeating: 0, count: a.ndim))) ?? "" }
+            return number(x)
         }
-        if a.ndim == 0 || (a.ndim == 1 && a.count == 1) { return values.first.map(one) ?? "" }
         if a.count > 6 { return "\(a.dtype.rawValue)(\(a.shape.map(String.init).joined(separator: "x")))" }
-        return "[" + values.map(one).joined(separator: " ") + "]"
+        let texts: [String]
+        if a.dtype == .bool {
+            texts = values.map { $0 != 0 ? "True" : "False" }
+        } else if a.dtype.isInteger {
+            let flat = (try? a.copy().reshapedView([a.count])) ?? a
+            texts = (0..<a.count).map { (try? flat.integerText(at: [$0])) ?? "" }
+        } else {
+            return "[" + floatTexts(values, float32: a.dtype == .float32).joined(separator: " ") + "]"
+        }
+        let width = texts.map(\.count).max() ?? 0
+        return "[" + texts.map { pad($0, width) }.joined(separator: " ") + "]"
+    }
+
+    private static func pad(_ s: String, _ width: Int, right: Bool = false) -> String {
+        let fill = String(repeating: " ", count: max(0, width - s.count))
+        return right ? s + fill : fill + s
+    }
+
+    /// NumPy's float printing for a few values as nexusformat sets it (floatmode "maxprec",
+    /// precision 6): each value with its shortest round-trip digits, at most 6 decimals, points aligned;
+    /// scientific for all when the largest is >= 1e8, the smallest non-zero < 1e-4, or their
+    /// ratio > 1000.
+    static func floatTexts(_ values: [Double], float32: Bool) -> [String] {
+        let finite = values.filter(\.isFinite)
+        let magnitudes = finite.map(abs).filter { $0 != 0 }
+        let big = magnitudes.max() ?? 0, small = magnitudes.min() ?? 0
+        let scientific = !magnitudes.isEmpty && (big >= 1e8 || small < 1e-4 || big / small > 1000)
+        // shortest digits: value = 0.d1d2...dn x 10^(exponent + 1)
+        func digits(_ x: Double) -> (digits: [Character], exponent: Int) {
+            var text = float32 ? Float(x).description : x.description
+            if text.hasPrefix("-") { text.removeFirst() }
+            let parts = text.split(separator: "e")
+            var exponent = parts.count > 1 ? Int(parts[1]) ?? 0 : 0
+            let mantissa = parts[0]
+            let point = mantissa.firstIndex(of: ".").map { mantissa.distance(from: mantissa.startIndex, to: $0) } ?? mantissa.count
+            var ds = Array(mantissa.filter { $0 != "." })
+            exponent += point - 1
+            while let f = ds.first, f == "0", ds.count > 1 { ds.removeFirst(); exponent -= 1 }
+            while let l = ds.last, l == "0", ds.count > 1 { ds.removeLast() }
+            if ds == ["0"] { exponent = 0 }
+            return (ds, exponent)
+        }
+        func c(_ format: String, _ x: Double) -> String {
+            var buf = [CChar](repeating: 0, count: 64)
+            _ = withVaList([x]) { vsnprintf(&buf, buf.count, format, $0) }
+            return String(nulTerminated: buf)
+        }
+        var texts: [String?]
+        if scientific {
+            let precision = min(6, finite.map { digits($0).digits.count - 1 }.max() ?? 0)
+            var parts = values.map { x -> (String, String)? in
+                guard x.isFinite else { return nil }
+                let t = c("%#.\(precision)e", x).split(separator: "e")
+                return (String(t[0]), String(t[1]))
+            }
+            let expWidth = parts.compactMap { $0.map { $0.1.count - 1 } }.max() ?? 2
+            for i in parts.indices {
+                guard let (m, e) = parts[i] else { continue }
+                let sign = e.first!, body = e.dropFirst()
+                parts[i] = (m, String(sign) + String(repeating: "0", count: max(0, expWidth - body.count)) + body)
+            }
+            texts = parts.map { $0.map { "\($0.0)e\($0.1)" } }
+        } else {
+            let split = values.map { x -> (String, String)? in
+                guard x.isFinite else { return nil }
+                let (ds, e) = digits(x)
+                var whole: String, fraction: String
+                if e >= 0 {
+                    whole = String(ds.prefix(e + 1)) + String(repeating: "0", count: max(0, e + 1 - ds.count))
+                    fraction = String(ds.dropFirst(e + 1))
+                } else {
+                    whole = "0"
+                    fraction = String(repeating: "0", count: -e - 1) + String(ds)
+                }
+                if ds == ["0"] { fraction = "" }
+                if fraction.count > 6 {
+                    var t = c("%.6f", abs(x))
+                    while t.hasSuffix("0") { t.removeLast() }
+                    let p = t.split(separator: ".", omittingEmptySubsequences: false)
+                    whole = String(p[0]); fraction = p.count > 1 ? String(p[1]) : ""
+                }
+                return ((x.sign == .minus ? "-" : "") + whole, fraction)
+            }
+            let left = split.compactMap { $0?.0.count }.max() ?? 0
+            let right = split.compactMap { $0?.1.count }.max() ?? 0
+            texts = split.map { $0.map { pad($0.0, left) + "." + pad($0.1, right, right: true) } }
+        }
+        let width = max(texts.compactMap { $0?.count }.max() ?? 0, values.filter { !$0.isFinite }.map { number($0).count }.max() ?? 0)
+        return zip(values, texts).map { x, t in pad(t ?? number(x), width) }
     }
 
     /// Shortest text that reads back as x (Python's repr).
@@ -158,15 +247,5 @@ public enum NXText {
         if x.isNaN { return "nan" }
         if x.isInfinite { return x > 0 ? "inf" : "-inf" }
         return "\(x)"
-    }
-
-    private static func numpyElement(_ x: Double, _ all: [Double]) -> String {
-        if !x.isFinite { return number(x) }
-        if all.allSatisfy({ !$0.isFinite || $0 == $0.rounded() }) { return "\(Int64(x))." }
-        var buf = [CChar](repeating: 0, count: 64)
-        _ = withVaList([x]) { vsnprintf(&buf, buf.count, "%.6f", $0) }
-        var s = String(nulTerminated: buf)
-        while s.hasSuffix("0") { s.removeLast() }
-        return s
     }
 }
