@@ -126,7 +126,17 @@ enum H5Types {
     }()
 
     /// A string type: variable length (what h5py writes for str) or fixed `length` bytes.
+    /// The two variable-length types are made once and shared (never closed): every
+    /// string attribute read needs one, and making it costs four library calls.
     static func stringType(variable: Bool, utf8: Bool, length: Int = 1) throws -> H5Handle {
+        if variable, let shared = utf8 ? sharedUTF8 : sharedASCII { return shared }
+        return try makeStringType(variable: variable, utf8: utf8, length: length)
+    }
+
+    nonisolated(unsafe) private static let sharedUTF8 = try? makeStringType(variable: true, utf8: true)
+    nonisolated(unsafe) private static let sharedASCII = try? makeStringType(variable: true, utf8: false)
+
+    private static func makeStringType(variable: Bool, utf8: Bool, length: Int = 1) throws -> H5Handle {
         let h = H5.api
         let t = try H5Handle(checking: h.pointee.H5Tcopy(h.pointee.C_S1), .datatype, "cannot make a string type")
         try H5.check(h.pointee.H5Tset_size(t.id, variable ? H5.variable : max(1, length)), "cannot size a string type")

@@ -37,6 +37,8 @@ enum H5Values {
     struct ReadTarget {
         let fileType: hid_t
         let shape: [Int]
+        /// H5S_ALL (0) when the whole object is read; a space of `shape` is then made
+        /// only if variable-length data must be freed.
         let memSpace: hid_t
         let read: (_ memType: hid_t, _ buffer: UnsafeMutableRawPointer) -> herr_t
         var count: Int { shape.reduce(1, *) }
@@ -59,7 +61,7 @@ enum H5Values {
                 }
                 let out = ptrs.map { $0.map { String(cString: $0) } ?? "" }
                 ptrs.withUnsafeMutableBytes { raw in
-                    _ = h.pointee.H5Dvlen_reclaim(mt.id, t.memSpace, 0, raw.baseAddress!)
+                    reclaim(mt.id, t, raw.baseAddress!)
                 }
                 return .strings(out, shape: t.shape)
             }
@@ -82,6 +84,12 @@ enum H5Values {
         case .unsupported(let what):
             throw NeXusError("\(context()): cannot read \(what)")
         }
+    }
+
+    /// Frees the variable-length parts HDF5 allocated while reading into `buffer`.
+    private static func reclaim(_ memType: hid_t, _ t: ReadTarget, _ buffer: UnsafeMutableRawPointer) {
+        let space = t.memSpace != 0 ? nil : try? H5Space.simple(t.shape)
+        _ = H5.api.pointee.H5Dvlen_reclaim(memType, space?.id ?? t.memSpace, 0, buffer)
     }
 
     /// Compound data: each numeric member read as int64 or float64, strings as stored.
@@ -141,7 +149,7 @@ enum H5Values {
                 records.append(rec)
             }
             if t.count > 0, members.contains(where: { $0.type == .string(variable: true, utf8: true) || $0.type == .string(variable: true, utf8: false) }) {
-                _ = h.pointee.H5Dvlen_reclaim(ct.id, t.memSpace, 0, base)
+                reclaim(ct.id, t, base)
             }
         }
         return .records(records, shape: t.shape)

@@ -82,6 +82,12 @@ public final class NXField: NXNode, @unchecked Sendable {
         return h.id
     }
 
+    override func adopt(_ h: H5Handle) {
+        if let handle, handle.isOpen { h.close(); return }
+        file.register(h)
+        handle = h
+    }
+
     override func forgetHandle() {
         handle?.close()
         handle = nil
@@ -189,13 +195,16 @@ public final class NXField: NXNode, @unchecked Sendable {
         let m = try metadata()
         let id = try objectID()
         let h = H5.api
-        if m.isScalar {
-            if let s = selection, s.items.contains(where: { $0 != .ellipsis }) { throw fail("a scalar field takes no index") }
+        if m.isScalar, let s = selection, s.items.contains(where: { $0 != .ellipsis }) {
+            throw fail("a scalar field takes no index")
+        }
+        if m.isScalar || selection == nil {
+            // the whole field: no dataspaces to make and select (a tree print reads
+            // thousands of small fields this way)
             let all: hid_t = 0  // H5S_ALL
-            let space = try H5Space.simple([])
-            return try H5Values.read(.init(fileType: m.fileType.id, shape: [], memSpace: space.id) { mt, buf in
+            return try H5Values.read(.init(fileType: m.fileType.id, shape: m.isScalar ? [] : m.shape, memSpace: all) { mt, buf in
                 h.pointee.H5Dread(id, mt, all, all, 0, buf)
-            }, fail("read failed").message)
+            }, fail("read failed (a missing filter plugin, or a damaged file?)").message)
         }
         let axes = try resolve(selection, m.shape)
         let counts = axes.map(\.count)

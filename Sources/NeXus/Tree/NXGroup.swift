@@ -28,6 +28,12 @@ public final class NXGroup: NXNode, @unchecked Sendable {
         return h.id
     }
 
+    override func adopt(_ h: H5Handle) {
+        if let handle, handle.isOpen { h.close(); return }
+        file.register(h)
+        handle = h
+    }
+
     override func forgetHandle() {
         handle?.close()
         handle = nil
@@ -51,27 +57,29 @@ public final class NXGroup: NXNode, @unchecked Sendable {
 
     // MARK: children
 
+    /// The children in natural order. Listing opens each child (relative to this group)
+    /// and makes its node, so reaching it next costs no second lookup: for a 10,000-object
+    /// tree print this replaced H5Oget_info_by_name plus an open by absolute path.
     public func entries() throws -> [NXEntry] {
         if let entryCache, file.isOpen { return entryCache }
         let gid = try objectID()
         let h = H5.api
         final class Collected { var list: [(String, H5L_type_t)] = [] }
         let collected = Collected()
-        func iterate(_ index: H5_index_t) -> herr_t {
-            collected.list.removeAll()
-            var idx: hsize_t = 0
-            return withExtendedLifetime(collected) {
-                h.pointee.H5Literate(gid, index, H5_ITER_INC, &idx, { _, name, info, data in
-                    let c = Unmanaged<Collected>.fromOpaque(data!).takeUnretainedValue()
-                    c.list.append((String(cString: name!), info!.pointee.type))
-                    return 0
-                }, Unmanaged.passUnretained(collected).toOpaque())
-            }
+        var idx: hsize_t = 0
+        let status = withExtendedLifetime(collected) {
+            h.pointee.H5Literate(gid, H5_INDEX_NAME, H5_ITER_INC, &idx, { _, name, info, data in
+                let c = Unmanaged<Collected>.fromOpaque(data!).takeUnretainedValue()
+                c.list.append((String(cString: name!), info!.pointee.type))
+                return 0
+            }, Unmanaged.passUnretained(collected).toOpaque())
         }
-        try H5.check(iterate(H5_INDEX_NAME), fail("cannot list the group").message)
-        collected.list.sort { NXText.naturalLess($0.0, $1.0) }
+        try H5.check(status, fail("cannot list the group").message)
+        let sorted = collected.list.map { (key: NXText.NaturalKey($0.0), entry: $0) }.sorted { $0.key < $1.key }
+        collected.list = sorted.map(\.entry)
         var out: [NXEntry] = []
         out.reserveCapacity(collected.list.count)
+        childNodes.removeAll(keepingCapacity: true)
         for (name, type) in collected.list {
             let link: NXLinkKind
             switch type {
@@ -81,13 +89,26 @@ public final class NXGroup: NXNode, @unchecked Sendable {
                 link = .external(file: file, target: target)
             default: link = .hard
             }
-            var info = H5O_info_t()
-            let kind: NXEntry.Kind
-            if h.pointee.H5Oget_info_by_name2(gid, name, &info, UInt32(H5O_INFO_BASIC), 0) < 0 {
-                _ = H5.takeError()
-                kind = .missing
+            var kind = NXEntry.Kind.missing
+            let oid = h.pointee.H5Oopen(gid, name, 0)
+            if oid < 0 {
+                _ = H5.takeError()  // a dangling soft or external link
             } else {
-                kind = info.type == H5O_TYPE_GROUP ? .group : info.type == H5O_TYPE_DATASET ? .field : .missing
+                let childPath = path == "/" ? "/" + name : path + "/" + name
+                switch h.pointee.H5Iget_type(oid) {
+                case H5I_GROUP:
+                    kind = .group
+                    let n = file.node(childPath) { NXGroup(file: file, path: childPath, link: link) }
+                    n.adopt(H5Handle(oid, .group))
+                    childNodes[name] = n
+                case H5I_DATASET:
+                    kind = .field
+                    let n = file.node(childPath) { NXField(file: file, path: childPath, link: link) }
+                    n.adopt(H5Handle(oid, .dataset))
+                    childNodes[name] = n
+                default:
+                    _ = h.pointee.H5Oclose(oid)  // a named datatype: neither group nor field
+                }
             }
             out.append(NXEntry(name: name, link: link, kind: kind))
         }
@@ -115,24 +136,14 @@ public final class NXGroup: NXNode, @unchecked Sendable {
 
     /// The child named `name`, nil if there is none.
     public func child(_ name: String) throws -> NXNode? {
-        if let n = childNodes[name], file.isOpen { return n }
-        guard let n = try makeChild(name) else { return nil }
-        childNodes[name] = n
-        return n
-    }
-
-    private func makeChild(_ name: String) throws -> NXNode? {
-        guard let e = try entries().first(where: { $0.name == name }) else { return nil }
-        let childPath = path == "/" ? "/" + name : path + "/" + name
-        switch e.kind {
-        case .group: return file.node(childPath) { NXGroup(file: file, path: childPath, link: e.link) }
-        case .field: return file.node(childPath) { NXField(file: file, path: childPath, link: e.link) }
-        case .missing:
-            switch e.link {
-            case .soft(let t): throw fail("'\(name)' is a soft link to \(t), which does not exist")
-            case .external(let f, let t): throw fail("'\(name)' is an external link to \(f):\(t), which cannot be opened (missing file or object)")
-            case .hard: throw fail("'\(name)' is neither a group nor a field")
-            }
+        let list = try entries()
+        if let n = childNodes[name] { return n }
+        // not opened while listing: absent, or a link that leads nowhere
+        guard let e = list.first(where: { $0.name == name }) else { return nil }
+        switch e.link {
+        case .soft(let t): throw fail("'\(name)' is a soft link to \(t), which does not exist")
+        case .external(let f, let t): throw fail("'\(name)' is an external link to \(f):\(t), which cannot be opened (missing file or object)")
+        case .hard: throw fail("'\(name)' is neither a group nor a field")
         }
     }
 

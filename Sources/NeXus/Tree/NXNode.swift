@@ -38,6 +38,10 @@ public class NXNode: @unchecked Sendable {
     /// The open object (group or dataset) behind this node.
     func objectID() throws -> hid_t { fatalError("subclass") }
 
+    /// Takes an id its parent opened while listing (one relative lookup instead of a
+    /// second walk from the root); closes it when this node has one open already.
+    func adopt(_ handle: H5Handle) { fatalError("subclass") }
+
     /// Opens this object's HDF5 id with `open` (H5Gopen2 or H5Dopen2 by absolute path)
     /// and registers it with the file, which closes it before itself.
     func openHandle(_ what: String, _ kind: H5Handle.Kind,

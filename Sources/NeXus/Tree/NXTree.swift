@@ -90,8 +90,14 @@ extension NXField {
 }
 
 public enum NXText {
-    static func naturalLess(_ a: String, _ b: String) -> Bool {
-        func chunks(_ s: String) -> [(isNumber: Bool, text: Substring, value: Double)] {
+    static func naturalLess(_ a: String, _ b: String) -> Bool { NaturalKey(a) < NaturalKey(b) }
+
+    /// A name cut into runs of digits (compared as numbers) and other text, so that
+    /// "frame_10" sorts after "frame_9"; made once per name when sorting a group.
+    struct NaturalKey: Comparable {
+        let chunks: [(isNumber: Bool, text: Substring, value: Double)]
+
+        init(_ s: String) {
             var out: [(Bool, Substring, Double)] = []
             var i = s.startIndex
             while i < s.endIndex {
@@ -102,18 +108,22 @@ public enum NXText {
                 out.append((digit, part, digit ? Double(part) ?? 0 : 0))
                 i = j
             }
-            return out
+            chunks = out
         }
-        let ca = chunks(a), cb = chunks(b)
-        for (x, y) in zip(ca, cb) {
-            if x.isNumber && y.isNumber {
-                if x.value != y.value { return x.value < y.value }
-            } else if x.text != y.text {
-                if x.isNumber != y.isNumber { return x.isNumber }
-                return x.text < y.text
+
+        static func < (a: NaturalKey, b: NaturalKey) -> Bool {
+            for (x, y) in zip(a.chunks, b.chunks) {
+                if x.isNumber && y.isNumber {
+                    if x.value != y.value { return x.value < y.value }
+                } else if x.text != y.text {
+                    if x.isNumber != y.isNumber { return x.isNumber }
+                    return x.text < y.text
+                }
             }
+            return a.chunks.count < b.chunks.count
         }
-        return ca.count < cb.count
+
+        static func == (a: NaturalKey, b: NaturalKey) -> Bool { !(a < b) && !(b < a) }
     }
 
     /// 'text', first line only, cut at `limit` characters.
@@ -216,6 +226,9 @@ public enum NXText {
         } else {
             let split = values.map { x -> (String, String)? in
                 guard x.isFinite else { return nil }
+                if x == x.rounded(), abs(x) < 1e15 {  // the common case, without digit strings
+                    return ((x.sign == .minus ? "-" : "") + String(Int64(abs(x))), "")
+                }
                 let (ds, e) = digits(x)
                 var whole: String, fraction: String
                 if e >= 0 {
