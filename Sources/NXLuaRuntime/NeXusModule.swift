@@ -324,9 +324,11 @@ enum NeXusModule {
 
     static func treeMethod<T: NXNode>() -> LuaMethodDecl<T> {
         LuaMethodDecl("tree", "obj:tree([\"short\"])",
-                      "prints the tree below obj (as nexusformat's .tree); \"short\" leaves out attributes and values") { call, node in
-            let short = try call.optString(2) == "short"
-            let text = try wrap { try node.tree(attributes: !short) }
+                      "prints the tree below obj (as nexusformat's .tree); \"short\": obj and one line per child (.short_tree)") { call, node in
+            let form = try call.optString(2)
+            guard form == nil || form == "short" else { throw LuaError.argument(2, "\"short\" or nothing expected, got \"\(form!)\"") }
+            let short = form == "short"
+            let text = try wrap { try short ? node.shortTree() : node.tree() }
             try call.lua.getGlobal("print")
             call.lua.push(text)
             try call.lua.pcall(nargs: 1, nresults: 0)

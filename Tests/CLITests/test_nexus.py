@@ -61,8 +61,21 @@ def test_tree_print_like_nexusformat(nxlua, scan):
             soft -> /entry/data/t
             title = 'run 1'
         """)
-    short = run(nxlua, 'nx.load("scan.nxs").entry:tree("short")', cwd=scan).stdout
-    assert "@" not in short and "counts = int32(3x4x5)" in short
+    short = run(nxlua, 'nx.load("scan.nxs").entry.data:tree("short")', cwd=scan).stdout
+    assert short == textwrap.dedent("""\
+        data:NXdata
+          @axes = ['t', 'axis1', 'axis2']
+          @axis1_indices = 1
+          @axis2_indices = 2
+          @signal = 'counts'
+          @t_indices = 0
+          axis1 = int64(4)
+          axis2 = int64(5)
+          counts = int32(3x4x5)
+          t = [1. 2. 3.]
+        """)
+    r = nxlua("-e", 'nx.load("scan.nxs"):tree("long")', cwd=scan)
+    assert r.returncode == 1 and "bad argument #1 to 'tree'" in r.stderr and '"short" or nothing expected' in r.stderr
 
 
 def test_navigation_and_zero_based_slices(nxlua, scan):

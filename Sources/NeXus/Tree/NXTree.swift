@@ -6,10 +6,29 @@ import NDArray
 /// Text forms of the tree, as nexusformat prints them (children in natural order,
 /// attributes by name, small values shown, big fields as `int32(200x512x512)`).
 extension NXNode {
-    /// The full tree (attributes and values), or the short form (no attributes, no values).
-    public func tree(attributes: Bool = true) throws -> String {
+    /// The full tree, attributes and values included (nexusformat's .tree).
+    public func tree() throws -> String {
         var out = ""
-        try render(into: &out, name: path == "/" ? "root" : name, indent: 0, attributes: attributes, viaLink: link)
+        try render(into: &out, name: path == "/" ? "root" : name, indent: 0, attributes: true, viaLink: link)
+        if out.hasSuffix("\n") { out.removeLast() }
+        return out
+    }
+
+    /// nexusformat's short_tree: this object with its attributes, then one line per child.
+    public func shortTree() throws -> String {
+        var out = ""
+        try render(into: &out, name: path == "/" ? "root" : name, indent: 0, attributes: true, viaLink: link, recursive: false)
+        if let g = self as? NXGroup {
+            for e in try g.entries() {
+                switch e.kind {
+                case .missing:
+                    try? render(missing: e, into: &out, pad: "  ")
+                default:
+                    guard let c = try g.child(e.name) else { continue }
+                    try c.render(into: &out, name: e.name, indent: 2, attributes: false, viaLink: e.link, recursive: false)
+                }
+            }
+        }
         if out.hasSuffix("\n") { out.removeLast() }
         return out
     }
@@ -55,15 +74,20 @@ extension NXNode {
         for e in try g.entries() {
             switch e.kind {
             case .missing:
-                switch e.link {
-                case .soft(let t): out += "\(pad)  \(e.name) -> \(t)\n"
-                case .external(let f, let t): out += "\(pad)  \(e.name) -> \(f)['\(t)']\n"
-                case .hard: out += "\(pad)  \(e.name) (unreadable)\n"
-                }
+                render(missing: e, into: &out, pad: pad + "  ")
             default:
                 guard let c = try g.child(e.name) else { continue }
                 try c.render(into: &out, name: e.name, indent: indent + 2, attributes: attributes, viaLink: e.link)
             }
+        }
+    }
+
+    /// A child that leads nowhere: the link and its target.
+    private func render(missing e: NXEntry, into out: inout String, pad: String) {
+        switch e.link {
+        case .soft(let t): out += "\(pad)\(e.name) -> \(t)\n"
+        case .external(let f, let t): out += "\(pad)\(e.name) -> \(f)['\(t)']\n"
+        case .hard: out += "\(pad)\(e.name) (unreadable)\n"
         }
     }
 }
