@@ -38,8 +38,10 @@ let package = Package(
         // Versions of the native libraries, read with dlopen so that start-up never pays
         // for libhdf5's dependency chain (docs/architecture.md, "Start-up").
         .target(name: "NativeLibraries", dependencies: ["CLuaShims"]),
+        // Progress bars on stderr for long work (quiet when piped or under CI).
+        .target(name: "TerminalProgress"),
         // The Lua modules nxlua provides (bindings only; cores live in their own modules).
-        .target(name: "NXLuaRuntime", dependencies: ["LuaBridge", "NativeLibraries", "NDArray", "NeXus"]),
+        .target(name: "NXLuaRuntime", dependencies: ["LuaBridge", "NativeLibraries", "NDArray", "NeXus", "TerminalProgress"]),
         // The executable: CLI, REPL, script runner.
         // The Swift runtime is linked statically: 1.2 ms less start-up (docs/architecture.md).
         .executableTarget(name: "nxlua", dependencies: ["NXLuaRuntime", "LuaBridge", "LineEdit"],

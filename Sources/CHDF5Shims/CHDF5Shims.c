@@ -69,6 +69,16 @@ static herr_t walk(unsigned n, const H5E_error2_t *err, void *data) {
     return 0;
 }
 
+// HDF5's automatic error printing is a per-thread setting in the thread-safe build:
+// every thread that calls the library turns it off once (errors become messages).
+static __thread int thread_silenced;
+
+void nxh5_silence_this_thread(void) {
+    if (!loaded || thread_silenced) return;
+    api.H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    thread_silenced = 1;
+}
+
 size_t nxh5_error_message(char *buf, size_t len) {
     if (!loaded || len == 0) return 0;
     buf[0] = 0;

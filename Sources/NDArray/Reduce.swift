@@ -11,6 +11,11 @@ public enum Reduction: String, Sendable {
 extension NDArray {
     /// Normalised axes (negative count from the end); nil means all axes.
     public func normalizedAxes(_ axes: [Int]?) throws -> [Int] {
+        try NDArray.normalizedAxes(axes, ndim: ndim)
+    }
+
+    /// The same for any number of dimensions (a lazy field's, before it is read).
+    public static func normalizedAxes(_ axes: [Int]?, ndim: Int) throws -> [Int] {
         guard let axes else { return Array(0..<ndim) }
         var out: [Int] = []
         for a in axes {
@@ -40,6 +45,21 @@ extension NDArray {
                        offset: 0, storage: out.storage)
     }
 
+    /// Folds this array's reduction over `axes` into `out`, which holds the same
+    /// reduction of earlier blocks (shape with the reduced axes kept as 1, the
+    /// accumulator dtype, contiguous): how a field bigger than memory is reduced block by
+    /// block without a temporary per block.
+    public func reduce(_ op: Reduction, axes: [Int]?, accumulatingInto out: NDArray) throws {
+        let axes = try normalizedAxes(axes)
+        let keptShape = shape.enumerated().map { axes.contains($0.offset) ? 1 : $0.element }
+        let outType: DType = (op == .sum || op == .prod) ? dtype.accumulator : dtype
+        guard out.shape == keptShape, out.dtype == outType, out.isContiguous else {
+            throw ArrayError("cannot accumulate a \(op.rawValue) of shape \(NDArray.describe(keptShape)) (\(outType.rawValue)) into an array of shape \(NDArray.describe(out.shape)) (\(out.dtype.rawValue))")
+        }
+        if count == 0 { return }
+        dtype.dispatch(ReduceSource(src: self, out: out, axes: axes, op: op, accumulating: true))
+    }
+
     public func sum(axes: [Int]? = nil, keepdims: Bool = false) throws -> NDArray {
         try reduce(.sum, axes: axes, keepdims: keepdims)
     }
@@ -65,6 +85,8 @@ private struct Scale: DTypeVisitor {
 
 private struct ReduceSource: DTypeVisitor {
     let src: NDArray, out: NDArray, axes: [Int], op: Reduction
+    /// `out` holds a partial result already: fold into it instead of starting afresh.
+    var accumulating = false
     func visit<S: NDScalar>(_: S.Type) {
         switch (op, src.dtype) {
         case (.sum, .float32), (.sum, .float64), (.prod, .float32), (.prod, .float64):
@@ -91,7 +113,9 @@ private struct ReduceSource: DTypeVisitor {
         let ss = order.map { src.strides[$0] }
         let os = order.map { outStrides[$0] }
         // initial values: the first element along the reduced axes for min/max
-        if op == .min || op == .max {
+        if accumulating {
+            // out is the running result: nothing to initialise
+        } else if op == .min || op == .max {
             let first = try! src.view(Selection(src.shape.indices.map { axes.contains($0) ? .index(.int(0)) : .range(nil, nil, nil) }))
             try! first.copy(into: NDArray(dtype: out.dtype, shape: first.shape,
                                           strides: out.strides.enumerated().filter { !axes.contains($0.offset) }.map { $0.element },
@@ -109,7 +133,7 @@ private struct ReduceSource: DTypeVisitor {
             let blocks = (m + block - 1) / block
             let threads = min(threadCount(elements: src.count), blocks)
             let src = self.src, out = self.out, op = self.op
-            let firstFrame = (op == .min || op == .max) ? 1 : 0  // min/max start from frame 0
+            let firstFrame = (op == .min || op == .max) && !accumulating ? 1 : 0  // min/max start from frame 0
             parallel(threads) { t in
                 let s = src.base(Src.self), o = out.base(Acc.self)
                 for b in partition(blocks, threads, t) {
@@ -150,7 +174,8 @@ private struct ReduceSource: DTypeVisitor {
                 kernel(Src.self, Acc.self, shape: sub, ss: ss, os: os,
                        srcOffset: r.lowerBound * ss[0], outOffset: 0, out: partials[k])
             }
-            combine(Acc.self, partials: partials, into: out)
+            // a sum's partials start from zero: an accumulating sum adds the running result
+            combine(Acc.self, partials: partials, into: out, includingOut: accumulating && op == .sum)
         } else {
             let parts = keptOuter ? min(threads, shape[0]) : 1
             parallel(parts) { k in
@@ -163,10 +188,11 @@ private struct ReduceSource: DTypeVisitor {
         }
     }
 
-    func combine<Acc: NDScalar>(_: Acc.Type, partials: [NDArray], into out: NDArray) {
+    func combine<Acc: NDScalar>(_: Acc.Type, partials: [NDArray], into out: NDArray, includingOut: Bool) {
         let o = out.base(Acc.self)
         for i in 0..<out.count {
             var v = partials[0].base(Acc.self)[i]
+            if includingOut { v = Ops.combine(op, o[i], v) }
             for p in partials.dropFirst() { v = Ops.combine(op, v, p.base(Acc.self)[i]) }
             o[i] = v
         }

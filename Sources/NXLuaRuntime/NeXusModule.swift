@@ -4,6 +4,7 @@ import Glibc
 import LuaBridge
 import NDArray
 import NeXus
+import TerminalProgress
 
 /// What `nx.group`, `nx.field`, `nx.link` and `nx.data` make: a description of an object
 /// that is created when assigned into a group (`g.name = spec`).
@@ -503,6 +504,28 @@ enum NeXusModule {
         return try wrap { try Selection(parsing: try call.string(i)) }
     }
 
+    static func streamingReduction(_ op: Reduction, _ summary: String) -> LuaMethodDecl<NXField> {
+        LuaMethodDecl(op.rawValue, "c:\(op.rawValue)([axis [, keepdims]]) -> ndarray|number", summary) { call, f in
+            let axes = try ArrayModule.axes(call, 2)
+            let r = try wrap { try f.reduce(op, axes: axes, keepdims: call.boolean(3), progress: progress(op.rawValue, f)) }
+            try ArrayModule.push(r, call.lua)
+            return 1
+        }
+    }
+
+    /// Between blocks of a streaming reduction: Ctrl-C stops it, and a bar shows on a
+    /// terminal once it takes longer than half a second.
+    static func progress(_ what: String, _ f: NXField) -> (Int, Int) throws -> Void {
+        let rows = (try? f.shape.first) ?? 0
+        let rowBytes = ((try? f.shape.dropFirst().reduce(1, *)) ?? 0) * (((try? f.elementType).flatMap { if case .numeric(let d) = $0 { return d.itemSize } else { return nil } }) ?? 1)
+        let bar = ProgressBar(label: "\(what) \(f.name)", total: rows, unit: "rows", bytesPerUnit: rowBytes)
+        return { done, total in
+            try LuaInterrupt.check()
+            bar.update(done)
+            if done >= total { bar.finish() }
+        }
+    }
+
     static let field: LuaClass<NXField> = LuaClass(
         "NXfield",
         summary: "a NeXus field: lazy, indexing reads exactly the slice asked for",
@@ -533,6 +556,35 @@ enum NeXusModule {
             LuaMethodDecl("flush", "c:flush()", "flushes this field (SWMR writers: once per frame)") { call, f in
                 try wrap { try f.flush() }
                 return 0
+            },
+            streamingReduction(.sum, "sum over an axis, a table of axes, or all, streaming through the file; integers accumulate in int64"),
+            streamingReduction(.prod, "product over axes, streaming through the file"),
+            streamingReduction(.min, "minimum over axes, streaming through the file (NaN wins)"),
+            streamingReduction(.max, "maximum over axes, streaming through the file (NaN wins)"),
+            LuaMethodDecl("mean", "c:mean([axis [, keepdims]]) -> ndarray|number",
+                          "mean over axes in float64, streaming through the file") { call, f in
+                let axes = try ArrayModule.axes(call, 2)
+                let r = try wrap { try f.mean(axes: axes, keepdims: call.boolean(3), progress: progress("mean", f)) }
+                try ArrayModule.push(r, call.lua)
+                return 1
+            },
+            LuaMethodDecl("chunks", "c:chunks([n]) -> iterator",
+                          "for first, block in c:chunks(n): blocks of n rows of the first axis, the next read while the loop body runs",
+                          help: """
+                          first is the 0-based index of the block's first row; block is an ndarray of up
+                          to n rows (fewer at the end). n defaults to whole chunks, about 32 MB.
+                          Example:  local s = 0; for i, b in c:chunks(10) do s = s + b:sum() end
+                          """) { call, f in
+                let rows = try call.optInteger(2)
+                let blocks = try wrap { try NXBlocks(f, rows: try rows ?? f.blockRows(), reuse: false) }
+                call.lua.push(function: "chunks iterator") { inner in
+                    try LuaInterrupt.check()
+                    guard let (first, block) = try wrap({ try blocks.next() }) else { inner.lua.pushNil(); return 1 }
+                    inner.lua.push(first)
+                    try ArrayModule.push(block, inner.lua, scalarIfZeroD: false)
+                    return 2
+                }
+                return 1
             },
             treeMethod(),
             renameMethod(),

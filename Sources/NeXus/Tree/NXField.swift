@@ -183,7 +183,7 @@ public final class NXField: NXNode, @unchecked Sendable {
     }
 
     /// Runs array work, naming this field's file and path in its errors.
-    private func arr<T>(_ body: () throws -> T) throws -> T {
+    func arr<T>(_ body: () throws -> T) throws -> T {
         do { return try body() } catch let e as ArrayError { throw fail(e.message) }
     }
 
