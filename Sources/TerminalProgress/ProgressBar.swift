@@ -64,7 +64,7 @@ public final class ProgressBar {
             tail += bytesPerUnit > 0 ? "  \(bytes(perSecond * Double(bytesPerUnit)))/s" : "  \(Int(perSecond))/s"
             if done < total { tail += "  eta \(Int((Double(total - done) / perSecond).rounded(.up))) s" }
         }
-        let barWidth = max(10, min(40, width - label.count - tail.count - 4))
+        let barWidth = max(10, min(40, width - label.count - 56))  // fixed: the tail's length varies
         let filled = Int(fraction * Double(barWidth))
         return "\(label) [" + String(repeating: "#", count: filled) + String(repeating: "-", count: barWidth - filled) + "]" + tail
     }

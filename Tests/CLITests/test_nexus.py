@@ -253,3 +253,33 @@ def test_help_and_completion_know_nx(nxlua, scan):
     assert lines[0] == "f.entry.data"
     assert lines[1] == "f.entry.data.counts.units"
     assert "nx.load(path [, mode [, options]]) -> root" in out
+
+
+def test_streaming_reductions_and_chunks(nxlua, tmp_path):
+    """c:sum/min/max/mean/prod stream through the file and equal the in-memory results;
+    c:chunks(n) visits every row once; nothing is drawn on stderr when it is a pipe."""
+    r = nxlua("-e", textwrap.dedent("""
+        local f = nx.load("s.nxs", "w")
+        local a = (array.arange(9 * 4 * 5):reshape({9, 4, 5}) - 90):astype("int32")
+        f.c = nx.field(a, {chunks = {2, 4, 5}, compression = "gzip:1"})
+        local c = f.c
+        local function same(x, y) return tostring(x) == tostring(y) end
+        print(same(c:sum(), a:sum()), same(c:sum(0), a:sum(0)), same(c:sum({0, 2}, true), a:sum({0, 2}, true)))
+        print(same(c:min(1), a:min(1)), same(c:max({1, 2}), a:max({1, 2})), same(c:mean(0), a:mean(0)))
+        print(c:sum(0).dtype, c:mean(0).dtype, c:max(), c:min(), c:mean() == a:mean())
+        local rows, total = {}, 0
+        for first, block in c:chunks(4) do rows[#rows + 1] = first .. ":" .. block.shape[1]; total = total + block:sum() end
+        print(table.concat(rows, " "), total == a:sum())
+        print(pcall(c.sum, c, 3))
+        f.t = "text"
+        print(pcall(f.t.sum, f.t))
+    """), cwd=str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == "true\ttrue\ttrue"
+    assert lines[1] == "true\ttrue\ttrue"
+    assert lines[2] == "int64\tfloat64\t89\t-90\ttrue"
+    assert lines[3] == "0:4 4:4 8:1\ttrue"
+    assert lines[4].startswith("false\t") and "s.nxs: /c: axis 3 is out of bounds for array of dimension 3" in lines[4]
+    assert lines[5].startswith("false\t") and "s.nxs: /t: a numeric field is needed here" in lines[5]
+    assert "\x1b" not in r.stderr and r.stderr == ""

@@ -39,6 +39,46 @@ final class NeXusTests: XCTestCase {
         XCTAssertEqual(shape, [])
     }
 
+    /// Streaming reductions fold many small blocks (chunked, contiguous, a last short
+    /// block) into exactly what the in-memory reduction of the whole field gives.
+    func testStreamingReductionsMatchInMemory() throws {
+        let path = dir + "/s.nxs"
+        let f = try NXFile(path: path, mode: .write)
+        defer { f.close() }
+        let a = try NDArray.arange(0, 7 * 6 * 5, 1, dtype: .int32).reshapedView([7, 6, 5])
+        let b = try NDArray.binary(.sub, .array(a), .integer(100))  // negatives too
+        var opts = NXFieldOptions()
+        opts.chunks = [2, 3, 5]
+        let fields = [try f.root.makeField("chunked", value: .array(b), options: opts),
+                      try f.root.makeField("contiguous", value: .array(try b.copy(as: .float64)))]
+        for field in fields {
+            guard case .array(let whole) = try field.read(nil) else { return XCTFail() }
+            for op in [Reduction.sum, .prod, .min, .max] {
+                for axes in [nil, [0], [1], [2], [0, 2], [1, 2], [-1]] as [[Int]?] {
+                    for keepdims in [false, true] {
+                        let streamed = try field.reduce(op, axes: axes, keepdims: keepdims, blockBytes: 1)
+                        let expected = try whole.reduce(op, axes: axes, keepdims: keepdims)
+                        XCTAssertEqual(streamed.shape, expected.shape, "\(field.name) \(op) \(String(describing: axes))")
+                        XCTAssertEqual(streamed.dtype, expected.dtype)
+                        XCTAssertEqual(try streamed.copy().doubles(), try expected.copy().doubles(),
+                                       "\(field.name) \(op) \(String(describing: axes)) keepdims \(keepdims)")
+                    }
+                }
+            }
+            let m = try field.mean(axes: [0, 1])
+            XCTAssertEqual(try m.copy().doubles(), try whole.mean(axes: [0, 1]).copy().doubles())
+            var rows: [Int] = []
+            try field.forEachBlock(rows: 3) { first, block in rows.append(first); XCTAssertEqual(block.shape[0], first == 6 ? 1 : 3) }
+            XCTAssertEqual(rows, [0, 3, 6])
+        }
+        let text = try f.root.makeField("text", value: .string("x"))
+        XCTAssertThrowsError(try text.reduce(.sum, axes: nil))
+        XCTAssertThrowsError(try fields[0].reduce(.sum, axes: [3])) {
+            XCTAssertTrue("\($0)".contains("axis 3 is out of bounds"), "\($0)")
+            XCTAssertTrue("\($0)".contains("/chunked"), "\($0)")
+        }
+    }
+
     func testErrorsNameFileAndPath() throws {
         let path = dir + "/b.nxs"
         XCTAssertThrowsError(try NXFile(path: path)) { XCTAssertEqual(($0 as? NeXusError)?.message, "\(path): no such file") }
