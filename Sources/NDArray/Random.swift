@@ -178,7 +178,10 @@ public struct RandomGenerator: Sendable {
             throw ArrayError("poisson: means of shape \(NDArray.describe(means.shape)) cannot broadcast to shape \(NDArray.describe(target))")
         }
         for v in values where !(v >= 0 && v <= RandomGenerator.poissonMaxMean) {
-            throw ArrayError("poisson: the mean must be between 0 and \(RandomGenerator.poissonMaxMean), got \(v)")
+            if v > RandomGenerator.poissonMaxMean {
+                throw ArrayError("poisson: mean \(v) is too large (counts must fit int64: at most 9.2e18)")
+            }
+            throw ArrayError("poisson: means must be non-negative numbers, got \(v)")
         }
         let out = try NDArray(uninitialized: target, dtype: .int64)
         let p = out.base(Int64.self)

@@ -447,7 +447,9 @@ final class ShapeTests: XCTestCase {
         XCTAssertEqual(p[0], 0)
         XCTAssertEqual(p[2], 1e6, accuracy: 6000)
         XCTAssertEqual(try g.poisson(.array(means), [2, 3]).shape, [2, 3])
-        assertError(try g.poisson(.float(-1), [1]), "poisson: the mean must be between 0 and \(RandomGenerator.poissonMaxMean), got -1.0")
+        assertError(try g.poisson(.float(-1), [1]), "poisson: means must be non-negative numbers, got -1.0")
+        assertError(try g.poisson(.float(.nan), [1]), "poisson: means must be non-negative numbers, got nan")
+        assertError(try g.poisson(.float(1e19), [1]), "poisson: mean 1e+19 is too large (counts must fit int64: at most 9.2e18)")
         assertError(try g.poisson(.array(means), [2]), "poisson: means of shape (3,) cannot broadcast to shape (2,)")
     }
 }
