@@ -67,6 +67,15 @@ extension ArrayModule {
         return out
     }
 
+    /// A value of where: as `operand`, but a Lua boolean is a bool (NumPy keeps
+    /// where(cond, true, false) bool; bool is the lowest dtype, so it never widens another).
+    static func choice(_ call: LuaCall, _ i: Int32) throws -> Operand {
+        guard call.type(i) == .boolean else { return try operand(call, i) }
+        let b = try wrap { try NDArray(zeros: [], dtype: .bool) }
+        b.fill(call.boolean(i) ? 1 : 0)
+        return .array(b)
+    }
+
     /// An optional bound of clip: nil, a number or an array.
     static func optOperand(_ call: LuaCall, _ i: Int32) throws -> Operand? {
         call.isNoneOrNil(i) ? nil : try operand(call, i)
@@ -205,10 +214,10 @@ extension ArrayModule {
             LuaFunctionDecl("where", "array.where(cond, x, y) -> ndarray | array.where(cond) -> {ndarray, ...}",
                             "elementwise cond ? x : y, broadcasting; with cond alone, its non-zero positions",
                             help: """
-                            x and y are arrays or numbers. The dtype is the promotion of x and y, numbers
-                            being weak as in arithmetic: an int32 array with 0 stays int32, with 0.5 gives
-                            float64. A non-bool cond counts non-zero as true. array.where(cond) is
-                            cond:nonzero(): a table of int64 index arrays, one per axis.
+                            x and y are arrays, numbers or booleans. The dtype is the promotion of x and y,
+                            numbers being weak as in arithmetic: an int32 array with 0 stays int32, with 0.5
+                            gives float64; true and false are bool. A non-bool cond counts non-zero as true.
+                            array.where(cond) is cond:nonzero(): a table of int64 index arrays, one per axis.
                             Example:  array.where(frame:lt(0), 0, frame)
                             """) { call in
                 let cond: NDArray
@@ -225,7 +234,7 @@ extension ArrayModule {
                 guard call.count >= 3 else {
                     throw LuaError.argument(3, "where takes cond alone, or cond, x and y")
                 }
-                let x = try operand(call, 2), y = try operand(call, 3)
+                let x = try choice(call, 2), y = try choice(call, 3)
                 try push(try wrap { try NDArray.where(cond, x, y) }, call.lua, scalarIfZeroD: false)
                 return 1
             },
