@@ -179,23 +179,27 @@ extension NDArray {
         if n == 0 { return outs }
         let ptrs = outs.map { $0.base(Int64.self) }
         let p = mask.base(Bool.self)
-        var index = [Int](repeating: 0, count: ndim)
+        // rows of the last axis, with an odometer over the leading axes
+        let inner = shape[ndim - 1], s = mask.strides[ndim - 1], last = ptrs[ndim - 1]
+        var lead = [Int](repeating: 0, count: ndim - 1)
         var o = 0, j = 0
-        let total = mask.count
-        for _ in 0..<total {
-            if p[o] {
-                for d in 0..<ndim { ptrs[d][j] = Int64(index[d]) }
+        while true {
+            let row = p + o
+            for k in 0..<inner where row[k * s] {
+                for d in 0..<(ndim - 1) { ptrs[d][j] = Int64(lead[d]) }
+                last[j] = Int64(k)
                 j += 1
             }
-            var d = ndim - 1
+            var d = ndim - 2
             while d >= 0 {
-                index[d] += 1
+                lead[d] += 1
                 o += mask.strides[d]
-                if index[d] < mask.shape[d] { break }
-                o -= mask.strides[d] * mask.shape[d]
-                index[d] = 0
+                if lead[d] < shape[d] { break }
+                o -= mask.strides[d] * shape[d]
+                lead[d] = 0
                 d -= 1
             }
+            if d < 0 { break }
         }
         return outs
     }

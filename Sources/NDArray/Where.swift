@@ -44,6 +44,18 @@ extension NDArray {
             }
         }
         let l = try bound(lo, isLow: true), h = try bound(hi, isLow: false)
+        // one pass for number bounds that keep the dtype (the common case: a frame
+        // clipped to a range); arrays and promoting bounds go through maximum/minimum
+        let keeps = [l, h].allSatisfy { b in
+            guard let b else { return true }
+            if case .array = b { return false }
+            return NDArray.computeType(.maximum, .array(self), b) == dtype
+        }
+        if keeps && dtype != .bool {
+            let out = try NDArray(uninitialized: shape, dtype: dtype)
+            dtype.dispatch(ClipNumbers(src: self, out: out, lo: l, hi: h))
+            return out
+        }
         // dropping an integer bound changes no dtype: weak integers keep integer dtypes
         var r = self
         if let l { r = try NDArray.binary(.maximum, .array(r), l) }
@@ -83,4 +95,57 @@ private struct Select: DTypeVisitor {
             }
         }
     }
+}
+
+/// clip with number bounds of the array's own dtype, in one pass: NaN data stays NaN, a
+/// NaN bound makes every element NaN, and lo > hi gives hi (NumPy's maximum-then-minimum).
+private struct ClipNumbers: DTypeVisitor {
+    let src: NDArray, out: NDArray, lo: Operand?, hi: Operand?
+    func visit<T: NDScalar>(_: T.Type) {
+        func value(_ b: Operand?) -> T? {
+            switch b {
+            case .integer(let v)?: return T.dtype.isFloat ? T(fromDouble: Double(v)) : T(fromInt: v)
+            case .float(let v)?: return T(fromDouble: v)
+            default: return nil
+            }
+        }
+        let l = value(lo), h = value(hi)
+        let n = out.count
+        let po = out.base(T.self)
+        if T.dtype.isFloat, (l.map { $0.asDouble.isNaN } ?? false) || (h.map { $0.asDouble.isNaN } ?? false) {
+            for k in 0..<n { po[k] = T(fromDouble: .nan) }
+            return
+        }
+        let ps = src.base(T.self), ss = src.strides.last ?? 1
+        var k = 0
+        forEachRow(shape: src.shape, strides: [src.strides], offsets: [0]) { o, len in
+            let row = ps + o[0], dst = po + k
+            switch (l, h) {
+            case let (a?, b?):
+                if ss == 1 { for i in 0..<len { dst[i] = clamp(row[i], a, b) } } else { for i in 0..<len { dst[i] = clamp(row[i * ss], a, b) } }
+            case let (a?, nil):
+                for i in 0..<len { let x = row[i * ss]; dst[i] = below(x, a) ? a : x }
+            case let (nil, b?):
+                for i in 0..<len { let x = row[i * ss]; dst[i] = below(b, x) ? b : x }
+            case (nil, nil):
+                for i in 0..<len { dst[i] = row[i * ss] }
+            }
+            k += len
+        }
+    }
+}
+
+/// a < b for clip: false when either is NaN (so NaN data passes through unchanged).
+@inline(__always)
+private func below<T: NDScalar>(_ a: T, _ b: T) -> Bool {
+    if T.dtype.isFloat { return a.asDouble < b.asDouble }
+    if T.dtype.isUnsignedInteger { return UInt64(bitPattern: a.asInt64) < UInt64(bitPattern: b.asInt64) }
+    return a.asInt64 < b.asInt64
+}
+
+/// x limited to [lo, hi] (lo > hi gives hi); a NaN x stays NaN.
+@inline(__always)
+private func clamp<T: NDScalar>(_ x: T, _ lo: T, _ hi: T) -> T {
+    let r = below(x, lo) ? lo : x
+    return below(hi, r) ? hi : r
 }

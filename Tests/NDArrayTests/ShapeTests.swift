@@ -265,6 +265,12 @@ final class ShapeTests: XCTestCase {
         XCTAssertEqual(aw.shape, [3, 2])
         XCTAssertEqual(aw.doubles(), [0, 1, 1, 0, 1, 1])
         XCTAssertEqual(try NDArray(zeros: [2, 2], dtype: .bool).argwhere().shape, [0, 2])
+        // 1-D and 3-D, against the positions counted by hand
+        XCTAssertEqual(try bools([true, false, true]).nonzero()[0].doubles(), [0, 2])
+        let g = try grid([2, 3, 4])
+        let three = try NDArray.binary(.eq, .array(try NDArray.binary(.mod, .array(g), .integer(7))), .integer(0)).nonzero()
+        XCTAssertEqual(three.map { $0.doubles() }, [[0, 0, 1, 1], [0, 1, 0, 2], [0, 3, 2, 1]])
+        XCTAssertEqual(try NDArray(zeros: [0, 3], dtype: .bool).nonzero().map { $0.shape }, [[0], [0]])
         assertError(try NDArray.full([], 1).nonzero(), "nonzero of a 0-d array is not allowed; reshape it to (1,) first")
     }
 
@@ -324,6 +330,18 @@ final class ShapeTests: XCTestCase {
         XCTAssertFalse(same.storage === g.storage)
         // strided
         XCTAssertEqual(try g.view("::-1, ::2").clipped(.integer(1), .integer(4)).doubles(), [3, 4, 1, 2])
+        XCTAssertEqual(try g.transposed().clipped(.integer(1), nil).doubles(), [1, 3, 1, 4, 2, 5])
+        // one-pass path: float32 with NaN data and bounds, lo > hi; uint64 above 2^63
+        let f32 = try NDArray.from([1, .nan, 5, -2], shape: [4], dtype: .float32)
+        let c32 = try f32.clipped(.integer(0), .float(4))
+        XCTAssertEqual(c32.dtype, .float32)
+        XCTAssertEqual(c32.doubles()[0], 1); XCTAssertTrue(c32.doubles()[1].isNaN)
+        XCTAssertEqual(c32.doubles()[2], 4); XCTAssertEqual(c32.doubles()[3], 0)
+        XCTAssertTrue(try f32.clipped(nil, .float(.nan)).doubles().allSatisfy { $0.isNaN })
+        XCTAssertEqual(try f32.view("::2").clipped(.float(3), .float(2)).doubles(), [2, 2])
+        let big = try ints([0, Int64.min + 5], nil, .int64).copy(as: .uint64)  // 0 and 2^63 + 5
+        XCTAssertEqual(try big.clipped(.integer(1), .integer(10)).doubles(), [1, 10])
+        XCTAssertEqual(try big.clipped(.integer(1), nil).doubles(), [1, 9223372036854775813])
     }
 
     // MARK: every dtype, views
