@@ -229,7 +229,7 @@ enum ArrayModule {
                 try pushTable(box.array, call.lua)
                 return 1
             },
-        ],
+        ] + shapeMethods,
         metamethods: [
             "__add": binary(.add), "__sub": binary(.sub), "__mul": binary(.mul), "__div": binary(.div),
             "__idiv": binary(.floordiv), "__mod": binary(.mod), "__pow": binary(.pow),
@@ -245,6 +245,7 @@ enum ArrayModule {
             },
             "__newindex": { call in
                 let a = try call.object(1, cls).array
+                if let key = cls.object(at: 2, in: call.lua) { try assignByArray(call, a, key.array); return 0 }
                 let target = try wrap { try a.view(try selection(call, 2)) }
                 let value = try operand(call, 3)
                 try wrap { try target.fill(value) }
@@ -263,16 +264,18 @@ enum ArrayModule {
                 case "dtype": lua.push(a.dtype.rawValue); return 1
                 case "ndim": lua.push(a.ndim); return 1
                 case "size": lua.push(a.count); return 1
+                case "T": try push(try wrap { try a.transposed() }, lua, scalarIfZeroD: false, view: true); return 1
                 default:
                     // a name that is no method or property: nil, as for any Lua table, so
                     // a:summ() fails with Lua's "attempt to call a nil value (method 'summ')"
                     if key.first.map({ $0.isLetter || $0 == "_" }) == true { return 0 }
                 }
             }
+            if let key = cls.object(at: 2, in: lua) { return try indexByArray(call, a, key.array) }
             try push(try wrap { try a.view(try selection(call, 2)) }, lua, view: true)
             return 1
         },
-        completions: { _ in ["shape", "dtype", "ndim", "size"] },
+        completions: { _ in ["shape", "dtype", "ndim", "size", "T"] },
         describe: { $0.array.formatted() }
     )
 
@@ -379,7 +382,8 @@ enum ArrayModule {
                             body: binary(.minimum)),
             LuaFunctionDecl("maximum", "array.maximum(a, b) -> ndarray", "elementwise maximum (NaN wins)",
                             body: binary(.maximum)),
-        ],
-        classes: [cls]
+        ] + shapeFunctions,
+        classes: [cls],
+        values: shapeValues
     )
 }
