@@ -568,16 +568,16 @@ enum NeXusModule {
                 try ArrayModule.push(r, call.lua)
                 return 1
             },
-            LuaMethodDecl("chunks", "c:chunks([n]) -> iterator",
-                          "for first, block in c:chunks(n): blocks of n rows of the first axis, the next read while the loop body runs",
+            LuaMethodDecl("blocks", "c:blocks([n]) -> iterator",
+                          "for first, block in c:blocks(n): blocks of n rows of the first axis, the next read while the loop body runs",
                           help: """
                           first is the 0-based index of the block's first row; block is an ndarray of up
                           to n rows (fewer at the end). n defaults to whole chunks, about 32 MB.
-                          Example:  local s = 0; for i, b in c:chunks(10) do s = s + b:sum() end
+                          Example:  local s = 0; for i, b in c:blocks(10) do s = s + b:sum() end
                           """) { call, f in
                 let rows = try call.optInteger(2)
                 let blocks = try wrap { try NXBlocks(f, rows: try rows ?? f.blockRows(), reuse: false) }
-                call.lua.push(function: "chunks iterator") { inner in
+                call.lua.push(function: "blocks iterator") { inner in
                     try LuaInterrupt.check()
                     guard let (first, block) = try wrap({ try blocks.next() }) else { inner.lua.pushNil(); return 1 }
                     inner.lua.push(first)

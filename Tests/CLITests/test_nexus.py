@@ -255,9 +255,9 @@ def test_help_and_completion_know_nx(nxlua, scan):
     assert "nx.load(path [, mode [, options]]) -> root" in out
 
 
-def test_streaming_reductions_and_chunks(nxlua, tmp_path):
+def test_streaming_reductions_and_blocks(nxlua, tmp_path):
     """c:sum/min/max/mean/prod stream through the file and equal the in-memory results;
-    c:chunks(n) visits every row once; nothing is drawn on stderr when it is a pipe."""
+    c:blocks(n) visits every row once; nothing is drawn on stderr when it is a pipe."""
     r = nxlua("-e", textwrap.dedent("""
         local f = nx.load("s.nxs", "w")
         local a = (array.arange(9 * 4 * 5):reshape({9, 4, 5}) - 90):astype("int32")
@@ -268,7 +268,7 @@ def test_streaming_reductions_and_chunks(nxlua, tmp_path):
         print(same(c:min(1), a:min(1)), same(c:max({1, 2}), a:max({1, 2})), same(c:mean(0), a:mean(0)))
         print(c:sum(0).dtype, c:mean(0).dtype, c:max(), c:min(), c:mean() == a:mean())
         local rows, total = {}, 0
-        for first, block in c:chunks(4) do rows[#rows + 1] = first .. ":" .. block.shape[1]; total = total + block:sum() end
+        for first, block in c:blocks(4) do rows[#rows + 1] = first .. ":" .. block.shape[1]; total = total + block:sum() end
         print(table.concat(rows, " "), total == a:sum())
         print(pcall(c.sum, c, 3))
         f.t = "text"
