@@ -135,3 +135,39 @@ def test_large_integers_stay_exact(nxlua):
         a["1"] = big - 2; print(a[1] == big - 2)
     """)
     assert out == "true\ttrue\ttrue\ntrue\n"
+
+
+def test_in_place_operations_write_into_the_array(nxlua):
+    out = run(nxlua, """
+        local a = array.arange(6):reshape({2, 3})
+        print(rawequal(a:add_(1), a), a:sum())
+        a["0, :"]:mul_(10)                       -- a view writes through
+        a[":, ::2"]:sub_(array.from({1, 2}))     -- broadcasting, strided
+        print(a:totable()[1][1], a:totable()[1][3], a:totable()[2][3])
+        local f = array.linspace(0, 1, 5):astype("float32"); f:div_(2); print(f.dtype, f[4])
+        local b = array.arange(5); b:add_(b["::-1"]); print(b:min(), b:max())   -- overlap read from a copy
+        local m = array.from({3, 9, -1}); m:minimum_(4); m:maximum_(0); print(m:totable()[1], m:totable()[2], m:totable()[3])
+        print(pcall(a.div_, a, 2))
+        print(pcall(array.from({true}).add_, array.from({true}), 1))
+        print(pcall(a.add_, a, array.ones({4}, "int64")))
+    """)
+    lines = out.splitlines()
+    assert lines[:5] == ["true\t21", "9\t28\t4", "float32\t0.5", "4\t4", "3\t4\t0"]
+    assert "cannot write the float64 result of div into a int64 array in place" in lines[5]
+    assert "cannot write the int64 result of add into a bool array in place" in lines[6]
+    assert "could not be broadcast" in lines[7] and "(2, 3)" in lines[7] and "(4,)" in lines[7]
+
+
+def test_logical_operations_and_integer_bounds(nxlua):
+    out = run(nxlua, """
+        local x, y = array.from({0, 1, 2, 0}), array.from({1.5, 0, 3, 0 / 0})
+        print(x:logical_and(y), array.logical_or(x, y), array.logical_xor(x, 1), y:logical_not(), array.logical_not(0))
+        local u = array.ones(3, "uint8")
+        print(pcall(function() return u + 300 end))
+        print(u:lt(300), u:gt(-1), (u + 254):max(), array.ones(2, "uint64"):lt(-1))
+    """)
+    lines = out.splitlines()
+    assert lines[0] == ("array([False, False, True, False])\tarray([True, True, True, True])\t"
+                        "array([True, False, False, True])\tarray([False, True, False, False])\ttrue")
+    assert lines[1].startswith("false") and "integer 300 is out of bounds for uint8" in lines[1]
+    assert lines[2] == "array([True, True, True])\tarray([True, True, True])\t255\tarray([False, False])"
