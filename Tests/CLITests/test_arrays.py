@@ -167,7 +167,35 @@ def test_logical_operations_and_integer_bounds(nxlua):
         print(u:lt(300), u:gt(-1), (u + 254):max(), array.ones(2, "uint64"):lt(-1))
     """)
     lines = out.splitlines()
-    assert lines[0] == ("array([False, False, True, False])\tarray([True, True, True, True])\t"
-                        "array([True, False, False, True])\tarray([False, True, False, False])\ttrue")
+    assert lines[0] == ("array([False, False,  True, False])\tarray([True, True, True, True])\t"
+                        "array([ True, False, False,  True])\tarray([False,  True, False, False])\ttrue")
     assert lines[1].startswith("false") and "integer 300 is out of bounds for uint8" in lines[1]
     assert lines[2] == "array([True, True, True])\tarray([True, True, True])\t255\tarray([False, False])"
+
+
+def test_repr_is_numpys(nxlua):
+    """The printed form of an array is exactly NumPy's repr: one width per array, floats
+    aligned with up to 8 decimals or scientific, rows wrapped at 75 columns, summaries."""
+    import numpy as np
+    cases = {
+        'array.arange(30):astype("float64")': np.arange(30.),
+        'array.arange(12):reshape({3, 4}) * 10': np.arange(12).reshape(3, 4) * 10,
+        'array.arange(2000):reshape({2, 1000})': np.arange(2000).reshape(2, 1000),
+        'array.from({0.1, 1/3, 2})': np.array([0.1, 1 / 3, 2]),
+        'array.from({1e-5, 1.0})': np.array([1e-5, 1.]),
+        'array.arange(24):reshape({2, 3, 4})': np.arange(24).reshape(2, 3, 4),
+        'array.from({true, false})': np.array([True, False]),
+        'array.zeros({0, 3})': np.zeros((0, 3)),
+        'array.from({0.1, 0.2}, "float32")': np.float32([0.1, 0.2]),
+        'array.linspace(0, 1, 3000)': np.linspace(0, 1, 3000),
+        'array.arange(3000):reshape({30, 100})': np.arange(3000).reshape(30, 100),
+        'array.arange(40):astype("int32")': np.arange(40, dtype=np.int32),
+        'array.arange(5000):reshape({10, 10, 50})': np.arange(5000).reshape(10, 10, 50),
+        'array.from({-1.5, 2, 0/0, 1/0})': np.array([-1.5, 2, np.nan, np.inf]),
+        'array.full({}, 3, "int16")': np.array(np.int16(3)),
+        'array.arange(26):astype("uint8")': np.arange(26, dtype=np.uint8),
+        'array.from({-1e9, 2.5, 0})': np.array([-1e9, 2.5, 0]),
+    }
+    for lua, a in cases.items():
+        out = run(nxlua, f"local a = {lua}; io.write(getmetatable(a).__pretty(a))")
+        assert out == repr(a), lua

@@ -141,7 +141,7 @@ def test_where_dtypes_like_numpy(nxlua):
     want = [str(np.where([True, False, True], np.ones(3, d), py[y]).dtype) for d, y in cases]
     assert out == want
     out = run(nxlua, "print(array.where(array.from({true, false}), true, false), array.where(array.from({true}), 1, false).dtype)")
-    assert out == "array([True, False])\tint64\n"
+    assert out == "array([ True, False])\tint64\n"
 
 
 def test_clip_keeps_integers_and_propagates_nan(nxlua):

@@ -155,8 +155,8 @@ final class FormatTests: XCTestCase {
     func testLooksLikeNumPy() throws {
         let a = try NDArray.arange(0, 6, dtype: .int32).reshapedView([2, 3])
         XCTAssertEqual(a.formatted(), "array([[0, 1, 2],\n       [3, 4, 5]], dtype=int32)")
-        XCTAssertEqual(try NDArray.from([0.5, 2, .nan], shape: [3]).formatted(), "array([0.5, 2., nan])")
-        XCTAssertEqual(try NDArray.arange(0, 2000, dtype: .int64).formatted(), "array([0, 1, 2, ..., 1997, 1998, 1999])")
+        XCTAssertEqual(try NDArray.from([0.5, 2, .nan], shape: [3]).formatted(), "array([0.5, 2. , nan])")
+        XCTAssertEqual(try NDArray.arange(0, 2000, dtype: .int64).formatted(), "array([   0,    1,    2, ..., 1997, 1998, 1999])")
         XCTAssertEqual(try NDArray(zeros: [0], dtype: .float64).formatted(), "array([], dtype=float64)")
         XCTAssertEqual(try NDArray.full([], 3, dtype: .int16).formatted(), "array(3, dtype=int16)")
     }

@@ -192,91 +192,10 @@ public enum NXText {
             let flat = (try? a.copy().reshapedView([a.count])) ?? a
             texts = (0..<a.count).map { (try? flat.integerText(at: [$0])) ?? "" }
         } else {
-            return "[" + floatTexts(values, float32: a.dtype == .float32).joined(separator: " ") + "]"
+            return "[" + NDArray.floatTexts(values, float32: a.dtype == .float32, precision: 6).joined(separator: " ") + "]"
         }
         let width = texts.map(\.count).max() ?? 0
-        return "[" + texts.map { pad($0, width) }.joined(separator: " ") + "]"
-    }
-
-    private static func pad(_ s: String, _ width: Int, right: Bool = false) -> String {
-        let fill = String(repeating: " ", count: max(0, width - s.count))
-        return right ? s + fill : fill + s
-    }
-
-    /// NumPy's float printing for a few values as nexusformat sets it (floatmode "maxprec",
-    /// precision 6): each value with its shortest round-trip digits, at most 6 decimals, points aligned;
-    /// scientific for all when the largest is >= 1e8, the smallest non-zero < 1e-4, or their
-    /// ratio > 1000.
-    static func floatTexts(_ values: [Double], float32: Bool) -> [String] {
-        let finite = values.filter(\.isFinite)
-        let magnitudes = finite.map(abs).filter { $0 != 0 }
-        let big = magnitudes.max() ?? 0, small = magnitudes.min() ?? 0
-        let scientific = !magnitudes.isEmpty && (big >= 1e8 || small < 1e-4 || big / small > 1000)
-        // shortest digits: value = 0.d1d2...dn x 10^(exponent + 1)
-        func digits(_ x: Double) -> (digits: [Character], exponent: Int) {
-            var text = float32 ? Float(x).description : x.description
-            if text.hasPrefix("-") { text.removeFirst() }
-            let parts = text.split(separator: "e")
-            var exponent = parts.count > 1 ? Int(parts[1]) ?? 0 : 0
-            let mantissa = parts[0]
-            let point = mantissa.firstIndex(of: ".").map { mantissa.distance(from: mantissa.startIndex, to: $0) } ?? mantissa.count
-            var ds = Array(mantissa.filter { $0 != "." })
-            exponent += point - 1
-            while let f = ds.first, f == "0", ds.count > 1 { ds.removeFirst(); exponent -= 1 }
-            while let l = ds.last, l == "0", ds.count > 1 { ds.removeLast() }
-            if ds == ["0"] { exponent = 0 }
-            return (ds, exponent)
-        }
-        func c(_ format: String, _ x: Double) -> String {
-            var buf = [CChar](repeating: 0, count: 64)
-            _ = withVaList([x]) { vsnprintf(&buf, buf.count, format, $0) }
-            return String(nulTerminated: buf)
-        }
-        var texts: [String?]
-        if scientific {
-            let precision = min(6, finite.map { digits($0).digits.count - 1 }.max() ?? 0)
-            var parts = values.map { x -> (String, String)? in
-                guard x.isFinite else { return nil }
-                let t = c("%#.\(precision)e", x).split(separator: "e")
-                return (String(t[0]), String(t[1]))
-            }
-            let expWidth = parts.compactMap { $0.map { $0.1.count - 1 } }.max() ?? 2
-            for i in parts.indices {
-                guard let (m, e) = parts[i] else { continue }
-                let sign = e.first!, body = e.dropFirst()
-                parts[i] = (m, String(sign) + String(repeating: "0", count: max(0, expWidth - body.count)) + body)
-            }
-            texts = parts.map { $0.map { "\($0.0)e\($0.1)" } }
-        } else {
-            let split = values.map { x -> (String, String)? in
-                guard x.isFinite else { return nil }
-                if x == x.rounded(), abs(x) < 1e15 {  // the common case, without digit strings
-                    return ((x.sign == .minus ? "-" : "") + String(Int64(abs(x))), "")
-                }
-                let (ds, e) = digits(x)
-                var whole: String, fraction: String
-                if e >= 0 {
-                    whole = String(ds.prefix(e + 1)) + String(repeating: "0", count: max(0, e + 1 - ds.count))
-                    fraction = String(ds.dropFirst(e + 1))
-                } else {
-                    whole = "0"
-                    fraction = String(repeating: "0", count: -e - 1) + String(ds)
-                }
-                if ds == ["0"] { fraction = "" }
-                if fraction.count > 6 {
-                    var t = c("%.6f", abs(x))
-                    while t.hasSuffix("0") { t.removeLast() }
-                    let p = t.split(separator: ".", omittingEmptySubsequences: false)
-                    whole = String(p[0]); fraction = p.count > 1 ? String(p[1]) : ""
-                }
-                return ((x.sign == .minus ? "-" : "") + whole, fraction)
-            }
-            let left = split.compactMap { $0?.0.count }.max() ?? 0
-            let right = split.compactMap { $0?.1.count }.max() ?? 0
-            texts = split.map { $0.map { pad($0.0, left) + "." + pad($0.1, right, right: true) } }
-        }
-        let width = max(texts.compactMap { $0?.count }.max() ?? 0, values.filter { !$0.isFinite }.map { number($0).count }.max() ?? 0)
-        return zip(values, texts).map { x, t in pad(t ?? number(x), width) }
+        return "[" + texts.map { String(repeating: " ", count: width - $0.count) + $0 }.joined(separator: " ") + "]"
     }
 
     /// Shortest text that reads back as x (Python's repr).
