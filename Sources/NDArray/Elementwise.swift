@@ -162,14 +162,16 @@ enum Kernels {
             parallel(threads) { t in
                 let r = partition(n, threads, t)
                 let pa = a.base(T.self), pb = b.base(T.self), po = out.base(R.self)
-                if aScalar {
-                    let x = pa[0]
-                    for k in r { po[k] = K.apply(x, pb[k]) }
-                } else if bScalar {
-                    let y = pb[0]
-                    for k in r { po[k] = K.apply(pa[k], y) }
-                } else {
-                    for k in r { po[k] = K.apply(pa[k], pb[k]) }
+                interruptibly(r) { r in
+                    if aScalar {
+                        let x = pa[0]
+                        for k in r { po[k] = K.apply(x, pb[k]) }
+                    } else if bScalar {
+                        let y = pb[0]
+                        for k in r { po[k] = K.apply(pa[k], y) }
+                    } else {
+                        for k in r { po[k] = K.apply(pa[k], pb[k]) }
+                    }
                 }
             }
             return

@@ -68,3 +68,29 @@ func partition(_ total: Int, _ parts: Int, _ k: Int) -> Range<Int> {
 #if canImport(Glibc)
 import Glibc
 #endif
+
+/// Ctrl-C for long kernels. The array engine knows nothing of Lua: the runtime installs
+/// `poll` (a load of the SIGINT flag), kernels ask `requested` between blocks of about a
+/// million elements and return early, and the binding then raises "interrupted!" (the
+/// unfinished result is never handed out).
+public enum Interruption {
+    nonisolated(unsafe) public static var poll: @Sendable () -> Bool = { false }
+
+    @inline(__always)
+    static var requested: Bool { poll() }
+
+    /// Elements between two polls.
+    static let block = 1 << 20
+}
+
+/// `body(range)` over `r` in blocks, stopping early once an interruption is requested.
+@inline(__always)
+func interruptibly(_ r: Range<Int>, _ body: (Range<Int>) -> Void) {
+    var lo = r.lowerBound
+    while lo < r.upperBound {
+        let hi = min(r.upperBound, lo + Interruption.block)
+        body(lo..<hi)
+        if Interruption.requested { return }
+        lo = hi
+    }
+}

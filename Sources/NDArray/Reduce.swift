@@ -137,6 +137,7 @@ private struct ReduceSource: DTypeVisitor {
             parallel(threads) { t in
                 let s = src.base(Src.self), o = out.base(Acc.self)
                 for b in partition(blocks, threads, t) {
+                    if Interruption.requested { return }
                     let lo = b * block, n = min(block, m - lo)
                     var f = firstFrame
                     if op == .sum, Src.self == Int32.self, Acc.self == Int64.self {

@@ -69,6 +69,7 @@ enum ArrayModule {
     /// arrays (not views) are accounted to Lua's collector: otherwise a loop making 80 MB
     /// temporaries grew to 4.7 GB before Lua noticed its 40-byte userdata were garbage.
     static func push(_ a: NDArray, _ lua: Lua, scalarIfZeroD: Bool = true, view: Bool = false) throws {
+        try LuaInterrupt.check()  // a kernel stopped by Ctrl-C left an unfinished result
         if scalarIfZeroD && a.ndim == 0 {
             if a.dtype == .bool { lua.push(try a.value(at: []) != 0) } else if a.dtype.isInteger {
                 lua.push(Int(try a.integer(at: [])))

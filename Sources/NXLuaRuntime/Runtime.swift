@@ -1,4 +1,5 @@
 import LuaBridge
+import NDArray
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -24,6 +25,8 @@ public final class Runtime {
         if let stdlibDirectory { dirs.append(stdlibDirectory) }
         try state.prependPackagePath(dirs)
         try state.install(CoreModule.declaration)
+        // long array kernels stop between blocks once Ctrl-C is pressed
+        Interruption.poll = { LuaInterrupt.isPending }
         try state.install(ArrayModule.declaration)
         try state.install(NeXusModule.declaration)
         try lua.setGlobal(CoreModule.help)

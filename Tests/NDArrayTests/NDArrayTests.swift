@@ -242,4 +242,19 @@ final class UnaryTests: XCTestCase {
         let f32 = try NDArray.from([4], shape: [1], dtype: .float32)
         XCTAssertEqual(try f32.apply(.sqrt).dtype, .float32)
     }
+
+    /// Long kernels stop between blocks once an interruption is requested (Ctrl-C).
+    func testKernelsStopWhenInterrupted() throws {
+        Interruption.poll = { true }
+        defer { Interruption.poll = { false } }
+        let n = 8 << 20
+        let a = try NDArray(zeros: [n], dtype: .float64)
+        try a.binaryInPlace(.add, .integer(1))
+        let done = try a.sum().value(at: [])
+        XCTAssertGreaterThan(done, 0)
+        XCTAssertLessThan(done, Double(n) / 2, "the elementwise kernel ran to the end")
+        let stack = try NDArray.ones([8, 512, 1024], dtype: .int32)
+        let image = try stack.sum(axes: [0])
+        XCTAssertLessThan(try image.sum().integer(at: []), Int64(8 * 512 * 1024) / 2, "the reduction ran to the end")
+    }
 }
