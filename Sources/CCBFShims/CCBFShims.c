@@ -133,7 +133,7 @@ nxcbf_file *nxcbf_open(const char *path, int check_digest, nxcbf_array *info, ch
     }
     unsigned rows = 0;
     api.cbf_count_rows(f->handle, &rows);
-    int found = 0;
+    int found = 0, last = 0;
     for (unsigned r = 0; r < rows && !found; r++) {
         if (api.cbf_select_row(f->handle, r)) break;
         int id = 0, elsigned = 0, elunsigned = 0, minel = 0, maxel = 0, real = 0;
@@ -143,6 +143,7 @@ nxcbf_file *nxcbf_open(const char *path, int check_digest, nxcbf_array *info, ch
         s = api.cbf_get_arrayparameters_wdims(f->handle, &compression, &id, &info->elsize, &elsigned,
                                               &elunsigned, &info->nelem, &minel, &maxel, &real, &order,
                                               &info->dims[0], &info->dims[1], &info->dims[2], &padding);
+        last = s;
         if (s == 0) {
             info->compression = compression_name(compression);
             info->elsigned = elsigned;
@@ -152,7 +153,8 @@ nxcbf_file *nxcbf_open(const char *path, int check_digest, nxcbf_array *info, ch
         }
     }
     if (!found) {
-        snprintf(why, whylen, "no binary image in _array_data.data (%u rows, none holds binary data)", rows);
+        snprintf(why, whylen, "no readable binary image in _array_data.data (%u row%s; cbflib: %s)", rows,
+                 rows == 1 ? "" : "s", rows ? reason(last) : "empty");
         nxcbf_close(f);
         return NULL;
     }

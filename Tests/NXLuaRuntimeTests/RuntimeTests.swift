@@ -27,7 +27,7 @@ final class NativeLinkTests: XCTestCase {
     func testTIFFLoadsThroughItsShim() {
         var why = [CChar](repeating: 0, count: 512)
         guard let api = nxtiff_load(&why, why.count) else { return XCTFail(String(cString: why)) }
-        let banner = String(cString: api.pointee.TIFFGetVersion())
+        let banner = String(cString: api.pointee.TIFFGetVersion()!)
         XCTAssertTrue(banner.contains(NativeLibraries.libtiff.version), banner)
     }
 
