@@ -14,6 +14,8 @@ struct MiniCBF {
     var fields: [String: String] = [:]
     /// Offset of the first binary byte, or nil when the file has no binary section.
     var binaryOffset: Int?
+    /// Whether a binary section's MIME header ended (with an empty line).
+    var mimeComplete = false
 
     static let sectionMarker = Array("--CIF-BINARY-FORMAT-SECTION--".utf8)
     static let binaryMarker: [UInt8] = [0x0C, 0x1A, 0x04, 0xD5]
@@ -81,6 +83,7 @@ struct MiniCBF {
             i = j + 1
             if line.isEmpty {
                 if lines.isEmpty { continue }  // the end of the marker line
+                mimeComplete = true
                 break
             }
             if let f = line.first, f == " " || f == "\t", !lines.isEmpty {
@@ -173,6 +176,9 @@ public enum CBFReader {
                 return nil
             }
             throw DetectorError.file(path, "binary section without a MIME header")
+        }
+        guard cbf.mimeComplete else {
+            throw DetectorError.file(path, "truncated: the binary section's MIME header does not end")
         }
         let conversions = cbf.conversions ?? "x-cbf_none"
         guard conversions == "x-cbf_byte_offset" || conversions == "x-cbf_none" else {
