@@ -7,14 +7,38 @@ import NDArray
 /// can be shipped): 1475 x 1679 int32 in 3 x 8 modules of 487 x 195 pixels with 7- and
 /// 17-pixel gaps (-1), dead pixels (-2), a Poisson background falling from the beam
 /// centre, Bragg spots up to 1e5 counts, hot pixels near the 1048574 count cutoff, and
-/// the full PILATUS_1.2 header. The same seed gives the same frame.
+/// the full PILATUS_1.2 header. The same seed gives the same frame. Other module counts
+/// make the other Pilatus sizes (1 x 1: 100K, 3 x 1: 300K, 5 x 2: 1M, 12 x 5: 6M), with
+/// spots, dead and hot pixels in proportion.
 public enum SyntheticPilatus {
-    public static let width = 1475, height = 1679
     public static let moduleWidth = 487, moduleHeight = 195, gapX = 7, gapY = 17
     public static let cutoff: Int32 = 1_048_574
 
     public struct Options: Sendable {
         public var seed: UInt64 = 1
+        /// Modules (rows, columns): (8, 3) is a Pilatus 2M.
+        public var modules: (Int, Int) = (8, 3) {
+            didSet {
+                let share = Double(modules.0 * modules.1) / 24
+                spots = max(10, Int(300 * share))
+                hotPixels = max(3, Int(20 * share))
+                deadPixels = max(5, Int(150 * share))
+                beam = modules == (8, 3) ? (741.5, 846.5) : (Double(width) / 2 + 0.5, Double(height) / 2 + 0.5)
+            }
+        }
+        public var width: Int { modules.1 * (SyntheticPilatus.moduleWidth + SyntheticPilatus.gapX) - SyntheticPilatus.gapX }
+        public var height: Int { modules.0 * (SyntheticPilatus.moduleHeight + SyntheticPilatus.gapY) - SyntheticPilatus.gapY }
+        /// "PILATUS 2M", "PILATUS 100K", ...
+        public var model: String {
+            switch modules {
+            case (1, 1): return "PILATUS 100K"
+            case (3, 1): return "PILATUS 300K"
+            case (5, 2): return "PILATUS 1M"
+            case (8, 3): return "PILATUS 2M"
+            case (12, 5): return "PILATUS 6M"
+            default: return "PILATUS \(modules.0)x\(modules.1) modules"
+            }
+        }
         public var spots = 300
         public var hotPixels = 20
         public var deadPixels = 150
@@ -31,6 +55,10 @@ public enum SyntheticPilatus {
     }
 
     public static func frame(_ o: Options = Options()) throws -> (NDArray, String) {
+        guard o.modules.0 >= 1, o.modules.1 >= 1, o.modules.0 * o.modules.1 <= 64 else {
+            throw DetectorError("synthetic frames have 1 to 64 modules, got \(o.modules.0) x \(o.modules.1)")
+        }
+        let width = o.width, height = o.height
         let a = try NDArray(uninitialized: [height, width], dtype: .int32)
         let p = a.base(Int32.self)
         var rng = RandomGenerator(seed: o.seed)
@@ -87,7 +115,7 @@ public enum SyntheticPilatus {
             return (negative ? "-" : "") + s
         }
         return """
-        # Detector: PILATUS 2M, 24-0111
+        # Detector: \(o.model), 24-0111
         # 2024-03-01T12:00:\(o.frameNumber % 60 < 10 ? "0" : "")\(o.frameNumber % 60).000
         # Pixel_size 172e-6 m x 172e-6 m
         # Silicon sensor, thickness 0.000450 m

@@ -233,12 +233,13 @@ enum DetectorModule {
                 return 0
             },
             LuaFunctionDecl("synthetic", "detector.synthetic([options]) -> frame, header_text",
-                            "a realistic synthetic Pilatus 2M frame (1679 x 1475 int32) and its header lines",
+                            "a realistic synthetic Pilatus frame (2M: 1679 x 1475 int32) and its header lines",
                             help: """
                             Gaps -1, dead pixels -2, Poisson background falling from the beam centre,
                             Bragg spots up to 1e5 counts, hot pixels near the 1048574 cutoff.
-                            options: {seed = 1, spots = 300, frame = 1} (frame sets Start_angle); the
-                            same seed gives the same frame.
+                            options: {seed = 1, spots = 300, frame = 1 (sets Start_angle), modules =
+                            {8, 3}} ({1, 1}: a Pilatus 100K, 195 x 487; {5, 2}: 1M; {12, 5}: 6M); the same
+                            seed gives the same frame.
                             """) { call in
                 var o = SyntheticPilatus.Options()
                 if !call.isNoneOrNil(1) {
@@ -249,6 +250,16 @@ enum DetectorModule {
                     if field(lua, 1, "spots") == .number, let n = lua.toInteger(at: -1) { o.spots = max(0, n) }
                     lua.pop()
                     if field(lua, 1, "frame") == .number, let n = lua.toInteger(at: -1) { o.frameNumber = n }
+                    lua.pop()
+                    if field(lua, 1, "modules") == .table {
+                        lua.rawGet(at: -1, index: 1)
+                        lua.rawGet(at: -2, index: 2)
+                        let r = lua.toInteger(at: -2), c = lua.toInteger(at: -1)
+                        lua.pop(3)
+                        guard let r, let c else { throw LuaError.argument(1, "modules must be {rows, columns}") }
+                        o.modules = (r, c)  // scales spots, dead and hot pixels
+                    } else { lua.pop() }
+                    if field(lua, 1, "spots") == .number, let n = lua.toInteger(at: -1) { o.spots = max(0, n) }
                     lua.pop()
                 }
                 let (a, text) = try wrap { try SyntheticPilatus.frame(o) }
