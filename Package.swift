@@ -15,16 +15,19 @@ let package = Package(
         // HDF5 declarations only: CHDF5Shims opens libhdf5 with dlopen (start-up, see its header).
         .systemLibrary(name: "CHDF5", providers: [.apt(["libhdf5-dev"])]),
         .systemLibrary(name: "CEdit", pkgConfig: "libedit", providers: [.apt(["libedit-dev"])]),
-        .systemLibrary(name: "CTIFF", pkgConfig: "libtiff-4", providers: [.apt(["libtiff-dev"])]),
-        // cbflib ships no .pc file; its cbf.h includes hdf5.h, so it borrows HDF5's flags.
-        .systemLibrary(name: "CCBF", pkgConfig: "hdf5-serial", providers: [.apt(["libcbf-dev", "libhdf5-dev"])]),
+        // libtiff declarations only: CTIFFShims opens libtiff with dlopen (start-up, see its header).
+        .systemLibrary(name: "CTIFF", providers: [.apt(["libtiff-dev"])]),
 
         // One tiny C shim per library for what Swift cannot import (macros, variadics, longjmp).
         .target(name: "CLuaShims", dependencies: ["CLua"]),
         .target(name: "CHDF5Shims", dependencies: ["CHDF5"], linkerSettings: [.linkedLibrary("dl")]),
         .target(name: "CEditShims", dependencies: ["CEdit"]),
-        .target(name: "CTIFFShims", dependencies: ["CTIFF"]),
-        .target(name: "CCBFShims", dependencies: ["CCBF"], linkerSettings: [.linkedLibrary("cbf")]),
+        .target(name: "CTIFFShims", dependencies: ["CTIFF"], linkerSettings: [.linkedLibrary("dl")]),
+        // cbflib (libcbf-dev) ships no .pc file and its cbf.h includes hdf5.h: only the shim's C
+        // file sees cbflib's headers, with HDF5's serial folder on its include path (the folder
+        // CHDF5 names too); linking nothing, it opens libcbf with dlopen (see its header).
+        .target(name: "CCBFShims", cSettings: [.unsafeFlags(["-I/usr/include/hdf5/serial"])],
+                linkerSettings: [.linkedLibrary("dl")]),
 
         // Safe Swift API over lua_State: no Lua error ever longjmps across a Swift frame.
         .target(name: "LuaBridge", dependencies: ["CLua", "CLuaShims"]),
@@ -33,15 +36,18 @@ let package = Package(
         // The NeXus tree over HDF5: a low layer mirroring HDF5 (Sources/NeXus/HDF5) and the
         // tree users navigate (Sources/NeXus/Tree). No Lua inside.
         .target(name: "NeXus", dependencies: ["CHDF5", "CHDF5Shims", "NDArray"]),
+        // Detector frames: CBF (native byte-offset reader, cbflib for the rest) and TIFF
+        // (libtiff) readers, the Pilatus header, writers for tests and demos. No Lua inside.
+        .target(name: "Detector", dependencies: ["NDArray", "CTIFF", "CTIFFShims", "CCBFShims"]),
         // Line editing and history over libedit, no Lua inside.
         .target(name: "LineEdit", dependencies: ["CEdit", "CEditShims"]),
         // Versions of the native libraries, read with dlopen so that start-up never pays
         // for libhdf5's dependency chain (docs/architecture.md, "Start-up").
-        .target(name: "NativeLibraries", dependencies: ["CLuaShims"]),
+        .target(name: "NativeLibraries", dependencies: ["CLuaShims", "CHDF5Shims", "CTIFFShims", "CCBFShims"]),
         // Progress bars on stderr for long work (quiet when piped or under CI).
         .target(name: "TerminalProgress"),
         // The Lua modules nxlua provides (bindings only; cores live in their own modules).
-        .target(name: "NXLuaRuntime", dependencies: ["LuaBridge", "NativeLibraries", "NDArray", "NeXus", "TerminalProgress"]),
+        .target(name: "NXLuaRuntime", dependencies: ["LuaBridge", "NativeLibraries", "NDArray", "NeXus", "Detector", "TerminalProgress"]),
         // The executable: CLI, REPL, script runner.
         // The Swift runtime is linked statically: 1.2 ms less start-up (docs/architecture.md).
         .executableTarget(name: "nxlua", dependencies: ["NXLuaRuntime", "LuaBridge", "LineEdit"],
@@ -54,6 +60,7 @@ let package = Package(
         .testTarget(name: "LuaBridgeTests", dependencies: ["LuaBridge"]),
         .testTarget(name: "NDArrayTests", dependencies: ["NDArray"]),
         .testTarget(name: "NeXusTests", dependencies: ["NeXus", "NDArray"]),
+        .testTarget(name: "DetectorTests", dependencies: ["Detector", "NDArray", "CCBFShims"]),
         .testTarget(name: "NXLuaRuntimeTests", dependencies: [
             "NXLuaRuntime", "LuaBridge", "NativeLibraries", "CHDF5", "CHDF5Shims", "CTIFFShims", "CCBFShims",
         ]),

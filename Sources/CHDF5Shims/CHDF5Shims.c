@@ -4,8 +4,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#define NXH5_SONAME "libhdf5_serial.so.103"
-
 static nxh5_api api;
 static const nxh5_api *loaded;
 static char load_error[512];

@@ -29,6 +29,7 @@ public final class Runtime {
         Interruption.poll = { LuaInterrupt.isPending }
         try state.install(ArrayModule.declaration)
         try state.install(NeXusModule.declaration)
+        try state.install(DetectorModule.declaration)
         try lua.setGlobal(CoreModule.help)
     }
 

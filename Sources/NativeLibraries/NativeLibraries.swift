@@ -1,4 +1,7 @@
 import CLuaShims
+import CHDF5Shims
+import CTIFFShims
+import CCBFShims
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -9,7 +12,8 @@ import Glibc
 /// dlopen only when asked (`nxlua --version`, `nxlua.libraries()`): loading libhdf5 and its
 /// dependency chain (curl, gnutls, krb5, ...) costs about 3 ms, more than everything else
 /// nxlua does to start (docs/architecture.md, "Start-up"). The modules that use these
-/// libraries link them through their system-library and shim targets.
+/// libraries open them the same way through their shims (`nxh5_load`, `nxtiff_load`,
+/// `nxcbf_load`), whose headers are the one place naming each shared object.
 public enum NativeLibraries {
     public struct Library: Sendable {
         public let name: String
@@ -26,7 +30,7 @@ public enum NativeLibraries {
         typealias Version = @convention(c) (UnsafeMutablePointer<UInt32>, UnsafeMutablePointer<UInt32>,
                                             UnsafeMutablePointer<UInt32>) -> Int32
         typealias ThreadSafe = @convention(c) (UnsafeMutablePointer<UInt8>) -> Int32
-        return load("HDF5", soname: "libhdf5_serial.so.103") { handle in
+        return load("HDF5", soname: NXH5_SONAME) { handle in
             guard let v = dlsym(handle, "H5get_libversion") else { return nil }
             var major: UInt32 = 0, minor: UInt32 = 0, release: UInt32 = 0
             _ = unsafeBitCast(v, to: Version.self)(&major, &minor, &release)
@@ -40,7 +44,7 @@ public enum NativeLibraries {
 
     public static var libtiff: Library {
         typealias Version = @convention(c) () -> UnsafePointer<CChar>
-        return load("libtiff", soname: "libtiff.so.6") { handle in
+        return load("libtiff", soname: NXTIFF_SONAME) { handle in
             guard let v = dlsym(handle, "TIFFGetVersion") else { return nil }
             // "LIBTIFF, Version 4.5.0\nCopyright ..." -> "4.5.0"
             let banner = String(cString: unsafeBitCast(v, to: Version.self)())
@@ -52,8 +56,8 @@ public enum NativeLibraries {
     public static var cbflib: Library {
         // cbflib has no version function (its headers' CBF_API_VERSION is checked by the
         // tests); report the library that loads.
-        load("cbflib", soname: "libcbf.so.1") { handle in
-            dlsym(handle, "cbf_make_handle") == nil ? nil : "libcbf.so.1"
+        load("cbflib", soname: NXCBF_SONAME) { handle in
+            dlsym(handle, "cbf_make_handle") == nil ? nil : NXCBF_SONAME
         }
     }
 

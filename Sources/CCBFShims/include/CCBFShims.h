@@ -1,10 +1,51 @@
-// CCBFShims: cbflib's *_wdims_fs functions are macros, and its API version is a string
-// macro; both are re-exported here. Note: cbflib's read/write functions take ownership
-// of the FILE* they are given. Prefixed nxcbf_.
+// CCBFShims: cbflib opened at run time, and a small reading API over it.
+//
+// Why dlopen: libcbf needs libhdf5, whose dependency chain (curl, gnutls, krb5, ...)
+// costs about 3 ms at start-up although most nxlua runs never read a CBF
+// (docs/architecture.md, "Start-up"). So nothing links it: nxcbf_load() opens
+// NXCBF_SONAME on first use and fills a table of function pointers typed from cbflib's
+// own prototypes (__typeof__), so a wrong signature cannot compile. cbf.h includes
+// hdf5.h from HDF5's serial folder, so only the .c file sees cbflib's headers (built with
+// that folder on its include path); nothing here needs them.
+//
+// Why a reading API in C: cbflib's *_wdims_fs functions are macros, its read functions
+// take ownership of the FILE*, and it prints errors to stderr unless the handle's log
+// file is cleared. The Pilatus byte-offset fast path is native Swift (Sources/Detector);
+// this is for every other compression and for full imgCIF files, and the reference the
+// tests compare the native decoder with. Prefixed nxcbf_.
 #ifndef NXLUA_CCBFSHIMS_H
 #define NXLUA_CCBFSHIMS_H
 #include <stddef.h>
 
-/// "CBFlib v0.9.7"
-const char *nxcbf_api_version(void);
+/// The one place that names cbflib's shared object (NativeLibraries uses it too).
+#define NXCBF_SONAME "libcbf.so.1"
+
+/// Opens libcbf (once; thread-safe) and resolves every function it needs. Returns 0 with
+/// the reason in `why` if the library or a symbol is missing.
+int nxcbf_load(char *_Nonnull why, size_t whylen);
+
+/// "CBFlib v0.9.7" (the headers' CBF_API_VERSION).
+const char *_Nonnull nxcbf_api_version(void);
+
+/// The first binary array of a CBF file, as cbflib describes it.
+typedef struct nxcbf_array {
+    const char *_Nullable compression; /// "byte_offset", "packed", "none", ...
+    size_t elsize;              /// bytes per element
+    int elsigned;
+    int real;                   /// IEEE floats
+    size_t nelem;
+    size_t dims[3];             /// fastest, middle, slowest (0: absent)
+} nxcbf_array;
+
+typedef struct nxcbf_file nxcbf_file;
+
+/// Reads `path` with cbflib (check_digest: verify every Content-MD5) and finds its first
+/// binary array. Returns NULL with the reason in `why` (which does not name the file).
+nxcbf_file *_Nullable nxcbf_open(const char *_Nonnull path, int check_digest,
+                                 nxcbf_array *_Nonnull info, char *_Nonnull why, size_t whylen);
+/// Decodes the array into dst (info.nelem elements of info.elsize bytes). 0 on success.
+int nxcbf_read(nxcbf_file *_Nonnull f, void *_Nonnull dst, char *_Nonnull why, size_t whylen);
+/// `_array_data.header_contents` (the Pilatus header), or NULL. Valid until nxcbf_close.
+const char *_Nullable nxcbf_header_contents(nxcbf_file *_Nonnull f);
+void nxcbf_close(nxcbf_file *_Nullable f);
 #endif

@@ -14,6 +14,9 @@
 #include "/usr/include/hdf5/serial/hdf5.h"
 #include <stddef.h>
 
+/// The one place that names libhdf5's shared object (NativeLibraries uses it too).
+#define NXH5_SONAME "libhdf5_serial.so.103"
+
 /// The functions nxlua calls; X(name) per function.
 #define NXH5_FUNCTIONS(X) \
     X(H5open) X(H5get_libversion) X(H5is_library_threadsafe) X(H5free_memory) \
