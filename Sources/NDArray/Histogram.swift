@@ -49,9 +49,9 @@ extension NDArray {
             let w = try weights.map { try $0.contiguous(as: .float64).reshapedView([count]) }
             if let u = uniform {
                 dtype.dispatch(HistogramSource(src: data, weights: w, counts: counts,
-                                                   binner: UniformBins(lo: u.lo, hi: u.hi, n: u.n, edges: edges)))
+                                               binner: try UniformBins(lo: u.lo, hi: u.hi, n: u.n, edges: edges)))
             } else {
-                dtype.dispatch(HistogramSource(src: data, weights: w, counts: counts, binner: EdgeBins(edges: edges)))
+                dtype.dispatch(HistogramSource(src: data, weights: w, counts: counts, binner: try EdgeBins(edges: edges)))
             }
         }
         guard density else { return (counts, edgeArray) }
@@ -89,15 +89,31 @@ protocol Binner: Sendable {
     func bin(_ x: Double) -> Int
 }
 
+/// Doubles or integers the binning loops read through plain pointers (no array retain or
+/// bounds check per element); the storage keeps them alive.
+struct Table<T>: @unchecked Sendable {
+    let storage: Storage
+    let p: UnsafeMutablePointer<T>
+
+    init(_ values: [T]) throws {
+        storage = try Storage(byteCount: values.count * MemoryLayout<T>.stride, zeroed: false)
+        p = storage.bytes.bindMemory(to: T.self, capacity: values.count)
+        for (i, v) in values.enumerated() { p[i] = v }
+    }
+
+    @inline(__always) subscript(i: Int) -> T { p[i] }
+}
+
 /// Equal widths: the bin is computed, not searched, exactly as NumPy computes it (so that
 /// values on an edge land in the same bin): ((x - lo) / (hi - lo)) * n, truncated, then
 /// corrected by one against the edges.
-struct UniformBins: Binner {
-    let lo: Double, hi: Double, n: Int, edges: [Double]
+final class UniformBins: Binner, @unchecked Sendable {
+    let lo: Double, hi: Double, n: Int, edges: Table<Double>
     let width: Double, scale: Double
 
-    init(lo: Double, hi: Double, n: Int, edges: [Double]) {
-        self.lo = lo; self.hi = hi; self.n = n; self.edges = edges
+    init(lo: Double, hi: Double, n: Int, edges: [Double]) throws {
+        self.lo = lo; self.hi = hi; self.n = n
+        self.edges = try Table(edges)
         width = hi - lo
         scale = Double(n)
     }
@@ -109,33 +125,80 @@ struct UniformBins: Binner {
         guard x >= lo && x <= hi else { return -1 }  // NaN fails both
         var i = Int(((x - lo) / width) * scale)
         if i == n { i -= 1 }
-        return edges.withUnsafeBufferPointer { e in
-            if x < e[i] { return i - 1 }
-            if i != n - 1 && x >= e[i + 1] { return i + 1 }
-            return i
-        }
+        if x < edges[i] { return i - 1 }
+        if i != n - 1 && x >= edges[i + 1] { return i + 1 }
+        return i
     }
 }
 
 /// Given edges: a binary search for the last edge <= x; the right edge belongs to the
-/// last bin.
-struct EdgeBins: Binner {
-    let edges: [Double]
-    var count: Int { edges.count - 1 }
+/// last bin. A coarse table over equal cells of [first, last edge] narrows the search to
+/// the bins a cell can hold (usually one or two), so that nearly uniform edges cost about
+/// what computed bins cost; edges with infinities, or all equal, search the whole list.
+final class EdgeBins: Binner, @unchecked Sendable {
+    let n: Int, edges: Table<Double>
+    /// cells[j]: the bin of the value first + j / cellScale, for j in 0...cellCount + 1
+    let cells: Table<Int>
+    let first: Double, last: Double, cellScale: Double, cellCount: Int
+
+    init(edges e: [Double]) throws {
+        n = e.count - 1
+        edges = try Table(e)
+        first = e[0]
+        last = e[n]
+        guard first.isFinite, last.isFinite, last > first else {
+            cells = try Table([0]); cellScale = 0; cellCount = 0
+            return
+        }
+        let count = Swift.min(Swift.max(4 * n, 16), 1 << 16)
+        cellCount = count
+        cellScale = Double(count) / (last - first)
+        let width = (last - first) / Double(count)
+        var starts = [Int](repeating: 0, count: count + 2)
+        for j in 0...(count + 1) {
+            starts[j] = EdgeBins.search(e, Swift.min(first + Double(j) * width, last), 0, n)
+        }
+        cells = try Table(starts)
+    }
+
+    var count: Int { n }
+
+    /// The last i in lo..<hi with e[i] <= x (e[lo] <= x assumed), by bisection.
+    static func search(_ e: [Double], _ x: Double, _ lo: Int, _ hi: Int) -> Int {
+        var lo = lo, hi = hi
+        while hi - lo > 1 {
+            let mid = (lo + hi) / 2
+            if e[mid] <= x { lo = mid } else { hi = mid }
+        }
+        return lo
+    }
+
+    @inline(__always)
+    static func search(_ e: Table<Double>, _ x: Double, _ lo: Int, _ hi: Int) -> Int {
+        // e[lo] <= x < e[lo + len] (or the end): halve len, moving lo by selects, not
+        // branches (which data make unpredictable)
+        var lo = lo, len = hi - lo
+        while len > 1 {
+            let half = len / 2
+            lo = e[lo + half] <= x ? lo + half : lo
+            len -= half
+        }
+        return lo
+    }
 
     @inline(__always)
     func bin(_ x: Double) -> Int {
-        edges.withUnsafeBufferPointer { e in
-            let n = e.count - 1
-            guard x >= e[0] && x <= e[n] else { return -1 }
-            if x == e[n] { return n - 1 }
-            var lo = 0, hi = n  // e[lo] <= x < e[hi]
-            while hi - lo > 1 {
-                let mid = (lo + hi) / 2
-                if e[mid] <= x { lo = mid } else { hi = mid }
-            }
-            return lo
+        if !(x >= first && x <= last) { return -1 }  // NaN fails both
+        if x == last { return n - 1 }
+        var lo = 0, hi = n
+        if cellCount > 0 {
+            // the computed cell may be one off at a cell boundary, and a cell's start an
+            // ulp off: the bins of the cells two away bound x's bin with a cell to spare
+            let c = Swift.min(Swift.max(Int((x - first) * cellScale), 0), cellCount)
+            let a = cells[Swift.max(c - 2, 0)], b = Swift.min(cells[Swift.min(c + 3, cellCount + 1)] + 1, n)
+            if edges[a] <= x { lo = a; hi = b }  // else (never, by the margin) the whole list
         }
+        return EdgeBins.search(edges, x, lo, hi)
     }
 }
 
@@ -167,11 +230,7 @@ private struct HistogramSource<B: Binner>: DTypeVisitor {
             }
             let h = parts[t].base(Int64.self)
             forEachRow(shape: sub, strides: [strides], offsets: [r.lowerBound * strides[0]]) { offs, len in
-                let row = s + offs[0]
-                for k in 0..<len {
-                    let i = binner.bin(row[k * sIn].asDouble)
-                    if i >= 0 { h[i] &+= 1 }
-                }
+                HistogramSource.count(s + offs[0], len, sIn, into: h, binner)
             }
         }
         for p in extra {
@@ -182,6 +241,16 @@ private struct HistogramSource<B: Binner>: DTypeVisitor {
                 let h = counts.base(Double.self), q = p.base(Double.self)
                 for i in 0..<n { h[i] += q[i] }
             }
+        }
+    }
+
+    /// Counts one row (a function of its own: Swift 6.3's SimplifyCFG crashed on this loop
+    /// inlined into the thread closure for bool sources with EdgeBins).
+    static func count<S: NDScalar>(_ row: UnsafeMutablePointer<S>, _ n: Int, _ stride: Int,
+                                   into h: UnsafeMutablePointer<Int64>, _ binner: B) {
+        for k in 0..<n {
+            let i = binner.bin(row[k * stride].asDouble)
+            if i >= 0 { h[i] &+= 1 }
         }
     }
 }

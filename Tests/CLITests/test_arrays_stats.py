@@ -60,7 +60,15 @@ def parse(line):
 
 
 def run(nxlua, code):
-    r = nxlua("-e", PRELUDE + textwrap.dedent(code))
+    code = PRELUDE + textwrap.dedent(code)
+    if len(code) < 100_000:
+        r = nxlua("-e", code)
+    else:  # beyond what one command-line argument may hold: a script file
+        import tempfile
+        with tempfile.NamedTemporaryFile("w", suffix=".lua") as f:
+            f.write(code)
+            f.flush()
+            r = nxlua(f.name)
     assert r.returncode == 0, r.stderr
     return r.stdout
 
@@ -319,6 +327,26 @@ def test_histogram_edges_weights_density_nan(nxlua):
     for k, ((counts, e), t) in enumerate(expected):
         same(got[2 * k], counts, t)
         same(got[2 * k + 1], e, "float64")
+
+
+def test_histogram_given_edges_match_numpy_on_and_beside_every_edge(nxlua):
+    """Given edges are found through a coarse table of equal cells, then bisection: values
+    on each edge, one ulp either side, and random values must land as NumPy puts them."""
+    rng = np.random.default_rng(9)
+    edge_sets = [np.geomspace(1, 1e6, 40), np.array([0.0, 0.1, 0.1, 0.1, 5.0, 5.0, 7.25, 1e3]),
+                 np.array([-np.inf, -1.0, 0.0, 1.0, np.inf]), np.sort(rng.uniform(-5, 5, 300)),
+                 np.array([2.0, 2.0]), np.linspace(-3, 3, 7)]
+    setup = ["local c, e"]
+    exprs, expected = [], []
+    for k, edges in enumerate(edge_sets):
+        finite = edges[np.isfinite(edges)]
+        x = np.concatenate([finite, np.nextafter(finite, -np.inf), np.nextafter(finite, np.inf),
+                            rng.uniform(finite.min() - 1, finite.max() + 1, 2000), [np.nan, np.inf, -np.inf]])
+        setup.append(f"local x{k} = {lua_array(x)}\nlocal e{k} = {lua_array(edges)}")
+        exprs.append(f"(function() c, e = array.histogram(x{k}, e{k}); return c end)()")
+        expected.append(np.histogram(x, edges)[0])
+    for g, e in zip(results(nxlua, "\n".join(setup), exprs), expected):
+        same(g, e, "int64")
 
 
 def test_histogram_errors(nxlua):
