@@ -340,6 +340,9 @@ enum Ops {
             }
             return unsafeBitCast((start as! Int64) &+ acc, to: A.self)
         }
+        if S.dtype.isFloat, A.self == S.self, stride == 1, op.startsFromFirst {
+            return floatExtreme(op, s, n, start)
+        }
         // one loop per operation (the switch stays outside the loops)
         switch op {
         case .sum: return sumRow(s, stride, n, start) { convert($0, to: A.self) }
@@ -386,6 +389,35 @@ enum Ops {
             for k in 0..<n { acc = add(acc, term(s[k * stride])) }
         }
         return acc
+    }
+
+    /// min/max (NaN wins) and nanmin/nanmax (NaN skipped; NaN if all are) of a contiguous
+    /// float row: a select and a NaN flag per element, no branch, so the loop vectorises.
+    @inline(__always)
+    static func floatExtreme<S: NDScalar, A: NDScalar>(_ op: Reduction, _ s: UnsafeMutablePointer<S>, _ n: Int,
+                                                       _ start: A) -> A {
+        let skip = op == .nanmin || op == .nanmax, lower = op == .min || op == .nanmin
+        let first = start.asDouble
+        // NaN flags as integers: `a || b` would be a branch
+        var sawNaN = UInt8(truncatingIfNeeded: bit(first.isNaN)), sawNumber = UInt8(truncatingIfNeeded: bit(!first.isNaN))
+        var m = first.isNaN ? (lower ? Double.infinity : -Double.infinity) : first
+        if lower {
+            for k in 0..<n {
+                let x = s[k].asDouble
+                m = x < m ? x : m
+                sawNaN |= UInt8(truncatingIfNeeded: bit(x.isNaN))
+                sawNumber |= UInt8(truncatingIfNeeded: bit(!x.isNaN))
+            }
+        } else {
+            for k in 0..<n {
+                let x = s[k].asDouble
+                m = x > m ? x : m
+                sawNaN |= UInt8(truncatingIfNeeded: bit(x.isNaN))
+                sawNumber |= UInt8(truncatingIfNeeded: bit(!x.isNaN))
+            }
+        }
+        let nan = skip ? sawNumber == 0 : sawNaN != 0
+        return A(fromDouble: nan ? .nan : m)
     }
 
     @inline(__always)
