@@ -65,7 +65,14 @@ enum MatrixKernels {
             let pa = a.base(T.self), pb = b.base(T.self), pc = c.base(T.self)
             for i in partition(m, threads, t) {
                 let row = pc + i * n
-                if n == 1 {
+                if logical {
+                    // bool: or of ands (a sum would wrap to 0 after 256 trues in uint8)
+                    for p in 0..<k {
+                        let x = pa[i * k + p], brow = pb + p * n
+                        if x == 0 { continue }
+                        for j in 0..<n { row[j] |= brow[j] }
+                    }
+                } else if n == 1 {
                     var acc: T = 0
                     for p in 0..<k { acc = acc &+ pa[i * k + p] &* pb[p] }
                     row[0] = acc
@@ -76,7 +83,6 @@ enum MatrixKernels {
                         for j in 0..<n { row[j] = row[j] &+ x &* brow[j] }
                     }
                 }
-                if logical { for j in 0..<n where row[j] != 0 { row[j] = 1 } }
             }
         }
     }

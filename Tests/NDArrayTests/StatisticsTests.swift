@@ -346,6 +346,13 @@ final class StatisticsTests: XCTestCase {
         let bb = try NDArray.matmul(bools, bools)
         XCTAssertEqual(bb.dtype, .bool)
         XCTAssertEqual(bb.doubles(), [1, 0, 0, 1])
+        // 256 and 300 true products: still true (a uint8 sum would wrap to 0)
+        for k in [256, 300] {
+            let t = try NDArray.full([2, k], 1, dtype: .bool), u = try NDArray.full([k, 3], 1, dtype: .bool)
+            XCTAssertEqual(try NDArray.matmul(t, u).doubles(), [1, 1, 1, 1, 1, 1], "k = \(k)")
+            XCTAssertEqual(try NDArray.matmul(t, try NDArray.full([k], 1, dtype: .bool)).doubles(), [1, 1])
+            XCTAssertEqual(try NDArray.dot(try NDArray.full([k], 1, dtype: .bool), try NDArray.full([k], 1, dtype: .bool)).value(at: []), 1)
+        }
         XCTAssertEqual(try NDArray.matmul(try v.copy(as: .uint64), try v.copy(as: .int64)).dtype, .float64)
         XCTAssertEqual(try NDArray.matmul(try v.copy(as: .int8), try v.copy(as: .int8)).dtype, .int8)
         XCTAssertThrowsError(try NDArray.matmul(a, a)) {
