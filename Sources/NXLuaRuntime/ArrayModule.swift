@@ -230,7 +230,7 @@ enum ArrayModule {
                 try pushTable(box.array, call.lua)
                 return 1
             },
-        ] + shapeMethods + inPlaceMethods + logicalMethods,
+        ] + shapeMethods + inPlaceMethods + logicalMethods + statisticsMethods,
         metamethods: [
             "__add": binary(.add), "__sub": binary(.sub), "__mul": binary(.mul), "__div": binary(.div),
             "__idiv": binary(.floordiv), "__mod": binary(.mod), "__pow": binary(.pow),
@@ -383,7 +383,7 @@ enum ArrayModule {
                             body: binary(.minimum)),
             LuaFunctionDecl("maximum", "array.maximum(a, b) -> ndarray", "elementwise maximum (NaN wins)",
                             body: binary(.maximum)),
-        ] + shapeFunctions + logicalFunctions,
+        ] + shapeFunctions + logicalFunctions + statisticsFunctions,
         classes: [cls],
         values: shapeValues
     )

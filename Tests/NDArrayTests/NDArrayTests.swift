@@ -257,4 +257,23 @@ final class UnaryTests: XCTestCase {
         let image = try stack.sum(axes: [0])
         XCTAssertLessThan(try image.sum().integer(at: []), Int64(8 * 512 * 1024) / 2, "the reduction ran to the end")
     }
+
+    /// Folding blocks into a running result gives the reduction of the whole, on the
+    /// threaded per-thread-partials path too (a running product must count once).
+    func testAccumulatingReductionsEqualTheWhole() throws {
+        let n = 4 * 300 * 300
+        let whole = try NDArray(zeros: [8, 300, 300], dtype: .float64)
+        whole.fill(1)
+        for k in stride(from: 0, to: 8 * 300 * 300, by: 97_001) { whole.base(Double.self)[k] = 2 }
+        for op in [Reduction.sum, .prod, .min, .max] {
+            let first = try whole.view(Selection(parsing: "0:4")), second = try whole.view(Selection(parsing: "4:8"))
+            XCTAssertEqual(first.count, n)
+            let acc = try first.reduce(op, axes: nil, keepdims: true)
+            try second.reduce(op, axes: nil, accumulatingInto: acc)
+            XCTAssertEqual(try acc.value(at: [0, 0, 0]), try whole.reduce(op).value(at: []), "\(op)")
+            let rows = try first.reduce(op, axes: [0, 1], keepdims: true)
+            try second.reduce(op, axes: [0, 1], accumulatingInto: rows)
+            XCTAssertEqual(try rows.copy().doubles(), try whole.reduce(op, axes: [0, 1], keepdims: true).copy().doubles(), "\(op)")
+        }
+    }
 }
