@@ -83,12 +83,13 @@ public enum Interruption {
     static let block = 1 << 20
 }
 
-/// `body(range)` over `r` in blocks, stopping early once an interruption is requested.
+/// `body(range)` over `r` in blocks of `step`, stopping early once an interruption is
+/// requested.
 @inline(__always)
-func interruptibly(_ r: Range<Int>, _ body: (Range<Int>) -> Void) {
+func interruptibly(_ r: Range<Int>, step: Int = Interruption.block, _ body: (Range<Int>) -> Void) {
     var lo = r.lowerBound
     while lo < r.upperBound {
-        let hi = min(r.upperBound, lo + Interruption.block)
+        let hi = min(r.upperBound, lo + max(1, step))
         body(lo..<hi)
         if Interruption.requested { return }
         lo = hi

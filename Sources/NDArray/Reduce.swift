@@ -226,28 +226,32 @@ private struct ReduceSource: DTypeVisitor {
         // memory for those, it runs on one thread instead of failing
         let usesPartials = nd > 0 && !keptOuter && threads > 1 && shape[0] >= threads
         let partials = usesPartials ? try? (0..<threads).map { _ in try NDArray(zeros: out.shape, dtype: out.dtype) } : nil
+        // outer rows per piece between two Ctrl-C polls (about a million elements)
+        let outerStep = nd > 0 ? Interruption.block / max(1, src.count / max(1, shape[0])) : 1
         if nd == 0 {
             kernel(Src.self, Acc.self, shape: shape, ss: ss, os: os, srcOffset: 0, outOffset: 0, out: out, center: center)
         } else if let partials {
             // partials start from the identity (min/max: from out, which merging repeats harmlessly)
             if op.startsFromFirst { for p in partials { try! out.copy(into: p) } } else if op == .prod { for p in partials { p.fill(1) } }
             parallel(threads) { k in
-                let r = partition(shape[0], threads, k)
-                var sub = shape
-                sub[0] = r.count
-                kernel(Src.self, Acc.self, shape: sub, ss: ss, os: os,
-                       srcOffset: r.lowerBound * ss[0], outOffset: 0, out: partials[k], center: center)
+                interruptibly(partition(shape[0], threads, k), step: outerStep) { r in
+                    var sub = shape
+                    sub[0] = r.count
+                    kernel(Src.self, Acc.self, shape: sub, ss: ss, os: os,
+                           srcOffset: r.lowerBound * ss[0], outOffset: 0, out: partials[k], center: center)
+                }
             }
             // an accumulating reduction merges the running result in too
             combine(Acc.self, partials: partials, into: out, includingOut: accumulating && !op.startsFromFirst)
         } else {
             let parts = keptOuter ? max(1, min(threads, shape[0])) : 1  // shape[0] may be 0
             parallel(parts) { k in
-                let r = partition(shape[0], parts, k)
-                var sub = shape
-                sub[0] = r.count
-                kernel(Src.self, Acc.self, shape: sub, ss: ss, os: os,
-                       srcOffset: r.lowerBound * ss[0], outOffset: r.lowerBound * os[0], out: out, center: center)
+                interruptibly(partition(shape[0], parts, k), step: outerStep) { r in
+                    var sub = shape
+                    sub[0] = r.count
+                    kernel(Src.self, Acc.self, shape: sub, ss: ss, os: os,
+                           srcOffset: r.lowerBound * ss[0], outOffset: r.lowerBound * os[0], out: out, center: center)
+                }
             }
         }
     }

@@ -321,6 +321,12 @@ enum ArrayModule {
                 try push(try wrap { try NDArray(zeros: s, dtype: d) }, call.lua, scalarIfZeroD: false)
                 return 1
             },
+            LuaFunctionDecl("empty", "array.empty(shape [, dtype]) -> array",
+                            "an array whose elements are not set (as NumPy's empty: fill it before reading)") { call in
+                let s = try shape(call, 1), d = try dtype(call, 2)
+                try push(try wrap { try NDArray(uninitialized: s, dtype: d) }, call.lua, scalarIfZeroD: false)
+                return 1
+            },
             LuaFunctionDecl("ones", "array.ones(shape [, dtype]) -> array", "an array of ones") { call in
                 let s = try shape(call, 1), d = try dtype(call, 2)
                 try push(try wrap { try NDArray.ones(s, dtype: d) }, call.lua, scalarIfZeroD: false)

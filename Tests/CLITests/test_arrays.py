@@ -21,6 +21,15 @@ def test_construction_and_properties(nxlua):
     assert out == "int32\t2\t6\t2\t2\t3\nint64\t4\t21\nint64\tfloat64\tbool\n"
 
 
+def test_empty_has_the_shape_and_dtype_asked_for(nxlua):
+    out = run(nxlua, """
+        local e = array.empty({2, 3}, "uint16")
+        e:fill(7)
+        print(e.dtype, e.shape[1], e.shape[2], e:sum(), array.empty(4).dtype)
+    """)
+    assert out == "uint16\t2\t3\t42\tfloat64\n"
+
+
 def test_zero_based_views_share_memory(nxlua):
     out = run(nxlua, """
         local a = array.arange(12):reshape({3, 4})

@@ -256,6 +256,8 @@ final class UnaryTests: XCTestCase {
         let stack = try NDArray.ones([8, 512, 1024], dtype: .int32)
         let image = try stack.sum(axes: [0])
         XCTAssertLessThan(try image.sum().integer(at: []), Int64(8 * 512 * 1024) / 2, "the reduction ran to the end")
+        let rows = try stack.sum(axes: [1])  // the general strided path, in pieces of outer rows
+        XCTAssertLessThan(try rows.sum().integer(at: []), Int64(8 * 512 * 1024), "the strided reduction ran to the end")
     }
 
     /// Folding blocks into a running result gives the reduction of the whole, on the
