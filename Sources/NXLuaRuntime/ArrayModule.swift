@@ -215,7 +215,7 @@ enum ArrayModule {
                 return 1
             },
             LuaMethodDecl("reshape", "a:reshape(shape) -> array", "the same elements in another shape (one -1 allowed); a view when possible") { call, box in
-                let s = try shape(call, 2)
+                let s = try integers(call, 2, "shape")  // -1 allowed: the core checks the rest
                 let a = box.array
                 let r = try wrap { try (a.isContiguous ? a : a.copy()).reshapedView(s) }
                 try push(r, call.lua, scalarIfZeroD: false, view: a.isContiguous)

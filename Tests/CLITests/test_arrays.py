@@ -30,6 +30,19 @@ def test_empty_has_the_shape_and_dtype_asked_for(nxlua):
     assert out == "uint16\t2\t3\t42\tfloat64\n"
 
 
+def test_reshape_infers_one_dimension(nxlua):
+    out = run(nxlua, """
+        local a = array.arange(12)
+        print(a:reshape({-1, 4}).shape[1], a:reshape({3, 4}):reshape(-1).ndim)
+        print(pcall(a.reshape, a, {-1, -1}))
+        print(pcall(a.reshape, a, {-2, 6}))
+    """)
+    lines = out.splitlines()
+    assert lines[0] == "3\t1"
+    assert "can only specify one unknown dimension" in lines[1]
+    assert "cannot reshape array of size 12 into shape (-2, 6)" in lines[2]
+
+
 def test_zero_based_views_share_memory(nxlua):
     out = run(nxlua, """
         local a = array.arange(12):reshape({3, 4})
