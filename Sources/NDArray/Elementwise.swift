@@ -91,7 +91,7 @@ extension NDArray {
         // an operand overlapping the output in another layout is read from a copy first
         // (a:add_(a["::-1"])), as NumPy does
         var yy = y
-        if y.storage === storage && (y.offset != offset || y.strides != strides) && y.shape == shape { yy = try y.copy() }
+        if y.storage === storage && !(y.offset == offset && y.strides == strides && y.shape == shape) { yy = try y.copy() }
         if result == dtype && x.storage === storage {
             try NDArray.compute(op, t, x, yy, into: self)
         } else {

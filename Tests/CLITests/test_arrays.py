@@ -168,16 +168,17 @@ def test_in_place_operations_write_into_the_array(nxlua):
         print(a:totable()[1][1], a:totable()[1][3], a:totable()[2][3])
         local f = array.linspace(0, 1, 5):astype("float32"); f:div_(2); print(f.dtype, f[4])
         local b = array.arange(5); b:add_(b["::-1"]); print(b:min(), b:max())   -- overlap read from a copy
+        local r = array.ones({3, 2}); r:add_(r[0]); print(r:sum())               -- a broadcast row of itself
         local m = array.from({3, 9, -1}); m:minimum_(4); m:maximum_(0); print(m:totable()[1], m:totable()[2], m:totable()[3])
         print(pcall(a.div_, a, 2))
         print(pcall(array.from({true}).add_, array.from({true}), 1))
         print(pcall(a.add_, a, array.ones({4}, "int64")))
     """)
     lines = out.splitlines()
-    assert lines[:5] == ["true\t21", "9\t28\t4", "float32\t0.5", "4\t4", "3\t4\t0"]
-    assert "cannot write the float64 result of div into a int64 array in place" in lines[5]
-    assert "cannot write the int64 result of add into a bool array in place" in lines[6]
-    assert "could not be broadcast" in lines[7] and "(2, 3)" in lines[7] and "(4,)" in lines[7]
+    assert lines[:6] == ["true\t21", "9\t28\t4", "float32\t0.5", "4\t4", "12.0", "3\t4\t0"]
+    assert "cannot write the float64 result of div into a int64 array in place" in lines[6]
+    assert "cannot write the int64 result of add into a bool array in place" in lines[7]
+    assert "could not be broadcast" in lines[8] and "(2, 3)" in lines[8] and "(4,)" in lines[8]
 
 
 def test_logical_operations_and_integer_bounds(nxlua):

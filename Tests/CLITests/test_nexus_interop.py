@@ -1068,3 +1068,16 @@ def test_small_arrays_print_as_nexusformat_prints_them(nxlua, tmp_path):
     r = nxlua("-e", f"print(nx.load({str(path)!r}))")
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == theirs.splitlines()
+
+
+def test_huge_flat_group_lists_and_reads(nxlua, tmp_path):
+    """A group of more children than listing keeps open (4096): its ids are closed after
+    listing and each child reopens by path when used."""
+    path = tmp_path / "flat.h5"
+    subprocess.run([PYTHON, "-c", "import sys, h5py\nwith h5py.File(sys.argv[1], 'w') as f:\n"
+                    "    g = f.create_group('g')\n    for i in range(5000): g[f'd_{i}'] = i\n", str(path)],
+                   check=True)
+    r = nxlua("-e", f"local g = nx.load({str(path)!r}).g; print(#g, g.d_4999, g['d_17']:read(), "
+                    "select(2, tostring(g):gsub('\\n', '')))")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "5000\t4999\t17\t5000\n"

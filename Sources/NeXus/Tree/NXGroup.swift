@@ -19,6 +19,8 @@ public final class NXGroup: NXNode, @unchecked Sendable {
     /// Children reached so far (the file's node table is weak; groups keep theirs).
     private var childNodes: [String: NXNode] = [:]
     private var classCache: String?
+    /// Above this many children a listing closes the ids it opened (see entries()).
+    static let maxOpenChildren = 4096
 
     override func objectID() throws -> hid_t {
         try file.check(path)
@@ -80,6 +82,8 @@ public final class NXGroup: NXNode, @unchecked Sendable {
         var out: [NXEntry] = []
         out.reserveCapacity(collected.list.count)
         childNodes.removeAll(keepingCapacity: true)
+        // A huge flat group (per-frame datasets) keeps no ids open: each costs HDF5 a few KB
+        let keepOpen = collected.list.count <= NXGroup.maxOpenChildren
         for (name, type) in collected.list {
             let link: NXLinkKind
             switch type {
@@ -99,12 +103,12 @@ public final class NXGroup: NXNode, @unchecked Sendable {
                 case H5I_GROUP:
                     kind = .group
                     let n = file.node(childPath) { NXGroup(file: file, path: childPath, link: link) }
-                    n.adopt(H5Handle(oid, .group))
+                    if keepOpen { n.adopt(H5Handle(oid, .group)) } else { _ = h.pointee.H5Oclose(oid) }
                     childNodes[name] = n
                 case H5I_DATASET:
                     kind = .field
                     let n = file.node(childPath) { NXField(file: file, path: childPath, link: link) }
-                    n.adopt(H5Handle(oid, .dataset))
+                    if keepOpen { n.adopt(H5Handle(oid, .dataset)) } else { _ = h.pointee.H5Oclose(oid) }
                     childNodes[name] = n
                 default:
                     _ = h.pointee.H5Oclose(oid)  // a named datatype: neither group nor field
