@@ -106,9 +106,13 @@ extension NDArray {
     /// accumulator dtype, contiguous): how a field bigger than memory is reduced block by
     /// block without a temporary per block.
     public func reduce(_ op: Reduction, axes: [Int]?, accumulatingInto out: NDArray) throws {
+        let op = op.forDType(dtype)
+        guard op != .squaredDeviations && op != .nanSquaredDeviations else {
+            throw ArrayError("\(op.rawValue) needs its centres and cannot accumulate")
+        }
         let axes = try normalizedAxes(axes)
         let keptShape = shape.enumerated().map { axes.contains($0.offset) ? 1 : $0.element }
-        let outType: DType = (op == .sum || op == .prod) ? dtype.accumulator : dtype
+        let outType = op.resultType(dtype)
         guard out.shape == keptShape, out.dtype == outType, out.isContiguous else {
             throw ArrayError("cannot accumulate a \(op.rawValue) of shape \(NDArray.describe(keptShape)) (\(outType.rawValue)) into an array of shape \(NDArray.describe(out.shape)) (\(out.dtype.rawValue))")
         }
