@@ -60,7 +60,6 @@ public struct NXFieldOptions: Sendable {
 
 /// A field (HDF5 dataset): metadata read when first reached, data only when indexed.
 public final class NXField: NXNode, @unchecked Sendable {
-    private var handle: H5Handle?
     private var info: Info?
     private var eager: NXValue?
 
@@ -74,23 +73,12 @@ public final class NXField: NXNode, @unchecked Sendable {
 
     public override var nxclass: String { "NXfield" }
 
-    override func objectID() throws -> hid_t {
-        try file.check(path)
-        if let handle, handle.isOpen { return handle.id }
-        let h = try openHandle("field", .dataset) { H5.api.pointee.H5Dopen2($0, $1, 0) }
-        handle = h
-        return h.id
-    }
-
-    override func adopt(_ h: H5Handle) {
-        if let handle, handle.isOpen { h.close(); return }
-        file.register(h)
-        handle = h
+    override func openObject() throws -> H5Handle {
+        try openHandle("field", .dataset) { H5.api.pointee.H5Dopen2($0, $1, 0) }
     }
 
     override func forgetHandle() {
-        handle?.close()
-        handle = nil
+        super.forgetHandle()
         info = nil
         eager = nil
     }

@@ -14,7 +14,6 @@ public struct NXEntry: Sendable {
 /// A group: children in natural order (as nexusformat and NeXpy list them: digit runs
 /// compare as numbers), attributes, and the writing operations.
 public final class NXGroup: NXNode, @unchecked Sendable {
-    private var handle: H5Handle?
     private var entryCache: [NXEntry]?
     /// Children reached so far (the file's node table is weak; groups keep theirs).
     private var childNodes: [String: NXNode] = [:]
@@ -22,23 +21,12 @@ public final class NXGroup: NXNode, @unchecked Sendable {
     /// Above this many children a listing closes the ids it opened (see entries()).
     static let maxOpenChildren = 4096
 
-    override func objectID() throws -> hid_t {
-        try file.check(path)
-        if let handle, handle.isOpen { return handle.id }
-        let h = try openHandle("group", .group) { H5.api.pointee.H5Gopen2($0, $1, 0) }
-        handle = h
-        return h.id
-    }
-
-    override func adopt(_ h: H5Handle) {
-        if let handle, handle.isOpen { h.close(); return }
-        file.register(h)
-        handle = h
+    override func openObject() throws -> H5Handle {
+        try openHandle("group", .group) { H5.api.pointee.H5Gopen2($0, $1, 0) }
     }
 
     override func forgetHandle() {
-        handle?.close()
-        handle = nil
+        super.forgetHandle()
         forgetChildren()
     }
 

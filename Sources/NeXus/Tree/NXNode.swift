@@ -35,12 +35,29 @@ public class NXNode: @unchecked Sendable {
     /// "NXentry", "NXdata", ... for groups, "NXfield" for fields, "NXroot" for the file.
     public var nxclass: String { "" }
 
+    /// The open group or dataset, once opened (registered with the file).
+    var handle: H5Handle?
+
     /// The open object (group or dataset) behind this node.
-    func objectID() throws -> hid_t { fatalError("subclass") }
+    func objectID() throws -> hid_t {
+        try file.check(path)
+        if let handle, handle.isOpen { return handle.id }
+        let h = try openObject()
+        handle = h
+        return h.id
+    }
+
+    /// Opens the object by its absolute path (H5Gopen2 or H5Dopen2, so a path that leads
+    /// to the other kind fails).
+    func openObject() throws -> H5Handle { fatalError("subclass") }
 
     /// Takes an id its parent opened while listing (one relative lookup instead of a
     /// second walk from the root); closes it when this node has one open already.
-    func adopt(_ handle: H5Handle) { fatalError("subclass") }
+    func adopt(_ h: H5Handle) {
+        if let handle, handle.isOpen { h.close(); return }
+        file.register(h)
+        handle = h
+    }
 
     /// Opens this object's HDF5 id with `open` (H5Gopen2 or H5Dopen2 by absolute path)
     /// and registers it with the file, which closes it before itself.
@@ -58,7 +75,10 @@ public class NXNode: @unchecked Sendable {
     }
 
     /// Closes the cached handle (the object was deleted, renamed or must be reopened).
-    func forgetHandle() {}
+    func forgetHandle() {
+        handle?.close()
+        handle = nil
+    }
 
     func fail(_ problem: String) -> NeXusError { NeXusError("\(file.path): \(path): \(problem)") }
 

@@ -67,7 +67,7 @@ extension NXField {
         let normalized = try arr { try NDArray.normalizedAxes(axes, ndim: shape.count) }
         let keptShape = shape.enumerated().map { normalized.contains($0.offset) ? 1 : $0.element }
         let finalShape = shape.enumerated().filter { !normalized.contains($0.offset) }.map(\.element)
-        if (op == .min || op == .max), normalized.contains(where: { shape[$0] == 0 }) {
+        if [.min, .max, .nanmin, .nanmax].contains(op), normalized.contains(where: { shape[$0] == 0 }) {
             throw fail("zero-size field to reduction operation \(op.rawValue) which has no identity (shape \(NDArray.describe(shape)))")
         }
         var result: NDArray?
