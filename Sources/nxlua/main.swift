@@ -13,6 +13,8 @@ func versionLine() -> String {
 }
 
 func runMain(_ argv: [String]) -> Int32 {
+    // service subcommands are first words (DESIGN.md section 3)
+    if argv.count > 1 && argv[1] == "serve" { return ServeCommand.run(Array(argv.dropFirst(2))) }
     let options: CommandLineOptions
     do {
         options = try CommandLineOptions.parse(argv)
