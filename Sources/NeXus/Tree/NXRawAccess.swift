@@ -16,6 +16,10 @@ public enum NXStringPadding: Sendable, Equatable {
 public struct NXEnumMember: Sendable, Equatable {
     public let name: String
     public let value: Int64
+    public init(name: String, value: Int64) {
+        self.name = name
+        self.value = value
+    }
 }
 
 /// A member of a compound type at its offset in a packed raw record.
@@ -23,6 +27,11 @@ public struct NXCompoundMember: Sendable, Equatable {
     public let name: String
     public let offset: Int
     public let type: NXStorageType
+    public init(name: String, offset: Int, type: NXStorageType) {
+        self.name = name
+        self.offset = offset
+        self.type = type
+    }
 }
 
 /// An element type as stored, described as the raw buffers of `NXRawValues` hold it:
@@ -76,6 +85,11 @@ public struct NXDataspace: Sendable, Equatable {
     public let dims: [Int]
     /// nil entries are unlimited.
     public let maxdims: [Int?]
+    public init(kind: Kind, dims: [Int], maxdims: [Int?]) {
+        self.kind = kind
+        self.dims = dims
+        self.maxdims = maxdims
+    }
     public var count: Int { kind == .simple ? dims.reduce(1, *) : (kind == .scalar ? 1 : 0) }
 }
 
