@@ -25,10 +25,11 @@ final class Authenticator: Sendable {
         self.allowAnonymous = allowAnonymous
     }
 
-    /// The user a request acts as; throws 401 for missing or bad credentials.
-    func authenticate(_ header: String?, pool: NIOThreadPool) async throws -> String {
+    /// The user a request acts as (nil: anonymous, when allowed); throws 401 for missing
+    /// or bad credentials.
+    func authenticate(_ header: String?, pool: NIOThreadPool) async throws -> String? {
         guard let header, !header.isEmpty else {
-            if allowAnonymous { return "anonymous" }
+            if allowAnonymous { return nil }
             throw ServeError(401, "authentication required (HTTP Basic: a user of the server's users file)")
         }
         guard let (name, password) = Authenticator.parseBasic(header) else {

@@ -46,6 +46,8 @@ public final class RemoteServer: Sendable {
     let auth: Authenticator
     let evaluator: RemoteEvaluator?
     let evalPool: NIOThreadPool
+    /// bcrypt checks run here: ~0.2 s each, off the event loops and the evaluations
+    let authPool: NIOThreadPool
     let logger: Logger
     let startTime: Int
     /// Blocks of this many bytes at most are read per gate call while streaming a value.
@@ -71,6 +73,8 @@ public final class RemoteServer: Sendable {
         if options.allowEval && evaluator == nil { throw ServeError(400, "--allow-eval: this build has no evaluator") }
         evalPool = NIOThreadPool(numberOfThreads: 2)
         evalPool.start()
+        authPool = NIOThreadPool(numberOfThreads: 2)
+        authPool.start()
         startTime = Int(time(nil))
     }
 
@@ -105,6 +109,7 @@ public final class RemoteServer: Sendable {
         try? await gate.run { [store] in store.closeAll() }
         await gate.shutdown()
         try? await evalPool.shutdownGracefully()
+        try? await authPool.shutdownGracefully()
         logger.info("stopped")
     }
 
@@ -122,7 +127,8 @@ struct Call: Sendable {
     let query: [String: String]
     let acceptsBinary: Bool
     let acceptsGzip: Bool
-    var user = "anonymous"
+    /// The authenticated user; nil for an anonymous request (--allow-anonymous).
+    var user: String? = nil
 
     func flag(_ name: String) -> Bool {
         guard let v = query[name]?.lowercased() else { return false }
@@ -182,7 +188,7 @@ struct Responder: HTTPResponder {
             if segments == ["about"] && c.method == .get {
                 response = try await about(c, request)
             } else {
-                c.user = try await server.auth.authenticate(request.headers[.authorization], pool: server.evalPool)
+                c.user = try await server.auth.authenticate(request.headers[.authorization], pool: server.authPool)
                 call = c
                 response = try await route(c, &request)
             }
@@ -414,7 +420,7 @@ struct Responder: HTTPResponder {
                 try pts.map { p in try field.value.readRaw(p.map { [NXRun(start: $0, step: 1, count: 1)] }) }
             }
         }
-        if !c.acceptsBinary || plan.type.hasVariableLength && !c.acceptsBinary {
+        if !c.acceptsBinary {
             // JSON: everything read, converted here (off the gate)
             var parts: [NXRawValues] = []
             if plan.points != nil { parts = try await readPoints() } else {
@@ -508,7 +514,7 @@ struct Responder: HTTPResponder {
         guard let evaluator = server.evaluator else {
             throw ServeError(403, "remote evaluation is disabled on this server (start it with --allow-eval)")
         }
-        guard c.user != "anonymous" else { throw ServeError(403, "remote evaluation needs an authenticated user") }
+        guard let user = c.user else { throw ServeError(403, "remote evaluation needs an authenticated user") }
         let body: ByteBuffer
         do { body = try await request.collectBody(upTo: 1 << 20) } catch { throw ServeError(413, "an evaluation request is 1 MiB at most") }
         let parsed: JSON
@@ -518,7 +524,7 @@ struct Responder: HTTPResponder {
         guard let code = parsed["code"]?.stringValue else { throw ServeError(400, "eval: \"code\" (a string of Lua source) is missing") }
         let resolver = server.resolver
         let o = server.options
-        let req = EvaluationRequest(code: code, arguments: parsed["args"] ?? .null, user: c.user,
+        let req = EvaluationRequest(code: code, arguments: parsed["args"] ?? .null, user: user,
                                     timeLimit: o.evalTimeLimit, instructionLimit: o.evalInstructionLimit, memoryLimit: o.evalMemoryLimit) { domain in
             let r: DomainResolver.Resolved
             do { r = try resolver.resolve(domain) } catch let e as DomainError { throw EvaluationError(e.message) }

@@ -136,7 +136,7 @@ struct ServeCommand {
         }
         let server: RemoteServer
         do {
-            server = try RemoteServer(options: options, evaluator: nil)
+            server = try RemoteServer(options: options, evaluator: options.allowEval ? LuaSandbox() : nil)
         } catch {
             Console.writeError("nxlua serve: \(error)\n")
             return 1

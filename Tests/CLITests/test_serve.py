@@ -501,3 +501,116 @@ def test_load_32_clients(server):
         errors = list(pool.map(client, range(32), timeout=900))
     assert sum(errors) == 0
     assert get(server, "/about").status_code == 200  # still up
+
+
+# ---------------------------------------------------------------- remote evaluation
+
+@pytest.fixture(scope="module")
+def eval_server(served, tmp_path_factory):
+    s = Server(served["root"], served["users"], "--allow-eval", "--eval-timeout", "2", "--eval-memory", "64",
+               log=tmp_path_factory.mktemp("log") / "eval.log")
+    yield s
+    assert s.stop() == 0
+
+
+def evaluate(server, code, args=None, who=None):
+    return requests.post(server.url + "/nxlua/eval", json={"code": code, "args": args or {}},
+                         auth=who or auth(), timeout=120)
+
+
+def test_eval_returns_json_and_binary_arrays(eval_server):
+    r = evaluate(eval_server, "local a = ... return a.x * 2, 'hi', {1, 2, {k = true}}", {"x": 21})
+    assert r.status_code == 200, r.text
+    assert r.json()["result"] == [42, "hi", [1, 2, {"k": True}]]
+    code = "local a = ... return nx.load(a.path).entry.data.frames:sum(0)"
+    r = evaluate(eval_server, code, {"path": "/sample.nxs"})
+    assert r.status_code == 200, r.text
+    assert r.headers["Content-Type"] == "application/octet-stream"
+    shape = [int(n) for n in r.headers["X-NXLua-Shape"].split(",")]
+    got = np.frombuffer(r.content, np.dtype(r.headers["X-NXLua-DType"]).newbyteorder("<")).reshape(shape)
+    assert (got == FRAMES.sum(0)).all()
+    r = evaluate(eval_server, "return nx.load('/sub/nested.nxs').entry.data.frames[2]:max()")
+    assert r.json()["result"] == int(FRAMES[2].max())
+
+
+@pytest.mark.parametrize("code,expected", [
+    ("return io.open('/etc/passwd'):read('a')", "io"),
+    ("return os.execute('true')", "os"),
+    ("return require('io')", "require"),
+    ("return package.loaded.io", "package"),
+    ("return debug.getregistry()", "debug"),
+    ("return string.dump(function() end)", "dump"),
+    ("return load(string.char(27) .. 'Lua')", "binary"),
+    ("return load('\\27Lua\\84\\0')()", "attempt to call a nil value"),
+    ("getmetatable('').__index = {}; return 1", "index a nil value"),
+    ("return setmetatable(getmetatable(''), nil)", "setmetatable"),
+    ("local f = nx.load('/sample.nxs'); return getmetatable(f).__index", "index a nil value"),
+    ("local a = array.zeros({2}); getmetatable(a).__gc = nil; return 1", "index a nil value"),
+    ("return nx.load('/../outside/secret.nxs')", "'..' is not allowed"),
+    ("return nx.load('/escape.nxs')", "outside the served folder"),
+    ("return dofile('/etc/passwd')", "dofile"),
+    ("return collectgarbage('stop')", "null"),  # only "count" answers
+    ("return nx.group", "null"),  # the sandbox's nx only loads
+])
+def test_eval_sandbox_escapes_fail(eval_server, code, expected):
+    """Each escape fails with a clear error (400), or gets nothing (load's nil and message)."""
+    r = evaluate(eval_server, code)
+    if r.status_code == 200:
+        assert r.json()["result"] is None or r.json()["result"][0] is None, r.text
+        assert expected in r.text, r.text
+    else:
+        assert r.status_code == 400, r.text
+        assert expected in r.json()["error"], r.json()["error"]
+    assert evaluate(eval_server, "return 1 + 1").json()["result"] == 2
+
+
+def test_eval_cannot_write(eval_server, served):
+    before = (served["root"] / "sample.nxs").read_bytes()
+    r = evaluate(eval_server, "local f = nx.load('/sample.nxs'); f.entry.attrs.new = 1; return 1")
+    assert r.status_code == 400 and "read-only" in r.json()["error"], r.text
+    assert (served["root"] / "sample.nxs").read_bytes() == before
+
+
+@pytest.mark.parametrize("code,expected", [
+    ("while true do end", "time limit"),
+    ("pcall(function() while true do end end) return 'escaped'", "time limit"),
+    ("while true do pcall(function() while true do end end) end", "time limit"),
+    ("local co = coroutine.wrap(function() while true do end end) pcall(co) return 'escaped'", "time limit"),
+    ("local t = {} for i = 1, 1e9 do t[i] = string.rep('x', 1e5) .. i end", "memory limit"),
+    ("local t = {} pcall(function() for i = 1, 1e9 do t[i] = string.rep('x', 1e5) .. i end end) t = nil return 'escaped'", "time limit|memory"),
+    ("return string.rep('x', 1e9)", "memory limit"),
+    ("local t = {} for i = 1, 100 do t[i] = array.zeros({1024, 1024, 4}) end return #t", "array memory limit"),
+    ("return array.zeros({100000, 100000})", "array memory limit"),
+    ("return array.zeros({1000, 1000, 300}):sum()", "array memory limit"),
+])
+def test_eval_limits(eval_server, code, expected):
+    r = evaluate(eval_server, code)
+    assert r.status_code == 400, r.text[:500]
+    import re
+    assert re.search(expected, r.json()["error"]), r.json()["error"][:500]
+    # the server stays up and answers the next request
+    assert evaluate(eval_server, "return 6 * 7").json()["result"] == 42
+    with h5file(eval_server) as f:
+        assert (f["entry/data/frames"][1] == FRAMES[1]).all()
+
+
+def test_eval_needs_a_user(served, tmp_path):
+    s = Server(served["root"], served["users"], "--allow-eval", "--allow-anonymous", log=tmp_path / "anon-eval.log")
+    try:
+        r = requests.post(s.url + "/nxlua/eval", json={"code": "return 1"}, timeout=60)
+        assert r.status_code == 403 and "authenticated" in r.json()["error"]
+        assert evaluate(s, "return 1", who=(USER, "wrong")).status_code == 401
+        assert evaluate(s, "return 1").json()["result"] == 1
+    finally:
+        assert s.stop() == 0
+
+
+def test_eval_bad_requests(eval_server):
+    r = requests.post(eval_server.url + "/nxlua/eval", data="not json", auth=auth(), timeout=60)
+    assert r.status_code == 400 and "JSON" in r.json()["error"]
+    r = requests.post(eval_server.url + "/nxlua/eval", json={"args": {}}, auth=auth(), timeout=60)
+    assert r.status_code == 400 and "code" in r.json()["error"]
+    r = evaluate(eval_server, "return (")
+    assert r.status_code == 400 and "syntax error" in r.json()["error"]
+    r = evaluate(eval_server, "return nx.load('/sample.nxs').entry")
+    assert r.status_code == 400 and "cannot send" in r.json()["error"]

@@ -418,3 +418,13 @@ enum H5Raw {
         return NXRawValues(type: mem.storage, count: count, bytes: bytes, strings: strings)
     }
 }
+
+/// HDF5's automatic error printing is a per-thread setting in its thread-safe build:
+/// a thread of a server (or any thread other than the one that loaded HDF5) calls this
+/// before its first HDF5 call, or HDF5 prints error stacks on stderr.
+public enum NXThreads {
+    public static func silenceHDF5Errors() {
+        guard (try? H5.load()) != nil else { return }
+        nxh5_silence_this_thread()
+    }
+}
