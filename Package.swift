@@ -1,4 +1,4 @@
-// swift-tools-version:6.0
+// swift-tools-version:6.1
 // nxlua: a Lua 5.4 host for NeXus/HDF5 data. See docs/architecture.md for the module map.
 import PackageDescription
 
@@ -11,7 +11,9 @@ let package = Package(
     ],
     dependencies: [
         // nxlua serve (Sources/RemoteServer): HTTP server, Basic auth with bcrypt, TLS, gzip, logs.
-        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        // No traits: without FullFoundation, Hummingbird needs only FoundationEssentials, and the
+        // statically linked release binary needs no ICU (and starts as fast as before).
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1", traits: []),
         .package(url: "https://github.com/hummingbird-project/hummingbird-auth", from: "2.5.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
@@ -74,7 +76,11 @@ let package = Package(
         // The executable: CLI, REPL, script runner.
         // The Swift runtime is linked statically: 1.2 ms less start-up (docs/architecture.md).
         .executableTarget(name: "nxlua", dependencies: ["NXLuaRuntime", "LuaBridge", "LineEdit", "RemoteServer"],
-                          linkerSettings: [.unsafeFlags(["-static-stdlib"], .when(configuration: .release))]),
+                          linkerSettings: [.unsafeFlags(["-static-stdlib"], .when(configuration: .release)),
+                                           // FoundationEssentials' own libraries (nxlua serve's HTTP stack
+                                           // uses it): a static link does not find them by itself
+                                           .linkedLibrary("_FoundationCollections", .when(configuration: .release)),
+                                           .linkedLibrary("_FoundationCShims", .when(configuration: .release))]),
 
         // Swift-side micro-benchmarks for scripts/bench (not part of the product).
         .target(name: "CBenchmarkShims", dependencies: ["CLua"]),

@@ -50,6 +50,8 @@ public final class RemoteServer: Sendable {
     let authPool: NIOThreadPool
     let logger: Logger
     let startTime: Int
+    /// JSON value reads are this many elements at most (binary ones: max_request_size).
+    static let maxJSONElementCount = 4_000_000
     /// Blocks of this many bytes at most are read per gate call while streaming a value.
     let streamBlockBytes = 8 << 20
 
@@ -378,6 +380,7 @@ struct Responder: HTTPResponder {
         if c.query["query"] != nil { throw ServeError(400, "domain '\(domain)': queries (query=) are not supported by nxlua serve") }
         if c.query["fields"] != nil { throw ServeError(400, "domain '\(domain)': field subsets (fields=) are not supported by nxlua serve; read the whole records") }
         let store = server.store, maxBytes = server.options.maxRequestSize, blockBytes = server.streamBlockBytes
+        let maxJSONElements = RemoteServer.maxJSONElementCount
         struct Plan: @unchecked Sendable {
             let field: NXField
             let type: NXStorageType
@@ -421,7 +424,12 @@ struct Responder: HTTPResponder {
             }
         }
         if !c.acceptsBinary {
-            // JSON: everything read, converted here (off the gate)
+            // JSON: everything read, converted here (off the gate); bounded, as a JSON
+            // value costs some 40 bytes of memory per element
+            let elements = plan.shape.reduce(1, *)
+            guard elements <= maxJSONElements else {
+                throw ServeError(413, "domain '\(domain)': \(plan.field.path): \(elements) elements are too many for a JSON value (\(maxJSONElements) at most); ask for Accept: application/octet-stream")
+            }
             var parts: [NXRawValues] = []
             if plan.points != nil { parts = try await readPoints() } else {
                 if let first = plan.first { parts.append(first) }
