@@ -478,6 +478,8 @@ def bench_serve(root):
         try:
             h5pyd.File(domain, "r", **with_hsds).close()
         except OSError:
+            for folder in ("/home/", f"/home/{user}/"):  # hsload needs the folder
+                subprocess.run([f"{venv}/bin/hstouch", folder], env=env, capture_output=True, timeout=120)
             subprocess.run([f"{venv}/bin/hsload", str(path), f"/home/{user}/"], env=env, check=True,
                            capture_output=True, timeout=1800)
         ours = start_listening([nxlua, "serve", str(served), "--port", "5198", "--host", "127.0.0.1",
