@@ -614,3 +614,29 @@ def test_eval_bad_requests(eval_server):
     assert r.status_code == 400 and "syntax error" in r.json()["error"]
     r = evaluate(eval_server, "return nx.load('/sample.nxs').entry")
     assert r.status_code == 400 and "cannot send" in r.json()["error"]
+
+
+# ---------------------------------------------------------------- TLS
+
+def test_tls(served, tmp_path, monkeypatch):
+    cert, key = tmp_path / "server.crt", tmp_path / "server.key"
+    r = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+                        "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                       capture_output=True, text=True, timeout=120)
+    if r.returncode != 0:
+        pytest.skip(f"openssl cannot make a test certificate: {r.stderr[-300:]}")
+    s = Server(served["root"], served["users"], "--tls-cert", str(cert), "--tls-key", str(key), log=tmp_path / "tls.log")
+    try:
+        url = f"https://127.0.0.1:{s.port}"
+        r = requests.get(url + "/", params={"domain": "/sample.nxs"}, auth=auth(), verify=str(cert), timeout=60)
+        assert r.status_code == 200 and r.json()["root"].startswith("g-")
+        with pytest.raises(requests.exceptions.ConnectionError):
+            requests.get(s.url + "/about", timeout=10)  # plain HTTP is not served
+        monkeypatch.setenv("H5PYD_VERIFY_CERT", "False")  # the test certificate is self-signed
+        with h5pyd.File("/sample.nxs", "r", endpoint=url, username=USER, password=PASSWORD) as f:
+            assert (f["entry/data/frames"][4] == FRAMES[4]).all()
+    finally:
+        assert s.stop() == 0
+    r = subprocess.run([BIN, "serve", str(served["root"]), "--users", str(served["users"]), "--port", "0",
+                        "--tls-cert", str(cert)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "--tls-key" in r.stderr
