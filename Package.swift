@@ -60,7 +60,7 @@ let package = Package(
         // the files of a folder. No Lua inside: remote evaluation goes through the
         // RemoteEvaluator protocol, which NXLuaRuntime's sandbox implements.
         .target(name: "RemoteServer", dependencies: [
-            "NeXus", "NDArray", "CHDF5Shims",
+            "NeXus", "NDArray",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdCore", package: "hummingbird"),
             .product(name: "HummingbirdTLS", package: "hummingbird"),

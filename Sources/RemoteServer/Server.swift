@@ -97,12 +97,13 @@ public final class RemoteServer: Sendable {
         let scheme = options.tlsCertificate != nil ? "https" : "http"
         let logger = self.logger
         let folder = resolver.root
+        // TCP_NODELAY (without it small responses waited ~40 ms for delayed ACKs): NIO's
+        // ServerBootstrap sets it on the listening socket, and accepted sockets inherit it.
         let app = Application(
             responder: responder, server: server,
             configuration: .init(address: .hostname(options.host, port: options.port), serverName: "nxlua/\(RemoteServer.version)"),
             onServerRunning: { channel in
                 let port = channel.localAddress?.port ?? 0
-                // TCP_NODELAY: without it small responses waited ~40 ms for delayed ACKs
                 logger.info("listening", metadata: ["url": "\(scheme)://\(channel.localAddress?.ipAddress ?? "?"):\(port)", "folder": "\(folder)"])
                 onListening(port)
             },

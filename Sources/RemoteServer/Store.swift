@@ -1,4 +1,3 @@
-import CHDF5Shims
 import NeXus
 import NIOPosix
 #if canImport(Glibc)
@@ -30,21 +29,14 @@ public final class HDF5Gate: Sendable {
     /// Runs `body` on the HDF5 thread.
     public func run<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
         try await pool.runIfActive {
-            HDF5Gate.silenceOnce()
+            // HDF5 prints error stacks on stderr unless each thread turns that off first
+            // (loads libhdf5 if needed; a no-op once done on this thread)
+            NXThreads.silenceHDF5Errors()
             return try body()
         }
     }
 
     public func shutdown() async { try? await pool.shutdownGracefully() }
-
-    /// HDF5 prints error stacks on stderr unless each thread turns that off first.
-    nonisolated(unsafe) private static var silenced = false
-    private static func silenceOnce() {
-        if !silenced {  // only the gate's thread reads or writes this flag
-            nxh5_silence_this_thread()
-            silenced = true
-        }
-    }
 }
 
 /// Holds a NeXus object between gate calls; only ever used on the gate's thread.
