@@ -118,6 +118,9 @@ final class Store: @unchecked Sendable {
         useCounter += 1
         if let d = openDomains[r.path] {
             if d.stamp != stamp {
+                // Reopened, not refreshed: H5Drefresh reaches only the datasets open now,
+                // and a dataset opened again later came from HDF5's stale metadata cache.
+                // (A read streaming from the old file meanwhile is cut off; clients retry.)
                 d.file.close()
                 d.file = try Store.openFile(r.path, domain: r.domain)
                 d.stamp = stamp

@@ -463,7 +463,9 @@ def test_swmr_growing_file(served, server, tmp_path):
             assert w.stdout.readline().strip() == str(i)
             did = dataset_id(server, "frames", domain="/live.nxs")
             shape = get(server, f"/datasets/{did}", domain="/live.nxs").json()["shape"]["dims"]
-            value = get(server, f"/datasets/{did}/value", domain="/live.nxs", select=f"[{i - 1}:{i},0:1,0:2]").json()["value"]
+            r = get(server, f"/datasets/{did}/value", domain="/live.nxs", select=f"[{i - 1}:{i},0:1,0:2]")
+            assert r.status_code == 200, (shape, r.text)
+            value = r.json()["value"]
             seen.append((shape[0], value))
             go.write_text(str(i))
         assert seen == [(i, [[[i - 1, i - 1]]]) for i in range(1, 5)]
