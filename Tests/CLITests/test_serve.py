@@ -386,6 +386,26 @@ def test_oversized_read_413(server):
     assert r.status_code == 200 and len(r.content) == 100 * 512 * 4
 
 
+def test_json_values_are_bounded(served, tmp_path):
+    """A JSON value read costs far more memory than its bytes: above 4M elements it is 413."""
+    path = served["root"] / "many.nxs"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("bytes", data=np.zeros(5_000_000, dtype="u1"), chunks=(1_000_000,))
+    s = Server(served["root"], served["users"], log=tmp_path / "json.log")
+    try:
+        did = dataset_id(s, "bytes", domain="/many.nxs")
+        r = get(s, f"/datasets/{did}/value", domain="/many.nxs")
+        assert r.status_code == 413 and "application/octet-stream" in r.json()["error"]
+        r = requests.get(f"{s.url}/datasets/{did}/value", params={"domain": "/many.nxs"},
+                         headers={"Accept": "application/octet-stream"}, auth=auth(), timeout=60)
+        assert r.status_code == 200 and len(r.content) == 5_000_000
+        r = requests.head(f"{s.url}/datasets/{did}", params={"domain": "/many.nxs"}, auth=auth(), timeout=60)
+        assert r.status_code == 200 and r.content == b""
+    finally:
+        assert s.stop() == 0
+        path.unlink()
+
+
 @pytest.mark.parametrize("select", ["0:1", "[0:1,0:2]", "[0:11,:,:]", "[5,:,-1]", "[a:b,:,:]", "[0:2:0,:,:]",
                                     "[[3,1],:,:]", "[1:2:3:4,:,:]", "[,,]", "[0:2,:,:"])
 def test_malformed_select_400(server, select):
