@@ -544,7 +544,8 @@ struct Responder: HTTPResponder {
         do {
             result = try await server.evalPool.runIfActive { try evaluator.evaluate(req) }
         } catch let e as EvaluationError {
-            throw ServeError(400, "eval: \(e.message)")
+            // messages name files by their real paths: show them as domains
+            throw ServeError(400, "eval: " + replacing(resolver.root + "/", with: "/", in: e.message))
         }
         switch result {
         case .json(let v): return json(.obj(["result": v]), c)
@@ -556,6 +557,25 @@ struct Responder: HTTPResponder {
             return binary(bytes, headers, c)
         }
     }
+}
+
+/// `text` with every `target` replaced (no Foundation here).
+func replacing(_ target: String, with replacement: String, in text: String) -> String {
+    guard !target.isEmpty else { return text }
+    let t = Array(target.utf8), src = Array(text.utf8)
+    var out: [UInt8] = []
+    out.reserveCapacity(src.count)
+    var i = 0
+    while i < src.count {
+        if i + t.count <= src.count, src[i] == t[0], Array(src[i..<(i + t.count)]) == t {
+            out += replacement.utf8
+            i += t.count
+        } else {
+            out.append(src[i])
+            i += 1
+        }
+    }
+    return String(decoding: out, as: UTF8.self)
 }
 
 /// Splits a selection into blocks of about `blockBytes`, along the first axis that has

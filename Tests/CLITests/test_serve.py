@@ -587,6 +587,12 @@ def test_eval_sandbox_escapes_fail(eval_server, code, expected):
     assert evaluate(eval_server, "return 1 + 1").json()["result"] == 2
 
 
+def test_eval_errors_name_domains_not_server_paths(eval_server, served):
+    r = evaluate(eval_server, "return nx.load('/notes.txt')")
+    assert r.status_code == 400 and "/notes.txt" in r.json()["error"], r.text
+    assert str(served["root"]) not in r.json()["error"]
+
+
 def test_eval_cannot_write(eval_server, served):
     before = (served["root"] / "sample.nxs").read_bytes()
     r = evaluate(eval_server, "local f = nx.load('/sample.nxs'); f.entry.attrs.new = 1; return 1")

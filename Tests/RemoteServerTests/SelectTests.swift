@@ -146,6 +146,11 @@ final class SelectTests: XCTestCase {
         XCTAssertThrowsError(try JSON.parse(String(repeating: "[", count: 100) + String(repeating: "]", count: 100)))
     }
 
+    func testReplacing() {
+        XCTAssertEqual(replacing("/srv/data/", with: "/", in: "/srv/data/a.nxs: bad; /srv/data/b"), "/a.nxs: bad; /b")
+        XCTAssertEqual(replacing("x", with: "y", in: ""), "")
+    }
+
     func testBlocksKeepOrder() throws {
         let sel = try ValueSelection.parse("[0:10:3, 0:4]", dims: [10, 4])
         let blocks = split(sel, bytesPerElement: 4, blockBytes: 32)  // two rows a block
