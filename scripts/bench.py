@@ -421,7 +421,8 @@ def serve_file():
 def start_listening(cmd, url, env=None, timeout=120):
     """Starts a server in its own process group; returns it once `url` answers."""
     import requests
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True,
+                            cwd=bench_cache())  # HSDS and h5pyd tools write hs.log where they run
     t = time.time()
     while time.time() - t < timeout:
         try:
@@ -482,10 +483,12 @@ def bench_serve(root):
         try:
             h5pyd.File(domain, "r", **with_hsds).close()
         except OSError:
+            # h5pyd's tools write hs.log in their working folder: the bench cache, not the repo
             for folder in ("/home/", f"/home/{user}/"):  # hsload needs the folder
-                subprocess.run([f"{venv}/bin/hstouch", folder], env=env, capture_output=True, timeout=120)
+                subprocess.run([f"{venv}/bin/hstouch", folder], env=env, capture_output=True, timeout=120,
+                               cwd=bench_cache())
             subprocess.run([f"{venv}/bin/hsload", str(path), f"/home/{user}/"], env=env, check=True,
-                           capture_output=True, timeout=1800)
+                           capture_output=True, timeout=1800, cwd=bench_cache())
         ours = start_listening([nxlua, "serve", str(served), "--port", "5198", "--host", "127.0.0.1",
                                 "--users", str(users), "--log-level", "warning", "--max-request-size", limit], ours_url)
         results = {}
