@@ -9,6 +9,10 @@ let package = Package(
         .executable(name: "nxlua-bench", targets: ["nxlua-bench"]),
         .library(name: "LuaBridge", targets: ["LuaBridge"]),
     ],
+    dependencies: [
+        // Subcommands' options (nxlua stack, nxlua serve): parsing, validation, --help.
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
     targets: [
         // System libraries (Debian -dev packages; scripts/setup installs them).
         .systemLibrary(name: "CLua", pkgConfig: "lua5.4", providers: [.apt(["liblua5.4-dev"])]),
@@ -39,6 +43,9 @@ let package = Package(
         // Detector frames: CBF (native byte-offset reader, cbflib for the rest) and TIFF
         // (libtiff) readers, the Pilatus header, writers for tests and demos. No Lua inside.
         .target(name: "Detector", dependencies: ["NDArray", "CTIFF", "CTIFFShims", "CCBFShims"]),
+        // Detector frames into growing NeXus files: folder watching, worker threads that
+        // decode and compress, one HDF5 writer, resumable commits. No Lua inside.
+        .target(name: "Stacker", dependencies: ["Detector", "NeXus", "NDArray", "TerminalProgress"]),
         // Line editing and history over libedit, no Lua inside.
         .target(name: "LineEdit", dependencies: ["CEdit", "CEditShims"]),
         // Versions of the native libraries, read with dlopen so that start-up never pays
@@ -47,10 +54,13 @@ let package = Package(
         // Progress bars on stderr for long work (quiet when piped or under CI).
         .target(name: "TerminalProgress"),
         // The Lua modules nxlua provides (bindings only; cores live in their own modules).
-        .target(name: "NXLuaRuntime", dependencies: ["LuaBridge", "NativeLibraries", "NDArray", "NeXus", "Detector", "TerminalProgress"]),
+        .target(name: "NXLuaRuntime", dependencies: ["LuaBridge", "NativeLibraries", "NDArray", "NeXus", "Detector", "Stacker", "TerminalProgress"]),
         // The executable: CLI, REPL, script runner.
         // The Swift runtime is linked statically: 1.2 ms less start-up (docs/architecture.md).
-        .executableTarget(name: "nxlua", dependencies: ["NXLuaRuntime", "LuaBridge", "LineEdit"],
+        .executableTarget(name: "nxlua", dependencies: [
+            "NXLuaRuntime", "LuaBridge", "LineEdit", "Stacker", "NeXus",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ],
                           linkerSettings: [.unsafeFlags(["-static-stdlib"], .when(configuration: .release))]),
 
         // Swift-side micro-benchmarks for scripts/bench (not part of the product).
