@@ -9,10 +9,6 @@ let package = Package(
         .executable(name: "nxlua-bench", targets: ["nxlua-bench"]),
         .library(name: "LuaBridge", targets: ["LuaBridge"]),
     ],
-    dependencies: [
-        // Subcommands' options (nxlua stack, nxlua serve): parsing, validation, --help.
-        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
-    ],
     targets: [
         // System libraries (Debian -dev packages; scripts/setup installs them).
         .systemLibrary(name: "CLua", pkgConfig: "lua5.4", providers: [.apt(["liblua5.4-dev"])]),
@@ -59,7 +55,6 @@ let package = Package(
         // The Swift runtime is linked statically: 1.2 ms less start-up (docs/architecture.md).
         .executableTarget(name: "nxlua", dependencies: [
             "NXLuaRuntime", "LuaBridge", "LineEdit", "Stacker", "NeXus",
-            .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ],
                           linkerSettings: [.unsafeFlags(["-static-stdlib"], .when(configuration: .release))]),
 

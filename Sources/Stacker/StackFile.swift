@@ -104,9 +104,24 @@ final class StackFile {
 
     /// Reopens a stack a previous run wrote (perhaps killed): SWMR writing resumes at once.
     static func resume(path: String, entry: String, expectedFirst: Int?) throws -> StackFile {
+        // A file that opens normally must be a stack; one that does not may be a stack whose
+        // writer was killed (still marked as SWMR-written), which only the reopen below clears.
+        if let plain = try? NXFile(path: path, mode: .read) {
+            let group = (try? plain.root.resolve("\(entry)/stacking")) ?? nil
+            let isStack = (try? group?.hasAttribute("first_frame_number")) == true
+            plain.close()
+            if !isStack {
+                throw StackError("\(path): no /\(entry)/stacking group with @first_frame_number: not a stack written by nxlua stack (choose another --out, or --entry)")
+            }
+        }
         var o = NXFile.Options()
         o.swmrWrite = true
-        let file = try NXFile(path: path, mode: .readWrite, options: o)
+        let file: NXFile
+        do {
+            file = try NXFile(path: path, mode: .readWrite, options: o)
+        } catch {
+            throw StackError("cannot resume \(path) as a stack: \(error) (not a stack written by nxlua stack? choose another --out)")
+        }
         do {
             guard let g = try file.root.resolve("\(entry)/stacking") as? NXGroup,
                   case .array(let a)? = try g.attribute("first_frame_number"), let first = try? Int(a.integer(at: [])) else {

@@ -130,6 +130,7 @@ public final class Stacker {
         var summary = StackSummary(output: o.output, dataset: dataset)
 
         var stack: StackFile? = nil
+        var job: Job? = nil
         if access(o.output, F_OK) == 0 {
             let s = try StackFile.resume(path: o.output, entry: o.entry, expectedFirst: o.firstNumber)
             stack = s
@@ -246,7 +247,8 @@ public final class Stacker {
                     try startStack(with: f)
                 }
             } else if let s = stack {
-                let job = s.job
+                if job == nil { job = s.job }
+                let job = job!
                 while inFlight < o.workers * 2, let i = queue.keys.min() {
                     let f = queue.removeValue(forKey: i)!
                     inFlight += 1
@@ -255,7 +257,9 @@ public final class Stacker {
                     }
                 }
             }
-            for outcome in results.pop(waitingUpTo: inFlight > 0 && queue.isEmpty ? 0.02 : 0) {
+            // Wait for a worker when none can take more (no spinning on the writer's core).
+            let saturated = inFlight >= o.workers * 2 || queue.isEmpty
+            for outcome in results.pop(waitingUpTo: inFlight > 0 && saturated ? 0.02 : 0) {
                 inFlight -= 1
                 handle(outcome)
             }
@@ -265,7 +269,8 @@ public final class Stacker {
                 try commit()
             }
             // Stop conditions.
-            let idle = inFlight == 0 && queue.isEmpty && pendingReady.isEmpty && pendingBad.isEmpty
+            // (bad frames seen before any good one wait for the layout: they do not keep a run going)
+            let idle = inFlight == 0 && queue.isEmpty && (stack == nil || (pendingReady.isEmpty && pendingBad.isEmpty))
             if draining {
                 if inFlight == 0 { break }
                 continue

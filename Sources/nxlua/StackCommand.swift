@@ -1,4 +1,3 @@
-import ArgumentParser
 import NeXus
 import Stacker
 #if canImport(Glibc)
@@ -10,92 +9,68 @@ import Glibc
 nonisolated(unsafe) private var stopRequested: sig_atomic_t = 0
 
 /// `nxlua stack`: detector frames into a NeXus file (docs/stacking.md).
-struct StackCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "nxlua stack",
-        abstract: "Stack detector frames (CBF, TIFF) into a NeXus file, from files or from a folder the detector writes into.",
-        discussion: """
-        Rerun the same command after an interruption or a crash: it resumes where it stopped, with
-        no frame lost or duplicated. The output is written in SWMR mode and readable while it grows.
-        Exit status: 0 every frame stored; 2 finished with bad or missing frames (recorded in
-        /entry/stacking); 130 interrupted (resumable); 1 error. See docs/stacking.md.
-        """)
+enum StackCommand {
+    static let specs: [SubcommandOptions.Spec] = [
+        .init(name: "out", valueName: "FILE.nxs", help: "the NeXus file to write, or to resume (required)"),
+        .init(name: "watch", valueName: "DIR", help: "follow this folder while the detector writes into it"),
+        .init(name: "pattern", valueName: "GLOB", help: "only names matching this shell pattern (default *.cbf, *.tif, *.tiff)"),
+        .init(name: "entry", valueName: "NAME", help: "the NXentry's name (default entry)"),
+        .init(name: "compression", valueName: "NAME", help: "bslz4 (default), lz4, gzip[:level], blosc[:level], lzf or none"),
+        .init(name: "frames", valueName: "N", help: "expected frame count: stop once all are in; the rest are recorded missing"),
+        .init(name: "first", valueName: "N", help: "the frame number stored first (default: lowest listed; watching: 0 or 1)"),
+        .init(name: "fill", valueName: "V", help: "pixel value of missing and bad frames (default -1)"),
+        .init(name: "workers", valueName: "N", help: "decode/compress threads (default: one per core)"),
+        .init(name: "poll", valueName: nil, help: "watch by rescanning, not inotify (NFS, GPFS: no events from other hosts)"),
+        .init(name: "poll-interval", valueName: "S", help: "seconds between rescans with --poll (default 0.2)"),
+        .init(name: "end-marker", valueName: "NAME", help: "stop once a file of this name appears in the folder"),
+        .init(name: "idle", valueName: "S", help: "stop after this many seconds without a new frame"),
+        .init(name: "settle", valueName: "S", help: "retry an undecodable file while younger than this (default 5)"),
+        .init(name: "flush-every", valueName: "N", help: "commit at least every N frames (default 32; an idle stacker commits at once)"),
+        .init(name: "quiet", valueName: nil, help: "no progress bar"),
+        .init(name: "help", valueName: nil, help: "show this help"),
+    ]
 
-    @Argument(help: "Frame files (numbered by the last number in their names).")
-    var files: [String] = []
-
-    @Option(name: .long, help: ArgumentHelp("Follow this folder while the detector writes into it.", valueName: "dir"))
-    var watch: String?
-
-    @Option(name: .long, help: ArgumentHelp("Only files matching this shell pattern (watch mode; default *.cbf, *.tif, *.tiff).", valueName: "glob"))
-    var pattern: String?
-
-    @Option(name: .long, help: ArgumentHelp("The NeXus file to write (or to resume).", valueName: "file.nxs"))
-    var out: String
-
-    @Option(name: .long, help: "The NXentry's name.")
-    var entry = "entry"
-
-    @Option(name: .long, help: ArgumentHelp("bslz4, lz4, gzip[:level], blosc[:level], lzf or none.", valueName: "name"))
-    var compression = "bslz4"
-
-    @Option(name: .long, help: ArgumentHelp("Expected frame count: stop once all are in; record the rest as missing.", valueName: "n"))
-    var frames: Int?
-
-    @Option(name: .long, help: ArgumentHelp("The frame number stored first (default: the lowest listed; watch mode: 0 or 1).", valueName: "n"))
-    var first: Int?
-
-    @Option(name: .long, help: "The pixel value of missing and bad frames.")
-    var fill: Double = -1
-
-    @Option(name: .long, help: "Decode/compress threads (default: one per core).")
-    var workers: Int?
-
-    @Flag(name: .long, help: "Watch by rescanning instead of inotify (NFS, GPFS: no events from other hosts).")
-    var poll = false
-
-    @Option(name: .customLong("poll-interval"), help: ArgumentHelp("Seconds between rescans with --poll.", valueName: "s"))
-    var pollInterval = 0.2
-
-    @Option(name: .customLong("end-marker"), help: ArgumentHelp("Stop once a file of this name appears in the folder.", valueName: "name"))
-    var endMarker: String?
-
-    @Option(name: .long, help: ArgumentHelp("Stop after this many seconds without a new frame.", valueName: "s"))
-    var idle: Double?
-
-    @Option(name: .long, help: ArgumentHelp("Retry an undecodable file while it is younger than this (still being written).", valueName: "s"))
-    var settle = 5.0
-
-    @Option(name: .customLong("flush-every"), help: ArgumentHelp("Commit at least every n frames (an idle stacker commits at once).", valueName: "n"))
-    var flushEvery = 32
-
-    @Flag(name: .long, help: "No progress bar.")
-    var quiet = false
-
-    func validate() throws {
-        if files.isEmpty && watch == nil { throw ValidationError("give frame files or --watch DIR") }
-        if !files.isEmpty && watch != nil { throw ValidationError("give frame files or --watch DIR, not both") }
-        if let frames, frames < 1 { throw ValidationError("--frames must be at least 1") }
-        if let workers, workers < 1 { throw ValidationError("--workers must be at least 1") }
-        if flushEvery < 1 { throw ValidationError("--flush-every must be at least 1") }
+    static var usage: String {
+        """
+        usage: nxlua stack FILES... --out FILE.nxs [options]
+               nxlua stack --watch DIR --out FILE.nxs [options]
+        Stacks detector frames (CBF, TIFF) into a NeXus file, numbered by the last number in
+        their names. Rerun the same command after an interruption or a crash: it resumes where
+        it stopped, with no frame lost or duplicated. The file is written in SWMR mode and can
+        be read while it grows. Exit status: 0 every frame stored; 2 finished with bad or
+        missing frames (recorded in /entry/stacking); 130 interrupted (resumable); 1 error.
+        Options:
+        \(SubcommandOptions.helpLines(specs))
+        See docs/stacking.md.
+        """
     }
 
-    func options() throws -> StackOptions {
-        var o = StackOptions(source: watch.map { .watch($0) } ?? .files(files), output: out)
-        o.pattern = pattern
-        o.entry = entry
-        o.compression = compression.lowercased() == "none" ? nil : try NXCompression(parsing: compression)
-        o.frames = frames
-        o.firstNumber = first
-        o.fillValue = fill
-        if let workers { o.workers = workers }
-        o.poll = poll
-        o.pollInterval = pollInterval
-        o.endMarker = endMarker
-        o.idleTimeout = idle
-        o.settleTime = settle
-        o.commitFrames = flushEvery
-        o.progress = !quiet
+    static func options(_ a: SubcommandOptions) throws -> StackOptions {
+        guard let out = a.string("out") else { throw SubcommandOptions.UsageError(message: "--out FILE.nxs is required") }
+        let watch = a.string("watch")
+        if a.positional.isEmpty && watch == nil { throw SubcommandOptions.UsageError(message: "give frame files or --watch DIR") }
+        if !a.positional.isEmpty && watch != nil {
+            throw SubcommandOptions.UsageError(message: "give frame files or --watch DIR, not both")
+        }
+        var o = StackOptions(source: watch.map { .watch($0) } ?? .files(a.positional), output: out)
+        o.pattern = a.string("pattern")
+        if let e = a.string("entry") { o.entry = e }
+        let c = a.string("compression") ?? "bslz4"
+        o.compression = c.lowercased() == "none" ? nil : try NXCompression(parsing: c)
+        o.frames = try a.int("frames", atLeast: 1)
+        o.firstNumber = try a.int("first", atLeast: 0)
+        if let f = a.string("fill") {
+            guard let v = Double(f) else { throw SubcommandOptions.UsageError(message: "--fill takes a number, not '\(f)'") }
+            o.fillValue = v
+        }
+        if let w = try a.int("workers", atLeast: 1) { o.workers = w }
+        o.poll = a.flag("poll")
+        if let p = try a.number("poll-interval", atLeast: 0.001) { o.pollInterval = p }
+        o.endMarker = a.string("end-marker")
+        o.idleTimeout = try a.number("idle", atLeast: 0)
+        if let s = try a.number("settle", atLeast: 0) { o.settleTime = s }
+        if let n = try a.int("flush-every", atLeast: 1) { o.commitFrames = n }
+        o.progress = !a.flag("quiet")
         o.program = "nxlua stack (\(versionLine()))"
         o.shouldStop = { stopRequested != 0 }
         return o
@@ -103,19 +78,22 @@ struct StackCommand: ParsableCommand {
 
     /// Runs with the arguments after "stack"; returns the exit status.
     static func run(_ arguments: [String]) -> Int32 {
-        let command: StackCommand
+        let stackOptions: StackOptions
         do {
-            command = try StackCommand.parse(arguments)
+            let a = try SubcommandOptions(specs: specs, arguments: arguments)
+            if a.flag("help") { print(usage); return 0 }
+            stackOptions = try options(a)
+        } catch let e as SubcommandOptions.UsageError {
+            FileHandleOutput.error("nxlua stack: \(e.message)\n\(usage)\n")
+            return 1
         } catch {
-            let status = StackCommand.exitCode(for: error).rawValue
-            let text = StackCommand.fullMessage(for: error)
-            if status == 0 { print(text) } else { FileHandleOutput.error(text + "\n") }
-            return status
+            FileHandleOutput.error("nxlua stack: \(error)\n")
+            return 1
         }
         signal(SIGINT) { _ in stopRequested = 1 }
         signal(SIGTERM) { _ in stopRequested = 1 }
         do {
-            let summary = try Stacker(options: try command.options()).run()
+            let summary = try Stacker(options: stackOptions).run()
             print(describe(summary))
             if summary.stopReason == "interrupted" { return 130 }
             return summary.bad > 0 || !summary.missing.isEmpty ? 2 : 0
