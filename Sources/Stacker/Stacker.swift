@@ -158,7 +158,14 @@ public final class Stacker {
                                       bytesPerUnit: s.frameShape.reduce(s.dtype.itemSize, *))
         }
         if let s = stack { makeBar(s) }
-        let workers = DispatchQueue(label: "nxlua.stack.workers", attributes: .concurrent)
+        // One serial queue per worker: exactly `workers` threads decode and compress, however
+        // many frames wait (a concurrent queue may start a thread per waiting item).
+        let lanes = (0..<o.workers).map { DispatchQueue(label: "nxlua.stack.worker\($0)") }
+        var nextLane = 0
+        // Frames handed to the workers and not yet taken back. Deep enough that the workers
+        // keep going while this thread spends a commit writing chunks; a finished frame
+        // holds only its compressed chunk.
+        let maxInFlight = o.workers * 4 + o.commitFrames
 
         func index(of f: FrameFile) -> Int { f.number - (base ?? 0) }
 
@@ -249,16 +256,17 @@ public final class Stacker {
             } else if let s = stack {
                 if job == nil { job = s.job }
                 let job = job!
-                while inFlight < o.workers * 2, let i = queue.keys.min() {
+                while inFlight < maxInFlight, let i = queue.keys.min() {
                     let f = queue.removeValue(forKey: i)!
                     inFlight += 1
-                    workers.async {
+                    nextLane = (nextLane + 1) % lanes.count
+                    lanes[nextLane].async {
                         results.push(Stacker.process(f, index: i, job: job, settle: o.settleTime))
                     }
                 }
             }
             // Wait for a worker when none can take more (no spinning on the writer's core).
-            let saturated = inFlight >= o.workers * 2 || queue.isEmpty
+            let saturated = inFlight >= maxInFlight || queue.isEmpty
             for outcome in results.pop(waitingUpTo: inFlight > 0 && saturated ? 0.02 : 0) {
                 inFlight -= 1
                 handle(outcome)
