@@ -9,6 +9,14 @@ let package = Package(
         .executable(name: "nxlua-bench", targets: ["nxlua-bench"]),
         .library(name: "LuaBridge", targets: ["LuaBridge"]),
     ],
+    dependencies: [
+        // nxlua serve (Sources/RemoteServer): HTTP server, Basic auth with bcrypt, TLS, gzip, logs.
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird-auth", from: "2.5.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/adam-fowler/compress-nio", from: "1.5.0"),
+    ],
     targets: [
         // System libraries (Debian -dev packages; scripts/setup installs them).
         .systemLibrary(name: "CLua", pkgConfig: "lua5.4", providers: [.apt(["liblua5.4-dev"])]),
@@ -49,14 +57,31 @@ let package = Package(
         .target(name: "NativeLibraries", dependencies: ["CLuaShims", "CHDF5Shims", "CTIFFShims", "CCBFShims"]),
         // Progress bars on stderr for long work (quiet when piped or under CI).
         .target(name: "TerminalProgress"),
+        // `nxlua serve`: the read-only HDF REST API (HSDS's protocol, h5pyd's client) over
+        // the files of a folder. No Lua inside: remote evaluation goes through the
+        // RemoteEvaluator protocol, which NXLuaRuntime's sandbox implements.
+        .target(name: "RemoteServer", dependencies: [
+            "NeXus", "NDArray", "CHDF5Shims",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "HummingbirdCore", package: "hummingbird"),
+            .product(name: "HummingbirdTLS", package: "hummingbird"),
+            .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "CompressNIO", package: "compress-nio"),
+        ]),
         // The Lua modules nxlua provides (bindings only; cores live in their own modules).
-        .target(name: "NXLuaRuntime", dependencies: ["LuaBridge", "NativeLibraries", "NDArray", "NeXus", "Detector", "Stacker", "TerminalProgress"]),
+        .target(name: "NXLuaRuntime", dependencies: ["LuaBridge", "NativeLibraries", "NDArray", "NeXus", "Detector", "Stacker", "TerminalProgress", "RemoteServer"]),
         // The executable: CLI, REPL, script runner.
-        // The Swift runtime is linked statically: 1.2 ms less start-up (docs/architecture.md).
+        // The release build links the Swift runtime and Foundation (which the HTTP stack
+        // needs) statically: scripts/setup builds with --static-swift-stdlib, which, unlike
+        // a bare -static-stdlib linker flag, also links Foundation's own static libraries
+        // (docs/architecture.md, "Start-up").
         .executableTarget(name: "nxlua", dependencies: [
-            "NXLuaRuntime", "LuaBridge", "LineEdit", "Stacker", "NeXus",
-        ],
-                          linkerSettings: [.unsafeFlags(["-static-stdlib"], .when(configuration: .release))]),
+            "NXLuaRuntime", "LuaBridge", "LineEdit", "Stacker", "NeXus", "RemoteServer",
+        ]),
 
         // Swift-side micro-benchmarks for scripts/bench (not part of the product).
         .target(name: "CBenchmarkShims", dependencies: ["CLua"]),
@@ -67,6 +92,7 @@ let package = Package(
         .testTarget(name: "NeXusTests", dependencies: ["NeXus", "NDArray"]),
         .testTarget(name: "StackerTests", dependencies: ["Stacker", "NeXus", "NDArray", "Detector"]),
         .testTarget(name: "DetectorTests", dependencies: ["Detector", "NDArray", "CCBFShims"]),
+        .testTarget(name: "RemoteServerTests", dependencies: ["RemoteServer", "NeXus", "NDArray"]),
         .testTarget(name: "NXLuaRuntimeTests", dependencies: [
             "NXLuaRuntime", "LuaBridge", "NativeLibraries", "CHDF5", "CHDF5Shims", "CTIFFShims", "CCBFShims",
         ]),

@@ -478,12 +478,120 @@ def bench_stack(root):
     return [(f"stack 1000 Pilatus 2M CBF -> bslz4 NeXus ({'same frames' if same else 'FRAMES DIFFER'})",
              f"{ours:.0f} frames/s", "fabio + h5py + hdf5plugin", f"{theirs:.0f} frames/s",
              f"{ours / theirs:.1f}x faster", ">= 300 frames/s", ours >= 300)]
+def serve_file():
+    def write(path):
+        import h5py
+        import numpy as np
+        with h5py.File(path, "w") as f:
+            entry = f.create_group("entry")
+            entry.attrs["NX_class"] = "NXentry"
+            data = entry.create_group("data")
+            data.attrs["NX_class"] = "NXdata"
+            data.attrs["signal"] = "frames"
+            frames = data.create_dataset("frames", shape=(100, 512, 512), dtype=np.int32, chunks=(1, 512, 512))
+            for i in range(100):  # 100 MiB
+                frames[i] = (np.arange(512 * 512, dtype=np.int64) * (i + 1) % 65536).reshape(512, 512)
+    return cached_file("serve_v1.nxs", write)
+
+
+def start_listening(cmd, url, env=None, timeout=120):
+    """Starts a server in its own process group; returns it once `url` answers."""
+    import requests
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+    t = time.time()
+    while time.time() - t < timeout:
+        try:
+            requests.get(url + "/about", timeout=2)
+            return proc
+        except Exception:
+            if proc.poll() is not None:
+                sys.exit(f"bench: {' '.join(map(str, cmd))} exited with {proc.returncode}")
+            time.sleep(0.3)
+    stop_group(proc)
+    sys.exit(f"bench: {cmd[0]} did not answer within {timeout} s")
+
+
+def stop_group(proc):
+    import os
+    import signal
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(60)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def bench_serve(root):
+    """h5pyd 1.0 reading one 1 MiB frame and a whole 100 MiB dataset from nxlua serve and
+    from HSDS 1.0.2 (local, no Docker) holding the same file (hsload)."""
+    import os
+    import h5pyd
+    import numpy as np
+    path = serve_file()
+    user, password = "bench", "bench-pw"
+    venv = subprocess.run([str(root / "scripts/venv"), "--name", "venv-bench", str(root / "scripts/requirements-bench.txt")],
+                          check=True, capture_output=True, text=True).stdout.strip()
+    served = bench_cache() / "served"
+    served.mkdir(exist_ok=True)
+    link = served / "sample.nxs"
+    if not link.exists():
+        link.symlink_to(path)
+    users = bench_cache() / "serve-users"
+    nxlua = str(root / ".build/release/nxlua")
+    subprocess.run([nxlua, "serve", "adduser", str(users), user], input=password + "\n", check=True,
+                   capture_output=True, text=True)
+    # HSDS: its storage folder is kept, so the file is loaded once
+    hsds_root = bench_cache() / "hsds"
+    (hsds_root / "hsdstest").mkdir(parents=True, exist_ok=True)
+    hsds_url, ours_url = "http://127.0.0.1:5199", "http://127.0.0.1:5198"
+    env = dict(os.environ, HS_ENDPOINT=hsds_url, HS_USERNAME=user, HS_PASSWORD=password, BUCKET_NAME="hsdstest")
+    hsds = start_listening([f"{venv}/bin/hsds", "--root_dir", str(hsds_root), "--hs_username", user,
+                            "--hs_password", password, "--port", "5199"], hsds_url, env=env)
+    ours = None
+    try:
+        domain = f"/home/{user}/serve_v1.nxs"
+        with_hsds = dict(endpoint=hsds_url, username=user, password=password)
+        try:
+            h5pyd.File(domain, "r", **with_hsds).close()
+        except OSError:
+            subprocess.run([f"{venv}/bin/hsload", str(path), f"/home/{user}/"], env=env, check=True,
+                           capture_output=True, timeout=1800)
+        ours = start_listening([nxlua, "serve", str(served), "--port", "5198", "--host", "127.0.0.1",
+                                "--users", str(users), "--log-level", "warning"], ours_url)
+        results = {}
+        for name, dom, kw in [("nxlua", "/sample.nxs", dict(endpoint=ours_url, username=user, password=password)),
+                              ("hsds", domain, with_hsds)]:
+            with h5pyd.File(dom, "r", **kw) as f:
+                d = f["entry/data/frames"]
+                d[0]  # warm-up: connection, caches
+                frame = []
+                for i in range(40):
+                    t = time.perf_counter()
+                    a = d[i % 100]
+                    frame.append((time.perf_counter() - t) * 1e3)
+                assert a.shape == (512, 512)
+                whole = []
+                for r in range(3):
+                    t = time.perf_counter()
+                    a = d[...]
+                    whole.append(time.perf_counter() - t)
+                assert a.shape == (100, 512, 512) and int(a[7, 3, 5]) == (3 * 512 + 5) * 8 % 65536
+                results[name] = (statistics.median(frame), statistics.median(whole))
+    finally:
+        stop_group(hsds)
+        if ours:
+            stop_group(ours)
+    (of, ow), (hf, hw) = results["nxlua"], results["hsds"]
+    return [("h5pyd -> nxlua serve: d[i], one 1 MiB frame", f"{of:.2f} ms", "h5pyd -> HSDS 1.0.2", f"{hf:.2f} ms",
+             f"{hf / of:.1f}x faster", "faster than HSDS", of < hf),
+            ("h5pyd -> nxlua serve: d[...], 100 MiB", f"{ow:.2f} s", "h5pyd -> HSDS 1.0.2", f"{hw:.2f} s",
+             f"{hw / ow:.1f}x faster", "faster than HSDS", ow < hw)]
 
 
 BENCHES = {"startup": bench_startup, "bridge": bench_bridge, "sums": bench_sums,
            "elementwise": bench_elementwise, "masked_sum": bench_masked_sum, "nexus_tree": bench_nexus_tree,
            "nexus_frame": bench_nexus_frame, "stream": bench_stream, "cbf_decode": bench_cbf_decode,
-           "stack": bench_stack}
+           "stack": bench_stack, "serve": bench_serve}
 
 
 def main():

@@ -116,11 +116,19 @@ static int nxl_box_gc(lua_State *L) {
     return 0;
 }
 
+static void *nxl_limited_alloc(void *ud, void *ptr, size_t osize, size_t nsize);
+
 // The only way Lua enters Swift. The Swift frame has returned before lua_error runs.
+// In a limited state the memory cap is lifted while Swift runs (see nxl_Limits).
 static int nxl_trampoline(lua_State *L) {
     void **slot = (void **)lua_touserdata(L, lua_upvalueindex(1));
     int argIndex = 0;
+    void *ud = NULL;
+    nxl_Limits *limits = lua_getallocf(L, &ud) == nxl_limited_alloc ? (nxl_Limits *)ud : NULL;
+    int enforcing = limits ? limits->enforcing : 0;
+    if (limits) limits->enforcing = 0;
     int n = nxl_dispatch(L, *slot, &argIndex);
+    if (limits) limits->enforcing = enforcing;
     if (n >= 0) return n;
     switch (n) {
     case NXL_ARGERROR:
@@ -377,4 +385,106 @@ void nxl_interrupt_request(void) {
     lua_State *L = nxl_interrupt_state;
     if (L != NULL)
         lua_sethook(L, nxl_stop_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
+}
+
+// ---- limits of sandboxed evaluation --------------------------------------------------
+
+#include <time.h>
+
+static double nxl_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+// Refuses (returns NULL: Lua raises "not enough memory") beyond the cap while Lua code
+// runs; outside that it behaves as nxl_alloc, aborting when the system refuses.
+static void *nxl_limited_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+    nxl_Limits *lim = (nxl_Limits *)ud;
+    size_t old = ptr ? osize : 0;
+    if (nsize == 0) {
+        free(ptr);
+        lim->used -= old;
+        return NULL;
+    }
+    if (lim->enforcing && nsize > old && lim->used - old + nsize > lim->cap) {
+        // refused once, stopped for good: the hook raises from now on (pcall cannot retry)
+        lim->refused++;
+        if (!lim->expired) lim->expired = NXL_LIMIT_MEMORY;
+        return NULL;
+    }
+    void *p = realloc(ptr, nsize);
+    if (p == NULL) {
+        if (lim->enforcing) {
+            lim->refused++;
+            if (!lim->expired) lim->expired = NXL_LIMIT_MEMORY;
+            return NULL;
+        }
+        fprintf(stderr, "nxlua: out of memory (Lua asked for %zu bytes); aborting\n", nsize);
+        fflush(stderr);
+        abort();
+    }
+    lim->used = lim->used - old + nsize;
+    return p;
+}
+
+lua_State *nxl_newstate_limited(nxl_Limits *limits) {
+    lua_State *L = lua_newstate(nxl_limited_alloc, limits);
+    if (L == NULL) return NULL;
+    lua_atpanic(L, nxl_panic);
+    nxl_WarnState *w = (nxl_WarnState *)lua_newuserdatauv(L, sizeof *w, 0);
+    w->on = 0; w->continuing = 0;
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &nxl_warn_key);
+    lua_setwarnf(L, nxl_warnf, w);
+    return L;
+}
+
+#define NXL_LIMITS_PERIOD 1000  // instructions between two looks at the clock
+
+static _Thread_local nxl_Limits *nxl_current_limits = NULL;
+
+static void nxl_limits_hook(lua_State *L, lua_Debug *ar) {
+    (void)ar;
+    void *ud = NULL;
+    if (lua_getallocf(L, &ud) != nxl_limited_alloc) return;
+    nxl_Limits *lim = (nxl_Limits *)ud;
+    lim->instructions += lua_gethookcount(L);
+    if (!lim->expired) {
+        if (nxl_now() >= lim->deadline) lim->expired = NXL_LIMIT_TIME;
+        else if (lim->instructions >= lim->maxInstructions) lim->expired = NXL_LIMIT_INSTRUCTIONS;
+    }
+    if (!lim->expired) return;
+    // From now on every instruction of this thread raises: a pcall that caught the
+    // error is stopped at its next instruction.
+    lua_sethook(L, nxl_limits_hook, LUA_MASKCOUNT, 1);
+    if (lim->expired == NXL_LIMIT_TIME)
+        luaL_error(L, "evaluation stopped: time limit of %f seconds reached", lim->seconds);
+    else if (lim->expired == NXL_LIMIT_MEMORY)
+        luaL_error(L, "evaluation stopped: memory limit reached");
+    else
+        luaL_error(L, "evaluation stopped: instruction limit of %I instructions reached", (lua_Integer)lim->maxInstructions);
+}
+
+void nxl_limits_arm(lua_State *L, nxl_Limits *limits, double seconds, long long maxInstructions) {
+    limits->seconds = seconds;
+    limits->deadline = nxl_now() + seconds;
+    limits->maxInstructions = maxInstructions;
+    limits->instructions = 0;
+    limits->expired = 0;
+    limits->enforcing = 1;
+    nxl_current_limits = limits;
+    lua_sethook(L, nxl_limits_hook, LUA_MASKCOUNT, NXL_LIMITS_PERIOD);
+}
+
+void nxl_limits_disarm(lua_State *L, nxl_Limits *limits) {
+    (void)L;
+    limits->enforcing = 0;
+    if (nxl_current_limits == limits) nxl_current_limits = NULL;
+}
+
+int nxl_limits_expired_now(void) {
+    nxl_Limits *lim = nxl_current_limits;
+    if (lim == NULL) return 0;
+    if (!lim->expired && nxl_now() >= lim->deadline) lim->expired = NXL_LIMIT_TIME;
+    return lim->expired != 0;
 }

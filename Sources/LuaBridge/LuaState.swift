@@ -8,12 +8,18 @@ import CLuaShims
 /// memory error, and no API call made from Swift can raise one.
 public final class LuaState {
     public let lua: Lua
+    /// The sandbox limits the state's allocator counts into (kept alive with the state).
+    public let limits: LuaLimits?
 
     /// A new state; `libraries` opens Lua's standard libraries (as lua.c does);
-    /// `ignoreEnvironment` makes `package` ignore LUA_PATH/LUA_CPATH (lua -E).
-    public init(libraries: Bool = true, ignoreEnvironment: Bool = false) throws {
+    /// `ignoreEnvironment` makes `package` ignore LUA_PATH/LUA_CPATH (lua -E);
+    /// `limits` makes a sandboxed state (memory cap, time limit: see LuaLimits).
+    public init(libraries: Bool = true, ignoreEnvironment: Bool = false, limits: LuaLimits? = nil) throws {
         _ = LuaCallbacks.installed
-        guard let L = nxl_newstate() else { throw LuaScriptError(kind: .memory, message: "cannot create a Lua state") }
+        self.limits = limits
+        guard let L = limits.map({ nxl_newstate_limited($0.raw) }) ?? nxl_newstate() else {
+            throw LuaScriptError(kind: .memory, message: "cannot create a Lua state")
+        }
         lua = Lua(L)
         if ignoreEnvironment {
             lua.push(true)

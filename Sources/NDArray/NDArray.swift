@@ -13,11 +13,15 @@ public struct ArrayError: Error, CustomStringConvertible, Equatable {
 public final class Storage: @unchecked Sendable {
     public let bytes: UnsafeMutableRawPointer
     public let byteCount: Int
+    /// The budget this storage is charged to (sandboxed evaluation), if any.
+    private let budget: ArrayMemoryBudget?
 
     /// `zeroed: false` leaves the bytes as they come (for outputs every element of which
     /// is written next: one pass over new memory instead of two).
     public init(byteCount: Int, zeroed: Bool = true) throws {
         self.byteCount = byteCount
+        budget = ArrayMemoryBudget.current
+        try budget?.charge(byteCount)
         if let p = BlockCache.shared.take(byteCount) {
             bytes = p
         } else {
@@ -26,6 +30,7 @@ public final class Storage: @unchecked Sendable {
             // a new 80 MB array then faults 40 pages in instead of 20,000.
             let huge = byteCount >= BlockCache.minimum
             guard posix_memalign(&p, huge ? 2 << 20 : 64, max(byteCount, 64)) == 0, let p else {
+                budget?.release(byteCount)
                 throw ArrayError("cannot allocate \(byteCount) bytes for an array")
             }
             if huge { _ = madvise(p, byteCount, 14 /* MADV_HUGEPAGE */) }
@@ -45,6 +50,7 @@ public final class Storage: @unchecked Sendable {
     }
 
     deinit {
+        budget?.release(byteCount)
         if owned && !BlockCache.shared.keep(bytes, byteCount) { free(bytes) }
     }
 }

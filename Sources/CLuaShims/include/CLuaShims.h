@@ -112,4 +112,33 @@ int nxl_interrupt_pending(void);
 /// Requests an interrupt as SIGINT would (for tests and for other threads).
 void nxl_interrupt_request(void);
 
+// ---- limits of sandboxed evaluation (nxlua serve's remote evaluation) ---------------
+/// The limits of one sandboxed state: a memory cap enforced by its allocator and a
+/// deadline/instruction budget enforced by a count hook that, once a limit is reached,
+/// fires at every instruction and raises again, so `pcall` cannot swallow it (Redis's
+/// rule). The cap refuses allocations only while Lua code runs: a Swift function called
+/// through the trampoline runs with the cap lifted, so no memory error can longjmp over it.
+typedef struct nxl_Limits {
+    size_t used;            ///< bytes Lua holds now
+    size_t cap;             ///< refused beyond this while enforcing
+    int enforcing;          ///< 1 while Lua code runs
+    double deadline;        ///< CLOCK_MONOTONIC seconds
+    double seconds;         ///< the time limit, for the message
+    long long instructions; ///< counted in steps of the hook's period
+    long long maxInstructions;
+    int expired;            ///< 0, NXL_LIMIT_TIME, NXL_LIMIT_INSTRUCTIONS or NXL_LIMIT_MEMORY
+    int refused;            ///< allocations refused so far
+} nxl_Limits;
+enum { NXL_LIMIT_TIME = 1, NXL_LIMIT_INSTRUCTIONS = 2, NXL_LIMIT_MEMORY = 3 };
+/// A new state (as nxl_newstate) whose allocator counts into `limits` (owned by the caller,
+/// alive until lua_close returns).
+lua_State *nxl_newstate_limited(nxl_Limits *limits);
+/// Starts enforcing: the cap, and the hook with `seconds` and `maxInstructions` from now.
+/// The calling thread's limits become those nxl_limits_expired_now reads.
+void nxl_limits_arm(lua_State *L, nxl_Limits *limits, double seconds, long long maxInstructions);
+/// Stops enforcing the cap (the hook stays: finalizers run at lua_close stay bounded).
+void nxl_limits_disarm(lua_State *L, nxl_Limits *limits);
+/// Nonzero when the calling thread's armed limits have run out (long Swift work polls it).
+int nxl_limits_expired_now(void);
+
 #endif

@@ -1,0 +1,103 @@
+import NIOConcurrencyHelpers
+import NIOPosix
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// HTTP Basic against the users file (bcrypt). A verified Authorization header is
+/// remembered for a while (bcrypt costs ~0.2 s by design; clients send the header with
+/// every request); the file is re-read when it changes, which forgets them all.
+final class Authenticator: Sendable {
+    let usersFile: String?
+    let allowAnonymous: Bool
+    private let state = NIOLockedValueBox(State())
+    static let rememberSeconds = 600
+    static let rememberMax = 4096
+
+    struct State {
+        var users = UsersFile()
+        var stamp: Store.Stamp? = nil
+        var verified: [String: (user: String, until: Int)] = [:]
+    }
+
+    init(usersFile: String?, allowAnonymous: Bool) {
+        self.usersFile = usersFile
+        self.allowAnonymous = allowAnonymous
+    }
+
+    /// The user a request acts as (nil: anonymous, when allowed); throws 401 for missing
+    /// or bad credentials.
+    func authenticate(_ header: String?, pool: NIOThreadPool) async throws -> String? {
+        guard let header, !header.isEmpty else {
+            if allowAnonymous { return nil }
+            throw ServeError(401, "authentication required (HTTP Basic: a user of the server's users file)")
+        }
+        guard let (name, password) = Authenticator.parseBasic(header) else {
+            throw ServeError(401, "malformed Authorization header (HTTP Basic expected)")
+        }
+        let users = try currentUsers()
+        let now = Int(time(nil))
+        if let hit = state.withLockedValue({ $0.verified[header] }), hit.until > now { return hit.user }
+        let ok = try await pool.runIfActive { users.verify(name: name, password: password) }
+        guard ok else { throw ServeError(401, "bad user name or password") }
+        state.withLockedValue {
+            if $0.verified.count >= Authenticator.rememberMax { $0.verified.removeAll() }
+            $0.verified[header] = (name, now + Authenticator.rememberSeconds)
+        }
+        return name
+    }
+
+    private func currentUsers() throws -> UsersFile {
+        guard let usersFile else { return UsersFile() }
+        let stamp = Store.stamp(usersFile)
+        if let cached = state.withLockedValue({ $0.stamp == stamp && stamp != nil ? $0.users : nil }) { return cached }
+        let users: UsersFile
+        do { users = try UsersFile.load(usersFile) } catch {
+            throw ServeError(500, "the users file cannot be read: \(error)")
+        }
+        state.withLockedValue {
+            $0.users = users
+            $0.stamp = stamp
+            $0.verified.removeAll()
+        }
+        return users
+    }
+
+    /// "Basic base64(name:password)" -> (name, password).
+    static func parseBasic(_ header: String) -> (String, String)? {
+        let parts = header.split(separator: " ", maxSplits: 1)
+        guard parts.count == 2, parts[0].lowercased() == "basic", let raw = base64Decode(String(parts[1]).trimmingCharacters()),
+              let text = String(validating: raw, as: UTF8.self), let colon = text.firstIndex(of: ":") else { return nil }
+        return (String(text[..<colon]), String(text[text.index(after: colon)...]))
+    }
+
+    static func base64Decode(_ s: String) -> [UInt8]? {
+        var table = [Int16](repeating: -1, count: 256)
+        for (i, c) in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8.enumerated() { table[Int(c)] = Int16(i) }
+        var out: [UInt8] = []
+        var acc: UInt32 = 0, bits = 0, padding = 0
+        for c in s.utf8 {
+            if c == UInt8(ascii: "=") { padding += 1; continue }
+            guard padding == 0 else { return nil }
+            let v = table[Int(c)]
+            guard v >= 0 else { return nil }
+            acc = (acc << 6) | UInt32(v)
+            bits += 6
+            if bits >= 8 {
+                bits -= 8
+                out.append(UInt8((acc >> UInt32(bits)) & 0xFF))
+            }
+        }
+        guard padding <= 2 else { return nil }
+        return out
+    }
+}
+
+extension String {
+    func trimmingCharacters() -> String {
+        var s = Substring(self)
+        while s.first == " " { s = s.dropFirst() }
+        while s.last == " " { s = s.dropLast() }
+        return String(s)
+    }
+}

@@ -1,0 +1,112 @@
+import HummingbirdBcrypt
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The users file: one `name:bcrypt-hash` per line (`#` starts a comment). Hashes are
+/// bcrypt (salted, cost 12), made by `nxlua serve adduser FILE NAME`.
+public struct UsersFile: Sendable, Equatable {
+    public private(set) var entries: [(name: String, hash: String)]
+
+    public static func == (a: UsersFile, b: UsersFile) -> Bool {
+        a.entries.map(\.name) == b.entries.map(\.name) && a.entries.map(\.hash) == b.entries.map(\.hash)
+    }
+
+    public struct FormatError: Error, CustomStringConvertible {
+        public let description: String
+    }
+
+    public init(parsing text: String, source: String = "users file") throws {
+        entries = []
+        for (n, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let l = line.trimmingSpaces
+            if l.isEmpty || l.hasPrefix("#") { continue }
+            guard let colon = l.firstIndex(of: ":"), colon != l.startIndex else {
+                throw FormatError(description: "\(source):\(n + 1): 'name:hash' expected")
+            }
+            let name = String(l[..<colon]), hash = String(l[l.index(after: colon)...])
+            guard hash.hasPrefix("$2") else {
+                throw FormatError(description: "\(source):\(n + 1): the hash of '\(name)' is not a bcrypt hash (make it with nxlua serve adduser)")
+            }
+            entries.append((name, hash))
+        }
+    }
+
+    public init() { entries = [] }
+
+    public static func load(_ path: String) throws -> UsersFile {
+        guard let text = readTextFile(path) else { throw FormatError(description: "\(path): cannot read the users file") }
+        return try UsersFile(parsing: text, source: path)
+    }
+
+    public func hash(of name: String) -> String? { entries.first { $0.name == name }?.hash }
+
+    /// Checks a password (slow on purpose: bcrypt).
+    public func verify(name: String, password: String) -> Bool {
+        guard let h = hash(of: name) else {
+            _ = Bcrypt.verify(password, hash: UsersFile.decoy)  // same cost whether or not the user exists
+            return false
+        }
+        return Bcrypt.verify(password, hash: h)
+    }
+
+    static let decoy = Bcrypt.hash("nxlua-decoy", cost: 12)
+
+    /// Adds or replaces a user.
+    public mutating func set(name: String, password: String, cost: UInt8 = 12) throws {
+        guard UsersFile.validName(name) else {
+            throw FormatError(description: "bad user name '\(name)' (letters, digits, '.', '_', '-' and '@' only)")
+        }
+        let h = Bcrypt.hash(password, cost: cost)
+        if let i = entries.firstIndex(where: { $0.name == name }) { entries[i].hash = h } else { entries.append((name, h)) }
+    }
+
+    public static func validName(_ name: String) -> Bool {
+        !name.isEmpty && name.count <= 64 && name.allSatisfy { $0.isLetter || $0.isNumber || "._-@".contains($0) }
+    }
+
+    public var text: String {
+        "# nxlua serve users: name:bcrypt-hash (edit with: nxlua serve adduser FILE NAME)\n"
+            + entries.map { "\($0.name):\($0.hash)\n" }.joined()
+    }
+
+    /// Writes the file atomically (temporary file, then rename), readable by its owner only.
+    public func save(_ path: String) throws {
+        let tmp = path + ".tmp\(getpid())"
+        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        guard fd >= 0 else { throw FormatError(description: "\(path): cannot write (\(String(cString: strerror(errno))))") }
+        let bytes = Array(text.utf8)
+        let ok = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) } == bytes.count
+        close(fd)
+        guard ok, rename(tmp, path) == 0 else {
+            unlink(tmp)
+            throw FormatError(description: "\(path): cannot write (\(String(cString: strerror(errno))))")
+        }
+    }
+}
+
+extension Substring {
+    var trimmingSpaces: Substring {
+        var s = self
+        while let f = s.first, f == " " || f == "\t" || f == "\r" { s = s.dropFirst() }
+        while let l = s.last, l == " " || l == "\t" || l == "\r" { s = s.dropLast() }
+        return s
+    }
+}
+
+/// A whole small text file, nil if it cannot be read.
+func readTextFile(_ path: String) -> String? {
+    let fd = open(path, O_RDONLY)
+    guard fd >= 0 else { return nil }
+    defer { close(fd) }
+    var out: [UInt8] = []
+    var buf = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        if n < 0 { return nil }
+        if n == 0 { break }
+        out += buf[0..<n]
+        if out.count > 16 << 20 { return nil }
+    }
+    return String(decoding: out, as: UTF8.self)
+}
