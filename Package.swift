@@ -49,6 +49,9 @@ let package = Package(
         // Detector frames: CBF (native byte-offset reader, cbflib for the rest) and TIFF
         // (libtiff) readers, the Pilatus header, writers for tests and demos. No Lua inside.
         .target(name: "Detector", dependencies: ["NDArray", "CTIFF", "CTIFFShims", "CCBFShims"]),
+        // Detector frames into growing NeXus files: folder watching, worker threads that
+        // decode and compress, one HDF5 writer, resumable commits. No Lua inside.
+        .target(name: "Stacker", dependencies: ["Detector", "NeXus", "NDArray", "TerminalProgress"]),
         // Line editing and history over libedit, no Lua inside.
         .target(name: "LineEdit", dependencies: ["CEdit", "CEditShims"]),
         // Versions of the native libraries, read with dlopen so that start-up never pays
@@ -72,15 +75,15 @@ let package = Package(
             .product(name: "CompressNIO", package: "compress-nio"),
         ]),
         // The Lua modules nxlua provides (bindings only; cores live in their own modules).
-        .target(name: "NXLuaRuntime", dependencies: ["LuaBridge", "NativeLibraries", "NDArray", "NeXus", "Detector", "TerminalProgress", "RemoteServer"]),
+        .target(name: "NXLuaRuntime", dependencies: ["LuaBridge", "NativeLibraries", "NDArray", "NeXus", "Detector", "Stacker", "TerminalProgress", "RemoteServer"]),
         // The executable: CLI, REPL, script runner.
-        // The Swift runtime is linked statically: 1.2 ms less start-up (docs/architecture.md).
-        .executableTarget(name: "nxlua", dependencies: ["NXLuaRuntime", "LuaBridge", "LineEdit", "RemoteServer"],
-                          linkerSettings: [.unsafeFlags(["-static-stdlib"], .when(configuration: .release)),
-                                           // FoundationEssentials' own libraries (nxlua serve's HTTP stack
-                                           // uses it): a static link does not find them by itself
-                                           .linkedLibrary("_FoundationCollections", .when(configuration: .release)),
-                                           .linkedLibrary("_FoundationCShims", .when(configuration: .release))]),
+        // The release build links the Swift runtime and Foundation (which the HTTP stack
+        // needs) statically: scripts/setup builds with --static-swift-stdlib, which, unlike
+        // a bare -static-stdlib linker flag, also links Foundation's own static libraries
+        // (docs/architecture.md, "Start-up").
+        .executableTarget(name: "nxlua", dependencies: [
+            "NXLuaRuntime", "LuaBridge", "LineEdit", "Stacker", "NeXus", "RemoteServer",
+        ]),
 
         // Swift-side micro-benchmarks for scripts/bench (not part of the product).
         .target(name: "CBenchmarkShims", dependencies: ["CLua"]),
@@ -89,6 +92,7 @@ let package = Package(
         .testTarget(name: "LuaBridgeTests", dependencies: ["LuaBridge"]),
         .testTarget(name: "NDArrayTests", dependencies: ["NDArray"]),
         .testTarget(name: "NeXusTests", dependencies: ["NeXus", "NDArray"]),
+        .testTarget(name: "StackerTests", dependencies: ["Stacker", "NeXus", "NDArray", "Detector"]),
         .testTarget(name: "DetectorTests", dependencies: ["Detector", "NDArray", "CCBFShims"]),
         .testTarget(name: "RemoteServerTests", dependencies: ["RemoteServer", "NeXus", "NDArray"]),
         .testTarget(name: "NXLuaRuntimeTests", dependencies: [

@@ -86,3 +86,84 @@ size_t nxh5_error_message(char *buf, size_t len) {
     api.H5Eclear2(H5E_DEFAULT);
     return s.used;
 }
+
+// ---- filter plugins and zlib, for compressing chunks outside HDF5 (the stacker) ----
+
+#include <dirent.h>
+#include <stdlib.h>
+
+typedef H5PL_type_t (*plugin_type_fn)(void);
+typedef const void *(*plugin_info_fn)(void);
+
+static pthread_mutex_t plugin_lock = PTHREAD_MUTEX_INITIALIZER;
+
+// Looks in one folder for a filter plugin providing `id`; the handle stays open (HDF5
+// keeps its plugins loaded for the life of the process too).
+static H5Z_func_t find_in_folder(const char *folder, H5Z_filter_t id) {
+    DIR *d = opendir(folder);
+    if (!d) return NULL;
+    H5Z_func_t found = NULL;
+    struct dirent *e;
+    while (!found && (e = readdir(d))) {
+        size_t n = strlen(e->d_name);
+        if (n < 4 || strcmp(e->d_name + n - 3, ".so") != 0) continue;
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", folder, e->d_name);
+        void *lib = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+        if (!lib) continue;
+        plugin_type_fn type = (plugin_type_fn)dlsym(lib, "H5PLget_plugin_type");
+        plugin_info_fn info = (plugin_info_fn)dlsym(lib, "H5PLget_plugin_info");
+        if (type && info && type() == H5PL_TYPE_FILTER) {
+            const H5Z_class2_t *c = info();
+            if (c && c->id == id && c->filter) found = c->filter;
+        }
+        if (!found) dlclose(lib);
+    }
+    closedir(d);
+    return found;
+}
+
+H5Z_func_t nxh5_plugin_filter(H5Z_filter_t id, char *why, size_t whylen) {
+    pthread_mutex_lock(&plugin_lock);
+    H5Z_func_t f = NULL;
+    const char *env = getenv("HDF5_PLUGIN_PATH");
+    char folders[8192];
+    snprintf(folders, sizeof folders, "%s", env && env[0] ? env : H5_DEFAULT_PLUGINDIR);
+    char *save = NULL;
+    for (char *dir = strtok_r(folders, ":", &save); dir && !f; dir = strtok_r(NULL, ":", &save)) {
+        f = find_in_folder(dir, id);
+    }
+    pthread_mutex_unlock(&plugin_lock);
+    if (!f && whylen > 0) {
+        snprintf(why, whylen, "no HDF5 filter plugin provides filter %d (looked in %s)", (int)id,
+                 env && env[0] ? env : H5_DEFAULT_PLUGINDIR);
+    }
+    return f;
+}
+
+typedef int (*compress2_fn)(unsigned char *, unsigned long *, const unsigned char *, unsigned long, int);
+typedef unsigned long (*compress_bound_fn)(unsigned long);
+static compress2_fn z_compress2;
+static compress_bound_fn z_bound;
+static pthread_once_t zlib_once = PTHREAD_ONCE_INIT;
+
+static void load_zlib(void) {
+    void *lib = dlopen("libz.so.1", RTLD_NOW | RTLD_GLOBAL);  // libhdf5 depends on it already
+    if (!lib) return;
+    z_compress2 = (compress2_fn)dlsym(lib, "compress2");
+    z_bound = (compress_bound_fn)dlsym(lib, "compressBound");
+}
+
+size_t nxh5_deflate_bound(size_t srclen) {
+    pthread_once(&zlib_once, load_zlib);
+    return z_bound ? (size_t)z_bound(srclen) : srclen + srclen / 1000 + 64;
+}
+
+int nxh5_deflate(void *dst, size_t *dstlen, const void *src, size_t srclen, int level) {
+    pthread_once(&zlib_once, load_zlib);
+    if (!z_compress2) return -1;
+    unsigned long n = *dstlen;
+    if (z_compress2(dst, &n, src, srclen, level) != 0) return -1;  // Z_OK is 0
+    *dstlen = n;
+    return 0;
+}

@@ -39,9 +39,19 @@ public final class Storage: @unchecked Sendable {
         if zeroed { memset(bytes, 0, max(byteCount, 64)) }
     }
 
+    private var owned = true
+
+    /// Gives the block to C code that will free() it (HDF5 filter functions consume their
+    /// input buffer): the storage no longer frees it, and no array over it may be read
+    /// afterwards. The block comes from posix_memalign, so free() is its right release.
+    public func relinquishBytes() -> UnsafeMutableRawPointer {
+        owned = false
+        return bytes
+    }
+
     deinit {
         budget?.release(byteCount)
-        if !BlockCache.shared.keep(bytes, byteCount) { free(bytes) }
+        if owned && !BlockCache.shared.keep(bytes, byteCount) { free(bytes) }
     }
 }
 

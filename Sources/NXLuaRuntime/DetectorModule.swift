@@ -267,5 +267,6 @@ enum DetectorModule {
                 call.lua.push(text)
                 return 2
             },
+            stackFunction,
         ])
 }

@@ -33,14 +33,16 @@ public final class ProgressBar {
         return true
     }
 
-    public func update(_ done: Int) {
+    /// `note`: a short text shown after the rate ("lag 3").
+    public func update(_ done: Int, note: String = "") {
         guard enabled else { return }
         let t = ProgressBar.now()
         let elapsed = t - start
         guard elapsed >= 0.5, t - lastDraw >= 0.1 || done >= total else { return }
         lastDraw = t
-        let line = ProgressBar.render(label: label, done: done, total: total, unit: unit,
+        var line = ProgressBar.render(label: label, done: done, total: total, unit: unit,
                                       bytesPerUnit: bytesPerUnit, elapsed: elapsed, width: ProgressBar.columns())
+        if !note.isEmpty { line += "  " + note }
         write("\r" + line + "\u{1B}[K")
         drawn = true
     }
@@ -54,14 +56,25 @@ public final class ProgressBar {
 
     deinit { finish() }
 
-    /// The text of the bar: "label [#####-----]  45%  90/200 frames  1.2 GB/s  eta 3 s".
+    /// The text of the bar: "label [#####-----]  45%  90/200 frames  1.2 GB/s  eta 3 s";
+    /// with no total (0: a folder followed until it stops): "label  90 frames  25/s  1.2 GB/s".
     public static func render(label: String, done: Int, total: Int, unit: String, bytesPerUnit: Int,
                               elapsed: Double, width: Int) -> String {
+        if total <= 0 {
+            var text = "\(label)  \(done)\(unit.isEmpty ? "" : " " + unit)"
+            if elapsed > 0, done > 0 {
+                let perSecond = Double(done) / elapsed
+                text += "  \(Int(perSecond))/s"
+                if bytesPerUnit > 0 { text += "  \(bytes(perSecond * Double(bytesPerUnit)))/s" }
+            }
+            return text
+        }
         let fraction = total > 0 ? min(1, Double(done) / Double(total)) : 0
         var tail = " \(String(Int(fraction * 100)).leftPadded(3))%  \(done)/\(total)\(unit.isEmpty ? "" : " " + unit)"
         if elapsed > 0, done > 0 {
             let perSecond = Double(done) / elapsed
-            tail += bytesPerUnit > 0 ? "  \(bytes(perSecond * Double(bytesPerUnit)))/s" : "  \(Int(perSecond))/s"
+            tail += "  \(Int(perSecond))/s"
+            if bytesPerUnit > 0 { tail += "  \(bytes(perSecond * Double(bytesPerUnit)))/s" }
             if done < total { tail += "  eta \(Int((Double(total - done) / perSecond).rounded(.up))) s" }
         }
         let barWidth = max(10, min(40, width - label.count - 56))  // fixed: the tail's length varies

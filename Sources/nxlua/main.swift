@@ -13,8 +13,10 @@ func versionLine() -> String {
 }
 
 func runMain(_ argv: [String]) -> Int32 {
-    // service subcommands are first words (DESIGN.md section 3)
-    if argv.count > 1 && argv[1] == "serve" { return ServeCommand.run(Array(argv.dropFirst(2))) }
+    // Subcommands come first (DESIGN.md section 3); everything else is parsed as lua.c
+    // parses its command line.
+    if argv.count > 1, argv[1] == "stack" { return StackCommand.run(Array(argv.dropFirst(2))) }
+    if argv.count > 1, argv[1] == "serve" { return ServeCommand.run(Array(argv.dropFirst(2))) }
     let options: CommandLineOptions
     do {
         options = try CommandLineOptions.parse(argv)

@@ -49,7 +49,8 @@
     X(H5Tget_array_dims2) X(H5Tvlen_create) \
     X(H5Acreate2) X(H5Aopen) X(H5Aclose) X(H5Aread) X(H5Awrite) X(H5Aget_space) X(H5Aget_type) \
     X(H5Aexists) X(H5Adelete) X(H5Aiterate2) \
-    X(H5Zfilter_avail)
+    X(H5Zfilter_avail) \
+    X(H5Dwrite_chunk) X(H5Pset) X(H5Pget_filter_by_id2)
 
 /// The ids behind HDF5's predefined-type and property-class macros; X(field, global).
 #define NXH5_IDS(X) \
@@ -87,5 +88,20 @@ size_t nxh5_error_message(char *_Nonnull buf, size_t len);
 /// Turns HDF5's automatic error printing off for the calling thread (a per-thread
 /// setting); threads other than the loading one call this before their first HDF5 call.
 void nxh5_silence_this_thread(void);
+
+/// The chunk function of the HDF5 filter plugin for filter `id` (bitshuffle, LZ4, blosc,
+/// ...), found as HDF5 finds plugins (HDF5_PLUGIN_PATH, else the compiled-in folder).
+/// Why: the stacker compresses chunks in its own threads and writes them with
+/// H5Dwrite_chunk, so compression never runs under HDF5's global lock; calling the very
+/// function HDF5 would call keeps the chunk format the plugin's own. The function frees
+/// its input buffer (allocate it with malloc) and returns a malloc'd one. NULL with the
+/// reason in `why` when no plugin provides the filter.
+H5Z_func_t _Nullable nxh5_plugin_filter(H5Z_filter_t id, char *_Nonnull why, size_t whylen);
+
+/// zlib's compress2 into `dst` (the deflate filter is built into HDF5, not a plugin, and
+/// its chunks are plain zlib streams). Returns 0 and sets *dstlen, or -1 (dst too small
+/// or zlib missing). `nxh5_deflate_bound` gives a size that always suffices.
+int nxh5_deflate(void *_Nonnull dst, size_t *_Nonnull dstlen, const void *_Nonnull src, size_t srclen, int level);
+size_t nxh5_deflate_bound(size_t srclen);
 
 #endif

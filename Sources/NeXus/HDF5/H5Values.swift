@@ -189,6 +189,28 @@ enum H5Values {
         }
     }
 
+    /// Strings for a fixed-length string field of `length` bytes: each one cut at a UTF-8
+    /// character boundary if longer, NUL-padded; written with the field's own file type
+    /// (HDF5 converts no variable-length string to a fixed one).
+    static func fixedStrings(_ strings: [String], length: Int, fileType: hid_t, shape: [Int]) -> WriteSource {
+        let owner = FixedStrings(count: strings.count * length)
+        for (i, s) in strings.enumerated() {
+            var bytes = Array(s.utf8.prefix(length))
+            if bytes.count == length, s.utf8.count > length {
+                while let last = bytes.last, last & 0xC0 == 0x80 { bytes.removeLast() }  // continuation bytes
+                if let last = bytes.last, last >= 0xC0 { bytes.removeLast() }            // a cut lead byte
+            }
+            owner.bytes.replaceSubrange(i * length..<(i * length + bytes.count), with: bytes)
+        }
+        return WriteSource(memType: fileType, buffer: owner.bytes.withUnsafeBytes { UnsafeRawPointer($0.baseAddress!) },
+                           shape: shape, elementType: .string(variable: false, utf8: true), owner: owner)
+    }
+
+    final class FixedStrings {
+        var bytes: [UInt8]
+        init(count: Int) { bytes = [UInt8](repeating: 0, count: max(1, count)) }
+    }
+
     final class StringSource {
         let strings: CStrings
         let type: H5Handle

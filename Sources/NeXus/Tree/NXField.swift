@@ -55,6 +55,10 @@ public struct NXFieldOptions: Sendable {
     public var chunks: [Int]?
     public var compression: NXCompression?
     public var fillValue: Double?
+    /// Strings of at most this many bytes each, stored fixed-length (NUL-padded) rather
+    /// than variable-length: what SWMR writers use, since variable-length data lives in
+    /// HDF5's global heap, which SWMR readers cannot follow safely.
+    public var stringLength: Int?
     public init() {}
 }
 
@@ -170,6 +174,54 @@ public final class NXField: NXNode, @unchecked Sendable {
         }
     }
 
+    /// One filter of the chunk pipeline as stored in the file: HDF5's id, its flags and
+    /// its parameters after the filter's set_local filled them in (bitshuffle's element
+    /// size, for instance), which is what the filter's own function expects.
+    public struct StoredFilter: Equatable, Sendable {
+        public let id: Int32
+        public let flags: UInt32
+        public let parameters: [UInt32]
+        public var isOptional: Bool { flags & 0x0001 != 0 }  // H5Z_FLAG_OPTIONAL
+    }
+
+    /// The chunk filters in pipeline order (empty when the field is not filtered).
+    public var storedFilters: [StoredFilter] {
+        get throws {
+            let h = H5.api
+            let p = try creationPlist()
+            var out: [StoredFilter] = []
+            for i in 0..<UInt32(max(0, h.pointee.H5Pget_nfilters(p.id))) {
+                var flags: UInt32 = 0, nelmts = 32, cd = [UInt32](repeating: 0, count: 32), config: UInt32 = 0
+                var name = [CChar](repeating: 0, count: 64)
+                let id = h.pointee.H5Pget_filter2(p.id, i, &flags, &nelmts, &cd, 64, &name, &config)
+                try H5.check(id, fail("cannot read filter \(i)").message)
+                out.append(StoredFilter(id: id, flags: flags, parameters: Array(cd.prefix(min(nelmts, 32)))))
+            }
+            return out
+        }
+    }
+
+    /// Writes one chunk's bytes as stored (already through the filters, except those whose
+    /// bit is set in `filterMask`) at the chunk whose first element is `offset`, with
+    /// H5Dwrite_chunk: no filter runs under HDF5's lock. The extent must cover the chunk.
+    public func writeChunk(at offset: [Int], bytes: UnsafeRawBufferPointer, filterMask: UInt32 = 0) throws {
+        try file.check(path, write: true)
+        var o = offset.map { hsize_t($0) }
+        try H5.check(H5.api.pointee.H5Dwrite_chunk(try objectID(), 0, filterMask, &o, bytes.count, bytes.baseAddress),
+                     fail("cannot write the chunk at \(NDArray.describe(offset))").message)
+    }
+
+    /// The stored size of the chunk holding element `offset` (0 when never written).
+    public func chunkStorageSize(at offset: [Int]) throws -> Int {
+        var o = offset.map { hsize_t($0) }
+        var n: hsize_t = 0
+        guard H5.api.pointee.H5Dget_chunk_storage_size(try objectID(), &o, &n) >= 0 else {
+            _ = H5.takeError()
+            return 0
+        }
+        return Int(n)
+    }
+
     /// Runs array work, naming this field's file and path in its errors.
     func arr<T>(_ body: () throws -> T) throws -> T {
         do { return try body() } catch let e as ArrayError { throw fail(e.message) }
@@ -277,7 +329,12 @@ public final class NXField: NXNode, @unchecked Sendable {
         case (_, let t):
             throw fail("cannot write \(value.kindName) into a field of \(t.name)")
         }
-        let src = try H5Values.source(prepared)
+        let src: H5Values.WriteSource
+        if case .string(variable: false, _) = m.elementType, case .strings(let s, let shape) = prepared {
+            src = H5Values.fixedStrings(s, length: h.pointee.H5Tget_size(m.fileType.id), fileType: m.fileType.id, shape: shape)
+        } else {
+            src = try H5Values.source(prepared)
+        }
         let fileSpace = try H5Handle(checking: h.pointee.H5Dget_space(id), .dataspace, fail("write failed").message)
         if m.isScalar {
             _ = h.pointee.H5Sselect_all(fileSpace.id)
@@ -362,7 +419,7 @@ public final class NXField: NXNode, @unchecked Sendable {
             shape = value.shape
             switch value {
             case .array(let a): elementType = .numeric(a.dtype)
-            case .strings: elementType = .string(variable: true, utf8: true)
+            case .strings: elementType = .string(variable: o.stringLength == nil, utf8: true)
             case .records: throw NeXusError("\(context): writing compound data is not supported")
             }
             if let s = o.shape, s != shape {
@@ -371,7 +428,7 @@ public final class NXField: NXNode, @unchecked Sendable {
         } else {
             guard let s = o.shape else { throw NeXusError("\(context): a value or a shape is needed") }
             shape = s
-            elementType = .numeric(o.dtype ?? .float64)
+            elementType = o.stringLength != nil && o.dtype == nil ? .string(variable: false, utf8: true) : .numeric(o.dtype ?? .float64)
         }
         var maxshape = o.maxshape
         if let ms = maxshape {
@@ -416,7 +473,7 @@ public final class NXField: NXNode, @unchecked Sendable {
         switch elementType {
         case .numeric(let d): fileType = H5Types.memoryType(d); fileTypeHandle = nil
         default:
-            let t = try H5Types.stringType(variable: true, utf8: true)
+            let t = try H5Types.stringType(variable: o.stringLength == nil, utf8: true, length: o.stringLength ?? 1)
             fileTypeHandle = t
             fileType = t.id
         }
@@ -429,7 +486,12 @@ public final class NXField: NXNode, @unchecked Sendable {
         _ = withExtendedLifetime(fileTypeHandle) { true }
         guard let value, shape.reduce(1, *) > 0 else { return }
         do {
-            let src = try H5Values.source(value)
+            let src: H5Values.WriteSource
+            if let n = o.stringLength, case .strings(let s, let shape) = value {
+                src = H5Values.fixedStrings(s, length: n, fileType: fileType, shape: shape)
+            } else {
+                src = try H5Values.source(value)
+            }
             _ = try withExtendedLifetime(src.owner) {
                 try H5.check(h.pointee.H5Dwrite(did.id, src.memType, 0, 0, 0, src.buffer), context)
             }

@@ -17,6 +17,11 @@ public final class NXFile: @unchecked Sendable {
         public var swmr = false
         /// Values of at most this many elements are read when a field is first reached.
         public var eagerLimit = 1000
+        /// Writer: create the file in the format SWMR needs, or (modes "rw" and "a" on an
+        /// existing file) reopen it for SWMR writing at once, first clearing the flags a
+        /// writer killed mid-run leaves behind (what `h5clear -s` does). New objects must
+        /// all be made before `startSWMRWrite()`; a reopened file is already SWMR.
+        public var swmrWrite = false
         /// nexusformat-compatible lock: nil = off, else how long to wait for it (seconds).
         public var lock: NXLock.Config? = nil
         public init() {}
@@ -53,6 +58,10 @@ public final class NXFile: @unchecked Sendable {
             throw error
         }
         self.lock = lock
+        var intent: UInt32 = 0
+        if options.swmrWrite && h.pointee.H5Fget_intent(handle.id, &intent) >= 0 && intent & H5.accSWMRWrite != 0 {
+            isSWMRWriting = true  // reopened for SWMR writing
+        }
     }
 
     private static func openHandle(_ h: UnsafePointer<nxh5_api>, _ path: String, _ mode: Mode,
@@ -60,7 +69,7 @@ public final class NXFile: @unchecked Sendable {
         let fapl = try H5Handle(checking: h.pointee.H5Pcreate(h.pointee.P_FILE_ACCESS), .plist, "\(path): cannot open")
         // Closing the file closes everything still open in it.
         _ = h.pointee.H5Pset_fclose_degree(fapl.id, H5F_CLOSE_STRONG)
-        if options.swmr { _ = h.pointee.H5Pset_libver_bounds(fapl.id, H5F_LIBVER_V110, H5F_LIBVER_V110) }
+        if options.swmr || options.swmrWrite { _ = h.pointee.H5Pset_libver_bounds(fapl.id, H5F_LIBVER_V110, H5F_LIBVER_V110) }
         let exists = access(path, F_OK) == 0
         func openExisting(_ flags: UInt32) throws -> H5Handle {
             guard exists else { throw NeXusError("\(path): no such file") }
@@ -96,11 +105,28 @@ public final class NXFile: @unchecked Sendable {
         }
         switch mode {
         case .read: return try openExisting(H5.accRDONLY | (options.swmr ? H5.accSWMRRead : 0))
+        case .readWrite where options.swmrWrite, .append where options.swmrWrite && exists:
+            try clearStatusFlags(h, path)
+            return try openExisting(H5.accRDWR | H5.accSWMRWrite)
         case .readWrite: return try openExisting(H5.accRDWR)
         case .write: return try create(H5.accTRUNC)
         case .create: return try create(H5.accEXCL)
         case .append: return exists ? try openExisting(H5.accRDWR) : try create(H5.accEXCL)
         }
+    }
+
+    /// Opens and closes the file once with HDF5's "clear_status_flags" access property:
+    /// a SWMR writer that was killed leaves the superblock marked as open for writing, and
+    /// HDF5 refuses to open it again until the mark is cleared (h5clear -s does the same).
+    private static func clearStatusFlags(_ h: UnsafePointer<nxh5_api>, _ path: String) throws {
+        guard access(path, R_OK | W_OK) == 0 else { return }  // openExisting says why
+        let fapl = try H5Handle(checking: h.pointee.H5Pcreate(h.pointee.P_FILE_ACCESS), .plist, "\(path): cannot open")
+        _ = h.pointee.H5Pset_libver_bounds(fapl.id, H5F_LIBVER_V110, H5F_LIBVER_V110)
+        var clear = true
+        try H5.check(h.pointee.H5Pset(fapl.id, "clear_status_flags", &clear), "\(path): cannot ask HDF5 to clear the file's status flags")
+        let id = h.pointee.H5Fopen(path, H5.accRDWR, fapl.id)
+        if id < 0 { _ = H5.takeError(); return }  // not an HDF5 file or damaged: openExisting says so
+        _ = h.pointee.H5Fclose(id)
     }
 
     /// The root group ("/", class NXroot).

@@ -1,0 +1,127 @@
+import LuaBridge
+import NeXus
+import Stacker
+
+/// `detector.stack{...}`: the Lua face of the Stacker (the same run as `nxlua stack`).
+extension DetectorModule {
+    static let stackFunction = LuaFunctionDecl(
+        "stack", "detector.stack{files = {...} | watch = dir, out = file [, options]} -> summary",
+        "stacks detector frames into a NeXus file (as nxlua stack; resumes an existing one)",
+        help: """
+        detector.stack{files = {"a_00001.cbf", ...}, out = "scan.nxs"}
+        detector.stack{watch = "/data/scan7", out = "scan7.nxs", frames = 3600, idle = 60}
+        options: entry = "entry", compression = "bslz4" | "lz4" | "gzip[:l]" | "blosc[:l]" |
+        "lzf" | "none", frames = n (expected count), first = n (number stored first), fill = -1,
+        workers = n, pattern = "*.cbf", poll = true (NFS), poll_interval = 0.2, end_marker =
+        "name", idle = seconds, settle = 5, flush_every = 32, quiet = true (no progress bar).
+        summary: output, dataset, frames, stored, stored_before, bad, missing (0-based
+        indices), seconds, frames_per_second, stop_reason, resumed. Bad frames are logged on
+        stderr and recorded in /entry/stacking; Ctrl-C stops after committing what is done
+        (rerun to resume). Layout and details: docs/stacking.md.
+        """) { call in
+        try call.table(1)
+        let lua = call.lua
+        func string(_ key: String) throws -> String? {
+            defer { lua.pop() }
+            switch field(lua, 1, key) {
+            case .nil: return nil
+            case .string: return lua.toString(at: -1)
+            default: throw LuaError.argument(1, "\(key) must be a string")
+            }
+        }
+        func number(_ key: String, atLeast low: Double) throws -> Double? {
+            defer { lua.pop() }
+            switch field(lua, 1, key) {
+            case .nil: return nil
+            case .number where lua.toNumber(at: -1).map({ $0 >= low && $0.isFinite }) == true: return lua.toNumber(at: -1)
+            default: throw LuaError.argument(1, "\(key) must be a number of at least \(low)")
+            }
+        }
+        func integer(_ key: String, atLeast low: Int) throws -> Int? {
+            defer { lua.pop() }
+            switch field(lua, 1, key) {
+            case .nil: return nil
+            case .number where lua.toInteger(at: -1).map({ $0 >= low }) == true: return lua.toInteger(at: -1)
+            default: throw LuaError.argument(1, "\(key) must be an integer of at least \(low)")
+            }
+        }
+        func flag(_ key: String) -> Bool {
+            defer { lua.pop() }
+            return field(lua, 1, key) != .nil && lua.toBoolean(at: -1)
+        }
+        guard let out = try string("out") else { throw LuaError.argument(1, "out = \"file.nxs\" is required") }
+        var files: [String] = []
+        if field(lua, 1, "files") == .table {
+            let t = lua.absIndex(-1)
+            var k = 1
+            while lua.rawGet(at: t, index: k) != .nil {
+                guard lua.type(at: -1) == .string, let s = lua.toString(at: -1) else {
+                    lua.pop(2)
+                    throw LuaError.argument(1, "files[\(k)] must be a path (a string)")
+                }
+                files.append(s)
+                lua.pop()
+                k += 1
+            }
+            lua.pop(2)
+        } else {
+            let isNil = lua.type(at: -1) == .nil
+            lua.pop()
+            if !isNil { throw LuaError.argument(1, "files must be a list of paths") }
+        }
+        let watch = try string("watch")
+        if files.isEmpty == (watch == nil) {
+            throw LuaError.argument(1, "give files = {...} or watch = dir (one of them)")
+        }
+        var o = StackOptions(source: watch.map { .watch($0) } ?? .files(files), output: out)
+        o.pattern = try string("pattern")
+        if let e = try string("entry") { o.entry = e }
+        if let c = try string("compression") {
+            o.compression = c.lowercased() == "none" ? nil : try wrap { try NXCompression(parsing: c) }
+        }
+        o.frames = try integer("frames", atLeast: 1)
+        o.firstNumber = try integer("first", atLeast: 0)
+        if let f = try number("fill", atLeast: -Double.greatestFiniteMagnitude) { o.fillValue = f }
+        if let w = try integer("workers", atLeast: 1) { o.workers = w }
+        o.poll = flag("poll")
+        if let p = try number("poll_interval", atLeast: 0.001) { o.pollInterval = p }
+        o.endMarker = try string("end_marker")
+        o.idleTimeout = try number("idle", atLeast: 0)
+        if let s = try number("settle", atLeast: 0) { o.settleTime = s }
+        if let n = try integer("flush_every", atLeast: 1) { o.commitFrames = n }
+        o.progress = !flag("quiet")
+        o.program = "nxlua detector.stack (nxlua \(CoreModule.version))"
+        o.shouldStop = { LuaInterrupt.isPending }
+        let summary = try wrap { try Stacker(options: o).run() }
+        // Ctrl-C: the stack is committed and resumable; now the usual interruption error.
+        try LuaInterrupt.check()
+        pushSummary(summary, lua)
+        return 1
+    }
+
+    static func pushSummary(_ s: StackSummary, _ lua: Lua) {
+        lua.ensureStack(6)
+        lua.newTable(recordCount: 12)
+        func set(_ key: String, _ push: () -> Void) {
+            push()
+            lua.rawSet(at: -2, key: key)
+        }
+        set("output") { lua.push(s.output) }
+        set("dataset") { lua.push(s.dataset) }
+        set("frames") { lua.push(s.frameCount) }
+        set("stored") { lua.push(s.stored) }
+        set("stored_before") { lua.push(s.storedBefore) }
+        set("bad") { lua.push(s.bad) }
+        set("seconds") { lua.push(s.seconds) }
+        set("frames_per_second") { lua.push(s.framesPerSecond) }
+        set("stop_reason") { lua.push(s.stopReason) }
+        set("resumed") { lua.push(s.resumed) }
+        set("missing") {
+            lua.newTable(arrayCount: s.missing.count)
+            for (k, i) in s.missing.enumerated() {
+                lua.push(i)
+                lua.rawSet(at: -2, index: k + 1)
+            }
+        }
+    }
+}

@@ -1,0 +1,123 @@
+import CHDF5
+import CHDF5Shims
+import NDArray
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One chunk's bytes as they are stored in the file (through the field's filters), ready
+/// for `NXField.writeChunk`. Owns its bytes.
+public final class NXEncodedChunk: @unchecked Sendable {
+    public let bytes: UnsafeRawBufferPointer
+    /// Bit i set: filter i of the pipeline was skipped (allowed for optional filters).
+    public let filterMask: UInt32
+    private let release: () -> Void
+
+    init(bytes: UnsafeRawBufferPointer, filterMask: UInt32, release: @escaping () -> Void) {
+        self.bytes = bytes
+        self.filterMask = filterMask
+        self.release = release
+    }
+
+    deinit { release() }
+}
+
+/// Compresses whole chunks of one field exactly as HDF5 would on write, but on the
+/// caller's thread: HDF5's thread-safe build runs every filter under its global lock, so
+/// a stacker that let H5Dwrite compress would use one core. Worker threads encode with
+/// this, and one thread stores the results with `NXField.writeChunk` (H5Dwrite_chunk).
+///
+/// The filter parameters are the ones stored in the field (after the filter's set_local
+/// completed them) and the function is the plugin's own, so chunk formats and plugin
+/// versions cannot drift apart. Pipelines of one filter (or none) are supported, which
+/// is what `NXCompression` creates.
+public struct NXChunkEncoder: @unchecked Sendable {
+    enum Method {
+        case raw
+        case deflate(level: Int32)
+        case plugin(function: H5Z_func_t, parameters: [UInt32], optional: Bool)
+    }
+    let method: Method
+    /// The bytes of one whole chunk before filtering.
+    public let chunkBytes: Int
+    /// What the chunks are compressed with, for messages ("bitshuffle+lz4", "none").
+    public let name: String
+
+    /// The encoder for `field`'s chunk pipeline; throws when it has more than one filter
+    /// or a filter whose plugin cannot be found.
+    public init(for field: NXField) throws {
+        guard let chunks = try field.chunks else { throw field.fail("not chunked: chunks cannot be written directly") }
+        guard case .numeric(let dtype) = try field.elementType else {
+            throw field.fail("only numeric fields can have chunks written directly")
+        }
+        chunkBytes = chunks.reduce(dtype.itemSize, *)
+        let filters = try field.storedFilters
+        let names = try field.filters
+        name = names.first ?? "none"
+        guard filters.count <= 1 else {
+            throw field.fail("chunk pipeline of \(filters.count) filters (\(names.joined(separator: ", "))): only one filter can be applied outside HDF5")
+        }
+        guard let f = filters.first else { method = .raw; return }
+        if f.id == 1 {
+            method = .deflate(level: Int32(f.parameters.first ?? 4))
+            return
+        }
+        var why = [CChar](repeating: 0, count: 512)
+        guard let fn = nxh5_plugin_filter(H5Z_filter_t(f.id), &why, why.count) else {
+            throw field.fail("cannot compress chunks outside HDF5: \(String(nulTerminated: why))")
+        }
+        method = .plugin(function: fn, parameters: f.parameters, optional: f.isOptional)
+    }
+
+    /// Encodes one whole chunk. The array must hold exactly one chunk's elements in C
+    /// order; its storage is consumed when it is a plain contiguous block (the filter
+    /// frees its input, so the array must not be used afterwards), else copied.
+    public func encode(consuming array: NDArray) throws -> NXEncodedChunk {
+        let n = array.count * array.dtype.itemSize
+        guard n == chunkBytes else {
+            throw NeXusError("a chunk of \(chunkBytes) bytes expected, the array has \(n) (\(NDArray.describe(array.shape)) \(array.dtype.rawValue))")
+        }
+        let whole = array.isContiguous && array.offset == 0 && array.storage.byteCount == n
+        switch method {
+        case .raw:
+            let c = whole ? array : try array.copy()
+            let storage = c.storage
+            return NXEncodedChunk(bytes: UnsafeRawBufferPointer(start: storage.bytes, count: n), filterMask: 0) {
+                withExtendedLifetime(storage) {}
+            }
+        case .deflate(let level):
+            let c = whole ? array : try array.copy()
+            var size = nxh5_deflate_bound(n)
+            guard let out = malloc(size) else { throw NeXusError("cannot allocate \(size) bytes for a compressed chunk") }
+            guard nxh5_deflate(out, &size, c.storage.bytes, n, level) == 0 else {
+                free(out)
+                throw NeXusError("gzip compression of a chunk failed (is zlib installed?)")
+            }
+            return NXEncodedChunk(bytes: UnsafeRawBufferPointer(start: out, count: size), filterMask: 0) { free(out) }
+        case .plugin(let fn, let parameters, let optional):
+            var input: UnsafeMutableRawPointer?
+            if whole {
+                input = array.storage.relinquishBytes()
+            } else {
+                let c = try array.copy()
+                guard let p = malloc(n) else { throw NeXusError("cannot allocate \(n) bytes for a chunk") }
+                memcpy(p, c.storage.bytes, n)
+                input = p
+            }
+            var bufferSize = n
+            let produced = parameters.withUnsafeBufferPointer { cd in
+                fn(0, cd.count, cd.baseAddress, n, &bufferSize, &input)
+            }
+            guard produced > 0, let out = input else {
+                if optional, let raw = input {
+                    // HDF5 stores a chunk raw when an optional filter fails; so do we.
+                    return NXEncodedChunk(bytes: UnsafeRawBufferPointer(start: raw, count: n), filterMask: 1) { free(raw) }
+                }
+                free(input)
+                _ = H5.takeError()
+                throw NeXusError("the \(name) filter failed to compress a chunk")
+            }
+            return NXEncodedChunk(bytes: UnsafeRawBufferPointer(start: out, count: produced), filterMask: 0) { free(out) }
+        }
+    }
+}

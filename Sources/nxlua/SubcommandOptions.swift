@@ -1,0 +1,74 @@
+/// Options of a subcommand (`nxlua stack --out F --frames 100 a.cbf ...`): long options
+/// with a value (`--name value` or `--name=value`), flags, and positional arguments.
+/// Hand-written rather than swift-argument-parser: that package brings Foundation into
+/// the binary, which the statically linked release build cannot link, and start-up
+/// would pay for it on every REPL and script run.
+struct SubcommandOptions {
+    struct Spec {
+        let name: String
+        let valueName: String?   // nil: a flag
+        let help: String
+    }
+    struct UsageError: Error { let message: String }
+
+    let specs: [Spec]
+    private(set) var values: [String: String] = [:]
+    private(set) var flags: Set<String> = []
+    private(set) var positional: [String] = []
+
+    init(specs: [Spec], arguments: [String]) throws {
+        self.specs = specs
+        var i = 0
+        var onlyPositional = false
+        while i < arguments.count {
+            let a = arguments[i]
+            i += 1
+            if onlyPositional || !a.hasPrefix("--") || a == "-" {
+                positional.append(a)
+                continue
+            }
+            if a == "--" { onlyPositional = true; continue }
+            var name = String(a.dropFirst(2))
+            var inline: String? = nil
+            if let eq = name.firstIndex(of: "=") {
+                inline = String(name[name.index(after: eq)...])
+                name = String(name[..<eq])
+            }
+            guard let spec = specs.first(where: { $0.name == name }) else {
+                throw UsageError(message: "unknown option --\(name)")
+            }
+            if spec.valueName == nil {
+                if inline != nil { throw UsageError(message: "--\(name) takes no value") }
+                flags.insert(name)
+            } else if let inline {
+                values[name] = inline
+            } else {
+                guard i < arguments.count else { throw UsageError(message: "--\(name) needs a value (\(spec.valueName!))") }
+                values[name] = arguments[i]
+                i += 1
+            }
+        }
+    }
+
+    func string(_ name: String) -> String? { values[name] }
+    func flag(_ name: String) -> Bool { flags.contains(name) }
+
+    func int(_ name: String, atLeast low: Int) throws -> Int? {
+        guard let text = values[name] else { return nil }
+        guard let v = Int(text), v >= low else { throw UsageError(message: "--\(name) takes an integer of at least \(low), not '\(text)'") }
+        return v
+    }
+
+    func number(_ name: String, atLeast low: Double) throws -> Double? {
+        guard let text = values[name] else { return nil }
+        guard let v = Double(text), v >= low, v.isFinite else { throw UsageError(message: "--\(name) takes a number of at least \(low), not '\(text)'") }
+        return v
+    }
+
+    /// The options' help lines, aligned.
+    static func helpLines(_ specs: [Spec]) -> String {
+        let left = specs.map { "  --\($0.name)" + ($0.valueName.map { " " + $0 } ?? "") }
+        let width = (left.map(\.count).max() ?? 0) + 2
+        return zip(left, specs).map { l, s in l + String(repeating: " ", count: width - l.count) + s.help }.joined(separator: "\n")
+    }
+}

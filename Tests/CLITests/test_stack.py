@@ -1,0 +1,342 @@
+"""nxlua stack and detector.stack end to end: frames written by nxlua and by fabio are
+stacked and read back with h5py + hdf5plugin and nexusformat element by element; bad,
+missing and out-of-order frames; watch mode with inotify and with polling; a SWMR reader
+following the growing file; resuming after SIGKILL at random moments."""
+import os
+import pathlib
+import random
+import signal
+import subprocess
+import time
+
+import h5py
+import hdf5plugin  # noqa: F401  (registers bitshuffle and LZ4 for h5py)
+import numpy as np
+import pytest
+
+import fabio
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+BIN = os.environ.get("NXLUA_BIN", str(ROOT / ".build" / "release" / "nxlua"))
+SANITIZED = os.environ.get("NXLUA_SANITIZED") == "1"
+# A Pilatus 100K (one module, 195 x 487) keeps the sanitized run quick; the layout and
+# code paths are the same as for a 2M.
+SHAPE = (195, 487)
+DATA = "/entry/instrument/detector/data"
+
+
+def make_frames(folder, numbers, seed=1, fmt="cbf"):
+    """Writes synthetic Pilatus frames numbered as given, with nxlua's writer."""
+    folder.mkdir(parents=True, exist_ok=True)
+    code = f"""
+    for _, n in ipairs({{{", ".join(map(str, numbers))}}}) do
+      local f, h = detector.synthetic{{seed = {seed} + n, frame = n, modules = {{1, 1}}, spots = 20}}
+      detector.write(string.format("{folder}/scan_%05d.{fmt}", n), f, h)
+    end"""
+    r = subprocess.run([BIN, "-e", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return [folder / f"scan_{n:05d}.{fmt}" for n in numbers]
+
+
+def stack(*args, timeout=120, **kw):
+    return subprocess.run([BIN, "stack", *map(str, args)], capture_output=True, text=True, timeout=timeout, **kw)
+
+
+def source(path):
+    return fabio.open(str(path)).data
+
+
+def check_frames(out, files, first=1):
+    """Every given file's pixels sit at index number - first, and are marked stored."""
+    with h5py.File(out, "r") as f:
+        d = f[DATA]
+        status = f["/entry/stacking/frame_status"][:]
+        numbers = f["/entry/instrument/NDAttributes/frame_number"][:]
+        for p in files:
+            n = int(p.stem.split("_")[-1])
+            i = n - first
+            assert np.array_equal(d[i], source(p)), f"frame {n} differs"
+            assert status[i] == 1
+            assert numbers[i] == n
+        return d.shape, status
+
+
+def test_stack_files_read_by_h5py_and_nexusformat(tmp_path):
+    files = make_frames(tmp_path / "in", range(1, 9))
+    out = tmp_path / "scan.nxs"
+    r = stack(*files, "--out", out)
+    assert r.returncode == 0, r.stderr
+    assert "8 frames of 195x487" in r.stdout and "this run stored 8" in r.stdout
+    shape, status = check_frames(out, files)
+    assert shape == (8, *SHAPE)
+    with h5py.File(out, "r") as f:
+        d = f[DATA]
+        assert d.chunks == (1, *SHAPE) and d.dtype == np.int32
+        assert "32008" in d._filters  # bitshuffle + LZ4, read through hdf5plugin
+        assert d.attrs["signal"] == 1
+        nd = f["/entry/instrument/NDAttributes"]
+        assert np.allclose(nd["start_angle"][:], 0.1 * np.arange(1, 9))
+        assert nd["start_angle"].attrs["units"] == "deg"
+        assert nd["time"][0].decode().startswith("2024-03-01T12:00:01")
+        det = f["/entry/instrument/detector"]
+        assert det["distance"][()] == pytest.approx(0.23) and det["distance"].attrs["units"] == "m"
+        assert det["beam_center_x"].attrs["units"] == "pixel"
+        assert det["x_pixel_size"][()] == pytest.approx(172e-6)
+        assert det["count_time"][()] == pytest.approx(0.0995)
+        assert det["saturation_value"][()] == 1048574
+        assert "Exposure_time" in det["header"][()].decode()
+        assert f["/entry/instrument/monochromator/wavelength"][()] == pytest.approx(0.9793)
+        assert f["/entry/sample/rotation_angle"].id == nd["start_angle"].id  # a hard link
+        assert f["/entry/stacking/source_file"][0].decode() == "scan_00001.cbf"
+    from nexusformat.nexus import nxload
+    root = nxload(str(out))
+    plottable = root.plottable_data
+    assert plottable.nxsignal.shape == (8, *SHAPE)
+    assert plottable.nxaxes[0].nxname == "frame_number"
+    assert np.array_equal(plottable.nxsignal[3].nxvalue, source(files[3]))
+
+
+def test_frames_written_by_fabio(tmp_path):
+    folder = tmp_path / "fabio"
+    folder.mkdir()
+    rng = np.random.default_rng(5)
+    files = []
+    for n in range(1, 4):
+        a = rng.poisson(20, SHAPE).astype(np.int32)
+        a[:, 100:107] = -1
+        p = folder / f"img_{n:04d}.cbf"
+        fabio.cbfimage.CbfImage(data=a).write(str(p))
+        files.append(p)
+    r = stack(*files, "--out", tmp_path / "f.nxs", "--compression", "lz4")
+    assert r.returncode == 0, r.stderr
+    check_frames(tmp_path / "f.nxs", files)
+
+
+@pytest.mark.parametrize("compression,filter_id", [("none", None), ("lz4", "32004"), ("gzip:1", "gzip")])
+def test_compressions(tmp_path, compression, filter_id):
+    files = make_frames(tmp_path / "in", [1, 2, 3])
+    out = tmp_path / "c.nxs"
+    r = stack(*files, "--out", out, "--compression", compression)
+    assert r.returncode == 0, r.stderr
+    check_frames(out, files)
+    with h5py.File(out, "r") as f:
+        if filter_id is None:
+            assert f[DATA].compression is None and not f[DATA]._filters
+        elif filter_id == "gzip":
+            assert f[DATA].compression == "gzip"
+        else:
+            assert filter_id in f[DATA]._filters
+
+
+def test_tiff_frames(tmp_path):
+    files = make_frames(tmp_path / "in", [1, 2], fmt="tif")
+    r = stack(*files, "--out", tmp_path / "t.nxs")
+    assert r.returncode == 0, r.stderr
+    check_frames(tmp_path / "t.nxs", files)
+
+
+def test_bad_frames_are_recorded_and_ingestion_goes_on(tmp_path):
+    folder = tmp_path / "in"
+    good = make_frames(folder, [1, 2, 4, 7])
+    # 3: truncated in its binary data; 5: not a frame at all; 6: a frame of the wrong size;
+    # 8: an unknown CBF compression
+    data = good[0].read_bytes()
+    (folder / "scan_00003.cbf").write_bytes(data[: len(data) // 2])
+    (folder / "scan_00005.cbf").write_bytes(b"this is not an image\n" * 100)
+    small = subprocess.run([BIN, "-e", f"""local f, h = detector.synthetic{{modules = {{2, 1}}, spots = 5}}
+        detector.write("{folder}/scan_00006.cbf", f, h)"""], capture_output=True, text=True)
+    assert small.returncode == 0, small.stderr
+    (folder / "scan_00008.cbf").write_bytes(data.replace(b"x-CBF_BYTE_OFFSET", b"x-CBF_MYSTERY"))
+    files = sorted(folder.iterdir())
+    out = tmp_path / "bad.nxs"
+    r = stack(*files, "--out", out, "--settle", "0")
+    assert r.returncode == 2, r.stderr  # finished, with bad frames
+    assert "4 bad" in r.stdout
+    for name in ["scan_00003.cbf", "scan_00005.cbf", "scan_00006.cbf", "scan_00008.cbf"]:
+        assert name in r.stderr
+    assert "wrong size" in r.stderr and "truncated" in r.stderr.lower()
+    check_frames(out, good)
+    with h5py.File(out, "r") as f:
+        status = f["/entry/stacking/frame_status"][:]
+        assert list(status) == [1, 1, 2, 1, 2, 2, 1, 2]
+        assert sorted(f["/entry/stacking/bad_frame_index"][:]) == [2, 4, 5, 7]
+        names = [x.decode() for x in f["/entry/stacking/bad_frame_file"][:]]
+        errors = [x.decode() for x in f["/entry/stacking/bad_frame_error"][:]]
+        assert dict(zip(names, errors))["scan_00006.cbf"].startswith("wrong size")
+        assert "MYSTERY" in dict(zip(names, errors))["scan_00008.cbf"].upper()
+        assert (f[DATA][2] == -1).all() and (f[DATA][4] == -1).all()  # the fill value
+
+
+def test_missing_frames_are_filled_and_recorded(tmp_path):
+    files = make_frames(tmp_path / "in", [1, 2, 4, 5])
+    out = tmp_path / "m.nxs"
+    r = stack(*files, "--out", out, "--frames", 6, "--first", 1, "--fill", -7)
+    assert r.returncode == 2, r.stderr
+    assert "2 missing (indices 2, 5)" in r.stdout
+    check_frames(out, files)
+    with h5py.File(out, "r") as f:
+        assert f[DATA].shape[0] == 6
+        assert list(f["/entry/stacking/frame_status"][:]) == [1, 1, 0, 1, 1, 0]
+        assert (f[DATA][2] == -7).all() and (f[DATA][5] == -7).all()
+        assert list(f["/entry/instrument/NDAttributes/frame_number"][:]) == [1, 2, 3, 4, 5, 6]
+
+
+def test_refuses_an_output_that_is_not_a_stack(tmp_path):
+    other = tmp_path / "other.nxs"
+    with h5py.File(other, "w") as f:
+        f["x"] = 1
+    files = make_frames(tmp_path / "in", [1])
+    r = stack(*files, "--out", other)
+    assert r.returncode == 1
+    assert "not a stack written by nxlua stack" in r.stderr and str(other) in r.stderr
+    r = stack(*files)
+    assert r.returncode == 1 and "--out" in r.stderr
+    r = stack(tmp_path / "nothing_*.cbf", "--out", tmp_path / "n.nxs")
+    assert r.returncode == 1 and "nothing_" in r.stderr
+
+
+def write_then_rename(src, dst):
+    tmp = dst.with_name("." + dst.name + ".part")
+    tmp.write_bytes(src.read_bytes())
+    os.rename(tmp, dst)
+
+
+@pytest.mark.parametrize("mode", ["inotify", "poll"])
+def test_watch_out_of_order_until_end_marker(tmp_path, mode):
+    made = make_frames(tmp_path / "made", range(1, 7))
+    watched = tmp_path / "watched"
+    watched.mkdir()
+    out = tmp_path / "w.nxs"
+    extra = ["--poll", "--poll-interval", "0.05"] if mode == "poll" else []
+    p = subprocess.Popen([BIN, "stack", "--watch", str(watched), "--out", str(out), "--end-marker", "done",
+                          "--idle", "60", *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for n in [2, 1, 4, 3, 6]:
+            if mode == "poll" and n == 4:
+                # written in two halves, as a slow writer on NFS would: not yet decodable
+                data = made[n - 1].read_bytes()
+                dst = watched / made[n - 1].name
+                with open(dst, "wb") as fh:
+                    fh.write(data[: len(data) // 3])
+                    fh.flush()
+                    time.sleep(0.4)
+                    fh.write(data[len(data) // 3:])
+            else:
+                write_then_rename(made[n - 1], watched / made[n - 1].name)
+            time.sleep(0.05)
+        write_then_rename(made[4], watched / made[4].name)  # frame 5, just before the marker
+        (watched / "done").write_text("")
+        stdout, stderr = p.communicate(timeout=60)
+    finally:
+        p.kill()
+    assert p.returncode == 0, stderr
+    assert "end marker" in stdout
+    shape, status = check_frames(out, made)
+    assert shape[0] == 6 and (status == 1).all()
+
+
+def test_swmr_reader_follows_the_growing_stack(tmp_path):
+    made = make_frames(tmp_path / "made", range(1, 7))
+    watched = tmp_path / "watched"
+    watched.mkdir()
+    out = tmp_path / "live.nxs"
+    p = subprocess.Popen([BIN, "stack", "--watch", str(watched), "--out", str(out), "--frames", "6",
+                          "--idle", "60"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for m in made[:3]:
+            write_then_rename(m, watched / m.name)
+        deadline = time.time() + 30
+        while not out.exists() and time.time() < deadline:
+            time.sleep(0.05)
+        f = None
+        while time.time() < deadline:
+            try:
+                f = h5py.File(out, "r", libver="latest", swmr=True)
+                break
+            except OSError:
+                time.sleep(0.05)
+        assert f is not None, "the growing file could not be opened by a SWMR reader"
+        d, status = f[DATA], f["/entry/stacking/frame_status"]
+        while time.time() < deadline:
+            d.refresh()
+            status.refresh()
+            if status.shape[0] >= 3 and (status[:3] == 1).all():
+                break
+            time.sleep(0.05)
+        assert np.array_equal(d[1], source(made[1]))
+        for m in made[3:]:
+            write_then_rename(m, watched / m.name)
+        while time.time() < deadline:
+            d.refresh()
+            status.refresh()
+            if status.shape[0] == 6 and (status[:] == 1).all():
+                break
+            time.sleep(0.05)
+        assert d.shape[0] == 6
+        assert np.array_equal(d[5], source(made[5]))
+        f.close()
+        stdout, stderr = p.communicate(timeout=60)
+    finally:
+        p.kill()
+    assert p.returncode == 0, stderr
+    assert "all 6 frames in" in stdout
+
+
+def test_resume_after_sigkill_at_random_moments(tmp_path):
+    count = 120
+    files = make_frames(tmp_path / "in", range(1, count + 1))
+    out = tmp_path / "k.nxs"
+    command = [BIN, "stack", *map(str, files), "--flush-every", "3", "--out"]
+    # kill moments spread over the time a whole run takes on this machine
+    t0 = time.time()
+    subprocess.run(command + [str(tmp_path / "whole.nxs")], capture_output=True, timeout=300, check=True)
+    whole = time.time() - t0
+    rng = random.Random(20261124)
+    kills = 0
+    for attempt in range(40):
+        p = subprocess.Popen(command + [str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            p.wait(timeout=rng.uniform(0.05, 0.6) * whole)
+        except subprocess.TimeoutExpired:
+            p.send_signal(signal.SIGKILL)
+            p.wait()
+            kills += 1
+        stdout, stderr = p.communicate()
+        if p.returncode == 0:
+            break
+        assert p.returncode == -signal.SIGKILL, stderr
+        if out.exists():
+            # readable throughout, by a SWMR reader, while no writer is running
+            with h5py.File(out, "r", libver="latest", swmr=True) as f:
+                stored = (f["/entry/stacking/frame_status"][:] == 1).nonzero()[0]
+                for i in stored[-2:]:
+                    assert np.array_equal(f[DATA][i], source(files[i])), f"frame {i} lost after a kill"
+    assert p.returncode == 0, "the stack never completed"
+    assert kills >= 2, "no kill hit a run (timings too slow?)"
+    shape, status = check_frames(out, files)
+    assert shape[0] == count and (status == 1).all()
+    with h5py.File(out, "r") as f:
+        assert list(f["/entry/instrument/NDAttributes/frame_number"][:]) == list(range(1, count + 1))
+        assert f["/entry/stacking/bad_frame_index"].shape == (0,)
+    # a rerun of a finished stack stores nothing twice
+    r = stack(*files, "--out", out)
+    assert r.returncode == 0 and "this run stored 0" in r.stdout and f"{count} were stored before" in r.stdout
+
+
+def test_lua_detector_stack(tmp_path):
+    files = make_frames(tmp_path / "in", [1, 2, 3])
+    out = tmp_path / "lua.nxs"
+    listed = ", ".join(f'"{p}"' for p in files)
+    code = f"""
+    local s = detector.stack{{files = {{{listed}}}, out = "{out}", compression = "lz4", frames = 4, quiet = true}}
+    print(s.frames, s.stored, s.bad, #s.missing, s.missing[1], s.stop_reason, s.resumed)
+    local f = nx.load("{out}")
+    print(f.entry.data.data.shape[1], f.entry.instrument.detector.data[0]:sum())"""
+    r = subprocess.run([BIN, "-e", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.split("\n")
+    assert lines[0].split("\t") == ["4", "3", "0", "1", "3", "no more files", "false"]
+    assert lines[1].split("\t") == ["4", str(int(source(files[0]).astype(np.int64).sum()))]
+    r = subprocess.run([BIN, "-e", f'detector.stack{{files = {{"{files[0]}"}}, out = "{out}", compression = 7}}'],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "compression must be a string" in r.stderr
