@@ -351,7 +351,10 @@ final class StackFile {
             }
             try sourceFiles.write(.strings(run.map { byIndex[$0]!.sourceName }, shape: [run.count]), at: sel)
         }
-        let badByIndex = Dictionary(bad.map { ($0.index, $0) }, uniquingKeysWith: { _, b in b })
+        // A bad file numbered before the first frame has no index in the stack (negative):
+        // it goes to the bad-frame record only.
+        let inStack = bad.filter { $0.index >= 0 }
+        let badByIndex = Dictionary(inStack.map { ($0.index, $0) }, uniquingKeysWith: { _, b in b })
         for run in StackFile.runs(badByIndex.keys.sorted()) {
             let sel = Selection([.range(.int(run.lowerBound), .int(run.upperBound), nil)])
             try sourceFiles.write(.strings(run.map { badByIndex[$0]!.sourceName }, shape: [run.count]), at: sel)
@@ -364,7 +367,7 @@ final class StackFile {
         }
         try file.flush()
         // Phase two: the status says "stored" only for frames already flushed.
-        let all = ready.map { ($0.index, FrameStatus.stored) } + bad.map { ($0.index, FrameStatus.bad) }
+        let all = ready.map { ($0.index, FrameStatus.stored) } + inStack.map { ($0.index, FrameStatus.bad) }
         let statusByIndex = Dictionary(all, uniquingKeysWith: { a, b in a == .stored ? a : b })
         let runs = StackFile.runs(statusByIndex.keys.sorted())
         for run in runs {

@@ -340,3 +340,16 @@ def test_lua_detector_stack(tmp_path):
     r = subprocess.run([BIN, "-e", f'detector.stack{{files = {{"{files[0]}"}}, out = "{out}", compression = 7}}'],
                        capture_output=True, text=True)
     assert r.returncode == 1 and "compression must be a string" in r.stderr
+
+
+def test_frame_numbered_before_the_first_is_recorded_not_stored(tmp_path):
+    files = make_frames(tmp_path / "in", [1, 2, 3])
+    out = tmp_path / "first.nxs"
+    r = stack(*files, "--out", out, "--first", 2)
+    assert r.returncode == 0, r.stderr
+    assert "scan_00001.cbf" in r.stderr and "before the first frame number 2" in r.stderr
+    check_frames(out, files[1:], first=2)
+    with h5py.File(out, "r") as f:
+        assert f[DATA].shape[0] == 2
+        assert list(f["/entry/stacking/bad_frame_index"][:]) == [-1]
+        assert f["/entry/stacking/bad_frame_file"][0].decode() == "scan_00001.cbf"
