@@ -18,6 +18,10 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/adam-fowler/compress-nio", from: "1.5.0"),
+        // The event journal of beamline macros (Sources/Events): SQLite in WAL mode.
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        // Macro content hashes (SHA-256) for provenance (Sources/Macros).
+        .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
     ],
     targets: [
         // System libraries (Debian -dev packages; scripts/setup installs them).
@@ -63,7 +67,7 @@ let package = Package(
         // the files of a folder. No Lua inside: remote evaluation goes through the
         // RemoteEvaluator protocol, which NXLuaRuntime's sandbox implements.
         .target(name: "RemoteServer", dependencies: [
-            "NeXus", "NDArray",
+            "NeXus", "NDArray", "Events",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdCore", package: "hummingbird"),
             .product(name: "HummingbirdTLS", package: "hummingbird"),
@@ -74,15 +78,23 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
             .product(name: "CompressNIO", package: "compress-nio"),
         ]),
+        // Scan events and their durable journal (SQLite WAL through GRDB), the sink
+        // interface a message-bus bridge would implement, the stacker's event emitter.
+        // No Lua inside.
+        .target(name: "Events", dependencies: ["Stacker", "NeXus", "NDArray", .product(name: "GRDB", package: "GRDB.swift")]),
         // The Lua modules nxlua provides (bindings only; cores live in their own modules).
         .target(name: "NXLuaRuntime", dependencies: ["LuaBridge", "NativeLibraries", "NDArray", "NeXus", "Detector", "Stacker", "TerminalProgress", "RemoteServer"]),
+        // `nxlua macros`: one worker thread and one Lua state per macro file, fed from the
+        // journal with durable cursors, limits, failure counting and live reload.
+        .target(name: "Macros", dependencies: ["Events", "NXLuaRuntime", "LuaBridge", "NDArray",
+                                               .product(name: "Crypto", package: "swift-crypto")]),
         // The executable: CLI, REPL, script runner.
         // The release build links the Swift runtime and Foundation (which the HTTP stack
         // needs) statically: scripts/setup builds with --static-swift-stdlib, which, unlike
         // a bare -static-stdlib linker flag, also links Foundation's own static libraries
         // (docs/architecture.md, "Start-up").
         .executableTarget(name: "nxlua", dependencies: [
-            "NXLuaRuntime", "LuaBridge", "LineEdit", "Stacker", "NeXus", "RemoteServer",
+            "NXLuaRuntime", "LuaBridge", "LineEdit", "Stacker", "NeXus", "RemoteServer", "Events", "Macros",
         ]),
 
         // Swift-side micro-benchmarks for scripts/bench (not part of the product).
@@ -95,6 +107,7 @@ let package = Package(
         .testTarget(name: "StackerTests", dependencies: ["Stacker", "NeXus", "NDArray", "Detector"]),
         .testTarget(name: "DetectorTests", dependencies: ["Detector", "NDArray", "CCBFShims"]),
         .testTarget(name: "RemoteServerTests", dependencies: ["RemoteServer", "NeXus", "NDArray"]),
+        .testTarget(name: "EventsTests", dependencies: ["Events"]),
         .testTarget(name: "NXLuaRuntimeTests", dependencies: [
             "NXLuaRuntime", "LuaBridge", "NativeLibraries", "CHDF5", "CHDF5Shims", "CTIFFShims", "CCBFShims",
         ]),

@@ -488,3 +488,15 @@ int nxl_limits_expired_now(void) {
     if (!lim->expired && nxl_now() >= lim->deadline) lim->expired = NXL_LIMIT_TIME;
     return lim->expired != 0;
 }
+
+int nxl_limits_expired(nxl_Limits *lim) {
+    if (lim == NULL || !lim->enforcing) return lim != NULL && lim->expired != 0;
+    if (!lim->expired && nxl_now() >= lim->deadline) lim->expired = NXL_LIMIT_TIME;
+    return lim->expired != 0;
+}
+
+void nxl_limits_clear(lua_State *L, nxl_Limits *limits) {
+    nxl_limits_disarm(L, limits);
+    limits->expired = 0;
+    lua_sethook(L, NULL, 0, 0);
+}

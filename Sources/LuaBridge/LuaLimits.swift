@@ -28,6 +28,10 @@ public final class LuaLimits {
     /// Stops enforcing the cap (the time limit keeps bounding finalizers run at close).
     public func disarm(_ state: LuaState) { nxl_limits_disarm(state.L, raw) }
 
+    /// Disarms and removes the limit hook, forgetting a limit reached: the state can run
+    /// code again (read `reached` first).
+    public func clear(_ state: LuaState) { nxl_limits_clear(state.L, raw) }
+
     public enum Reached: Sendable { case time, instructions, memory }
     /// Which limit stopped the code, if one did.
     public var reached: Reached? {
@@ -42,6 +46,9 @@ public final class LuaLimits {
     /// Allocations the cap refused.
     public var refusedAllocations: Int { Int(raw.pointee.refused) }
     public var memoryInUse: Int { Int(raw.pointee.used) }
+
+    /// Whether these limits have run out (time included); any thread may ask.
+    public var hasExpired: Bool { nxl_limits_expired(raw) != 0 }
 
     /// Whether the calling thread's armed limits have run out (long Swift work polls it).
     public static var expiredOnThisThread: Bool { nxl_limits_expired_now() != 0 }

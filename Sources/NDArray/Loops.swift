@@ -55,7 +55,13 @@ enum ProcessInfoLite {
 /// Runs `body(part)` for parts 0..<n on the cores (inline when n == 1).
 func parallel(_ n: Int, _ body: @Sendable (Int) -> Void) {
     if n <= 1 { body(0); return }
-    DispatchQueue.concurrentPerform(iterations: n, execute: body)
+    // the helper threads stop when the caller's own check says so
+    guard let check = Interruption.threadCheck else {
+        DispatchQueue.concurrentPerform(iterations: n, execute: body)
+        return
+    }
+    nonisolated(unsafe) let shared = check
+    DispatchQueue.concurrentPerform(iterations: n) { k in Interruption.withCheck(shared) { body(k) } }
 }
 
 /// Splits 0..<total into `parts` near-equal ranges.
@@ -69,15 +75,48 @@ func partition(_ total: Int, _ parts: Int, _ k: Int) -> Range<Int> {
 import Glibc
 #endif
 
-/// Ctrl-C for long kernels. The array engine knows nothing of Lua: the runtime installs
-/// `poll` (a load of the SIGINT flag), kernels ask `requested` between blocks of about a
-/// million elements and return early, and the binding then raises "interrupted!" (the
-/// unfinished result is never handed out).
+/// Stopping long kernels. The array engine knows nothing of Lua. Two checks are asked
+/// between blocks of about a million elements, and a kernel returns early when either
+/// says stop (the binding then raises; the unfinished result is never handed out):
+/// - `poll`, process-wide: Ctrl-C (the runtime installs a load of the SIGINT flag);
+/// - the calling thread's own check, installed with `withPoll` around a sandboxed or
+///   macro handler's call: its time limit. Several Lua states on several threads (the
+///   macro runner, the server's evaluations) each stop only their own kernels; the
+///   kernel's helper threads (`parallel`) carry the caller's check.
 public enum Interruption {
     nonisolated(unsafe) public static var poll: @Sendable () -> Bool = { false }
 
+    final class Check {
+        let poll: @Sendable () -> Bool
+        init(_ poll: @escaping @Sendable () -> Bool) { self.poll = poll }
+    }
+
+    nonisolated(unsafe) static let threadKey: pthread_key_t = {
+        var key = pthread_key_t()
+        pthread_key_create(&key, nil)
+        return key
+    }()
+
+    /// The calling thread's check, if one is installed.
+    static var threadCheck: Check? {
+        guard let p = pthread_getspecific(threadKey) else { return nil }
+        return Unmanaged<Check>.fromOpaque(p).takeUnretainedValue()
+    }
+
+    static func withCheck<R>(_ check: Check?, _ body: () throws -> R) rethrows -> R {
+        let previous = pthread_getspecific(threadKey)
+        pthread_setspecific(threadKey, check.map { UnsafeRawPointer(Unmanaged.passUnretained($0).toOpaque()) })
+        defer { pthread_setspecific(threadKey, previous) }
+        return try withExtendedLifetime(check) { try body() }
+    }
+
+    /// Runs `body` with `poll` as this thread's own stop check (on top of the process-wide one).
+    public static func withPoll<R>(_ poll: @escaping @Sendable () -> Bool, _ body: () throws -> R) rethrows -> R {
+        try withCheck(Check(poll), body)
+    }
+
     @inline(__always)
-    static var requested: Bool { poll() }
+    static var requested: Bool { poll() || (threadCheck?.poll() ?? false) }
 
     /// Elements between two polls.
     static let block = 1 << 20

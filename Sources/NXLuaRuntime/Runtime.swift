@@ -15,8 +15,10 @@ public final class Runtime {
     public let stdlibDirectory: String?
 
     /// `ignoreEnvironment` (nxlua -E) ignores NXLUA_PATH, LUA_PATH and LUA_CPATH.
-    public init(ignoreEnvironment: Bool = false) throws {
-        state = try LuaState(ignoreEnvironment: ignoreEnvironment)
+    /// `limits` (a macro's state): memory cap, and time and instruction limits armed
+    /// around each call the host makes.
+    public init(ignoreEnvironment: Bool = false, limits: LuaLimits? = nil) throws {
+        state = try LuaState(ignoreEnvironment: ignoreEnvironment, limits: limits)
         stdlibDirectory = Runtime.locateStdlib()
         var dirs: [String] = []
         if !ignoreEnvironment, let env = getenv("NXLUA_PATH") {

@@ -12,11 +12,7 @@ import RemoteServer
 /// (LuaLimits, ArrayMemoryBudget); the chunk's results travel back as JSON, or one array
 /// in binary.
 public final class LuaSandbox: RemoteEvaluator {
-    public init() {
-        // long array kernels stop once this thread's limits have run out (the hook then
-        // raises); threads without armed limits are never interrupted by this
-        Interruption.poll = { LuaLimits.expiredOnThisThread }
-    }
+    public init() {}
 
     /// Globals the sandbox removes after setting itself up.
     static let removedGlobals = ["io", "os", "package", "debug", "require", "dofile", "loadfile", "collectgarbage"]
@@ -57,7 +53,10 @@ public final class LuaSandbox: RemoteEvaluator {
         NXThreads.silenceHDF5Errors()
         let budget = ArrayMemoryBudget(limit: request.memoryLimit)
         let limits = LuaLimits(memory: request.memoryLimit)
-        return try budget.withCurrent {
+        // long array kernels of this evaluation stop once its limits have run out (the
+        // hook then raises); other threads' kernels are not concerned
+        nonisolated(unsafe) let watched = limits
+        return try Interruption.withPoll({ watched.hasExpired }) { try budget.withCurrent {
             let state = try LuaState(limits: limits)
             try setUp(state, request)
             let lua = state.lua
@@ -97,7 +96,7 @@ public final class LuaSandbox: RemoteEvaluator {
             } catch {
                 throw EvaluationError("the result cannot be sent: \(error)")
             }
-        }
+        } }
     }
 
     func message(_ error: String, _ limits: LuaLimits, _ budget: ArrayMemoryBudget, _ request: EvaluationRequest) -> String {

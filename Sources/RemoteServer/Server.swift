@@ -5,6 +5,7 @@ import HummingbirdCore
 import HummingbirdTLS
 import Logging
 import NeXus
+import Events
 import NIOCore
 import NIOPosix
 import NIOSSL
@@ -32,6 +33,8 @@ public struct ServeOptions: Sendable {
     public var evalInstructionLimit = 1_000_000_000
     public var evalMemoryLimit = 256 << 20
     public var logLevel: Logger.Level = .info
+    /// POST /nxlua/events appends to this event journal (nil: the route answers 403).
+    public var journalPath: String?
 
     public init(folder: String) { self.folder = folder }
 }
@@ -45,6 +48,7 @@ public final class RemoteServer: Sendable {
     let store: Store
     let auth: Authenticator
     let evaluator: RemoteEvaluator?
+    let journal: SQLiteJournal?
     let evalPool: NIOThreadPool
     /// bcrypt checks run here: ~0.2 s each, off the event loops and the evaluations
     let authPool: NIOThreadPool
@@ -73,6 +77,9 @@ public final class RemoteServer: Sendable {
         store = Store(resolver: resolver, owner: "nxlua")
         self.evaluator = options.allowEval ? evaluator : nil
         if options.allowEval && evaluator == nil { throw ServeError(400, "--allow-eval: this build has no evaluator") }
+        do { journal = try options.journalPath.map { try SQLiteJournal(path: $0) } } catch {
+            throw ServeError(400, "--journal: \(error)")
+        }
         evalPool = NIOThreadPool(numberOfThreads: 2)
         evalPool.start()
         authPool = NIOThreadPool(numberOfThreads: 2)
@@ -257,6 +264,7 @@ struct Responder: HTTPResponder {
         case .post:
             if s.count == 3, s[0] == "datasets", s[2] == "value" { return try await postValue(c, &request) }
             if s == ["nxlua", "eval"] { return try await eval(c, &request) }
+            if s == ["nxlua", "events"] { return try await postEvents(c, &request) }
             throw ServeError(405, "\(c.method) \(request.uri.path): nxlua serve is read-only (POST only reads values: /datasets/{id}/value)")
         default:
             throw ServeError(405, "\(c.method) \(request.uri.path): nxlua serve is read-only")

@@ -71,6 +71,41 @@ public protocol StackObserver: AnyObject {
     /// Frames `range` (indices) are flushed to `file` and readable there.
     func framesFlushed(_ range: Range<Int>, file: String, dataset: String)
     func runStopped(_ summary: StackSummary)
+    /// A resumed stack holds these frames already (called after runStarted): an observer
+    /// that may have missed announcing some of them (a crash between the file's commit and
+    /// its announcement) announces the difference.
+    func runResumed(storedRanges: [Range<Int>], file: String, dataset: String)
+    /// Frames `range` are flushed, with what each frame's header said (called instead of
+    /// framesFlushed(_:file:dataset:) when implemented).
+    func framesFlushed(_ range: Range<Int>, file: String, dataset: String, frames: [FlushedFrame])
+}
+
+extension StackObserver {
+    public func runResumed(storedRanges: [Range<Int>], file: String, dataset: String) {}
+    public func framesFlushed(_ range: Range<Int>, file: String, dataset: String, frames: [FlushedFrame]) {
+        framesFlushed(range, file: file, dataset: dataset)
+    }
+}
+
+/// One frame as committed: its index, the file it came from, its per-frame header values.
+public struct FlushedFrame: Sendable {
+    public let index: Int
+    public let sourceName: String
+    public let values: [String: HeaderValue]
+    public let time: String?
+}
+
+extension Array where Element == FrameStatus {
+    /// Index ranges of stored frames.
+    var storedRanges: [Range<Int>] {
+        var out: [Range<Int>] = []
+        var start: Int? = nil
+        for (i, s) in enumerated() {
+            if s == .stored { if start == nil { start = i } } else if let lo = start { out.append(lo..<i); start = nil }
+        }
+        if let lo = start { out.append(lo..<count) }
+        return out
+    }
 }
 
 /// The outcome of a run.
@@ -138,6 +173,7 @@ public final class Stacker {
             summary.storedBefore = s.statuses.filter { $0 == .stored }.count
             o.log("\(o.output): resuming: \(summary.storedBefore) frames already stored")
             o.observer?.runStarted(file: o.output, dataset: dataset, frameShape: s.frameShape, resumed: true)
+            o.observer?.runResumed(storedRanges: s.statuses.storedRanges, file: o.output, dataset: dataset)
         }
         var base = stack?.firstNumber ?? o.firstNumber ?? listFirst
         var queue: [Int: FrameFile] = [:]     // by index, waiting for a worker
@@ -172,12 +208,18 @@ public final class Stacker {
         func commit() throws {
             guard let s = stack, !pendingReady.isEmpty || !pendingBad.isEmpty else { return }
             let runs = try s.commit(pendingReady, pendingBad)
+            let flushed = o.observer == nil ? [] : pendingReady.map {
+                FlushedFrame(index: $0.index, sourceName: $0.sourceName, values: $0.values, time: $0.time)
+            }
             summary.stored += pendingReady.count
             summary.bad += pendingBad.filter { $0.index >= 0 }.count
             summary.bytesWritten += pendingReady.reduce(0) { $0 + $1.chunk.bytes.count }
             pendingReady.removeAll(keepingCapacity: true)
             pendingBad.removeAll()
-            for r in runs { o.observer?.framesFlushed(r, file: o.output, dataset: dataset) }
+            for r in runs {
+                o.observer?.framesFlushed(r, file: o.output, dataset: dataset,
+                                          frames: flushed.filter { r.contains($0.index) }.sorted { $0.index < $1.index })
+            }
             progressBar?.update(summary.stored + summary.storedBefore, note: "lag \(queue.count + inFlight + retries.count)")
         }
 

@@ -28,6 +28,8 @@ struct ServeCommand {
                             (POST /nxlua/eval, sandboxed)
       --eval-timeout S      wall-time limit of one evaluation (default 10 seconds)
       --eval-memory MB      Lua memory limit of one evaluation (default 256)
+      --journal FILE        accept scan events from authenticated users (POST
+                            /nxlua/events) into this journal (docs/macros.md)
       --max-request-size B  largest value read in bytes (default 104857600); above: 413
       --gzip-binary         gzip binary values when the client accepts it (JSON always)
       --log-level L         trace, debug, info (default), notice, warning, error
@@ -73,6 +75,7 @@ struct ServeCommand {
             case "--eval-memory": o.evalMemoryLimit = max(1, Int(try number(a))) << 20
             case "--max-request-size": o.maxRequestSize = max(1, Int(try number(a)))
             case "--gzip-binary": o.gzipBinary = true
+            case "--journal": o.journalPath = try value(a)
             case "--log-level":
                 let v = try value(a)
                 guard let level = Logger.Level(rawValue: v) else { throw UsageError(message: "unknown log level '\(v)'") }

@@ -1,3 +1,4 @@
+import Events
 import NeXus
 import Stacker
 #if canImport(Glibc)
@@ -27,6 +28,10 @@ enum StackCommand {
         .init(name: "settle", valueName: "S", help: "retry an undecodable file while younger than this (default 5)"),
         .init(name: "flush-every", valueName: "N", help: "commit at least every N frames (default 32; an idle stacker commits at once)"),
         .init(name: "quiet", valueName: nil, help: "no progress bar"),
+        .init(name: "journal", valueName: "FILE", help: "announce the run's events in this journal, for macros (docs/macros.md)"),
+        .init(name: "run", valueName: "UID", help: "the run uid of the events (default: a new one; a resumed stack keeps its own)"),
+        .init(name: "scan-id", valueName: "N", help: "scan id in run.start"),
+        .init(name: "plan", valueName: "NAME", help: "plan or macro name in run.start"),
         .init(name: "help", valueName: nil, help: "show this help"),
     ]
 
@@ -79,10 +84,15 @@ enum StackCommand {
     /// Runs with the arguments after "stack"; returns the exit status.
     static func run(_ arguments: [String]) -> Int32 {
         let stackOptions: StackOptions
+        var parsedJournal: String? = nil, parsedRun: String? = nil, parsedScanID: String? = nil, parsedPlan: String? = nil
         do {
             let a = try SubcommandOptions(specs: specs, arguments: arguments)
             if a.flag("help") { print(usage); return 0 }
             stackOptions = try options(a)
+            parsedJournal = a.string("journal")
+            parsedRun = a.string("run")
+            parsedScanID = a.string("scan-id")
+            parsedPlan = a.string("plan")
         } catch let e as SubcommandOptions.UsageError {
             FileHandleOutput.error("nxlua stack: \(e.message)\n\(usage)\n")
             return 1
@@ -92,12 +102,29 @@ enum StackCommand {
         }
         signal(SIGINT) { _ in stopRequested = 1 }
         signal(SIGTERM) { _ in stopRequested = 1 }
+        var stackOptions = stackOptions
+        var emitter: StackEventEmitter? = nil
+        if let path = parsedJournal {
+            do {
+                let e = StackEventEmitter(journal: try SQLiteJournal(path: path), run: parsedRun, log: stackOptions.log)
+                e.expectedFrames = stackOptions.frames
+                if let id = parsedScanID { e.runFields["scan_id"] = EventValue(parsingText: id) }
+                if let p = parsedPlan { e.runFields["plan"] = .string(p) }
+                stackOptions.observer = e
+                emitter = e
+            } catch {
+                FileHandleOutput.error("nxlua stack: \(error)\n")
+                return 1
+            }
+        }
+        defer { emitter?.close() }
         do {
             let summary = try Stacker(options: stackOptions).run()
             print(describe(summary))
             if summary.stopReason == "interrupted" { return 130 }
             return summary.bad > 0 || !summary.missing.isEmpty ? 2 : 0
         } catch {
+            emitter?.runFailed("\(error)", file: stackOptions.output)
             FileHandleOutput.error("nxlua stack: \(error)\n")
             return 1
         }

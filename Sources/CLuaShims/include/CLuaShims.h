@@ -140,5 +140,11 @@ void nxl_limits_arm(lua_State *L, nxl_Limits *limits, double seconds, long long 
 void nxl_limits_disarm(lua_State *L, nxl_Limits *limits);
 /// Nonzero when the calling thread's armed limits have run out (long Swift work polls it).
 int nxl_limits_expired_now(void);
+/// Nonzero once these limits have run out (checks the deadline; safe from any thread:
+/// the kernels' helper threads ask it).
+int nxl_limits_expired(nxl_Limits *limits);
+/// Disarms, forgets an expired limit and removes the hook: the state runs again
+/// (a macro's state lives on after a handler hit its limit).
+void nxl_limits_clear(lua_State *L, nxl_Limits *limits);
 
 #endif

@@ -1,0 +1,140 @@
+import Detector
+import Foundation
+import Stacker
+
+/// Turns the stacker's progress into events: run.start on the first frame, stream.open,
+/// frames.ready after each flush (where the frames now are, with their header values),
+/// then file.closed and run.stop. Events go through a JournalWriter, so the stacker never
+/// waits for the journal. Each event has an idempotency key; a resumed stack continues
+/// its run (same uid) and announces the stored frames the journal lacks, which is what a
+/// crash between the file's commit and the journal's can leave (at-least-once).
+public final class StackEventEmitter: StackObserver, @unchecked Sendable {
+    let writer: JournalWriter
+    let journal: SQLiteJournal
+    /// Fields of run.start: scan_id, plan, metadata (given on the command line).
+    public var runFields: [String: EventValue] = [:]
+    public var expectedFrames: Int?
+    public let stream = "detector"
+    public private(set) var run: String
+    var started = false
+    var dtype = "?"
+
+    public init(journal: SQLiteJournal, run: String? = nil, log: @escaping (String) -> Void) {
+        self.journal = journal
+        self.writer = JournalWriter(sink: journal, log: log)
+        self.run = run ?? makeRunUID()
+    }
+
+    func event(_ kind: EventKind, _ payload: [String: EventValue], key: String?) -> NewEvent {
+        NewEvent(kind: kind, run: run, payload: payload, key: key.map { "\(run)/\($0)" }, source: "stack")
+    }
+
+    public func runStarted(file: String, dataset: String, frameShape: [Int], resumed: Bool) {
+        var startKey = "run.start"
+        if resumed, let previous = try? journal.lastRun(writing: file) {
+            run = previous.run
+            // a run that stopped (interrupted) and resumes starts again, once per resumption
+            if !previous.stopped { started = true; return }
+            startKey = "run.start/resumed-\(Int(Date().timeIntervalSince1970 * 1000))"
+        }
+        started = true
+        var start = runFields
+        start["file"] = .string(file)
+        start["dataset"] = .string(dataset)
+        start["entry"] = .string(dataset.split(separator: "/").first.map(String.init) ?? "entry")
+        start["expected_frames"] = expectedFrames.map { .int($0) } ?? .null
+        start["resumed"] = .bool(resumed)
+        start["frame_shape"] = .array(frameShape.map { .int($0) })
+        let open: [String: EventValue] = [
+            "stream": .string(stream),
+            "file": .string(file),
+            "fields": .array([.object([
+                "name": .string("data"), "path": .string(dataset),
+                "shape": .array(frameShape.map { .int($0) }), "units": .string("counts"),
+            ])]),
+        ]
+        writer.submit([event(.runStart, start, key: startKey),
+                       event(.streamOpen, open, key: "stream.open/\(stream)" + (startKey == "run.start" ? "" : "/" + startKey))])
+    }
+
+    public func runResumed(storedRanges: [Range<Int>], file: String, dataset: String) {
+        let announced = (try? journal.announcedFrames(run: run, stream: stream)) ?? []
+        var covered = Set<Int>()
+        for r in announced { covered.formUnion(r) }
+        var missing: [NewEvent] = []
+        for r in storedRanges {
+            var lo: Int? = nil
+            for i in r {
+                if covered.contains(i) {
+                    if let l = lo { missing.append(ready(l..<i, file: file, dataset: dataset, frames: [], recovered: true)); lo = nil }
+                } else if lo == nil { lo = i }
+            }
+            if let l = lo { missing.append(ready(l..<r.upperBound, file: file, dataset: dataset, frames: [], recovered: true)) }
+        }
+        writer.submit(missing)
+    }
+
+    public func framesFlushed(_ range: Range<Int>, file: String, dataset: String) {
+        framesFlushed(range, file: file, dataset: dataset, frames: [])
+    }
+
+    public func framesFlushed(_ range: Range<Int>, file: String, dataset: String, frames: [FlushedFrame]) {
+        writer.submit([ready(range, file: file, dataset: dataset, frames: frames, recovered: false)])
+    }
+
+    func ready(_ range: Range<Int>, file: String, dataset: String, frames: [FlushedFrame], recovered: Bool) -> NewEvent {
+        var payload: [String: EventValue] = [
+            "stream": .string(stream), "first": .int(range.lowerBound), "stop": .int(range.upperBound),
+            "count": .int(range.count), "file": .string(file), "dataset": .string(dataset),
+            "slice": .string("\(range.lowerBound):\(range.upperBound)"),
+        ]
+        if recovered { payload["recovered"] = .bool(true) }
+        // per-frame values: one list per header key, aligned with the range
+        if !frames.isEmpty {
+            var keys = Set<String>()
+            for f in frames { keys.formUnion(f.values.keys) }
+            var values: [String: EventValue] = [:]
+            for k in keys {
+                values[k] = .array(frames.map { f in
+                    switch f.values[k] {
+                    case .integer(let v)?: return .int(v)
+                    case .number(let v)?: return .double(v)
+                    case .numbers(let v)?: return .array(v.map { .double($0) })
+                    case .text(let t)?: return .string(t)
+                    case nil: return .null
+                    }
+                })
+            }
+            payload["values"] = .object(values)
+            payload["sources"] = .array(frames.map { .string($0.sourceName) })
+        }
+        return event(.framesReady, payload, key: "frames/\(stream)/\(range.lowerBound)-\(range.upperBound)")
+    }
+
+    public func runStopped(_ summary: StackSummary) {
+        guard started else { return }
+        let status = summary.stopReason == "interrupted" ? "abort" : "success"
+        stop(status: status, file: summary.output, frames: summary.frameCount,
+             extra: ["stored": .int(summary.stored + summary.storedBefore), "bad": .int(summary.bad),
+                     "missing": .int(summary.missing.count), "reason": .string(summary.stopReason)])
+    }
+
+    /// The run failed (the stacker threw): run.stop with status "fail".
+    public func runFailed(_ message: String, file: String) {
+        guard started else { return }
+        stop(status: "fail", file: file, frames: nil, extra: ["error": .string(message)])
+    }
+
+    func stop(status: String, file: String, frames: Int?, extra: [String: EventValue]) {
+        let stamp = Int(Date().timeIntervalSince1970 * 1000)
+        var payload = extra
+        payload["status"] = .string(status)
+        payload["frames"] = frames.map { .int($0) } ?? .null
+        payload["file"] = .string(file)
+        writer.submit([event(.fileClosed, ["file": .string(file)], key: "file.closed/\(stamp)"),
+                       event(.runStop, payload, key: "run.stop/\(stamp)")])
+    }
+
+    /// Waits for everything to be journaled (at the end of the run).
+    public func close() { writer.close() }
+}

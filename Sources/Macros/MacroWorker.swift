@@ -1,0 +1,209 @@
+import Events
+import Foundation
+
+/// One macro on its own thread with its own Lua state: reads the journal from its
+/// durable cursor, runs its handlers, records each event done / failed / skipped. A
+/// handler is marked running before it starts (durably), so after a crash the records
+/// say which event was interrupted, and that event is delivered again (attempt 2).
+final class MacroWorker: @unchecked Sendable {
+    let name: String
+    let journal: SQLiteJournal
+    let options: MacroRunnerOptions
+    let log: (String) -> Void
+
+    // Shared with the runner's thread (under `lock`).
+    private let lock = NSLock()
+    private var incoming: MacroSource?
+    private var stopRequested = false
+    private var statusCopy: MacroStatus
+
+    // The worker thread's own.
+    private var current: MacroState?
+    private var pending: MacroState?
+    private var cursor: Int64 = 0
+    private var failures = 0
+    private var totalFailures = 0
+    private var disabled = false
+    private var message: String?
+    private var path: String
+    private var lastPublished = 0.0
+    private var thread: Thread!
+    private let done = DispatchSemaphore(value: 0)
+
+    init(source: MacroSource, journal: SQLiteJournal, options: MacroRunnerOptions, log: @escaping (String) -> Void) {
+        name = source.name
+        path = source.path
+        self.journal = journal
+        self.options = options
+        self.log = log
+        incoming = source
+        statusCopy = MacroStatus(macro: source.name, path: source.path, version: "", pendingVersion: nil, cursor: 0,
+                                 failures: 0, totalFailures: 0, disabled: false, message: nil, heartbeat: 0)
+        thread = Thread { [unowned self] in self.run() }
+        thread.name = "nxlua.macro.\(source.name)"
+        thread.stackSize = 16 << 20
+    }
+
+    func start() { thread.start() }
+
+    /// A new text of the file (the runner saw it change).
+    func reload(_ source: MacroSource) {
+        lock.lock(); incoming = source; lock.unlock()
+    }
+
+    /// Asks the thread to stop after the handler in progress, and waits for it.
+    func stop() {
+        lock.lock(); stopRequested = true; lock.unlock()
+        done.wait()
+    }
+
+    var status: MacroStatus { lock.lock(); defer { lock.unlock() }; return statusCopy }
+
+    private var shouldStop: Bool { lock.lock(); defer { lock.unlock() }; return stopRequested }
+
+    private func takeIncoming() -> MacroSource? {
+        lock.lock(); defer { lock.unlock() }
+        let s = incoming
+        incoming = nil
+        return s
+    }
+
+    private func run() {
+        defer { done.signal() }
+        do {
+            if let c = try journal.cursor(of: name) {
+                cursor = c
+            } else {
+                cursor = try startingCursor()
+                try journal.setCursor(of: name, to: cursor)
+            }
+        } catch {
+            log("macro \(name): \(error)")
+            return
+        }
+        while !shouldStop {
+            if let s = takeIncoming() { load(s) }
+            publish(force: false)
+            var batch: [Event] = []
+            if current != nil && !disabled {
+                do { batch = try journal.events(after: cursor, limit: 256) } catch {
+                    note("cannot read the journal: \(error)")
+                }
+            }
+            if batch.isEmpty {
+                Thread.sleep(forTimeInterval: options.pollInterval)
+                continue
+            }
+            process(batch)
+        }
+        publish(force: true)
+    }
+
+    /// Where a macro seen for the first time starts: at the start of the run in progress
+    /// (a macro joining mid-run still sees its run.start), else at the end; --from-start:
+    /// at the beginning of the journal.
+    private func startingCursor() throws -> Int64 {
+        if options.fromStart { return 0 }
+        if let last = try journal.lastRunStart(), !last.stopped { return last.seq - 1 }
+        return try journal.lastSeq()
+    }
+
+    private func load(_ source: MacroSource) {
+        if let c = current, c.source.hash == source.hash, source.path == path { pending = nil; return }
+        path = source.path
+        do {
+            let state = try MacroState(source, bounds: options.limits)
+            if current == nil || disabled || options.reloadNow {
+                let was = current?.source.shortHash
+                current = state
+                pending = nil
+                if disabled { log("macro \(name): re-enabled with version \(source.shortHash)") }
+                else if let was { log("macro \(name): version \(source.shortHash) replaces \(was) at once") }
+                else { log("macro \(name): loaded version \(source.shortHash)") }
+                disabled = false
+                failures = 0
+                message = nil
+            } else {
+                pending = state
+                message = nil
+                log("macro \(name): version \(source.shortHash) compiled; it takes over at the next run.start")
+            }
+        } catch {
+            let kept = current.map { "; version \($0.source.shortHash) keeps running" } ?? "; not running until the file is fixed"
+            note("\(error)\(kept)")
+        }
+        publish(force: true)
+    }
+
+    private func note(_ text: String) {
+        message = text
+        log("macro \(name): \(text)")
+    }
+
+    private func process(_ batch: [Event]) {
+        var skipped: [Int64] = []
+        for event in batch {
+            if shouldStop { break }
+            // a reload waiting for the next run takes over before that run's first event
+            if event.kind == .runStart, let p = pending {
+                log("macro \(name): version \(p.source.shortHash) takes over for run \(event.run)")
+                current = p
+                pending = nil
+            }
+            guard let state = current, !disabled else { break }
+            if !state.wants(event.kind) {
+                skipped.append(event.seq)
+                cursor = event.seq
+                continue
+            }
+            let version = state.source.hash
+            let attempt: Int
+            do { attempt = try journal.begin(macro: name, seq: event.seq, version: version) } catch {
+                note("\(error)")
+                break
+            }
+            var record = MacroRecord(macro: name, seq: event.seq, status: .done, version: version, error: nil, attempts: attempt)
+            do {
+                try state.handle(event, attempt: attempt)
+                failures = 0
+            } catch {
+                failures += 1
+                totalFailures += 1
+                record.status = .failed
+                record.error = "\(error)"
+                log("macro \(name): event \(event.seq) (\(event.kind.rawValue), run \(event.run)) failed: \(error)")
+                if failures >= options.maxFailures {
+                    disabled = true
+                    message = "disabled after \(failures) consecutive failures (last: \(error)); edit \(path) to re-enable"
+                    log("macro \(name): \(message!)")
+                }
+            }
+            do {
+                try journal.finish(macro: name, outcome: record, skipped: skipped, version: version, cursor: event.seq)
+                skipped.removeAll()
+                cursor = event.seq
+            } catch {
+                note("\(error)")
+                return
+            }
+            publish(force: record.status == .failed)
+        }
+        if !skipped.isEmpty, let last = skipped.last {
+            do {
+                try journal.finish(macro: name, outcome: nil, skipped: skipped, version: current?.source.hash ?? "", cursor: last)
+            } catch { note("\(error)") }
+        }
+        publish(force: false)
+    }
+
+    private func publish(force: Bool) {
+        let now = Date().timeIntervalSince1970
+        let s = MacroStatus(macro: name, path: path, version: current?.source.hash ?? "", pendingVersion: pending?.source.hash,
+                            cursor: cursor, failures: failures, totalFailures: totalFailures, disabled: disabled,
+                            message: message, heartbeat: now)
+        lock.lock(); statusCopy = s; lock.unlock()
+        guard force || now - lastPublished >= 1 else { return }
+        lastPublished = now
+        do { try journal.publish(s) } catch { log("macro \(name): \(error)") }
+    }
+}

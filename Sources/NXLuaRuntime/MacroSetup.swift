@@ -1,0 +1,163 @@
+import LuaBridge
+
+/// The Lua face of beamline macros (docs/macros.md): in a macro's state, `on(kind, key,
+/// fn)` and `off(kind, key)` register and remove handlers (SPEC's cdef: each macro keys
+/// its own hooks), and the `macro` table holds the macro's name, path and content hash
+/// with helpers: `macro.frames(event)` reads the frames an event announces,
+/// `macro.write_process(file, name, t)` writes results as an NXprocess group stamped with
+/// the macro's hash and the time. The runner (Sources/Macros) owns the state and calls
+/// the dispatcher this sets up.
+public enum MacroSetup {
+    static let kinds = ["run.start", "stream.open", "frames.ready", "point", "file.closed", "run.stop"]
+
+    static let prelude = """
+    local name, path, version = ...
+    local kinds = { \(kinds.map { "[\"\($0)\"] = true" }.joined(separator: ", ")) }
+    local handlers, order = {}, {}
+    local function checkkind(fname, kind)
+      if type(kind) ~= "string" then error("bad argument #1 to '" .. fname .. "' (event kind expected, got " .. type(kind) .. ")", 3) end
+      if not kinds[kind] then
+        error("bad argument #1 to '" .. fname .. "' (unknown event kind '" .. kind .. "'; expected run.start, stream.open, frames.ready, point, file.closed or run.stop)", 3)
+      end
+    end
+    function on(kind, key, fn)
+      checkkind("on", kind)
+      if type(key) ~= "string" then error("bad argument #2 to 'on' (key string expected, got " .. type(key) .. ")", 2) end
+      if type(fn) ~= "function" then error("bad argument #3 to 'on' (function expected, got " .. type(fn) .. ")", 2) end
+      handlers[kind] = handlers[kind] or {}
+      order[kind] = order[kind] or {}
+      if handlers[kind][key] == nil then table.insert(order[kind], key) end
+      handlers[kind][key] = fn
+    end
+    function off(kind, key)
+      checkkind("off", kind)
+      local h = handlers[kind]
+      if h == nil or h[key] == nil then return false end
+      h[key] = nil
+      for i, k in ipairs(order[kind]) do if k == key then table.remove(order[kind], i) break end end
+      return true
+    end
+    local current = nil
+    local function open(file)
+      -- the stacker may still be writing the file (SWMR); a finished file opens either way
+      local ok, f = pcall(nx.load, file, "r", { swmr = true })
+      if ok then return f end
+      return nx.load(file, "r")
+    end
+    macro = { name = name, path = path, version = version }
+    function macro.frames(event)
+      if type(event) ~= "table" or event.file == nil or event.dataset == nil or event.slice == nil then
+        error("bad argument #1 to 'frames' (a frames.ready event expected)", 2)
+      end
+      local f <close> = open(event.file)
+      return f[event.dataset][event.slice]
+    end
+    macro.open = open
+    function macro.write_process(file, pname, t)
+      if type(file) ~= "string" then error("bad argument #1 to 'write_process' (file name expected, got " .. type(file) .. ")", 2) end
+      if type(pname) ~= "string" then error("bad argument #2 to 'write_process' (group name expected, got " .. type(pname) .. ")", 2) end
+      t = t or {}
+      local f <close> = nx.load(file, "a")
+      local entry = t.entry or "entry"
+      if f[entry] == nil then f[entry] = nx.group("NXentry") end
+      local g = f[entry]
+      if g[pname] ~= nil then g[pname] = nil end
+      g[pname] = nx.group("NXprocess", {
+        program = "nxlua macros", version = version, date = os.date("!%Y-%m-%dT%H:%M:%SZ"),
+        macro = name, macro_path = path, macro_hash = version,
+      })
+      local p = g[pname]
+      if t.note then p.note = t.note end
+      if t.parameters then
+        local params = {}
+        for k, v in pairs(t.parameters) do params[k] = v end
+        p.parameters = nx.group("NXparameters", params)
+      end
+      if t.data then p.data = nx.data(t.data) end
+      if t.fields then for k, v in pairs(t.fields) do p[k] = v end end
+      return file .. ":/" .. entry .. "/" .. pname
+    end
+    local function dispatch(event)
+      local keys = order[event.kind]
+      if keys == nil or #keys == 0 then return 0 end
+      local n = 0
+      for _, k in ipairs({ table.unpack(keys) }) do
+        local fn = handlers[event.kind][k]
+        if fn then current = k; fn(event); n = n + 1 end
+      end
+      current = nil
+      return n
+    end
+    local function wants(kind)
+      return order[kind] ~= nil and #order[kind] > 0
+    end
+    local function handler() return current end
+    return dispatch, wants, handler
+    """
+
+    static let dispatchKey = "nxlua.macro.dispatch"
+    static let wantsKey = "nxlua.macro.wants"
+    static let handlerKey = "nxlua.macro.handler"
+
+    /// Installs `on`, `off` and `macro` in the runtime's state.
+    public static func install(in runtime: Runtime, name: String, path: String, version: String) throws {
+        let lua = runtime.lua
+        let base = lua.top
+        defer { lua.top = base }
+        try lua.load(prelude, name: "=macro")
+        lua.push(name)
+        lua.push(path)
+        lua.push(version)
+        try lua.pcall(nargs: 3, nresults: 3)
+        for (i, key) in [dispatchKey, wantsKey, handlerKey].enumerated() {
+            lua.pushValue(at: base + 1 + Int32(i))
+            lua.rawSet(at: Lua.registryIndex, key: key)
+        }
+    }
+
+    /// Whether the macro has a handler for `kind` (a plain table look-up: cannot loop).
+    public static func wants(_ kind: String, in runtime: Runtime) throws -> Bool {
+        let lua = runtime.lua
+        let base = lua.top
+        defer { lua.top = base }
+        _ = lua.rawGet(at: Lua.registryIndex, key: wantsKey)
+        lua.push(kind)
+        try lua.pcall(nargs: 1, nresults: 1)
+        return lua.toBoolean(at: -1)
+    }
+
+    /// Calls the handlers of the event that `pushEvent` pushes (a table with `kind`);
+    /// returns how many ran. A handler's error is thrown with the handler's key.
+    public static func dispatch(in runtime: Runtime, pushEvent: (Lua) throws -> Void) throws -> Int {
+        let lua = runtime.lua
+        let base = lua.top
+        defer { lua.top = base }
+        _ = lua.rawGet(at: Lua.registryIndex, key: dispatchKey)
+        try pushEvent(lua)
+        do {
+            try lua.pcall(nargs: 1, nresults: 1, traceback: true)
+        } catch let e as LuaScriptError {
+            throw MacroHandlerError(handler: nil, message: e.message)
+        }
+        return lua.toInteger(at: -1) ?? 0
+    }
+
+    /// The key of the handler that was running when dispatch failed (ask once the
+    /// limits are cleared: an expired limit raises at every instruction).
+    public static func failedHandler(in runtime: Runtime) -> String? {
+        let lua = runtime.lua
+        let base = lua.top
+        defer { lua.top = base }
+        _ = lua.rawGet(at: Lua.registryIndex, key: handlerKey)
+        guard (try? lua.pcall(nargs: 0, nresults: 1)) != nil else { return nil }
+        return lua.toString(at: -1)
+    }
+}
+
+/// A handler failed: which one (its key), and Lua's message with the traceback.
+public struct MacroHandlerError: Error, CustomStringConvertible {
+    public var handler: String?
+    public var message: String
+    public init(handler: String?, message: String) { self.handler = handler; self.message = message }
+    public var description: String { handler.map { "handler '\($0)': \(message)" } ?? message }
+}
