@@ -99,7 +99,7 @@ let package = Package(
 
         // Swift-side micro-benchmarks for scripts/bench (not part of the product).
         .target(name: "CBenchmarkShims", dependencies: ["CLua"]),
-        .executableTarget(name: "nxlua-bench", dependencies: ["LuaBridge", "CLua", "CBenchmarkShims", "NDArray"]),
+        .executableTarget(name: "nxlua-bench", dependencies: ["LuaBridge", "CLua", "CBenchmarkShims", "NDArray", "Events"]),
 
         .testTarget(name: "LuaBridgeTests", dependencies: ["LuaBridge"]),
         .testTarget(name: "NDArrayTests", dependencies: ["NDArray"]),

@@ -5,6 +5,7 @@ import argparse
 import json
 import os
 import pathlib
+import shutil
 import statistics
 import subprocess
 import sys
@@ -597,10 +598,116 @@ def bench_serve(root):
              f"{hw / ow:.1f}x faster", "faster than HSDS", ow < hw)]
 
 
+def bench_journal(root):
+    """Events appended to the SQLite journal with durable commits (synchronous=FULL, WAL),
+    500 per commit as the sources batch them, next to Python's sqlite3 inserting the same
+    rows into the same schema with the same settings and batches."""
+    import sqlite3
+    events = 200_000
+    path = bench_cache() / "journal.sqlite"
+    out = subprocess.run([str(root / ".build/release/nxlua-bench"), "journal", str(path), str(events), "500"],
+                         check=True, capture_output=True, text=True).stdout
+    ours = events / json.loads(out)["seconds"]
+    anchor = bench_cache() / "journal-python.sqlite"
+    for suffix in ("", "-wal", "-shm"):
+        pathlib.Path(str(anchor) + suffix).unlink(missing_ok=True)
+    c = sqlite3.connect(str(anchor), isolation_level=None)
+    c.execute("PRAGMA journal_mode=WAL")
+    c.execute("PRAGMA synchronous=FULL")
+    c.execute("CREATE TABLE events(seq INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, run TEXT NOT NULL, "
+              "key TEXT UNIQUE, source TEXT NOT NULL, time REAL NOT NULL, payload TEXT NOT NULL)")
+    t = time.perf_counter()
+    for lo in range(0, events, 500):
+        c.execute("BEGIN")
+        c.executemany("INSERT OR IGNORE INTO events(kind, run, key, source, time, payload) VALUES (?, ?, ?, ?, ?, ?)",
+                      [("point", "bench", f"bench/p{k}", "bench", time.time(),
+                        json.dumps({"counts": k % 5000, "motor": k * 0.01}, sort_keys=True)) for k in range(lo, lo + 500)])
+        c.execute("COMMIT")
+    theirs = events / (time.perf_counter() - t)
+    c.close()
+    return [("journal: 200k events, 500 per durable commit", f"{ours:,.0f} events/s",
+             "python sqlite3, same schema and commits", f"{theirs:,.0f} events/s",
+             f"{ours / theirs:.2f}x", ">= 20,000 events/s", ours >= 20_000)]
+
+
+MACRO_LATENCY = """
+local lines = {}
+on("frames.ready", "latency", function(e)
+  local t = nxlua.time()
+  for i = e.first, e.stop - 1 do lines[#lines + 1] = string.format("%d %.6f", i, t) end
+end)
+on("run.stop", "latency", function(e)
+  local f = assert(io.open(OUT, "w"))
+  f:write(table.concat(lines, "\\n"), "\\n")
+  f:close()
+  lines = {}
+end)
+"""
+
+
+def bench_macro_latency(root):
+    """From a frame file appearing (renamed into a watched folder) to its frames.ready
+    handler running in `nxlua macros`, at 250 frames/s, with `nxlua stack --watch
+    --journal` on the same machine (Pilatus 300K frames). No external anchor exists:
+    the figure is printed next to the goal."""
+    import numpy as np
+    frames = 750
+    nxlua = str(root / ".build/release/nxlua")
+    work = bench_cache() / "macro_latency"
+    shutil.rmtree(work, ignore_errors=True)
+    made, watched, macros = work / "made", work / "watched", work / "macros"
+    for d in (made, watched, macros):
+        d.mkdir(parents=True)
+    code = f"""
+    for n = 1, {frames} do
+      local f, h = detector.synthetic{{seed = n, frame = n, modules = {{3, 1}}, spots = 20}}
+      detector.write(string.format("{made}/scan_%05d.cbf", n), f, h)
+    end"""
+    subprocess.run([nxlua, "-e", code], check=True)
+    journal, handled = work / "j.sqlite", work / "handled.txt"
+    (macros / "latency.lua").write_text(MACRO_LATENCY.replace("OUT", repr(str(handled))))
+    runner = subprocess.Popen([nxlua, "macros", str(macros), "--journal", str(journal)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    stacker = subprocess.Popen([nxlua, "stack", "--watch", str(watched), "--out", str(work / "scan.nxs"), "--quiet",
+                                "--end-marker", "done", "--journal", str(journal), "--frames", str(frames)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(1.0)  # both are up and idle
+        appeared = {}
+        files = sorted(made.iterdir())
+        t0 = time.time()
+        for i, f in enumerate(files):
+            target = t0 + i / 250.0
+            delay = target - time.time()
+            if delay > 0:
+                time.sleep(delay)
+            tmp = watched / ("." + f.name + ".part")
+            shutil.copyfile(f, tmp)
+            os.rename(tmp, watched / f.name)
+            appeared[i] = time.time()
+        rate = frames / (time.time() - t0)
+        stacker.wait(timeout=300)
+        deadline = time.time() + 120
+        while not handled.exists() and time.time() < deadline:
+            time.sleep(0.1)
+    finally:
+        stacker.kill()
+        runner.terminate()
+        runner.wait(timeout=60)
+    seen = {}
+    for line in handled.read_text().splitlines():
+        i, t = line.split()
+        seen.setdefault(int(i), float(t))
+    lat = np.array([(seen[i] - appeared[i]) * 1e3 for i in appeared if i in seen])
+    p50, p99 = np.percentile(lat, 50), np.percentile(lat, 99)
+    return [(f"frame file -> frames.ready handler, {len(lat)}/{frames} frames at {rate:.0f} frames/s, p50 {p50:.0f} ms",
+             f"p99 {p99:.0f} ms", "(no anchor)", "-", "-", "p99 <= 100 ms", p99 <= 100 and len(lat) == frames)]
+
+
 BENCHES = {"startup": bench_startup, "bridge": bench_bridge, "sums": bench_sums,
            "elementwise": bench_elementwise, "masked_sum": bench_masked_sum, "nexus_tree": bench_nexus_tree,
            "nexus_frame": bench_nexus_frame, "stream": bench_stream, "cbf_decode": bench_cbf_decode,
-           "stack": bench_stack, "serve": bench_serve}
+           "stack": bench_stack, "serve": bench_serve, "journal": bench_journal, "macro_latency": bench_macro_latency}
 
 
 def main():

@@ -4,6 +4,7 @@
 //   nxlua-bench bridge [calls]   Lua->C vs Lua->Swift call cost (ns per call)
 import CBenchmarkShims
 import CLua
+import Events
 import LuaBridge
 import NDArray
 #if canImport(Glibc)
@@ -74,13 +75,37 @@ func sums(frames: Int) throws {
     print("{\"bench\": \"sums\", \"frames\": \(frames), \"sum0_ms\": \(s0), \"sum12_ms\": \(s12)}")
 }
 
+/// Appends `events` point events to a fresh journal at `path` in durable batches of
+/// `batch` (one commit each), as the sources do; events/s over the whole append.
+func journal(path: String, events: Int, batch: Int) throws {
+    unlink(path); unlink(path + "-wal"); unlink(path + "-shm")
+    let j = try SQLiteJournal(path: path)
+    let run = makeRunUID()
+    let t0 = now()
+    var i = 0
+    while i < events {
+        let n = min(batch, events - i)
+        try j.append((i..<(i + n)).map { k in
+            NewEvent(kind: .point, run: run, payload: ["motor": .double(Double(k) * 0.01), "counts": .int(k % 5000)],
+                     key: "\(run)/p\(k)", source: "bench")
+        })
+        i += n
+    }
+    let seconds = now() - t0
+    guard try j.lastSeq() == Int64(events) else { fatalError("journal bench: events missing") }
+    print("{\"bench\": \"journal\", \"events\": \(events), \"batch\": \(batch), \"seconds\": \(seconds)}")
+}
+
 let args = CommandLine.arguments
 switch args.count > 1 ? args[1] : "" {
+case "journal":
+    try journal(path: args.count > 2 ? args[2] : "/tmp/nxlua-bench-journal.sqlite",
+                events: args.count > 3 ? Int(args[3]) ?? 200_000 : 200_000, batch: args.count > 4 ? Int(args[4]) ?? 500 : 500)
 case "sums":
     try sums(frames: args.count > 2 ? Int(args[2]) ?? 100 : 100)
 case "bridge":
     try bridge(calls: args.count > 2 ? Int(args[2]) ?? 2_000_000 : 2_000_000)
 default:
-    print("usage: nxlua-bench bridge [calls]")
+    print("usage: nxlua-bench bridge [calls] | sums [frames] | journal [path] [events] [batch]")
     exit(2)
 }
