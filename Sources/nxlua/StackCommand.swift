@@ -83,12 +83,12 @@ enum StackCommand {
 
     /// Runs with the arguments after "stack"; returns the exit status.
     static func run(_ arguments: [String]) -> Int32 {
-        let stackOptions: StackOptions
+        let parsedOptions: StackOptions
         var parsedJournal: String? = nil, parsedRun: String? = nil, parsedScanID: String? = nil, parsedPlan: String? = nil
         do {
             let a = try SubcommandOptions(specs: specs, arguments: arguments)
             if a.flag("help") { print(usage); return 0 }
-            stackOptions = try options(a)
+            parsedOptions = try options(a)
             parsedJournal = a.string("journal")
             parsedRun = a.string("run")
             parsedScanID = a.string("scan-id")
@@ -102,7 +102,7 @@ enum StackCommand {
         }
         signal(SIGINT) { _ in stopRequested = 1 }
         signal(SIGTERM) { _ in stopRequested = 1 }
-        var stackOptions = stackOptions
+        var stackOptions = parsedOptions
         var emitter: StackEventEmitter? = nil
         if let path = parsedJournal {
             do {
