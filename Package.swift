@@ -86,7 +86,7 @@ let package = Package(
         .target(name: "NXLuaRuntime", dependencies: ["LuaBridge", "NativeLibraries", "NDArray", "NeXus", "Detector", "Stacker", "TerminalProgress", "RemoteServer"]),
         // `nxlua macros`: one worker thread and one Lua state per macro file, fed from the
         // journal with durable cursors, limits, failure counting and live reload.
-        .target(name: "Macros", dependencies: ["Events", "NXLuaRuntime", "LuaBridge", "NDArray",
+        .target(name: "Macros", dependencies: ["Events", "NXLuaRuntime", "LuaBridge", "NDArray", "NeXus",
                                                .product(name: "Crypto", package: "swift-crypto")]),
         // The executable: CLI, REPL, script runner.
         // The release build links the Swift runtime and Foundation (which the HTTP stack

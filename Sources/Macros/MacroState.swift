@@ -3,6 +3,7 @@ import Events
 import Foundation
 import LuaBridge
 import NDArray
+import NeXus
 import NXLuaRuntime
 
 /// One macro file as read: its name (the file name without .lua), text and content hash.
@@ -45,6 +46,7 @@ final class MacroState {
         self.source = source
         self.bounds = bounds
         limits = LuaLimits(memory: bounds.memory)
+        NXThreads.silenceHDF5Errors()   // errors are reported as Lua errors, not printed by HDF5
         do {
             runtime = try Runtime(limits: limits)
             try MacroSetup.install(in: runtime, name: source.name, path: source.path, version: source.hash)

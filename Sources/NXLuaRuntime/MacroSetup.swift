@@ -1,4 +1,9 @@
 import LuaBridge
+import NDArray
+import NeXus
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The Lua face of beamline macros (docs/macros.md): in a macro's state, `on(kind, key,
 /// fn)` and `off(kind, key)` register and remove handlers (SPEC's cdef: each macro keys
@@ -11,7 +16,7 @@ public enum MacroSetup {
     static let kinds = ["run.start", "stream.open", "frames.ready", "point", "file.closed", "run.stop"]
 
     static let prelude = """
-    local name, path, version = ...
+    local name, path, version, readframes = ...
     local kinds = { \(kinds.map { "[\"\($0)\"] = true" }.joined(separator: ", ")) }
     local handlers, order = {}, {}
     local function checkkind(fname, kind)
@@ -49,8 +54,7 @@ public enum MacroSetup {
       if type(event) ~= "table" or event.file == nil or event.dataset == nil or event.slice == nil then
         error("bad argument #1 to 'frames' (a frames.ready event expected)", 2)
       end
-      local f <close> = open(event.file)
-      return f[event.dataset][event.slice]
+      return readframes(event.file, event.dataset, event.slice, event.stop or 0)
     end
     macro.open = open
     function macro.write_process(file, pname, t)
@@ -95,6 +99,44 @@ public enum MacroSetup {
     return dispatch, wants, handler
     """
 
+    /// One live read at a time in the process. HDF5 shares a file opened twice in one
+    /// process, metadata cache included: while one macro held the stack open, another's
+    /// SWMR read could see a stale chunk index and return another frame's pixels (seen
+    /// with two example macros on a live stack). Opened, refreshed, read and closed
+    /// under this lock, every read sees the file as of its open.
+    nonisolated(unsafe) static var readLock: pthread_mutex_t = {
+        var m = pthread_mutex_t()
+        pthread_mutex_init(&m, nil)
+        return m
+    }()
+
+    /// Frames `slice` of `dataset` in `file`, which the stacker may still be writing.
+    static func readFrames(file path: String, dataset: String, slice: String, stop: Int) throws -> NDArray {
+        pthread_mutex_lock(&readLock)
+        defer { pthread_mutex_unlock(&readLock) }
+        var o = NXFile.Options()
+        o.swmr = true
+        let file: NXFile
+        do { file = try (try? NXFile(path: path, mode: .read, options: o)) ?? NXFile(path: path, mode: .read) } catch {
+            throw LuaError.runtime("\(error)")
+        }
+        defer { file.close() }
+        do {
+            guard let d = try file.root.resolve(dataset) as? NXField else {
+                throw LuaError.runtime("\(path): \(dataset): no such field")
+            }
+            try d.refresh()
+            let n = try d.shape.first ?? 0
+            if n < stop { throw LuaError.runtime("\(path): \(dataset) holds \(n) frames; the event announces \(slice)") }
+            guard case .array(let a) = try d.read(try Selection(parsing: slice)) else {
+                throw LuaError.runtime("\(path): \(dataset) is not numeric")
+            }
+            return a
+        } catch let e as LuaError { throw e } catch {
+            throw LuaError.runtime("\(error)")
+        }
+    }
+
     static let dispatchKey = "nxlua.macro.dispatch"
     static let wantsKey = "nxlua.macro.wants"
     static let handlerKey = "nxlua.macro.handler"
@@ -108,7 +150,13 @@ public enum MacroSetup {
         lua.push(name)
         lua.push(path)
         lua.push(version)
-        try lua.pcall(nargs: 3, nresults: 3)
+        lua.push(function: "frames") { call in
+            let a = try readFrames(file: try call.string(1), dataset: try call.string(2), slice: try call.string(3),
+                                   stop: try call.integer(4))
+            try ArrayModule.push(a, call.lua, scalarIfZeroD: false)
+            return 1
+        }
+        try lua.pcall(nargs: 4, nresults: 3)
         for (i, key) in [dispatchKey, wantsKey, handlerKey].enumerated() {
             lua.pushValue(at: base + 1 + Int32(i))
             lua.rawSet(at: Lua.registryIndex, key: key)
