@@ -634,7 +634,7 @@ MACRO_LATENCY = """
 local lines = {}
 on("frames.ready", "latency", function(e)
   local t = nxlua.time()
-  for i = e.first, e.stop - 1 do lines[#lines + 1] = string.format("%d %.6f", i, t) end
+  for i = e.first, e.stop - 1 do lines[#lines + 1] = string.format("%d %.6f %.6f", i, t, e.time) end
 end)
 on("run.stop", "latency", function(e)
   local f = assert(io.open(OUT, "w"))
@@ -694,12 +694,18 @@ def bench_macro_latency(root):
         stacker.kill()
         runner.terminate()
         runner.wait(timeout=60)
-    seen = {}
+    seen, flushed = {}, {}
     for line in handled.read_text().splitlines():
-        i, t = line.split()
+        i, t, f = line.split()
         seen.setdefault(int(i), float(t))
+        flushed.setdefault(int(i), float(f))
     lat = np.array([(seen[i] - appeared[i]) * 1e3 for i in appeared if i in seen])
     p50, p99 = np.percentile(lat, 50), np.percentile(lat, 99)
+    # where the time goes: file -> flushed and announced (stacker), announced -> handler (journal, runner)
+    stack_part = np.array([(flushed[i] - appeared[i]) * 1e3 for i in appeared if i in seen])
+    macro_part = np.array([(seen[i] - flushed[i]) * 1e3 for i in appeared if i in seen])
+    print(f"macro_latency: stacker part p50 {np.percentile(stack_part, 50):.0f} / p99 {np.percentile(stack_part, 99):.0f} ms, "
+          f"journal + runner part p50 {np.percentile(macro_part, 50):.0f} / p99 {np.percentile(macro_part, 99):.0f} ms", file=sys.stderr)
     return [(f"frame file -> frames.ready handler, {len(lat)}/{frames} frames at {rate:.0f} frames/s, p50 {p50:.0f} ms",
              f"p99 {p99:.0f} ms", "(no anchor)", "-", "-", "p99 <= 100 ms", p99 <= 100 and len(lat) == frames)]
 

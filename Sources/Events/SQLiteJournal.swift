@@ -16,7 +16,13 @@ public final class SQLiteJournal: EventJournal, MacroLedger, @unchecked Sendable
     public init(path: String, durable: Bool = true) throws {
         self.path = path
         var config = Configuration()
-        config.busyMode = .timeout(30)
+        // Another process holds the write lock (the stacker, a trigger, the runner): retry
+        // every half millisecond for up to 30 s. SQLite's own busy timeout backs off to
+        // 100 ms sleeps, which showed as the p99 of frame-to-handler latency.
+        config.busyMode = .callback { tries in
+            usleep(500)
+            return tries < 60_000
+        }
         config.label = "nxlua.journal"
         let synchronous = durable ? "FULL" : "NORMAL"
         config.prepareDatabase { db in
