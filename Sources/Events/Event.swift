@@ -85,8 +85,61 @@ public enum EventValue: Sendable, Equatable, Codable, CustomStringConvertible {
         }
     }
 
-    public var description: String {
-        (try? String(decoding: JSONEncoder.sorted.encode(self), as: UTF8.self)) ?? "?"
+    public var description: String { jsonText }
+
+    /// Compact JSON with sorted keys (stable: payloads compare equal as text). Written by
+    /// hand: Foundation's JSONEncoder took most of an append's time.
+    public var jsonText: String {
+        var out = ""
+        EventValue.write(self, to: &out)
+        return out
+    }
+
+    static func write(_ v: EventValue, to out: inout String) {
+        switch v {
+        case .null: out += "null"
+        case .bool(let b): out += b ? "true" : "false"
+        case .int(let i): out += String(i)
+        case .double(let d): out += d.isFinite ? "\(d)" : "null"   // JSON has no NaN or infinity
+        case .string(let s): writeString(s, to: &out)
+        case .array(let items):
+            out += "["
+            for (k, item) in items.enumerated() {
+                if k > 0 { out += "," }
+                write(item, to: &out)
+            }
+            out += "]"
+        case .object(let members): writeObject(members, to: &out)
+        }
+    }
+
+    static func writeObject(_ members: [String: EventValue], to out: inout String) {
+        out += "{"
+        for (k, key) in members.keys.sorted().enumerated() {
+            if k > 0 { out += "," }
+            writeString(key, to: &out)
+            out += ":"
+            write(members[key]!, to: &out)
+        }
+        out += "}"
+    }
+
+    static func writeString(_ s: String, to out: inout String) {
+        out += "\""
+        for u in s.unicodeScalars {
+            switch u {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            case _ where u.value < 0x20:
+                let hex = String(u.value, radix: 16)
+                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+            default: out.unicodeScalars.append(u)
+            }
+        }
+        out += "\""
     }
 }
 

@@ -91,10 +91,10 @@ public final class SQLiteJournal: EventJournal, MacroLedger, @unchecked Sendable
     @discardableResult
     public func append(_ events: [NewEvent]) throws -> [Int64?] {
         if events.isEmpty { return [] }
-        let payloads = try events.map { e -> String in
-            do { return String(decoding: try JSONEncoder.sorted.encode(e.payload), as: UTF8.self) } catch {
-                throw EventError("event \(e.kind.rawValue) of run \(e.run): payload is not JSON-able: \(error)")
-            }
+        let payloads = events.map { e -> String in
+            var text = ""
+            EventValue.writeObject(e.payload, to: &text)
+            return text
         }
         return try wrap("cannot append events") {
             try pool.write { db -> [Int64?] in

@@ -104,6 +104,21 @@ final class EventsTests: XCTestCase {
         XCTAssertEqual(all.map { $0.payload["i"]?.intValue ?? -1 }, Array(0..<2000))
     }
 
+    func testPayloadTextRoundTrips() throws {
+        let v = EventValue.object([
+            "quote\"back\\slash": .string("line\nbreak\ttab\u{01}ctrl é ✓ 😀"),
+            "numbers": .array([.int(-3), .double(0.1), .double(1e-300), .double(2.5e20), .double(.nan), .null, .bool(false)]),
+            "nested": .object(["b": .int(2), "a": .array([])]),
+        ])
+        let text = v.jsonText
+        let back = try JSONDecoder().decode(EventValue.self, from: Data(text.utf8))
+        guard case .object(let o) = back, case .array(let nums)? = o["numbers"] else { return XCTFail(text) }
+        XCTAssertEqual(o["quote\"back\\slash"], .string("line\nbreak\ttab\u{01}ctrl é ✓ 😀"))
+        XCTAssertEqual(nums, [.int(-3), .double(0.1), .double(1e-300), .double(2.5e20), .null, .null, .bool(false)])
+        XCTAssertEqual(o["nested"], .object(["b": .int(2), "a": .array([])]))
+        XCTAssertTrue(text.contains("{\"a\":[],\"b\":2}"), text)   // keys sorted
+    }
+
     func testValuesFromText() {
         XCTAssertEqual(EventValue(parsingText: "12"), .int(12))
         XCTAssertEqual(EventValue(parsingText: "12.5"), .double(12.5))
