@@ -17,7 +17,8 @@ public final class JournalWriter: @unchecked Sendable {
     public init(sink: EventSink, log: @escaping (String) -> Void) {
         self.sink = sink
         self.log = log
-        thread = Thread { [unowned self] in self.loop() }
+        // the thread holds the writer until its loop ends (after close)
+        thread = Thread { self.loop() }
         thread.name = "nxlua.journal"
         thread.start()
     }

@@ -57,7 +57,8 @@ final class MacroState {
         let base = lua.top
         defer { lua.top = base }
         do {
-            try lua.load(source.text, name: "@" + source.path)
+            // messages name the file, not its whole path (Lua cuts long chunk names)
+            try lua.load(source.text, name: "@" + (source.path.split(separator: "/").last.map(String.init) ?? source.path))
         } catch let e as LuaScriptError {
             throw EventError(e.message)
         }

@@ -39,7 +39,7 @@ final class MacroWorker: @unchecked Sendable {
         incoming = source
         statusCopy = MacroStatus(macro: source.name, path: source.path, version: "", pendingVersion: nil, cursor: 0,
                                  failures: 0, totalFailures: 0, disabled: false, message: nil, heartbeat: 0)
-        thread = Thread { [unowned self] in self.run() }
+        thread = Thread { self.run() }   // holds the worker until its loop ends
         thread.name = "nxlua.macro.\(source.name)"
         thread.stackSize = 16 << 20
     }
@@ -174,7 +174,8 @@ final class MacroWorker: @unchecked Sendable {
                 log("macro \(name): event \(event.seq) (\(event.kind.rawValue), run \(event.run)) failed: \(error)")
                 if failures >= options.maxFailures {
                     disabled = true
-                    message = "disabled after \(failures) consecutive failures (last: \(error)); edit \(path) to re-enable"
+                    let first = "\(error)".split(separator: "\n").first.map(String.init) ?? ""
+                    message = "disabled after \(failures) consecutive failures (last: \(first)); edit \(path) to re-enable"
                     log("macro \(name): \(message!)")
                 }
             }
