@@ -99,13 +99,20 @@ public final class SQLiteJournal: EventJournal, MacroLedger, @unchecked Sendable
         return try wrap("cannot append events") {
             try pool.write { db -> [Int64?] in
                 let insert = try db.cachedStatement(sql: """
-                    INSERT OR IGNORE INTO events(kind, run, key, source, time, payload) VALUES (?, ?, ?, ?, ?, ?)
+                    INSERT INTO events(kind, run, key, source, time, payload) VALUES (?, ?, ?, ?, ?, ?)
                     """)
+                // looked up first, not INSERT OR IGNORE: an ignored insert still uses up a
+                // sequence number, and the journal's numbers have no gaps
+                let known = try db.cachedStatement(sql: "SELECT 1 FROM events WHERE key = ?")
                 var seqs: [Int64?] = []
                 seqs.reserveCapacity(events.count)
                 for (e, p) in zip(events, payloads) {
+                    if let key = e.key, try Int.fetchOne(known, arguments: [key]) != nil {
+                        seqs.append(nil)
+                        continue
+                    }
                     try insert.execute(arguments: [e.kind.rawValue, e.run, e.key, e.source, e.time, p])
-                    seqs.append(db.changesCount > 0 ? db.lastInsertedRowID : nil)
+                    seqs.append(db.lastInsertedRowID)
                 }
                 return seqs
             }

@@ -42,7 +42,9 @@ final class EventsTests: XCTestCase {
         XCTAssertEqual(try j.append([point("r", 0, key: "r/p0"), point("r", 1, key: "r/p1")]), [1, 2])
         // a source retrying a batch after a crash: the journaled ones are skipped
         XCTAssertEqual(try j.append([point("r", 1, key: "r/p1"), point("r", 2, key: "r/p2")]), [nil, 3])
-        XCTAssertEqual(try j.lastSeq(), 3)
+        XCTAssertEqual(try j.lastSeq(), 3)   // no gap left by the duplicate
+        // twice in one batch: the second is the duplicate
+        XCTAssertEqual(try j.append([point("r", 3, key: "r/p3"), point("r", 3, key: "r/p3")]), [4, nil])
     }
 
     func testAnotherConnectionSeesCommittedEventsAndReopenKeepsThem() throws {
