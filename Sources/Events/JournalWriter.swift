@@ -12,13 +12,13 @@ public final class JournalWriter: @unchecked Sendable {
     private var stopping = false
     private var lastError: String?
     private let condition = NSCondition()
-    private var thread: Thread!
 
     public init(sink: EventSink, log: @escaping (String) -> Void) {
         self.sink = sink
         self.log = log
-        // the thread holds the writer until its loop ends (after close)
-        thread = Thread { self.loop() }
+        // the thread holds the writer until its loop ends (after close); not kept in a
+        // property, which would make a cycle that outlives the thread
+        let thread = Thread { self.loop() }
         thread.name = "nxlua.journal"
         thread.start()
     }

@@ -27,7 +27,6 @@ final class MacroWorker: @unchecked Sendable {
     private var message: String?
     private var path: String
     private var lastPublished = 0.0
-    private var thread: Thread!
     private let done = DispatchSemaphore(value: 0)
 
     init(source: MacroSource, journal: SQLiteJournal, options: MacroRunnerOptions, log: @escaping (String) -> Void) {
@@ -39,12 +38,15 @@ final class MacroWorker: @unchecked Sendable {
         incoming = source
         statusCopy = MacroStatus(macro: source.name, path: source.path, version: "", pendingVersion: nil, cursor: 0,
                                  failures: 0, totalFailures: 0, disabled: false, message: nil, heartbeat: 0)
-        thread = Thread { self.run() }   // holds the worker until its loop ends
-        thread.name = "nxlua.macro.\(source.name)"
-        thread.stackSize = 16 << 20
     }
 
-    func start() { thread.start() }
+    func start() {
+        // the thread holds the worker until its loop ends (not kept: no cycle outlives it)
+        let thread = Thread { self.run() }
+        thread.name = "nxlua.macro.\(name)"
+        thread.stackSize = 16 << 20
+        thread.start()
+    }
 
     /// A new text of the file (the runner saw it change).
     func reload(_ source: MacroSource) {

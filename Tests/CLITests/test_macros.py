@@ -584,11 +584,18 @@ def test_stacker_killed_and_resumed_announces_every_frame_of_one_run(tmp_path):
     with db(journal) as c:
         runs = {uid for (uid,) in c.execute("SELECT DISTINCT run FROM events")}
         ready = [json.loads(t) for (t,) in c.execute("SELECT payload FROM events WHERE kind = 'frames.ready'")]
-        starts = c.execute("SELECT COUNT(*) FROM events WHERE kind = 'run.start'").fetchone()[0]
+        marks = [(k, json.loads(t)) for k, t in c.execute(
+            "SELECT kind, payload FROM events WHERE kind IN ('run.start', 'run.stop') ORDER BY seq")]
     assert len(runs) == 1, runs
     covered = sorted(i for e in ready for i in range(e["first"], e["stop"]))
     assert covered == list(range(count)), "frames announced twice or never"
     assert any(e.get("recovered") for e in ready)
-    # one run.start, plus one per resumption after a clean stop (the finished run was stopped once)
-    assert starts == 2
+    # a killed stack continues its run silently; one that stopped starts again, marked resumed
+    # (the first start is marked resumed when a kill came before its announcement)
+    assert marks[0][0] == "run.start"
+    for (before, _), (kind, payload) in zip(marks, marks[1:]):
+        if kind == "run.start":
+            assert before == "run.stop" and payload["resumed"], marks
+    assert marks[-1][0] == "run.stop" and marks[-1][1]["status"] == "success"
+    assert sum(1 for k, _ in marks if k == "run.start") >= 2   # the rerun of the finished stack
     assert kills >= 2, "no kill hit a run (timings too slow?)"
