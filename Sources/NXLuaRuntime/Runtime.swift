@@ -28,12 +28,16 @@ public final class Runtime {
         try state.prependPackagePath(dirs)
         try state.install(CoreModule.declaration)
         // long array kernels stop between blocks once Ctrl-C is pressed
-        Interruption.poll = { LuaInterrupt.isPending }
+        _ = Runtime.ctrlCPollInstalled
         try state.install(ArrayModule.declaration)
         try state.install(NeXusModule.declaration)
         try state.install(DetectorModule.declaration)
         try lua.setGlobal(CoreModule.help)
     }
+
+    /// Installed once: the macro runner makes runtimes on several threads, and assigning
+    /// the process-wide closure while kernels read it would be a data race.
+    static let ctrlCPollInstalled: Void = { Interruption.poll = { LuaInterrupt.isPending } }()
 
     /// Makes `help` typed alone at the REPL list the modules (stdlib/nxlua/help.lua).
     /// Only the REPL needs it, so scripts do not pay for loading help.lua at start-up.
