@@ -1,3 +1,4 @@
+import Events
 import LuaBridge
 import NeXus
 import Stacker
@@ -13,9 +14,10 @@ extension DetectorModule {
         options: entry = "entry", compression = "bslz4" | "lz4" | "gzip[:l]" | "blosc[:l]" |
         "lzf" | "none", frames = n (expected count), first = n (number stored first), fill = -1,
         workers = n, pattern = "*.cbf", poll = true (NFS), poll_interval = 0.2, end_marker =
-        "name", idle = seconds, settle = 5, flush_every = 32, quiet = true (no progress bar).
+        "name", idle = seconds, settle = 5, flush_every = 32, quiet = true (no progress bar),
+        journal = "events.sqlite" (announce the run's events for macros, docs/macros.md), run = uid.
         summary: output, dataset, frames, stored, stored_before, bad, missing (0-based
-        indices), seconds, frames_per_second, stop_reason, resumed. Bad frames are logged on
+        indices), seconds, frames_per_second, stop_reason, resumed, run (with journal). Bad frames are logged on
         stderr and recorded in /entry/stacking; Ctrl-C stops after committing what is done
         (rerun to resume). Layout and details: docs/stacking.md.
         """) { call in
@@ -92,10 +94,29 @@ extension DetectorModule {
         o.progress = !flag("quiet")
         o.program = "nxlua detector.stack (nxlua \(CoreModule.version))"
         o.shouldStop = { LuaInterrupt.isPending }
-        let summary = try wrap { try Stacker(options: o).run() }
+        var emitter: StackEventEmitter? = nil
+        if let path = try string("journal") {
+            let journal: SQLiteJournal
+            do { journal = try SQLiteJournal(path: path) } catch { throw LuaError.runtime("\(error)") }
+            let e = StackEventEmitter(journal: journal, run: try string("run"), log: o.log)
+            e.expectedFrames = o.frames
+            o.observer = e
+            emitter = e
+        }
+        // every event is journaled before this returns
+        defer { emitter?.close() }
+        let summary: StackSummary
+        do { summary = try wrap { try Stacker(options: o).run() } } catch {
+            emitter?.runFailed("\(error)", file: out)
+            throw error
+        }
         // Ctrl-C: the stack is committed and resumable; now the usual interruption error.
         try LuaInterrupt.check()
         pushSummary(summary, lua)
+        if let e = emitter {
+            lua.push(e.run)
+            lua.rawSet(at: -2, key: "run")
+        }
         return 1
     }
 

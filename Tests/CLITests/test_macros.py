@@ -599,3 +599,19 @@ def test_stacker_killed_and_resumed_announces_every_frame_of_one_run(tmp_path):
     assert marks[-1][0] == "run.stop" and marks[-1][1]["status"] == "success"
     assert sum(1 for k, _ in marks if k == "run.start") >= 2   # the rerun of the finished stack
     assert kills >= 2, "no kill hit a run (timings too slow?)"
+
+
+def test_lua_detector_stack_announces_events(tmp_path):
+    files = make_frames(tmp_path / "in", range(1, 5))
+    journal, out = tmp_path / "j.sqlite", tmp_path / "s.nxs"
+    code = f"""
+    local files = {{{", ".join(repr(str(f)) for f in files)}}}
+    local s = detector.stack{{files = files, out = "{out}", quiet = true, journal = "{journal}", run = "lua-run-1"}}
+    print(s.run, s.stored)"""
+    r = run("-e", code)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["lua-run-1", "4"]
+    with db(journal) as c:
+        rows = [(k, run_uid) for k, run_uid in c.execute("SELECT kind, run FROM events ORDER BY seq")]
+    assert rows[0] == ("run.start", "lua-run-1") and rows[-1] == ("run.stop", "lua-run-1")
+    assert {k for k, _ in rows} == {"run.start", "stream.open", "frames.ready", "file.closed", "run.stop"}
