@@ -25,11 +25,15 @@ public final class StackEventEmitter: StackObserver, @unchecked Sendable {
         self.run = run ?? makeRunUID()
     }
 
+    /// Keys name the run and the file: one run uid given to two stacks (--run) keeps both.
     func event(_ kind: EventKind, _ payload: [String: EventValue], key: String?) -> NewEvent {
-        NewEvent(kind: kind, run: run, payload: payload, key: key.map { "\(run)/\($0)" }, source: "stack")
+        NewEvent(kind: kind, run: run, payload: payload, key: key.map { "\(run)|\(file)|\($0)" }, source: "stack")
     }
 
+    var file = ""
+
     public func runStarted(file: String, dataset: String, frameShape: [Int], resumed: Bool) {
+        self.file = file
         var startKey = "run.start"
         if resumed, let previous = try? journal.lastRun(writing: file) {
             run = previous.run

@@ -615,3 +615,15 @@ def test_lua_detector_stack_announces_events(tmp_path):
         rows = [(k, run_uid) for k, run_uid in c.execute("SELECT kind, run FROM events ORDER BY seq")]
     assert rows[0] == ("run.start", "lua-run-1") and rows[-1] == ("run.stop", "lua-run-1")
     assert {k for k, _ in rows} == {"run.start", "stream.open", "frames.ready", "file.closed", "run.stop"}
+
+
+def test_one_run_uid_for_two_stacks_keeps_both(tmp_path):
+    files = make_frames(tmp_path / "in", range(1, 4))
+    journal = tmp_path / "j.sqlite"
+    for name in ("a.nxs", "b.nxs"):
+        r = run("stack", *files, "--quiet", "--journal", journal, "--run", "shared", "--out", tmp_path / name)
+        assert r.returncode == 0, r.stderr
+    with db(journal) as c:
+        ready = [json.loads(t)["file"] for (t,) in c.execute("SELECT payload FROM events WHERE kind = 'frames.ready'")]
+        starts = c.execute("SELECT COUNT(*) FROM events WHERE kind = 'run.start' AND run = 'shared'").fetchone()[0]
+    assert starts == 2 and {pathlib.Path(f).name for f in ready} == {"a.nxs", "b.nxs"}
