@@ -472,6 +472,7 @@ void nxl_limits_arm(lua_State *L, nxl_Limits *limits, double seconds, long long 
     limits->instructions = 0;
     limits->expired = 0;
     limits->enforcing = 1;
+    limits->armed = 1;
     nxl_current_limits = limits;
     lua_sethook(L, nxl_limits_hook, LUA_MASKCOUNT, NXL_LIMITS_PERIOD);
 }
@@ -479,6 +480,7 @@ void nxl_limits_arm(lua_State *L, nxl_Limits *limits, double seconds, long long 
 void nxl_limits_disarm(lua_State *L, nxl_Limits *limits) {
     (void)L;
     limits->enforcing = 0;
+    limits->armed = 0;
     if (nxl_current_limits == limits) nxl_current_limits = NULL;
 }
 
@@ -490,7 +492,9 @@ int nxl_limits_expired_now(void) {
 }
 
 int nxl_limits_expired(nxl_Limits *lim) {
-    if (lim == NULL || !lim->enforcing) return lim != NULL && lim->expired != 0;
+    // `armed`, not `enforcing`: a Swift function called from Lua runs with enforcing 0,
+    // and that is when this is asked (a long wait, a kernel)
+    if (lim == NULL || !lim->armed) return lim != NULL && lim->expired != 0;
     if (!lim->expired && nxl_now() >= lim->deadline) lim->expired = NXL_LIMIT_TIME;
     return lim->expired != 0;
 }

@@ -12,7 +12,7 @@ public final class LuaLimits {
     public init(memory: Int) {
         raw = .allocate(capacity: 1)
         raw.initialize(to: nxl_Limits(used: 0, cap: max(64 << 10, memory), enforcing: 0, deadline: 0, seconds: 0,
-                                      instructions: 0, maxInstructions: .max, expired: 0, refused: 0))
+                                      instructions: 0, maxInstructions: .max, expired: 0, refused: 0, armed: 0))
     }
 
     deinit {

@@ -118,6 +118,10 @@ public enum Interruption {
     @inline(__always)
     static var requested: Bool { poll() || (threadCheck?.poll() ?? false) }
 
+    /// Whether long work on this thread should stop (Swift code outside the kernels:
+    /// waits, loops over files).
+    public static var isRequested: Bool { requested }
+
     /// Elements between two polls.
     static let block = 1 << 20
 }

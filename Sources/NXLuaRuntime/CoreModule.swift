@@ -1,4 +1,5 @@
 import LuaBridge
+import NDArray
 import NativeLibraries
 #if canImport(Glibc)
 import Glibc
@@ -90,11 +91,13 @@ public enum CoreModule {
         return 0
     }
 
-    /// Sleeps in small steps, checking for Ctrl-C between them.
+    /// Sleeps in small steps, checking for Ctrl-C and this thread's limits (a macro
+    /// handler's time limit) between them.
     static func sleepPolling(_ seconds: Double) throws {
         var remaining = seconds
         while remaining > 0 {
             try LuaInterrupt.check()
+            if Interruption.isRequested { throw LuaError.runtime("sleep stopped: a limit was reached") }
             let step = min(remaining, 0.02)
             var ts = timespec(tv_sec: Int(step), tv_nsec: Int((step - Double(Int(step))) * 1e9))
             nanosleep(&ts, nil)

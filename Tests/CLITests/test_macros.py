@@ -332,6 +332,10 @@ on("frames.ready", "boom", function(e) error("no calibration for run " .. e.run)
 LOOPING = """
 on("frames.ready", "spin", function(e) while true do end end)
 """
+SLEEPING = """
+-- a long wait in Swift (nxlua.sleep) stops at the time limit too
+on("point", "nap", function(e) nxlua.sleep(120) end)
+"""
 CATCHING = """
 -- pcall cannot swallow the time limit
 on("point", "spin", function(e) while true do pcall(function() while true do end end) end end)
@@ -347,6 +351,7 @@ def test_erroring_looping_and_broken_macros_leave_the_others_alone(tmp_path):
     (folder / "erroring.lua").write_text(ERRORING)
     (folder / "looping.lua").write_text(LOOPING)
     (folder / "catching.lua").write_text(CATCHING)
+    (folder / "sleeping.lua").write_text(SLEEPING)
     _, uid = trigger(journal, "run.start")
     runner = Runner(folder, journal, "--time-limit", "0.3", "--max-failures", "3")
     try:
@@ -365,7 +370,7 @@ def test_erroring_looping_and_broken_macros_leave_the_others_alone(tmp_path):
         wait_for(lambda: "good.lua" in run("macros", "status", "--journal", journal).stdout
                  and "keeps running" in run("macros", "status", "--journal", journal).stdout, what="load error shown")
         trigger(journal, "run.stop", "--run", uid)
-        wait_caught_up(journal, ["good", "catching"], runner, timeout=60)
+        wait_caught_up(journal, ["good", "catching", "sleeping"], runner, timeout=60)
         wait_for(lambda: len([r for r in records(journal, "looping").values() if r[0] == "failed"]) == 3
                  and len([r for r in records(journal, "erroring").values() if r[0] == "failed"]) == 3,
                  timeout=60, what="the looping and erroring macros to fail 3 times")
@@ -384,6 +389,8 @@ def test_erroring_looping_and_broken_macros_leave_the_others_alone(tmp_path):
     assert all("time limit of 0.3 s reached" in r[1] for r in loop.values() if r[0] == "failed")
     catch = records(journal, "catching")
     assert [r for r in catch.values() if r[0] == "failed"][0][1].count("time limit") == 1
+    nap = [r for r in records(journal, "sleeping").values() if r[0] == "failed"]
+    assert len(nap) == 1 and "time limit of 0.3 s reached" in nap[0][1]
     assert "syntax" in status or "expected" in status, status
 
 

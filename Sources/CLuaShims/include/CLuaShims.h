@@ -128,6 +128,7 @@ typedef struct nxl_Limits {
     long long maxInstructions;
     int expired;            ///< 0, NXL_LIMIT_TIME, NXL_LIMIT_INSTRUCTIONS or NXL_LIMIT_MEMORY
     int refused;            ///< allocations refused so far
+    int armed;              ///< 1 from arm to disarm, Swift calls included (enforcing is not)
 } nxl_Limits;
 enum { NXL_LIMIT_TIME = 1, NXL_LIMIT_INSTRUCTIONS = 2, NXL_LIMIT_MEMORY = 3 };
 /// A new state (as nxl_newstate) whose allocator counts into `limits` (owned by the caller,
