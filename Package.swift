@@ -38,6 +38,9 @@ let package = Package(
         // CHDF5 names too); linking nothing, it opens libcbf with dlopen (see its header).
         .target(name: "CCBFShims", cSettings: [.unsafeFlags(["-I/usr/include/hdf5/serial"])],
                 linkerSettings: [.linkedLibrary("dl")]),
+        // Bitshuffle+LZ4 chunks in the HDF5 plugin's format with an AVX2 bit transpose
+        // (the stacker's hot path); liblz4 opened with dlopen.
+        .target(name: "CBitshuffle", linkerSettings: [.linkedLibrary("dl")]),
 
         // Safe Swift API over lua_State: no Lua error ever longjmps across a Swift frame.
         .target(name: "LuaBridge", dependencies: ["CLua", "CLuaShims"]),
@@ -45,7 +48,7 @@ let package = Package(
         .target(name: "NDArray"),
         // The NeXus tree over HDF5: a low layer mirroring HDF5 (Sources/NeXus/HDF5) and the
         // tree users navigate (Sources/NeXus/Tree). No Lua inside.
-        .target(name: "NeXus", dependencies: ["CHDF5", "CHDF5Shims", "NDArray"]),
+        .target(name: "NeXus", dependencies: ["CHDF5", "CHDF5Shims", "CBitshuffle", "NDArray"]),
         // Detector frames: CBF (native byte-offset reader, cbflib for the rest) and TIFF
         // (libtiff) readers, the Pilatus header, writers for tests and demos. No Lua inside.
         .target(name: "Detector", dependencies: ["NDArray", "CTIFF", "CTIFFShims", "CCBFShims"]),
@@ -92,7 +95,7 @@ let package = Package(
         .testTarget(name: "LuaBridgeTests", dependencies: ["LuaBridge"]),
         .testTarget(name: "NDArrayTests", dependencies: ["NDArray"]),
         .testTarget(name: "NeXusTests", dependencies: ["NeXus", "NDArray"]),
-        .testTarget(name: "StackerTests", dependencies: ["Stacker", "NeXus", "NDArray", "Detector"]),
+        .testTarget(name: "StackerTests", dependencies: ["Stacker", "NeXus", "NDArray", "Detector", "CBitshuffle", "CHDF5", "CHDF5Shims"]),
         .testTarget(name: "DetectorTests", dependencies: ["Detector", "NDArray", "CCBFShims"]),
         .testTarget(name: "RemoteServerTests", dependencies: ["RemoteServer", "NeXus", "NDArray"]),
         .testTarget(name: "NXLuaRuntimeTests", dependencies: [
