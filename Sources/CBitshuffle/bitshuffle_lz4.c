@@ -167,6 +167,23 @@ size_t nx_bslz4_bound(size_t count, size_t elem_size, size_t block) {
     return n;
 }
 
+void nx_bslz4_header(void *out, size_t count, size_t elem_size, size_t block) {
+    if (block == 0) block = nx_bitshuffle_default_block(elem_size);
+    put_be64(out, (uint64_t)(count * elem_size));
+    put_be32((uint8_t *)out + 8, (uint32_t)(block * elem_size));
+}
+
+long nx_bslz4_block(const void *in, size_t n, size_t elem_size, void *out, void *scratch) {
+    if (!lz4_compress || n % 8) return -1;
+    size_t bytes = n * elem_size;
+    uint8_t *shuffled = scratch, *tmp = (uint8_t *)scratch + bytes;
+    bitshuffle_block(in, shuffled, n, elem_size, tmp);
+    int c = lz4_compress((const char *)shuffled, (char *)out + 4, (int)bytes, lz4_bound((int)bytes));
+    if (c <= 0) return -1;
+    put_be32(out, (uint32_t)c);
+    return 4 + (long)c;
+}
+
 long nx_bslz4_encode(const void *in, size_t count, size_t elem_size, size_t block, void *out, size_t cap) {
     if (nx_bslz4_available(NULL, 0) != 0) return -1;
     if (elem_size == 0) return -2;
@@ -174,23 +191,18 @@ long nx_bslz4_encode(const void *in, size_t count, size_t elem_size, size_t bloc
     if (block % 8 || block * elem_size > (1u << 30) || cap < nx_bslz4_bound(count, elem_size, block)) return -2;
     const uint8_t *src = in;
     uint8_t *dst = out;
-    uint8_t *shuffled = malloc(2 * block * elem_size);
-    if (!shuffled) return -1;
-    uint8_t *tmp = shuffled + block * elem_size;
-    put_be64(dst, (uint64_t)(count * elem_size));
-    put_be32(dst + 8, (uint32_t)(block * elem_size));
+    uint8_t *scratch = malloc(2 * block * elem_size);
+    if (!scratch) return -1;
+    nx_bslz4_header(dst, count, elem_size, block);
     size_t pos = 12, done = 0;
     while (done < count / 8 * 8) {
         size_t n = count - done >= block ? block : (count - done) / 8 * 8;
-        size_t bytes = n * elem_size;
-        bitshuffle_block(src + done * elem_size, shuffled, n, elem_size, tmp);
-        int c = lz4_compress((const char *)shuffled, (char *)dst + pos + 4, (int)bytes, lz4_bound((int)bytes));
-        if (c <= 0) { free(shuffled); return -1; }
-        put_be32(dst + pos, (uint32_t)c);
-        pos += 4 + (size_t)c;
+        long w = nx_bslz4_block(src + done * elem_size, n, elem_size, dst + pos, scratch);
+        if (w < 0) { free(scratch); return -1; }
+        pos += (size_t)w;
         done += n;
     }
-    free(shuffled);
+    free(scratch);
     memcpy(dst + pos, src + done * elem_size, (count - done) * elem_size);
     return (long)(pos + (count - done) * elem_size);
 }

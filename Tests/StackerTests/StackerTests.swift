@@ -110,11 +110,25 @@ extension StackerTests {
                     default: bytes[i] = i % 97 == 0 ? 0xFF : UInt8(truncatingIfNeeded: i / dtype.itemSize % 3)  // gaps, runs
                     }
                 }
-                let mine = try native.encode(consuming: try a.copy())
                 let theirs = try plugin.encode(consuming: try a.copy())
-                let (a1, b1) = (Array(mine.bytes), Array(theirs.bytes))
-                let first = zip(a1, b1).firstIndex { $0 != $1 } ?? (a1.count == b1.count ? nil : min(a1.count, b1.count))
-                XCTAssertNil(first, "\(dtype) \(chunk) pattern \(pattern): \(a1.count) bytes against the plugin's \(b1.count), first difference at byte \(first ?? -1)")
+                // Whole, and produced a block at a time (the stacker's streamed path), both
+                // through the native encoder and through the plugin's.
+                var offset = 0
+                let produce: (UnsafeMutableRawPointer, Int) throws -> Void = { buffer, n in
+                    memcpy(buffer, a.storage.bytes + offset, n * dtype.itemSize)
+                    offset += n * dtype.itemSize
+                }
+                let whole = try native.encode(consuming: try a.copy())
+                let streamed = try native.encode(producing: produce)
+                XCTAssertEqual(offset, count * dtype.itemSize)
+                offset = 0
+                let pluginStreamed = try plugin.encode(producing: produce)
+                for (label, mine) in [("whole", whole), ("streamed", streamed), ("plugin streamed", pluginStreamed)] {
+                    let (a1, b1) = (Array(mine.bytes), Array(theirs.bytes))
+                    let common = min(a1.count, b1.count)
+                    let first = (0..<common).first { a1[$0] != b1[$0] } ?? (a1.count == b1.count ? nil : common)
+                    XCTAssertNil(first, "\(label) \(dtype) \(chunk) pattern \(pattern): \(a1.count) bytes against the plugin's \(b1.count), first difference at byte \(first ?? -1)")
+                }
             }
         }
     }

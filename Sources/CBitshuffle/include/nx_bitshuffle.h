@@ -27,6 +27,14 @@ size_t nx_bslz4_bound(size_t count, size_t elem_size, size_t block);
 /// LZ4 failure) or -2 (bad arguments).
 long nx_bslz4_encode(const void *in, size_t count, size_t elem_size, size_t block, void *out, size_t cap);
 
+/// The same in steps, for a producer that decodes pixels block by block (so a frame
+/// never exists whole): the 12-byte header, then each block of n elements (a multiple
+/// of 8; `block` elements but for the last one) compressed at `out`; returns the bytes
+/// written (4 + LZ4 size) or -1. `scratch` holds 2 * n * elem_size bytes. The last
+/// count % 8 elements are then copied raw by the caller.
+void nx_bslz4_header(void *out, size_t count, size_t elem_size, size_t block);
+long nx_bslz4_block(const void *in, size_t n, size_t elem_size, void *out, void *scratch);
+
 /// The bit transpose alone of `count` elements (a multiple of 8), as the filter applies
 /// it to each block: output row (8 * byte + bit) holds that bit of every element.
 int nx_bitshuffle(const void *in, void *out, size_t count, size_t elem_size);

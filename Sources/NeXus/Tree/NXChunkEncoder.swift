@@ -43,6 +43,8 @@ public struct NXChunkEncoder: @unchecked Sendable {
     let method: Method
     /// The bytes of one whole chunk before filtering.
     public let chunkBytes: Int
+    /// The element type of the field.
+    public let dtype: DType
     /// What the chunks are compressed with, for messages ("bitshuffle+lz4", "none").
     public let name: String
     /// True when the chunks are encoded here rather than by the filter plugin.
@@ -57,6 +59,7 @@ public struct NXChunkEncoder: @unchecked Sendable {
             throw field.fail("only numeric fields can have chunks written directly")
         }
         chunkBytes = chunks.reduce(dtype.itemSize, *)
+        self.dtype = dtype
         let filters = try field.storedFilters
         let names = try field.filters
         name = names.first ?? "none"
@@ -86,6 +89,58 @@ public struct NXChunkEncoder: @unchecked Sendable {
         guard id == 32008, cd.count >= 5, cd[4] == 2, Int(cd[2]) == itemSize, cd[3] % 8 == 0,
               nx_bitshuffle_uses_avx2() == 1, nx_bslz4_available(nil, 0) == 0 else { return nil }
         return .bitshuffleLZ4(elementSize: itemSize, block: Int(cd[3]))
+    }
+
+    /// Encodes one whole chunk whose elements a producer writes, in C order, a block at a
+    /// time: `fill(buffer, n)` writes the next n elements. With the native bitshuffle
+    /// encoder each block is compressed while it is still in the CPU cache, so a decoded
+    /// frame never exists whole (the stacker's decoder feeds this: it saves writing and
+    /// reading back the whole frame through main memory). Other methods assemble the chunk
+    /// first.
+    public func encode(producing fill: (UnsafeMutableRawPointer, Int) throws -> Void) throws -> NXEncodedChunk {
+        let size = dtype.itemSize
+        let count = chunkBytes / size
+        guard case .bitshuffleLZ4(_, let b) = method else {
+            let a = try NDArray(uninitialized: [count], dtype: dtype)
+            var done = 0
+            while done < count {
+                let n = min(1 << 16, count - done)
+                try fill(a.storage.bytes + done * size, n)
+                done += n
+            }
+            return try encode(consuming: a)
+        }
+        let block = b == 0 ? nx_bitshuffle_default_block(size) : b
+        let bound = nx_bslz4_bound(count, size, block)
+        guard bound > 0, let out = malloc(bound) else { throw NeXusError("cannot allocate \(bound) bytes for a compressed chunk") }
+        // One block of input, then twice that for the transpose's scratch space.
+        guard let buffers = malloc(3 * block * size) else {
+            free(out)
+            throw NeXusError("cannot allocate \(3 * block * size) bytes of encoder buffers")
+        }
+        defer { free(buffers) }
+        var pos = 12
+        var done = 0
+        do {
+            nx_bslz4_header(out, count, size, block)
+            while done < count / 8 * 8 {
+                let n = count - done >= block ? block : (count - done) / 8 * 8
+                try fill(buffers, n)
+                let w = nx_bslz4_block(buffers, n, size, out + pos, buffers + block * size)
+                guard w > 0 else { throw NeXusError("the \(name) filter failed to compress a chunk (LZ4 error)") }
+                pos += w
+                done += n
+            }
+            if done < count {
+                try fill(buffers, count - done)
+                memcpy(out + pos, buffers, (count - done) * size)
+                pos += (count - done) * size
+            }
+        } catch {
+            free(out)
+            throw error
+        }
+        return NXEncodedChunk(bytes: UnsafeRawBufferPointer(start: out, count: pos), filterMask: 0) { free(out) }
     }
 
     /// Encodes one whole chunk. The array must hold exactly one chunk's elements in C
