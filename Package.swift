@@ -41,11 +41,14 @@ let package = Package(
         // Bitshuffle+LZ4 chunks in the HDF5 plugin's format with an AVX2 bit transpose
         // (the stacker's hot path); liblz4 opened with dlopen.
         .target(name: "CBitshuffle", linkerSettings: [.linkedLibrary("dl")]),
+        // OpenBLAS (cblas_dgemm/sgemm) for large float matrix products, opened with dlopen
+        // when installed; NDArray's own kernel otherwise.
+        .target(name: "CBLASShims", linkerSettings: [.linkedLibrary("dl")]),
 
         // Safe Swift API over lua_State: no Lua error ever longjmps across a Swift frame.
         .target(name: "LuaBridge", dependencies: ["CLua", "CLuaShims"]),
         // The N-dimensional array engine: dtypes, strided views, kernels (no Lua inside).
-        .target(name: "NDArray"),
+        .target(name: "NDArray", dependencies: ["CBLASShims"]),
         // The NeXus tree over HDF5: a low layer mirroring HDF5 (Sources/NeXus/HDF5) and the
         // tree users navigate (Sources/NeXus/Tree). No Lua inside.
         .target(name: "NeXus", dependencies: ["CHDF5", "CHDF5Shims", "CBitshuffle", "NDArray"]),
@@ -59,7 +62,7 @@ let package = Package(
         .target(name: "LineEdit", dependencies: ["CEdit", "CEditShims"]),
         // Versions of the native libraries, read with dlopen so that start-up never pays
         // for libhdf5's dependency chain (docs/architecture.md, "Start-up").
-        .target(name: "NativeLibraries", dependencies: ["CLuaShims", "CHDF5Shims", "CTIFFShims", "CCBFShims"]),
+        .target(name: "NativeLibraries", dependencies: ["CLuaShims", "CHDF5Shims", "CTIFFShims", "CCBFShims", "CBLASShims"]),
         // Progress bars on stderr for long work (quiet when piped or under CI).
         .target(name: "TerminalProgress"),
         // `nxlua serve`: the read-only HDF REST API (HSDS's protocol, h5pyd's client) over

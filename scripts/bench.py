@@ -597,10 +597,46 @@ def bench_serve(root):
              f"{hw / ow:.1f}x faster", "faster than HSDS", ow < hw)]
 
 
+def bench_matmul(root):
+    """500 x 500 matrix products, float64 and float32 (OpenBLAS on both sides when installed;
+    NumPy's wheel bundles its own). Same matrices: x[i, j] = (i * 7 + j * 3) % 101 / 101."""
+    import numpy as np
+    rows = []
+    for dtype in ("float64", "float32"):
+        script = f"""
+            local i = array.arange(500):reshape({{500, 1}}); local j = array.arange(500):reshape({{1, 500}})
+            local a = ((i * 7 + j * 3) % 101 / 101):astype("{dtype}")
+            local b = a.T:copy()
+            local c = a:matmul(b)
+            local ts = {{}}
+            for k = 1, 15 do
+              local t = nxlua.time(); c = a:matmul(b); ts[k] = (nxlua.time() - t) * 1e3
+            end
+            table.sort(ts); print(ts[8], c:sum())
+        """
+        out = subprocess.run([str(root / ".build/release/nxlua"), "-e", script], check=True,
+                             capture_output=True, text=True).stdout.split()
+        ours, our_sum = float(out[0]), float(out[1])
+        i, j = np.arange(500).reshape(500, 1), np.arange(500).reshape(1, 500)
+        a = ((i * 7 + j * 3) % 101 / 101).astype(dtype)
+        b = a.T.copy()
+        c = a @ b
+        samples = []
+        for _ in range(15):
+            t = time.perf_counter()
+            c = a @ b
+            samples.append((time.perf_counter() - t) * 1e3)
+        theirs = statistics.median(samples)
+        same = abs(our_sum - float(c.sum(dtype=np.float64))) <= 1e-4 * abs(float(c.sum(dtype=np.float64)))
+        rows.append((f"a:matmul(b), 500 x 500 {dtype} ({'same sum' if same else 'SUMS DIFFER'})", f"{ours:.2f} ms",
+                     "numpy a @ b", f"{theirs:.2f} ms", f"{ours / theirs:.2f}x NumPy's time", "(no target)", same))
+    return rows
+
+
 BENCHES = {"startup": bench_startup, "bridge": bench_bridge, "sums": bench_sums,
            "elementwise": bench_elementwise, "masked_sum": bench_masked_sum, "nexus_tree": bench_nexus_tree,
            "nexus_frame": bench_nexus_frame, "stream": bench_stream, "cbf_decode": bench_cbf_decode,
-           "stack": bench_stack, "serve": bench_serve}
+           "stack": bench_stack, "serve": bench_serve, "matmul": bench_matmul}
 
 
 def main():
