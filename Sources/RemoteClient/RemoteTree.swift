@@ -190,6 +190,7 @@ public final class RemoteGroup: RemoteNode, NXReadableGroup, @unchecked Sendable
     public func entries() throws -> [NXEntry] {
         if let entryCache { return entryCache }
         var byName: [String: NXEntry] = [:]
+        var soft: [(name: String, target: String)] = []
         if case .object(let links)? = try json()["links"] {
             for m in links {
                 let l = m.value
@@ -199,13 +200,8 @@ public final class RemoteGroup: RemoteNode, NXReadableGroup, @unchecked Sendable
                 case "H5L_TYPE_SOFT":
                     let target = l["h5path"]?.stringValue ?? "?"
                     link = .soft(target: target)
-                    // followed here, where the server does not (h5pyd cannot inside paths)
-                    if let n = try? (target.hasPrefix("/") ? file.root : self).resolveNode(target) as? RemoteNode {
-                        targets[m.key] = n.id
-                        kind = n is RemoteGroup ? .group : .field
-                    } else {
-                        kind = .missing
-                    }
+                    soft.append((m.key, target))
+                    kind = .missing  // until resolved below
                 case "H5L_TYPE_EXTERNAL":
                     link = .external(file: l["h5domain"]?.stringValue ?? l["file"]?.stringValue ?? "?", target: l["h5path"]?.stringValue ?? "?")
                     kind = .missing  // another domain: not opened while listing
@@ -218,7 +214,17 @@ public final class RemoteGroup: RemoteNode, NXReadableGroup, @unchecked Sendable
                 byName[m.key] = NXEntry(name: m.key, link: link, kind: kind)
             }
         }
-        let list = NXText.naturalSorted(Array(byName.keys)).map { byName[$0]! }
+        var list = NXText.naturalSorted(Array(byName.keys)).map { byName[$0]! }
+        entryCache = list  // soft links resolving through this group see the hard links
+        // Soft links are followed here, where the server does not (h5pyd cannot inside
+        // paths); one that leads nowhere (or round in a loop) stays missing.
+        for (name, target) in soft {
+            guard let n = try? resolveNode(target) as? RemoteNode else { continue }
+            targets[name] = n.id
+            if let i = list.firstIndex(where: { $0.name == name }) {
+                list[i] = NXEntry(name: name, link: .soft(target: target), kind: n is RemoteGroup ? .group : .field)
+            }
+        }
         entryCache = list
         return list
     }
