@@ -24,8 +24,11 @@ public struct RemoteType: Equatable, Sendable {
             if let (d, be) = RemoteType.base(base) { (element, bigEndian) = (.numeric(d), be) } else { (element, bigEndian) = (.unsupported(base.isEmpty ? cls : base), false) }
         case "H5T_ENUM":
             let base = RemoteType(json: t["base"] ?? .null)
-            if case .object(let m)? = t["mapping"], Set(m.map(\.key)) == ["FALSE", "TRUE"],
-               case .numeric(let d) = base.element, d.itemSize == 1 {
+            // names as `mapping` {"FALSE": 0, ...} (nxlua serve) or `members` [{name, value}] (HSDS)
+            var names: Set<String> = []
+            if case .object(let m)? = t["mapping"] { names = Set(m.map(\.key)) }
+            if case .array(let m)? = t["members"] { names = Set(m.compactMap { $0["name"]?.stringValue }) }
+            if names == ["FALSE", "TRUE"], case .numeric(let d) = base.element, d.itemSize == 1 {
                 (element, bigEndian) = (.numeric(.bool), false)
             } else {
                 (element, bigEndian) = (base.element, base.bigEndian)
