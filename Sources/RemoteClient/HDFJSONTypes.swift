@@ -8,6 +8,11 @@ public struct RemoteType: Equatable, Sendable {
     /// Numbers stored big-endian (HSDS keeps a file's byte order; nxlua serve converts).
     public let bigEndian: Bool
 
+    public init(element: ElementType, bigEndian: Bool) {
+        self.element = element
+        self.bigEndian = bigEndian
+    }
+
     /// `{"class": "H5T_INTEGER", "base": "H5T_STD_I32LE"}`, floats, strings with
     /// `length`/`charSet`, enums (h5py's booleans: FALSE/TRUE over int8), compounds.
     public init(json t: JSON) {

@@ -135,6 +135,8 @@ public class RemoteNode: NXReadableNode, @unchecked Sendable {
 
     public var nxclass: String { "" }
     public var location: String { file.location }
+    public var readableGroup: (any NXReadableGroup)? { nil }
+    public var readableField: (any NXReadableField)? { nil }
 
     public var parentGroup: any NXReadableGroup { parent }
 
@@ -186,6 +188,7 @@ public final class RemoteGroup: RemoteNode, NXReadableGroup, @unchecked Sendable
     public override var nxclass: String {
         path == "/" ? "NXroot" : (stringAttribute("NX_class") ?? "NXgroup")
     }
+    public override var readableGroup: (any NXReadableGroup)? { self }
 
     public func entries() throws -> [NXEntry] {
         if let entryCache { return entryCache }
@@ -253,6 +256,7 @@ public final class RemoteField: RemoteNode, NXReadableField, @unchecked Sendable
     private var eager: NXValue?
 
     public override var nxclass: String { "NXfield" }
+    public override var readableField: (any NXReadableField)? { self }
 
     private func metadata() throws -> (RemoteType, RemoteShape) {
         if let type_, let shape_ { return (type_, shape_) }

@@ -36,6 +36,8 @@ public final class NXGroup: NXNode, @unchecked Sendable {
         forgetChildren()
     }
 
+    public override var readableGroup: (any NXReadableGroup)? { self }
+
     public override var nxclass: String {
         if path == "/" { return "NXroot" }
         if let classCache { return classCache }

@@ -15,6 +15,9 @@ public protocol NXReadableNode: AnyObject {
     var location: String { get }
     /// The parent group (the root is its own parent).
     var parentGroup: any NXReadableGroup { get }
+    /// This node as a group (nil for a field) and as a field (nil for a group).
+    var readableGroup: (any NXReadableGroup)? { get }
+    var readableField: (any NXReadableField)? { get }
     func attributeNames() throws -> [String]
     /// An attribute's value, nil when there is none.
     func attribute(_ name: String) throws -> NXValue?

@@ -19,7 +19,7 @@ extension NXReadableNode {
     public func shortTree() throws -> String {
         var out = ""
         try render(into: &out, name: path == "/" ? "root" : name, indent: 0, attributes: true, viaLink: link, recursive: false)
-        if let g = self as? any NXReadableGroup {
+        if let g = readableGroup {
             for e in try g.entries() {
                 switch e.kind {
                 case .missing:
@@ -61,10 +61,10 @@ extension NXReadableNode {
             out += "\(pad)\(name) -> \(target)\n"
             return
         }
-        let group = self as? any NXReadableGroup
+        let group = readableGroup
         if let g = group {
             out += "\(pad)\(name):\(g.nxclass)\n"
-        } else if let f = self as? any NXReadableField {
+        } else if let f = readableField {
             out += "\(pad)\(name) = \(try f.summary())\n"
         }
         if attributes {
