@@ -52,12 +52,15 @@ public final class HTTPSession: @unchecked Sendable {  // immutable after init; 
         }
         baseURL = base
         self.options = options
-        let config = HTTPClient.Configuration(
+        var config = HTTPClient.Configuration(
             certificateVerification: options.insecureTLS ? .none : .fullVerification,
             redirectConfiguration: .disallow,
             timeout: .init(connect: .milliseconds(Int64(options.connectTimeout * 1000)),
                            read: .milliseconds(Int64(options.readTimeout * 1000))),
             maximumAllowedIdleTimeInConnectionPool: .seconds(60))
+        // Connection failures come back at once (a bad certificate must not wait for the
+        // connect timeout); perform() retries the ones worth retrying, with pauses.
+        config.connectionPool.retryConnectionEstablishment = false
         client = HTTPClient(eventLoopGroupProvider: .shared(MultiThreadedEventLoopGroup.singleton), configuration: config)
         if let user = options.user {
             let raw = Array("\(user):\(options.password ?? "")".utf8)
@@ -123,7 +126,7 @@ public final class HTTPSession: @unchecked Sendable {  // immutable after init; 
     /// connection (a restarted server, a keep-alive connection closed under us), with
     /// growing pauses. `what` names the object for errors.
     func perform(_ call: Call, what: String, idempotent: Bool = true) throws -> HTTPReply {
-        var pause = 0.05
+        var pause = 0.1
         var attempt = 1
         while true {
             do {

@@ -379,3 +379,27 @@ def test_bad_arguments(tmp_path):
     assert "bad server address 'ftp://x'" in lines[0]
     assert "timeouts must be positive" in lines[1]
     assert lines[2].startswith("false\t") and "127.0.0.1:1" in lines[2]
+
+
+def test_tls(folder, tmp_path):
+    """https: a self-signed certificate is refused with a message pointing to the option,
+    and accepted with {insecure = true}."""
+    cert, key = tmp_path / "server.crt", tmp_path / "server.key"
+    r = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+                        "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    s = Server(folder["root"], folder["users"], "--tls-cert", str(cert), "--tls-key", str(key), log=tmp_path / "tls.log")
+    try:
+        url = s.url.replace("http://", "https://")
+        out = ok(run_lua(f"""
+            local strict = nx.remote("{url}", {{user = "{USER}", password = "{PASSWORD}", retries = 0}})
+            print(pcall(strict.load, strict, "/sample.nxs"))
+            local r = nx.remote("{url}", {{user = "{USER}", password = "{PASSWORD}", insecure = true}})
+            print(r:load("/sample.nxs").entry.data.frames[3]:sum())
+        """, tmp_path))
+        lines = out.splitlines()
+        assert lines[0].startswith("false\t") and "TLS" in lines[0] and "insecure" in lines[0]
+        assert lines[1] == str(int(FRAMES[3].sum()))
+    finally:
+        assert s.stop() == 0
