@@ -16,8 +16,22 @@ public final class RemoteFile: @unchecked Sendable {  // used by one Lua state's
     /// Pieces of a big read: at most this many bytes, so that two can be in flight.
     let pieceBytes: Int
     private var objects: [String: JSON] = [:]
-    private var nodes: [String: RemoteNode] = [:]
-    private(set) public var root: RemoteGroup!
+    /// Nodes by path, held weakly: nodes hold their file, so a strong table would be a
+    /// cycle (as NXFile's node table, and for the same reason).
+    private var nodes: [String: WeakNode] = [:]
+
+    private final class WeakNode {
+        weak var node: RemoteNode?
+        init(_ node: RemoteNode) { self.node = node }
+    }
+
+    /// The root group (made again if nothing holds it any more).
+    public var root: RemoteGroup {
+        if let r = nodes["/"]?.node as? RemoteGroup { return r }
+        let r = RemoteGroup(file: self, path: "/", link: nil, id: rootID)
+        nodes["/"] = WeakNode(r)
+        return r
+    }
 
     public var location: String { session.baseURL + domain }
 
@@ -38,8 +52,6 @@ public final class RemoteFile: @unchecked Sendable {  // used by one Lua state's
         if case .object(let objs)? = d["domain_objs"] {
             for m in objs { objects[m.key] = m.value }
         }
-        self.root = RemoteGroup(file: self, path: "/", link: nil, id: rootID)
-        nodes["/"] = self.root
     }
 
     var query: String { HTTPSession.query([("domain", domain)]) }
@@ -102,7 +114,7 @@ public final class RemoteFile: @unchecked Sendable {  // used by one Lua state's
 
     /// The node at `path` reached through `link` (one node per path, as local files).
     func node(path: String, link: NXLinkKind?, id: String) -> RemoteNode? {
-        if let n = nodes[path], n.id == id { return n }
+        if let n = nodes[path]?.node, n.id == id { return n }
         let n: RemoteNode
         if id.hasPrefix("g-") {
             n = RemoteGroup(file: self, path: path, link: link, id: id)
@@ -111,7 +123,7 @@ public final class RemoteFile: @unchecked Sendable {  // used by one Lua state's
         } else {
             return nil  // a committed datatype: neither group nor field
         }
-        nodes[path] = n
+        nodes[path] = WeakNode(n)
         return n
     }
 

@@ -5,7 +5,9 @@ hsload, read with the nxlua client and compared with the local reads of the same
 HSDS lives in the venv scripts/test makes with scripts/requirements-bench.txt
 (venv-bench). If it is missing or HSDS does not start, the tests fail with the reason
 and HSDS's log: nothing is skipped silently. HSDS's data nodes listen on fixed ports
-(6101-6104): the serve benchmark's HSDS must not run at the same time."""
+(6101-6104), so two HSDS cannot run at once: everything is checked in one test (pytest
+-n 2 would start a module fixture in each worker), and the serve benchmark's HSDS must
+not run at the same time."""
 import os
 import pathlib
 import signal
@@ -30,7 +32,7 @@ def free_port():
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def hsds(tmp_path_factory):
     venv = cache_dir() / "venv-bench" / "bin"
     if not (venv / "hsds").exists():
@@ -73,9 +75,13 @@ def hsds(tmp_path_factory):
         # the folders hsload writes into (HSDS answers /about before its data nodes are
         # ready: a first hstouch may fail, so the user's folder is tried until it exists)
         subprocess.run([str(venv / "hstouch"), "/home/"], env=env, cwd=base, capture_output=True, timeout=120)
+        deadline = time.time() + 120
         for attempt in range(60):
             r = subprocess.run([str(venv / "hstouch"), f"/home/{USER}/"], env=env, cwd=base, capture_output=True,
                                text=True, timeout=120)
+            if time.time() > deadline:
+                pytest.fail(f"hstouch /home/{USER}/ did not succeed within 120 s: {r.stdout}{r.stderr}\n"
+                            f"{log_path.read_text()[-4000:]}")
             if requests.get(url + "/domains", params={"domain": f"/home/{USER}/"}, auth=(USER, PASSWORD),
                             timeout=30).status_code == 200:
                 break
@@ -97,8 +103,15 @@ def connect(hsds):
     return f'local r = nx.remote("{hsds["url"]}", {{user = "{USER}", password = "{PASSWORD}"}})\n'
 
 
-@pytest.mark.parametrize("name", ["sample.nxs", "nxlua.nxs"])
-def test_hsds_tree_equals_local(hsds, tmp_path, name):
+def test_hsds(hsds, tmp_path):
+    """One HSDS for all checks (see the module's note)."""
+    for name in ("sample.nxs", "nxlua.nxs"):
+        check_tree_equals_local(hsds, tmp_path, name)
+    check_attributes_and_slices(hsds, tmp_path)
+    check_wrong_password(hsds, tmp_path)
+
+
+def check_tree_equals_local(hsds, tmp_path, name):
     out = ok(run_lua(connect(hsds) + f"""
         local g = r:load("/home/{USER}/{name}")
         local l = nx.load("{hsds['files'] / name}")
@@ -108,7 +121,7 @@ def test_hsds_tree_equals_local(hsds, tmp_path, name):
     assert remote.strip() == local.strip()
 
 
-def test_hsds_attributes_and_slices(hsds, tmp_path):
+def check_attributes_and_slices(hsds, tmp_path):
     out = ok(run_lua(connect(hsds) + f"""
         local g = r:load("/home/{USER}/sample.nxs")
         local l = nx.load("{hsds['files'] / 'sample.nxs'}")
@@ -140,7 +153,7 @@ def test_hsds_attributes_and_slices(hsds, tmp_path):
     assert int(FRAMES[5].sum()) > 0
 
 
-def test_hsds_wrong_password(hsds, tmp_path):
+def check_wrong_password(hsds, tmp_path):
     out = ok(run_lua(f"""
         local r = nx.remote("{hsds['url']}", {{user = "{USER}", password = "wrong"}})
         print(pcall(r.load, r, "/home/{USER}/sample.nxs"))
