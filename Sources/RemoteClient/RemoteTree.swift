@@ -58,10 +58,29 @@ public final class RemoteFile: @unchecked Sendable {  // used by one Lua state's
 
     /// An object's JSON: links and attributes with values for groups; type, shape,
     /// layout and attributes for datasets. HSDS's `domain_objs` may lack some of it.
+    /// What an id names. Ids are opaque: the answer comes from the link's `collection`
+    /// (0.x link items), else from the object as `domain_objs` listed it, and only then
+    /// from the "g-"/"d-"/"t-" prefix the HDF REST API gives ids of each kind.
+    enum Kind { case group, dataset, datatype }
+
+    func kind(of id: String, link: JSON? = nil) -> Kind {
+        switch link?["collection"]?.stringValue {
+        case "groups"?: return .group
+        case "datasets"?: return .dataset
+        case "datatypes"?: return .datatype
+        default: break
+        }
+        if let o = objects[id] {
+            if o["links"] != nil { return .group }
+            if o["shape"] != nil { return o["type"] != nil ? .dataset : .datatype }
+        }
+        return id.hasPrefix("g-") ? .group : id.hasPrefix("d-") ? .dataset : .datatype
+    }
+
     func object(_ id: String, path: String) throws -> JSON {
         if let o = objects[id], complete(o, id) { return o }
-        let isGroup = id.hasPrefix("g-")
-        let collection = isGroup ? "groups" : "datasets"
+        let isGroup = kind(of: id) == .group
+        let collection = isGroup ? "groups" : "datasets"  // (datatypes are never fetched)
         let what = "\(location): \(path)"
         var o = try session.getJSON("/\(collection)/\(id)" + HTTPSession.query([("domain", domain), ("include_links", "1"), ("include_attrs", "1")]), what: what)
         var members: [JSON.Member] = []
@@ -108,20 +127,18 @@ public final class RemoteFile: @unchecked Sendable {  // used by one Lua state's
 
     private func complete(_ o: JSON, _ id: String) -> Bool {
         guard attributesComplete(o["attributes"]) else { return false }
-        if id.hasPrefix("g-") { return hasDict(o["links"]) }
+        if kind(of: id) == .group { return hasDict(o["links"]) }
         return o["type"] != nil && o["shape"] != nil
     }
 
     /// The node at `path` reached through `link` (one node per path, as local files).
-    func node(path: String, link: NXLinkKind?, id: String) -> RemoteNode? {
+    func node(path: String, link: NXLinkKind?, id: String, kind: Kind) -> RemoteNode? {
         if let n = nodes[path]?.node, n.id == id { return n }
         let n: RemoteNode
-        if id.hasPrefix("g-") {
-            n = RemoteGroup(file: self, path: path, link: link, id: id)
-        } else if id.hasPrefix("d-") {
-            n = RemoteField(file: self, path: path, link: link, id: id)
-        } else {
-            return nil  // a committed datatype: neither group nor field
+        switch kind {
+        case .group: n = RemoteGroup(file: self, path: path, link: link, id: id)
+        case .dataset: n = RemoteField(file: self, path: path, link: link, id: id)
+        case .datatype: return nil  // a committed datatype: neither group nor field
         }
         nodes[path] = WeakNode(n)
         return n
@@ -195,7 +212,7 @@ public class RemoteNode: NXReadableNode, @unchecked Sendable {
 
 public final class RemoteGroup: RemoteNode, NXReadableGroup, @unchecked Sendable {
     private var entryCache: [NXEntry]?
-    private var targets: [String: String] = [:]  // child name -> id
+    private var targets: [String: (id: String, kind: RemoteFile.Kind)] = [:]  // child name -> object
 
     public override var nxclass: String {
         path == "/" ? "NXroot" : (stringAttribute("NX_class") ?? "NXgroup")
@@ -223,8 +240,9 @@ public final class RemoteGroup: RemoteNode, NXReadableGroup, @unchecked Sendable
                 default:
                     link = .hard
                     let id = l["id"]?.stringValue ?? ""
-                    targets[m.key] = id
-                    kind = id.hasPrefix("g-") ? .group : id.hasPrefix("d-") ? .field : .missing
+                    let k = file.kind(of: id, link: l)
+                    targets[m.key] = (id, k)
+                    kind = k == .group ? .group : k == .dataset ? .field : .missing
                 }
                 byName[m.key] = NXEntry(name: m.key, link: link, kind: kind)
             }
@@ -235,7 +253,7 @@ public final class RemoteGroup: RemoteNode, NXReadableGroup, @unchecked Sendable
         // paths); one that leads nowhere (or round in a loop) stays missing.
         for (name, target) in soft {
             guard let n = try? resolveNode(target) as? RemoteNode else { continue }
-            targets[name] = n.id
+            targets[name] = (n.id, n is RemoteGroup ? .group : .dataset)
             if let i = list.firstIndex(where: { $0.name == name }) {
                 list[i] = NXEntry(name: name, link: .soft(target: target), kind: n is RemoteGroup ? .group : .field)
             }
@@ -250,7 +268,7 @@ public final class RemoteGroup: RemoteNode, NXReadableGroup, @unchecked Sendable
     public func child(_ name: String) throws -> RemoteNode? {
         guard let e = try entries().first(where: { $0.name == name }) else { return nil }
         let childPath = path == "/" ? "/" + name : path + "/" + name
-        if let id = targets[name], let n = file.node(path: childPath, link: e.link, id: id) { return n }
+        if let t = targets[name], let n = file.node(path: childPath, link: e.link, id: t.id, kind: t.kind) { return n }
         switch e.link {
         case .soft(let t): throw file.error(path, "'\(name)' is a soft link to \(t), which does not exist")
         case .external(let f, let t):
