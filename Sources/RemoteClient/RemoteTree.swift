@@ -63,16 +63,19 @@ public final class RemoteFile: @unchecked Sendable {  // used by one Lua state's
     /// from the "g-"/"d-"/"t-" prefix the HDF REST API gives ids of each kind.
     enum Kind { case group, dataset, datatype }
 
-    func kind(of id: String, link: JSON? = nil) -> Kind {
+    func kind(of id: String, link: JSON? = nil) -> Kind { RemoteFile.kind(of: id, link: link, listed: objects[id]) }
+
+    static func kind(of id: String, link: JSON?, listed: JSON?) -> Kind {
         switch link?["collection"]?.stringValue {
         case "groups"?: return .group
         case "datasets"?: return .dataset
         case "datatypes"?: return .datatype
         default: break
         }
-        if let o = objects[id] {
+        if let o = listed {
             if o["links"] != nil { return .group }
-            if o["shape"] != nil { return o["type"] != nil ? .dataset : .datatype }
+            if o["shape"] != nil { return .dataset }
+            if o["type"] != nil { return .datatype }
         }
         return id.hasPrefix("g-") ? .group : id.hasPrefix("d-") ? .dataset : .datatype
     }
@@ -272,7 +275,18 @@ public final class RemoteGroup: RemoteNode, NXReadableGroup, @unchecked Sendable
         switch e.link {
         case .soft(let t): throw file.error(path, "'\(name)' is a soft link to \(t), which does not exist")
         case .external(let f, let t):
-            throw file.error(path, "'\(name)' is an external link to \(f):\(t); open that domain with r:load")
+            // another domain of the same server (a relative name is next to this file)
+            var folder = file.domain
+            while let last = folder.last, last != "/" { folder.removeLast() }
+            let domain = f.hasPrefix("/") ? f : folder + f
+            let found: RemoteNode?
+            do {
+                found = try RemoteFile(session: file.session, domain: domain, eagerLimit: file.eagerLimit).root.resolveNode(t) as? RemoteNode
+            } catch let e as RemoteError {
+                throw file.error(path, "'\(name)' is an external link to \(f):\(t), which cannot be opened: \(e.message)")
+            }
+            guard let n = found else { throw file.error(path, "'\(name)' is an external link to \(f):\(t), which does not exist") }
+            return n
         case .hard: throw file.error(path, "'\(name)' is neither a group nor a field")
         }
     }

@@ -55,6 +55,13 @@ def folder(tmp_path_factory):
     make_sample(root / "sample.nxs")
     make_nxlua_file(root / "nxlua.nxs", base)
     make_sample(root / "sub" / "nested.nxs")
+    r = subprocess.run([BIN, "-e", f"""
+        local f <close> = nx.load("{root / 'ext.nxs'}", "w")
+        f.entry = nx.group("NXentry")
+        f.entry.frames = nx.link("/entry/data/frames", "sample.nxs")
+        f.entry.nowhere = nx.link("/entry/nothing", "sample.nxs")
+    """], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
     make_sample(outside / "secret.nxs")
     os.symlink(outside / "secret.nxs", root / "escape.nxs")
     users = base / "users"
@@ -226,6 +233,21 @@ def test_nxdata_default_and_float_slices(server, folder, tmp_path):
     assert lines[8] == "data:NXdata,sample:NXsample,shortcut:NXfield,title:NXfield"
 
 
+def test_external_links(server, folder, tmp_path):
+    """Shown as links (the same tree text), followed to the other domain of the server."""
+    out = ok(run_lua(connect(server) + f"""
+        local g = r:load("/ext.nxs")
+        local l = nx.load("{folder['root'] / 'ext.nxs'}")
+        print(tostring(g) == tostring(l))
+        print(g.entry.frames[3]:sum(), g.entry.frames.nxfilename)
+        print(pcall(function() return g.entry.nowhere end))
+    """, tmp_path))
+    lines = out.splitlines()
+    assert lines[0] == "true"
+    assert lines[1] == f"{int(FRAMES[3].sum())}\t{server.url}/sample.nxs"
+    assert lines[2].startswith("false\t") and "external link to sample.nxs:/entry/nothing, which does not exist" in lines[2]
+
+
 def test_ls_and_eval(server, tmp_path):
     out = ok(run_lua(connect(server) + """
         local list = r:ls("/")
@@ -242,8 +264,8 @@ def test_ls_and_eval(server, tmp_path):
         print(pcall(r.eval, r, "return nx.load('/nope.nxs')"))
     """, tmp_path))
     lines = out.splitlines()
-    assert lines[0] == "/escape.nxs=domain+t,/nxlua.nxs=domain+t,/sample.nxs=domain+t,/sub=folder+t" or \
-        lines[0] == "/nxlua.nxs=domain+t,/sample.nxs=domain+t,/sub=folder+t", lines[0]
+    assert lines[0] in ("/escape.nxs=domain+t,/ext.nxs=domain+t,/nxlua.nxs=domain+t,/sample.nxs=domain+t,/sub=folder+t",
+                        "/ext.nxs=domain+t,/nxlua.nxs=domain+t,/sample.nxs=domain+t,/sub=folder+t"), lines[0]
     assert lines[1] == "1\t/sub/nested.nxs"
     assert lines[2] == f"int64\t64x64\t{int(FRAMES.sum())}"
     assert lines[3] == "42\tthree\ttrue"

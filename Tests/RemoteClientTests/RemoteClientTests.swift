@@ -118,6 +118,17 @@ final class RemoteClientTests: XCTestCase {
         }
     }
 
+    func testIdsAreOpaque() throws {
+        // the link's collection, then the listed object, decide; the prefix only without them
+        XCTAssertEqual(RemoteFile.kind(of: "x-1", link: try JSON.parse(#"{"collection": "datasets"}"#), listed: nil), .dataset)
+        XCTAssertEqual(RemoteFile.kind(of: "d-1", link: try JSON.parse(#"{"collection": "groups"}"#), listed: nil), .group)
+        XCTAssertEqual(RemoteFile.kind(of: "opaque", link: nil, listed: try JSON.parse(#"{"links": {}, "attributes": {}}"#)), .group)
+        XCTAssertEqual(RemoteFile.kind(of: "opaque", link: nil, listed: try JSON.parse(#"{"type": "H5T_STD_I8LE", "shape": {"class": "H5S_SCALAR"}}"#)), .dataset)
+        XCTAssertEqual(RemoteFile.kind(of: "opaque", link: nil, listed: try JSON.parse(#"{"type": {"class": "H5T_COMPOUND"}}"#)), .datatype)
+        XCTAssertEqual(RemoteFile.kind(of: "g-123", link: nil, listed: nil), .group)
+        XCTAssertEqual(RemoteFile.kind(of: "d-123", link: nil, listed: nil), .dataset)
+    }
+
     func testAddressesAndCredentials() throws {
         XCTAssertEqual(HTTPSession.percentEncoded("/data/run 1/ä&x.nxs"), "/data/run%201/%C3%A4%26x.nxs")
         XCTAssertEqual(HTTPSession.query([("domain", "/a b.nxs"), ("select", "[0:1:1]")]), "?domain=/a%20b.nxs&select=%5B0%3A1%3A1%5D")
