@@ -18,6 +18,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/adam-fowler/compress-nio", from: "1.5.0"),
+        // nx.remote (Sources/RemoteClient): HTTP client on the same SwiftNIO/NIOSSL stack.
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
     ],
     targets: [
         // System libraries (Debian -dev packages; scripts/setup installs them).
@@ -80,8 +82,18 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
             .product(name: "CompressNIO", package: "compress-nio"),
         ]),
+        // nx.remote: the HDF REST client (nxlua serve or HSDS) and the read-only remote tree
+        // that shares the local tree's text, NXdata rules and streaming reductions
+        // (NeXus's NXReadableNode protocols). No Lua inside. JSON comes from RemoteServer.
+        .target(name: "RemoteClient", dependencies: [
+            "NeXus", "NDArray", "RemoteServer",
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+        ]),
         // The Lua modules nxlua provides (bindings only; cores live in their own modules).
-        .target(name: "NXLuaRuntime", dependencies: ["LuaBridge", "NativeLibraries", "NDArray", "NeXus", "Detector", "Stacker", "TerminalProgress", "RemoteServer"]),
+        .target(name: "NXLuaRuntime", dependencies: ["LuaBridge", "NativeLibraries", "NDArray", "NeXus", "Detector", "Stacker", "TerminalProgress", "RemoteServer", "RemoteClient"]),
         // The executable: CLI, REPL, script runner.
         // The release build links the Swift runtime and Foundation (which the HTTP stack
         // needs) statically: scripts/setup builds with --static-swift-stdlib, which, unlike
@@ -101,6 +113,7 @@ let package = Package(
         .testTarget(name: "StackerTests", dependencies: ["Stacker", "NeXus", "NDArray", "Detector", "CBitshuffle", "CHDF5", "CHDF5Shims"]),
         .testTarget(name: "DetectorTests", dependencies: ["Detector", "NDArray", "CCBFShims"]),
         .testTarget(name: "RemoteServerTests", dependencies: ["RemoteServer", "NeXus", "NDArray"]),
+        .testTarget(name: "RemoteClientTests", dependencies: ["RemoteClient", "NeXus", "NDArray"]),
         .testTarget(name: "NXLuaRuntimeTests", dependencies: [
             "NXLuaRuntime", "LuaBridge", "NativeLibraries", "CHDF5", "CHDF5Shims", "CTIFFShims", "CCBFShims",
         ]),
