@@ -243,9 +243,15 @@ extension NeXusModule {
                     ArrayModule.pushShape(c, lua)
                     return 1
                 case "compression":
+                    // HSDS's filter names, as the local field names them ("gzip", "bitshuffle+lz4")
                     let filters = try wrap { try f.filters }.filter { $0 != "shuffle" && $0 != "H5Z_FILTER_SHUFFLE" }
                     guard let first = filters.first else { return 0 }
-                    lua.push(first == "deflate" || first == "H5Z_FILTER_DEFLATE" ? "gzip" : first)
+                    switch first {
+                    case "deflate", "H5Z_FILTER_DEFLATE": lua.push("gzip")
+                    case "bitshuffle", "H5Z_FILTER_BITSHUFFLE": lua.push("bitshuffle+lz4")
+                    case "blosclz", "H5Z_FILTER_BLOSC": lua.push("blosc")
+                    default: lua.push(first)
+                    }
                     return 1
                 case "nxvalue": try push(try wrap { try f.read(nil) }, lua); return 1
                 default:

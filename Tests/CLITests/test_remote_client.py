@@ -231,6 +231,7 @@ def test_nxdata_default_and_float_slices(server, folder, tmp_path):
     assert lines[6] == f"/entry/data\tNXroot\t{server.url}/nxlua.nxs"
     assert lines[7] == "data,gone,sample,shortcut,title\t5\twritten by nxlua"
     assert lines[8] == "data:NXdata,sample:NXsample,shortcut:NXfield,title:NXfield"
+    assert lines[9].split("\t")[:2] == ["gzip", "1x30x40"]  # creationProperties.filters, as HSDS sends them
 
 
 def test_external_links(server, folder, tmp_path):
