@@ -674,7 +674,7 @@ def main():
     ap.add_argument("--root", required=True)
     ap.add_argument("names", nargs="*", default=list(BENCHES))
     args = ap.parse_args()
-    root = pathlib.Path(args.root)
+    root = pathlib.Path(args.root).resolve()  # servers run in the bench cache folder
     rows = []
     for name in args.names:
         if name not in BENCHES:
