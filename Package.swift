@@ -18,6 +18,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/adam-fowler/compress-nio", from: "1.5.0"),
+        // nx.remote (Sources/RemoteClient): HTTP client on the same SwiftNIO/NIOSSL stack.
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
         // The event journal of beamline macros (Sources/Events): SQLite in WAL mode.
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
         // Macro content hashes (SHA-256) for provenance (Sources/Macros).
@@ -42,14 +44,20 @@ let package = Package(
         // CHDF5 names too); linking nothing, it opens libcbf with dlopen (see its header).
         .target(name: "CCBFShims", cSettings: [.unsafeFlags(["-I/usr/include/hdf5/serial"])],
                 linkerSettings: [.linkedLibrary("dl")]),
+        // Bitshuffle+LZ4 chunks in the HDF5 plugin's format with an AVX2 bit transpose
+        // (the stacker's hot path); liblz4 opened with dlopen.
+        .target(name: "CBitshuffle", linkerSettings: [.linkedLibrary("dl")]),
+        // OpenBLAS (cblas_dgemm/sgemm) for large float matrix products, opened with dlopen
+        // when installed; NDArray's own kernel otherwise.
+        .target(name: "CBLASShims", linkerSettings: [.linkedLibrary("dl")]),
 
         // Safe Swift API over lua_State: no Lua error ever longjmps across a Swift frame.
         .target(name: "LuaBridge", dependencies: ["CLua", "CLuaShims"]),
         // The N-dimensional array engine: dtypes, strided views, kernels (no Lua inside).
-        .target(name: "NDArray"),
+        .target(name: "NDArray", dependencies: ["CBLASShims"]),
         // The NeXus tree over HDF5: a low layer mirroring HDF5 (Sources/NeXus/HDF5) and the
         // tree users navigate (Sources/NeXus/Tree). No Lua inside.
-        .target(name: "NeXus", dependencies: ["CHDF5", "CHDF5Shims", "NDArray"]),
+        .target(name: "NeXus", dependencies: ["CHDF5", "CHDF5Shims", "CBitshuffle", "NDArray"]),
         // Detector frames: CBF (native byte-offset reader, cbflib for the rest) and TIFF
         // (libtiff) readers, the Pilatus header, writers for tests and demos. No Lua inside.
         .target(name: "Detector", dependencies: ["NDArray", "CTIFF", "CTIFFShims", "CCBFShims"]),
@@ -60,7 +68,7 @@ let package = Package(
         .target(name: "LineEdit", dependencies: ["CEdit", "CEditShims"]),
         // Versions of the native libraries, read with dlopen so that start-up never pays
         // for libhdf5's dependency chain (docs/architecture.md, "Start-up").
-        .target(name: "NativeLibraries", dependencies: ["CLuaShims", "CHDF5Shims", "CTIFFShims", "CCBFShims"]),
+        .target(name: "NativeLibraries", dependencies: ["CLuaShims", "CHDF5Shims", "CTIFFShims", "CCBFShims", "CBLASShims"]),
         // Progress bars on stderr for long work (quiet when piped or under CI).
         .target(name: "TerminalProgress"),
         // `nxlua serve`: the read-only HDF REST API (HSDS's protocol, h5pyd's client) over
@@ -78,12 +86,22 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
             .product(name: "CompressNIO", package: "compress-nio"),
         ]),
+        // nx.remote: the HDF REST client (nxlua serve or HSDS) and the read-only remote tree
+        // that shares the local tree's text, NXdata rules and streaming reductions
+        // (NeXus's NXReadableNode protocols). No Lua inside. JSON comes from RemoteServer.
+        .target(name: "RemoteClient", dependencies: [
+            "NeXus", "NDArray", "RemoteServer",
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+        ]),
         // Scan events and their durable journal (SQLite WAL through GRDB), the sink
         // interface a message-bus bridge would implement, the stacker's event emitter.
         // No Lua inside.
         .target(name: "Events", dependencies: ["Stacker", "NeXus", "NDArray", .product(name: "GRDB", package: "GRDB.swift")]),
         // The Lua modules nxlua provides (bindings only; cores live in their own modules).
-        .target(name: "NXLuaRuntime", dependencies: ["LuaBridge", "NativeLibraries", "NDArray", "NeXus", "Detector", "Stacker", "TerminalProgress", "RemoteServer", "Events"]),
+        .target(name: "NXLuaRuntime", dependencies: ["LuaBridge", "NativeLibraries", "NDArray", "NeXus", "Detector", "Stacker", "TerminalProgress", "RemoteServer", "RemoteClient", "Events"]),
         // `nxlua macros`: one worker thread and one Lua state per macro file, fed from the
         // journal with durable cursors, limits, failure counting and live reload.
         .target(name: "Macros", dependencies: ["Events", "NXLuaRuntime", "LuaBridge", "NDArray", "NeXus",
@@ -104,9 +122,10 @@ let package = Package(
         .testTarget(name: "LuaBridgeTests", dependencies: ["LuaBridge"]),
         .testTarget(name: "NDArrayTests", dependencies: ["NDArray"]),
         .testTarget(name: "NeXusTests", dependencies: ["NeXus", "NDArray"]),
-        .testTarget(name: "StackerTests", dependencies: ["Stacker", "NeXus", "NDArray", "Detector"]),
+        .testTarget(name: "StackerTests", dependencies: ["Stacker", "NeXus", "NDArray", "Detector", "CBitshuffle", "CHDF5", "CHDF5Shims"]),
         .testTarget(name: "DetectorTests", dependencies: ["Detector", "NDArray", "CCBFShims"]),
         .testTarget(name: "RemoteServerTests", dependencies: ["RemoteServer", "NeXus", "NDArray"]),
+        .testTarget(name: "RemoteClientTests", dependencies: ["RemoteClient", "NeXus", "NDArray"]),
         .testTarget(name: "EventsTests", dependencies: ["Events"]),
         .testTarget(name: "NXLuaRuntimeTests", dependencies: [
             "NXLuaRuntime", "LuaBridge", "NativeLibraries", "CHDF5", "CHDF5Shims", "CTIFFShims", "CCBFShims",

@@ -587,6 +587,24 @@ def bench_serve(root):
                     whole.append(time.perf_counter() - t)
                 assert a.shape == (100, 512, 512) and int(a[7, 3, 5]) == (3 * 512 + 5) * 8 % 65536
                 results[name] = (statistics.median(frame), statistics.median(whole))
+        # the nxlua client (nx.remote) against both servers, timed inside Lua (wall clock)
+        for name, url, dom in [("lua-nxlua", ours_url, "/sample.nxs"), ("lua-hsds", hsds_url, domain)]:
+            script = f"""
+                local r = nx.remote("{url}", {{user = "{user}", password = "{password}"}})
+                local d = r:load("{dom}").entry.data.frames
+                local a = d[0]
+                local ts = {{}}
+                for i = 1, 40 do local t = nxlua.time(); a = d[i % 100]; ts[i] = (nxlua.time() - t) * 1e3 end
+                assert(a.shape[1] == 512 and a.shape[2] == 512)
+                table.sort(ts)
+                local ws = {{}}
+                for i = 1, 3 do local t = nxlua.time(); a = d:read(); ws[i] = nxlua.time() - t; if i < 3 then a = nil; collectgarbage() end end
+                assert(a.shape[1] == 100 and a[7][3][5] == (3 * 512 + 5) * 8 % 65536)
+                table.sort(ws)
+                print((ts[20] + ts[21]) / 2, ws[2])
+            """
+            run = subprocess.run([nxlua, "-e", script], check=True, capture_output=True, text=True, timeout=600)
+            results[name] = tuple(float(x) for x in run.stdout.split())
     finally:
         stop_group(hsds)
         if ours:
@@ -595,7 +613,55 @@ def bench_serve(root):
     return [("h5pyd -> nxlua serve: d[i], one 1 MiB frame", f"{of:.2f} ms", "h5pyd -> HSDS 1.0.2", f"{hf:.2f} ms",
              f"{hf / of:.1f}x faster", "faster than HSDS", of < hf),
             ("h5pyd -> nxlua serve: d[...], 100 MiB", f"{ow:.2f} s", "h5pyd -> HSDS 1.0.2", f"{hw:.2f} s",
-             f"{hw / ow:.1f}x faster", "faster than HSDS", ow < hw)]
+             f"{hw / ow:.1f}x faster", "faster than HSDS", ow < hw),
+            ("nx.remote -> nxlua serve: d[i], one 1 MiB frame", f"{results['lua-nxlua'][0]:.2f} ms", "h5pyd -> HSDS 1.0.2",
+             f"{hf:.2f} ms", f"{hf / results['lua-nxlua'][0]:.1f}x faster", "<= 2 ms", results["lua-nxlua"][0] <= 2),
+            ("nx.remote -> nxlua serve: d:read(), 100 MiB", f"{results['lua-nxlua'][1]:.3f} s", "h5pyd -> HSDS 1.0.2",
+             f"{hw:.2f} s", f"{hw / results['lua-nxlua'][1]:.1f}x faster", "<= 0.3 s", results["lua-nxlua"][1] <= 0.3),
+            ("nx.remote -> nxlua serve: one frame", f"{results['lua-nxlua'][0]:.2f} ms", "h5pyd -> nxlua serve",
+             f"{of:.2f} ms", f"{of / results['lua-nxlua'][0]:.1f}x faster", "faster than h5pyd", results["lua-nxlua"][0] < of),
+            ("nx.remote -> nxlua serve: 100 MiB", f"{results['lua-nxlua'][1]:.3f} s", "h5pyd -> nxlua serve",
+             f"{ow:.2f} s", f"{ow / results['lua-nxlua'][1]:.1f}x faster", "faster than h5pyd", results["lua-nxlua"][1] < ow),
+            ("nx.remote -> HSDS: one frame", f"{results['lua-hsds'][0]:.2f} ms", "h5pyd -> HSDS 1.0.2",
+             f"{hf:.2f} ms", f"{hf / results['lua-hsds'][0]:.1f}x faster", "faster than h5pyd", results["lua-hsds"][0] < hf),
+            ("nx.remote -> HSDS: 100 MiB", f"{results['lua-hsds'][1]:.3f} s", "h5pyd -> HSDS 1.0.2",
+             f"{hw:.2f} s", f"{hw / results['lua-hsds'][1]:.1f}x faster", "faster than h5pyd", results["lua-hsds"][1] < hw)]
+
+
+def bench_matmul(root):
+    """500 x 500 matrix products, float64 and float32 (OpenBLAS on both sides when installed;
+    NumPy's wheel bundles its own). Same matrices: x[i, j] = (i * 7 + j * 3) % 101 / 101."""
+    import numpy as np
+    rows = []
+    for dtype in ("float64", "float32"):
+        script = f"""
+            local i = array.arange(500):reshape({{500, 1}}); local j = array.arange(500):reshape({{1, 500}})
+            local a = ((i * 7 + j * 3) % 101 / 101):astype("{dtype}")
+            local b = a.T:copy()
+            local c = a:matmul(b)
+            local ts = {{}}
+            for k = 1, 15 do
+              local t = nxlua.time(); c = a:matmul(b); ts[k] = (nxlua.time() - t) * 1e3
+            end
+            table.sort(ts); print(ts[8], c:sum())
+        """
+        out = subprocess.run([str(root / ".build/release/nxlua"), "-e", script], check=True,
+                             capture_output=True, text=True).stdout.split()
+        ours, our_sum = float(out[0]), float(out[1])
+        i, j = np.arange(500).reshape(500, 1), np.arange(500).reshape(1, 500)
+        a = ((i * 7 + j * 3) % 101 / 101).astype(dtype)
+        b = a.T.copy()
+        c = a @ b
+        samples = []
+        for _ in range(15):
+            t = time.perf_counter()
+            c = a @ b
+            samples.append((time.perf_counter() - t) * 1e3)
+        theirs = statistics.median(samples)
+        same = abs(our_sum - float(c.sum(dtype=np.float64))) <= 1e-4 * abs(float(c.sum(dtype=np.float64)))
+        rows.append((f"a:matmul(b), 500 x 500 {dtype} ({'same sum' if same else 'SUMS DIFFER'})", f"{ours:.2f} ms",
+                     "numpy a @ b", f"{theirs:.2f} ms", f"{ours / theirs:.2f}x NumPy's time", "(no target)", same))
+    return rows
 
 
 def bench_journal(root):
@@ -713,7 +779,8 @@ def bench_macro_latency(root):
 BENCHES = {"startup": bench_startup, "bridge": bench_bridge, "sums": bench_sums,
            "elementwise": bench_elementwise, "masked_sum": bench_masked_sum, "nexus_tree": bench_nexus_tree,
            "nexus_frame": bench_nexus_frame, "stream": bench_stream, "cbf_decode": bench_cbf_decode,
-           "stack": bench_stack, "serve": bench_serve, "journal": bench_journal, "macro_latency": bench_macro_latency}
+           "stack": bench_stack, "serve": bench_serve, "matmul": bench_matmul,
+           "journal": bench_journal, "macro_latency": bench_macro_latency}
 
 
 def main():
@@ -721,7 +788,7 @@ def main():
     ap.add_argument("--root", required=True)
     ap.add_argument("names", nargs="*", default=list(BENCHES))
     args = ap.parse_args()
-    root = pathlib.Path(args.root)
+    root = pathlib.Path(args.root).resolve()  # servers run in the bench cache folder
     rows = []
     for name in args.names:
         if name not in BENCHES:

@@ -20,11 +20,30 @@ public enum ByteOffset {
     @inline(never)
     public static func decode(_ src: UnsafeRawBufferPointer, into dst: UnsafeMutablePointer<Int32>,
                               count: Int) throws(Shortfall) -> Int {
-        guard count > 0 else { return 0 }
-        guard let start = src.baseAddress, src.count > 0 else { throw Shortfall(decoded: 0, consumed: 0) }
-        var p = start
+        var state = Position()
+        try decode(src, into: dst, count: count, continuing: &state)
+        return state.consumed
+    }
+
+    /// Where a stream decoded in pieces stands: bytes used so far and the last value.
+    public struct Position: Sendable {
+        public var consumed = 0
+        public var value: Int32 = 0
+        public init() {}
+        init(consumed: Int, value: Int32) { self.consumed = consumed; self.value = value }
+    }
+
+    /// Decodes the next `count` int32 elements of a stream decoded in pieces (the stacker
+    /// decodes a frame a block at a time, each block compressed while in the cache).
+    /// `Shortfall.decoded` counts the elements of this piece.
+    @inline(__always)
+    public static func decode(_ src: UnsafeRawBufferPointer, into dst: UnsafeMutablePointer<Int32>,
+                              count: Int, continuing state: inout Position) throws(Shortfall) {
+        guard count > 0 else { return }
+        guard let start = src.baseAddress, src.count > state.consumed else { throw Shortfall(decoded: 0, consumed: state.consumed) }
+        var p = start + state.consumed
         let end = start + src.count
-        var v: Int32 = 0
+        var v = state.value
         var i = 0
         let ones: UInt64 = 0x0101_0101_0101_0101, highs: UInt64 = 0x8080_8080_8080_8080
         while i < count {
@@ -75,8 +94,8 @@ public enum ByteOffset {
             dst[i] = v
             i &+= 1
         }
+        state = Position(consumed: p - start, value: v)
         if i < count { throw Shortfall(decoded: i, consumed: p - start) }
-        return p - start
     }
 
     /// The same for any integer element type: values accumulate in 64 bits and are stored

@@ -163,9 +163,26 @@ public enum CBFReader {
     /// `options.decoder` allows it).
     public static func readNative(_ buf: UnsafeRawBufferPointer, path: String,
                                   options: FrameReader.Options = .init()) throws -> Frame? {
+        guard let layout = try nativeLayout(buf, path: path, options: options) else { return nil }
+        return try decode(layout, path: path)
+    }
+
+    /// What the native reader found in a mini-CBF: the binary data and how to decode it.
+    struct NativeLayout {
+        let header: FrameHeader
+        let shape: [Int]
+        let count: Int
+        let dtype: DType
+        let typeText: String
+        let byteOffset: Bool
+        let data: UnsafeRawBufferPointer
+    }
+
+    static func nativeLayout(_ buf: UnsafeRawBufferPointer, path: String,
+                             options: FrameReader.Options) throws -> NativeLayout? {
         let cbf = MiniCBF(parsing: buf)
         let header = makeHeader(cbf, decoder: "native")
-        func needsCBFLib(_ why: String) throws -> Frame? {
+        func needsCBFLib(_ why: String) throws -> NativeLayout? {
             if options.decoder == .native { throw DetectorError.file(path, "\(why): the native reader cannot read it (cbflib can)") }
             return nil
         }
@@ -239,8 +256,15 @@ public enum CBFReader {
                 throw DetectorError.file(path, "Content-MD5 mismatch: the header says \(expected), the data gives \(actual)")
             }
         }
+        return NativeLayout(header: header, shape: shape, count: count, dtype: dtype, typeText: typeText,
+                            byteOffset: conversions == "x-cbf_byte_offset", data: data)
+    }
+
+    static func decode(_ layout: NativeLayout, path: String) throws -> Frame {
+        let (header, shape, count, dtype, typeText, data) = (layout.header, layout.shape, layout.count, layout.dtype, layout.typeText, layout.data)
+        let size = data.count
         let array = try wrap(path) { try NDArray(uninitialized: shape, dtype: dtype) }
-        if conversions == "x-cbf_none" {
+        if !layout.byteOffset {
             let need = count * dtype.itemSize
             guard size >= need else {
                 throw DetectorError.file(path, "truncated: \(count) \(dtype.rawValue) elements need \(need) bytes, X-Binary-Size is \(size)")
@@ -266,6 +290,45 @@ public enum CBFReader {
             }
         }
         return Frame(array: array, header: header)
+    }
+
+    /// A byte-offset int32 mini-CBF (Pilatus, Eiger) whose pixels are decoded in pieces,
+    /// for a consumer that compresses each piece while it is in the CPU cache.
+    public struct PixelStream {
+        public let header: FrameHeader
+        public let shape: [Int]
+        public let dtype: DType
+        let data: UnsafeRawBufferPointer
+        let count: Int
+        let path: String
+        var position = ByteOffset.Position()
+        var decoded = 0
+
+        /// Decodes the next `n` pixels into `buffer` (int32); throws on truncated or
+        /// corrupt data, as `read` would.
+        public mutating func next(into buffer: UnsafeMutableRawPointer, count n: Int) throws {
+            guard decoded + n <= count else { throw DetectorError.file(path, "asked for pixels beyond the \(count) of the frame") }
+            do {
+                try ByteOffset.decode(data, into: buffer.assumingMemoryBound(to: Int32.self), count: n, continuing: &position)
+            } catch let s {
+                throw DetectorError.file(path, "corrupt or truncated byte-offset data: its \(data.count) bytes (X-Binary-Size) hold only \(decoded + s.decoded) of the \(count) elements")
+            }
+            decoded += n
+        }
+    }
+
+    /// Runs `body` on the frame's pixel stream when the file is a mini-CBF with int32
+    /// byte-offset data that the native reader reads; nil (and `body` not run) for any
+    /// other file, which `read` handles. The stream lives only during `body`.
+    public static func withPixelStream<T>(_ path: String, _ body: (inout PixelStream) throws -> T) throws -> T? {
+        try FileBytes.withContents(of: path) { buf -> T? in
+            guard FrameReader.format(of: UnsafeRawBufferPointer(rebasing: buf.prefix(1 << 16))) == .cbf,
+                  let layout = try nativeLayout(buf, path: path, options: FrameReader.Options()),
+                  layout.byteOffset, layout.dtype == .int32 else { return nil }
+            var stream = PixelStream(header: layout.header, shape: layout.shape, dtype: layout.dtype,
+                                     data: layout.data, count: layout.count, path: path)
+            return try body(&stream)
+        }
     }
 
     static func makeHeader(_ cbf: MiniCBF, decoder: String) -> FrameHeader {

@@ -1,9 +1,24 @@
+import CBLASShims
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Matrix products of 1-D and 2-D arrays (NumPy's dot and matmul for those): inner
 /// product, matrix-vector, vector-matrix, matrix-matrix. The result dtype is NumPy's
 /// promotion of the two; integers wrap as NumPy's do; bool is "any of a and b".
-/// Floats use a cache-blocked kernel on packed panels (no BLAS): 4 x 4 register tiles over
-/// panels that stay in L1/L2, threads over row blocks.
+/// Large float products go to OpenBLAS when it is installed (opened with dlopen; NumPy's
+/// own choice, several times faster than a portable kernel); otherwise, and for small
+/// products, a cache-blocked kernel on packed panels: 4 x 4 register tiles over panels
+/// that stay in L1/L2, threads over row blocks.
 extension NDArray {
+    /// Large float products use OpenBLAS when it loads (set NXLUA_OPENBLAS=0 in the
+    /// environment, or this to false, for nxlua's own kernel: other rounding order,
+    /// no BLAS threads).
+    nonisolated(unsafe) public static var useOpenBLAS: Bool = {
+        guard let v = getenv("NXLUA_OPENBLAS") else { return true }
+        return String(cString: v) != "0"
+    }()
+
     /// a @ b for 1-D and 2-D arrays.
     public static func matmul(_ a: NDArray, _ b: NDArray) throws -> NDArray {
         for (i, x) in [a, b].enumerated() where x.ndim == 0 {
@@ -111,6 +126,13 @@ enum MatrixKernels {
                 }
             }
             return
+        }
+        if NDArray.useOpenBLAS, max(m, n, k) <= Int(Int32.max) {
+            let (mi, ni, ki) = (Int32(m), Int32(n), Int32(k))
+            if T.self == Double.self,
+               nxblas_dgemm(mi, ni, ki, a.base(Double.self), b.base(Double.self), c.base(Double.self)) == 0 { return }
+            if T.self == Float.self,
+               nxblas_sgemm(mi, ni, ki, a.base(Float.self), b.base(Float.self), c.base(Float.self)) == 0 { return }
         }
         parallel(threads) { t in
             // each thread: a band of rows of C (4-row aligned), with its own packed panels

@@ -149,18 +149,21 @@ extension ArrayModule {
                 return 1
             },
             LuaMethodDecl("take", "a:take(indices [, axis]) -> ndarray",
-                          "the elements at integer positions along axis (default 0), as a copy",
+                          "the elements at integer positions along axis, or of the flattened array without one (as NumPy's take), as a copy",
                           help: """
                           indices is an integer ndarray, a (nested) Lua table of integers, or an integer;
                           positions are 0-based, negative count from the end, and may repeat. The result
-                          has shape a.shape[..axis) + indices.shape + a.shape(axis..]. a:take(t) is a[t]
-                          for a table; unlike NumPy's take, no axis means axis 0, not the flattened array
-                          (use a:ravel():take(t) for that).
+                          has shape a.shape[..axis) + indices.shape + a.shape(axis..]. Without an axis,
+                          positions count in the flattened array (C order), as in NumPy; a[t] for a
+                          table t is a:take(t, 0).
                           Example:  array.arange(10):take({0, -1, 3}) -> array([0, 9, 3])
                           """) { call, box in
                 let idx = try indexArray(call, 2)
-                let axis = try call.optInteger(3) ?? 0
-                try push(try wrap { try box.array.take(idx, axis: axis) }, call.lua)
+                if let axis = try call.optInteger(3) {
+                    try push(try wrap { try box.array.take(idx, axis: axis) }, call.lua)
+                } else {
+                    try push(try wrap { try box.array.raveled().take(idx, axis: 0) }, call.lua)
+                }
                 return 1
             },
             LuaMethodDecl("nonzero", "a:nonzero() -> {ndarray, ...}",

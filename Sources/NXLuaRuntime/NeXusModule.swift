@@ -515,7 +515,7 @@ enum NeXusModule {
 
     /// Between blocks of a streaming reduction: Ctrl-C stops it, and a bar shows on a
     /// terminal once it takes longer than half a second.
-    static func progress(_ what: String, _ f: NXField) -> (Int, Int) throws -> Void {
+    static func progress(_ what: String, _ f: any NXReadableField) -> (Int, Int) throws -> Void {
         let rows = (try? f.shape.first) ?? 0
         let rowBytes = ((try? f.shape.dropFirst().reduce(1, *)) ?? 0) * (((try? f.elementType).flatMap { if case .numeric(let d) = $0 { return d.itemSize } else { return nil } }) ?? 1)
         let bar = ProgressBar(label: "\(what) \(f.name)", total: rows, unit: "rows", bytesPerUnit: rowBytes)
@@ -851,8 +851,9 @@ enum NeXusModule {
                 lua.push(config.eagerLimit); lua.rawSet(at: -2, key: "maxsize")
                 return 1
             },
+            remoteFunction,
         ],
-        classes: [group, field, attrs, spec]
+        classes: [group, field, attrs, spec, remote, remoteGroup, remoteField, remoteAttrs]
     )
 }
 

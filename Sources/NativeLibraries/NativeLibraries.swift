@@ -2,6 +2,7 @@ import CLuaShims
 import CHDF5Shims
 import CTIFFShims
 import CCBFShims
+import CBLASShims
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -61,7 +62,18 @@ public enum NativeLibraries {
         }
     }
 
-    public static var all: [Library] { [lua, hdf5, libtiff, cbflib] }
+    public static var openblas: Library {
+        // Optional: matrix products use nxlua's own kernel without it.
+        typealias Config = @convention(c) () -> UnsafePointer<CChar>
+        return load("OpenBLAS", soname: NXBLAS_SONAME) { handle in
+            guard let c = dlsym(handle, "openblas_get_config") else { return nil }
+            // "OpenBLAS 0.3.21 DYNAMIC_ARCH NO_AFFINITY Zen MAX_THREADS=64" -> "0.3.21"
+            let words = String(cString: unsafeBitCast(c, to: Config.self)()).split(separator: " ")
+            return words.count > 1 ? String(words[1]) : words.first.map(String.init)
+        }
+    }
+
+    public static var all: [Library] { [lua, hdf5, libtiff, cbflib, openblas] }
 
     private static func load(_ name: String, soname: String, _ read: (UnsafeMutableRawPointer) -> String?) -> Library {
         guard let handle = dlopen(soname, RTLD_NOW | RTLD_GLOBAL) else {

@@ -2,6 +2,26 @@ import NeXus
 
 /// HDF REST's JSON for types, shapes and values, and the binary wire form of values.
 public enum HDFJSON {
+    // MARK: filters
+
+    /// A chunk filter as HSDS lists it in creationProperties.filters: class, id, name, and
+    /// deflate's level. h5pyd's `.compression` is the name, so deflate is called "gzip",
+    /// as h5py calls it (HSDS says "deflate").
+    public static func filter(_ f: NXField.StoredFilter) -> JSON {
+        let known: [Int32: (String, String)] = [
+            1: ("H5Z_FILTER_DEFLATE", "gzip"), 2: ("H5Z_FILTER_SHUFFLE", "shuffle"),
+            3: ("H5Z_FILTER_FLETCHER32", "fletcher32"), 4: ("H5Z_FILTER_SZIP", "szip"),
+            5: ("H5Z_FILTER_NBIT", "nbit"), 6: ("H5Z_FILTER_SCALEOFFSET", "scaleoffset"),
+            32000: ("H5Z_FILTER_LZF", "lzf"), 32001: ("H5Z_FILTER_BLOSC", "blosclz"),
+            32004: ("H5Z_FILTER_LZ4", "lz4"), 32008: ("H5Z_FILTER_BITSHUFFLE", "bitshuffle"),
+            32015: ("H5Z_FILTER_ZSTD", "zstd"),
+        ]
+        let (cls, name) = known[f.id] ?? ("H5Z_FILTER_USER", "filter \(f.id)")
+        var m: [JSON.Member] = [.init("class", .string(cls)), .init("id", .int(Int64(f.id))), .init("name", .string(name))]
+        if f.id == 1, let level = f.parameters.first { m.append(.init("level", .int(Int64(level)))) }
+        return .object(m)
+    }
+
     // MARK: types
 
     public static func type(_ t: NXStorageType) -> JSON {

@@ -333,7 +333,11 @@ final class Store: @unchecked Sendable {
         }
         m += [.init("type", HDFJSON.type(type)), .init("shape", HDFJSON.shape(space))]
         if summary || includeAttributes { m.append(.init("attributes", try attributesJSON(f, d))) }
-        m.append(.init("creationProperties", .obj(["layout": .object(layoutJSON)])))
+        var creation: [JSON.Member] = [.init("layout", .object(layoutJSON))]
+        if case .chunked = layout.kind, let filters = try? f.storedFilters, !filters.isEmpty {
+            creation.append(.init("filters", .array(filters.map(HDFJSON.filter))))
+        }
+        m.append(.init("creationProperties", .object(creation)))
         if summary {
             if type.unsupportedReason == nil, !type.hasVariableLength, space.kind != .null,
                space.count * type.rawSize <= inlineValueBytes {

@@ -398,6 +398,7 @@ public final class Stacker {
     }
 
     static func process(_ f: FrameFile, index: Int, job: Job, settle: Double) -> Outcome {
+        if let streamed = processStreamed(f, index: index, job: job, settle: settle) { return streamed }
         switch read(f, settle: settle) {
         case .failure(let e):
             if case .bad(let b) = e.outcome { return .bad(StackFile.Bad(index: index, sourceName: b.sourceName, error: b.error)) }
@@ -410,26 +411,65 @@ public final class Stacker {
     static func prepare(_ frame: Frame, _ f: FrameFile, index: Int, for job: Job) -> Outcome {
         let a = frame.array
         let n = name(f.path)
-        guard a.shape == job.frameShape else {
-            return .bad(StackFile.Bad(index: index, sourceName: n,
-                                      error: "wrong size: a frame of \(NDArray.describe(a.shape)) where the stack holds \(NDArray.describe(job.frameShape))"))
-        }
-        guard a.dtype == job.dtype else {
-            return .bad(StackFile.Bad(index: index, sourceName: n,
-                                      error: "wrong type: \(a.dtype.rawValue) pixels where the stack holds \(job.dtype.rawValue)"))
-        }
-        var values: [String: HeaderValue] = [:]
-        var time: String? = nil
-        for e in frame.header.pilatus?.entries ?? [] {
-            if job.perFrameKeys.contains(e.key) { values[e.key] = e.value }
-            if job.hasTime, e.key == "time", case .text(let t) = e.value { time = t }
-        }
+        if let mismatch = check(shape: a.shape, dtype: a.dtype, of: n, index: index, for: job) { return mismatch }
+        let (values, time) = perFrameValues(frame.header, for: job)
         do {
             let chunk = try job.encoder.encode(consuming: a)
             return .ready(StackFile.Ready(index: index, chunk: chunk, values: values, time: time, sourceName: n))
         } catch {
             return .bad(StackFile.Bad(index: index, sourceName: n, error: "cannot compress: \(error)"))
         }
+    }
+
+    /// Byte-offset int32 CBFs into the native bitshuffle encoder: decoded a block at a time,
+    /// each block compressed while in the cache, so the 10 MB decoded frame never goes
+    /// through main memory (twice). nil when this path does not apply (other files or
+    /// compressions): `process` then reads the frame whole.
+    static func processStreamed(_ f: FrameFile, index: Int, job: Job, settle: Double) -> Outcome? {
+        guard job.encoder.isNative, job.dtype == .int32 else { return nil }
+        let n = name(f.path)
+        do {
+            return try CBFReader.withPixelStream(f.path) { stream -> Outcome in
+                if let mismatch = check(shape: stream.shape, dtype: stream.dtype, of: n, index: index, for: job) { return mismatch }
+                let (values, time) = perFrameValues(stream.header, for: job)
+                let chunk: NXEncodedChunk
+                do {
+                    chunk = try job.encoder.encode { buffer, count in try stream.next(into: buffer, count: count) }
+                } catch let e as NeXusError {
+                    return .bad(StackFile.Bad(index: index, sourceName: n, error: "cannot compress: \(e)"))
+                }
+                return .ready(StackFile.Ready(index: index, chunk: chunk, values: values, time: time, sourceName: n))
+            }
+        } catch {
+            // As in `read`: a file the detector is still writing does not decode yet.
+            var st = stat()
+            if stat(f.path, &st) == 0, Double(time(nil) - st.st_mtim.tv_sec) < settle { return .retry(f) }
+            let message = (error as? DetectorError)?.message ?? "\(error)"
+            return .bad(StackFile.Bad(index: index, sourceName: n, error: message))
+        }
+    }
+
+    static func check(shape: [Int], dtype: DType, of name: String, index: Int, for job: Job) -> Outcome? {
+        guard shape == job.frameShape else {
+            return .bad(StackFile.Bad(index: index, sourceName: name,
+                                      error: "wrong size: a frame of \(NDArray.describe(shape)) where the stack holds \(NDArray.describe(job.frameShape))"))
+        }
+        guard dtype == job.dtype else {
+            return .bad(StackFile.Bad(index: index, sourceName: name,
+                                      error: "wrong type: \(dtype.rawValue) pixels where the stack holds \(job.dtype.rawValue)"))
+        }
+        return nil
+    }
+
+    /// The header values the stack keeps per frame, and the time stamp.
+    static func perFrameValues(_ header: FrameHeader, for job: Job) -> ([String: HeaderValue], String?) {
+        var values: [String: HeaderValue] = [:]
+        var time: String? = nil
+        for e in header.pilatus?.entries ?? [] {
+            if job.perFrameKeys.contains(e.key) { values[e.key] = e.value }
+            if job.hasTime, e.key == "time", case .text(let t) = e.value { time = t }
+        }
+        return (values, time)
     }
 
     static func name(_ path: String) -> String {

@@ -228,6 +228,8 @@ def test_index_arrays_negative_repeated_multidimensional(nxlua):
         dump(a[array.from({{1, 2}, {3, 4}}, "uint16")])
         dump(a:take({}))
         print(a:take(3), a:take(-1), math.type(a:take(2)))
+        local g = array.arange(12):reshape({3, 4})
+        dump(g:take({5, 0, -1})); dump(g.T:take({1, 4})); dump(g:take({{0, 11}}))
         local b = array.arange(10)
         b[array.from({1, 1, 5})] = array.from({7, 8, 9})
         dump(b)
@@ -241,12 +243,16 @@ def test_index_arrays_negative_repeated_multidimensional(nxlua):
     same(parse(lines[1]), a[np.array([[1, 2], [3, 4]], "uint16")])
     same(parse(lines[2]), np.take(a, np.array([], "int64")))
     assert lines[3] == "30\t90\tinteger"
+    g = np.arange(12).reshape(3, 4)
+    same(parse(lines[4]), np.take(g, [5, 0, -1]))
+    same(parse(lines[5]), np.take(g.T, [1, 4]))
+    same(parse(lines[6]), np.take(g, [[0, 11]]))
     b = np.arange(10)
     b[np.array([1, 1, 5])] = np.array([7, 8, 9])
-    same(parse(lines[4]), b)
+    same(parse(lines[7]), b)
     m = np.arange(12).reshape(3, 4)
     m[np.array([[0], [2]])] = 0
-    same(parse(lines[5]), m)
+    same(parse(lines[8]), m)
 
 
 def test_nonzero_where_alone_and_argwhere(nxlua):
@@ -429,7 +435,7 @@ def test_help_describes_the_new_calls(nxlua):
                  "array.random.seed", "array.random.rand", "array.random.randn", "array.random.integers",
                  "xoshiro256**", "ndarray:transpose", "ndarray:permute", "ndarray:squeeze", "ndarray:expand",
                  "ndarray:flatten", "ndarray:ravel", "ndarray:take", "ndarray:nonzero", "ndarray:clip",
-                 "a:take(indices [, axis]) -> ndarray", "not the flattened array",
+                 "a:take(indices [, axis]) -> ndarray", "positions count in the flattened array",
                  "array.random.poisson(lam [, shape]) -> ndarray|integer"]:
         assert text in out, text
 

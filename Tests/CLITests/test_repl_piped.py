@@ -68,3 +68,11 @@ def test_help_alone_lists_the_modules(nxlua):
     assert r.stdout.startswith("nxlua 0.1.0: Lua 5.4 for NeXus/HDF5 data.")
     assert "nxlua modules:\n  nxlua" in r.stdout
     assert "help([x])" in r.stdout
+
+
+def test_help_of_a_method_value(nxlua):
+    # Methods reached through an object are documented like module functions.
+    r = nxlua(stdin="a = array.zeros({2})\nhelp(a.sum)\nhelp(a.reshape)\n")
+    assert "a:sum([axis [, keepdims]]) -> array|number" in r.stdout
+    assert "reshape" in r.stdout.split("\n", 2)[2]
+    assert "no help" not in r.stdout

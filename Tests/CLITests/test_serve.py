@@ -174,6 +174,7 @@ def test_h5pyd10_tree_attributes_and_types(server):
         assert f["entry"].attrs["shape_attr"].tolist() == [[1, 2, 3], [4, 5, 6]]
         ds = f["entry/data/frames"]
         assert ds.shape == (10, 64, 64) and ds.dtype == np.int32 and ds.chunks == (1, 64, 64)
+        assert ds.compression == "gzip" and ds.compression_opts == 4
         assert ds.attrs["units"] == "counts"
         assert f["entry/empty"].shape == (0, 3)
 

@@ -273,6 +273,43 @@ final class CBFTests: XCTestCase {
         XCTAssertTrue(a == v)
         o.decoder = .native
         XCTAssertTrue(int32s(try FrameReader.read(path, options: o).array) == v)  // our own MD5 agrees too
+
+        // Decoded in pieces of uneven sizes (the stacker's streamed path): the same pixels.
+        var pieces = [Int32](repeating: 0, count: 1679 * 1475 + 1)
+        let streamed: Bool? = try CBFReader.withPixelStream(path) { stream in
+            XCTAssertEqual(stream.shape, [1679, 1475])
+            XCTAssertEqual(stream.header.pilatus?["beam_xy"]?.value, .numbers([741.5, 846.5]))
+            try pieces.withUnsafeMutableBytes { out in
+                var done = 0
+                var n = 1
+                while done < 1679 * 1475 {
+                    let k = min(n, 1679 * 1475 - done)
+                    try stream.next(into: out.baseAddress! + 4 * done, count: k)
+                    done += k
+                    n = n * 3 % 4099 + 1
+                }
+                XCTAssertThrowsError(try stream.next(into: out.baseAddress! + 4 * done, count: 1))
+            }
+            return true
+        }
+        pieces.removeLast()
+        XCTAssertEqual(streamed, true)
+        XCTAssertTrue(pieces == v)
+    }
+
+    /// The pixel stream refuses what it cannot stream (read() handles it) and fails a
+    /// truncated frame with the same message as read().
+    func testPixelStreamFaults() throws {
+        let (_, bytes) = try small()
+        let start = bytes.firstIndex(of: 0xD5)! + 1
+        let path = "\(dir)/stream_cut.cbf"
+        writeBytes(path, Array(bytes.prefix(start + 100)))
+        XCTAssertThrowsError(try CBFReader.withPixelStream(path) { _ in true }) { e in
+            XCTAssertTrue((e as? DetectorError)?.message.contains("truncated: X-Binary-Size says") == true, "\(e)")
+        }
+        let tiff = "\(dir)/stream.tif"
+        try TIFFWriter.write(tiff, try NDArray.from([1, 2, 3, 4], shape: [2, 2], dtype: .int32))
+        XCTAssertNil(try CBFReader.withPixelStream(tiff) { _ in true })
     }
 
     func testEveryElementTypeAgainstCBFLib() throws {

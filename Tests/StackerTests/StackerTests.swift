@@ -1,3 +1,4 @@
+import CBitshuffle
 import Detector
 import NDArray
 import NeXus
@@ -64,6 +65,71 @@ final class StackerTests: XCTestCase {
             XCTAssertThrowsError(try encoder.encode(consuming: try NDArray(zeros: [2, 2], dtype: .int32)))
             file.close()
             unlink(path)
+        }
+    }
+}
+
+extension StackerTests {
+    /// The native bitshuffle+LZ4 encoder writes exactly the bytes the HDF5 plugin writes:
+    /// element sizes 1, 2, 4 and 8, full and partial blocks, leftovers of 1-7 elements,
+    /// random bits and detector-like values.
+    func testNativeBitshuffleMatchesPlugin() throws {
+        guard nx_bitshuffle_uses_avx2() == 1 else { throw XCTSkip("no AVX2 on this CPU: the plugin encodes") }
+        let dir = NSTemporaryDirectoryPath()
+        var seed: UInt64 = 0x9E3779B97F4A7C15
+        func next() -> UInt64 {  // xorshift64*: every bit of every byte varies
+            seed ^= seed >> 12; seed ^= seed << 25; seed ^= seed >> 27
+            return seed &* 2685821657736338717
+        }
+        let cases: [(DType, [Int])] = [(.int32, [1, 37, 53]), (.int32, [1, 64, 48]), (.int32, [1, 101, 243]),
+                                       (.uint16, [1, 61, 67]), (.uint16, [1, 128, 128]), (.int8, [1, 99, 101]),
+                                       (.float64, [1, 33, 35]), (.uint32, [1, 8, 4]), (.int32, [1, 1, 5])]
+        for (k, (dtype, chunk)) in cases.enumerated() {
+            let path = "\(dir)/bshuf-native-\(k).h5"
+            let file = try NXFile(path: path, mode: .write)
+            defer { file.close(); unlink(path) }
+            var o = NXFieldOptions()
+            o.dtype = dtype
+            o.shape = [0] + chunk.dropFirst()
+            o.maxshape = [nil] + chunk.dropFirst().map { Optional($0) }
+            o.chunks = chunk
+            o.compression = try NXCompression(parsing: "bslz4")
+            let field = try file.root.makeField("data", value: nil, options: o)
+            let native = try NXChunkEncoder(for: field)
+            let plugin = try NXChunkEncoder(for: field, native: false)
+            XCTAssertTrue(native.isNative)
+            XCTAssertFalse(plugin.isNative)
+            let count = chunk.reduce(1, *)
+            for pattern in 0..<3 {
+                let a = try NDArray(uninitialized: Array(chunk.dropFirst()), dtype: dtype)
+                let bytes = a.storage.bytes.assumingMemoryBound(to: UInt8.self)
+                for i in 0..<(count * dtype.itemSize) {
+                    switch pattern {
+                    case 0: bytes[i] = UInt8(truncatingIfNeeded: next())
+                    case 1: bytes[i] = i % dtype.itemSize == 0 ? UInt8(truncatingIfNeeded: next() % 7) : 0  // small counts
+                    default: bytes[i] = i % 97 == 0 ? 0xFF : UInt8(truncatingIfNeeded: i / dtype.itemSize % 3)  // gaps, runs
+                    }
+                }
+                let theirs = try plugin.encode(consuming: try a.copy())
+                // Whole, and produced a block at a time (the stacker's streamed path), both
+                // through the native encoder and through the plugin's.
+                var offset = 0
+                let produce: (UnsafeMutableRawPointer, Int) throws -> Void = { buffer, n in
+                    memcpy(buffer, a.storage.bytes + offset, n * dtype.itemSize)
+                    offset += n * dtype.itemSize
+                }
+                let whole = try native.encode(consuming: try a.copy())
+                let streamed = try native.encode(producing: produce)
+                XCTAssertEqual(offset, count * dtype.itemSize)
+                offset = 0
+                let pluginStreamed = try plugin.encode(producing: produce)
+                for (label, mine) in [("whole", whole), ("streamed", streamed), ("plugin streamed", pluginStreamed)] {
+                    let (a1, b1) = (Array(mine.bytes), Array(theirs.bytes))
+                    let common = min(a1.count, b1.count)
+                    let first = (0..<common).first { a1[$0] != b1[$0] } ?? (a1.count == b1.count ? nil : common)
+                    XCTAssertNil(first, "\(label) \(dtype) \(chunk) pattern \(pattern): \(a1.count) bytes against the plugin's \(b1.count), first difference at byte \(first ?? -1)")
+                }
+            }
         }
     }
 }

@@ -16,6 +16,10 @@ public indirect enum ElementType: Equatable, Sendable {
     public struct Member: Equatable, Sendable {
         public let name: String
         public let type: ElementType
+        public init(name: String, type: ElementType) {
+            self.name = name
+            self.type = type
+        }
     }
 
     /// The name Lua shows as `dtype`.

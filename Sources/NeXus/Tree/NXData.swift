@@ -1,32 +1,33 @@
 import NDArray
 
 /// NXdata by the NeXus rules: the signal, its axes and errors, the @default chain, and
-/// selections by axis value (nexusformat's rule for float slices).
-extension NXGroup {
+/// selections by axis value (nexusformat's rule for float slices). Written once for local
+/// and remote groups (NXReadable).
+extension NXReadableGroup {
     /// The signal field: group @signal, else the legacy field with @signal=1, else the
     /// only field of the group.
-    public func signal() throws -> NXField? {
-        if let name = stringAttribute("signal"), let f = try child(name) as? NXField { return f }
+    public func signalField() throws -> (any NXReadableField)? {
+        if let name = stringAttribute("signal"), let f = try childNode(name) as? any NXReadableField { return f }
         let fields = try entries().filter { $0.kind == .field }
         for e in fields {
-            guard let f = try child(e.name) as? NXField else { continue }
+            guard let f = try childNode(e.name) as? any NXReadableField else { continue }
             if let v = try? f.attribute("signal"), NXGroup.text(v) == "1" { return f }
         }
-        if fields.count == 1, try entries().count == 1 { return try child(fields[0].name) as? NXField }
+        if fields.count == 1, try entries().count == 1 { return try childNode(fields[0].name) as? any NXReadableField }
         return nil
     }
 
     /// Axis fields per signal dimension (nil where the axis is a placeholder "." or
     /// absent): group @axes with AXISNAME_indices, legacy @axes on the signal, legacy
     /// @axis=N (1-based) on the axis fields.
-    public func axes() throws -> [NXField?] {
-        guard let signal = try signal() else { return [] }
+    public func axisFields() throws -> [(any NXReadableField)?] {
+        guard let signal = try signalField() else { return [] }
         let rank = try signal.shape.count
-        var out = [NXField?](repeating: nil, count: rank)
+        var out = [(any NXReadableField)?](repeating: nil, count: rank)
         let names = try (attribute("axes") ?? signal.attribute("axes")).map(NXGroup.axisNames) ?? []
         if !names.isEmpty {
             for (i, n) in names.enumerated() where n != "." && !n.isEmpty {
-                let field = try child(n) as? NXField
+                let field = try childNode(n) as? any NXReadableField
                 if let idx = try attribute("\(n)_indices"), case .array(let a) = idx, a.count >= 1 {
                     let k = Int((try? a.integer(at: Array(repeating: 0, count: a.ndim))) ?? -1)
                     if k >= 0 && k < rank { out[k] = field }
@@ -37,7 +38,7 @@ extension NXGroup {
             return out
         }
         for e in try entries() where e.kind == .field {
-            guard let f = try child(e.name) as? NXField, let v = try? f.attribute("axis"),
+            guard let f = try childNode(e.name) as? any NXReadableField, let v = try? f.attribute("axis"),
                   case .array(let a) = v, let k = try? a.integer(at: Array(repeating: 0, count: a.ndim)) else { continue }
             if k >= 1 && Int(k) <= rank { out[Int(k) - 1] = f }
         }
@@ -46,37 +47,79 @@ extension NXGroup {
 
     /// `<signal>_errors`, else the signal's @uncertainties, else a field named `errors`
     /// (only when its shape is the signal's).
-    public func errors() throws -> NXField? {
-        guard let s = try signal() else { return nil }
+    public func errorsField() throws -> (any NXReadableField)? {
+        guard let s = try signalField() else { return nil }
         var candidates = ["\(s.name)_errors"]
         if let u = s.stringAttribute("uncertainties") { candidates.append(u) }
         candidates.append("errors")
         for n in candidates {
-            if let f = try child(n) as? NXField, try f.shape == s.shape { return f }
+            if let f = try childNode(n) as? any NXReadableField, try f.shape == s.shape { return f }
         }
         return nil
     }
 
     /// The NXdata that @default points to, following root -> entry -> data; without
     /// @default, the first NXdata of the first entry (nexusformat's plottable data).
-    public func defaultData() throws -> NXGroup? {
-        var g: NXGroup = self
+    public func defaultDataGroup() throws -> (any NXReadableGroup)? {
+        var g: any NXReadableGroup = self
         var seen: Set<String> = []
         while g.nxclass != "NXdata" {
             guard seen.insert(g.path).inserted else { break }
-            if let d = g.stringAttribute("default"), let next = try g.child(d) as? NXGroup {
+            if let d = g.stringAttribute("default"), let next = try g.childNode(d) as? any NXReadableGroup {
                 g = next
                 continue
             }
             break
         }
         if g.nxclass == "NXdata" { return g }
-        if let d = try g.children(ofClass: "NXdata").first as? NXGroup { return d }
-        for e in try g.children(ofClass: "NXentry") {
-            if let d = try (e as? NXGroup)?.defaultData() { return d }
+        if let d = try g.childNodes(ofClass: "NXdata").first as? any NXReadableGroup { return d }
+        for e in try g.childNodes(ofClass: "NXentry") {
+            if let d = try (e as? any NXReadableGroup)?.defaultDataGroup() { return d }
         }
         return nil
     }
+
+    /// Turns float bounds into positions with nexusformat's rule: bounds are matched
+    /// against bin boundaries (midpoints of the axis values, or the axis itself when it
+    /// holds n+1 edges); a single float picks the bin it falls in.
+    public func positions(_ selection: Selection) throws -> Selection {
+        guard selection.hasFloatBounds else { return selection }
+        guard let signal = try signalField() else { throw nodeError("no signal to select from") }
+        let shape = try signal.shape
+        let axes = try self.axisFields()
+        let explicit = selection.items.filter { $0 != .ellipsis }.count
+        var items: [Selection.Item] = []
+        var axis = 0
+        for item in selection.items {
+            if item == .ellipsis {
+                items.append(item)
+                axis += shape.count - explicit
+                continue
+            }
+            defer { axis += 1 }
+            guard Selection([item]).hasFloatBounds else { items.append(item); continue }
+            guard axis < shape.count, let field = axes[axis] else {
+                throw nodeError("float index on axis \(axis), which has no axis values to select by")
+            }
+            guard case .array(let values) = try field.read(nil), values.ndim == 1 else {
+                throw nodeError("axis \(field.name) is not a 1-D numeric field")
+            }
+            let edges = NXGroup.boundaries(try values.contiguous().doubles(), bins: shape[axis])
+            guard edges.count == shape[axis] + 1 else {
+                throw nodeError("axis \(field.name) has \(values.count) values for \(shape[axis]) points")
+            }
+            items.append(NXGroup.position(item, edges: edges))
+        }
+        return Selection(items)
+    }
+}
+
+/// The typed forms the local binding uses.
+extension NXGroup {
+    public func signal() throws -> NXField? { try signalField() as? NXField }
+    public func axes() throws -> [NXField?] { try axisFields().map { $0 as? NXField } }
+    public func errors() throws -> NXField? { try errorsField() as? NXField }
+    public func defaultData() throws -> NXGroup? { try defaultDataGroup() as? NXGroup }
 
     static func axisNames(_ v: NXValue) -> [String] {
         switch v {
@@ -98,40 +141,6 @@ extension NXGroup {
         case .array(let a): return a.count == 1 ? ((try? a.contiguous().doubles().first).flatMap { $0 }.map { $0 == $0.rounded() ? String(Int64($0)) : "\($0)" } ?? "") : ""
         case .records: return ""
         }
-    }
-
-    /// Turns float bounds into positions with nexusformat's rule: bounds are matched
-    /// against bin boundaries (midpoints of the axis values, or the axis itself when it
-    /// holds n+1 edges); a single float picks the bin it falls in.
-    public func positions(_ selection: Selection) throws -> Selection {
-        guard selection.hasFloatBounds else { return selection }
-        guard let signal = try signal() else { throw fail("no signal to select from") }
-        let shape = try signal.shape
-        let axes = try self.axes()
-        let explicit = selection.items.filter { $0 != .ellipsis }.count
-        var items: [Selection.Item] = []
-        var axis = 0
-        for item in selection.items {
-            if item == .ellipsis {
-                items.append(item)
-                axis += shape.count - explicit
-                continue
-            }
-            defer { axis += 1 }
-            guard Selection([item]).hasFloatBounds else { items.append(item); continue }
-            guard axis < shape.count, let field = axes[axis] else {
-                throw fail("float index on axis \(axis), which has no axis values to select by")
-            }
-            guard case .array(let values) = try field.read(nil), values.ndim == 1 else {
-                throw fail("axis \(field.name) is not a 1-D numeric field")
-            }
-            let edges = NXGroup.boundaries(try values.contiguous().doubles(), bins: shape[axis])
-            guard edges.count == shape[axis] + 1 else {
-                throw fail("axis \(field.name) has \(values.count) values for \(shape[axis]) points")
-            }
-            items.append(NXGroup.position(item, edges: edges))
-        }
-        return Selection(items)
     }
 
     static func boundaries(_ v: [Double], bins n: Int) -> [Double] {

@@ -76,6 +76,7 @@ public final class NXField: NXNode, @unchecked Sendable {
     }
 
     public override var nxclass: String { "NXfield" }
+    public override var readableField: (any NXReadableField)? { self }
 
     override func openObject() throws -> H5Handle {
         try openHandle("field", .dataset) { H5.api.pointee.H5Dopen2($0, $1, 0) }

@@ -9,6 +9,12 @@ public struct NXEntry: Sendable {
     public let link: NXLinkKind
     /// What the link leads to (`missing` for a dangling soft or external link).
     public let kind: Kind
+
+    public init(name: String, link: NXLinkKind, kind: Kind) {
+        self.name = name
+        self.link = link
+        self.kind = kind
+    }
 }
 
 /// A group: children in natural order (as nexusformat and NeXpy list them: digit runs
@@ -29,6 +35,8 @@ public final class NXGroup: NXNode, @unchecked Sendable {
         super.forgetHandle()
         forgetChildren()
     }
+
+    public override var readableGroup: (any NXReadableGroup)? { self }
 
     public override var nxclass: String {
         if path == "/" { return "NXroot" }

@@ -35,6 +35,11 @@ public class NXNode: @unchecked Sendable {
     /// "NXentry", "NXdata", ... for groups, "NXfield" for fields, "NXroot" for the file.
     public var nxclass: String { "" }
 
+    /// This node as a group or a field of the read protocols (NXReadable): a virtual
+    /// call, cheaper than a dynamic cast to a protocol for each node of a tree print.
+    public var readableGroup: (any NXReadableGroup)? { nil }
+    public var readableField: (any NXReadableField)? { nil }
+
     /// The open group or dataset, once opened (registered with the file).
     var handle: H5Handle?
 

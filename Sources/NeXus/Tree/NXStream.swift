@@ -10,7 +10,8 @@ import NDArray
 /// another, the next block read by a second thread while the current one is reduced (the
 /// library is a thread-safe build: its lock serialises the calls, and no HDF5 call is made
 /// during the reduction), so memory stays at a few blocks whatever the field's size.
-extension NXField {
+/// Written once for local and remote fields (NXReadable): each gives its row reader.
+extension NXReadableField {
     /// Rows per block: whole chunks along the first axis, about `targetBytes` per block.
     public func blockRows(targetBytes: Int = 32 << 20) throws -> Int {
         let shape = try self.shape
@@ -22,28 +23,11 @@ extension NXField {
     }
 
     /// The dtype of a numeric field; an error naming the field otherwise.
-    func numericType() throws -> DType {
+    public func numericType() throws -> DType {
         guard case .numeric(let d) = try elementType else {
-            throw fail("a numeric field is needed here, this one holds \(try elementType.name)")
+            throw nodeError("a numeric field is needed here, this one holds \(try elementType.name)")
         }
         return d
-    }
-
-    /// Reads rows `range` of the first axis into the leading rows of `buffer` (a
-    /// contiguous array of the field's dtype and row shape). Static and given only ids and
-    /// values, so it may run on another thread without touching (or outliving) the tree's
-    /// objects: `place` is "file: path" for errors.
-    static func readRows(_ range: Range<Int>, into buffer: NDArray, id: hid_t, shape: [Int], place: String) throws {
-        let h = H5.api
-        func fail(_ what: String) -> String { "\(place): \(what)" }
-        let fileSpace = try H5Handle(checking: h.pointee.H5Dget_space(id), .dataspace, fail("read failed"))
-        var start = [hsize_t](repeating: 0, count: shape.count), count = shape.map { hsize_t($0) }
-        start[0] = hsize_t(range.lowerBound)
-        count[0] = hsize_t(range.count)
-        try H5.check(h.pointee.H5Sselect_hyperslab(fileSpace.id, H5S_SELECT_SET, &start, nil, &count, nil), fail("bad selection"))
-        let memSpace = try H5Space.simple(count.map { Int($0) })
-        try H5.check(h.pointee.H5Dread(id, H5Types.memoryType(buffer.dtype), memSpace.id, fileSpace.id, 0, buffer.storage.bytes),
-                     fail("read of rows \(range.lowerBound):\(range.upperBound) failed (a missing filter plugin, or a damaged file?)"))
     }
 
     /// Calls `body(first row, block)` for consecutive blocks of up to `rows` rows; the
@@ -60,7 +44,7 @@ extension NXField {
                        progress: ((Int, Int) throws -> Void)? = nil) throws -> NDArray {
         let shape = try self.shape
         if shape.isEmpty {
-            guard case .array(let a) = try read(nil) else { throw fail("a numeric field is needed here") }
+            guard case .array(let a) = try read(nil) else { throw nodeError("a numeric field is needed here") }
             return try arr { try a.reduce(op, axes: axes, keepdims: keepdims) }
         }
         _ = try numericType()
@@ -68,7 +52,7 @@ extension NXField {
         let keptShape = shape.enumerated().map { normalized.contains($0.offset) ? 1 : $0.element }
         let finalShape = shape.enumerated().filter { !normalized.contains($0.offset) }.map(\.element)
         if [.min, .max, .nanmin, .nanmax].contains(op), normalized.contains(where: { shape[$0] == 0 }) {
-            throw fail("zero-size field to reduction operation \(op.rawValue) which has no identity (shape \(NDArray.describe(shape)))")
+            throw nodeError("zero-size field to reduction operation \(op.rawValue) which has no identity (shape \(NDArray.describe(shape)))")
         }
         var result: NDArray?
         // 64 MB blocks: a block folds into the accumulator in one pass, so fewer, bigger
@@ -108,17 +92,49 @@ extension NXField {
         let dtype: DType = try numericType() == .float32 ? .float32 : .float64
         return try arr { try NDArray.binary(.div, .array(try s.copy(as: dtype)), .float(Double(n))) }
     }
+
+    private func arr<T>(_ body: () throws -> T) throws -> T { try arrayWork(body) }
+}
+
+extension NXField {
+    /// The local row reader: a hyperslab read by the dataset's id (HDF5 errors of the
+    /// reader thread silenced; they come back as the thrown error).
+    public func rowReader() throws -> NXRowReader {
+        let id = try objectID(), shape = try self.shape, place = "\(file.path): \(path)"
+        return { range, buffer in
+            nxh5_silence_this_thread()
+            try NXField.readRows(range, into: buffer, id: id, shape: shape, place: place)
+        }
+    }
+
+    /// Reads rows `range` of the first axis into the leading rows of `buffer` (a
+    /// contiguous array of the field's dtype and row shape). Static and given only ids and
+    /// values, so it may run on another thread without touching (or outliving) the tree's
+    /// objects: `place` is "file: path" for errors.
+    static func readRows(_ range: Range<Int>, into buffer: NDArray, id: hid_t, shape: [Int], place: String) throws {
+        let h = H5.api
+        func fail(_ what: String) -> String { "\(place): \(what)" }
+        let fileSpace = try H5Handle(checking: h.pointee.H5Dget_space(id), .dataspace, fail("read failed"))
+        var start = [hsize_t](repeating: 0, count: shape.count), count = shape.map { hsize_t($0) }
+        start[0] = hsize_t(range.lowerBound)
+        count[0] = hsize_t(range.count)
+        try H5.check(h.pointee.H5Sselect_hyperslab(fileSpace.id, H5S_SELECT_SET, &start, nil, &count, nil), fail("bad selection"))
+        let memSpace = try H5Space.simple(count.map { Int($0) })
+        try H5.check(h.pointee.H5Dread(id, H5Types.memoryType(buffer.dtype), memSpace.id, fileSpace.id, 0, buffer.storage.bytes),
+                     fail("read of rows \(range.lowerBound):\(range.upperBound) failed (a missing filter plugin, or a damaged file?)"))
+    }
+
 }
 
 /// Blocks of rows of a numeric field, in order, each read ahead while the previous one is
 /// used. With `reuse`, two buffers alternate (a block is overwritten two calls later);
 /// without it every block is a new array its receiver may keep.
 public final class NXBlocks: @unchecked Sendable {  // used by one thread (its Lua state) at a time
-    public let field: NXField
+    public let field: any NXReadableField
     public let rows: Int
     public let total: Int
     private let reuse: Bool
-    private let id: hid_t
+    private let readRows: NXRowReader
     private let shape: [Int]
     private let dtype: DType
     private let reader = BlockReader()
@@ -126,14 +142,14 @@ public final class NXBlocks: @unchecked Sendable {  // used by one thread (its L
     private var pending: (range: Range<Int>, buffer: NDArray)?
     private var handedOut: NDArray?
 
-    public init(_ field: NXField, rows: Int, reuse: Bool) throws {
+    public init(_ field: any NXReadableField, rows: Int, reuse: Bool) throws {
         let shape = try field.shape
-        guard !shape.isEmpty else { throw field.fail("a scalar field has no rows to stream") }
-        guard rows > 0 else { throw field.fail("block size must be positive, got \(rows)") }
+        guard !shape.isEmpty else { throw field.nodeError("a scalar field has no rows to stream") }
+        guard rows > 0 else { throw field.nodeError("block size must be positive, got \(rows)") }
         self.field = field
         self.shape = shape
         self.dtype = try field.numericType()
-        self.id = try field.objectID()
+        self.readRows = try field.rowReader()
         self.total = shape[0]
         self.rows = min(rows, max(1, shape[0]))
         self.reuse = reuse
@@ -150,7 +166,7 @@ public final class NXBlocks: @unchecked Sendable {  // used by one thread (its L
         let spare = reuse ? handedOut : nil
         handedOut = buffer
         try startRead(into: spare)
-        let block = range.count == rows ? buffer : try field.arr { try buffer.view(Selection([.range(.int(0), .int(range.count), 1)])) }
+        let block = range.count == rows ? buffer : try field.arrayWork { try buffer.view(Selection([.range(.int(0), .int(range.count), 1)])) }
         return (range.lowerBound, block)
     }
 
@@ -158,16 +174,12 @@ public final class NXBlocks: @unchecked Sendable {  // used by one thread (its L
         guard position < total else { return }
         let range = position..<min(position + rows, total)
         position = range.upperBound
-        let field = self.field, id = self.id, fieldShape = self.shape, rows = self.rows, dtype = self.dtype
-        let buffer = try spare ?? field.arr { try NDArray(uninitialized: [rows] + fieldShape.dropFirst(), dtype: dtype) }
+        let fieldShape = self.shape, rows = self.rows, dtype = self.dtype, readRows = self.readRows
+        let buffer = try spare ?? field.arrayWork { try NDArray(uninitialized: [rows] + fieldShape.dropFirst(), dtype: dtype) }
         pending = (range, buffer)
         // (posix_fadvise WILLNEED hints for the block after were tried: on this machine's
         // disk a cold 2 GB sum took 770 ms with them, 625 ms without; a plain read 577 ms)
-        let place = "\(field.file.path): \(field.path)"
-        reader.start {
-            nxh5_silence_this_thread()
-            try NXField.readRows(range, into: buffer, id: id, shape: fieldShape, place: place)
-        }
+        reader.start { try readRows(range, buffer) }
     }
 }
 

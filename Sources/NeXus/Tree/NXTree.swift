@@ -4,8 +4,9 @@ import Glibc
 import NDArray
 
 /// Text forms of the tree, as nexusformat prints them (children in natural order,
-/// attributes by name, small values shown, big fields as `int32(200x512x512)`).
-extension NXNode {
+/// attributes by name, small values shown, big fields as `int32(200x512x512)`). Written
+/// once for local and remote nodes (NXReadable), so both print the same text.
+extension NXReadableNode {
     /// The full tree, attributes and values included (nexusformat's .tree).
     public func tree() throws -> String {
         var out = ""
@@ -18,13 +19,13 @@ extension NXNode {
     public func shortTree() throws -> String {
         var out = ""
         try render(into: &out, name: path == "/" ? "root" : name, indent: 0, attributes: true, viaLink: link, recursive: false)
-        if let g = self as? NXGroup {
+        if let g = readableGroup {
             for e in try g.entries() {
                 switch e.kind {
                 case .missing:
                     try? render(missing: e, into: &out, pad: "  ")
                 default:
-                    guard let c = try g.child(e.name) else { continue }
+                    guard let c = try g.childNode(e.name) else { continue }
                     try c.render(into: &out, name: e.name, indent: 2, attributes: false, viaLink: e.link, recursive: false)
                 }
             }
@@ -60,23 +61,24 @@ extension NXNode {
             out += "\(pad)\(name) -> \(target)\n"
             return
         }
-        if let g = self as? NXGroup {
+        let group = readableGroup
+        if let g = group {
             out += "\(pad)\(name):\(g.nxclass)\n"
-        } else if let f = self as? NXField {
+        } else if let f = readableField {
             out += "\(pad)\(name) = \(try f.summary())\n"
         }
         if attributes {
-            for (n, v) in attrs where !(self is NXGroup && n == "NX_class") {
+            for (n, v) in attrs where !(group != nil && n == "NX_class") {
                 out += "\(pad)  @\(n) = \(NXText.attribute(v))\n"
             }
         }
-        guard recursive, let g = self as? NXGroup else { return }
+        guard recursive, let g = group else { return }
         for e in try g.entries() {
             switch e.kind {
             case .missing:
                 render(missing: e, into: &out, pad: pad + "  ")
             default:
-                guard let c = try g.child(e.name) else { continue }
+                guard let c = try g.childNode(e.name) else { continue }
                 try c.render(into: &out, name: e.name, indent: indent + 2, attributes: attributes, viaLink: e.link)
             }
         }
@@ -92,7 +94,7 @@ extension NXNode {
     }
 }
 
-extension NXField {
+extension NXReadableField {
     /// "int32(200x512x512)" for big or multi-dimensional fields, else the value.
     public func summary() throws -> String {
         let shape = try self.shape
@@ -115,6 +117,11 @@ extension NXField {
 
 public enum NXText {
     static func naturalLess(_ a: String, _ b: String) -> Bool { NaturalKey(a) < NaturalKey(b) }
+
+    /// Names in natural order ("frame_9" before "frame_10"), as groups list their children.
+    public static func naturalSorted(_ names: [String]) -> [String] {
+        names.map { (key: NaturalKey($0), name: $0) }.sorted { $0.key < $1.key }.map(\.name)
+    }
 
     /// A name cut into runs of digits (compared as numbers) and other text, so that
     /// "frame_10" sorts after "frame_9"; made once per name when sorting a group.
