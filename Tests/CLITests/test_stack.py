@@ -257,21 +257,23 @@ def test_swmr_reader_follows_the_growing_stack(tmp_path):
                 time.sleep(0.05)
         assert f is not None, "the growing file could not be opened by a SWMR reader"
         d, status = f[DATA], f["/entry/stacking/frame_status"]
+        # The reader's order is the writer's in reverse: the status first (a frame says
+        # "stored" only once its data is flushed), then the data it vouches for.
         while time.time() < deadline:
-            d.refresh()
             status.refresh()
             if status.shape[0] >= 3 and (status[:3] == 1).all():
                 break
             time.sleep(0.05)
+        d.refresh()
         assert np.array_equal(d[1], source(made[1]))
         for m in made[3:]:
             write_then_rename(m, watched / m.name)
         while time.time() < deadline:
-            d.refresh()
             status.refresh()
             if status.shape[0] == 6 and (status[:] == 1).all():
                 break
             time.sleep(0.05)
+        d.refresh()
         assert d.shape[0] == 6
         assert np.array_equal(d[5], source(made[5]))
         f.close()
