@@ -455,6 +455,7 @@ def bench_stack(root):
         subprocess.run([nxlua, "stack", *map(str, files), "--out", str(target), "--quiet"], check=True,
                        capture_output=True)
         ours_times.append(time.perf_counter() - t)
+        print(f"  stack run {r}: {ours_times[-1]:.2f} s", file=sys.stderr)
         drop_cached(target)
         if r == 0:
             theirs_target = out / "python.h5"
