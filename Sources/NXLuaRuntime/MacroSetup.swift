@@ -96,6 +96,27 @@ public enum MacroSetup {
       return order[kind] ~= nil and #order[kind] > 0
     end
     local function handler() return current end
+    -- help(on), help(macro.frames), help("macro"): the same docs table as the Swift bindings
+    local docs = require "nxlua.docs"
+    local function document(qualified, value, signature, summary, kind)
+      local entry = { name = qualified, kind = kind or "function", signature = signature, summary = summary, help = "" }
+      docs.names[qualified] = entry
+      if value ~= nil then docs.values[value] = entry end
+      return qualified
+    end
+    local members = {
+      document("on", on, "on(kind, key, fn)", "runs fn(event) for each event of kind, under key (SPEC's cdef: the same key replaces, other keys stay)"),
+      document("off", off, "off(kind, key)", "removes the handler registered under key for kind"),
+      document("macro.frames", macro.frames, "macro.frames(event) -> ndarray", "the frames a frames.ready event announces, (count, y, x), read from its file"),
+      document("macro.open", macro.open, "macro.open(file) -> root", "opens a file for reading, as a SWMR reader when the stacker may still write it"),
+      document("macro.write_process", macro.write_process, 'macro.write_process(file, name, t) -> "file:/entry/name"',
+               "writes an NXprocess group (t.parameters, t.data, t.fields, t.note, t.entry) with the macro's name, path, hash and the time"),
+    }
+    local module = { name = "macro", kind = "module", signature = "macro", members = members, help = "",
+                     summary = "beamline macros: event handlers and helpers (docs/macros.md); macro.name, macro.path, macro.version (SHA-256)" }
+    docs.names.macro = module
+    docs.values[macro] = module
+    docs.modules[#docs.modules + 1] = module
     return dispatch, wants, handler
     """
 

@@ -634,3 +634,31 @@ def test_one_run_uid_for_two_stacks_keeps_both(tmp_path):
         ready = [json.loads(t)["file"] for (t,) in c.execute("SELECT payload FROM events WHERE kind = 'frames.ready'")]
         starts = c.execute("SELECT COUNT(*) FROM events WHERE kind = 'run.start' AND run = 'shared'").fetchone()[0]
     assert starts == 2 and {pathlib.Path(f).name for f in ready} == {"a.nxs", "b.nxs"}
+
+
+def test_help_knows_the_macro_functions(tmp_path):
+    # help(on), help(macro.frames), help("macro") inside a macro's state
+    journal = tmp_path / "j.sqlite"
+    macros = tmp_path / "macros"
+    macros.mkdir()
+    out = tmp_path / "help.txt"
+    (macros / "helpme.lua").write_text(f"""
+        local h = require "nxlua.help"
+        local f = io.open("{out}.part", "w")
+        f:write(h.text(on), h.text(off), h.text(macro.frames), h.text(macro.write_process), h.text("macro"))
+        f:close()
+        os.rename("{out}.part", "{out}")
+    """)
+    trigger(journal, "run.start", "scan_id=1")
+    runner = Runner(macros, journal)
+    try:
+        deadline = time.time() + 30
+        while not out.exists() and time.time() < deadline:
+            time.sleep(0.05)
+    finally:
+        runner.stop()
+    text = out.read_text()
+    for s in ["on(kind, key, fn)", "SPEC's cdef", "off(kind, key)", "macro.frames(event) -> ndarray",
+              "macro.write_process(file, name, t)", "beamline macros: event handlers", "macro.open"]:
+        assert s in text, (s, text)
+    assert "no help" not in text
