@@ -49,8 +49,8 @@ static void nxl_warnf(void *ud, const char *msg, int tocont) {
     w->continuing = tocont;
 }
 
-lua_State *nxl_newstate(void) {
-    lua_State *L = lua_newstate(nxl_alloc, NULL);
+// What every state gets, whatever its allocator: the panic handler and the warnings.
+static lua_State *nxl_setup_state(lua_State *L) {
     if (L == NULL) return NULL;
     lua_atpanic(L, nxl_panic);
     // The warning state lives in a userdata anchored in the registry: lua_close frees it.
@@ -59,6 +59,10 @@ lua_State *nxl_newstate(void) {
     lua_rawsetp(L, LUA_REGISTRYINDEX, &nxl_warn_key);
     lua_setwarnf(L, nxl_warnf, w);
     return L;
+}
+
+lua_State *nxl_newstate(void) {
+    return nxl_setup_state(lua_newstate(nxl_alloc, NULL));
 }
 
 void nxl_gcstep(lua_State *L, int kbytes) { lua_gc(L, LUA_GCSTEP, kbytes); }
@@ -429,14 +433,7 @@ static void *nxl_limited_alloc(void *ud, void *ptr, size_t osize, size_t nsize) 
 }
 
 lua_State *nxl_newstate_limited(nxl_Limits *limits) {
-    lua_State *L = lua_newstate(nxl_limited_alloc, limits);
-    if (L == NULL) return NULL;
-    lua_atpanic(L, nxl_panic);
-    nxl_WarnState *w = (nxl_WarnState *)lua_newuserdatauv(L, sizeof *w, 0);
-    w->on = 0; w->continuing = 0;
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &nxl_warn_key);
-    lua_setwarnf(L, nxl_warnf, w);
-    return L;
+    return nxl_setup_state(lua_newstate(nxl_limited_alloc, limits));
 }
 
 #define NXL_LIMITS_PERIOD 1000  // instructions between two looks at the clock

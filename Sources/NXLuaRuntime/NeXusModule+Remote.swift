@@ -228,20 +228,8 @@ extension NeXusModule {
             let lua = call.lua
             if lua.type(at: 2) == .string, let key = lua.toString(at: 2) {
                 if try remoteProperty(f, key, lua) { return 1 }
+                if let n = try fieldProperty(f, key, lua) { return n }
                 switch key {
-                case "shape": ArrayModule.pushShape(try wrap { try f.shape }, lua); return 1
-                case "dtype": lua.push(try wrap { try f.elementType.name }); return 1
-                case "ndim": lua.push(try wrap { try f.shape.count }); return 1
-                case "size": lua.push(try wrap { try f.count }); return 1
-                case "maxshape":
-                    let m = try wrap { try f.maxshape }
-                    lua.newTable(arrayCount: m.count)
-                    for (i, d) in m.enumerated() { lua.push(d ?? -1); lua.rawSet(at: -2, index: i + 1) }
-                    return 1
-                case "chunks":
-                    guard let c = try wrap({ try f.chunks }) else { return 0 }
-                    ArrayModule.pushShape(c, lua)
-                    return 1
                 case "compression":
                     // HSDS's filter names, as the local field names them ("gzip", "bitshuffle+lz4")
                     let filters = try wrap { try f.filters }.filter { $0 != "shuffle" && $0 != "H5Z_FILTER_SHUFFLE" }

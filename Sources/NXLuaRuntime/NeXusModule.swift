@@ -348,6 +348,26 @@ enum NeXusModule {
         }
     }
 
+    /// The storage properties local and remote fields share (shape, dtype, ndim, size,
+    /// maxshape, chunks): the number of values pushed, nil for another key.
+    static func fieldProperty(_ f: any NXReadableField, _ key: String, _ lua: Lua) throws -> Int32? {
+        switch key {
+        case "shape": ArrayModule.pushShape(try wrap { try f.shape }, lua)
+        case "dtype": lua.push(try wrap { try f.elementType.name })
+        case "ndim": lua.push(try wrap { try f.shape.count })
+        case "size": lua.push(try wrap { try f.count })
+        case "maxshape":
+            let m = try wrap { try f.maxshape }
+            lua.newTable(arrayCount: m.count)
+            for (i, d) in m.enumerated() { lua.push(d ?? -1); lua.rawSet(at: -2, index: i + 1) }
+        case "chunks":
+            guard let c = try wrap({ try f.chunks }) else { return 0 }
+            ArrayModule.pushShape(c, lua)
+        default: return nil
+        }
+        return 1
+    }
+
     static func attrShortcut(_ node: NXNode, _ key: String, _ lua: Lua) throws -> Bool {
         guard let v = try wrap({ try node.attribute(key) }) else { return false }
         try push(v, lua)
@@ -618,20 +638,8 @@ enum NeXusModule {
             let lua = call.lua
             if lua.type(at: 2) == .string, let key = lua.toString(at: 2) {
                 if try nodeProperty(f, key, lua) { return 1 }
+                if let n = try fieldProperty(f, key, lua) { return n }
                 switch key {
-                case "shape": ArrayModule.pushShape(try wrap { try f.shape }, lua); return 1
-                case "dtype": lua.push(try wrap { try f.elementType.name }); return 1
-                case "ndim": lua.push(try wrap { try f.shape.count }); return 1
-                case "size": lua.push(try wrap { try f.count }); return 1
-                case "maxshape":
-                    let m = try wrap { try f.maxshape }
-                    lua.newTable(arrayCount: m.count)
-                    for (i, d) in m.enumerated() { lua.push(d ?? -1); lua.rawSet(at: -2, index: i + 1) }
-                    return 1
-                case "chunks":
-                    guard let c = try wrap({ try f.chunks }) else { return 0 }
-                    ArrayModule.pushShape(c, lua)
-                    return 1
                 case "compression":
                     let filters = try wrap { try f.filters }.filter { $0 != "shuffle" }
                     guard let first = filters.first else { return 0 }

@@ -62,11 +62,8 @@ public final class HTTPSession: @unchecked Sendable {  // immutable after init; 
         // connect timeout); perform() retries the ones worth retrying, with pauses.
         config.connectionPool.retryConnectionEstablishment = false
         client = HTTPClient(eventLoopGroupProvider: .shared(MultiThreadedEventLoopGroup.singleton), configuration: config)
-        if let user = options.user {
-            let raw = Array("\(user):\(options.password ?? "")".utf8)
-            authorization = "Basic " + Base64.encode(raw)
-        } else {
-            authorization = nil
+        authorization = options.user.map {
+            HTTPClient.Authorization.basic(username: $0, password: options.password ?? "").headerValue
         }
     }
 
@@ -302,23 +299,5 @@ final class Collector: HTTPClientResponseDelegate, @unchecked Sendable {  // one
 
     func didFinishRequest(task: HTTPClient.Task<HTTPReply>) throws -> HTTPReply {
         HTTPReply(status: status, headers: headers, body: body, received: received)
-    }
-}
-
-/// Base64 for the Authorization header (no Foundation).
-enum Base64 {
-    static func encode(_ bytes: [UInt8]) -> String {
-        let table = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
-        var out: [UInt8] = []
-        var i = 0
-        while i < bytes.count {
-            let b0 = bytes[i], b1 = i + 1 < bytes.count ? bytes[i + 1] : 0, b2 = i + 2 < bytes.count ? bytes[i + 2] : 0
-            out.append(table[Int(b0 >> 2)])
-            out.append(table[Int((b0 & 3) << 4 | b1 >> 4)])
-            out.append(i + 1 < bytes.count ? table[Int((b1 & 15) << 2 | b2 >> 6)] : UInt8(ascii: "="))
-            out.append(i + 2 < bytes.count ? table[Int(b2 & 63)] : UInt8(ascii: "="))
-            i += 3
-        }
-        return String(decoding: out, as: UTF8.self)
     }
 }
