@@ -331,6 +331,70 @@ def test_resume_after_sigkill_at_random_moments(tmp_path):
     assert r.returncode == 0 and "this run stored 0" in r.stdout and f"{count} were stored before" in r.stdout
 
 
+def lookup3(data, initval=0):
+    """Bob Jenkins' lookup3 hashlittle, the checksum of HDF5's version 2 and 3 superblocks."""
+    m = 0xFFFFFFFF
+
+    def rot(x, k):
+        return ((x << k) | (x >> (32 - k))) & m
+
+    def word(i):
+        return int.from_bytes(data[i:i + 4].ljust(4, b"\0"), "little")
+
+    a = b = c = (0xDEADBEEF + len(data) + initval) & m
+    i, n = 0, len(data)
+    while n > 12:
+        a, b, c = (a + word(i)) & m, (b + word(i + 4)) & m, (c + word(i + 8)) & m
+        a = ((a - c) & m) ^ rot(c, 4); c = (c + b) & m
+        b = ((b - a) & m) ^ rot(a, 6); a = (a + c) & m
+        c = ((c - b) & m) ^ rot(b, 8); b = (b + a) & m
+        a = ((a - c) & m) ^ rot(c, 16); c = (c + b) & m
+        b = ((b - a) & m) ^ rot(a, 19); a = (a + c) & m
+        c = ((c - b) & m) ^ rot(b, 4); b = (b + a) & m
+        i, n = i + 12, n - 12
+    if n == 0:
+        return c
+    tail = data[i:i + n].ljust(12, b"\0")
+    a = (a + int.from_bytes(tail[0:4], "little")) & m
+    b = (b + int.from_bytes(tail[4:8], "little")) & m
+    c = (c + int.from_bytes(tail[8:12], "little")) & m
+    c ^= b; c = (c - rot(b, 14)) & m
+    a ^= c; a = (a - rot(c, 11)) & m
+    b ^= a; b = (b - rot(a, 25)) & m
+    c ^= b; c = (c - rot(b, 16)) & m
+    a ^= c; a = (a - rot(c, 4)) & m
+    b ^= a; b = (b - rot(a, 14)) & m
+    c ^= b; c = (c - rot(b, 24)) & m
+    return c
+
+
+def test_resume_when_the_superblock_end_of_file_is_stale(tmp_path):
+    """A SIGKILL in the middle of a flush can leave the chunk index and frame_status of
+    this flush on disk with the superblock of the flush before: its end-of-allocation
+    address (EOA) then lies before chunks the index holds. Unless the resume moves the EOA
+    to the end of the file (h5clear --increment), HDF5 allocates the next frames over
+    stored ones. The crash is made exactly by writing such a superblock."""
+    files = make_frames(tmp_path / "in", range(1, 13))
+    out = tmp_path / "s.nxs"
+    r = stack(*files[:8], "--out", out)
+    assert r.returncode == 0, r.stderr
+    with h5py.File(out, "r") as f:
+        last_chunk = f[DATA].id.get_chunk_info(7).byte_offset
+    raw = bytearray(out.read_bytes()[:48])
+    assert raw[:8] == b"\x89HDF\r\n\x1a\n" and raw[8] == 3, "expected a version 3 superblock at 0"
+    assert lookup3(bytes(raw[:44])) == int.from_bytes(raw[44:48], "little"), "lookup3 disagrees with HDF5"
+    raw[11] = 0x05  # status flags: open for writing, SWMR writing (as a killed writer leaves them)
+    raw[28:36] = last_chunk.to_bytes(8, "little")  # EOA: before frame 8's chunk
+    raw[44:48] = lookup3(bytes(raw[:44])).to_bytes(4, "little")
+    with open(out, "r+b") as f:
+        f.write(raw)
+    r = stack(*files, "--out", out)
+    assert r.returncode == 0, r.stderr
+    assert "resuming: 8 frames already stored" in r.stderr
+    shape, status = check_frames(out, files)
+    assert shape[0] == 12 and (status == 1).all()
+
+
 def test_lua_detector_stack(tmp_path):
     files = make_frames(tmp_path / "in", [1, 2, 3])
     out = tmp_path / "lua.nxs"

@@ -115,9 +115,14 @@ public final class NXFile: @unchecked Sendable {
         }
     }
 
-    /// Opens and closes the file once with HDF5's "clear_status_flags" access property:
-    /// a SWMR writer that was killed leaves the superblock marked as open for writing, and
-    /// HDF5 refuses to open it again until the mark is cleared (h5clear -s does the same).
+    /// Repairs what a killed SWMR writer leaves, as `h5clear -s --increment=0` does:
+    /// - the superblock stays marked as open for writing, and HDF5 refuses to open the
+    ///   file until the mark is cleared ("clear_status_flags");
+    /// - a kill during a flush can leave the chunk index and other metadata of that flush
+    ///   on disk with the superblock of the flush before, whose end-of-allocation address
+    ///   (EOA) lies before space the metadata uses. HDF5 would allocate new chunks over
+    ///   stored ones, so the EOA moves to the end of the file (H5Fincrement_filesize sets
+    ///   it to max(EOA, EOF)); at most the unreferenced tail of the killed run is wasted.
     private static func clearStatusFlags(_ h: UnsafePointer<nxh5_api>, _ path: String) throws {
         guard access(path, R_OK | W_OK) == 0 else { return }  // openExisting says why
         let fapl = try H5Handle(checking: h.pointee.H5Pcreate(h.pointee.P_FILE_ACCESS), .plist, "\(path): cannot open")
@@ -126,7 +131,8 @@ public final class NXFile: @unchecked Sendable {
         try H5.check(h.pointee.H5Pset(fapl.id, "clear_status_flags", &clear), "\(path): cannot ask HDF5 to clear the file's status flags")
         let id = h.pointee.H5Fopen(path, H5.accRDWR, fapl.id)
         if id < 0 { _ = H5.takeError(); return }  // not an HDF5 file or damaged: openExisting says so
-        _ = h.pointee.H5Fclose(id)
+        defer { _ = h.pointee.H5Fclose(id) }
+        try H5.check(h.pointee.H5Fincrement_filesize(id, 0), "\(path): cannot move the end-of-allocation address to the end of the file")
     }
 
     /// The root group ("/", class NXroot).
