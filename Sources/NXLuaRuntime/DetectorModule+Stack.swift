@@ -14,7 +14,8 @@ extension DetectorModule {
         options: entry = "entry", compression = "bslz4" | "lz4" | "gzip[:l]" | "blosc[:l]" |
         "lzf" | "none", frames = n (expected count), first = n (number stored first), fill = -1,
         workers = n, pattern = "*.cbf", poll = true (NFS), poll_interval = 0.2, end_marker =
-        "name", idle = seconds, settle = 5, flush_every = 32, quiet = true (no progress bar),
+        "name", idle = seconds, settle = 5, flush_every = 32, no_sync = true (commits do not wait
+        for the disk: faster, a power cut can lose frames marked stored), quiet = true (no progress bar),
         journal = "events.sqlite" (announce the run's events for macros, docs/macros.md), run = uid.
         summary: output, dataset, frames, stored, stored_before, bad, missing (0-based
         indices), seconds, frames_per_second, stop_reason, resumed, run (with journal). Bad frames are logged on
@@ -91,6 +92,7 @@ extension DetectorModule {
         o.idleTimeout = try number("idle", atLeast: 0)
         if let s = try number("settle", atLeast: 0) { o.settleTime = s }
         if let n = try integer("flush_every", atLeast: 1) { o.commitFrames = n }
+        o.durable = !flag("no_sync")
         o.progress = !flag("quiet")
         o.program = "nxlua detector.stack (nxlua \(CoreModule.version))"
         o.shouldStop = { LuaInterrupt.isPending }

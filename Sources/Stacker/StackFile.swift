@@ -25,7 +25,9 @@ public enum FrameStatus: UInt8, Sendable {
 /// Everything is created before SWMR writing starts (HDF5's rule); from then on only
 /// extents grow and values are written. Every commit is two flushes: the frames and
 /// their values first, their status second, so a status of "stored" read after any
-/// crash means the data reached the file.
+/// crash means the data reached the file. SWMR orders the writes within the kernel's
+/// cache, which survives a killed process; durable commits also wait for the disk
+/// after each flush, so the order holds on the disk after a power cut too.
 final class StackFile {
     let file: NXFile
     let entryName: String
@@ -326,7 +328,7 @@ final class StackFile {
 
     /// Writes frames and bad-frame records, then commits them (two flushes; see the type's
     /// comment). Returns the runs of indices committed.
-    func commit(_ ready: [Ready], _ bad: [Bad]) throws -> [Range<Int>] {
+    func commit(_ ready: [Ready], _ bad: [Bad], durable: Bool) throws -> [Range<Int>] {
         guard !ready.isEmpty || !bad.isEmpty else { return [] }
         let top = max(ready.map(\.index).max() ?? -1, bad.map(\.index).max() ?? -1)
         try grow(to: top + 1)
@@ -365,7 +367,7 @@ final class StackFile {
             try badFile.append(.strings(bad.map(\.sourceName), shape: [bad.count]))
             try badError.append(.strings(bad.map(\.error), shape: [bad.count]))
         }
-        try file.flush()
+        try file.flush(durable: durable)
         // Phase two: the status says "stored" only for frames already flushed.
         let all = ready.map { ($0.index, FrameStatus.stored) } + inStack.map { ($0.index, FrameStatus.bad) }
         let statusByIndex = Dictionary(all, uniquingKeysWith: { a, b in a == .stored ? a : b })
@@ -376,7 +378,7 @@ final class StackFile {
                              at: Selection([.range(.int(run.lowerBound), .int(run.upperBound), nil)]))
             for i in run { statuses[i] = statusByIndex[i]! }
         }
-        try file.flush()
+        try file.flush(durable: durable)
         return runs
     }
 

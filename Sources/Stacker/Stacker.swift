@@ -45,6 +45,9 @@ public struct StackOptions: @unchecked Sendable {
     /// frame was written (seconds); an idle pipeline commits at once.
     public var commitFrames = 32
     public var commitDelay = 0.05
+    /// Each commit waits for the disk (fdatasync after each of its two flushes), so the
+    /// frames marked stored survive a power cut or an OS crash, not only a killed stacker.
+    public var durable = true
     public var progress = true
     /// Messages for the user (bad frames, resuming); default: stderr.
     public var log: @Sendable (String) -> Void = { message in
@@ -207,7 +210,7 @@ public final class Stacker {
 
         func commit() throws {
             guard let s = stack, !pendingReady.isEmpty || !pendingBad.isEmpty else { return }
-            let runs = try s.commit(pendingReady, pendingBad)
+            let runs = try s.commit(pendingReady, pendingBad, durable: o.durable)
             let flushed = o.observer == nil ? [] : pendingReady.map {
                 FlushedFrame(index: $0.index, sourceName: $0.sourceName, values: $0.values, time: $0.time)
             }
@@ -348,7 +351,7 @@ public final class Stacker {
         if let s = stack {
             if let frames = o.frames { try s.grow(to: frames) }
             try commit()
-            try s.file.flush()
+            try s.file.flush(durable: o.durable)
             summary.missing = s.statuses.indices.filter { s.statuses[$0] == .missing }
             summary.frameCount = s.extent
             summary.frameShape = s.frameShape

@@ -27,6 +27,7 @@ enum StackCommand {
         .init(name: "idle", valueName: "S", help: "stop after this many seconds without a new frame"),
         .init(name: "settle", valueName: "S", help: "retry an undecodable file while younger than this (default 5)"),
         .init(name: "flush-every", valueName: "N", help: "commit at least every N frames (default 32; an idle stacker commits at once)"),
+        .init(name: "no-sync", valueName: nil, help: "do not wait for the disk at each commit: faster, but a power cut or OS crash (not a killed stacker) can lose frames marked stored"),
         .init(name: "quiet", valueName: nil, help: "no progress bar"),
         .init(name: "journal", valueName: "FILE", help: "announce the run's events in this journal, for macros (docs/macros.md)"),
         .init(name: "run", valueName: "UID", help: "the run uid of the events (default: a new one; a resumed stack keeps its own)"),
@@ -75,6 +76,7 @@ enum StackCommand {
         o.idleTimeout = try a.number("idle", atLeast: 0)
         if let s = try a.number("settle", atLeast: 0) { o.settleTime = s }
         if let n = try a.int("flush-every", atLeast: 1) { o.commitFrames = n }
+        o.durable = !a.flag("no-sync")
         o.progress = !a.flag("quiet")
         o.program = "nxlua stack (\(versionLine()))"
         o.shouldStop = { stopRequested != 0 }

@@ -395,6 +395,28 @@ def test_resume_when_the_superblock_end_of_file_is_stale(tmp_path):
     assert shape[0] == 12 and (status == 1).all()
 
 
+def test_commits_wait_for_the_disk(tmp_path):
+    """Each commit's two flushes end in fdatasync (what is marked stored survives a power
+    cut); --no-sync leaves the write-back to the kernel. strace counts the calls."""
+    if subprocess.run(["strace", "-qq", "-o", os.devnull, "true"]).returncode != 0:
+        pytest.skip("strace cannot trace here (ptrace not permitted)")
+    files = make_frames(tmp_path / "in", range(1, 7))
+    counts = {}
+    for extra in ([], ["--no-sync"]):
+        out, trace = tmp_path / f"s{len(extra)}.nxs", tmp_path / f"trace{len(extra)}"
+        r = subprocess.run(["strace", "-f", "-qq", "-e", "trace=fdatasync", "-o", str(trace),
+                            BIN, "stack", *map(str, files), "--flush-every", "2", "--out", str(out), *extra],
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        calls = [line for line in trace.read_text().splitlines() if "fdatasync(" in line]
+        assert all(line.rstrip().endswith("= 0") for line in calls), calls
+        counts[bool(extra)] = len(calls)
+        check_frames(out, files)
+    # two flushes per commit, one more when the file closes
+    assert counts[False] >= 3, counts
+    assert counts[True] == 0, counts
+
+
 def test_lua_detector_stack(tmp_path):
     files = make_frames(tmp_path / "in", [1, 2, 3])
     out = tmp_path / "lua.nxs"

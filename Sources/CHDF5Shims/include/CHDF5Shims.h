@@ -22,7 +22,7 @@
     X(H5open) X(H5get_libversion) X(H5is_library_threadsafe) X(H5free_memory) \
     X(H5Eset_auto2) X(H5Ewalk2) X(H5Eclear2) \
     X(H5Fopen) X(H5Fcreate) X(H5Fclose) X(H5Fflush) X(H5Fis_hdf5) X(H5Fstart_swmr_write) \
-    X(H5Fget_intent) X(H5Fget_obj_count) X(H5Fincrement_filesize) \
+    X(H5Fget_intent) X(H5Fget_obj_count) X(H5Fincrement_filesize) X(H5Fget_vfd_handle) \
     X(H5Pcreate) X(H5Pclose) X(H5Pset_libver_bounds) X(H5Pset_fclose_degree) X(H5Pset_chunk) \
     X(H5Pset_deflate) X(H5Pset_filter) X(H5Pset_shuffle) X(H5Pset_fill_value) X(H5Pget_layout) \
     X(H5Pget_chunk) X(H5Pget_nfilters) X(H5Pget_filter2) X(H5Pset_link_creation_order) \

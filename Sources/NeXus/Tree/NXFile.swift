@@ -195,9 +195,22 @@ public final class NXFile: @unchecked Sendable {
     }
 
     /// Writes everything buffered to disk (readers, SWMR ones included, then see it).
-    public func flush() throws {
+    /// `durable` also waits until the kernel has written the file to the disk
+    /// (fdatasync): what a flush wrote survives a power cut or an OS crash, and a later
+    /// write cannot reach the disk before it. A plain flush survives the process only.
+    public func flush(durable: Bool = false) throws {
         try check("/")
         try H5.check(H5.api.pointee.H5Fflush(handle.id, H5F_SCOPE_GLOBAL), "\(path): flush failed")
+        guard durable else { return }
+        var vfdHandle: UnsafeMutableRawPointer? = nil
+        try H5.check(H5.api.pointee.H5Fget_vfd_handle(handle.id, 0, &vfdHandle), "\(path): cannot reach the file descriptor")  // 0: H5P_DEFAULT
+        // The default (sec2) driver's handle is the POSIX file descriptor.
+        guard let fd = vfdHandle?.assumingMemoryBound(to: Int32.self).pointee else {
+            throw NeXusError("\(path): the file driver has no file descriptor to sync")
+        }
+        while fdatasync(fd) != 0 {
+            guard errno == EINTR else { throw NeXusError("\(path): fdatasync failed (\(String(cString: strerror(errno))))") }
+        }
     }
 
     /// Starts SWMR writing: from now on readers opened with `swmr` see appended data
