@@ -40,9 +40,7 @@ enum TriggerCommand {
     }
 
     static func run(_ arguments: [String]) -> Int32 {
-        do {
-            let a = try SubcommandOptions(specs: specs, arguments: arguments)
-            if a.flag("help") { print(usage); return 0 }
+        SubcommandOptions.run("trigger", specs: specs, usage: usage, arguments: arguments) { a in
             guard let kindName = a.positional.first else { throw SubcommandOptions.UsageError(message: "give the event kind") }
             let kind = try EventKind(parsing: kindName)
             var payload: [String: EventValue] = [:]
@@ -61,12 +59,6 @@ enum TriggerCommand {
             let seqs = try journal.append([NewEvent(kind: kind, run: run, payload: payload, key: a.string("key"), source: "trigger")])
             if let seq = seqs.first ?? nil { print("\(seq) \(run)") } else { print("already journaled (key \(a.string("key") ?? "")) \(run)") }
             return 0
-        } catch let e as SubcommandOptions.UsageError {
-            FileHandleOutput.error("nxlua trigger: \(e.message)\n\(usage)\n")
-            return 1
-        } catch {
-            FileHandleOutput.error("nxlua trigger: \(error)\n")
-            return 1
         }
     }
 }
@@ -104,9 +96,7 @@ enum MacrosCommand {
     }
 
     static func run(_ arguments: [String]) -> Int32 {
-        do {
-            let a = try SubcommandOptions(specs: specs, arguments: arguments)
-            if a.flag("help") { print(usage); return 0 }
+        SubcommandOptions.run("macros", specs: specs, usage: usage, arguments: arguments) { a in
             if a.positional.first == "status" {
                 guard a.positional.count == 1 else { throw SubcommandOptions.UsageError(message: "status takes no arguments") }
                 print(try MacroStatusReport.text(journalPath: journalPath(a)))
@@ -129,12 +119,6 @@ enum MacrosCommand {
             runner.run { macrosStopRequested != 0 }
             o.log("macros: stopped")
             return 0
-        } catch let e as SubcommandOptions.UsageError {
-            FileHandleOutput.error("nxlua macros: \(e.message)\n\(usage)\n")
-            return 1
-        } catch {
-            FileHandleOutput.error("nxlua macros: \(error)\n")
-            return 1
         }
     }
 }
@@ -163,9 +147,7 @@ enum ReplayCommand {
     }
 
     static func run(_ arguments: [String]) -> Int32 {
-        do {
-            let a = try SubcommandOptions(specs: specs, arguments: arguments)
-            if a.flag("help") { print(usage); return 0 }
+        SubcommandOptions.run("replay", specs: specs, usage: usage, arguments: arguments) { a in
             guard a.positional.count == 1 else { throw SubcommandOptions.UsageError(message: "give one NeXus file") }
             var o = StackReplay.Options(path: a.positional[0])
             o.run = a.string("run")
@@ -177,12 +159,6 @@ enum ReplayCommand {
             let added = seqs.compactMap { $0 }
             print("\(events.first?.run ?? "") \(added.count) events (seq \(added.first ?? 0)-\(added.last ?? 0))")
             return 0
-        } catch let e as SubcommandOptions.UsageError {
-            FileHandleOutput.error("nxlua replay: \(e.message)\n\(usage)\n")
-            return 1
-        } catch {
-            FileHandleOutput.error("nxlua replay: \(error)\n")
-            return 1
         }
     }
 }

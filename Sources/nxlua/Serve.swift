@@ -7,109 +7,74 @@ import RemoteServer
 import Glibc
 #endif
 
-/// `nxlua serve ...`: the command line of the HDF REST server (docs/remote.md), parsed
-/// in the style of CommandLineOptions.
-struct ServeCommand {
-    enum Action { case serve(ServeOptions), addUser(file: String, name: String), help }
+/// `nxlua serve ...`: the command line of the HDF REST server (docs/remote.md).
+enum ServeCommand {
+    static let specs: [SubcommandOptions.Spec] = [
+        .init(name: "port", valueName: "N", help: "port to listen on (default 5101; 0 picks a free one)"),
+        .init(name: "host", valueName: "ADDR", help: "address to bind (default 0.0.0.0)"),
+        .init(name: "users", valueName: "FILE", help: "users file (name:bcrypt-hash lines, see adduser); required unless --allow-anonymous"),
+        .init(name: "allow-anonymous", valueName: nil, help: "serve requests without credentials too"),
+        .init(name: "tls-cert", valueName: "F", help: "serve HTTPS with this PEM certificate chain (and --tls-key)"),
+        .init(name: "tls-key", valueName: "F", help: "the PEM private key of --tls-cert"),
+        .init(name: "allow-eval", valueName: nil, help: "allow authenticated users to run Lua next to the data (POST /nxlua/eval, sandboxed)"),
+        .init(name: "eval-timeout", valueName: "S", help: "wall-time limit of one evaluation (default 10 seconds)"),
+        .init(name: "eval-memory", valueName: "MB", help: "Lua memory limit of one evaluation (default 256)"),
+        .init(name: "journal", valueName: "FILE", help: "accept scan events from authenticated users (POST /nxlua/events) into this journal (docs/macros.md)"),
+        .init(name: "max-request-size", valueName: "B", help: "largest value read in bytes (default 104857600); above: 413"),
+        .init(name: "gzip-binary", valueName: nil, help: "gzip binary values when the client accepts it (JSON always)"),
+        .init(name: "log-level", valueName: "L", help: "trace, debug, info (default), notice, warning, error"),
+        .init(name: "help", valueName: nil, help: "show this help"),
+    ]
 
-    static let usage = """
-    usage: nxlua serve DIR [options]
-           nxlua serve adduser FILE NAME     (reads the password from stdin)
-    Serves every HDF5/NeXus file under DIR, read-only, through the HDF REST API (HSDS's
-    protocol): h5pyd reads them with h5pyd.File("/file.nxs", "r", endpoint=URL).
-    Options:
-      --port N              port to listen on (default 5101; 0 picks a free one)
-      --host ADDR           address to bind (default 0.0.0.0)
-      --users FILE          users file (name:bcrypt-hash lines, see adduser); required
-                            unless --allow-anonymous
-      --allow-anonymous     serve requests without credentials too
-      --tls-cert F --tls-key F   serve HTTPS with this PEM certificate chain and key
-      --allow-eval          allow authenticated users to run Lua next to the data
-                            (POST /nxlua/eval, sandboxed)
-      --eval-timeout S      wall-time limit of one evaluation (default 10 seconds)
-      --eval-memory MB      Lua memory limit of one evaluation (default 256)
-      --journal FILE        accept scan events from authenticated users (POST
-                            /nxlua/events) into this journal (docs/macros.md)
-      --max-request-size B  largest value read in bytes (default 104857600); above: 413
-      --gzip-binary         gzip binary values when the client accepts it (JSON always)
-      --log-level L         trace, debug, info (default), notice, warning, error
-      --help                show this help
-    Stop with Ctrl-C or SIGTERM (requests under way finish first).
-    """
+    static var usage: String {
+        """
+        usage: nxlua serve DIR [options]
+               nxlua serve adduser FILE NAME     (reads the password from stdin)
+        Serves every HDF5/NeXus file under DIR, read-only, through the HDF REST API (HSDS's
+        protocol): h5pyd reads them with h5pyd.File("/file.nxs", "r", endpoint=URL).
+        Options:
+        \(SubcommandOptions.helpLines(specs))
+        Stop with Ctrl-C or SIGTERM (requests under way finish first).
+        """
+    }
 
-    struct UsageError: Error { let message: String }
-
-    static func parse(_ args: [String]) throws -> Action {
-        if args.first == "adduser" {
-            guard args.count == 3 else { throw UsageError(message: "adduser needs FILE and NAME") }
-            return .addUser(file: args[1], name: args[2])
+    static func options(_ a: SubcommandOptions) throws -> ServeOptions {
+        typealias UsageError = SubcommandOptions.UsageError
+        guard let folder = a.positional.first else { throw UsageError(message: "the folder to serve is missing") }
+        guard a.positional.count == 1 else { throw UsageError(message: "one folder only ('\(a.positional[1])' is a second)") }
+        var o = ServeOptions(folder: folder)
+        if let p = try a.int("port", atLeast: 0) {
+            guard p <= 65535 else { throw UsageError(message: "--port takes a port number 0..65535, not \(p)") }
+            o.port = p
         }
-        var folder: String? = nil
-        var o = ServeOptions(folder: "")
-        var i = 0
-        func value(_ flag: String) throws -> String {
-            i += 1
-            guard i < args.count else { throw UsageError(message: "'\(flag)' needs an argument") }
-            return args[i]
+        if let h = a.string("host") { o.host = h }
+        o.usersFile = a.string("users")
+        o.allowAnonymous = a.flag("allow-anonymous")
+        o.tlsCertificate = a.string("tls-cert")
+        o.tlsKey = a.string("tls-key")
+        o.allowEval = a.flag("allow-eval")
+        if let t = try a.number("eval-timeout", atLeast: 0.01) { o.evalTimeLimit = t }
+        if let m = try a.int("eval-memory", atLeast: 1) { o.evalMemoryLimit = m << 20 }
+        if let b = try a.int("max-request-size", atLeast: 1) { o.maxRequestSize = b }
+        o.gzipBinary = a.flag("gzip-binary")
+        o.journalPath = a.string("journal")
+        if let v = a.string("log-level") {
+            guard let level = Logger.Level(rawValue: v) else { throw UsageError(message: "unknown log level '\(v)'") }
+            o.logLevel = level
         }
-        func number(_ flag: String) throws -> Double {
-            let v = try value(flag)
-            guard let d = Double(v), d >= 0 else { throw UsageError(message: "'\(flag)' needs a non-negative number, got '\(v)'") }
-            return d
-        }
-        while i < args.count {
-            let a = args[i]
-            switch a {
-            case "--help", "-h": return .help
-            case "--port":
-                let p = try number(a)
-                guard p <= 65535, p == p.rounded() else { throw UsageError(message: "'--port' needs a port number 0..65535") }
-                o.port = Int(p)
-            case "--host": o.host = try value(a)
-            case "--users": o.usersFile = try value(a)
-            case "--allow-anonymous": o.allowAnonymous = true
-            case "--tls-cert": o.tlsCertificate = try value(a)
-            case "--tls-key": o.tlsKey = try value(a)
-            case "--allow-eval": o.allowEval = true
-            case "--eval-timeout": o.evalTimeLimit = max(0.01, try number(a))
-            case "--eval-memory": o.evalMemoryLimit = max(1, Int(try number(a))) << 20
-            case "--max-request-size": o.maxRequestSize = max(1, Int(try number(a)))
-            case "--gzip-binary": o.gzipBinary = true
-            case "--journal": o.journalPath = try value(a)
-            case "--log-level":
-                let v = try value(a)
-                guard let level = Logger.Level(rawValue: v) else { throw UsageError(message: "unknown log level '\(v)'") }
-                o.logLevel = level
-            default:
-                if a.hasPrefix("-") { throw UsageError(message: "unrecognized option '\(a)'") }
-                if folder != nil { throw UsageError(message: "one folder only ('\(a)' is a second)") }
-                folder = a
-            }
-            i += 1
-        }
-        guard let folder else { throw UsageError(message: "the folder to serve is missing") }
-        o.folder = folder
-        return .serve(o)
+        return o
     }
 
     static func run(_ args: [String]) -> Int32 {
-        let action: Action
-        do {
-            action = try parse(args)
-        } catch let e as UsageError {
-            Console.writeError("nxlua serve: \(e.message)\n\(usage)\n")
-            return 1
-        } catch {
-            return 1
+        if args.first == "adduser" {
+            guard args.count == 3 else {
+                Console.writeError("nxlua serve: adduser needs FILE and NAME\n\(usage)\n")
+                return 1
+            }
+            return addUser(file: args[1], name: args[2])
         }
-        switch action {
-        case .help:
-            print(usage)
-            return 0
-        case .addUser(let file, let name):
-            return addUser(file: file, name: name)
-        case .serve(let options):
-            return serve(options)
+        return SubcommandOptions.run("serve", specs: specs, usage: usage, arguments: args) { a in
+            serve(try options(a))
         }
     }
 

@@ -85,50 +85,29 @@ enum StackCommand {
 
     /// Runs with the arguments after "stack"; returns the exit status.
     static func run(_ arguments: [String]) -> Int32 {
-        let parsedOptions: StackOptions
-        var parsedJournal: String? = nil, parsedRun: String? = nil, parsedScanID: String? = nil, parsedPlan: String? = nil
-        do {
-            let a = try SubcommandOptions(specs: specs, arguments: arguments)
-            if a.flag("help") { print(usage); return 0 }
-            parsedOptions = try options(a)
-            parsedJournal = a.string("journal")
-            parsedRun = a.string("run")
-            parsedScanID = a.string("scan-id")
-            parsedPlan = a.string("plan")
-        } catch let e as SubcommandOptions.UsageError {
-            FileHandleOutput.error("nxlua stack: \(e.message)\n\(usage)\n")
-            return 1
-        } catch {
-            FileHandleOutput.error("nxlua stack: \(error)\n")
-            return 1
-        }
-        signal(SIGINT) { _ in stopRequested = 1 }
-        signal(SIGTERM) { _ in stopRequested = 1 }
-        var stackOptions = parsedOptions
-        var emitter: StackEventEmitter? = nil
-        if let path = parsedJournal {
-            do {
-                let e = StackEventEmitter(journal: try SQLiteJournal(path: path), run: parsedRun, log: stackOptions.log)
+        SubcommandOptions.run("stack", specs: specs, usage: usage, arguments: arguments) { a in
+            var stackOptions = try options(a)
+            var emitter: StackEventEmitter? = nil
+            if let path = a.string("journal") {
+                let e = StackEventEmitter(journal: try SQLiteJournal(path: path), run: a.string("run"), log: stackOptions.log)
                 e.expectedFrames = stackOptions.frames
-                if let id = parsedScanID { e.runFields["scan_id"] = EventValue(parsingText: id) }
-                if let p = parsedPlan { e.runFields["plan"] = .string(p) }
+                if let id = a.string("scan-id") { e.runFields["scan_id"] = EventValue(parsingText: id) }
+                if let p = a.string("plan") { e.runFields["plan"] = .string(p) }
                 stackOptions.observer = e
                 emitter = e
-            } catch {
-                FileHandleOutput.error("nxlua stack: \(error)\n")
-                return 1
             }
-        }
-        defer { emitter?.close() }
-        do {
-            let summary = try Stacker(options: stackOptions).run()
-            print(describe(summary))
-            if summary.stopReason == "interrupted" { return 130 }
-            return summary.bad > 0 || !summary.missing.isEmpty ? 2 : 0
-        } catch {
-            emitter?.runFailed("\(error)", file: stackOptions.output)
-            FileHandleOutput.error("nxlua stack: \(error)\n")
-            return 1
+            defer { emitter?.close() }
+            signal(SIGINT) { _ in stopRequested = 1 }
+            signal(SIGTERM) { _ in stopRequested = 1 }
+            do {
+                let summary = try Stacker(options: stackOptions).run()
+                print(describe(summary))
+                if summary.stopReason == "interrupted" { return 130 }
+                return summary.bad > 0 || !summary.missing.isEmpty ? 2 : 0
+            } catch {
+                emitter?.runFailed("\(error)", file: stackOptions.output)
+                throw error
+            }
         }
     }
 

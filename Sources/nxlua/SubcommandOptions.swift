@@ -23,11 +23,18 @@ struct SubcommandOptions {
         while i < arguments.count {
             let a = arguments[i]
             i += 1
-            if onlyPositional || !a.hasPrefix("--") || a == "-" {
+            if onlyPositional || !a.hasPrefix("-") || a == "-" {
                 positional.append(a)
                 continue
             }
             if a == "--" { onlyPositional = true; continue }
+            if !a.hasPrefix("--") {  // one dash: -h, or a mistake
+                guard a == "-h", specs.contains(where: { $0.name == "help" }) else {
+                    throw UsageError(message: "unknown option \(a) (put -- before arguments that begin with -)")
+                }
+                flags.insert("help")
+                continue
+            }
             var name = String(a.dropFirst(2))
             var inline: String? = nil
             if let eq = name.firstIndex(of: "=") {
@@ -65,10 +72,39 @@ struct SubcommandOptions {
         return v
     }
 
+    /// Runs a subcommand: parses `arguments`, prints `usage` for --help, and turns errors
+    /// into "nxlua NAME: message" on stderr (with the usage after a usage error) and exit
+    /// status 1. `body` gets the parsed options and returns the exit status.
+    static func run(_ name: String, specs: [Spec], usage: String, arguments: [String],
+                    _ body: (SubcommandOptions) throws -> Int32) -> Int32 {
+        do {
+            let a = try SubcommandOptions(specs: specs, arguments: arguments)
+            if a.flag("help") { print(usage); return 0 }
+            return try body(a)
+        } catch let e as UsageError {
+            FileHandleOutput.error("nxlua \(name): \(e.message)\n\(usage)\n")
+            return 1
+        } catch {
+            FileHandleOutput.error("nxlua \(name): \(error)\n")
+            return 1
+        }
+    }
+
     /// The options' help lines, aligned.
     static func helpLines(_ specs: [Spec]) -> String {
         let left = specs.map { "  --\($0.name)" + ($0.valueName.map { " " + $0 } ?? "") }
         let width = (left.map(\.count).max() ?? 0) + 2
-        return zip(left, specs).map { l, s in l + String(repeating: " ", count: width - l.count) + s.help }.joined(separator: "\n")
+        // Help text wrapped at 88 columns, continued under itself.
+        let room = max(30, 88 - width)
+        return zip(left, specs).map { l, s in
+            var lines: [String] = [], line = ""
+            for word in s.help.split(separator: " ") {
+                if !line.isEmpty && line.count + 1 + word.count > room { lines.append(line); line = "" }
+                line += (line.isEmpty ? "" : " ") + word
+            }
+            lines.append(line)
+            let pad = String(repeating: " ", count: width)
+            return l + String(repeating: " ", count: width - l.count) + lines.joined(separator: "\n" + pad)
+        }.joined(separator: "\n")
     }
 }
