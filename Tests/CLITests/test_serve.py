@@ -495,6 +495,102 @@ def test_swmr_growing_file(served, server, tmp_path):
         live.unlink()
 
 
+def test_live_stack_read_by_many_clients_and_evals(served, eval_server, tmp_path):
+    """`nxlua stack --watch` grows a stack in the served folder while REST clients read
+    frames and remote evaluations reduce them, all at once. HDF5 shares a file opened
+    twice in one process (the store and an evaluation) with one metadata cache: every
+    frame marked stored must read back as its source, whoever reads it and whenever."""
+    import test_stack
+    count = 24
+    made = test_stack.make_frames(tmp_path / "made", range(1, count + 1))
+    expected = [test_stack.source(p) for p in made]
+    watched = tmp_path / "watched"
+    watched.mkdir()
+    live = served["root"] / "live_stack.nxs"
+    stacker = subprocess.Popen([BIN, "stack", "--watch", str(watched), "--out", str(live), "--frames", str(count),
+                                "--flush-every", "1", "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    domain = "/live_stack.nxs"
+    done = threading.Event()
+    problems, reads = [], {"rest": 0, "eval": 0}
+
+    def rest_reader(k):
+        s = requests.Session()
+        s.auth = auth()
+        rng = np.random.default_rng(k)
+        while not done.is_set():
+            try:
+                r = s.get(f"{eval_server.url}/", params={"domain": domain}, timeout=60)
+                if r.status_code == 404 or (r.status_code == 400 and "creating" in r.text):
+                    time.sleep(0.02)  # not there yet
+                    continue
+                status_id = dataset_id(eval_server, "entry/stacking/frame_status", domain=domain)
+                data_id = dataset_id(eval_server, "entry/instrument/detector/data", domain=domain)
+                st = s.get(f"{eval_server.url}/datasets/{status_id}/value", params={"domain": domain}, timeout=60).json()["value"]
+                stored = [i for i, v in enumerate(st) if v == 1]
+                if not stored:
+                    continue
+                i = int(rng.choice(stored))
+                r = s.get(f"{eval_server.url}/datasets/{data_id}/value", timeout=60,
+                          params={"domain": domain, "select": f"[{i}:{i + 1},:,:]"}, headers={"Accept": "application/octet-stream"})
+                if r.status_code != 200:
+                    problems.append(f"REST frame {i}: {r.status_code} {r.text[:200]}")
+                    continue
+                got = np.frombuffer(r.content, "<i4").reshape(test_stack.SHAPE)
+                if not np.array_equal(got, expected[i]):
+                    problems.append(f"REST frame {i}: pixels of another frame or garbage")
+                reads["rest"] += 1
+            except Exception as e:
+                problems.append(f"REST: {e!r}"[:300])
+
+    eval_code = """
+    local a = ...
+    local f = nx.load(a.path)
+    local st = f.entry.stacking.frame_status:read()
+    local out = {}
+    for i = 0, st.size - 1 do
+      if st[i] == 1 then out[#out + 1] = {i, f.entry.instrument.detector.data[i]:sum()} end
+    end
+    return out
+    """
+
+    def eval_reader():
+        while not done.is_set():
+            if not live.exists():
+                time.sleep(0.02)
+                continue
+            r = evaluate(eval_server, eval_code, {"path": domain})
+            if r.status_code != 200:
+                if "creating" not in r.text and "not found" not in r.text:
+                    problems.append(f"eval: {r.status_code} {r.text[:200]}")
+                continue
+            for i, total in r.json()["result"] or []:
+                if total != int(expected[i].astype(np.int64).sum()):
+                    problems.append(f"eval frame {i}: sum {total}, expected {expected[i].astype(np.int64).sum()}")
+            reads["eval"] += 1
+
+    threads = [threading.Thread(target=rest_reader, args=(k,)) for k in range(4)] + \
+              [threading.Thread(target=eval_reader) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        for p in made:
+            test_stack.write_then_rename(p, watched / p.name)
+            time.sleep(0.1)
+        out, err = stacker.communicate(timeout=300)
+        assert stacker.returncode == 0, err
+        time.sleep(0.5)  # a last round of reads of the complete file
+    finally:
+        done.set()
+        for t in threads:
+            t.join(120)
+        stacker.kill()
+    assert not problems, problems[:10]
+    assert reads["rest"] > 10 and reads["eval"] > 2, reads
+    with h5py.File(live, "r") as f:
+        assert all(np.array_equal(f["/entry/instrument/detector/data"][i], expected[i]) for i in range(count))
+    live.unlink()
+
+
 # ---------------------------------------------------------------- load
 
 def test_load_32_clients(server):
