@@ -121,6 +121,8 @@ final class StackFile {
         let file: NXFile
         do {
             file = try NXFile(path: path, mode: .readWrite, options: o)
+        } catch let e as NeXusError where e.message.contains("another process has the file open") {
+            throw StackError("cannot resume: \(e) (close the readers, e.g. viewers or nxlua serve, or stop the other stacker, then rerun)")
         } catch {
             throw StackError("cannot resume \(path) as a stack: \(error) (not a stack written by nxlua stack? choose another --out)")
         }
@@ -141,30 +143,39 @@ final class StackFile {
         }
     }
 
-    /// Creates the file from its first good frame (its shape, type and header), then
-    /// starts SWMR writing. The file is built under a temporary name and renamed into
-    /// place once complete, so a crash during creation never leaves a half layout that
-    /// a rerun would take for a stack.
+    /// Creates the file from its first good frame (its shape, type and header) under a
+    /// temporary name, starts SWMR writing, and only then renames it into place:
+    /// - a crash during creation never leaves a half layout that a rerun would take for
+    ///   a stack;
+    /// - a reader (a viewer polling for the file, `nxlua serve`) never finds it before
+    ///   SWMR writing began. HDF5 wants readers to open after the writer: a reader that
+    ///   held the file between a rename and a reopen made the reopen fail ("unable to
+    ///   lock file") and the stacker stop.
     static func create(path: String, entry: String, first frame: Frame, firstNumber: Int,
                        compression: NXCompression?, fillValue: Double, source: String,
                        program: String) throws -> StackFile {
         let temporary = path + ".creating"
         var o = NXFile.Options()
         o.swmrWrite = true
+        let file: NXFile
         do {
-            let file = try NXFile(path: temporary, mode: .write, options: o)
-            defer { file.close() }
-            try buildLayout(file, entry: entry, frame: frame, firstNumber: firstNumber, compression: compression,
-                            fillValue: fillValue, source: source, program: program)
+            file = try NXFile(path: temporary, mode: .write, options: o)
         } catch {
             _ = unlink(temporary)
             throw error
         }
-        guard rename(temporary, path) == 0 else {
+        do {
+            try buildLayout(file, entry: entry, frame: frame, firstNumber: firstNumber, compression: compression,
+                            fillValue: fillValue, source: source, program: program)
+            let s = try StackFile(file: file, entry: entry, firstNumber: firstNumber)
+            try file.startSWMRWrite()
+            try file.rename(to: path)
+            return s
+        } catch {
+            file.close()
             _ = unlink(temporary)
-            throw StackError("\(path): cannot move the new stack into place (\(String(cString: strerror(errno))))")
+            throw error
         }
-        return try resume(path: path, entry: entry, expectedFirst: firstNumber)
     }
 
     private static func buildLayout(_ file: NXFile, entry: String, frame: Frame, firstNumber: Int,

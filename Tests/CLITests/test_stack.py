@@ -7,6 +7,7 @@ import pathlib
 import random
 import signal
 import subprocess
+import sys
 import time
 
 import h5py
@@ -395,18 +396,126 @@ def test_resume_when_the_superblock_end_of_file_is_stale(tmp_path):
     assert shape[0] == 12 and (status == 1).all()
 
 
+def test_a_reader_waiting_for_the_file_never_stops_the_stacker(tmp_path):
+    """A viewer polls for the stack and opens it as a SWMR reader the moment it appears.
+    The file must appear only once SWMR writing has begun: a reader holding it between
+    creation and SWMR start made the stacker's reopen fail ("unable to lock file"), and
+    a reader that opened it before the writer saw frames marked stored with no data."""
+    made = make_frames(tmp_path / "made", range(1, 5))
+    for trial in range(5):
+        watched, out = tmp_path / f"watched{trial}", tmp_path / f"live{trial}.nxs"
+        watched.mkdir()
+        p = subprocess.Popen([BIN, "stack", "--watch", str(watched), "--out", str(out), "--frames", "4", "--quiet"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            for m in made[:2]:
+                write_then_rename(m, watched / m.name)
+            deadline = time.time() + 120
+            f = None
+            while f is None and p.poll() is None and time.time() < deadline:
+                try:
+                    f = h5py.File(out, "r", libver="latest", swmr=True)  # no pause: any window is hit
+                except (OSError, FileNotFoundError):
+                    pass
+            assert f is not None, p.communicate()
+            with f:
+                d, status = f[DATA], f["/entry/stacking/frame_status"]
+                while p.poll() is None and time.time() < deadline:
+                    status.refresh()
+                    st = status[:]
+                    d.refresh()
+                    assert d.shape[0] >= (st == 1).sum(), (d.shape, st)
+                    if (st == 1).sum() == 2:
+                        break
+                for m in made[2:]:
+                    write_then_rename(m, watched / m.name)
+                stdout, stderr = p.communicate(timeout=120)
+            assert p.returncode == 0, stderr
+        finally:
+            p.kill()
+        check_frames(out, made)
+
+
+def test_resume_while_a_reader_has_the_file(tmp_path):
+    """HDF5 allows a SWMR writer only before any reader: resuming with a reader open
+    fails with a message that says so (not "not a stack"), and works once it closes."""
+    made = make_frames(tmp_path / "made", range(1, 5))
+    out = tmp_path / "s.nxs"
+    assert stack(*made[:2], "--out", out).returncode == 0
+    with h5py.File(out, "r", libver="latest", swmr=True):
+        r = stack(*made, "--out", out)
+    assert r.returncode == 1
+    assert f"cannot resume: {out}: another process has the file open" in r.stderr
+    assert "close the readers" in r.stderr
+    r = stack(*made, "--out", out)
+    assert r.returncode == 0, r.stderr
+    check_frames(out, made)
+
+
+def test_loading_a_killed_stack(tmp_path):
+    """nx.load of a stack whose stacker was killed reads it as a SWMR reader (a plain
+    HDF5 reader refuses: "already open for write"); a plain writer's killed file gets a
+    message that says what happened and what to do."""
+    watched = tmp_path / "watched"
+    made = make_frames(tmp_path / "made", [1, 2, 3])
+    watched.mkdir()
+    for p in made:
+        write_then_rename(p, watched / p.name)
+    out = tmp_path / "live.nxs"
+    p = subprocess.Popen([BIN, "stack", "--watch", str(watched), "--out", str(out), "--quiet"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if out.exists():
+                with h5py.File(out, "r", libver="latest", swmr=True) as f:
+                    if (f["/entry/stacking/frame_status"][:] == 1).sum() == 3:
+                        break
+            time.sleep(0.05)
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    finally:
+        p.kill()
+    with pytest.raises(OSError, match="already open for write"):
+        h5py.File(out, "r")
+    r = subprocess.run([BIN, "-e", f"""
+        local d = nx.load("{out}").entry.instrument.detector.data
+        print(d.shape[1], d[2]:sum())"""], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["3", str(int(source(made[2]).astype(np.int64).sum()))]
+
+    plain = tmp_path / "plain.h5"
+    writer = subprocess.Popen([sys.executable, "-c", f"""
+import h5py, sys, time
+f = h5py.File({str(plain)!r}, "w", libver="latest")
+f["x"] = [1, 2, 3]
+f.flush()
+print("open", flush=True)
+time.sleep(600)"""], stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline().strip() == "open"
+        writer.send_signal(signal.SIGKILL)
+        writer.wait()
+    finally:
+        writer.kill()
+    r = subprocess.run([BIN, "-e", f'nx.load("{plain}")'], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1
+    assert f"{plain}: the file is marked as open for writing: another program is writing it, or a writer was killed" in r.stderr
+
+
 def test_commits_wait_for_the_disk(tmp_path):
     """Each commit's two flushes end in fdatasync (what is marked stored survives a power
     cut); --no-sync leaves the write-back to the kernel. strace counts the calls."""
     if subprocess.run(["strace", "-qq", "-o", os.devnull, "true"]).returncode != 0:
         pytest.skip("strace cannot trace here (ptrace not permitted)")
     files = make_frames(tmp_path / "in", range(1, 7))
+    env = dict(os.environ, ASAN_OPTIONS=os.environ.get("ASAN_OPTIONS", "") + ":detect_leaks=0")  # LSan cannot run under ptrace
     counts = {}
     for extra in ([], ["--no-sync"]):
         out, trace = tmp_path / f"s{len(extra)}.nxs", tmp_path / f"trace{len(extra)}"
         r = subprocess.run(["strace", "-f", "-qq", "-e", "trace=fdatasync", "-o", str(trace),
                             BIN, "stack", *map(str, files), "--flush-every", "2", "--out", str(out), *extra],
-                           capture_output=True, text=True, timeout=300)
+                           capture_output=True, text=True, timeout=300, env=env)
         assert r.returncode == 0, r.stderr
         calls = [line for line in trace.read_text().splitlines() if "fdatasync(" in line]
         assert all(line.rstrip().endswith("= 0") for line in calls), calls

@@ -389,7 +389,7 @@ public final class NXField: NXNode, @unchecked Sendable {
     /// Re-reads the shape (SWMR readers see the writer's appended frames after this).
     public func refresh() throws {
         let id = try objectID()
-        if file.options.swmr { try H5.check(H5.api.pointee.H5Drefresh(id), fail("refresh failed").message) }
+        if file.isSWMRReading { try H5.check(H5.api.pointee.H5Drefresh(id), fail("refresh failed").message) }
         info = nil
         eager = nil
     }

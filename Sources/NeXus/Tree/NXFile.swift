@@ -27,10 +27,13 @@ public final class NXFile: @unchecked Sendable {
         public init() {}
     }
 
-    /// The path as the user gave it (messages name it).
-    public let path: String
+    /// The path as the user gave it (messages name it); moved by rename(to:).
+    public private(set) var path: String
     public let mode: Mode
     public let options: Options
+    /// Reading as a SWMR reader: asked for, or chosen because a SWMR writer has the file
+    /// (see openHandle); refresh() then re-reads shapes with H5Drefresh.
+    public let isSWMRReading: Bool
     let handle: H5Handle
     private var objectHandles: [WeakHandle] = []
     private var compactAt = 64
@@ -52,7 +55,7 @@ public final class NXFile: @unchecked Sendable {
             lock = try NXLock.acquire(for: path, config: config)
         }
         do {
-            handle = try NXFile.openHandle(h, path, mode, options)
+            (handle, isSWMRReading) = try NXFile.openHandle(h, path, mode, options)
         } catch {
             lock?.release()
             throw error
@@ -64,8 +67,9 @@ public final class NXFile: @unchecked Sendable {
         }
     }
 
+    /// The file's handle, and whether it reads as a SWMR reader.
     private static func openHandle(_ h: UnsafePointer<nxh5_api>, _ path: String, _ mode: Mode,
-                                   _ options: Options) throws -> H5Handle {
+                                   _ options: Options) throws -> (H5Handle, Bool) {
         let fapl = try H5Handle(checking: h.pointee.H5Pcreate(h.pointee.P_FILE_ACCESS), .plist, "\(path): cannot open")
         // Closing the file closes everything still open in it.
         _ = h.pointee.H5Pset_fclose_degree(fapl.id, H5F_CLOSE_STRONG)
@@ -87,6 +91,12 @@ public final class NXFile: @unchecked Sendable {
             let id = h.pointee.H5Fopen(path, flags, fapl.id)
             if id < 0 {
                 let why = H5.takeError()
+                if why.contains("unable to lock file") {
+                    throw NeXusError("\(path): another process has the file open (HDF5's file lock refused \(mode.isWritable ? "a writer" : "this reader"); HDF5 allows one writer, which must open the file before any SWMR reader)")
+                }
+                if why.contains("already open for write") {
+                    throw NeXusError("\(path): the file is marked as open for writing: another program is writing it, or a writer was killed (a killed `nxlua stack` resumes when rerun; `h5clear -s` clears the mark)")
+                }
                 throw NeXusError("\(path): cannot open the file (\(why.isEmpty ? "HDF5 refused it" : why); truncated or damaged?)")
             }
             return H5Handle(id, .file)
@@ -104,14 +114,25 @@ public final class NXFile: @unchecked Sendable {
             return H5Handle(id, .file)
         }
         switch mode {
-        case .read: return try openExisting(H5.accRDONLY | (options.swmr ? H5.accSWMRRead : 0))
+        case .read where options.swmr: return (try openExisting(H5.accRDONLY | H5.accSWMRRead), true)
+        case .read:
+            do {
+                return (try openExisting(H5.accRDONLY), false)
+            } catch let e as NeXusError where e.message.contains("marked as open for writing") {
+                // A SWMR writer (a stacker, areaDetector) has it, or had it and was killed:
+                // SWMR readers may read such a file, plain readers may not, and a user who
+                // loads it wants to see it. A plain writer's mark still refuses.
+                _ = h.pointee.H5Pset_libver_bounds(fapl.id, H5F_LIBVER_V110, H5F_LIBVER_V110)
+                guard let handle = try? openExisting(H5.accRDONLY | H5.accSWMRRead) else { _ = H5.takeError(); throw e }
+                return (handle, true)
+            }
         case .readWrite where options.swmrWrite, .append where options.swmrWrite && exists:
             try clearStatusFlags(h, path)
-            return try openExisting(H5.accRDWR | H5.accSWMRWrite)
-        case .readWrite: return try openExisting(H5.accRDWR)
-        case .write: return try create(H5.accTRUNC)
-        case .create: return try create(H5.accEXCL)
-        case .append: return exists ? try openExisting(H5.accRDWR) : try create(H5.accEXCL)
+            return (try openExisting(H5.accRDWR | H5.accSWMRWrite), false)
+        case .readWrite: return (try openExisting(H5.accRDWR), false)
+        case .write: return (try create(H5.accTRUNC), false)
+        case .create: return (try create(H5.accEXCL), false)
+        case .append: return (exists ? try openExisting(H5.accRDWR) : try create(H5.accEXCL), false)
         }
     }
 
@@ -211,6 +232,18 @@ public final class NXFile: @unchecked Sendable {
         while fdatasync(fd) != 0 {
             guard errno == EINTR else { throw NeXusError("\(path): fdatasync failed (\(String(cString: strerror(errno))))") }
         }
+    }
+
+    /// Renames the open file on disk (HDF5 keeps its descriptor): a file built under a
+    /// temporary name appears under its real one only once complete. Not with a lock (its
+    /// lock file is named after the old path).
+    public func rename(to newPath: String) throws {
+        try check("/")
+        guard lock == nil else { throw NeXusError("\(path): a locked file cannot be renamed while open") }
+        guard Glibc.rename(path, newPath) == 0 else {
+            throw NeXusError("\(newPath): cannot move \(path) here (\(String(cString: strerror(errno))))")
+        }
+        path = newPath
     }
 
     /// Starts SWMR writing: from now on readers opened with `swmr` see appended data
