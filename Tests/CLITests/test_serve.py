@@ -578,14 +578,18 @@ def test_live_stack_read_by_many_clients_and_evals(served, eval_server, tmp_path
             time.sleep(0.1)
         out, err = stacker.communicate(timeout=300)
         assert stacker.returncode == 0, err
-        time.sleep(0.5)  # a last round of reads of the complete file
+        while_growing = dict(reads)
+        deadline = time.time() + 120  # then reads of the complete file, enough of them
+        while (reads["rest"] < 20 or reads["eval"] < 5) and time.time() < deadline:
+            time.sleep(0.05)
     finally:
         done.set()
         for t in threads:
             t.join(120)
         stacker.kill()
     assert not problems, problems[:10]
-    assert reads["rest"] > 10 and reads["eval"] > 2, reads
+    assert while_growing["rest"] > 0 and while_growing["eval"] > 0, while_growing
+    assert reads["rest"] >= 20 and reads["eval"] >= 5, reads
     with h5py.File(live, "r") as f:
         assert all(np.array_equal(f["/entry/instrument/detector/data"][i], expected[i]) for i in range(count))
     live.unlink()
