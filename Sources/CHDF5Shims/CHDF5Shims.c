@@ -2,12 +2,30 @@
 #include <dlfcn.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static nxh5_api api;
 static const nxh5_api *loaded;
 static char load_error[512];
 static pthread_once_t once = PTHREAD_ONCE_INIT;
+static volatile int file_close_failed;
+
+void nxh5_note_failed_file_close(void) { file_close_failed = 1; }
+
+static void close_library_at_exit(void) {
+    if (file_close_failed) return;  // a half-destroyed file id is among the open ones
+    ssize_t count = api.H5Fget_obj_count((hid_t)H5F_OBJ_ALL, H5F_OBJ_FILE);
+    if (count > 0) {
+        hid_t *ids = malloc((size_t)count * sizeof *ids);
+        if (!ids) return;
+        count = api.H5Fget_obj_ids((hid_t)H5F_OBJ_ALL, H5F_OBJ_FILE, (size_t)count, ids);
+        for (ssize_t i = 0; i < count; i++)
+            if (api.H5Fclose(ids[i]) < 0) file_close_failed = 1;
+        free(ids);
+    }
+    if (!file_close_failed) api.H5close();
+}
 
 static void load(void) {
     void *lib = dlopen(NXH5_SONAME, RTLD_NOW | RTLD_GLOBAL);
@@ -22,6 +40,7 @@ static void load(void) {
     }
     NXH5_FUNCTIONS(NXH5_RESOLVE)
 #undef NXH5_RESOLVE
+    api.H5dont_atexit();  // before H5open; see nxh5_note_failed_file_close
     if (api.H5open() < 0) {
         snprintf(load_error, sizeof load_error, "HDF5 (%s) failed to initialise", NXH5_SONAME);
         return;
@@ -39,6 +58,7 @@ static void load(void) {
 #undef NXH5_READ_ID
     // nxlua reports errors itself, with the file and object path.
     api.H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    atexit(close_library_at_exit);
     loaded = &api;
 }
 

@@ -25,7 +25,7 @@ public enum StackReplay {
         } catch {
             throw EventError("\(o.path): cannot open: \(error)")
         }
-        defer { file.close() }
+        defer { try? file.close() }
         let root = file.root
         var dataset = "/\(o.entry)/instrument/detector/data"
         var data = try root.resolve("\(o.entry)/instrument/detector/data") as? NXField

@@ -141,7 +141,7 @@ public enum MacroSetup {
         do { file = try (try? NXFile(path: path, mode: .read, options: o)) ?? NXFile(path: path, mode: .read) } catch {
             throw LuaError.runtime("\(error)")
         }
-        defer { file.close() }
+        defer { try? file.close() }
         do {
             guard let d = try file.root.resolve(dataset) as? NXField else {
                 throw LuaError.runtime("\(path): \(dataset): no such field")

@@ -496,7 +496,7 @@ enum NeXusModule {
         completions: { g in
             ((try? g.names()) ?? []) + commonProperties + ["nxsignal", "nxaxes", "nxerrors"] + ((try? g.attributeNames()) ?? [])
         },
-        close: { g in if g.path == "/" { g.file.close() } },
+        close: { g in if g.path == "/" { try wrap { try g.file.close() } } },
         describe: { g in (try? g.tree()) ?? "\(g.file.path): \(g.path) (closed file)" }
     )
 

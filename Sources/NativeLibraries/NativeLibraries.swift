@@ -28,19 +28,18 @@ public enum NativeLibraries {
     }
 
     public static var hdf5: Library {
-        typealias Version = @convention(c) (UnsafeMutablePointer<UInt32>, UnsafeMutablePointer<UInt32>,
-                                            UnsafeMutablePointer<UInt32>) -> Int32
-        typealias ThreadSafe = @convention(c) (UnsafeMutablePointer<UInt8>) -> Int32
-        return load("HDF5", soname: NXH5_SONAME) { handle in
-            guard let v = dlsym(handle, "H5get_libversion") else { return nil }
-            var major: UInt32 = 0, minor: UInt32 = 0, release: UInt32 = 0
-            _ = unsafeBitCast(v, to: Version.self)(&major, &minor, &release)
-            var threadsafe: UInt8 = 0
-            if let t = dlsym(handle, "H5is_library_threadsafe") {
-                _ = unsafeBitCast(t, to: ThreadSafe.self)(&threadsafe)
-            }
-            return "\(major).\(minor).\(release)" + (threadsafe != 0 ? " (thread-safe)" : "")
+        // Through the shim, which sets the library up before its first call (its exit
+        // handler in particular, see nxh5_note_failed_file_close): a first call from
+        // here would have initialised HDF5 with its own.
+        var why = [CChar](repeating: 0, count: 512)
+        guard let h = nxh5_load(&why, why.count) else {
+            return Library(name: "HDF5", version: "not found: " + String(cString: why))
         }
+        var major: UInt32 = 0, minor: UInt32 = 0, release: UInt32 = 0
+        _ = h.pointee.H5get_libversion(&major, &minor, &release)
+        var threadsafe: hbool_t = false
+        _ = h.pointee.H5is_library_threadsafe(&threadsafe)
+        return Library(name: "HDF5", version: "\(major).\(minor).\(release)" + (threadsafe ? " (thread-safe)" : ""))
     }
 
     public static var libtiff: Library {

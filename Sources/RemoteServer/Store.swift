@@ -121,7 +121,7 @@ final class Store: @unchecked Sendable {
                 // Reopened, not refreshed: H5Drefresh reaches only the datasets open now,
                 // and a dataset opened again later came from HDF5's stale metadata cache.
                 // (A read streaming from the old file meanwhile is cut off; clients retry.)
-                d.file.close()
+                try? d.file.close()
                 d.file = try Store.openFile(r.path, domain: r.domain)
                 d.stamp = stamp
             }
@@ -131,7 +131,7 @@ final class Store: @unchecked Sendable {
         let d = OpenDomain(domain: r.domain, path: r.path, file: try Store.openFile(r.path, domain: r.domain), stamp: stamp)
         d.lastUse = useCounter
         if openDomains.count >= maxOpenFiles, let oldest = openDomains.min(by: { $0.value.lastUse < $1.value.lastUse }) {
-            oldest.value.file.close()
+            try? oldest.value.file.close()
             openDomains[oldest.key] = nil
         }
         openDomains[r.path] = d
@@ -139,7 +139,7 @@ final class Store: @unchecked Sendable {
     }
 
     func closeAll() {
-        for d in openDomains.values { d.file.close() }
+        for d in openDomains.values { try? d.file.close() }
         openDomains.removeAll()
     }
 

@@ -111,7 +111,7 @@ final class StackFile {
         if let plain = try? NXFile(path: path, mode: .read) {
             let group = (try? plain.root.resolve("\(entry)/stacking")) ?? nil
             let isStack = (try? group?.hasAttribute("first_frame_number")) == true
-            plain.close()
+            try? plain.close()
             if !isStack {
                 throw StackError("\(path): no /\(entry)/stacking group with @first_frame_number: not a stack written by nxlua stack (choose another --out, or --entry)")
             }
@@ -138,7 +138,7 @@ final class StackFile {
             if !file.isSWMRWriting { try file.startSWMRWrite() }
             return s
         } catch {
-            file.close()
+            try? file.close()
             throw error
         }
     }
@@ -172,7 +172,7 @@ final class StackFile {
             try file.rename(to: path)
             return s
         } catch {
-            file.close()
+            try? file.close()
             _ = unlink(temporary)
             throw error
         }
@@ -402,5 +402,5 @@ final class StackFile {
         return out
     }
 
-    func close() { file.close() }
+    func close() throws { try file.close() }
 }

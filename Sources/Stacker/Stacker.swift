@@ -174,6 +174,7 @@ public final class Stacker {
             stack = s
             summary.resumed = true
             summary.storedBefore = s.statuses.filter { $0 == .stored }.count
+            if let repair = s.file.repair { o.log("\(o.output): repaired: \(repair)") }
             o.log("\(o.output): resuming: \(summary.storedBefore) frames already stored")
             o.observer?.runStarted(file: o.output, dataset: dataset, frameShape: s.frameShape, resumed: true)
             o.observer?.runResumed(storedRanges: s.statuses.storedRanges, file: o.output, dataset: dataset)
@@ -355,7 +356,7 @@ public final class Stacker {
             summary.missing = s.statuses.indices.filter { s.statuses[$0] == .missing }
             summary.frameCount = s.extent
             summary.frameShape = s.frameShape
-            s.close()
+            try s.close()
         } else if !pendingBad.isEmpty {
             throw StackError("no readable frame: \(pendingBad.count) bad, the first \(pendingBad[0].sourceName): \(pendingBad[0].error)")
         } else if stopReason == "interrupted" {

@@ -283,3 +283,55 @@ def test_streaming_reductions_and_blocks(nxlua, tmp_path):
     assert lines[4].startswith("false\t") and "s.nxs: /c: axis 3 is out of bounds for array of dimension 3" in lines[4]
     assert lines[5].startswith("false\t") and "s.nxs: /t: a numeric field is needed here" in lines[5]
     assert "\x1b" not in r.stderr and r.stderr == ""
+
+
+def limited(size_kib, *args, cwd):
+    """Runs nxlua with files limited to size_kib KiB, as a full disk would stop them:
+    writes past the limit fail with EFBIG (SIGXFSZ, which would kill, is ignored)."""
+    from conftest import BIN
+    return subprocess.run(["bash", "-c", f"trap '' XFSZ; ulimit -f {size_kib}; exec \"$@\"", "limited", BIN, *args],
+                          capture_output=True, text=True, timeout=120, cwd=cwd)
+
+
+def test_full_disk_writes_and_close_fail_with_the_reason(tmp_path):
+    """A write past the end of the disk raises naming the file, the object and the
+    system's reason; a close that cannot write what HDF5 held raises too (the file may
+    lack the last changes); neither crashes, at once or at exit."""
+    r = limited(200, "-e", 'local f = nx.load("big.nxs", "w"); f.data = array.zeros({1000, 1000})', cwd=tmp_path)
+    assert r.returncode == 1, r.stderr
+    assert "big.nxs: /: cannot create field 'data' (file write failed: File too large (errno 27))" in r.stderr
+    code = 'local f = nx.load("many.nxs", "w"); for i = 1, 3000 do f["g" .. i] = i end; print("written"); f:close()'
+    r = limited(100, "-e", code, cwd=tmp_path)
+    assert r.returncode == 1, r.stderr
+    assert r.stdout.strip() == "written"
+    assert "many.nxs: closing failed, the last changes may be missing (file write failed: File too large (errno 27))" in r.stderr
+    # the file that could not be closed is left alone at exit (HDF5 crashed closing it again)
+    r = limited(100, "-e", code.replace('; f:close()', ''), cwd=tmp_path)
+    assert r.returncode == 0 and r.stdout.strip() == "written", r.stderr
+
+
+def test_many_children_created_in_any_order_list_in_natural_order(nxlua, tmp_path):
+    """A group's cached listing gains each new child in its natural place (no relisting
+    per creation): the keys equal a fresh listing after reopening, through fields,
+    groups, copies, links and deletions, and 3000 creations stay quick."""
+    r = run(nxlua, """
+        local f = nx.load("wide.nxs", "w")
+        f.entry = nx.group("NXentry")
+        local e = f.entry
+        local n = 0
+        for i = 3000, 1, -1 do e["v" .. i] = i end             -- backwards
+        for _, name in ipairs({"b10", "b9", "B2", "a", "z1", "x"}) do e[name] = nx.group("NXcollection") end
+        print(#e:keys())                                         -- listed once above, then kept up to date
+        e.v17 = nil
+        e.copy = e.b10
+        e.link = nx.link(e.v5)
+        e.m = "text"
+        local before = table.concat(e:keys(), " ")
+        f:close()
+        local g = nx.load("wide.nxs")
+        local after = table.concat(g.entry:keys(), " ")
+        print(before == after, #g.entry:keys(), g.entry.v2999, g.entry.copy.nxclass)
+    """, cwd=tmp_path)
+    lines = r.stdout.split("\n")
+    assert lines[0] == "3006"
+    assert lines[1] == "true\t3008\t2999\tNXcollection"

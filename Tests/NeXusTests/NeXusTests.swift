@@ -20,10 +20,10 @@ final class NeXusTests: XCTestCase {
             let a = try NDArray.arange(0, 60, 1, dtype: .int32).reshapedView([3, 4, 5])
             try e.makeField("counts", value: .array(a))
             try e.makeField("title", value: .string("héllo"))
-            f.close()
+            try f.close()
         }
         let f = try NXFile(path: path)
-        defer { f.close() }
+        defer { try? f.close() }
         let c = try XCTUnwrap(try f.root.resolve("/entry/counts") as? NXField)
         XCTAssertEqual(try c.shape, [3, 4, 5])
         XCTAssertEqual(try c.elementType, .numeric(.int32))
@@ -44,7 +44,7 @@ final class NeXusTests: XCTestCase {
     func testStreamingReductionsMatchInMemory() throws {
         let path = dir + "/s.nxs"
         let f = try NXFile(path: path, mode: .write)
-        defer { f.close() }
+        defer { try? f.close() }
         let a = try NDArray.arange(0, 7 * 6 * 5, 1, dtype: .int32).reshapedView([7, 6, 5])
         let b = try NDArray.binary(.sub, .array(a), .integer(100))  // negatives too
         var opts = NXFieldOptions()
@@ -91,18 +91,18 @@ final class NeXusTests: XCTestCase {
         XCTAssertThrowsError(try c.read(Selection(parsing: "10"))) {
             XCTAssertEqual(($0 as? NeXusError)?.message, "\(dir)/c.nxs: /x: index 10 is out of bounds for axis 0 with size 10 (shape (10,))")
         }
-        f.close()
+        try f.close()
         XCTAssertThrowsError(try c.read(nil)) { XCTAssertEqual(($0 as? NeXusError)?.message, "\(dir)/c.nxs: /x: the file is closed") }
         let r = try NXFile(path: dir + "/c.nxs")
         XCTAssertThrowsError(try r.root.makeGroup("e", nxclass: "NXentry")) {
             XCTAssertTrue(($0 as? NeXusError)?.message.contains("read-only") == true)
         }
-        r.close()
+        try r.close()
     }
 
     func testAppendAndFailedWriteLeavesNothingBehind() throws {
         let f = try NXFile(path: dir + "/d.nxs", mode: .write)
-        defer { f.close() }
+        defer { try? f.close() }
         var o = NXFieldOptions()
         o.shape = [0, 2]
         o.dtype = .int32
@@ -146,7 +146,7 @@ final class NeXusTests: XCTestCase {
         XCTAssertThrowsError(try NXFile(path: path, mode: .readWrite, options: o)) {
             XCTAssertTrue("\($0)".contains("locked by \(getpid())@"), "\($0)")
         }
-        f.close()
+        try f.close()
         XCTAssertFalse(FileManager.default.fileExists(atPath: NXLock.resolved(path) + ".lock"))
         XCTAssertEqual(NXLock.lockPath(for: "/tmp/x/w.nxs", directory: "/locks"), "/locks/tmp!!x!!w.nxs.lock")
     }

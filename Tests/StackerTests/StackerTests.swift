@@ -63,7 +63,7 @@ final class StackerTests: XCTestCase {
             }
             XCTAssertEqual(back.shape, [3, 64, 48])
             XCTAssertThrowsError(try encoder.encode(consuming: try NDArray(zeros: [2, 2], dtype: .int32)))
-            file.close()
+            try file.close()
             unlink(path)
         }
     }
@@ -87,7 +87,7 @@ extension StackerTests {
         for (k, (dtype, chunk)) in cases.enumerated() {
             let path = "\(dir)/bshuf-native-\(k).h5"
             let file = try NXFile(path: path, mode: .write)
-            defer { file.close(); unlink(path) }
+            defer { try? file.close(); unlink(path) }
             var o = NXFieldOptions()
             o.dtype = dtype
             o.shape = [0] + chunk.dropFirst()

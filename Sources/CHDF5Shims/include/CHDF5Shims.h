@@ -19,10 +19,10 @@
 
 /// The functions nxlua calls; X(name) per function.
 #define NXH5_FUNCTIONS(X) \
-    X(H5open) X(H5get_libversion) X(H5is_library_threadsafe) X(H5free_memory) \
+    X(H5open) X(H5close) X(H5dont_atexit) X(H5get_libversion) X(H5is_library_threadsafe) X(H5free_memory) \
     X(H5Eset_auto2) X(H5Ewalk2) X(H5Eclear2) \
     X(H5Fopen) X(H5Fcreate) X(H5Fclose) X(H5Fflush) X(H5Fis_hdf5) X(H5Fstart_swmr_write) \
-    X(H5Fget_intent) X(H5Fget_obj_count) X(H5Fincrement_filesize) X(H5Fget_vfd_handle) \
+    X(H5Fget_intent) X(H5Fget_obj_count) X(H5Fget_obj_ids) X(H5Fincrement_filesize) X(H5Fget_eoa) X(H5Fget_vfd_handle) \
     X(H5Pcreate) X(H5Pclose) X(H5Pset_libver_bounds) X(H5Pset_fclose_degree) X(H5Pset_chunk) \
     X(H5Pset_deflate) X(H5Pset_filter) X(H5Pset_shuffle) X(H5Pset_fill_value) X(H5Pget_layout) \
     X(H5Pget_chunk) X(H5Pget_nfilters) X(H5Pget_filter2) X(H5Pset_link_creation_order) \
@@ -80,6 +80,13 @@ typedef struct nxh5_api {
 /// HDF5's automatic error printing (errors are read with nxh5_error_message). Returns
 /// NULL with the reason in `why` if the library or a symbol is missing.
 const nxh5_api *_Nullable nxh5_load(char *_Nonnull why, size_t whylen);
+
+/// Records that H5Fclose of a file failed (a full disk: the flush failed). HDF5 keeps
+/// such a half-destroyed file's id, and closing it again when the library shuts down at
+/// exit dereferences freed state and crashes (HDF5 1.10.8). So the library's own exit
+/// handler is off (H5dont_atexit); nxlua's closes the files still open one by one, then
+/// shuts the library down only if no file close failed.
+void nxh5_note_failed_file_close(void);
 
 /// The innermost messages of HDF5's current error stack ("file signature not found"),
 /// written to buf; the stack is cleared. Returns the length written (0: no error).

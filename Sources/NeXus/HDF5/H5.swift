@@ -38,7 +38,21 @@ enum H5 {
     static func takeError() -> String {
         var buf = [CChar](repeating: 0, count: 1024)
         let n = nxh5_error_message(&buf, buf.count)
-        return n == 0 ? "" : String(nulTerminated: buf)
+        return n == 0 ? "" : shortened(String(nulTerminated: buf))
+    }
+
+    /// The sec2 driver's failed reads and writes carry a time stamp, the descriptor, the
+    /// buffer address and byte counts across two lines; users need the system's reason:
+    /// "file write failed: No space left on device (errno 28)".
+    static func shortened(_ message: String) -> String {
+        func match(_ pattern: String) -> (range: Range<String.Index>, group: Substring)? {
+            guard let m = try? Regex(pattern).firstMatch(in: message), let g = m.output[1].substring else { return nil }
+            return (m.range, g)
+        }
+        guard let failed = match("file (read|write) failed: time = "),
+              let reason = match("error message = '([^']*)'") else { return message }
+        let errno = match("errno = ([0-9]+)").map { " (errno \($0.group))" } ?? ""
+        return message[..<failed.range.lowerBound] + "file \(failed.group) failed: \(reason.group)" + errno
     }
 
     /// Throws "<context>: <hdf5's reason>" when status < 0.
@@ -78,8 +92,11 @@ final class H5Handle {
 
     var isOpen: Bool { id >= 0 }
 
-    func close() {
-        guard id >= 0, H5Library.shared.api != nil else { return }
+    /// Closes the id; returns HDF5's reason when that failed (for a file: what it held
+    /// could not be written, e.g. a full disk).
+    @discardableResult
+    func close() -> String? {
+        guard id >= 0, H5Library.shared.api != nil else { return nil }
         let h = H5.api
         let status: herr_t
         switch kind {
@@ -92,8 +109,11 @@ final class H5Handle {
         case .plist: status = h.pointee.H5Pclose(id)
         case .object: status = h.pointee.H5Oclose(id)
         }
-        if status < 0 { _ = H5.takeError() }  // only then: walking the stack costs 7% of a tree print
         id = -1
+        guard status < 0 else { return nil }  // only then: walking the stack costs 7% of a tree print
+        if kind == .file { nxh5_note_failed_file_close() }
+        let why = H5.takeError()
+        return why.isEmpty ? "HDF5 refused to close it" : why
     }
 
     /// Marks the id closed without closing it (its file's strong close does that).

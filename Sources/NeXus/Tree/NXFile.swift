@@ -34,6 +34,9 @@ public final class NXFile: @unchecked Sendable {
     /// Reading as a SWMR reader: asked for, or chosen because a SWMR writer has the file
     /// (see openHandle); refresh() then re-reads shapes with H5Drefresh.
     public let isSWMRReading: Bool
+    /// What reopening for SWMR writing repaired, in words (a writer killed mid-flush, a
+    /// write that failed on a full disk); nil when the file was whole.
+    public let repair: String?
     let handle: H5Handle
     private var objectHandles: [WeakHandle] = []
     private var compactAt = 64
@@ -55,7 +58,8 @@ public final class NXFile: @unchecked Sendable {
             lock = try NXLock.acquire(for: path, config: config)
         }
         do {
-            (handle, isSWMRReading) = try NXFile.openHandle(h, path, mode, options)
+            let opened = try NXFile.openHandle(h, path, mode, options)
+            (handle, isSWMRReading, repair) = (opened.handle, opened.swmrReading, opened.repair)
         } catch {
             lock?.release()
             throw error
@@ -67,9 +71,14 @@ public final class NXFile: @unchecked Sendable {
         }
     }
 
-    /// The file's handle, and whether it reads as a SWMR reader.
+    private struct Opened {
+        let handle: H5Handle
+        var swmrReading = false
+        var repair: String? = nil
+    }
+
     private static func openHandle(_ h: UnsafePointer<nxh5_api>, _ path: String, _ mode: Mode,
-                                   _ options: Options) throws -> (H5Handle, Bool) {
+                                   _ options: Options) throws -> Opened {
         let fapl = try H5Handle(checking: h.pointee.H5Pcreate(h.pointee.P_FILE_ACCESS), .plist, "\(path): cannot open")
         // Closing the file closes everything still open in it.
         _ = h.pointee.H5Pset_fclose_degree(fapl.id, H5F_CLOSE_STRONG)
@@ -114,46 +123,64 @@ public final class NXFile: @unchecked Sendable {
             return H5Handle(id, .file)
         }
         switch mode {
-        case .read where options.swmr: return (try openExisting(H5.accRDONLY | H5.accSWMRRead), true)
+        case .read where options.swmr: return Opened(handle: try openExisting(H5.accRDONLY | H5.accSWMRRead), swmrReading: true)
         case .read:
             do {
-                return (try openExisting(H5.accRDONLY), false)
+                return Opened(handle: try openExisting(H5.accRDONLY))
             } catch let e as NeXusError where e.message.contains("marked as open for writing") {
                 // A SWMR writer (a stacker, areaDetector) has it, or had it and was killed:
                 // SWMR readers may read such a file, plain readers may not, and a user who
                 // loads it wants to see it. A plain writer's mark still refuses.
                 _ = h.pointee.H5Pset_libver_bounds(fapl.id, H5F_LIBVER_V110, H5F_LIBVER_V110)
                 guard let handle = try? openExisting(H5.accRDONLY | H5.accSWMRRead) else { _ = H5.takeError(); throw e }
-                return (handle, true)
+                return Opened(handle: handle, swmrReading: true)
             }
         case .readWrite where options.swmrWrite, .append where options.swmrWrite && exists:
-            try clearStatusFlags(h, path)
-            return (try openExisting(H5.accRDWR | H5.accSWMRWrite), false)
-        case .readWrite: return (try openExisting(H5.accRDWR), false)
-        case .write: return (try create(H5.accTRUNC), false)
-        case .create: return (try create(H5.accEXCL), false)
-        case .append: return (exists ? try openExisting(H5.accRDWR) : try create(H5.accEXCL), false)
+            let repair = try repairForSWMRWriting(h, path)
+            return Opened(handle: try openExisting(H5.accRDWR | H5.accSWMRWrite), repair: repair)
+        case .readWrite: return Opened(handle: try openExisting(H5.accRDWR))
+        case .write: return Opened(handle: try create(H5.accTRUNC))
+        case .create: return Opened(handle: try create(H5.accEXCL))
+        case .append: return Opened(handle: exists ? try openExisting(H5.accRDWR) : try create(H5.accEXCL))
         }
     }
 
-    /// Repairs what a killed SWMR writer leaves, as `h5clear -s --increment=0` does:
-    /// - the superblock stays marked as open for writing, and HDF5 refuses to open the
-    ///   file until the mark is cleared ("clear_status_flags");
+    /// Repairs what a SWMR writer that stopped abruptly leaves, as `h5clear -s
+    /// --increment=0` does, before the file is opened for SWMR writing again:
+    /// - a killed writer leaves the superblock marked as open for writing, and HDF5
+    ///   refuses the file until the mark is cleared ("clear_status_flags");
     /// - a kill during a flush can leave the chunk index and other metadata of that flush
     ///   on disk with the superblock of the flush before, whose end-of-allocation address
-    ///   (EOA) lies before space the metadata uses. HDF5 would allocate new chunks over
-    ///   stored ones, so the EOA moves to the end of the file (H5Fincrement_filesize sets
-    ///   it to max(EOA, EOF)); at most the unreferenced tail of the killed run is wasted.
-    private static func clearStatusFlags(_ h: UnsafePointer<nxh5_api>, _ path: String) throws {
-        guard access(path, R_OK | W_OK) == 0 else { return }  // openExisting says why
+    ///   (EOA) lies before space the metadata uses: HDF5 would allocate new chunks over
+    ///   stored ones. The EOA moves to the end of the file (H5Fincrement_filesize sets it
+    ///   to max(EOA, EOF)); at most the unreferenced tail of the killed run is wasted;
+    /// - writes that failed (a full disk) can leave the EOA past the end of the file,
+    ///   which HDF5 refuses as truncated ("skip_eof_check" lets it open). What lay there
+    ///   never got written, so nothing flushed refers to it; the file grows back to the
+    ///   EOA with zeros when it closes.
+    /// Returns what was repaired, in words, or nil.
+    private static func repairForSWMRWriting(_ h: UnsafePointer<nxh5_api>, _ path: String) throws -> String? {
+        var st = stat()
+        guard access(path, R_OK | W_OK) == 0, stat(path, &st) == 0 else { return nil }  // openExisting says why
         let fapl = try H5Handle(checking: h.pointee.H5Pcreate(h.pointee.P_FILE_ACCESS), .plist, "\(path): cannot open")
         _ = h.pointee.H5Pset_libver_bounds(fapl.id, H5F_LIBVER_V110, H5F_LIBVER_V110)
-        var clear = true
-        try H5.check(h.pointee.H5Pset(fapl.id, "clear_status_flags", &clear), "\(path): cannot ask HDF5 to clear the file's status flags")
+        var yes = true
+        try H5.check(h.pointee.H5Pset(fapl.id, "clear_status_flags", &yes), "\(path): cannot ask HDF5 to clear the file's status flags")
+        try H5.check(h.pointee.H5Pset(fapl.id, "skip_eof_check", &yes), "\(path): cannot ask HDF5 to open a short file")
         let id = h.pointee.H5Fopen(path, H5.accRDWR, fapl.id)
-        if id < 0 { _ = H5.takeError(); return }  // not an HDF5 file or damaged: openExisting says so
+        if id < 0 { _ = H5.takeError(); return nil }  // not an HDF5 file or damaged: openExisting says so
         defer { _ = h.pointee.H5Fclose(id) }
+        var eoa: haddr_t = 0
+        try H5.check(h.pointee.H5Fget_eoa(id, &eoa), "\(path): cannot read the end-of-allocation address")
         try H5.check(h.pointee.H5Fincrement_filesize(id, 0), "\(path): cannot move the end-of-allocation address to the end of the file")
+        let eof = haddr_t(st.st_size)
+        if eof < eoa {
+            return "the file ended \(eoa - eof) bytes before HDF5's last allocation (writes failed, e.g. on a full disk); extended with zeros"
+        }
+        if eof > eoa {
+            return "HDF5's end of allocation lay \(eof - eoa) bytes before the end of the file (a writer stopped during a flush); moved to the end"
+        }
+        return nil
     }
 
     /// The root group ("/", class NXroot).
@@ -257,7 +284,10 @@ public final class NXFile: @unchecked Sendable {
 
     /// Closes every object of the file, then the file, and releases the lock. Objects
     /// reached through it fail with "the file is closed" from then on.
-    public func close() {
+    /// Throws when HDF5 could not write what it still held (a full disk, a lost network
+    /// mount): the file on disk may then lack the last changes. The file is closed either
+    /// way.
+    public func close() throws {
         guard isOpen else { return }
         // H5Fclose with the strong close degree closes every object still open, in one
         // call; the handles only learn they are closed (closing 10,000 one by one took
@@ -265,10 +295,11 @@ public final class NXFile: @unchecked Sendable {
         for w in objectHandles { w.handle?.invalidate() }
         objectHandles.removeAll()
         nodes.removeAll()
-        handle.close()
+        let failure = handle.close()
         lock?.release()
         lock = nil
+        if let failure { throw NeXusError("\(path): closing failed, the last changes may be missing (\(failure))") }
     }
 
-    deinit { close() }
+    deinit { try? close() }
 }
