@@ -452,6 +452,26 @@ def test_resume_while_a_reader_has_the_file(tmp_path):
     check_frames(out, made)
 
 
+def test_a_full_disk_stops_the_stack_cleanly_and_a_rerun_completes_it(tmp_path):
+    """The output's disk fills up mid-run (a file-size limit makes writes fail with EFBIG
+    as a full disk fails them with ENOSPC): the stacker stops with the system's reason
+    and the file name, without a crash; once there is room, rerunning repairs the file
+    (its last allocation lies past its end) and completes the stack."""
+    files = make_frames(tmp_path / "in", range(1, 41))
+    out = tmp_path / "full.nxs"
+    r = subprocess.run(["bash", "-c", "trap '' XFSZ; ulimit -f 1500; exec \"$@\"", "limited",
+                        BIN, "stack", *map(str, files), "--out", str(out), "--flush-every", "4"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1, r.stderr
+    assert f"nxlua stack: {out}: /entry/instrument/detector/data: cannot write the chunk at" in r.stderr
+    assert "file write failed: File too large (errno 27)" in r.stderr
+    r = stack(*files, "--out", out)
+    assert r.returncode == 0, r.stderr
+    assert f"{out}: repaired: the file ended" in r.stderr
+    shape, status = check_frames(out, files)
+    assert shape[0] == 40 and (status == 1).all()
+
+
 def test_loading_a_killed_stack(tmp_path):
     """nx.load of a stack whose stacker was killed reads it as a SWMR reader (a plain
     HDF5 reader refuses: "already open for write"); a plain writer's killed file gets a
