@@ -136,6 +136,7 @@ final class StackFile {
             }
             let s = try StackFile(file: file, entry: entry, firstNumber: first)
             if !file.isSWMRWriting { try file.startSWMRWrite() }
+            if let length = file.lengthBeforeRepair { try s.unmarkFrames(endingPast: length) }
             return s
         } catch {
             try? file.close()
@@ -391,6 +392,30 @@ final class StackFile {
         }
         try file.flush(durable: durable)
         return runs
+    }
+
+    /// Frames marked stored whose chunk reaches past `length`, where a short file was
+    /// extended with zeros: their data is lost, so they become missing and the run stacks
+    /// them again. (A stack whose writes failed has none: a frame is marked stored only
+    /// after its data was flushed. A file cut short by other means, a partial copy or a
+    /// power cut with --no-sync, may.)
+    private(set) var framesLostInRepair: [Int] = []
+
+    func unmarkFrames(endingPast length: UInt64) throws {
+        let frame = frameShape.map { _ in 0 }
+        let lost = try statuses.indices.filter { i in
+            guard statuses[i] == .stored else { return false }
+            guard let chunk = try data.chunkLocation(at: [i] + frame) else { return true }
+            return chunk.offset + chunk.size > length
+        }
+        guard !lost.isEmpty else { return }
+        for run in StackFile.runs(lost) {
+            try status.write(.array(try NDArray.from(run.map { _ in Double(FrameStatus.missing.rawValue) }, shape: [run.count], dtype: .uint8)),
+                             at: Selection([.range(.int(run.lowerBound), .int(run.upperBound), nil)]))
+            for i in run { statuses[i] = .missing }
+        }
+        try file.flush()
+        framesLostInRepair = lost
     }
 
     /// Contiguous runs of sorted indices.

@@ -175,6 +175,10 @@ public final class Stacker {
             summary.resumed = true
             summary.storedBefore = s.statuses.filter { $0 == .stored }.count
             if let repair = s.file.repair { o.log("\(o.output): repaired: \(repair)") }
+            if !s.framesLostInRepair.isEmpty {
+                let shown = s.framesLostInRepair.prefix(10).map(String.init).joined(separator: ", ")
+                o.log("\(o.output): \(s.framesLostInRepair.count) frames marked stored lay past the end of the file (indices \(shown)\(s.framesLostInRepair.count > 10 ? ", ..." : "")): stacked again")
+            }
             o.log("\(o.output): resuming: \(summary.storedBefore) frames already stored")
             o.observer?.runStarted(file: o.output, dataset: dataset, frameShape: s.frameShape, resumed: true)
             o.observer?.runResumed(storedRanges: s.statuses.storedRanges, file: o.output, dataset: dataset)

@@ -573,9 +573,13 @@ def test_live_stack_read_by_many_clients_and_evals(served, eval_server, tmp_path
     for t in threads:
         t.start()
     try:
-        for p in made:
+        for k, p in enumerate(made):
             test_stack.write_then_rename(p, watched / p.name)
             time.sleep(0.1)
+            if k == count // 2:  # half grown: both kinds of reader have read it (slow ones too)
+                deadline = time.time() + 120
+                while (reads["rest"] == 0 or reads["eval"] == 0) and time.time() < deadline:
+                    time.sleep(0.05)
         out, err = stacker.communicate(timeout=300)
         assert stacker.returncode == 0, err
         while_growing = dict(reads)

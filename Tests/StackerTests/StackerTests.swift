@@ -3,6 +3,7 @@ import Detector
 import NDArray
 import NeXus
 @testable import Stacker
+import Foundation
 import XCTest
 
 final class StackerTests: XCTestCase {
@@ -70,6 +71,46 @@ final class StackerTests: XCTestCase {
 }
 
 extension StackerTests {
+    /// A file cut short (a partial copy, a power cut with --no-sync) and extended with
+    /// zeros by the repair: the frames marked stored whose chunks reached past the old
+    /// length become missing, in the file too, and the others stay stored.
+    func testFramesPastARepairedEndBecomeMissing() throws {
+        let dir = NSTemporaryDirectoryPath() + "/repair-\(getpid())"
+        mkdir(dir, 0o755)
+        defer { _ = try? FileManager.default.removeItem(atPath: dir) }
+        var paths: [String] = []
+        for n in 1...6 {
+            var o = SyntheticPilatus.Options()
+            o.modules = (1, 1)
+            o.seed = UInt64(n)
+            o.frameNumber = n
+            let (frame, header) = try SyntheticPilatus.frame(o)
+            paths.append("\(dir)/scan_\(n).cbf")
+            try CBFWriter.write(paths.last!, frame, header: header)
+        }
+        var options = StackOptions(source: .files(paths), output: "\(dir)/s.nxs")
+        options.progress = false
+        options.log = { _ in }
+        _ = try Stacker(options: options).run()
+
+        let s = try StackFile.resume(path: options.output, entry: "entry", expectedFirst: nil)
+        let ends = try (0..<6).map { i -> UInt64 in
+            let c = try XCTUnwrap(try s.data.chunkLocation(at: [i, 0, 0]))
+            return c.offset + c.size
+        }
+        let cut = ends.sorted()[3]  // the three chunks that end after the fourth are lost
+        try s.unmarkFrames(endingPast: cut - 1)
+        let lost = (0..<6).filter { ends[$0] > cut - 1 }
+        XCTAssertEqual(s.framesLostInRepair, lost)
+        XCTAssertEqual(lost.count, 3)
+        try s.close()
+
+        let again = try StackFile.resume(path: options.output, entry: "entry", expectedFirst: nil)
+        defer { try? again.close() }
+        XCTAssertEqual((0..<6).filter { again.statuses[$0] == .missing }, lost)
+        XCTAssertEqual((0..<6).filter { again.statuses[$0] == .stored }, (0..<6).filter { !lost.contains($0) })
+    }
+
     /// The native bitshuffle+LZ4 encoder writes exactly the bytes the HDF5 plugin writes:
     /// element sizes 1, 2, 4 and 8, full and partial blocks, leftovers of 1-7 elements,
     /// random bits and detector-like values.

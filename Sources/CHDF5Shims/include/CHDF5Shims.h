@@ -36,7 +36,7 @@
     X(H5Iget_type) X(H5Iget_name) X(H5Iis_valid) X(H5Iget_file_id) \
     X(H5Dcreate2) X(H5Dopen2) X(H5Dclose) X(H5Dget_space) X(H5Dget_type) X(H5Dread) X(H5Dwrite) \
     X(H5Dset_extent) X(H5Drefresh) X(H5Dflush) X(H5Dget_storage_size) X(H5Dvlen_reclaim) \
-    X(H5Dget_create_plist) X(H5Dget_access_plist) X(H5Dread_chunk) X(H5Dget_chunk_info) \
+    X(H5Dget_create_plist) X(H5Dget_access_plist) X(H5Dread_chunk) X(H5Dget_chunk_info) X(H5Dget_chunk_info_by_coord) \
     X(H5Dget_num_chunks) X(H5Dget_chunk_storage_size) \
     X(H5Screate) X(H5Screate_simple) X(H5Sclose) X(H5Sget_simple_extent_ndims) \
     X(H5Sget_simple_extent_dims) X(H5Sget_simple_extent_type) X(H5Sselect_hyperslab) \

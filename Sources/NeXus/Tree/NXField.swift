@@ -216,6 +216,18 @@ public final class NXField: NXNode, @unchecked Sendable {
         return Int(n)
     }
 
+    /// Where the chunk holding element `offset` lies in the file: its byte offset and
+    /// stored size; nil when it was never written.
+    public func chunkLocation(at offset: [Int]) throws -> (offset: UInt64, size: UInt64)? {
+        var o = offset.map { hsize_t($0) }
+        var mask: UInt32 = 0
+        var address: haddr_t = 0
+        var size: hsize_t = 0
+        try H5.check(H5.api.pointee.H5Dget_chunk_info_by_coord(try objectID(), &o, &mask, &address, &size),
+                     fail("cannot locate the chunk at \(NDArray.describe(offset))").message)
+        return address == haddr_t.max ? nil : (UInt64(address), UInt64(size))  // HADDR_UNDEF: not written
+    }
+
     /// Runs array work, naming this field's file and path in its errors.
     func arr<T>(_ body: () throws -> T) throws -> T {
         do { return try body() } catch let e as ArrayError { throw fail(e.message) }

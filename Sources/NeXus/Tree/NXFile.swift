@@ -37,6 +37,9 @@ public final class NXFile: @unchecked Sendable {
     /// What reopening for SWMR writing repaired, in words (a writer killed mid-flush, a
     /// write that failed on a full disk); nil when the file was whole.
     public let repair: String?
+    /// When that repair extended a short file: its length before. Bytes from there on
+    /// are zeros, so whatever the file says lies there was lost (see StackFile.resume).
+    public let lengthBeforeRepair: UInt64?
     let handle: H5Handle
     private var objectHandles: [WeakHandle] = []
     private var compactAt = 64
@@ -59,7 +62,7 @@ public final class NXFile: @unchecked Sendable {
         }
         do {
             let opened = try NXFile.openHandle(h, path, mode, options)
-            (handle, isSWMRReading, repair) = (opened.handle, opened.swmrReading, opened.repair)
+            (handle, isSWMRReading, repair, lengthBeforeRepair) = (opened.handle, opened.swmrReading, opened.repair?.text, opened.repair?.shortLength)
         } catch {
             lock?.release()
             throw error
@@ -74,7 +77,12 @@ public final class NXFile: @unchecked Sendable {
     private struct Opened {
         let handle: H5Handle
         var swmrReading = false
-        var repair: String? = nil
+        var repair: Repair? = nil
+    }
+
+    private struct Repair {
+        let text: String
+        var shortLength: UInt64? = nil
     }
 
     private static func openHandle(_ h: UnsafePointer<nxh5_api>, _ path: String, _ mode: Mode,
@@ -159,7 +167,7 @@ public final class NXFile: @unchecked Sendable {
     ///   never got written, so nothing flushed refers to it; the file grows back to the
     ///   EOA with zeros when it closes.
     /// Returns what was repaired, in words, or nil.
-    private static func repairForSWMRWriting(_ h: UnsafePointer<nxh5_api>, _ path: String) throws -> String? {
+    private static func repairForSWMRWriting(_ h: UnsafePointer<nxh5_api>, _ path: String) throws -> Repair? {
         var st = stat()
         guard access(path, R_OK | W_OK) == 0, stat(path, &st) == 0 else { return nil }  // openExisting says why
         let fapl = try H5Handle(checking: h.pointee.H5Pcreate(h.pointee.P_FILE_ACCESS), .plist, "\(path): cannot open")
@@ -169,16 +177,20 @@ public final class NXFile: @unchecked Sendable {
         try H5.check(h.pointee.H5Pset(fapl.id, "skip_eof_check", &yes), "\(path): cannot ask HDF5 to open a short file")
         let id = h.pointee.H5Fopen(path, H5.accRDWR, fapl.id)
         if id < 0 { _ = H5.takeError(); return nil }  // not an HDF5 file or damaged: openExisting says so
-        defer { _ = h.pointee.H5Fclose(id) }
+        let file = H5Handle(id, .file)
         var eoa: haddr_t = 0
-        try H5.check(h.pointee.H5Fget_eoa(id, &eoa), "\(path): cannot read the end-of-allocation address")
-        try H5.check(h.pointee.H5Fincrement_filesize(id, 0), "\(path): cannot move the end-of-allocation address to the end of the file")
+        let status = h.pointee.H5Fget_eoa(id, &eoa) < 0 ? -1 : h.pointee.H5Fincrement_filesize(id, 0)
+        let why = status < 0 ? H5.takeError() : ""
+        // closing writes the superblock, and grows a short file to its allocation
+        if let failure = file.close() { throw NeXusError("\(path): cannot repair the file (\(failure))") }
+        if status < 0 { throw NeXusError("\(path): cannot move the end-of-allocation address to the end of the file (\(why))") }
         let eof = haddr_t(st.st_size)
         if eof < eoa {
-            return "the file ended \(eoa - eof) bytes before HDF5's last allocation (writes failed, e.g. on a full disk); extended with zeros"
+            return Repair(text: "the file ended \(eoa - eof) bytes before HDF5's last allocation (writes failed, e.g. on a full disk); extended with zeros",
+                          shortLength: UInt64(eof))
         }
         if eof > eoa {
-            return "HDF5's end of allocation lay \(eof - eoa) bytes before the end of the file (a writer stopped during a flush); moved to the end"
+            return Repair(text: "HDF5's end of allocation lay \(eof - eoa) bytes before the end of the file (a writer stopped during a flush); moved to the end")
         }
         return nil
     }
