@@ -115,6 +115,14 @@ public final class RemoteServer: Sendable {
                 onListening(port)
             },
             logger: logger)
+        // Idle files are closed, so a writer can reopen them (Store.idleClose).
+        let idleCloser = Task { [gate, store] in
+            while !Task.isCancelled {
+                try? await Task.sleep(nanoseconds: 500_000_000)
+                _ = try? await gate.run { store.closeIdle() }
+            }
+        }
+        defer { idleCloser.cancel() }
         try await app.runService()  // graceful shutdown on SIGTERM and SIGINT
         try? await gate.run { [store] in store.closeAll() }
         await gate.shutdown()
@@ -391,6 +399,7 @@ struct Responder: HTTPResponder {
         let store = server.store, maxBytes = server.options.maxRequestSize, blockBytes = server.streamBlockBytes
         let maxJSONElements = RemoteServer.maxJSONElementCount
         struct Plan: @unchecked Sendable {
+            let domain: Store.OpenDomain
             let field: NXField
             let type: NXStorageType
             let shape: [Int]
@@ -409,11 +418,11 @@ struct Responder: HTTPResponder {
                 guard pts.count * max(type.rawSize, 1) <= maxBytes else {
                     throw ServeError(413, "domain '\(domain)': \(f.path): \(pts.count) points make more than the limit of \(maxBytes) bytes")
                 }
-                return Plan(field: f, type: type, shape: [pts.count], blocks: [], points: pts, first: nil)
+                return Plan(domain: d, field: f, type: type, shape: [pts.count], blocks: [], points: pts, first: nil)
             }
             if space.kind != .simple {
                 if let select, select != "[]" { throw ServeError(400, "domain '\(domain)': \(f.path) is scalar (or empty) and takes no select") }
-                return Plan(field: f, type: type, shape: [], blocks: [nil], points: nil, first: try f.readRaw(nil))
+                return Plan(domain: d, field: f, type: type, shape: [], blocks: [nil], points: nil, first: try f.readRaw(nil))
             }
             let sel = try select.map { try ValueSelection.parse($0, dims: space.dims) } ?? ValueSelection.all(space.dims)
             let bytes = sel.count.multipliedReportingOverflow(by: max(type.rawSize, 1))
@@ -421,10 +430,18 @@ struct Responder: HTTPResponder {
                 throw ServeError(413, "domain '\(domain)': \(f.path): the selection is \(sel.shape) elements of \(type.rawSize) bytes, more than max_request_size (\(maxBytes) bytes); split the request")
             }
             let blocks = type.hasVariableLength ? [sel.runs] : split(sel, bytesPerElement: type.rawSize, blockBytes: blockBytes)
-            return Plan(field: f, type: type, shape: sel.shape, blocks: blocks, points: nil, first: try f.readRaw(blocks.first ?? sel.runs))
+            let first = try f.readRaw(blocks.first ?? sel.runs)
+            if blocks.count > 1 { d.readsUnderWay += 1 }  // kept open until the last block (see closeIdle)
+            return Plan(domain: d, field: f, type: type, shape: sel.shape, blocks: blocks, points: nil, first: first)
         }
         let gate = server.gate
         let field = GateBox(value: plan.field)
+        // a read of several blocks keeps its file open until done (Store.closeIdle)
+        let openDomain = GateBox(value: plan.domain), severalBlocks = plan.blocks.count > 1
+        @Sendable func done() async {
+            guard severalBlocks else { return }
+            _ = try? await gate.run { openDomain.value.readsUnderWay -= 1; openDomain.value.lastUseTime = Store.now() }
+        }
         // points: one read per point (order kept), bounded by max_request_size above
         func readPoints() async throws -> [NXRawValues] {
             guard let pts = plan.points else { return [] }
@@ -437,14 +454,21 @@ struct Responder: HTTPResponder {
             // value costs some 40 bytes of memory per element
             let elements = plan.shape.reduce(1, *)
             guard elements <= maxJSONElements else {
+                await done()
                 throw ServeError(413, "domain '\(domain)': \(plan.field.path): \(elements) elements are too many for a JSON value (\(maxJSONElements) at most); ask for Accept: application/octet-stream")
             }
             var parts: [NXRawValues] = []
             if plan.points != nil { parts = try await readPoints() } else {
                 if let first = plan.first { parts.append(first) }
-                for block in plan.blocks.dropFirst() {
-                    parts.append(try await gate.run { try field.value.readRaw(block) })
+                do {
+                    for block in plan.blocks.dropFirst() {
+                        parts.append(try await gate.run { try field.value.readRaw(block) })
+                    }
+                } catch {
+                    await done()
+                    throw error
                 }
+                await done()
             }
             let merged = merge(parts, plan.type)
             return json(.obj(["value": HDFJSON.values(merged, shape: plan.shape)]), c)
@@ -468,11 +492,17 @@ struct Responder: HTTPResponder {
         let rest = plan.blocks.dropFirst().map { GateBox(value: $0) }
         let body = ResponseBody(contentLength: gzipBlocks ? nil : total) { writer in
             // each block a gzip member of its own when compressing (clients read them in a row)
-            try await writer.write(ByteBuffer(bytes: gzipBlocks ? (gzip(first) ?? first) : first))
-            for block in rest {
-                let raw = try await gate.run { try field.value.readRaw(block.value) }
-                try await writer.write(ByteBuffer(bytes: gzipBlocks ? (gzip(raw.bytes) ?? raw.bytes) : raw.bytes))
+            do {
+                try await writer.write(ByteBuffer(bytes: gzipBlocks ? (gzip(first) ?? first) : first))
+                for block in rest {
+                    let raw = try await gate.run { try field.value.readRaw(block.value) }
+                    try await writer.write(ByteBuffer(bytes: gzipBlocks ? (gzip(raw.bytes) ?? raw.bytes) : raw.bytes))
+                }
+            } catch {
+                await done()
+                throw error
             }
+            await done()
             try await writer.finish(nil)
         }
         return Response(status: .ok, headers: headers, body: body)

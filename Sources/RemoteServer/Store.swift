@@ -68,6 +68,10 @@ final class Store: @unchecked Sendable {
         /// objectToken -> (path in the file, kind), filled as objects are described.
         var index: [String: (path: String, kind: ObjectID.Kind)] = [:]
         var lastUse: UInt64 = 0
+        /// When a request last reached it (monotonic seconds), and how many multi-block
+        /// reads are under way: those keep it open (see closeIdle).
+        var lastUseTime = Store.now()
+        var readsUnderWay = 0
 
         init(domain: String, path: String, file: NXFile, stamp: Stamp) {
             self.domain = domain
@@ -79,6 +83,25 @@ final class Store: @unchecked Sendable {
 
     private var openDomains: [String: OpenDomain] = [:]
     private var useCounter: UInt64 = 0
+    /// Files no request reached for this long are closed. HDF5 1.10 lets a SWMR writer
+    /// open a file only while no reader holds it: a stacker restarted (to resume) while
+    /// the server held its stack failed with "another process has the file open".
+    let idleClose: Double = 2
+
+    static func now() -> Double {
+        var t = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &t)
+        return Double(t.tv_sec) + Double(t.tv_nsec) / 1e9
+    }
+
+    /// Closes the files idle for idleClose seconds with no read under way.
+    func closeIdle() {
+        let now = Store.now()
+        for (key, d) in openDomains where d.readsUnderWay == 0 && now - d.lastUseTime >= idleClose {
+            try? d.file.close()
+            openDomains[key] = nil
+        }
+    }
 
     init(resolver: DomainResolver, owner: String) {
         self.resolver = resolver
@@ -126,11 +149,13 @@ final class Store: @unchecked Sendable {
                 d.stamp = stamp
             }
             d.lastUse = useCounter
+            d.lastUseTime = Store.now()
             return d
         }
         let d = OpenDomain(domain: r.domain, path: r.path, file: try Store.openFile(r.path, domain: r.domain), stamp: stamp)
         d.lastUse = useCounter
-        if openDomains.count >= maxOpenFiles, let oldest = openDomains.min(by: { $0.value.lastUse < $1.value.lastUse }) {
+        if openDomains.count >= maxOpenFiles,
+           let oldest = openDomains.filter({ $0.value.readsUnderWay == 0 }).min(by: { $0.value.lastUse < $1.value.lastUse }) {
             try? oldest.value.file.close()
             openDomains[oldest.key] = nil
         }

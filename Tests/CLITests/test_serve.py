@@ -599,6 +599,51 @@ def test_live_stack_read_by_many_clients_and_evals(served, eval_server, tmp_path
     live.unlink()
 
 
+def test_a_stacker_restarted_while_its_stack_is_served_resumes(served, server, tmp_path):
+    """HDF5 1.10 lets a SWMR writer open a file only while no reader holds it. The
+    server closes files no request reached for 2 s, so a stacker killed and restarted
+    while its stack is served resumes instead of failing with "another process has the
+    file open"."""
+    import test_stack
+    made = test_stack.make_frames(tmp_path / "made", range(1, 7))
+    watched = tmp_path / "watched"
+    watched.mkdir()
+    live = served["root"] / "restarted.nxs"
+    domain = "/restarted.nxs"
+    command = [BIN, "stack", "--watch", str(watched), "--out", str(live), "--frames", "6", "--quiet"]
+
+    def stored():
+        status_id = dataset_id(server, "entry/stacking/frame_status", domain=domain)
+        return get(server, f"/datasets/{status_id}/value", domain=domain).json()["value"]
+
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for p in made[:3]:
+            test_stack.write_then_rename(p, watched / p.name)
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if live.exists() and get(server, "/", domain=domain).status_code == 200 and stored().count(1) == 3:
+                break
+            time.sleep(0.05)
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    finally:
+        first.kill()
+    assert stored().count(1) == 3  # the server holds the file now
+    time.sleep(3)  # idle: the server lets go
+    for p in made[3:]:
+        test_stack.write_then_rename(p, watched / p.name)
+    r = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "resuming: 3 frames already stored" in r.stderr
+    assert stored() == [1] * 6
+    data_id = dataset_id(server, "entry/instrument/detector/data", domain=domain)
+    got = requests.get(f"{server.url}/datasets/{data_id}/value", auth=auth(), timeout=60,
+                       params={"domain": domain, "select": "[5:6,:,:]"}, headers={"Accept": "application/octet-stream"})
+    assert np.array_equal(np.frombuffer(got.content, "<i4").reshape(test_stack.SHAPE), test_stack.source(made[5]))
+    live.unlink()
+
+
 # ---------------------------------------------------------------- load
 
 def test_load_32_clients(server):
