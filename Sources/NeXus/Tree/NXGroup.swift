@@ -126,19 +126,20 @@ public final class NXGroup: NXNode, @unchecked Sendable {
         }
     }
 
-    /// The node of `name`, just created here as a hard link (group, field, copy). A cached
-    /// listing gains the one entry in its natural place: listing again would open every
-    /// child, and n creations in one group would cost n^2 opens (3000 fields took 67 s).
-    private func created(_ name: String, gid: hid_t) throws -> NXNode? {
+    /// The node of `name`, just created here (group, field, copy, link). A cached listing
+    /// gains the one entry in its natural place: listing again would open every child,
+    /// and n creations in one group would cost n^2 opens (3000 fields took 67 s).
+    @discardableResult
+    private func created(_ name: String, gid: hid_t, link: NXLinkKind = .hard) throws -> NXNode? {
         guard var list = entryCache else { return try child(name) }
-        let kind = openChild(gid, name, link: .hard, keepOpen: list.count < NXGroup.maxOpenChildren)
+        let kind = openChild(gid, name, link: link, keepOpen: list.count < NXGroup.maxOpenChildren)
         let key = NXText.NaturalKey(name)
         var low = 0, high = list.count  // the first entry ordered after name
         while low < high {
             let mid = (low + high) / 2
             if key < NXText.NaturalKey(list[mid].name) { high = mid } else { low = mid + 1 }
         }
-        list.insert(NXEntry(name: name, link: .hard, kind: kind), at: low)
+        list.insert(NXEntry(name: name, link: link, kind: kind), at: low)
         entryCache = list
         entryNames.insert(name)
         return childNodes[name]
@@ -265,7 +266,7 @@ public final class NXGroup: NXNode, @unchecked Sendable {
         let gid = try prepareNew(name)
         try H5.check(H5.api.pointee.H5Lcreate_hard(file.handle.id, target.path, gid, name, 0, 0),
                      fail("cannot link '\(name)' to \(target.path)").message)
-        forgetChildren()
+        try created(name, gid: gid)
         if try !target.hasAttribute("target") { try target.setAttribute("target", .string(target.path)) }
     }
 
@@ -273,7 +274,7 @@ public final class NXGroup: NXNode, @unchecked Sendable {
         let gid = try prepareNew(name)
         try H5.check(H5.api.pointee.H5Lcreate_soft(targetPath, gid, name, 0, 0),
                      fail("cannot make soft link '\(name)' to \(targetPath)").message)
-        forgetChildren()
+        try created(name, gid: gid, link: .soft(target: targetPath))
     }
 
     /// A link to `targetPath` in another file (`fileName` relative to this file's folder).
@@ -281,7 +282,7 @@ public final class NXGroup: NXNode, @unchecked Sendable {
         let gid = try prepareNew(name)
         try H5.check(H5.api.pointee.H5Lcreate_external(fileName, targetPath, gid, name, 0, 0),
                      fail("cannot make external link '\(name)' to \(fileName):\(targetPath)").message)
-        forgetChildren()
+        try created(name, gid: gid, link: .external(file: fileName, target: targetPath))
     }
 
     /// Copies a group or field (of any open file) here, without reading its data into memory.
@@ -302,6 +303,9 @@ public final class NXGroup: NXNode, @unchecked Sendable {
         guard try entries().contains(where: { $0.name == name }) else { throw fail("no child '\(name)' to delete") }
         file.forget(under: childPath(name))
         try H5.check(H5.api.pointee.H5Ldelete(gid, name, 0), fail("cannot delete '\(name)'").message)
-        forgetChildren()
+        // the cached listing loses the one entry (relisting would open every child)
+        entryCache?.removeAll { $0.name == name }
+        entryNames.remove(name)
+        childNodes[name] = nil
     }
 }
