@@ -495,7 +495,10 @@ struct Responder: HTTPResponder {
             do {
                 try await writer.write(ByteBuffer(bytes: gzipBlocks ? (gzip(first) ?? first) : first))
                 for block in rest {
-                    let raw = try await gate.run { try field.value.readRaw(block.value) }
+                    let raw = try await gate.run {
+                        openDomain.value.lastUseTime = Store.now()
+                        return try field.value.readRaw(block.value)
+                    }
                     try await writer.write(ByteBuffer(bytes: gzipBlocks ? (gzip(raw.bytes) ?? raw.bytes) : raw.bytes))
                 }
             } catch {

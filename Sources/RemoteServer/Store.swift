@@ -94,10 +94,12 @@ final class Store: @unchecked Sendable {
         return Double(t.tv_sec) + Double(t.tv_nsec) / 1e9
     }
 
-    /// Closes the files idle for idleClose seconds with no read under way.
+    /// Closes the files idle for idleClose seconds with no read under way. A read that
+    /// has moved no block for a minute counts as gone (a response body that was never
+    /// written leaves its count behind).
     func closeIdle() {
         let now = Store.now()
-        for (key, d) in openDomains where d.readsUnderWay == 0 && now - d.lastUseTime >= idleClose {
+        for (key, d) in openDomains where now - d.lastUseTime >= (d.readsUnderWay == 0 ? idleClose : 60) {
             try? d.file.close()
             openDomains[key] = nil
         }

@@ -300,7 +300,8 @@ public final class NXGroup: NXNode, @unchecked Sendable {
     public func delete(_ name: String) throws {
         try file.check(path, write: true)
         let gid = try objectID()
-        guard try entries().contains(where: { $0.name == name }) else { throw fail("no child '\(name)' to delete") }
+        _ = try entries()
+        guard entryNames.contains(name) else { throw fail("no child '\(name)' to delete") }
         file.forget(under: childPath(name))
         try H5.check(H5.api.pointee.H5Ldelete(gid, name, 0), fail("cannot delete '\(name)'").message)
         // the cached listing loses the one entry (relisting would open every child)
