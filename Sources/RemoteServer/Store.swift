@@ -67,9 +67,9 @@ final class Store: @unchecked Sendable {
         var stamp: Stamp
         /// objectToken -> (path in the file, kind), filled as objects are described.
         var index: [String: (path: String, kind: ObjectID.Kind)] = [:]
-        var lastUse: UInt64 = 0
-        /// When a request last reached it (monotonic seconds), and how many multi-block
-        /// reads are under way: those keep it open (see closeIdle).
+        /// When a request last reached it (monotonic seconds; the least recently used file
+        /// is closed first), and how many multi-block reads are under way: those keep it
+        /// open (see closeIdle).
         var lastUseTime = Store.now()
         var readsUnderWay = 0
 
@@ -82,7 +82,6 @@ final class Store: @unchecked Sendable {
     }
 
     private var openDomains: [String: OpenDomain] = [:]
-    private var useCounter: UInt64 = 0
     /// Files no request reached for this long are closed. HDF5 1.10 lets a SWMR writer
     /// open a file only while no reader holds it: a stacker restarted (to resume) while
     /// the server held its stack failed with "another process has the file open".
@@ -140,7 +139,6 @@ final class Store: @unchecked Sendable {
         do { r = try resolver.resolve(name) } catch let e as DomainError { throw ServeError(e.status, e.message) }
         if r.isFolder { throw ServeError(400, "domain '\(r.domain)' is a folder, not a file") }
         guard let stamp = Store.stamp(r.path) else { throw ServeError(404, "domain '\(r.domain)' not found") }
-        useCounter += 1
         if let d = openDomains[r.path] {
             if d.stamp != stamp {
                 // Reopened, not refreshed: H5Drefresh reaches only the datasets open now,
@@ -150,14 +148,12 @@ final class Store: @unchecked Sendable {
                 d.file = try Store.openFile(r.path, domain: r.domain)
                 d.stamp = stamp
             }
-            d.lastUse = useCounter
             d.lastUseTime = Store.now()
             return d
         }
         let d = OpenDomain(domain: r.domain, path: r.path, file: try Store.openFile(r.path, domain: r.domain), stamp: stamp)
-        d.lastUse = useCounter
         if openDomains.count >= maxOpenFiles,
-           let oldest = openDomains.filter({ $0.value.readsUnderWay == 0 }).min(by: { $0.value.lastUse < $1.value.lastUse }) {
+           let oldest = openDomains.filter({ $0.value.readsUnderWay == 0 }).min(by: { $0.value.lastUseTime < $1.value.lastUseTime }) {
             try? oldest.value.file.close()
             openDomains[oldest.key] = nil
         }
