@@ -347,7 +347,7 @@ public final class Stacker {
                 stopReason = "end marker \(o.endMarker ?? "")"; break
             }
             if let t = o.idleTimeout, idle, StackClock.now() - lastActivity >= t {
-                stopReason = "idle for \(Int(t)) s"; break
+                stopReason = "idle for \(Stacker.seconds(t)) s"; break
             }
         }
         // In-flight results are in; a retry left over when stopping is a frame still being
@@ -478,6 +478,12 @@ public final class Stacker {
             if job.hasTime, e.key == "time", case .text(let t) = e.value { time = t }
         }
         return (values, time)
+    }
+
+    /// Seconds as the user gave them: 60 -> "60", 1.5 -> "1.5" (an idle limit of 1.5 s
+    /// was reported as "idle for 1 s").
+    static func seconds(_ t: Double) -> String {
+        t == t.rounded() && abs(t) < 1e15 ? String(Int(t)) : String(t)
     }
 
     static func name(_ path: String) -> String {

@@ -576,3 +576,16 @@ def test_frame_numbered_before_the_first_is_recorded_not_stored(tmp_path):
         assert f[DATA].shape[0] == 2
         assert list(f["/entry/stacking/bad_frame_index"][:]) == [-1]
         assert f["/entry/stacking/bad_frame_file"][0].decode() == "scan_00001.cbf"
+
+
+def test_idle_stop_says_the_seconds_given(tmp_path):
+    """--idle 1.5 stops once no frame came for 1.5 s, and the summary says 1.5 (it said
+    'idle for 1 s': the seconds were cut to an integer)."""
+    watched = tmp_path / "watched"
+    make_frames(watched, [1, 2])
+    r = stack("--watch", watched, "--out", tmp_path / "s.nxs", "--idle", "1.5", "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert "stopped: idle for 1.5 s" in r.stdout + r.stderr, r.stdout + r.stderr
+    r = stack("--watch", watched, "--out", tmp_path / "t.nxs", "--idle", "1", "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert "stopped: idle for 1 s" in r.stdout + r.stderr, r.stdout + r.stderr
