@@ -57,6 +57,13 @@ public enum StackReplay {
                 values[e.name] = a.doubles()
             }
         }
+        // the frame files, as the stacker announces them (`sources`): what it recorded in
+        // stacking/source_file, one name per frame
+        var sources: [String]? = nil
+        if statuses != nil, let f = try root.resolve("\(o.entry)/stacking/source_file") as? NXField,
+           try f.shape.count == 1, try f.shape[0] >= count, case .strings(let names, _) = try f.read(nil) {
+            sources = names
+        }
         let run = o.run ?? makeRunUID()
         let stream = "detector"
         func event(_ kind: EventKind, _ payload: [String: EventValue], _ key: String) -> NewEvent {
@@ -85,6 +92,7 @@ public enum StackReplay {
                     .array((i..<j).map { k in v[k] == v[k].rounded() && abs(v[k]) < 1e15 ? .int(Int(v[k])) : .double(v[k]) })
                 })
             }
+            if let names = sources { payload["sources"] = .array(names[i..<j].map { .string($0) }) }
             out.append(event(.framesReady, payload, "frames/\(stream)/\(i)-\(j)"))
             i = j
         }

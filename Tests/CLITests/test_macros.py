@@ -662,3 +662,29 @@ def test_help_knows_the_macro_functions(tmp_path):
               "macro.write_process(file, name, t)", "beamline macros: event handlers", "macro.open"]:
         assert s in text, (s, text)
     assert "no help" not in text
+
+
+def test_replayed_frames_ready_carry_the_frame_files_as_live_ones_do(tmp_path):
+    """frames.ready from the stacker carries `sources`, the frame file of each frame;
+    `nxlua replay` reads them from the stack's stacking/source_file and announces the
+    same names for the same frames (a hole, frame 3, announced by neither)."""
+    made = make_frames(tmp_path / "made", [1, 2, 4, 5])
+    out = tmp_path / "scan.nxs"
+    live, replayed = tmp_path / "live.sqlite", tmp_path / "replay.sqlite"
+    r = run("stack", *made, "--out", out, "--frames", "5", "--journal", live, "--flush-every", "1", "--quiet")
+    assert r.returncode == 2, r.stderr   # finished, with frame 3 missing
+    r = run("replay", out, "--journal", replayed, "--chunk", "3")
+    assert r.returncode == 0, r.stderr
+
+    def sources(journal):
+        by_frame = {}
+        with db(journal) as c:
+            for (payload,) in c.execute("SELECT payload FROM events WHERE kind = 'frames.ready' ORDER BY seq"):
+                e = json.loads(payload)
+                assert len(e["sources"]) == e["count"] == e["stop"] - e["first"], e
+                by_frame.update(zip(range(e["first"], e["stop"]), e["sources"]))
+        return by_frame
+
+    expected = {n - 1: p.name for n, p in zip([1, 2, 4, 5], made)}
+    assert sources(live) == expected
+    assert sources(replayed) == expected
