@@ -38,7 +38,13 @@ public final class MacroRunner {
     var seen: [String: (mtime: Int, size: Int, inode: UInt, hash: String)] = [:]
     var lockFD: Int32 = -1
 
-    public init(options: MacroRunnerOptions) throws {
+    public init(options given: MacroRunnerOptions) throws {
+        var options = given
+        // macro paths are absolute in the journal: `nxlua macros status`, run from any
+        // folder, tells a removed macro by its file being gone
+        if !options.directory.hasPrefix("/") {
+            options.directory = FileManager.default.currentDirectoryPath + "/" + options.directory
+        }
         self.options = options
         var st = stat()
         guard stat(options.directory, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR else {
@@ -121,18 +127,27 @@ public enum MacroStatusReport {
         var lines = ["\(journalPath): \(last) events"]
         let header = ["macro", "version", "cursor", "lag", "failures", "state", "seen"]
         var table = [header]
+        // A macro whose file is gone was removed: the runner stopped it, and its old
+        // failures and messages no longer apply. It stays listed because its cursor stays
+        // in the journal: a new file of that name continues from there.
+        let removed = Set(rows.filter { !FileManager.default.fileExists(atPath: $0.path) }.map(\.macro))
         for s in rows {
-            let state = s.disabled ? "DISABLED" : (s.version.isEmpty ? "not loaded" : (s.pendingVersion != nil ? "running (new version waits for run.start)" : "running"))
+            let gone = removed.contains(s.macro)
+            let state = gone ? "removed" : s.disabled ? "DISABLED" : (s.version.isEmpty ? "not loaded" : (s.pendingVersion != nil ? "running (new version waits for run.start)" : "running"))
             let age = max(0, now - s.heartbeat)
-            table.append([s.macro, s.version.isEmpty ? "-" : String(s.version.prefix(12)), "\(s.cursor)", "\(max(0, last - s.cursor))",
-                          "\(s.failures) in a row, \(s.totalFailures) in all", state, age < 5 ? "now" : "\(Int(age)) s ago"])
+            table.append([s.macro, s.version.isEmpty ? "-" : String(s.version.prefix(12)), "\(s.cursor)", gone ? "-" : "\(max(0, last - s.cursor))",
+                          gone ? "-" : "\(s.failures) in a row, \(s.totalFailures) in all", state, age < 5 ? "now" : "\(Int(age)) s ago"])
         }
         let widths = header.indices.map { c in table.map { $0[c].count }.max() ?? 0 }
         for row in table {
             lines.append(row.enumerated().map { c, v in c == row.count - 1 ? v : v.padding(toLength: widths[c], withPad: " ", startingAt: 0) }.joined(separator: "  "))
         }
         for s in rows {
-            if let m = s.message { lines.append("\(s.macro): \(m)") }
+            if removed.contains(s.macro) {
+                lines.append("\(s.macro): removed (\(s.path) is gone); a new file of that name continues after event \(s.cursor)")
+            } else if let m = s.message {
+                lines.append("\(s.macro): \(m)")
+            }
         }
         return lines.joined(separator: "\n")
     }

@@ -688,3 +688,48 @@ def test_replayed_frames_ready_carry_the_frame_files_as_live_ones_do(tmp_path):
     expected = {n - 1: p.name for n, p in zip([1, 2, 4, 5], made)}
     assert sources(live) == expected
     assert sources(replayed) == expected
+
+
+def test_status_shows_a_removed_macro_as_removed_not_with_its_old_error(tmp_path):
+    """A macro whose file is deleted is listed as removed, without its old failures and
+    error, by `nxlua macros status` from any folder, while the runner runs and after;
+    the runner was given a relative folder (macro paths are kept absolute)."""
+    journal = tmp_path / "j.sqlite"
+    folder = tmp_path / "macros"
+    folder.mkdir()
+    log = tmp_path / "log.txt"
+    logger_macro(folder, "good", log)
+    (folder / "broken.lua").write_text("on('point', 'calib', function(e) error('no calibration for this run') end)\n")
+    _, uid = trigger(journal, "run.start")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+
+    def status():
+        r = run("macros", "status", "--journal", journal, cwd=elsewhere)
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+    logfile = open(tmp_path / "runner.log", "w")
+    p = subprocess.Popen([BIN, "macros", "macros", "--journal", str(journal), "--max-failures", "1", "--poll", "0.005",
+                          "--reload-interval", "0.1"], cwd=tmp_path, stdout=logfile, stderr=subprocess.STDOUT)
+    try:
+        trigger(journal, "point", "--run", uid, "motor=1")
+        wait_for(lambda: "disabled after 1 consecutive failures" in status(), what="broken disabled")
+        before = status()
+        assert "no calibration for this run" in before and "DISABLED" in before, before
+        (folder / "broken.lua").unlink()
+        wait_for(lambda: "file removed" in (tmp_path / "runner.log").read_text(), what="the runner to see the removal")
+        trigger(journal, "point", "--run", uid, "motor=2")
+        wait_caught_up(journal, ["good"])
+        while_running = status()
+    finally:
+        p.send_signal(signal.SIGTERM)
+        p.wait(timeout=60)
+        logfile.close()
+    for text in (while_running, status()):
+        rows = {line.split()[0]: line for line in text.splitlines()[2:] if line and not line.startswith(("good:", "broken:"))}
+        assert "removed" in rows["broken"] and "DISABLED" not in rows["broken"], text
+        assert "1 in a row" not in rows["broken"], text
+        assert "no calibration" not in text and "disabled after" not in text, text
+        assert f"broken: removed ({folder / 'broken.lua'} is gone)" in text, text
+        assert "running" in rows["good"] and "removed" not in rows["good"], text
