@@ -121,9 +121,15 @@ static int nxl_box_gc(lua_State *L) {
 }
 
 static void *nxl_limited_alloc(void *ud, void *ptr, size_t osize, size_t nsize);
+static int nxl_limits_raise(lua_State *L, nxl_Limits *lim);
+static volatile sig_atomic_t nxl_interrupted;
 
 // The only way Lua enters Swift. The Swift frame has returned before lua_error runs.
 // In a limited state the memory cap is lifted while Swift runs (see nxl_Limits).
+// A limit that ran out (the clock is read: a kernel may have finished past the deadline
+// without looking) or a Ctrl-C that came while Swift ran raises here, whatever the
+// function returned: a kernel that stopped early hands back an unfinished result, and
+// no Lua code may see it (not even the next statement, before the hook's next look).
 static int nxl_trampoline(lua_State *L) {
     void **slot = (void **)lua_touserdata(L, lua_upvalueindex(1));
     int argIndex = 0;
@@ -133,6 +139,8 @@ static int nxl_trampoline(lua_State *L) {
     if (limits) limits->enforcing = 0;
     int n = nxl_dispatch(L, *slot, &argIndex);
     if (limits) limits->enforcing = enforcing;
+    if (limits && limits->armed && nxl_limits_expired(limits)) return nxl_limits_raise(L, limits);
+    if (nxl_interrupted) return luaL_error(L, "interrupted!");
     if (n >= 0) return n;
     switch (n) {
     case NXL_ARGERROR:
@@ -349,7 +357,7 @@ int nxl_popenlibs(lua_State *L) {
 // ---- Ctrl-C --------------------------------------------------------------------------
 
 static lua_State *volatile nxl_interrupt_state = NULL;
-static volatile sig_atomic_t nxl_interrupted = 0;
+static volatile sig_atomic_t nxl_interrupted = 0;  // (declared before the trampoline)
 
 static void nxl_stop_hook(lua_State *L, lua_Debug *ar) {
     (void)ar;
@@ -451,15 +459,19 @@ static void nxl_limits_hook(lua_State *L, lua_Debug *ar) {
         else if (lim->instructions >= lim->maxInstructions) lim->expired = NXL_LIMIT_INSTRUCTIONS;
     }
     if (!lim->expired) return;
-    // From now on every instruction of this thread raises: a pcall that caught the
-    // error is stopped at its next instruction.
+    nxl_limits_raise(L, lim);
+}
+
+// Raises the error of the limit that ran out. From now on every instruction of this
+// thread raises too: a pcall that caught the error is stopped at its next instruction.
+static int nxl_limits_raise(lua_State *L, nxl_Limits *lim) {
     lua_sethook(L, nxl_limits_hook, LUA_MASKCOUNT, 1);
     if (lim->expired == NXL_LIMIT_TIME)
-        luaL_error(L, "evaluation stopped: time limit of %f seconds reached", lim->seconds);
+        return luaL_error(L, "evaluation stopped: time limit of %f seconds reached", lim->seconds);
     else if (lim->expired == NXL_LIMIT_MEMORY)
-        luaL_error(L, "evaluation stopped: memory limit reached");
+        return luaL_error(L, "evaluation stopped: memory limit reached");
     else
-        luaL_error(L, "evaluation stopped: instruction limit of %I instructions reached", (lua_Integer)lim->maxInstructions);
+        return luaL_error(L, "evaluation stopped: instruction limit of %I instructions reached", (lua_Integer)lim->maxInstructions);
 }
 
 void nxl_limits_arm(lua_State *L, nxl_Limits *limits, double seconds, long long maxInstructions) {

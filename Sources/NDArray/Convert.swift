@@ -33,7 +33,7 @@ private struct ConvertDest<S: NDScalar>: DTypeVisitor {
     func visit<D: NDScalar>(_: D.Type) {
         let s = src.base(S.self), d = dst.base(D.self)
         let ss = src.strides.last ?? 1, ds = dst.strides.last ?? 1
-        forEachRow(shape: dst.shape, strides: [src.strides, dst.strides], offsets: [0, 0]) { o, n in
+        forEachRow(shape: dst.shape, strides: [src.strides, dst.strides], offsets: [0, 0], interruptible: true) { o, n in
             let sp = s + o[0], dp = d + o[1]
             if S.self == D.self {
                 let sp = UnsafeMutableRawPointer(sp).assumingMemoryBound(to: D.self)

@@ -44,7 +44,8 @@ private struct AccumulateSource: DTypeVisitor {
             let sIn = src.strides.last!
             var acc = Ops.convert(s[0], to: A.self)
             var first = true
-            forEachRow(shape: src.shape, strides: [src.strides, NDArray.contiguousStrides(src.shape)], offsets: [0, 0]) { offs, n in
+            forEachRow(shape: src.shape, strides: [src.strides, NDArray.contiguousStrides(src.shape)], offsets: [0, 0],
+                       interruptible: true) { offs, n in
                 let row = s + offs[0], dst = o + offs[1]
                 for k in 0..<n {
                     let x = Ops.convert(row[k * sIn], to: A.self)
@@ -78,7 +79,7 @@ private struct AccumulateSource: DTypeVisitor {
                 sub[split] = r.count
                 start = [r.lowerBound * ss[split], r.lowerBound * os[split], 0]
             }
-            forEachRow(shape: sub, strides: [ss, os, ps], offsets: start) { offs, n in
+            forEachRow(shape: sub, strides: [ss, os, ps], offsets: start, interruptible: true) { offs, n in
                 let row = s + offs[0], dst = o + offs[1]
                 if axis == last {
                     var acc = Ops.convert(row[0], to: A.self)

@@ -3,9 +3,11 @@ import Dispatch
 /// The one general strided loop: walks the rows (last axis) of a shape for up to three
 /// operands with their own element strides (0 = broadcast), calling `row` with each
 /// operand's offset of the row's first element. Kernels put their tight inner loop in
-/// `row`, so contiguous rows vectorise.
+/// `row`, so contiguous rows vectorise. `interruptible` kernels stop between rows once an
+/// interruption is requested (every `Interruption.block` elements at most): only for
+/// kernels whose caller never relies on every row having run (no count-then-fill passes).
 @inline(__always)
-func forEachRow(shape: [Int], strides: [[Int]], offsets: [Int],
+func forEachRow(shape: [Int], strides: [[Int]], offsets: [Int], interruptible: Bool = false,
                 _ row: (_ offsets: UnsafeMutableBufferPointer<Int>, _ length: Int) -> Void) {
     let nd = shape.count
     let ops = strides.count
@@ -17,8 +19,16 @@ func forEachRow(shape: [Int], strides: [[Int]], offsets: [Int],
         if nd == 1 { row(offs, inner); return }
         withUnsafeTemporaryAllocation(of: Int.self, capacity: nd) { idx in
             for a in 0..<nd { idx[a] = 0 }
+            var sincePoll = 0
             while true {
                 row(offs, inner)
+                if interruptible {
+                    sincePoll += inner
+                    if sincePoll >= Interruption.block {
+                        sincePoll = 0
+                        if Interruption.requested { return }
+                    }
+                }
                 // advance the multi-index over axes nd-2 ... 0 (odometer)
                 var axis = nd - 2
                 while axis >= 0 {
@@ -75,17 +85,15 @@ func partition(_ total: Int, _ parts: Int, _ k: Int) -> Range<Int> {
 import Glibc
 #endif
 
-/// Stopping long kernels. The array engine knows nothing of Lua. Two checks are asked
-/// between blocks of about a million elements, and a kernel returns early when either
-/// says stop (the binding then raises; the unfinished result is never handed out):
-/// - `poll`, process-wide: Ctrl-C (the runtime installs a load of the SIGINT flag);
-/// - the calling thread's own check, installed with `withPoll` around a sandboxed or
-///   macro handler's call: its time limit. Several Lua states on several threads (the
-///   macro runner, the server's evaluations) each stop only their own kernels; the
-///   kernel's helper threads (`parallel`) carry the caller's check.
+/// Stopping long kernels. The array engine knows nothing of Lua. The calling thread's
+/// check, installed with `withPoll` around a chunk (Ctrl-C at the REPL), a sandboxed
+/// evaluation or a macro handler (their limits), is asked between blocks of about a
+/// million elements, and a kernel returns early once it says stop; the caller must then
+/// raise (the Lua trampoline does, for every bound function), never hand out the
+/// unfinished result. Several Lua states on several threads each stop only their own
+/// kernels; a kernel's helper threads (`parallel`) carry the caller's check, and threads
+/// that work for nobody's chunk (the stacker's, the server's) are never stopped.
 public enum Interruption {
-    nonisolated(unsafe) public static var poll: @Sendable () -> Bool = { false }
-
     final class Check {
         let poll: @Sendable () -> Bool
         init(_ poll: @escaping @Sendable () -> Bool) { self.poll = poll }
@@ -116,14 +124,14 @@ public enum Interruption {
     }
 
     @inline(__always)
-    static var requested: Bool { poll() || (threadCheck?.poll() ?? false) }
+    static var requested: Bool { threadCheck?.poll() ?? false }
 
     /// Whether long work on this thread should stop (Swift code outside the kernels:
     /// waits, loops over files).
     public static var isRequested: Bool { requested }
 
-    /// Elements between two polls.
-    static let block = 1 << 20
+    /// Elements between two polls (tests lower it to stop small arrays at every boundary).
+    nonisolated(unsafe) static var block = 1 << 20
 }
 
 /// `body(range)` over `r` in blocks of `step`, stopping early once an interruption is

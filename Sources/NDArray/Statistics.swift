@@ -301,7 +301,7 @@ private struct ArgSource: DTypeVisitor {
         let s = src.base(S.self) + srcOffset
         let b = best.base(S.self) + outOffset, ix = index.base(Int64.self) + outOffset
         let sIn = ss.last!, oIn = os.last!, pIn = ps.last!
-        forEachRow(shape: shape, strides: [ss, os, ps], offsets: [0, 0, posOffset]) { offs, n in
+        forEachRow(shape: shape, strides: [ss, os, ps], offsets: [0, 0, posOffset], interruptible: true) { offs, n in
             let row = s + offs[0]
             if oIn == 0 {
                 // along the reduced axis: the row's best, kept in registers

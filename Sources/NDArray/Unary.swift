@@ -65,7 +65,7 @@ extension Kernels {
         let threads = threadCount(elements: n)
         parallel(threads) { t in
             let p = a.base(F.self), o = out.base(F.self)
-            for k in partition(n, threads, t) { o[k] = f(p[k]) }
+            interruptibly(partition(n, threads, t)) { r in for k in r { o[k] = f(p[k]) } }
         }
     }
 }

@@ -86,7 +86,8 @@ private struct Select: DTypeVisitor {
     func visit<T: NDScalar>(_: T.Type) {
         let pc = cond.base(Bool.self), px = x.base(T.self), py = y.base(T.self), po = out.base(T.self)
         let sc = cond.strides.last ?? 0, sx = x.strides.last ?? 0, sy = y.strides.last ?? 0, so = out.strides.last ?? 1
-        forEachRow(shape: out.shape, strides: [cond.strides, x.strides, y.strides, out.strides], offsets: [0, 0, 0, 0]) { o, n in
+        forEachRow(shape: out.shape, strides: [cond.strides, x.strides, y.strides, out.strides], offsets: [0, 0, 0, 0],
+                   interruptible: true) { o, n in
             let c = pc + o[0], a = px + o[1], b = py + o[2], d = po + o[3]
             if sc == 1 && sx == 1 && sy == 1 && so == 1 {
                 for k in 0..<n { d[k] = c[k] ? a[k] : b[k] }
@@ -118,7 +119,7 @@ private struct ClipNumbers: DTypeVisitor {
         }
         let ps = src.base(T.self), ss = src.strides.last ?? 1
         var k = 0
-        forEachRow(shape: src.shape, strides: [src.strides], offsets: [0]) { o, len in
+        forEachRow(shape: src.shape, strides: [src.strides], offsets: [0], interruptible: true) { o, len in
             let row = ps + o[0], dst = po + k
             switch (l, h) {
             case let (a?, b?):

@@ -21,7 +21,6 @@ extension ArrayModule {
                           """) { call, box in
                 let b = try operand(call, 2)
                 try wrap { try box.array.binaryInPlace(op, b) }
-                try LuaInterrupt.check()
                 call.lua.pushValue(at: 1)
                 return 1
             }

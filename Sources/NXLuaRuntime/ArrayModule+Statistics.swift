@@ -71,13 +71,7 @@ extension ArrayModule {
         var weights: NDArray? = nil
         var density = false
         if !call.isNoneOrNil(o) {
-            try call.table(o)
-            try lua.forEachRaw(at: o) { key, _ in
-                let name = lua.type(at: key) == .string ? lua.toString(at: key) ?? "" : "(a \(lua.typeName(at: key)) key)"
-                guard ["range", "weights", "density"].contains(name) else {
-                    throw LuaError.argument(o, "unknown histogram option '\(name)' (expected range, weights, density)")
-                }
-            }
+            try call.options(o, known: ["range", "weights", "density"])
             switch lua.rawGet(at: o, key: "range") {
             case .nil: break
             case .table:
@@ -104,7 +98,6 @@ extension ArrayModule {
             lua.pop()
         }
         let (counts, edges) = try wrap { try a.histogram(bins: bins, range: range, weights: weights, density: density) }
-        try LuaInterrupt.check()
         try push(counts, lua, scalarIfZeroD: false)
         try push(edges, lua, scalarIfZeroD: false)
         return 2
@@ -115,7 +108,6 @@ extension ArrayModule {
                       help: "Indices are 0-based; without an axis, the flat index in C order (a:reshape(-1)[i]).") { call, box in
             let axis = try singleAxis(call, 2, op.rawValue)
             let r = try wrap { try box.array.argReduce(op, axis: axis, keepdims: call.boolean(3)) }
-            try LuaInterrupt.check()
             try push(r, call.lua)
             return 1
         }
@@ -135,7 +127,6 @@ extension ArrayModule {
                 root ? try a.standardDeviation(axes: axes, keepdims: keep, ddof: ddof, skippingNaN: nan)
                      : try a.variance(axes: axes, keepdims: keep, ddof: ddof, skippingNaN: nan)
             }
-            try LuaInterrupt.check()
             try push(r, call.lua)
             return 1
         }
@@ -146,7 +137,6 @@ extension ArrayModule {
         LuaMethodDecl(name, signature, summary, help: help) { call, box in
             let axes = try ArrayModule.axes(call, 2)
             let r = try wrap { try f(box.array, axes, call.boolean(3)) }
-            try LuaInterrupt.check()
             try push(r, call.lua)
             return 1
         }
@@ -161,7 +151,6 @@ extension ArrayModule {
                       help: "Without an axis, of the flattened array (C order). Integers accumulate in int64 (uint64 for unsigned), floats keep their dtype.") { call, box in
             let axis = try singleAxis(call, 2, op.rawValue)
             let r = try wrap { try box.array.accumulate(op, axis: axis) }
-            try LuaInterrupt.check()
             try push(r, call.lua, scalarIfZeroD: false)
             return 1
         }

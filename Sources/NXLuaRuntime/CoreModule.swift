@@ -91,13 +91,20 @@ public enum CoreModule {
         return 0
     }
 
+    /// Long Swift work (waits, streaming loops) asks this between steps: Ctrl-C, or this
+    /// thread's limits (a macro handler's or an evaluation's time limit). The trampoline
+    /// raises the limit's own message in place of this one.
+    static func checkStopped(_ what: String) throws {
+        try LuaInterrupt.check()
+        if Interruption.isRequested { throw LuaError.runtime("\(what) stopped: a limit was reached") }
+    }
+
     /// Sleeps in small steps, checking for Ctrl-C and this thread's limits (a macro
     /// handler's time limit) between them.
     static func sleepPolling(_ seconds: Double) throws {
         var remaining = seconds
         while remaining > 0 {
-            try LuaInterrupt.check()
-            if Interruption.isRequested { throw LuaError.runtime("sleep stopped: a limit was reached") }
+            try checkStopped("sleep")
             let step = min(remaining, 0.02)
             var ts = timespec(tv_sec: Int(step), tv_nsec: Int((step - Double(Int(step))) * 1e9))
             nanosleep(&ts, nil)

@@ -27,17 +27,20 @@ public final class Runtime {
         if let stdlibDirectory { dirs.append(stdlibDirectory) }
         try state.prependPackagePath(dirs)
         try state.install(CoreModule.declaration)
-        // long array kernels stop between blocks once Ctrl-C is pressed
-        _ = Runtime.ctrlCPollInstalled
         try state.install(ArrayModule.declaration)
         try state.install(NeXusModule.declaration)
         try state.install(DetectorModule.declaration)
         try lua.setGlobal(CoreModule.help)
     }
 
-    /// Installed once: the macro runner makes runtimes on several threads, and assigning
-    /// the process-wide closure while kernels read it would be a data race.
-    static let ctrlCPollInstalled: Void = { Interruption.poll = { LuaInterrupt.isPending } }()
+    /// Runs `body` (a chunk at the REPL or of a script) with Ctrl-C armed: Lua raises
+    /// "interrupted!", and this thread's array kernels stop between blocks (the
+    /// trampoline then raises too: an unfinished result never reaches Lua).
+    public func withCtrlC<R>(_ body: () throws -> R) rethrows -> R {
+        state.armInterrupt()
+        defer { state.disarmInterrupt() }
+        return try Interruption.withPoll({ LuaInterrupt.isPending }, body)
+    }
 
     /// Makes `help` typed alone at the REPL list the modules (stdlib/nxlua/help.lua).
     /// Only the REPL needs it, so scripts do not pay for loading help.lua at start-up.

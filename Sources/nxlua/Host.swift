@@ -23,9 +23,7 @@ final class Host {
     /// Calls the function below `nargs` arguments, with a traceback and Ctrl-C armed.
     /// Leaves `nresults` results (all with -1) on success.
     func docall(nargs: Int32, nresults: Int32 = LUA_MULTRET) throws {
-        runtime.state.armInterrupt()
-        defer { runtime.state.disarmInterrupt() }
-        try lua.pcall(nargs: nargs, nresults: nresults, traceback: true)
+        try runtime.withCtrlC { try lua.pcall(nargs: nargs, nresults: nresults, traceback: true) }
     }
 
     /// Runs a chunk of source; true on success (errors are reported).

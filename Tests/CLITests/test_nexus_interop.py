@@ -294,6 +294,41 @@ def test_reads_compressed_datasets(nxlua, peers, tmp_path, name, compression):
     assert len(lines) == 3 and lines[2] in compression, out
 
 
+def test_layout_of_each_storage_kind_matches_h5py(nxlua, peers, tmp_path):
+    """c.layout names the storage as h5py's get_layout() does (a chunked field once said
+    'contiguous': the property list was closed before HDF5 was asked)."""
+    made = tmp_path / "layouts.h5"
+    r = subprocess.run([PYTHON, "-c", textwrap.dedent(f"""
+        import h5py, numpy as np
+        with h5py.File({str(made)!r}, "w") as f:
+            f.create_dataset("contiguous", data=np.arange(40, dtype="i4").reshape(4, 10))
+            f.create_dataset("chunked", data=np.arange(40, dtype="i4").reshape(4, 10), chunks=(1, 10))
+            f.create_dataset("gzip", data=np.arange(40, dtype="i4").reshape(4, 10), chunks=(2, 5), compression="gzip")
+            sid = h5py.h5s.create_simple((4,))
+            dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+            dcpl.set_layout(h5py.h5d.COMPACT)
+            h5py.h5d.create(f.id, b"compact", h5py.h5t.NATIVE_INT32, sid, dcpl=dcpl)
+        names = {{h5py.h5d.CONTIGUOUS: "contiguous", h5py.h5d.CHUNKED: "chunked",
+                  h5py.h5d.COMPACT: "compact", h5py.h5d.VIRTUAL: "virtual"}}
+        for path, name in [({str(made)!r}, "contiguous"), ({str(made)!r}, "chunked"), ({str(made)!r}, "gzip"),
+                           ({str(made)!r}, "compact"), ({str(peers / "vds.h5")!r}, "stack")]:
+            with h5py.File(path, "r") as f:
+                print(name, names[f[name].id.get_create_plist().get_layout()])
+    """)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    want = r.stdout
+    out = lua(nxlua, """
+        local f = nx.load(MADE)
+        for _, name in ipairs({"contiguous", "chunked", "gzip", "compact"}) do print(name, f[name].layout) end
+        print("stack", nx.load(D .. "/vds.h5").stack.layout)
+        print(J(f.gzip.chunks), f.gzip.compression, f.contiguous.chunks)
+    """, tmp_path, MADE=made, D=peers)
+    assert out.replace("\t", " ").splitlines()[:5] == want.splitlines()
+    assert want.split() == ["contiguous", "contiguous", "chunked", "chunked", "gzip", "chunked",
+                            "compact", "compact", "stack", "virtual"]
+    assert out.splitlines()[5] == "2,5\tgzip\tnil"
+
+
 def test_reads_nexusformat_file(nxlua, peers, tmp_path):
     out = lua(nxlua, """
         local f = nx.load(D .. "/nexus.nxs")

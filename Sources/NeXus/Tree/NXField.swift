@@ -129,24 +129,17 @@ public final class NXField: NXNode, @unchecked Sendable {
 
     /// Chunk shape, nil when not chunked.
     public var chunks: [Int]? {
-        get throws {
-            let h = H5.api
-            let p = try creationPlist()
-            guard h.pointee.H5Pget_layout(p.id) == H5D_CHUNKED else { return nil }
-            var dims = [hsize_t](repeating: 0, count: 32)
-            let n = h.pointee.H5Pget_chunk(p.id, 32, &dims)
-            return n > 0 ? dims.prefix(Int(n)).map { Int($0) } : nil
-        }
+        get throws { try storageLayout().chunks }
     }
 
-    /// "contiguous", "chunked", "compact" or "virtual".
+    /// "contiguous", "chunked", "compact" or "virtual" (h5py's CONTIGUOUS, CHUNKED, ...).
     public var layout: String {
         get throws {
-            switch H5.api.pointee.H5Pget_layout(try creationPlist().id) {
-            case H5D_CHUNKED: return "chunked"
-            case H5D_COMPACT: return "compact"
-            case H5D_VIRTUAL: return "virtual"
-            default: return "contiguous"
+            switch try storageLayout().kind {
+            case .chunked: return "chunked"
+            case .compact: return "compact"
+            case .virtual: return "virtual"
+            case .contiguous: return "contiguous"
             }
         }
     }
@@ -183,6 +176,7 @@ public final class NXField: NXNode, @unchecked Sendable {
         get throws {
             let h = H5.api
             let p = try creationPlist()
+            defer { withExtendedLifetime(p) {} }  // the plist stays open through the loop
             var out: [StoredFilter] = []
             for i in 0..<UInt32(max(0, h.pointee.H5Pget_nfilters(p.id))) {
                 var flags: UInt32 = 0, nelmts = 32, cd = [UInt32](repeating: 0, count: 32), config: UInt32 = 0

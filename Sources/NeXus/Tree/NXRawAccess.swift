@@ -186,10 +186,16 @@ extension NXField {
     public func storageLayout() throws -> NXStorageLayout {
         let h = H5.api
         let p = try H5Handle(checking: h.pointee.H5Dget_create_plist(try objectID()), .plist, fail("cannot read storage properties").message)
-        switch h.pointee.H5Pget_layout(p.id) {
+        // the handle closes the plist when released: keep it alive through every call
+        return withExtendedLifetime(p) { storageLayout(plist: p.id) }
+    }
+
+    private func storageLayout(plist: hid_t) -> NXStorageLayout {
+        let h = H5.api
+        switch h.pointee.H5Pget_layout(plist) {
         case H5D_CHUNKED:
             var dims = [hsize_t](repeating: 0, count: 32)
-            let n = h.pointee.H5Pget_chunk(p.id, 32, &dims)
+            let n = h.pointee.H5Pget_chunk(plist, 32, &dims)
             return NXStorageLayout(kind: .chunked, chunks: n > 0 ? dims.prefix(Int(n)).map { Int($0) } : nil)
         case H5D_COMPACT: return NXStorageLayout(kind: .compact, chunks: nil)
         case H5D_VIRTUAL: return NXStorageLayout(kind: .virtual, chunks: nil)
