@@ -33,6 +33,7 @@ public final class StackEventEmitter: StackObserver, @unchecked Sendable {
     var file = ""
 
     public func runStarted(file: String, dataset: String, frameShape: [Int], resumed: Bool) {
+        let file = EventPaths.absolute(file)   // macros run in other folders
         self.file = file
         var startKey = "run.start"
         if resumed, let previous = try? journal.lastRun(writing: file) {
@@ -89,7 +90,7 @@ public final class StackEventEmitter: StackObserver, @unchecked Sendable {
     func ready(_ range: Range<Int>, file: String, dataset: String, frames: [FlushedFrame], recovered: Bool) -> NewEvent {
         var payload: [String: EventValue] = [
             "stream": .string(stream), "first": .int(range.lowerBound), "stop": .int(range.upperBound),
-            "count": .int(range.count), "file": .string(file), "dataset": .string(dataset),
+            "count": .int(range.count), "file": .string(EventPaths.absolute(file)), "dataset": .string(dataset),
             "slice": .string("\(range.lowerBound):\(range.upperBound)"),
         ]
         if recovered { payload["recovered"] = .bool(true) }
@@ -129,7 +130,8 @@ public final class StackEventEmitter: StackObserver, @unchecked Sendable {
         stop(status: "fail", file: file, frames: nil, extra: ["error": .string(message)])
     }
 
-    func stop(status: String, file: String, frames: Int?, extra: [String: EventValue]) {
+    func stop(status: String, file given: String, frames: Int?, extra: [String: EventValue]) {
+        let file = EventPaths.absolute(given)
         let stamp = Int(Date().timeIntervalSince1970 * 1000)
         var payload = extra
         payload["status"] = .string(status)
@@ -141,4 +143,23 @@ public final class StackEventEmitter: StackObserver, @unchecked Sendable {
 
     /// Waits for everything to be journaled (at the end of the run).
     public func close() { writer.close() }
+
+    /// The event settings of a stacking run (beside `StackOptions.settings`).
+    public static let settings: [StackSetting] = [
+        .init("journal", "FILE", "announce the run's events in this journal, for macros (docs/macros.md)"),
+        .init("run", "UID", "the run uid of the events (default: a new one; a resumed stack keeps its own)"),
+        .init("scan-id", "N", "scan id in run.start"),
+        .init("plan", "NAME", "plan or macro name in run.start"),
+    ]
+
+    /// The emitter the settings ask for (nil without a journal), observing `options`'s run.
+    public static func make(_ v: StackSettingValues, for options: inout StackOptions) throws -> StackEventEmitter? {
+        guard let path = try v.string("journal") else { return nil }
+        let e = StackEventEmitter(journal: try SQLiteJournal(path: path), run: try v.string("run"), log: options.log)
+        e.expectedFrames = options.frames
+        if let id = try v.string("scan-id") { e.runFields["scan_id"] = EventValue(parsingText: id) }
+        if let p = try v.string("plan") { e.runFields["plan"] = .string(p) }
+        options.observer = e
+        return e
+    }
 }

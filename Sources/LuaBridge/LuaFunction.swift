@@ -158,6 +158,29 @@ public struct LuaCall {
         if lua.type(at: i) != .table { throw typeError(i, expected: "table") }
     }
 
+    /// Checks that argument i is a table of options whose keys are all among `known`:
+    /// a misspelt option is an error naming it and listing the known ones, never silently
+    /// ignored. Array entries (integer keys) are allowed when `positional` is true.
+    public func options(_ i: Int32, known: [String], positional: Bool = false) throws {
+        try table(i)
+        var unknown: [String] = []
+        try lua.forEachRaw(at: i) { k, _ in
+            switch lua.type(at: k) {
+            case .string:
+                let key = lua.toString(at: k) ?? ""
+                if !known.contains(key) { unknown.append("'\(key)'") }
+            case .number where positional && lua.isInteger(at: k):
+                break
+            default:
+                unknown.append("a \(lua.typeName(at: k)) key")
+            }
+        }
+        guard unknown.isEmpty else {
+            let list = known.sorted().joined(separator: ", ")
+            throw LuaError.argument(i, "unknown option\(unknown.count > 1 ? "s" : "") \(unknown.sorted().joined(separator: ", ")) (known: \(list))")
+        }
+    }
+
     /// Checks that argument i is present (any value, nil included, as luaL_checkany).
     public func any(_ i: Int32) throws {
         if lua.type(at: i) == .none { throw LuaError.argument(i, "value expected") }

@@ -2,8 +2,14 @@
 extension NDArray {
     /// An array filled with `value`.
     public static func full(_ shape: [Int], _ value: Double, dtype: DType = .float64) throws -> NDArray {
-        let a = try NDArray(zeros: shape, dtype: dtype)
-        if value != 0 { a.fill(value) }
+        try full(shape, .float(value), dtype: dtype)
+    }
+
+    /// An array filled with `value` (integers exact): one pass over new memory, not a
+    /// zeroing pass and then a filling one.
+    public static func full(_ shape: [Int], _ value: Operand, dtype: DType) throws -> NDArray {
+        let a = try NDArray(uninitialized: shape, dtype: dtype)
+        try a.fill(value)
         return a
     }
 
@@ -70,6 +76,16 @@ private struct Fill: DTypeVisitor {
     func visit<T: NDScalar>(_: T.Type) {
         let v = exact.map { T.dtype.isFloat ? T(fromDouble: value) : T(fromInt: $0) } ?? T(fromDouble: value)
         let p = array.base(T.self), s = array.strides.last ?? 1
+        if array.isContiguous {
+            // new memory: the page faults of a large array are spread over the cores
+            let count = array.count, threads = threadCount(elements: count)
+            nonisolated(unsafe) let base = p
+            parallel(threads) { k in
+                let r = partition(count, threads, k)
+                (base + r.lowerBound).update(repeating: v, count: r.count)
+            }
+            return
+        }
         forEachRow(shape: array.shape, strides: [array.strides], offsets: [0]) { o, n in
             let row = p + o[0]
             if s == 1 { row.update(repeating: v, count: n) } else { for k in 0..<n { row[k * s] = v } }

@@ -69,7 +69,6 @@ enum ArrayModule {
     /// arrays (not views) are accounted to Lua's collector: otherwise a loop making 80 MB
     /// temporaries grew to 4.7 GB before Lua noticed its 40-byte userdata were garbage.
     static func push(_ a: NDArray, _ lua: Lua, scalarIfZeroD: Bool = true, view: Bool = false) throws {
-        try LuaInterrupt.check()  // a kernel stopped by Ctrl-C left an unfinished result
         if scalarIfZeroD && a.ndim == 0 {
             if a.dtype == .bool { lua.push(try a.value(at: []) != 0) } else if a.dtype.isInteger {
                 lua.push(Int(try a.integer(at: [])))
@@ -288,7 +287,6 @@ enum ArrayModule {
     static func reduction(_ call: LuaCall, _ box: ArrayBox, _ op: Reduction) throws -> Int32 {
         let axes = try ArrayModule.axes(call, 2)
         let r = try wrap { try box.array.reduce(op, axes: axes, keepdims: call.boolean(3)) }
-        try LuaInterrupt.check()
         try push(r, call.lua)
         return 1
     }
@@ -335,9 +333,7 @@ enum ArrayModule {
             LuaFunctionDecl("full", "array.full(shape, value [, dtype]) -> array", "an array filled with value") { call in
                 let s = try shape(call, 1), d = try dtype(call, 3)
                 guard let v = scalar(call.lua, 2) else { throw call.typeError(2, expected: "number") }
-                let a = try wrap { try NDArray(zeros: s, dtype: d) }
-                try wrap { try a.fill(v) }
-                try push(a, call.lua, scalarIfZeroD: false)
+                try push(try wrap { try NDArray.full(s, v, dtype: d) }, call.lua, scalarIfZeroD: false)
                 return 1
             },
             LuaFunctionDecl("arange", "array.arange([start,] stop [, step [, dtype]]) -> array",

@@ -16,45 +16,19 @@ extension DetectorModule {
         workers = n, pattern = "*.cbf", poll = true (NFS), poll_interval = 0.2, end_marker =
         "name", idle = seconds, settle = 5, flush_every = 32, no_sync = true (commits do not wait
         for the disk: faster, a power cut can lose frames marked stored), quiet = true (no progress bar),
-        journal = "events.sqlite" (announce the run's events for macros, docs/macros.md), run = uid.
+        journal = "events.sqlite" (announce the run's events for macros, docs/macros.md), run = uid,
+        scan_id = n and plan = "name" (in run.start). The options are nxlua stack's, with
+        underscores for dashes; an unknown key is an error.
         summary: output, dataset, frames, stored, stored_before, bad, missing (0-based
         indices), seconds, frames_per_second, stop_reason, resumed, run (with journal). Bad frames are logged on
         stderr and recorded in /entry/stacking; Ctrl-C stops after committing what is done
         (rerun to resume). Layout and details: docs/stacking.md.
         """) { call in
-        try call.table(1)
+        let settings = StackOptions.settings + StackEventEmitter.settings
+        try call.options(1, known: ["files"] + settings.map(\.key))
         let lua = call.lua
-        func string(_ key: String) throws -> String? {
-            defer { lua.pop() }
-            switch field(lua, 1, key) {
-            case .nil: return nil
-            case .string: return lua.toString(at: -1)
-            default: throw LuaError.argument(1, "\(key) must be a string")
-            }
-        }
-        func number(_ key: String, atLeast low: Double) throws -> Double? {
-            defer { lua.pop() }
-            switch field(lua, 1, key) {
-            case .nil: return nil
-            case .number where lua.toNumber(at: -1).map({ $0 >= low && $0.isFinite }) == true: return lua.toNumber(at: -1)
-            default: throw LuaError.argument(1, "\(key) must be a number of at least \(low)")
-            }
-        }
-        func integer(_ key: String, atLeast low: Int) throws -> Int? {
-            defer { lua.pop() }
-            switch field(lua, 1, key) {
-            case .nil: return nil
-            case .number where lua.toInteger(at: -1).map({ $0 >= low }) == true: return lua.toInteger(at: -1)
-            default: throw LuaError.argument(1, "\(key) must be an integer of at least \(low)")
-            }
-        }
-        func flag(_ key: String) -> Bool {
-            defer { lua.pop() }
-            return field(lua, 1, key) != .nil && lua.toBoolean(at: -1)
-        }
-        guard let out = try string("out") else { throw LuaError.argument(1, "out = \"file.nxs\" is required") }
         var files: [String] = []
-        if field(lua, 1, "files") == .table {
+        if lua.rawGet(at: 1, key: "files") == .table {
             let t = lua.absIndex(-1)
             var k = 1
             while lua.rawGet(at: t, index: k) != .nil {
@@ -72,44 +46,24 @@ extension DetectorModule {
             lua.pop()
             if !isNil { throw LuaError.argument(1, "files must be a list of paths") }
         }
-        let watch = try string("watch")
-        if files.isEmpty == (watch == nil) {
-            throw LuaError.argument(1, "give files = {...} or watch = dir (one of them)")
+        let values = TableValues(lua: lua)
+        var o: StackOptions
+        do { o = try StackOptions.make(files: files, values) } catch let e as StackSettingError {
+            throw LuaError.argument(1, e.message)
+        } catch let e as LuaError { throw e } catch {
+            throw LuaError.argument(1, "\(error)")
         }
-        var o = StackOptions(source: watch.map { .watch($0) } ?? .files(files), output: out)
-        o.pattern = try string("pattern")
-        if let e = try string("entry") { o.entry = e }
-        if let c = try string("compression") {
-            o.compression = c.lowercased() == "none" ? nil : try wrap { try NXCompression(parsing: c) }
-        }
-        o.frames = try integer("frames", atLeast: 1)
-        o.firstNumber = try integer("first", atLeast: 0)
-        if let f = try number("fill", atLeast: -Double.greatestFiniteMagnitude) { o.fillValue = f }
-        if let w = try integer("workers", atLeast: 1) { o.workers = w }
-        o.poll = flag("poll")
-        if let p = try number("poll_interval", atLeast: 0.001) { o.pollInterval = p }
-        o.endMarker = try string("end_marker")
-        o.idleTimeout = try number("idle", atLeast: 0)
-        if let s = try number("settle", atLeast: 0) { o.settleTime = s }
-        if let n = try integer("flush_every", atLeast: 1) { o.commitFrames = n }
-        o.durable = !flag("no_sync")
-        o.progress = !flag("quiet")
         o.program = "nxlua detector.stack (nxlua \(CoreModule.version))"
         o.shouldStop = { LuaInterrupt.isPending }
-        var emitter: StackEventEmitter? = nil
-        if let path = try string("journal") {
-            let journal: SQLiteJournal
-            do { journal = try SQLiteJournal(path: path) } catch { throw LuaError.runtime("\(error)") }
-            let e = StackEventEmitter(journal: journal, run: try string("run"), log: o.log)
-            e.expectedFrames = o.frames
-            o.observer = e
-            emitter = e
+        let emitter: StackEventEmitter?
+        do { emitter = try StackEventEmitter.make(values, for: &o) } catch let e as LuaError { throw e } catch {
+            throw LuaError.runtime("\(error)")
         }
         // every event is journaled before this returns
         defer { emitter?.close() }
         let summary: StackSummary
         do { summary = try wrap { try Stacker(options: o).run() } } catch {
-            emitter?.runFailed("\(error)", file: out)
+            emitter?.runFailed("\(error)", file: o.output)
             throw error
         }
         // Ctrl-C: the stack is committed and resumable; now the usual interruption error.
@@ -120,6 +74,42 @@ extension DetectorModule {
             lua.rawSet(at: -2, key: "run")
         }
         return 1
+    }
+
+    /// The options table of detector.stack as the settings' values (keys with underscores).
+    struct TableValues: StackSettingValues {
+        let lua: Lua
+        func key(_ name: String) -> String { String(name.map { $0 == "-" ? "_" : $0 }) }
+        func string(_ name: String) throws -> String? {
+            defer { lua.pop() }
+            switch lua.rawGet(at: 1, key: key(name)) {
+            case .nil: return nil
+            case .string, .number: return lua.toString(at: -1)   // scan_id = 5 as "5"
+            default: throw LuaError.argument(1, "\(key(name)) must be a string")
+            }
+        }
+        func number(_ name: String, atLeast low: Double) throws -> Double? {
+            defer { lua.pop() }
+            switch lua.rawGet(at: 1, key: key(name)) {
+            case .nil: return nil
+            case .number where lua.toNumber(at: -1).map({ $0 >= low && $0.isFinite }) == true: return lua.toNumber(at: -1)
+            default:
+                let what = low > -Double.greatestFiniteMagnitude ? "a number of at least \(low)" : "a number"
+                throw LuaError.argument(1, "\(key(name)) must be \(what)")
+            }
+        }
+        func integer(_ name: String, atLeast low: Int) throws -> Int? {
+            defer { lua.pop() }
+            switch lua.rawGet(at: 1, key: key(name)) {
+            case .nil: return nil
+            case .number where lua.toInteger(at: -1).map({ $0 >= low }) == true: return lua.toInteger(at: -1)
+            default: throw LuaError.argument(1, "\(key(name)) must be an integer of at least \(low)")
+            }
+        }
+        func flag(_ name: String) throws -> Bool {
+            defer { lua.pop() }
+            return lua.rawGet(at: 1, key: key(name)) != .nil && lua.toBoolean(at: -1)
+        }
     }
 
     static func pushSummary(_ s: StackSummary, _ lua: Lua) {

@@ -109,7 +109,7 @@ enum DetectorModule {
     static func readOptions(_ call: LuaCall, _ i: Int32) throws -> FrameReader.Options {
         var o = FrameReader.Options()
         guard !call.isNoneOrNil(i) else { return o }
-        try call.table(i)
+        try call.options(i, known: ["md5", "decoder", "page"])
         let lua = call.lua
         let t = lua.absIndex(i)
         if field(lua, t, "md5") != .nil { o.checkMD5 = lua.toBoolean(at: -1) }
@@ -207,7 +207,7 @@ enum DetectorModule {
                 var tiff = TIFFWriter.Options()
                 var convention = "PILATUS_1.2"
                 if !call.isNoneOrNil(4) {
-                    try call.table(4)
+                    try call.options(4, known: ["format", "convention", "rows_per_strip", "tile"])
                     if field(lua, 4, "format") == .string { format = lua.toString(at: -1) }
                     lua.pop()
                     if field(lua, 4, "convention") == .string { convention = lua.toString(at: -1) ?? convention }
@@ -243,7 +243,7 @@ enum DetectorModule {
                             """) { call in
                 var o = SyntheticPilatus.Options()
                 if !call.isNoneOrNil(1) {
-                    try call.table(1)
+                    try call.options(1, known: ["seed", "spots", "frame", "modules"])
                     let lua = call.lua
                     if field(lua, 1, "seed") == .number, let n = lua.toInteger(at: -1) { o.seed = UInt64(bitPattern: Int64(n)) }
                     lua.pop()
@@ -259,8 +259,6 @@ enum DetectorModule {
                         guard let r, let c else { throw LuaError.argument(1, "modules must be {rows, columns}") }
                         o.modules = (r, c)  // scales spots, dead and hot pixels
                     } else { lua.pop() }
-                    if field(lua, 1, "spots") == .number, let n = lua.toInteger(at: -1) { o.spots = max(0, n) }
-                    lua.pop()
                 }
                 let (a, text) = try wrap { try SyntheticPilatus.frame(o) }
                 try ArrayModule.push(a, call.lua, scalarIfZeroD: false)

@@ -201,7 +201,7 @@ extension NeXusModule {
                 let rows = try call.optInteger(2)
                 let blocks = try wrap { try NXBlocks(f, rows: try rows ?? f.blockRows(), reuse: false) }
                 call.lua.push(function: "blocks iterator") { inner in
-                    try LuaInterrupt.check()
+                    try CoreModule.checkStopped("blocks")
                     guard let (first, block) = try wrap({ try blocks.next() }) else { inner.lua.pushNil(); return 1 }
                     inner.lua.push(first)
                     try ArrayModule.push(block, inner.lua, scalarIfZeroD: false)
@@ -359,7 +359,7 @@ extension NeXusModule {
         let url = try call.string(1)
         var o = RemoteOptions()
         if !call.isNoneOrNil(2) {
-            try call.table(2)
+            try call.options(2, known: ["user", "password", "timeout", "connect_timeout", "retries", "insecure"])
             let lua = call.lua
             func field(_ key: String) -> LuaType { lua.rawGet(at: 2, key: key) }
             if field("user") == .string { o.user = lua.toString(at: -1) }

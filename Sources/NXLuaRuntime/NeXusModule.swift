@@ -174,7 +174,7 @@ enum NeXusModule {
         var name: String? = nil
         let lua = call.lua
         guard !call.isNoneOrNil(i) else { return (o, attrs, name) }
-        try call.table(i)
+        try call.options(i, known: ["shape", "chunks", "maxshape", "dtype", "compression", "fillvalue", "name", "units", "long_name", "attrs"])
         let t = lua.absIndex(i)
         func intList(_ key: String, allowUnlimited: Bool = false) throws -> [Int?]? {
             guard lua.rawGet(at: t, key: key) != .nil else { lua.pop(); return nil }
@@ -540,7 +540,7 @@ enum NeXusModule {
         let rowBytes = ((try? f.shape.dropFirst().reduce(1, *)) ?? 0) * (((try? f.elementType).flatMap { if case .numeric(let d) = $0 { return d.itemSize } else { return nil } }) ?? 1)
         let bar = ProgressBar(label: "\(what) \(f.name)", total: rows, unit: "rows", bytesPerUnit: rowBytes)
         return { done, total in
-            try LuaInterrupt.check()
+            try CoreModule.checkStopped(what)
             bar.update(done)
             if done >= total { bar.finish() }
         }
@@ -598,7 +598,7 @@ enum NeXusModule {
                 let rows = try call.optInteger(2)
                 let blocks = try wrap { try NXBlocks(f, rows: try rows ?? f.blockRows(), reuse: false) }
                 call.lua.push(function: "blocks iterator") { inner in
-                    try LuaInterrupt.check()
+                    try CoreModule.checkStopped("blocks")
                     guard let (first, block) = try wrap({ try blocks.next() }) else { inner.lua.pushNil(); return 1 }
                     inner.lua.push(first)
                     try ArrayModule.push(block, inner.lua, scalarIfZeroD: false)
@@ -762,7 +762,7 @@ enum NeXusModule {
                 o.eagerLimit = config.eagerLimit
                 o.lock = config.lockConfig
                 if !call.isNoneOrNil(3) {
-                    try call.table(3)
+                    try call.options(3, known: ["swmr", "lock"])
                     let lua = call.lua
                     if lua.rawGet(at: 3, key: "swmr") != .nil { o.swmr = lua.toBoolean(at: -1) }
                     lua.pop()
@@ -818,7 +818,7 @@ enum NeXusModule {
             LuaFunctionDecl("data", "nx.data{signal=, axes={...}, errors=, title=} -> new NXdata",
                             "an NXdata with @signal, @axes and AXISNAME_indices; assigning it sets missing @default attributes up to the root",
                             help: "signal, axes and errors are arrays, fields of a file, or nx.field(value, {name = \"counts\"}); unnamed arrays are called data, axis0, axis1, ...") { call in
-                try call.table(1)
+                try call.options(1, known: ["signal", "axes", "errors", "title"])
                 guard let signal = try pendingField(call, 1, "signal") else { throw LuaError.argument(1, "nx.data needs a signal") }
                 var axes: [Pending] = []
                 if call.lua.rawGet(at: 1, key: "axes") == .table {
@@ -842,7 +842,7 @@ enum NeXusModule {
                             help: "Environment: NX_LOCK, NX_LOCKEXPIRY, NX_LOCKDIRECTORY, NX_MAXSIZE (as nexusformat).") { call in
                 let lua = call.lua
                 if !call.isNoneOrNil(1) {
-                    try call.table(1)
+                    try call.options(1, known: ["lock", "lockexpiry", "lockdirectory", "maxsize"])
                     if lua.rawGet(at: 1, key: "lock") == .number { config.lockTimeout = lua.toNumber(at: -1)! } else if lua.type(at: -1) == .boolean { config.lockTimeout = lua.toBoolean(at: -1) ? 10 : 0 }
                     lua.pop()
                     if lua.rawGet(at: 1, key: "lockexpiry") == .number { config.lockExpiry = lua.toNumber(at: -1)! }

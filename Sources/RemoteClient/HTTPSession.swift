@@ -162,21 +162,48 @@ public final class HTTPSession: @unchecked Sendable {  // immutable after init; 
         return false
     }
 
+    /// One sentence per cause, whatever layer (AsyncHTTPClient, NIO, the socket) saw it.
     static func describe(_ error: Error, url: String, options: RemoteOptions) -> String {
         if let e = error as? HTTPClientError {
             if e == .readTimeout { return "no answer from \(url) within \(options.readTimeout) s (read timeout)" }
-            if e == .connectTimeout { return "cannot connect to \(url) within \(options.connectTimeout) s" }
+            if e == .connectTimeout { return "cannot connect to \(url): no answer within \(options.connectTimeout) s (connect timeout)" }
             if e == .deadlineExceeded { return "no answer from \(url) in time" }
-            if e == .remoteConnectionClosed { return "the server closed the connection (\(url))" }
+            if e == .remoteConnectionClosed { return "the server closed the connection before answering (\(url))" }
+            if e == .cancelled { return "the request to \(url) was cancelled" }
         }
-        if let d = error as? Dropped { return "\(url): \(d.reason)" }
+        if let d = error as? Dropped { return "\(url): the answer was cut off (\(d.reason))" }
         if let e = error as? NIOConnectionError {
-            return "cannot connect to \(url) (\(e.connectionErrors.first.map { "\($0.error)" } ?? "\(e)"))"
+            if e.dnsAError != nil || e.dnsAAAAError != nil { return "cannot connect to \(url): the name '\(e.host)' could not be resolved" }
+            if let first = e.connectionErrors.first?.error { return describe(first, url: url, options: options) }
+            return "cannot connect to \(url)"
         }
-        if "\(type(of: error))".contains("SSL") {
+        if error is SocketAddressError.UnknownHost {
+            return "cannot connect to \(url): the host name could not be resolved"
+        }
+        if let e = error as? IOError { return describe(errno: e.errnoCode, url: url) }
+        if let e = error as? ChannelError {
+            switch e {
+            case .connectTimeout: return "cannot connect to \(url): no answer within \(options.connectTimeout) s (connect timeout)"
+            case .eof, .ioOnClosedChannel, .alreadyClosed, .outputClosed, .inputClosed:
+                return "the connection to \(url) was closed in the middle of the answer"
+            default: break
+            }
+        }
+        if "\(type(of: error))".contains("SSL") || "\(type(of: error))".contains("TLS") {
             return "TLS failure with \(url): \(error) (a self-signed certificate? see {insecure = true} in docs/remote.md)"
         }
         return "request to \(url) failed: \(error)"
+    }
+
+    /// The socket errors a client meets, in words.
+    static func describe(errno code: Int32, url: String) -> String {
+        switch code {
+        case ECONNREFUSED: return "cannot connect to \(url): connection refused (is the server running on that port?)"
+        case ECONNRESET, EPIPE: return "the connection to \(url) was reset in the middle of the answer"
+        case ETIMEDOUT: return "cannot connect to \(url): the connection timed out"
+        case EHOSTUNREACH, ENETUNREACH: return "cannot connect to \(url): no route to the host (\(String(cString: strerror(code))))"
+        default: return "request to \(url) failed: \(String(cString: strerror(code))) (errno \(code))"
+        }
     }
 
     /// Turns a non-200 answer into an error naming what was asked and why it failed.

@@ -40,6 +40,10 @@ extension Responder {
             }
             var payload: [String: EventValue] = [:]
             for m in members where !["kind", "run", "key"].contains(m.key) { payload[m.key] = Responder.eventValue(m.value) }
+            // the sender's current folder is unknown here: a relative file cannot be resolved
+            if case .string(let f)? = payload["file"], !f.hasPrefix("/") {
+                throw ServeError(400, "events: \(which): \"file\" must be an absolute path on the server's host, not '\(f)' (macros run in other folders)")
+            }
             events.append(NewEvent(kind: kind, run: run, payload: payload, key: item["key"]?.stringValue, source: "http:\(user)"))
         }
         let appended = events

@@ -51,6 +51,7 @@ enum TriggerCommand {
                 payload[String(item[..<eq])] = EventValue(parsingText: String(item[item.index(after: eq)...]))
             }
             if let f = a.string("file") { payload["file"] = .string(f) }
+            payload = EventPaths.resolvingFile(payload)   // macros run in other folders
             let run: String
             if let r = a.string("run") { run = r } else if kind == .runStart { run = makeRunUID() } else {
                 throw SubcommandOptions.UsageError(message: "--run UID is required for \(kind.rawValue)")
@@ -149,7 +150,7 @@ enum ReplayCommand {
     static func run(_ arguments: [String]) -> Int32 {
         SubcommandOptions.run("replay", specs: specs, usage: usage, arguments: arguments) { a in
             guard a.positional.count == 1 else { throw SubcommandOptions.UsageError(message: "give one NeXus file") }
-            var o = StackReplay.Options(path: a.positional[0])
+            var o = StackReplay.Options(path: EventPaths.absolute(a.positional[0]))  // macros run in other folders
             o.run = a.string("run")
             if let e = a.string("entry") { o.entry = e }
             if let c = try a.int("chunk", atLeast: 1) { o.chunk = c }

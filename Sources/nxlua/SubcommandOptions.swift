@@ -68,7 +68,10 @@ struct SubcommandOptions {
 
     func number(_ name: String, atLeast low: Double) throws -> Double? {
         guard let text = values[name] else { return nil }
-        guard let v = Double(text), v >= low, v.isFinite else { throw UsageError(message: "--\(name) takes a number of at least \(low), not '\(text)'") }
+        guard let v = Double(text), v >= low, v.isFinite else {
+            let what = low > -Double.greatestFiniteMagnitude ? "a number of at least \(low)" : "a number"
+            throw UsageError(message: "--\(name) takes \(what), not '\(text)'")
+        }
         return v
     }
 

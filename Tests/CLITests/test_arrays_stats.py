@@ -359,7 +359,7 @@ def test_histogram_errors(nxlua):
         "array.histogram(array.from({1, 2}), 0)": "histogram bins must be a positive integer, got 0",
         "array.histogram(array.from({1, 2}), {0, 2, 1})": "bin edges must increase monotonically: edge 1 is 2.0, edge 2 is 1.0",
         "array.histogram(array.from({1, 2}), 3, {range = {5, 1}})": "max must be larger than min, got [5.0, 1.0]",
-        "array.histogram(array.from({1, 2}), 3, {rnage = {0, 1}})": "unknown histogram option 'rnage'",
+        "array.histogram(array.from({1, 2}), 3, {rnage = {0, 1}})": "unknown option 'rnage' (known: density, range, weights)",
         "array.histogram(array.from({1, 2}), 3, {weights = array.ones(3)})": "weights (3,), data (2,)",
         "array.histogram(array.from({1, 2}), 'x')": "bins (integer, ndarray or table of edges) expected, got string",
         "array.histogram(array.from({1, 1/0}), 3)": "autodetected range of [1.0, inf] is not finite",

@@ -7,6 +7,7 @@ sanitizer reports when they stop)."""
 import os
 import pathlib
 import socket
+import struct
 import subprocess
 import textwrap
 import threading
@@ -426,3 +427,62 @@ def test_tls(folder, tmp_path):
         assert lines[1] == str(int(FRAMES[3].sum()))
     finally:
         assert s.stop() == 0
+
+
+def test_connection_errors_say_what_happened(tmp_path):
+    """One clear sentence per cause: refused, connect timeout, unknown host name, reset in
+    the middle of an answer (docs/remote.md, "Errors, timeouts, retries")."""
+    refused = free_port()
+    # a listener whose accept queue is full: the kernel drops further SYNs, connect hangs
+    full = socket.socket()
+    full.bind(("127.0.0.1", 0))
+    full.listen(0)
+    waiting = [socket.socket() for _ in range(3)]
+    for w in waiting:
+        w.setblocking(False)
+        w.connect_ex(full.getsockname())
+    # a server that starts an answer and resets the connection in the middle of it
+    cut = socket.socket()
+    cut.bind(("127.0.0.1", 0))
+    cut.listen(8)
+    stop = threading.Event()
+
+    def serve_cut_answers():
+        cut.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                c, _ = cut.accept()
+            except OSError:
+                continue
+            c.settimeout(5)
+            try:
+                c.recv(65536)
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{\"root\": ")
+                c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))   # RST, not FIN
+            except OSError:
+                pass
+            c.close()
+    t = threading.Thread(target=serve_cut_answers, daemon=True)
+    t.start()
+    try:
+        out = ok(run_lua(f"""
+            for _, url in ipairs({{"http://127.0.0.1:{refused}", "http://127.0.0.1:{full.getsockname()[1]}",
+                                  "http://no-such-host.invalid:5000", "http://127.0.0.1:{cut.getsockname()[1]}"}}) do
+              local r = nx.remote(url, {{user = "u", password = "p", connect_timeout = 1, timeout = 5, retries = 0}})
+              local ok, err = pcall(r.load, r, "/x.nxs")
+              print(err)
+            end
+        """, tmp_path, timeout=120))
+    finally:
+        stop.set()
+        t.join()
+        for s in [full, cut, *waiting]:
+            s.close()
+    lines = out.splitlines()
+    assert len(lines) == 4, out
+    assert f"cannot connect to http://127.0.0.1:{refused}/" in lines[0] and "connection refused" in lines[0], lines[0]
+    assert "cannot connect to" in lines[1] and "within 1.0 s (connect timeout)" in lines[1], lines[1]
+    assert "cannot connect to http://no-such-host.invalid:5000/" in lines[2] and "could not be resolved" in lines[2], lines[2]
+    assert any(w in lines[3] for w in ("reset in the middle", "closed in the middle", "closed the connection")), lines[3]
+    for line in lines:
+        assert "errno" not in line and line.count("(") == line.count(")"), line
