@@ -102,6 +102,23 @@ def bench_elementwise(root):
              f"{theirs:.1f} ms", f"{in_place / theirs:.2f}x NumPy's time", "<= 1.2x", in_place / theirs <= 1.2)]
 
 
+def bench_full(root):
+    """array.full of 1 GiB (134,217,728 float64) against numpy.full: new memory, so both
+    pay the page faults; each side in a fresh process per sample, interleaved."""
+    n = 1 << 27
+    ours_cmd = [str(root / ".build/release/nxlua"), "-e",
+                f"local t = nxlua.time(); local a = array.full({{{n}}}, 3.5); print((nxlua.time() - t) * 1e3)"]
+    theirs_cmd = [sys.executable, "-c",
+                  f"import time, numpy as np; t = time.perf_counter(); a = np.full({n}, 3.5); print((time.perf_counter() - t) * 1e3)"]
+    ours, theirs = [], []
+    for _ in range(7):
+        ours.append(float(subprocess.run(ours_cmd, check=True, capture_output=True, text=True).stdout))
+        theirs.append(float(subprocess.run(theirs_cmd, check=True, capture_output=True, text=True).stdout))
+    a, b = statistics.median(ours), statistics.median(theirs)
+    return [("array.full(2^27, 3.5), 1 GiB float64", f"{a:.0f} ms", "numpy.full", f"{b:.0f} ms",
+             f"{a / b:.2f}x NumPy's time", "<= 1x", a <= b)]
+
+
 def bench_masked_sum(root):
     """Sum over frames of a Pilatus 2M stack, leaving out gap (-1) and dead (-2) pixels."""
     import numpy as np
@@ -845,7 +862,7 @@ def bench_macro_latency(root):
 
 
 BENCHES = {"startup": bench_startup, "bridge": bench_bridge, "sums": bench_sums,
-           "elementwise": bench_elementwise, "masked_sum": bench_masked_sum, "nexus_tree": bench_nexus_tree,
+           "elementwise": bench_elementwise, "full": bench_full, "masked_sum": bench_masked_sum, "nexus_tree": bench_nexus_tree,
            "nexus_frame": bench_nexus_frame, "nexus_write": bench_nexus_write, "stream": bench_stream, "cbf_decode": bench_cbf_decode,
            "stack": bench_stack, "serve": bench_serve, "matmul": bench_matmul,
            "journal": bench_journal, "macro_latency": bench_macro_latency}
