@@ -84,7 +84,10 @@ extension DetectorModule {
             defer { lua.pop() }
             switch lua.rawGet(at: 1, key: key(name)) {
             case .nil: return nil
-            case .string, .number: return lua.toString(at: -1)   // scan_id = 5 as "5"
+            case .string: return lua.toString(at: -1)
+            // a setting whose value is a number written as text (scan_id = 5)
+            case .number where (StackOptions.settings + StackEventEmitter.settings).first(where: { $0.name == name })?.valueName == "N":
+                return lua.toString(at: -1)
             default: throw LuaError.argument(1, "\(key(name)) must be a string")
             }
         }

@@ -30,6 +30,8 @@ public enum FrameStatus: UInt8, Sendable {
 /// after each flush, so the order holds on the disk after a power cut too.
 final class StackFile {
     let file: NXFile
+    /// Held for the whole run: no second stacker writes into this file meanwhile.
+    var writerLock: StackWriterLock?
     let entryName: String
     let data: NXField
     let frameNumbers: NXField
@@ -116,13 +118,15 @@ final class StackFile {
                 throw StackError("\(path): no /\(entry)/stacking group with @first_frame_number: not a stack written by nxlua stack (choose another --out, or --entry)")
             }
         }
+        // before the repair below clears the "open for writing" mark another stacker set
+        let lock = try StackWriterLock(path: path)
         var o = NXFile.Options()
         o.swmrWrite = true
         let file: NXFile
         do {
             file = try NXFile(path: path, mode: .readWrite, options: o)
         } catch let e as NeXusError where e.message.contains("another process has the file open") {
-            throw StackError("cannot resume: \(e) (close the readers, e.g. viewers or nxlua serve, or stop the other stacker, then rerun)")
+            throw StackError("cannot resume: \(e) (close the readers that take HDF5's file lock, e.g. h5py or NeXpy without HDF5_USE_FILE_LOCKING=FALSE, then rerun; nxlua's own readers never block a resume)")
         } catch {
             throw StackError("cannot resume \(path) as a stack: \(error) (not a stack written by nxlua stack? choose another --out)")
         }
@@ -135,6 +139,7 @@ final class StackFile {
                 throw StackError("\(path): this stack numbers frames from \(first), not from \(expectedFirst) as --first asks")
             }
             let s = try StackFile(file: file, entry: entry, firstNumber: first)
+            s.writerLock = lock
             if !file.isSWMRWriting { try file.startSWMRWrite() }
             if let length = file.lengthBeforeRepair { try s.unmarkFrames(endingPast: length) }
             return s
@@ -171,6 +176,7 @@ final class StackFile {
             let s = try StackFile(file: file, entry: entry, firstNumber: firstNumber)
             try file.startSWMRWrite()
             try file.rename(to: path)
+            s.writerLock = try StackWriterLock(path: path)
             return s
         } catch {
             try? file.close()

@@ -28,7 +28,7 @@
     X(H5Pget_chunk) X(H5Pget_nfilters) X(H5Pget_filter2) X(H5Pset_link_creation_order) \
     X(H5Pset_attr_creation_order) X(H5Pset_create_intermediate_group) X(H5Pset_chunk_cache) \
     X(H5Pget_fill_value) X(H5Pfill_value_defined) X(H5Pset_virtual_view) X(H5Pset_virtual_prefix) \
-    X(H5Pget_link_creation_order) X(H5Pset_efile_prefix) \
+    X(H5Pget_link_creation_order) X(H5Pset_efile_prefix) X(H5Pset_file_locking) \
     X(H5Gcreate2) X(H5Gopen2) X(H5Gclose) X(H5Gget_info) X(H5Gget_create_plist) \
     X(H5Literate) X(H5Lget_info) X(H5Lexists) X(H5Lget_val) X(H5Lcreate_soft) X(H5Lcreate_hard) \
     X(H5Lcreate_external) X(H5Ldelete) X(H5Lmove) X(H5Lunpack_elink_val) \

@@ -130,8 +130,15 @@ public final class NXFile: @unchecked Sendable {
             }
             return H5Handle(id, .file)
         }
+        // SWMR readers take no file lock: a stacker restarted after a crash must reopen its
+        // stack for writing while viewers, nxlua serve and macros keep reading (HDF5's
+        // shared lock of every reader refused the writer). Who writes is said already by
+        // the SWMR mark in the superblock and the stacker's own single-writer lock.
+        func withoutFileLock() { _ = h.pointee.H5Pset_file_locking(fapl.id, false, true) }
         switch mode {
-        case .read where options.swmr: return Opened(handle: try openExisting(H5.accRDONLY | H5.accSWMRRead), swmrReading: true)
+        case .read where options.swmr:
+            withoutFileLock()
+            return Opened(handle: try openExisting(H5.accRDONLY | H5.accSWMRRead), swmrReading: true)
         case .read:
             do {
                 return Opened(handle: try openExisting(H5.accRDONLY))
@@ -140,6 +147,7 @@ public final class NXFile: @unchecked Sendable {
                 // SWMR readers may read such a file, plain readers may not, and a user who
                 // loads it wants to see it. A plain writer's mark still refuses.
                 _ = h.pointee.H5Pset_libver_bounds(fapl.id, H5F_LIBVER_V110, H5F_LIBVER_V110)
+                withoutFileLock()
                 guard let handle = try? openExisting(H5.accRDONLY | H5.accSWMRRead) else { _ = H5.takeError(); throw e }
                 return Opened(handle: handle, swmrReading: true)
             }
