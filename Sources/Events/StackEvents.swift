@@ -38,8 +38,18 @@ public final class StackEventEmitter: StackObserver, @unchecked Sendable {
         var startKey = "run.start"
         if resumed, let previous = try? journal.lastRun(writing: file) {
             run = previous.run
-            // a run that stopped (interrupted) and resumes starts again, once per resumption
-            if !previous.stopped { started = true; return }
+            // a run that stopped (interrupted) and resumes starts again, once per resumption;
+            // one whose stacker died (kill -9, a crash, a power cut) goes on in the same run,
+            // and says so with a stream.open marked resumed (handlers keep their state: no
+            // second run.start)
+            if !previous.stopped {
+                started = true
+                let stamp = Int(Date().timeIntervalSince1970 * 1000)
+                writer.submit([event(.streamOpen, ["stream": .string(stream), "file": .string(file), "resumed": .bool(true),
+                                                   "after": .string("the stacker of this run ended without stopping (killed or crashed)")],
+                                     key: "stream.open/\(stream)/resumed-\(stamp)")])
+                return
+            }
             startKey = "run.start/resumed-\(Int(Date().timeIntervalSince1970 * 1000))"
         }
         started = true

@@ -442,8 +442,11 @@ final class Store: @unchecked Sendable {
             guard let sub = try? resolver.resolve(domain) else { continue }  // a symlink out, or gone
             guard let st = Store.stamp(sub.path) else { continue }
             if !sub.isFolder && !Store.isHDF5(sub.path) { continue }
-            items.append((domain, .obj(["name": .string(domain), "class": .string(sub.isFolder ? "folder" : "domain"),
-                                        "owner": .string(owner), "created": .double(st.mtime), "lastModified": .double(st.mtime)])))
+            var item: [JSON.Member] = [.init("name", .string(domain)), .init("class", .string(sub.isFolder ? "folder" : "domain")),
+                                       .init("owner", .string(owner)), .init("created", .double(st.mtime)),
+                                       .init("lastModified", .double(st.mtime))]
+            if !sub.isFolder { item.append(.init("size", .int(Int(st.size)))) }   // bytes on disk (r:ls)
+            items.append((domain, .object(item)))
         }
         items.sort { $0.0 < $1.0 }
         if let marker { items = items.filter { $0.0 > marker } }

@@ -17,7 +17,7 @@ enum ServeCommand {
         .init(name: "tls-cert", valueName: "F", help: "serve HTTPS with this PEM certificate chain (and --tls-key)"),
         .init(name: "tls-key", valueName: "F", help: "the PEM private key of --tls-cert"),
         .init(name: "allow-eval", valueName: nil, help: "allow authenticated users to run Lua next to the data (POST /nxlua/eval, sandboxed)"),
-        .init(name: "eval-timeout", valueName: "S", help: "wall-time limit of one evaluation (default 10 seconds)"),
+        .init(name: "eval-timeout", valueName: "S", help: "wall-time limit of one evaluation (default 120 seconds: a sum over a 3600-frame Pilatus 2M stack fits)"),
         .init(name: "eval-memory", valueName: "MB", help: "Lua memory limit of one evaluation (default 256)"),
         .init(name: "journal", valueName: "FILE", help: "accept scan events from authenticated users (POST /nxlua/events) into this journal (docs/macros.md)"),
         .init(name: "max-request-size", valueName: "B", help: "largest value read in bytes (default 104857600); above: 413"),

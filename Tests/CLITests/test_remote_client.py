@@ -250,13 +250,16 @@ def test_external_links(server, folder, tmp_path):
     assert lines[2].startswith("false\t") and "external link to sample.nxs:/entry/nothing, which does not exist" in lines[2]
 
 
-def test_ls_and_eval(server, tmp_path):
+def test_ls_and_eval(server, folder, tmp_path):
     out = ok(run_lua(connect(server) + """
         local list = r:ls("/")
         local names = {}
         for _, e in ipairs(list) do names[#names + 1] = e.name .. "=" .. e.class .. (e.lastModified and "+t" or "") end
         print(table.concat(names, ","))
         print(#r:ls("/sub/"), r:ls("/sub")[1].name)
+        local sizes = {}
+        for _, e in ipairs(list) do sizes[#sizes + 1] = e.name .. "=" .. tostring(e.size) end
+        print(table.concat(sizes, ","))
         local s = r:eval("local a = ... ; return nx.load(a.path).entry.data.frames:sum(0)", {path = "/sample.nxs"})
         print(s.dtype, table.concat(s.shape, "x"), s:sum())
         local t = r:eval("return {n = 1 + ..., list = {1, 2, 'three'}, ok = true}", 41)
@@ -269,6 +272,9 @@ def test_ls_and_eval(server, tmp_path):
     assert lines[0] in ("/escape.nxs=domain+t,/ext.nxs=domain+t,/nxlua.nxs=domain+t,/sample.nxs=domain+t,/sub=folder+t",
                         "/ext.nxs=domain+t,/nxlua.nxs=domain+t,/sample.nxs=domain+t,/sub=folder+t"), lines[0]
     assert lines[1] == "1\t/sub/nested.nxs"
+    sizes = dict(item.split("=") for item in lines.pop(2).split(","))
+    assert sizes.pop("/sub") == "nil", sizes    # folders have no size
+    assert sizes == {name: str((pathlib.Path(folder["root"]) / name.lstrip("/")).stat().st_size) for name in sizes}, sizes
     assert lines[2] == f"int64\t64x64\t{int(FRAMES.sum())}"
     assert lines[3] == "42\tthree\ttrue"
     assert lines[4] == "text\tnil"

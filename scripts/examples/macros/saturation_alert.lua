@@ -10,7 +10,9 @@ on("frames.ready", "saturation", function(e)
   local alerts = {}
   for i, n in ipairs(counts) do
     if n > limit then
-      alerts[#alerts + 1] = string.format("run %s frame %d: %d saturated pixels (limit %d)", e.run, e.first + i - 1, n, limit)
+      -- the index in the stack, and the detector's own file (replays and `trigger` may lack it)
+      local source = e.sources and e.sources[i] and (" (" .. e.sources[i] .. ")") or ""
+      alerts[#alerts + 1] = string.format("run %s frame %d%s: %d saturated pixels (limit %d)", e.run, e.first + i - 1, source, n, limit)
     end
   end
   if #alerts == 0 then return end
