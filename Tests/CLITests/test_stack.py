@@ -589,3 +589,16 @@ def test_idle_stop_says_the_seconds_given(tmp_path):
     r = stack("--watch", watched, "--out", tmp_path / "t.nxs", "--idle", "1", "--quiet")
     assert r.returncode == 0, r.stderr
     assert "stopped: idle for 1 s" in r.stdout + r.stderr, r.stdout + r.stderr
+
+
+def test_watch_reads_the_names_of_a_large_folder(tmp_path):
+    """A watched folder of 3000 entries (here files that are not frames) and two frames.
+    The scan reads each name where readdir left it: copying whole dirents read past
+    readdir's buffer for its last entries (AddressSanitizer: heap-buffer-overflow)."""
+    watched = tmp_path / "watched"
+    made = make_frames(watched, [1, 2])
+    for n in range(3000):
+        (watched / f"detector_log_entry_{n:05d}.txt").write_bytes(b"")
+    r = stack("--watch", watched, "--out", tmp_path / "s.nxs", "--frames", "2", "--quiet")
+    assert r.returncode == 0, r.stderr
+    check_frames(tmp_path / "s.nxs", made)
