@@ -73,7 +73,11 @@ public final class MacroRunner {
             }
             usleep(20_000)
         }
+        // every handler in progress finishes at once (not one after the other); stop()
+        // returns once a worker's thread has ended with its Lua states closed
+        for w in workers.values { w.requestStop() }
         for w in workers.values { w.stop() }
+        workers.removeAll()
     }
 
     /// Looks at the folder: starts workers for new files, hands changed texts over,

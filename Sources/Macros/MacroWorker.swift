@@ -27,7 +27,8 @@ final class MacroWorker: @unchecked Sendable {
     private var message: String?
     private var path: String
     private var lastPublished = 0.0
-    private let done = DispatchSemaphore(value: 0)
+    /// Set by start(), joined by stop() (the runner's thread).
+    private var thread: JoinableThread?
 
     init(source: MacroSource, journal: SQLiteJournal, options: MacroRunnerOptions, log: @escaping (String) -> Void) {
         name = source.name
@@ -41,11 +42,8 @@ final class MacroWorker: @unchecked Sendable {
     }
 
     func start() {
-        // the thread holds the worker until its loop ends (not kept: no cycle outlives it)
-        let thread = Thread { self.run() }
-        thread.name = "nxlua.macro.\(name)"
-        thread.stackSize = 16 << 20
-        thread.start()
+        // the thread holds the worker until its loop ends; the cycle ends with it
+        thread = JoinableThread(name: "macro.\(name)", stackSize: 16 << 20) { self.run() }
     }
 
     /// A new text of the file (the runner saw it change).
@@ -53,10 +51,16 @@ final class MacroWorker: @unchecked Sendable {
         lock.lock(); incoming = source; lock.unlock()
     }
 
-    /// Asks the thread to stop after the handler in progress, and waits for it.
-    func stop() {
+    /// Asks the thread to stop after the handler in progress; returns at once.
+    func requestStop() {
         lock.lock(); stopRequested = true; lock.unlock()
-        done.wait()
+    }
+
+    /// Asks the thread to stop after the handler in progress, and waits until it has
+    /// ended: its Lua states are closed then, on that thread, and it holds nothing more.
+    func stop() {
+        requestStop()
+        thread?.join()
     }
 
     var status: MacroStatus { lock.lock(); defer { lock.unlock() }; return statusCopy }
@@ -71,7 +75,9 @@ final class MacroWorker: @unchecked Sendable {
     }
 
     private func run() {
-        defer { done.signal() }
+        // The Lua states end with the thread's loop, on the thread that ran them (their
+        // finalizers close files the macro left open), before stop() returns.
+        defer { pending = nil; current = nil }
         do {
             if let c = try journal.cursor(of: name) {
                 cursor = c
