@@ -12,15 +12,15 @@ public final class JournalWriter: @unchecked Sendable {
     private var stopping = false
     private var lastError: String?
     private let condition = NSCondition()
+    private var thread: JoinableThread?
 
     public init(sink: EventSink, log: @escaping (String) -> Void) {
         self.sink = sink
         self.log = log
-        // the thread holds the writer until its loop ends (after close); not kept in a
-        // property, which would make a cycle that outlives the thread
-        let thread = Thread { self.loop() }
-        thread.name = "nxlua.journal"
-        thread.start()
+        // the thread holds the writer until its loop ends (close() ends it and waits for
+        // that, so the journal is never released by a thread still winding down while the
+        // process exits)
+        thread = JoinableThread(name: "nxlua.journal") { self.loop() }
     }
 
     /// Queues events; returns at once.
@@ -45,7 +45,7 @@ public final class JournalWriter: @unchecked Sendable {
         return queue.count + (appending ? 1 : 0)
     }
 
-    /// Flushes and stops the thread.
+    /// Flushes, stops the thread and waits until it has ended.
     public func close(seconds: Double = 30) {
         let left = flush(seconds: seconds)
         if left > 0 { log("journal: \(left) events could not be journaled: \(lastError ?? "timed out")") }
@@ -53,6 +53,7 @@ public final class JournalWriter: @unchecked Sendable {
         stopping = true
         condition.broadcast()
         condition.unlock()
+        thread?.join()
     }
 
     private func loop() {
