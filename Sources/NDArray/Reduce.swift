@@ -33,6 +33,14 @@ public enum Reduction: String, Sendable {
         }
     }
 
+    /// Sums and counts: they start from zero and merge partial results by adding.
+    var isSum: Bool {
+        switch self {
+        case .sum, .nansum, .countNonzero, .countNumbers, .sumValid, .countValid: return true
+        default: return false
+        }
+    }
+
     /// min/max start from the first element of each slice (they have no identity).
     var startsFromFirst: Bool { self == .min || self == .max || self == .nanmin || self == .nanmax }
 
@@ -222,6 +230,57 @@ private struct ReduceSource: DTypeVisitor {
             }
             return
         }
+        // Fast path: trailing axes of a contiguous array (per-frame sums, full sums) into an
+        // integer accumulator. Each result element folds one contiguous block, read in
+        // pieces of about a million elements: spread over the cores even when there are
+        // fewer results than cores, a Ctrl-C poll after each; integer sums are exact in
+        // any order. (The general path went row by row of the last axis, 1475 elements.)
+        if nd > 0, k > 0, axes == Array((nd - k)..<nd), src.isContiguous, out.isContiguous, center == nil,
+           op.isSum, !Acc.dtype.isFloat {
+            let rows = src.shape[0..<(nd - k)].reduce(1, *), m = src.shape[(nd - k)...].reduce(1, *)
+            if rows == 0 || m == 0 { return }  // out holds the zeros (or the running result)
+            let piece = max(1, Interruption.block)
+            let segments = (m + piece - 1) / piece
+            let src = self.src, out = self.out, op = self.op
+            if segments == 1 {
+                // whole results per piece: each thread writes its own
+                let rowsPerPiece = max(1, piece / m)
+                let pieces = (rows + rowsPerPiece - 1) / rowsPerPiece
+                let threads = max(1, min(threadCount(elements: src.count), pieces))
+                parallel(threads) { t in
+                    let s = src.base(Src.self), o = out.base(Acc.self)
+                    for p in partition(pieces, threads, t) {
+                        for r in (p * rowsPerPiece)..<min(rows, (p + 1) * rowsPerPiece) {
+                            o[r] = Ops.row(op, s + r * m, 1, m, into: o[r], center: 0)
+                        }
+                        if Interruption.requested { return }
+                    }
+                }
+            } else {
+                // pieces of results: partial sums, added up afterwards
+                let pieces = rows * segments
+                let threads = max(1, min(threadCount(elements: src.count), pieces))
+                let partial = UnsafeMutablePointer<Acc>.allocate(capacity: pieces)
+                partial.initialize(repeating: Acc.zero, count: pieces)
+                defer { partial.deallocate() }
+                nonisolated(unsafe) let parts = partial
+                parallel(threads) { t in
+                    let s = src.base(Src.self)
+                    for p in partition(pieces, threads, t) {
+                        let r = p / segments, lo = (p % segments) * piece
+                        parts[p] = Ops.row(op, s + r * m + lo, 1, min(piece, m - lo), into: Acc.zero, center: 0)
+                        if Interruption.requested { return }
+                    }
+                }
+                let o = out.base(Acc.self)
+                for r in 0..<rows {
+                    var v = o[r]
+                    for g in 0..<segments { v = Ops.merge(op, v, partial[r * segments + g]) }
+                    o[r] = v
+                }
+            }
+            return
+        }
         // parallel over the outermost kept axis when there is one, else over the
         // outermost reduced axis into private partial results
         let threads = threadCount(elements: src.count)
@@ -365,13 +424,13 @@ enum Ops {
             let p = UnsafeMutableRawPointer(s).assumingMemoryBound(to: Int32.self)
             var acc: Int64 = 0
             switch (op, stride) {
-            case (.sum, 1): for k in 0..<n { acc &+= Int64(p[k]) }
+            case (.sum, 1): acc = sumWidening(UnsafeRawPointer(p), n, .value)
             case (.sum, _): for k in 0..<n { acc &+= Int64(p[k * stride]) }
-            case (.sumValid, 1): for k in 0..<n { acc &+= Int64(Int32Terms.valid(p[k])) }
+            case (.sumValid, 1): acc = sumWidening(UnsafeRawPointer(p), n, .valid)
             case (.sumValid, _): for k in 0..<n { acc &+= Int64(Int32Terms.valid(p[k * stride])) }
-            case (.countNonzero, 1): for k in 0..<n { acc &+= Int64(Int32Terms.nonzero(p[k])) }
+            case (.countNonzero, 1): acc = sumWidening(UnsafeRawPointer(p), n, .nonzero)
             case (.countNonzero, _): for k in 0..<n { acc &+= Int64(Int32Terms.nonzero(p[k * stride])) }
-            case (_, 1): for k in 0..<n { acc &+= Int64(Int32Terms.countValid(p[k])) }
+            case (_, 1): acc = sumWidening(UnsafeRawPointer(p), n, .countValid)
             default: for k in 0..<n { acc &+= Int64(Int32Terms.countValid(p[k * stride])) }
             }
             return unsafeBitCast((start as! Int64) &+ acc, to: A.self)
@@ -544,6 +603,16 @@ enum Int32Terms {
     @inline(__always) static func nonzero(_ x: Int32) -> Int32 { 0 &- ((x | (0 &- x)) &>> 31) }
 
     @inline(__always)
+    func apply(_ x: Int32) -> Int32 {
+        switch self {
+        case .value: return x
+        case .valid: return Int32Terms.valid(x)
+        case .countValid: return Int32Terms.countValid(x)
+        case .nonzero: return Int32Terms.nonzero(x)
+        }
+    }
+
+    @inline(__always)
     func apply(_ v: SIMD8<Int32>) -> SIMD8<Int32> {
         switch self {
         case .value: return v
@@ -552,6 +621,43 @@ enum Int32Terms {
         case .nonzero: return 0 &- ((v | (0 &- v)) &>> 31)
         }
     }
+}
+
+/// The int64 sum of t(src[k]) over n int32 elements, exact, without widening each element
+/// (widening, SSE2's sign-extend-and-unpack, took 13 instructions per 4 elements and made
+/// per-frame sums compute-bound): per lane, the int32 sum wraps (it is right mod 2^32)
+/// while the high halves x >> 16, in [-2^15, 2^15), sum exactly in int32 over up to 2^16
+/// elements; the low halves x & 0xFFFF then sum to (wrapped - high << 16) mod 2^32, below
+/// 2^32, and the total is high * 2^16 + low. Lanes fold into the int64 total every 2^16
+/// elements per lane.
+@inline(__always)
+func sumWidening(_ src: UnsafeRawPointer, _ n: Int, _ t: Int32Terms) -> Int64 {
+    var total: Int64 = 0
+    var q = src  // pointers, not indices: no overflow checks in the loop
+    var left = n
+    while left >= 16 {
+        // two vectors of 8 lanes, each lane at most 2^15 elements per fold: merged, a
+        // lane holds 2^16, the most the high sum allows
+        let count = min(left & ~15, 16 << 15)
+        let end = q + count &* 4
+        left &-= count
+        var w0 = SIMD8<Int32>(), w1 = SIMD8<Int32>(), h0 = SIMD8<Int32>(), h1 = SIMD8<Int32>()
+        while q < end {
+            let a = t.apply(q.loadUnaligned(as: SIMD8<Int32>.self))
+            let b = t.apply(q.loadUnaligned(fromByteOffset: 32, as: SIMD8<Int32>.self))
+            w0 &+= a
+            h0 &+= a &>> 16
+            w1 &+= b
+            h1 &+= b &>> 16
+            q += 64
+        }
+        let w = SIMD8<UInt32>(truncatingIfNeeded: w0 &+ w1), h = h0 &+ h1
+        let low = w &- (SIMD8<UInt32>(truncatingIfNeeded: h) &<< 16)
+        total &+= (SIMD8<Int64>(truncatingIfNeeded: h) &<< 16 &+ SIMD8<Int64>(truncatingIfNeeded: low)).wrappedSum()
+    }
+    let p = q.assumingMemoryBound(to: Int32.self)
+    for k in 0..<left { total &+= Int64(t.apply(p[k])) }
+    return total
 }
 
 /// out[k] += Int64(t(src[k])) for int32 src: explicit SIMD (the compiler does not vectorise

@@ -142,6 +142,79 @@ final class ArrayTests: XCTestCase {
         }
     }
 
+    /// Sums and counts over trailing axes (per-frame sums, full sums) equal naive int64
+    /// sums: several shapes and dtypes, results cut into pieces (a lowered block), views
+    /// that take the general row path, a running result, and int32 extremes over more
+    /// elements than the kernel's int32 lanes hold between two folds.
+    func testTrailingAxisSumsMatchNaiveSums() throws {
+        defer { Interruption.block = 1 << 20 }
+        func naive(_ a: NDArray, _ axes: [Int], _ term: (Int64) -> Int64) -> [Int64] {
+            let v = a.doubles().map { term(Int64($0)) }
+            let inner = axes.reduce(1) { $0 * a.shape[$1] }
+            return stride(from: 0, to: v.count, by: max(1, inner)).map { v[$0..<min(v.count, $0 + inner)].reduce(0, +) }
+        }
+        let terms: [(Reduction, (Int64) -> Int64)] = [
+            (.sum, { $0 }), (.sumValid, { $0 >= 0 ? $0 : 0 }), (.countValid, { $0 >= 0 ? 1 : 0 }),
+            (.countNonzero, { $0 != 0 ? 1 : 0 }),
+        ]
+        let cases: [([Int], [Int])] = [([5, 7, 300], [1, 2]), ([3, 1000], [1]), ([2, 3, 4, 50], [2, 3]),
+                                       ([4001], [0]), ([6, 50, 41], [0, 1, 2]), ([1, 70_001], [1])]
+        for dtype in [DType.int32, .int16, .uint8, .uint16, .int64, .uint32] {
+            let signed = dtype.isSignedInteger
+            for (shape, axes) in cases {
+                let n = shape.reduce(1, *)
+                let values = (0..<n).map { i -> Double in
+                    let r = Double((i &* 2654435761) >> 9 & 0x7FFF)
+                    return i % 7 == 0 ? 0 : signed && i % 5 == 0 ? -r : r
+                }
+                let a = try NDArray.from(values, shape: shape, dtype: dtype)
+                for block in [1 << 20, 1000, 37] {
+                    Interruption.block = block
+                    for (op, term) in terms {
+                        let r = try a.reduce(op, axes: axes)
+                        XCTAssertEqual(r.dtype.isFloat, false)
+                        XCTAssertEqual(r.doubles().map { Int64($0) }, naive(a, axes, term),
+                                       "\(op) of \(dtype) \(shape) over \(axes), block \(block)")
+                    }
+                }
+                Interruption.block = 1 << 20
+                // a running result: folded into twice, it holds twice the sums
+                let whole = try a.reduce(.sum, axes: axes, keepdims: true)
+                let running = try NDArray(zeros: whole.shape, dtype: whole.dtype)
+                try a.reduce(.sum, axes: axes, accumulatingInto: running)
+                try a.reduce(.sum, axes: axes, accumulatingInto: running)
+                XCTAssertEqual(running.doubles(), whole.doubles().map { 2 * $0 }, "running \(dtype) \(shape)")
+            }
+        }
+        // views: reversed rows, a cut last axis, every other frame (the general row path)
+        let pattern = (0..<(6 * 40 * 300)).map { (i: Int) -> Double in Double((i &* 40503) % 20001) - 10000 }
+        let base = try NDArray.from(pattern, shape: [6, 40, 300], dtype: .int32)
+        for text in ["::2, :, ::-1", ":, 1:, 3:", "1:5, ::3, :", ":, :, ::7"] {
+            let v = try base.view(Selection(parsing: text))
+            for (op, term) in terms {
+                XCTAssertEqual(try v.reduce(op, axes: [1, 2]).doubles().map { Int64($0) }, naive(v, [1, 2], term), "\(op) of [\(text)]")
+                XCTAssertEqual(try v.reduce(op).integer(at: []), naive(v, [0, 1, 2], term)[0], "\(op) of [\(text)], all")
+            }
+        }
+        // int32 extremes: 3 folds and a tail per piece, exact in int64
+        let n = 3 * (16 << 15) + 37
+        for value in [Int32.min, Int32.max, -1] {
+            let a = try NDArray.full([2, n], Double(value), dtype: .int32)
+            XCTAssertEqual(try a.sum(axes: [1]).doubles().map { Int64($0) }, [Int64(n) * Int64(value), Int64(n) * Int64(value)])
+            XCTAssertEqual(try a.sum().integer(at: []), 2 * Int64(n) * Int64(value))
+            XCTAssertEqual(try a.reduce(.countValid, axes: [1]).integer(at: [0]), value >= 0 ? Int64(n) : 0)
+        }
+        let mixed = try NDArray(zeros: [n], dtype: .int32)
+        let p = mixed.base(Int32.self)
+        var expected: Int64 = 0
+        for i in 0..<n {
+            p[i] = i % 3 == 0 ? Int32.min : i % 3 == 1 ? Int32.max : Int32(truncatingIfNeeded: i &* 2654435761)
+            expected += Int64(p[i])
+        }
+        XCTAssertEqual(try mixed.sum().integer(at: []), expected)
+        XCTAssertEqual(try mixed.view(Selection(parsing: "1:")).sum().integer(at: []), expected - Int64(Int32.min))
+    }
+
     func testMinMaxPropagateNaN() throws {
         let a = try NDArray.from([1, .nan, 3], shape: [3])
         XCTAssertTrue(try a.reduce(.max).value(at: []).isNaN)
