@@ -215,10 +215,14 @@ private struct ReduceSource: DTypeVisitor {
                     let lo = b * block, n = min(block, m - lo)
                     var f = firstFrame
                     if let simd {
-                        // four frames per pass: four streams in flight, a quarter of the
-                        // accumulator traffic
-                        while f + 4 <= frames {
-                            addWidening4(UnsafeRawPointer(s + f * m + lo), m * 4, UnsafeMutableRawPointer(o + lo), n, simd)
+                        // eight frames per pass (then four, then the rest): eight streams
+                        // in flight, an eighth of the accumulator traffic
+                        while f + 8 <= frames {
+                            addWideningFrames(UnsafeRawPointer(s + f * m + lo), m * 4, 8, UnsafeMutableRawPointer(o + lo), n, simd)
+                            f += 8
+                        }
+                        if f + 4 <= frames {
+                            addWideningFrames(UnsafeRawPointer(s + f * m + lo), m * 4, 4, UnsafeMutableRawPointer(o + lo), n, simd)
                             f += 4
                         }
                     }
@@ -675,29 +679,48 @@ func addWidening(_ src: UnsafeRawPointer, _ out: UnsafeMutableRawPointer, _ n: I
     while k < n { q[k] &+= Int64(t.apply(SIMD8(repeating: p[k]))[0]); k += 1 }
 }
 
-/// out[k] += t(src0[k]) + t(src1[k]) + t(src2[k]) + t(src3[k]) (int32 frames `frameBytes`
-/// apart, widened to int64 before adding).
+/// out[k] += t(src0[k]) + ... + t(src{frames-1}[k]) (int32 frames `frameBytes` apart, at
+/// most 8) into int64, exactly, widening once per pass instead of once per frame: the
+/// frames add up in int32 lanes that wrap, beside the sum of their high halves (as in
+/// `sumWidening`). One loop per term, so the term's switch stays outside the loop (inside,
+/// it cost a jump per load).
 @inline(__always)
-func addWidening4(_ src: UnsafeRawPointer, _ frameBytes: Int, _ out: UnsafeMutableRawPointer, _ n: Int,
-                  _ t: Int32Terms) {
+func addWideningFrames(_ src: UnsafeRawPointer, _ frameBytes: Int, _ frames: Int, _ out: UnsafeMutableRawPointer,
+                       _ n: Int, _ t: Int32Terms) {
+    switch t {
+    case .value: addFramesLoop(src, frameBytes, frames, out, n, .value)
+    case .valid: addFramesLoop(src, frameBytes, frames, out, n, .valid)
+    case .countValid: addFramesLoop(src, frameBytes, frames, out, n, .countValid)
+    case .nonzero: addFramesLoop(src, frameBytes, frames, out, n, .nonzero)
+    }
+}
+
+@inline(__always)
+private func addFramesLoop(_ src: UnsafeRawPointer, _ frameBytes: Int, _ frames: Int, _ out: UnsafeMutableRawPointer,
+                           _ n: Int, _ t: Int32Terms) {
+    precondition(frames >= 1 && frames <= 8)  // 8 high halves per lane stay far inside int32
     var k = 0
-    let s1 = src + frameBytes, s2 = src + 2 * frameBytes, s3 = src + 3 * frameBytes
-    while k + 8 <= n {
-        let o = k * 4
-        var sum = SIMD8<Int64>(truncatingIfNeeded: t.apply(src.loadUnaligned(fromByteOffset: o, as: SIMD8<Int32>.self)))
-        sum &+= SIMD8<Int64>(truncatingIfNeeded: t.apply(s1.loadUnaligned(fromByteOffset: o, as: SIMD8<Int32>.self)))
-        sum &+= SIMD8<Int64>(truncatingIfNeeded: t.apply(s2.loadUnaligned(fromByteOffset: o, as: SIMD8<Int32>.self)))
-        sum &+= SIMD8<Int64>(truncatingIfNeeded: t.apply(s3.loadUnaligned(fromByteOffset: o, as: SIMD8<Int32>.self)))
-        let acc = out.loadUnaligned(fromByteOffset: k * 8, as: SIMD8<Int64>.self)
-        out.storeBytes(of: acc &+ sum, toByteOffset: k * 8, as: SIMD8<Int64>.self)
-        k += 8
+    while k &+ 8 <= n {
+        let o = k &* 4
+        let x0 = t.apply(src.loadUnaligned(fromByteOffset: o, as: SIMD8<Int32>.self))
+        var w = x0, h = x0 &>> 16
+        for f in 1..<frames {
+            let x = t.apply((src + f &* frameBytes).loadUnaligned(fromByteOffset: o, as: SIMD8<Int32>.self))
+            w &+= x
+            h &+= x &>> 16
+        }
+        // the low halves' sum, below 8 * 2^16
+        let low = SIMD8<UInt32>(truncatingIfNeeded: w) &- (SIMD8<UInt32>(truncatingIfNeeded: h) &<< 16)
+        let acc = out.loadUnaligned(fromByteOffset: k &* 8, as: SIMD8<Int64>.self)
+        let sum = SIMD8<Int64>(truncatingIfNeeded: h) &<< 16 &+ SIMD8<Int64>(truncatingIfNeeded: low)
+        out.storeBytes(of: acc &+ sum, toByteOffset: k &* 8, as: SIMD8<Int64>.self)
+        k &+= 8
     }
     let q = out.assumingMemoryBound(to: Int64.self)
     while k < n {
         var v: Int64 = 0
-        for f in 0..<4 {
-            let x = (src + f * frameBytes).load(fromByteOffset: k * 4, as: Int32.self)
-            v &+= Int64(t.apply(SIMD8(repeating: x))[0])
+        for f in 0..<frames {
+            v &+= Int64(t.apply((src + f &* frameBytes).load(fromByteOffset: k &* 4, as: Int32.self)))
         }
         q[k] &+= v
         k += 1

@@ -142,6 +142,31 @@ final class ArrayTests: XCTestCase {
         }
     }
 
+    /// Sums and counts down the frames of int32 stacks (eight and four frames per pass,
+    /// then one by one) equal naive int64 sums, with int32 extremes in every frame.
+    func testLeadingAxisSumsOfInt32FramesAreExact() throws {
+        let terms: [(Reduction, (Int64) -> Int64)] = [
+            (.sum, { $0 }), (.sumValid, { $0 >= 0 ? $0 : 0 }), (.countValid, { $0 >= 0 ? 1 : 0 }),
+            (.countNonzero, { $0 != 0 ? 1 : 0 }),
+        ]
+        let m = 1003  // not a multiple of 8: a scalar tail per pass
+        for frames in [1, 3, 4, 8, 9, 12, 13, 17, 20] {
+            let a = try NDArray(zeros: [frames, 17, 59], dtype: .int32)
+            let p = a.base(Int32.self)
+            for i in 0..<a.count {
+                let r = Int32(truncatingIfNeeded: (i &* 2654435761) >> 5)
+                p[i] = i % 11 == 0 ? .min : i % 13 == 0 ? .max : i % 7 == 0 ? 0 : r
+            }
+            for (op, term) in terms {
+                let r = try a.reduce(op, axes: [0])
+                for j in 0..<m {
+                    let expected = (0..<frames).reduce(Int64(0)) { $0 + term(Int64(p[$1 * m + j])) }
+                    XCTAssertEqual(try r.integer(at: [j / 59, j % 59]), expected, "\(op), \(frames) frames, pixel \(j)")
+                }
+            }
+        }
+    }
+
     /// Sums and counts over trailing axes (per-frame sums, full sums) equal naive int64
     /// sums: several shapes and dtypes, results cut into pieces (a lowered block), views
     /// that take the general row path, a running result, and int32 extremes over more
