@@ -264,7 +264,10 @@ def check_example_outputs(out, made, saturation):
     counts = (frames >= saturation).sum(axis=(1, 2))
     expected = [i for i, n in enumerate(counts) if n > 10]
     alerts = pathlib.Path(str(out).replace(".nxs", "_alerts.txt"))
-    got = [int(line.split(" frame ")[1].split(":")[0]) for line in alerts.read_text().splitlines()] if alerts.exists() else []
+    lines = alerts.read_text().splitlines() if alerts.exists() else []
+    got = [int(line.split(" frame ")[1].split(":")[0].split(" (")[0]) for line in lines]
+    # each alert names the frame's source file beside its index (scan_00001.cbf is index 0)
+    assert all(f"_{i + 1:05d}." in line.split(":")[0] for i, line in zip(got, lines)), lines
     assert sorted(got) == expected
     return expected
 
@@ -676,12 +679,16 @@ def test_stacker_killed_and_resumed_announces_every_frame_of_one_run(tmp_path):
         ready = [json.loads(t) for (t,) in c.execute("SELECT payload FROM events WHERE kind = 'frames.ready'")]
         marks = [(k, json.loads(t)) for k, t in c.execute(
             "SELECT kind, payload FROM events WHERE kind IN ('run.start', 'run.stop') ORDER BY seq")]
+        reopened = [json.loads(t) for (t,) in c.execute("SELECT payload FROM events WHERE kind = 'stream.open'")]
     assert len(runs) == 1, runs
     covered = sorted(i for e in ready for i in range(e["first"], e["stop"]))
     assert covered == list(range(count)), "frames announced twice or never"
     assert any(e.get("recovered") for e in ready)
-    # a killed stack continues its run silently; one that stopped starts again, marked resumed
-    # (the first start is marked resumed when a kill came before its announcement)
+    # a killed stack continues its run, with a stream.open marked resumed; one that stopped
+    # starts again, marked resumed (the first start is marked resumed when a kill came
+    # before its announcement)
+    after_kills = [e for e in reopened if e.get("resumed")]
+    assert after_kills and all("ended without stopping" in e["after"] for e in after_kills), reopened
     assert marks[0][0] == "run.start"
     for (before, _), (kind, payload) in zip(marks, marks[1:]):
         if kind == "run.start":
