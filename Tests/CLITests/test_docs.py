@@ -42,7 +42,8 @@ scripts/nxlua writes it, also in the home folder's cache where scripts/nxlua kee
 what PAGE_SETUP makes for a page, and, shared by every page, `/data` (frame folders
 scan7, scan8 with 3600 small frames and scan42, and beamtime/sample_300K.nxs), so CI
 needs nothing from outside the clone. Under AddressSanitizer (NXLUA_SANITIZED=1) every
-wait is longer; nothing is skipped."""
+wait is longer and the processes other than the REPL unwind fast (see Page); nothing is
+skipped."""
 import dataclasses
 import json
 import os
@@ -248,6 +249,21 @@ class Page:
         env.update(HOME=str(self.home), NXLUA_HISTORY=str(self.home / ".nxlua_history"), TERM="xterm",
                    PATH=str(pathlib.Path(BIN).parent) + os.pathsep + str(pathlib.Path(sys.executable).parent)
                    + os.pathsep + env.get("PATH", "/usr/bin:/bin"))
+        # A progress bar appears on a terminal once a reduction takes 0.5 s: a matter of
+        # speed (the sanitized binary's), so the REPL sessions run without it.
+        env["NXLUA_PROGRESS"] = "0"
+        self.repl_env = dict(env)
+        if SANITIZED:
+            # Stacking 3600 frames with full unwinding on every malloc took 90 s, 5 s
+            # with fast unwinding: everything but the REPL unwinds fast, as the Swift tests
+            # do in scripts/test, with their suppressions (cbflib has no frame pointers).
+            # The REPL keeps full unwinding (libedit has none either).
+            options = re.sub(r"(?<!\w)fast_unwind_on_malloc=\d", "", env.get("ASAN_OPTIONS", "")).strip(":")
+            env["ASAN_OPTIONS"] = (options + ":" if options else "") + "fast_unwind_on_malloc=1"
+            supp = folder / "lsan-fast.supp"
+            supp.write_text((ROOT / "Tests/lsan.supp").read_text() + (ROOT / "Tests/lsan-fast-unwind.supp").read_text())
+            lsan = re.sub(r"(?<!\w)suppressions=[^:]*", "", env.get("LSAN_OPTIONS", "")).replace("::", ":").strip(":")
+            env["LSAN_OPTIONS"] = (lsan + ":" if lsan else "") + f"suppressions={supp}"
         self.env = env
         self.failures = []
         self.background = []
@@ -456,7 +472,7 @@ def run_lua(page, blocks, n):
         return r
     if r.returncode != 0:
         m = re.search(re.escape(page.page) + r":(\d+):", r.stderr)
-        error_line = int(m.group(1)) if m else None
+        error_line = int(m.group(1)) if m else 0   # 0: before the page's code ran
         where = next((b for b in blocks if error_line and b.line <= error_line < b.line + len(b.lines)), blocks[0])
         page.fail(where, f"the Lua failed (status {r.returncode}):\n{r.stderr.rstrip()}")
     for line, want in sorted(expected.items()):
@@ -588,7 +604,7 @@ def run_transcript(page, block):
             here = dataclasses.replace(block, line=line)
             if kind == "$" and text in REPL_COMMANDS:
                 session = pexpect.spawn(repl_argv(text, page)[0], repl_argv(text, page)[1:], cwd=str(ROOT),
-                                        env=page.env, encoding="utf-8", timeout=20 * SLOW, dimensions=(50, 200))
+                                        env=page.repl_env, encoding="utf-8", timeout=20 * SLOW, dimensions=(50, 200))
                 session.expect(r"\r\n> ")
                 compare(page, here, expected, session.before, f"banner of '{text}'")
             elif kind == "$":
@@ -597,7 +613,7 @@ def run_transcript(page, block):
                     compare(page, here, expected, r.stdout, f"output of '{text}'")
             else:
                 if session is None:
-                    session = pexpect.spawn(BIN, [], cwd=str(page.dir), env=page.env, encoding="utf-8",
+                    session = pexpect.spawn(BIN, [], cwd=str(page.dir), env=page.repl_env, encoding="utf-8",
                                             timeout=20 * SLOW, dimensions=(50, 200))
                     session.expect(r"\r\n> ")
                 session.send(text.replace("<TAB>", "\t") + "\r")
