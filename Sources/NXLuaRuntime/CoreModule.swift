@@ -122,10 +122,11 @@ enum FileSystem {
         guard let dir = opendir(path) else { return .failure(String(cString: strerror(errno))) }
         defer { closedir(dir) }
         var names: [String] = []
+        // the name read where readdir left it: a dirent is only as long as its name, and
+        // copying the whole struct read past readdir's buffer (ASan, a folder of 3000 files)
+        let nameOffset = MemoryLayout<dirent>.offset(of: \dirent.d_name)!
         while let entry = readdir(dir) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                String(cString: raw.bindMemory(to: CChar.self).baseAddress!)
-            }
+            let name = String(cString: UnsafeRawPointer(entry).advanced(by: nameOffset).assumingMemoryBound(to: CChar.self))
             if name != "." && name != ".." { names.append(name) }
         }
         return .success(names.sorted())

@@ -433,10 +433,10 @@ final class Store: @unchecked Sendable {
         var items: [(String, JSON)] = []
         guard let dir = opendir(r.path) else { return .obj(["domains": .array([]), "hrefs": .array([])]) }
         defer { closedir(dir) }
+        // the name read where readdir left it (copying the whole dirent read past its buffer)
+        let nameOffset = MemoryLayout<dirent>.offset(of: \dirent.d_name)!
         while let ent = readdir(dir) {
-            let name = withUnsafeBytes(of: ent.pointee.d_name) { raw in
-                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
-            }
+            let name = String(cString: UnsafeRawPointer(ent).advanced(by: nameOffset).assumingMemoryBound(to: CChar.self))
             if name.hasPrefix(".") { continue }
             let domain = (r.domain.hasSuffix("/") ? r.domain : r.domain + "/") + name
             guard let sub = try? resolver.resolve(domain) else { continue }  // a symlink out, or gone
