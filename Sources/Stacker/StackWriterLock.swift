@@ -35,5 +35,8 @@ final class StackWriterLock {
         }
     }
 
+    /// The locked descriptor of the output (for `posix_fadvise`; never closed by others).
+    var descriptor: Int32 { fd }
+
     deinit { close(fd) }
 }
