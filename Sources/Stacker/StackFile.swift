@@ -418,8 +418,11 @@ final class StackFile {
         guard let fd = writerLock?.descriptor else { return }
         var st = stat()
         guard fstat(fd, &st) == 0 else { return }
-        let below = st.st_size - StackFile.cachedTail
-        guard below - pagesReleasedBelow >= StackFile.cachedTail / 8 else { return }  // in steps of 32 MB
+        // in steps of 32 MB, on multiples of the step: the kernel keeps a page, or a large
+        // folio, that the range covers only in part
+        let step = max(StackFile.cachedTail / 8, 4096)
+        let below = (st.st_size - StackFile.cachedTail) / step * step
+        guard below > pagesReleasedBelow else { return }
         _ = posix_fadvise(fd, pagesReleasedBelow, below - pagesReleasedBelow, POSIX_FADV_DONTNEED)
         pagesReleasedBelow = below
     }

@@ -111,6 +111,71 @@ extension StackerTests {
         XCTAssertEqual((0..<6).filter { again.statuses[$0] == .stored }, (0..<6).filter { !lost.contains($0) })
     }
 
+    /// Durable commits hand the page cache of what they wrote back to the kernel, but the
+    /// newest part of the file (the frames live readers read next): the first frames'
+    /// chunks leave the cache, the last frame's stays.
+    func testCommittedPagesLeaveThePageCacheButTheNewest() throws {
+        let dir = NSTemporaryDirectoryPath() + "/pages-\(getpid())"
+        mkdir(dir, 0o755)
+        defer { _ = try? FileManager.default.removeItem(atPath: dir) }
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        /// Pages of the first `length` bytes of the file `fd` in the page cache (mincore).
+        func residentPages(_ fd: Int32, _ length: Int) throws -> [Bool] {
+            let map = try XCTUnwrap(mmap(nil, length, PROT_READ, MAP_SHARED, fd, 0))
+            defer { munmap(map, length) }
+            var resident = [UInt8](repeating: 0, count: (length + page - 1) / page)
+            XCTAssertEqual(mincore(map, length, &resident), 0)
+            return resident.map { $0 & 1 != 0 }
+        }
+        // a file system whose pages are the file (tmpfs) keeps them
+        let probe = open("\(dir)/probe", O_CREAT | O_RDWR, 0o644)
+        var bytes = [UInt8](repeating: 7, count: 16 * page)
+        XCTAssertEqual(write(probe, &bytes, bytes.count), bytes.count)
+        fsync(probe)
+        posix_fadvise(probe, 0, 0, POSIX_FADV_DONTNEED)
+        let kept = try residentPages(probe, bytes.count).contains(true)
+        close(probe)
+        if kept { throw XCTSkip("this file system keeps written pages in memory (tmpfs?)") }
+        var paths: [String] = []
+        for n in 1...12 {
+            var o = SyntheticPilatus.Options()
+            o.modules = (1, 1)
+            o.seed = UInt64(n)
+            o.frameNumber = n
+            let (frame, header) = try SyntheticPilatus.frame(o)
+            paths.append("\(dir)/scan_\(n).cbf")
+            try CBFWriter.write(paths.last!, frame, header: header)
+        }
+        let saved = StackFile.cachedTail
+        StackFile.cachedTail = 256 << 10
+        defer { StackFile.cachedTail = saved }
+        var options = StackOptions(source: .files(paths), output: "\(dir)/s.nxs")
+        options.progress = false
+        options.log = { _ in }
+        options.commitFrames = 1
+        options.workers = 1
+        _ = try Stacker(options: options).run()
+
+        // what is in the cache before HDF5 reads the file again (its reads bring in more)
+        let fd = open(options.output, O_RDONLY)
+        defer { close(fd) }
+        var st = stat()
+        XCTAssertEqual(fstat(fd, &st), 0)
+        XCTAssertGreaterThan(st.st_size, 3 * (256 << 10), "frames too small for the test")
+        let resident = try residentPages(fd, Int(st.st_size))
+        let file = try NXFile(path: options.output, mode: .read)
+        defer { try? file.close() }
+        let data = try XCTUnwrap(try file.root.resolve("entry/instrument/detector/data") as? NXField)
+        let chunks = try (0..<12).map { try XCTUnwrap(try data.chunkLocation(at: [$0, 0, 0])) }
+        // pages wholly inside a chunk (HDF5's metadata written at close shares the others)
+        func cachedPages(_ c: (offset: UInt64, size: UInt64)) -> Int {
+            ((Int(c.offset) + page - 1) / page..<Int(c.offset + c.size) / page).filter { resident[$0] }.count
+        }
+        let first = chunks.sorted { $0.offset < $1.offset }.first!, last = chunks.sorted { $0.offset < $1.offset }.last!
+        XCTAssertEqual(cachedPages(first), 0, "the first frame's chunk is still in the page cache")
+        XCTAssertGreaterThan(cachedPages(last), 0, "the newest frame's chunk left the page cache")
+    }
+
     /// The native bitshuffle+LZ4 encoder writes exactly the bytes the HDF5 plugin writes:
     /// element sizes 1, 2, 4 and 8, full and partial blocks, leftovers of 1-7 elements,
     /// random bits and detector-like values.
