@@ -238,6 +238,12 @@ final class ArrayTests: XCTestCase {
         }
         XCTAssertEqual(try mixed.sum().integer(at: []), expected)
         XCTAssertEqual(try mixed.view(Selection(parsing: "1:")).sum().integer(at: []), expected - Int64(Int32.min))
+        // a stop request ends the pieces early (the caller raises; the result is unfinished)
+        // (pieces of a million elements: one per thread before the first poll)
+        let stack = try NDArray.ones([8, 1024, 1024], dtype: .int32)
+        let (frames, all) = try Interruption.withPoll({ true }) { (try stack.sum(axes: [1, 2]), try stack.sum()) }
+        XCTAssertLessThan(try frames.sum().integer(at: []), Int64(8 << 20) / 2, "per-frame sums ran to the end")
+        XCTAssertLessThan(try all.integer(at: []), Int64(8 << 20) / 2, "the full sum ran to the end")
     }
 
     func testMinMaxPropagateNaN() throws {
