@@ -4,17 +4,14 @@ option of `nxlua stack` reaches `detector.stack{...}` and unknown ones are refus
 time limit reached inside an array kernel stops the handler there (no partial result is
 ever seen). Real processes on loopback; every wait is bounded."""
 import json
-import os
 import pathlib
-import socket
 import subprocess
 
 import h5py
 
-from test_macros import BIN, Runner, db, free_port, http_post, records, run, trigger, wait_caught_up, wait_for
+from test_macros import BIN, Runner, db, http_post, records, run, serve_events, trigger, wait_caught_up
 from test_stack import make_frames
 
-SANITIZED = os.environ.get("NXLUA_SANITIZED") == "1"
 
 KERNELS = """
 -- array work until the limit: the kernel it stops raises; no partial sum is ever seen
@@ -114,22 +111,8 @@ def test_files_in_events_are_absolute_whoever_named_them(tmp_path):
 
 
 def test_the_http_route_refuses_relative_files(tmp_path):
-    journal = tmp_path / "j.sqlite"
-    users = tmp_path / "users"
-    r = subprocess.run([BIN, "serve", "adduser", str(users), "ray"], input="secret\n", capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
-    (tmp_path / "data").mkdir()
-    port = free_port()
-    srv = subprocess.Popen([BIN, "serve", str(tmp_path / "data"), "--host", "127.0.0.1", "--port", str(port),
-                            "--users", str(users), "--journal", str(journal)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    srv, port = serve_events(tmp_path, tmp_path / "j.sqlite")
     try:
-        def up():
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                return True
-            except OSError:
-                return False
-        wait_for(up, what="the server")
         status, body = http_post(port, "/nxlua/events", {"kind": "run.start", "file": "scan43.nxs"}, auth="ray:secret")
         assert status == 400 and "must be an absolute path" in body["error"] and "'scan43.nxs'" in body["error"], body
         status, body = http_post(port, "/nxlua/events", {"kind": "run.start", "file": "/data/scan43.nxs"}, auth="ray:secret")

@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from test_macros import wait_for
 from test_stack import BIN, check_frames, make_frames, write_then_rename
 
 # Holds the stack open as a SWMR reader for the whole test, as a viewer or a REPL does,
@@ -40,15 +41,6 @@ end
 """
 
 
-def wait_until(predicate, timeout, what):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting for " + what)
-
-
 def test_a_killed_stacker_resumes_at_once_while_readers_keep_reading(tmp_path):
     """HDF5's file lock of every reader refused the restarted writer for 20-23 s in a
     live run; nxlua's SWMR readers take none, so the restart succeeds at once, and a
@@ -65,7 +57,7 @@ def test_a_killed_stacker_resumes_at_once_while_readers_keep_reading(tmp_path):
     stacker = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     readers = []
     try:
-        wait_until(out.exists, 60, "the stack to appear")
+        wait_for(out.exists, timeout=60, what="the stack to appear")
         for i, code in enumerate([HOLDING_READER, REOPENING_READER]):
             script = tmp_path / f"reader{i}.lua"
             script.write_text(code)

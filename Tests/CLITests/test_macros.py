@@ -598,23 +598,31 @@ def free_port():
         return s.getsockname()[1]
 
 
-def test_http_route_appends_events_for_authenticated_users(tmp_path):
-    journal = tmp_path / "j.sqlite"
+def serve_events(tmp_path, journal):
+    """`nxlua serve` with the events route on `journal` and user ray:secret; returns
+    (process, port) once it answers."""
     users = tmp_path / "users"
     r = subprocess.run([BIN, "serve", "adduser", str(users), "ray"], input="secret\n", capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     (tmp_path / "data").mkdir()
     port = free_port()
     srv = subprocess.Popen([BIN, "serve", str(tmp_path / "data"), "--host", "127.0.0.1", "--port", str(port),
-                            "--users", str(users), "--journal", str(journal)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            "--users", str(users), "--journal", str(journal)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def up():
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+    wait_for(up, what="the server")
+    return srv, port
+
+
+def test_http_route_appends_events_for_authenticated_users(tmp_path):
+    journal = tmp_path / "j.sqlite"
+    srv, port = serve_events(tmp_path, journal)
     try:
-        def up():
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                return True
-            except OSError:
-                return False
-        wait_for(up, what="the server")
         status, _ = http_post(port, "/nxlua/events", {"kind": "run.start"})
         assert status == 401
         status, body = http_post(port, "/nxlua/events", {"kind": "run.start", "plan": "count", "scan_id": 3}, auth="ray:secret")
