@@ -71,6 +71,9 @@ let package = Package(
         .target(name: "NativeLibraries", dependencies: ["CLuaShims", "CHDF5Shims", "CTIFFShims", "CCBFShims", "CBLASShims"]),
         // Progress bars on stderr for long work (quiet when piped or under CI).
         .target(name: "TerminalProgress"),
+        // Pictures in the terminal: kitty graphics, iTerm2 images, sixel (own encoder) or
+        // Unicode half blocks, chosen from the environment (docs/terminal-graphics.md). No Lua inside.
+        .target(name: "TerminalGraphics"),
         // `nxlua serve`: the read-only HDF REST API (HSDS's protocol, h5pyd's client) over
         // the files of a folder. No Lua inside: remote evaluation goes through the
         // RemoteEvaluator protocol, which NXLuaRuntime's sandbox implements.
@@ -127,6 +130,7 @@ let package = Package(
         .testTarget(name: "RemoteServerTests", dependencies: ["RemoteServer", "NeXus", "NDArray"]),
         .testTarget(name: "RemoteClientTests", dependencies: ["RemoteClient", "NeXus", "NDArray"]),
         .testTarget(name: "EventsTests", dependencies: ["Events"]),
+        .testTarget(name: "TerminalGraphicsTests", dependencies: ["TerminalGraphics"]),
         .testTarget(name: "NXLuaRuntimeTests", dependencies: [
             "NXLuaRuntime", "LuaBridge", "NativeLibraries", "CHDF5", "CHDF5Shims", "CTIFFShims", "CCBFShims",
         ]),
