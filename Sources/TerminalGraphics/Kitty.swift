@@ -11,11 +11,10 @@ enum Kitty {
     static func encode(_ image: RGBAImage, png: (() -> [UInt8])?, window: TerminalWindow, tmux: Bool) -> [UInt8] {
         let box = window.pictureBox
         var keys: String
-        var payload: [UInt8]
+        var payload = png?() ?? []
         var shown: (width: Int, height: Int)
-        if let png {
+        if !payload.isEmpty {
             // The terminal scales PNG pictures: give it a cell box when the picture is too big.
-            payload = png()
             keys = "a=T,f=100"
             let s = min(1, Double(box.width) / Double(image.width), Double(box.height) / Double(image.height))
             shown = (Int((Double(image.width) * s).rounded()), Int((Double(image.height) * s).rounded()))
@@ -68,10 +67,9 @@ enum Kitty {
 enum ITermImages {
     static func encode(_ image: RGBAImage, png: (() -> [UInt8])?, window: TerminalWindow, tmux: Bool) -> [UInt8] {
         let box = window.pictureBox
-        var file: [UInt8]
+        var file = png?() ?? []
         var args = "inline=1"
-        if let png {
-            file = png()
+        if !file.isEmpty {
             args += ";size=\(file.count)"
             let s = min(1, Double(box.width) / Double(image.width), Double(box.height) / Double(image.height))
             if s < 1 {

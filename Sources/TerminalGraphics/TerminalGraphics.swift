@@ -179,7 +179,8 @@ public enum TerminalGraphics {
     /// The bytes that show `image` on a terminal speaking `protocol` in `window`, ending
     /// with a newline (empty for `.none` and for an empty image).
     /// - png: the same picture as PNG, for kitty and iTerm2 (called at most once). Without
-    ///   it kitty gets raw RGBA (f=32) and iTerm2 an uncompressed PNG made here.
+    ///   it, or when it returns no bytes, kitty gets raw RGBA (f=32) and iTerm2 an
+    ///   uncompressed PNG made here.
     /// - tmux: wrap graphics in tmux's passthrough (text needs none).
     /// - truecolor: 24-bit SGR colours for `.text`; the 256-colour palette when false.
     /// Pictures larger than the window are scaled down to fit (kitty and iTerm2 by the

@@ -117,6 +117,10 @@ final class TerminalGraphicsTests: XCTestCase {
         XCTAssertEqual(commands[0].keys["f"], "32")
         XCTAssertEqual(commands[0].keys["s"], "30"); XCTAssertEqual(commands[0].keys["v"], "20")
         XCTAssertEqual(try base64Decode(commands.flatMap { $0.payload }), img.pixels)
+        // A PNG closure that has no bytes (the caller's encoder failed) is the same.
+        let empty = try kittyCommands(TerminalGraphics.encode(image: img, png: { [] }, protocol: .kitty, window: window))
+        XCTAssertEqual(empty[0].keys["f"], "32")
+        XCTAssertEqual(try base64Decode(empty.flatMap { $0.payload }), img.pixels)
 
         // Larger than the window (800 x 460 pixels less a row): the terminal scales the PNG
         // into a cell box keeping the aspect ratio, and raw pixels are scaled here.
@@ -473,6 +477,44 @@ final class TerminalGraphicsTests: XCTestCase {
         XCTAssertEqual(d.width, 400); XCTAssertEqual(d.height, 120)
         XCTAssertTrue(try XCTUnwrap(d.registers[try XCTUnwrap(d.pixels[0])]) == (100, 100, 100))
         XCTAssertTrue(try XCTUnwrap(d.registers[try XCTUnwrap(d.pixels[399])]) == (0, 0, 0))
+    }
+
+    /// libsixel (Debian's libsixel1, opened with dlopen) decodes the output to the same
+    /// pixels: a second opinion from the reference implementation's decoder.
+    func testLibsixelDecodesTheSamePixels() throws {
+        guard let lib = dlopen("libsixel.so.1", RTLD_NOW) else { throw XCTSkip("libsixel.so.1 is not installed") }
+        defer { dlclose(lib) }
+        typealias DecodeRaw = @convention(c) (UnsafeMutablePointer<UInt8>?, Int32,
+                                              UnsafeMutablePointer<UnsafeMutablePointer<UInt8>?>?,
+                                              UnsafeMutablePointer<Int32>?, UnsafeMutablePointer<Int32>?,
+                                              UnsafeMutablePointer<UnsafeMutablePointer<UInt8>?>?,
+                                              UnsafeMutablePointer<Int32>?, OpaquePointer?) -> Int32
+        let decode = unsafeBitCast(try XCTUnwrap(dlsym(lib, "sixel_decode_raw")), to: DecodeRaw.self)
+        // Many colours (median cut) with long flat runs and a one-pixel line.
+        let img = image(333, 101) { x, y in
+            y == 50 ? (0, 0, 0, 255) : x > 250 ? (255, 255, 255, 255)
+                : (UInt8((x * 3) & 255), UInt8((y * 5 + x) & 255), UInt8((x ^ y) & 255), 255)
+        }
+        let q = Sixel.quantize(img)
+        var out = Sixel.encode(q)
+        var pixels: UnsafeMutablePointer<UInt8>? = nil, palette: UnsafeMutablePointer<UInt8>? = nil
+        var w: Int32 = 0, h: Int32 = 0, colors: Int32 = 0
+        let status = out.withUnsafeMutableBufferPointer {
+            decode($0.baseAddress, Int32($0.count), &pixels, &w, &h, &palette, &colors, nil)
+        }
+        defer { free(pixels); free(palette) }
+        XCTAssertEqual(status, 0, "SIXEL_OK")
+        XCTAssertEqual(w, 333); XCTAssertEqual(h, 101)
+        let px = try XCTUnwrap(pixels), pal = try XCTUnwrap(palette)
+        var mismatches = 0
+        for i in 0..<(333 * 101) {
+            let mine = q.palette[Int(q.indices[i])]
+            let theirs = pal + Int(px[i]) * 3  // RGB, 8 bits, from the register's percents
+            for (k, v) in [mine.r, mine.g, mine.b].enumerated() where abs(Int(theirs[k]) - (Sixel.percent(v) * 255 + 50) / 100) > 1 {
+                mismatches += 1
+            }
+        }
+        XCTAssertEqual(mismatches, 0)
     }
 
     // MARK: resampling and pixels
