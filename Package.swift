@@ -33,12 +33,16 @@ let package = Package(
         .systemLibrary(name: "CEdit", pkgConfig: "libedit", providers: [.apt(["libedit-dev"])]),
         // libtiff declarations only: CTIFFShims opens libtiff with dlopen (start-up, see its header).
         .systemLibrary(name: "CTIFF", providers: [.apt(["libtiff-dev"])]),
+        // cairo declarations only: CCairoShims opens libcairo with dlopen when the first
+        // figure is drawn (start-up, see its header).
+        .systemLibrary(name: "CCairo", providers: [.apt(["libcairo2-dev"])]),
 
         // One tiny C shim per library for what Swift cannot import (macros, variadics, longjmp).
         .target(name: "CLuaShims", dependencies: ["CLua"]),
         .target(name: "CHDF5Shims", dependencies: ["CHDF5"], linkerSettings: [.linkedLibrary("dl")]),
         .target(name: "CEditShims", dependencies: ["CEdit"]),
         .target(name: "CTIFFShims", dependencies: ["CTIFF"], linkerSettings: [.linkedLibrary("dl")]),
+        .target(name: "CCairoShims", dependencies: ["CCairo"], linkerSettings: [.linkedLibrary("dl")]),
         // cbflib (libcbf-dev) ships no .pc file and its cbf.h includes hdf5.h: only the shim's C
         // file sees cbflib's headers, with HDF5's serial folder on its include path (the folder
         // CHDF5 names too); linking nothing, it opens libcbf with dlopen (see its header).
@@ -64,6 +68,9 @@ let package = Package(
         // Detector frames into growing NeXus files: folder watching, worker threads that
         // decode and compress, one HDF5 writer, resumable commits. No Lua inside.
         .target(name: "Stacker", dependencies: ["Detector", "NeXus", "NDArray", "TerminalProgress"]),
+        // Figures drawn with cairo (PNG, SVG, PDF, RGBA): colormaps, norms, masks, ticks,
+        // images reduced to the output's pixels before colour mapping. No Lua inside.
+        .target(name: "Plot", dependencies: ["NDArray", "CCairo", "CCairoShims"]),
         // Line editing and history over libedit, no Lua inside.
         .target(name: "LineEdit", dependencies: ["CEdit", "CEditShims"]),
         // Versions of the native libraries, read with dlopen so that start-up never pays
@@ -104,7 +111,7 @@ let package = Package(
         // No Lua inside.
         .target(name: "Events", dependencies: ["Stacker", "NeXus", "NDArray", .product(name: "GRDB", package: "GRDB.swift")]),
         // The Lua modules nxlua provides (bindings only; cores live in their own modules).
-        .target(name: "NXLuaRuntime", dependencies: ["LuaBridge", "NativeLibraries", "NDArray", "NeXus", "Detector", "Stacker", "TerminalProgress", "RemoteServer", "RemoteClient", "Events"]),
+        .target(name: "NXLuaRuntime", dependencies: ["LuaBridge", "NativeLibraries", "NDArray", "NeXus", "Detector", "Stacker", "TerminalProgress", "RemoteServer", "RemoteClient", "Events", "Plot"]),
         // `nxlua macros`: one worker thread and one Lua state per macro file, fed from the
         // journal with durable cursors, limits, failure counting and live reload.
         .target(name: "Macros", dependencies: ["Events", "NXLuaRuntime", "LuaBridge", "NDArray", "NeXus",
@@ -131,6 +138,7 @@ let package = Package(
         .testTarget(name: "RemoteClientTests", dependencies: ["RemoteClient", "NeXus", "NDArray"]),
         .testTarget(name: "EventsTests", dependencies: ["Events"]),
         .testTarget(name: "TerminalGraphicsTests", dependencies: ["TerminalGraphics"]),
+        .testTarget(name: "PlotTests", dependencies: ["Plot", "NDArray"]),
         .testTarget(name: "NXLuaRuntimeTests", dependencies: [
             "NXLuaRuntime", "LuaBridge", "NativeLibraries", "CHDF5", "CHDF5Shims", "CTIFFShims", "CCBFShims",
         ]),

@@ -229,7 +229,7 @@ enum ArrayModule {
                 try pushTable(box.array, call.lua)
                 return 1
             },
-        ] + shapeMethods + inPlaceMethods + logicalMethods + statisticsMethods,
+        ] + shapeMethods + inPlaceMethods + logicalMethods + statisticsMethods + [PlotModule.plotMethod(), PlotModule.oplotMethod(), PlotModule.logplotMethod(), PlotModule.projectMethod()],
         metamethods: [
             "__add": binary(.add), "__sub": binary(.sub), "__mul": binary(.mul), "__div": binary(.div),
             "__idiv": binary(.floordiv), "__mod": binary(.mod), "__pow": binary(.pow),

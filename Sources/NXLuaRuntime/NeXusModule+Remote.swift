@@ -105,6 +105,7 @@ extension NeXusModule {
                 return 1
             },
             remoteTreeMethod(),
+            PlotModule.plotMethod(), PlotModule.oplotMethod(), PlotModule.logplotMethod(), PlotModule.projectMethod(),
         ],
         metamethods: [
             "__newindex": { call in
@@ -210,6 +211,7 @@ extension NeXusModule {
                 return 1
             },
             remoteTreeMethod(),
+            PlotModule.plotMethod(), PlotModule.oplotMethod(), PlotModule.logplotMethod(),
         ],
         metamethods: [
             "__newindex": { call in

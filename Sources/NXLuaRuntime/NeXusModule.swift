@@ -423,6 +423,7 @@ enum NeXusModule {
                 try wrap { try g.file.refresh(under: g.path) }
                 return 0
             },
+            PlotModule.plotMethod(), PlotModule.oplotMethod(), PlotModule.logplotMethod(), PlotModule.projectMethod(),
         ],
         metamethods: [
             "__newindex": { call in
@@ -608,6 +609,7 @@ enum NeXusModule {
             },
             treeMethod(),
             renameMethod(),
+            PlotModule.plotMethod(), PlotModule.oplotMethod(), PlotModule.logplotMethod(),
         ],
         metamethods: [
             "__newindex": { call in

@@ -30,6 +30,8 @@ public final class Runtime {
         try state.install(ArrayModule.declaration)
         try state.install(NeXusModule.declaration)
         try state.install(DetectorModule.declaration)
+        try state.install(PlotModule.declaration)
+        try state.run(PlotModule.setup, name: "=plot")
         try lua.setGlobal(CoreModule.help)
     }
 

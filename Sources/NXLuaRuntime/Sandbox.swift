@@ -115,6 +115,10 @@ public final class LuaSandbox: RemoteEvaluator {
     func setUp(_ state: LuaState, _ request: EvaluationRequest) throws {
         try state.install(ArrayModule.declaration)
         try state.install(NeXusModule.declaration)
+        // figures as PNG bytes (fig:png("base64") or "array"); no files, no terminal
+        try state.install(PlotModule.declaration)
+        PlotModule.markSandboxed(state.lua)
+        try state.run(PlotModule.setup, name: "=plot")
         let lua = state.lua
         let base = lua.top
         defer { lua.top = base }

@@ -1,0 +1,196 @@
+import NDArray
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Which pixels of an image are left out (drawn in the bad colour, not counted by the
+/// autoscale): NaN always; negative values of signed integer frames (Pilatus gaps and
+/// dead pixels, -1 and -2); the dtype's maximum of unsigned frames (Eiger gaps,
+/// 4294967295 in uint32); nonzero entries of a pixel mask of the image's shape.
+public struct MaskRules: Sendable {
+    public var negativeIntegers = true
+    public var unsignedMaximum = true
+    /// Nonzero = masked (NeXus pixel_mask); converted to bytes, C order.
+    public var pixelMask: [UInt8]? = nil
+    public init(negativeIntegers: Bool = true, unsignedMaximum: Bool = true, pixelMask: [UInt8]? = nil) {
+        self.negativeIntegers = negativeIntegers
+        self.unsignedMaximum = unsignedMaximum
+        self.pixelMask = pixelMask
+    }
+    public static let none = MaskRules(negativeIntegers: false, unsignedMaximum: false)
+}
+
+/// How the colour limits are chosen.
+public enum Autoscale: Sendable, Equatable {
+    /// The minimum and maximum of the unmasked values (positive ones under a log scale).
+    case minmax
+    /// Percentiles of the unmasked values (NumPy's linear interpolation), e.g. 0.5, 99.5.
+    case percentiles(Double, Double)
+}
+
+/// Statistics of the unmasked values of an image, computed once per image.
+public struct ImageStats: Sendable {
+    public var count = 0          // unmasked values
+    public var masked = 0
+    public var min = Double.infinity, max = -Double.infinity
+    public var minPositive = Double.infinity
+}
+
+/// A 2-D image ready for plotting: its values as float64 (masked values NaN), rows x cols.
+/// Keeping one float64 copy makes every later step (statistics, reduction, colour) one
+/// simple loop whatever the stored dtype.
+public final class ImageData: @unchecked Sendable {
+    public let rows: Int
+    public let cols: Int
+    public let values: [Double]
+    public let dtype: DType
+    public let stats: ImageStats
+    private var sortedCache: [Double]? = nil
+
+    /// Converts a 2-D array (any dtype) with the mask rules. Throws for the wrong rank,
+    /// an empty array, or a pixel mask of another shape.
+    public init(_ array: NDArray, mask rules: MaskRules = MaskRules()) throws {
+        guard array.ndim == 2 else {
+            throw PlotError("an image needs a 2-D array, got shape \(NDArray.describe(array.shape))")
+        }
+        guard array.count > 0 else { throw PlotError("cannot plot an empty array (shape \(NDArray.describe(array.shape)))") }
+        if let m = rules.pixelMask, m.count != array.count {
+            throw PlotError("pixel mask has \(m.count) values for an image of shape \(NDArray.describe(array.shape))")
+        }
+        rows = array.shape[0]
+        cols = array.shape[1]
+        dtype = array.dtype
+        let c = try array.contiguous()
+        var out = [Double](repeating: 0, count: c.count)
+        var st = ImageStats()
+        out.withUnsafeMutableBufferPointer { buf in
+            c.dtype.dispatch(Convert(array: c, rules: rules, out: buf.baseAddress!))
+            let p = buf.baseAddress!
+            var lo = Double.infinity, hi = -Double.infinity, lop = Double.infinity
+            var n = 0
+            for i in 0..<buf.count {
+                let v = p[i]
+                if v.isNaN { continue }
+                n += 1
+                if v < lo { lo = v }
+                if v > hi { hi = v }
+                if v > 0 && v < lop { lop = v }
+            }
+            st.count = n
+            st.masked = buf.count - n
+            st.min = lo; st.max = hi; st.minPositive = lop
+        }
+        values = out
+        stats = st
+    }
+
+    private struct Convert: DTypeVisitor {
+        let array: NDArray, rules: MaskRules, out: UnsafeMutablePointer<Double>
+        func visit<T: NDScalar>(_: T.Type) {
+            let p = array.base(T.self)
+            let n = array.count
+            let signed = T.dtype.isSignedInteger && rules.negativeIntegers
+            var top = Double.nan
+            if T.dtype.isUnsignedInteger && rules.unsignedMaximum {
+                switch T.dtype {
+                case .uint8: top = Double(UInt8.max)
+                case .uint16: top = Double(UInt16.max)
+                case .uint32: top = Double(UInt32.max)
+                case .uint64: top = Double(UInt64.max)
+                default: break
+                }
+            }
+            for i in 0..<n {
+                var v = p[i].asDouble
+                if signed && v < 0 { v = .nan }
+                if v == top { v = .nan }
+                out[i] = v
+            }
+            if let m = rules.pixelMask {
+                for i in 0..<n where m[i] != 0 { out[i] = .nan }
+            }
+        }
+    }
+
+    /// The q-th percentile (0...100) of the unmasked values (positive only if asked),
+    /// with NumPy's default linear interpolation. Integer images count their values in a
+    /// histogram (exact, one pass); others sort a copy once.
+    public func percentile(_ q: Double, positiveOnly: Bool = false) -> Double {
+        let lo = positiveOnly ? stats.minPositive : stats.min
+        let hi = stats.max
+        guard stats.count > 0, lo <= hi else { return .nan }
+        let qq = Swift.max(0, Swift.min(100, q)) / 100
+        if dtype.isInteger && hi - lo < Double(1 << 22) {
+            let span = Int(hi - lo) + 1
+            var counts = [Int](repeating: 0, count: span)
+            var n = 0
+            counts.withUnsafeMutableBufferPointer { c in
+                for v in values where v >= lo { c[Int(v - lo)] += 1; n += 1 }
+            }
+            let pos = qq * Double(n - 1)
+            let k = Int(pos.rounded(.down))
+            func order(_ k: Int) -> Double {
+                var seen = 0
+                for (i, c) in counts.enumerated() {
+                    seen += c
+                    if seen > k { return lo + Double(i) }
+                }
+                return hi
+            }
+            let a = order(k), b = k + 1 < n ? order(k + 1) : a
+            return a + (b - a) * (pos - Double(k))
+        }
+        if sortedCache == nil { sortedCache = values.filter { !$0.isNaN }.sorted() }
+        var s = sortedCache![...]
+        if positiveOnly {
+            guard let first = s.firstIndex(where: { $0 > 0 }) else { return .nan }
+            s = s[first...]
+        }
+        guard !s.isEmpty else { return .nan }
+        let pos = qq * Double(s.count - 1)
+        let k = Int(pos.rounded(.down)), k1 = Swift.min(k + 1, s.count - 1)
+        let a = s[s.startIndex + k], b = s[s.startIndex + k1]
+        return a + (b - a) * (pos - Double(k))
+    }
+
+    /// The colour limits for a scale: fixed values win, then the autoscale; a log scale
+    /// counts positive values only. The note says what was odd (all masked, constant,
+    /// no positive value under log) for the figure to show; never throws.
+    public func limits(_ scale: Scale, autoscale: Autoscale, vmin: Double?, vmax: Double?) -> (Double, Double, note: String?) {
+        if stats.count == 0 { return (0, 1, "no unmasked values (all \(stats.masked) pixels masked or NaN)") }
+        let log = scale == .log
+        var lo: Double, hi: Double
+        switch autoscale {
+        case .minmax:
+            lo = log ? stats.minPositive : stats.min
+            hi = stats.max
+        case .percentiles(let a, let b):
+            lo = percentile(a, positiveOnly: log)
+            hi = percentile(b, positiveOnly: log)
+        }
+        if let vmin { lo = vmin }
+        if let vmax { hi = vmax }
+        var note: String? = nil
+        if log && !(hi > 0) {
+            return (1, 10, "log scale: no positive values (maximum \(formatValue(stats.max)))")
+        }
+        if log && !(lo > 0) { lo = Swift.min(stats.minPositive, hi / 10) ; if !(lo > 0) { lo = hi / 10 } }
+        if lo == hi {
+            note = "constant value \(formatValue(lo))"
+        }
+        if lo > hi { swap(&lo, &hi) }
+        return (lo, hi, note)
+    }
+}
+
+func formatValue(_ v: Double) -> String {
+    if v == v.rounded() && abs(v) < 1e15 { return String(Int64(v)) }
+    return String(v)
+}
+
+/// Plot errors: messages say what to do instead.
+public struct PlotError: Error, CustomStringConvertible, Equatable {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
