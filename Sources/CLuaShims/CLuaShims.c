@@ -284,18 +284,19 @@ static int p_next(lua_State *L) {
 }
 int nxl_pnext(lua_State *L, int idx, int *more) {
     idx = lua_absindex(L, idx);
+    int base = lua_gettop(L) - 1;  // below the key
     lua_pushcfunction(L, p_next);
     lua_pushvalue(L, idx);
     lua_rotate(L, -3, 2);  // f t k
     int status = lua_pcall(L, 2, LUA_MULTRET, 0);
     if (status != LUA_OK) { *more = 0; return status; }
-    // the stack has either: more(false)  or  more(true) k v
-    int top = lua_gettop(L);
-    if (lua_toboolean(L, top) == 0 && lua_type(L, top) == LUA_TBOOLEAN) {
+    // the stack has either: more(false)  or  more(true) k v (counted: a value of false
+    // on top is not the end of the table)
+    if (lua_gettop(L) - base == 1) {
         lua_pop(L, 1);
         *more = 0;
     } else {
-        lua_remove(L, top - 2);  // drop the flag, leave k v as lua_next does
+        lua_remove(L, -3);  // drop the flag, leave k v as lua_next does
         *more = 1;
     }
     return LUA_OK;

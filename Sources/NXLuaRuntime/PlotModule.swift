@@ -103,6 +103,9 @@ enum PlotModule {
             }
         }
         o.cmap = try str("cmap")
+        if let c = o.cmap, Colormap.named(c) == nil {
+            throw LuaError.runtime("unknown colormap '\(c)' (known: \(Colormap.names.joined(separator: ", ")), each also with _r)")
+        }
         let linthresh = try num("linthresh") ?? 1
         guard linthresh > 0 else { throw LuaError.runtime("plot option 'linthresh' must be positive") }
         if let s = try str("scale") ?? str("norm") {
@@ -261,6 +264,7 @@ enum PlotModule {
         input.signalLabel = label(s)
         input.title = title(g)
         input.markers = true
+        input.squeeze = true
         input.counts = s.stringAttribute("units")?.lowercased() == "counts"
         input.axes = try kept.map { k -> [Double]? in
             guard let a = axes[k] else { return nil }
@@ -315,6 +319,7 @@ enum PlotModule {
         input.title = f.path
         input.counts = f.stringAttribute("units")?.lowercased() == "counts"
         input.markers = false
+        input.squeeze = true
         return input
     }
 
@@ -496,7 +501,14 @@ enum PlotModule {
                 axv = Array(axv[start..<min(axv.count, start + n + (edges ? 1 : 0))])
                 full.axes[ax] = axv
             }
-            let p = try wrap { try full.project(axis: ax) }
+            var p = try wrap { try full.project(axis: ax) }
+            // the title names positions in the file, not in the slice read
+            if case .range(let lo, let hi, _) = sel.items[ax] {
+                var a = 0, b = shape[ax]
+                if case .int(let v)? = lo { a = v < 0 ? v + shape[ax] : v }
+                if case .int(let v)? = hi { b = v < 0 ? v + shape[ax] : min(v, shape[ax]) }
+                p.title = (full.title.map { $0 + ": " } ?? "") + "sum over \(full.axisLabels[ax] ?? "axis \(ax)") [\(a):\(b)]"
+            }
             dataClass.push(PlotDataBox(p), to: lua)
             return 1
         }
@@ -517,6 +529,7 @@ enum PlotModule {
         input.signalLabel = label(s)
         input.title = title(g)
         input.markers = true
+        input.squeeze = true
         input.axes = try axes.map { a in try a.map { try arrayValue($0, nil).contiguous(as: .float64).doubles() } }
         input.axisLabels = axes.map { $0.map(label) }
         return input
@@ -672,6 +685,11 @@ enum PlotModule {
                 call.lua.pushValue(at: 1)
                 return 1
             },
+            LuaMethodDecl("axes", "fig:axes() -> left, top, width, height",
+                          "where the current panel's axes were drawn the last time (pixels from the top left; nil before the first drawing)") { call, fig in
+                guard let r = fig.panel.axesRect else { return 0 }
+                return call.returns(r.0, r.1, r.2, r.3)
+            },
             LuaMethodDecl("panel", "fig:panel(i) -> fig", "makes panel i (0-based, row by row) the current one") { call, fig in
                 let i = try call.integer(2)
                 guard i >= 0 && i < fig.panels.count else {
@@ -812,6 +830,17 @@ enum PlotModule {
                 let fig = try wrap { try Figure(rows: rows, cols: cols, width: w, height: h) }
                 figureClass.push(fig, to: call.lua)
                 setCurrent(call.lua, at: -1)
+                return 1
+            },
+            LuaFunctionDecl("colormap", "plot.colormap(name) -> ndarray (256, 4) uint8",
+                            "a colormap's 256 colours as r, g, b, a bytes (the tables figures use; '_r' reverses)") { call in
+                let name = try call.string(1)
+                guard let m = Colormap.named(name) else {
+                    throw LuaError.argument(1, "unknown colormap '\(name)' (known: \(Colormap.names.joined(separator: ", ")), each also with _r)")
+                }
+                let a = try wrap { try NDArray(uninitialized: [256, 4], dtype: .uint8) }
+                m.rgba8.withUnsafeBytes { a.storage.bytes.copyMemory(from: $0.baseAddress!, byteCount: 1024) }
+                try ArrayModule.push(a, call.lua)
                 return 1
             },
             LuaFunctionDecl("current", "plot.current() -> figure|nil", "the current figure (the last one plotted)") { call in

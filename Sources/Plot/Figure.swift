@@ -150,6 +150,9 @@ public final class Panel: @unchecked Sendable {
     public var legend = true
     /// Notes written on the picture (constant data, nothing to show ...).
     public var notes: [String] = []
+    /// Where the axes were drawn the last time (left, top, width, height in pixels), for
+    /// tests and cursor readouts; nil before the first drawing.
+    public internal(set) var axesRect: (Double, Double, Double, Double)?
     public init() {}
 
     public var isEmpty: Bool { lines.isEmpty && image == nil }

@@ -13,6 +13,9 @@ public struct PlotInput: @unchecked Sendable {
     public var counts = false
     /// NXdata draws 1-D data as markers (NeXpy); arrays and tables as lines.
     public var markers = false
+    /// Size-1 dimensions are dropped (NeXus data, as NeXpy); an array of shape (1, n)
+    /// given directly stays a one-row image.
+    public var squeeze = false
     /// A pixel mask found next to the data (e.g. an Eiger's pixel_mask).
     public var pixelMask: NDArray?
 
@@ -155,7 +158,7 @@ extension Panel {
         var inp = input
         try inp.check()
         if let f = o.frame { inp = try inp.frame(f) }
-        inp = try inp.squeezed()
+        if inp.squeeze { inp = try inp.squeezed() }
         let shape = inp.signal.shape
         guard inp.signal.count > 0 else { throw PlotError("cannot plot an empty array (shape \(NDArray.describe(input.signal.shape)))") }
         switch inp.signal.ndim {

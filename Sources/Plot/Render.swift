@@ -254,6 +254,7 @@ extension Figure {
                 }
             }
         }
+        p.axesRect = (left, top, right - left, bottom - top)
         xs.p0 = left; xs.p1 = right
         ys.p0 = bottom; ys.p1 = top
         (xlo, xhi, ylo, yhi) = (xs.lo, xs.hi, ys.lo, ys.hi)
