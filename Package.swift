@@ -123,6 +123,7 @@ let package = Package(
         // (docs/architecture.md, "Start-up").
         .executableTarget(name: "nxlua", dependencies: [
             "NXLuaRuntime", "LuaBridge", "LineEdit", "Stacker", "NeXus", "RemoteServer", "Events", "Macros",
+            "Plot", "TerminalGraphics",
         ]),
 
         // Swift-side micro-benchmarks for scripts/bench (not part of the product).

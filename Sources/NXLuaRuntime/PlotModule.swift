@@ -7,14 +7,17 @@ import NeXus
 import Plot
 import RemoteClient
 
-/// Showing a figure where the user is (the REPL's terminal): the nxlua executable sets
-/// `show` (to TerminalGraphics); plot, oplot, logplot and fig:show() call it when stdout
-/// is a terminal. Unset, or stdout piped: nothing is written, and fig:save still works.
+/// Showing a figure where the user is (the REPL's terminal): the one hook between the
+/// plot bindings and the terminal. The nxlua executable sets `show` (Sources/nxlua/
+/// FigureShow.swift: TerminalGraphics, which writes nothing when stdout is not a terminal
+/// unless NXLUA_PLOT forces a protocol); plot, oplot, logplot and fig:show() call it.
+/// Unset (the subcommands: macros, serve; embedders), or in the eval sandbox: nothing is
+/// shown, and fig:save still works.
 public enum FigureDisplay {
     nonisolated(unsafe) public static var show: ((Figure) -> Void)?
 
     static func display(_ fig: Figure, _ lua: Lua) {
-        guard let show, isatty(STDOUT_FILENO) == 1, !PlotModule.isSandboxed(lua) else { return }
+        guard let show, !PlotModule.isSandboxed(lua) else { return }
         show(fig)
     }
 }
@@ -150,7 +153,10 @@ enum PlotModule {
             o.color = v
         }
         o.label = try str("label")
-        if let e = try bool("errors") { o.errors = e }
+        o.errorValues = try get("errors") { () -> [Double]? in
+            if lua.type(at: -1) == .boolean { o.errors = lua.toBoolean(at: -1); return nil }
+            return try vector(call, lua.absIndex(-1), "errors").values
+        } ?? nil
         o.frame = try get("frame") {
             let top = lua.absIndex(-1)
             if lua.type(at: top) == .number, let k = lua.toInteger(at: top) { return [k] }
@@ -273,9 +279,14 @@ enum PlotModule {
         input.axisLabels = kept.map { k in axes[k].map(label) }
         if let e = errorsField { input.errors = try arrayValue(e, sel) }
         if let frame = sel {
-            let parts = frame.items.prefix(kept.first ?? 0).enumerated().map { k, item -> String in
-                if case .index(.int(let i)) = item { return (axes[k].map { "\($0.name)=" } ?? "") + String(i) }
-                return ""
+            // "omega = 11 degree (frame 10)": the axis value where there is one
+            let parts = try frame.items.prefix(kept.first ?? 0).enumerated().map { k, item -> String in
+                guard case .index(.int(let i)) = item else { return "" }
+                guard let a = axes[k], let v = try? arrayValue(a, Selection([.index(.int(i))])), v.ndim == 0 else { return "frame \(i)" }
+                let units = a.stringAttribute("units").map { " \($0)" } ?? ""
+                let value = try v.value(at: [])
+                let text = value == value.rounded() && abs(value) < 1e15 ? String(Int64(value)) : String(value)
+                return "\(a.name) = \(text)\(units) (frame \(i))"
             }
             input.title = (input.title ?? "") + " [\(parts.joined(separator: ", "))]"
         }
@@ -394,10 +405,8 @@ enum PlotModule {
         if twoData {
             let (x, xl) = try vector(call, src, "x")
             let (y, yl) = try vector(call, src + 1, "y")
-            var yerr: [Double]? = nil
+            let yerr = o.errors ? o.errorValues : nil
             if mode == .logplot { o.logy = o.logy ?? true }
-            _ = yerr
-            yerr = nil
             let line = try wrap { try Line(x: x, y: y, yerr: yerr, label: o.label, color: o.color, marker: o.marker ?? .none, line: o.line ?? true) }
             panel.lines.append(line)
             if panel.xlabel == nil { panel.xlabel = xl }
@@ -658,22 +667,8 @@ enum PlotModule {
                 let hasX = lua.type(at: 3) != .none && lua.type(at: 3) != .nil && !(lua.type(at: 3) == .table && isOptionsTable(lua, 3))
                 let (x, xl) = hasX ? try vector(call, 2, "x") : (nil, nil)
                 let (y, yl) = try vector(call, hasX ? 3 : 2, "y")
-                let oi: Int32 = hasX ? 4 : 3
-                var errs: [Double]? = nil
-                if lua.type(at: oi) == .table, lua.rawGet(at: oi, key: "errors") != .nil, lua.type(at: -1) != .boolean {
-                    let e = lua.absIndex(-1)
-                    errs = try vector(call, e, "errors").values
-                    lua.pop()
-                    lua.pushNil()
-                    lua.rawSet(at: oi, key: "errors")  // the table is the caller's: put it back after
-                    defer { lua.pushValue(at: e); lua.rawSet(at: oi, key: "errors"); lua.remove(at: e) }
-                    let (o, _, _) = try options(call, oi)
-                    try addLine(fig, x, y, errs, o, xl, yl)
-                } else {
-                    lua.pop()
-                    let (o, _, _) = try options(call, oi)
-                    try addLine(fig, x, y, errs, o, xl, yl)
-                }
+                let (o, _, _) = try options(call, hasX ? 4 : 3)
+                try addLine(fig, x, y, o.errorValues, o, xl, yl)
                 lua.pushValue(at: 1)
                 return 1
             },

@@ -142,6 +142,8 @@ public struct PlotOptions: Sendable {
     public var color: RGB?
     public var label: String?
     public var errors = true
+    /// Error bars given with the values (plot(x, y, {errors = e}), fig:line).
+    public var errorValues: [Double]?
     public var frame: [Int]?
     public var logx: Bool?
     public var logy: Bool?
@@ -168,7 +170,8 @@ extension Panel {
             if let xv = x, xv.count == y.count + 1 { x = (0..<y.count).map { (xv[$0] + xv[$0 + 1]) / 2 } }
             var yerr: [Double]? = nil
             if o.errors {
-                if let e = inp.errors { yerr = e.doubles() }
+                if let e = o.errorValues { yerr = e }
+                else if let e = inp.errors { yerr = e.doubles() }
                 else if inp.counts { yerr = y.map { $0 > 0 ? $0.squareRoot() : 0 } }
             }
             let marker = o.marker ?? (inp.markers ? .circle : Marker.none)

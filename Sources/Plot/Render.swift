@@ -304,7 +304,7 @@ extension Figure {
                 cv.text(xt.labels[i], px, bottom + 8, ax: 0.5, ay: 0)
             }
         }
-        if let e = xt.exponent { cv.power("×10", String(e), right, bottom + 26, ax: 1, ay: 0, size: tickFont) }
+        if let e = xt.exponent { cv.power("×10", String(e), right + 4, bottom + 8, ax: 0, ay: 0, size: tickFont) }
         for (i, v) in yt.values.enumerated() {
             let py = ys.pixel(v)
             guard py >= top - 0.5 && py <= bottom + 0.5 else { continue }

@@ -76,7 +76,7 @@ public struct Ticks: Sendable, Equatable {
         let a = min(lo, hi), b = max(lo, hi)
         guard a > 0, b.isFinite else { return Ticks(values: [], labels: []) }
         let e0 = Int(ceil(log10(a) - 1e-9)), e1 = Int(floor(log10(b) + 1e-9))
-        if e1 - e0 >= 1 {
+        if e1 - e0 >= 2 {
             let every = max(1, (e1 - e0 + 7) / 8)
             let exps = stride(from: e0, through: e1, by: every).map { $0 }
             return Ticks(values: exps.map { pow(10, Double($0)) }, labels: exps.map { _ in "10" },

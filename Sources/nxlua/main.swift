@@ -42,6 +42,7 @@ func runMain(_ argv: [String]) -> Int32 {
         Console.writeError("nxlua: cannot start Lua: \(error)\n")
         return 1
     }
+    installFigureDisplay()
     let host = Host(runtime: runtime)
     if options.warnings { runtime.state.setWarnings(true) }
     host.createArgTable(argv: argv, scriptIndex: options.scriptIndex)

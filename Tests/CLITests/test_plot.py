@@ -314,6 +314,17 @@ def test_nothing_is_written_to_a_pipe(nxlua, tmp_path):
     assert r.returncode == 0 and r.stdout == "", (r.stdout, r.stderr)
 
 
+def test_figures_reach_the_terminal_hook(nxlua, tmp_path):
+    # NXLUA_PLOT forces a protocol even into a pipe (docs/terminal-graphics.md): the
+    # figure of plot() goes through the executable's hook to TerminalGraphics
+    r = nxlua("-e", "plot({1, 3, 2}, {width = 160, height = 100})", cwd=str(tmp_path),
+              extra_env={"NXLUA_PLOT": "text", "COLUMNS": "40", "LINES": "20"})
+    assert r.returncode == 0, r.stderr
+    assert "\u2580" in r.stdout and "\x1b[" in r.stdout
+    r = nxlua("-e", "local f = plot({1, 3, 2}); f:show()", cwd=str(tmp_path), extra_env={"NXLUA_PLOT": "none"})
+    assert r.returncode == 0 and r.stdout == ""
+
+
 def test_sandbox_returns_png_bytes(tmp_path):
     folder = tmp_path / "served"
     folder.mkdir()
@@ -404,3 +415,18 @@ def test_odd_data_give_pictures_with_a_note(nxlua, tmp_path):
 def test_help_documents_plot(nxlua, tmp_path):
     out = lua(nxlua, "help(plot); help(plot.figure)", tmp_path)
     assert "oplot" in out and "percentiles" in out and "rows" in out
+
+
+def test_docs_pictures_script_runs(nxlua, tmp_path):
+    """scripts/examples/plots_doc.lua makes docs/plots.md's pictures from the demo scan."""
+    import sys
+    r = subprocess.run([sys.executable, str(ROOT / "scripts/examples/make_demo.py"), str(tmp_path / "scan.nxs")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    (tmp_path / "out").mkdir()
+    r = nxlua(str(ROOT / "scripts/examples/plots_doc.lua"), "scan.nxs", "out", cwd=str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    for name, size in [("frame", (720, 360)), ("curve", (720, 360)), ("panels", (1040, 380)), ("project", (720, 360))]:
+        img = PIL.open(tmp_path / "out" / f"plots_{name}.png")
+        assert img.size == size
+        assert len(img.convert("RGB").getcolors(1 << 20)) > 20  # drawn, not blank

@@ -185,6 +185,7 @@ final class TickTests: XCTestCase {
         let narrow = Ticks.log(3, 40)
         XCTAssertEqual(narrow.values, [5, 10, 20])
         XCTAssertEqual(narrow.labels, ["5", "10", "20"])
+        XCTAssertEqual(Ticks.log(1, 60).values, [1, 2, 5, 10, 20, 50])
         let s = Ticks.symlog(-100, 1000, linthresh: 1)
         XCTAssertTrue(s.values.contains(0) && s.values.contains(1000) && s.values.contains(-100))
     }
