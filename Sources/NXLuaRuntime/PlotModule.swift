@@ -35,6 +35,8 @@ enum PlotModule {
     static let sandboxKey = "nxlua.plot.sandboxed"
     /// Fields bigger than this are refused whole (the message says how to slice).
     static let readLimit = 512 << 20
+    /// The largest figure the eval sandbox draws (4 megapixels, a 16 MB surface).
+    static let sandboxPixels = 4_000_000
 
     static func fail(_ error: Error) -> LuaError {
         if let e = error as? PlotError { return .runtime(e.message) }
@@ -642,6 +644,10 @@ enum PlotModule {
             LuaMethodDecl("png", "fig:png([\"string\"|\"base64\"|\"array\"]) -> PNG bytes",
                           "the figure as PNG bytes: a Lua string (default), base64 text, or a uint8 ndarray (what nxlua serve's eval sends in binary)") { call, fig in
                 let form = try call.option(2, ["string", "base64", "array"], default: "string")
+                // the sandbox's limits count Lua's memory and arrays, not cairo's surfaces
+                if isSandboxed(call.lua), fig.width * fig.height > sandboxPixels {
+                    throw LuaError.runtime("fig:png: \(fig.width)x\(fig.height) pixels is more than remote evaluation draws (\(sandboxPixels / 1_000_000) megapixels)")
+                }
                 let bytes = try wrap { try fig.pngData() }
                 switch form {
                 case "base64": call.lua.push(base64(bytes))

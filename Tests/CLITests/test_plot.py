@@ -355,6 +355,8 @@ def test_sandbox_returns_png_bytes(tmp_path):
         r = ev("return plot({1, 4, 9}):png('base64')")
         import base64
         assert PIL.open(io.BytesIO(base64.b64decode(r.json()["result"]))).format == "PNG"
+        r = ev("return plot({1, 2}, {width = 16000, height = 16000}):png()")
+        assert r.status_code == 400 and "megapixels" in r.json()["error"]
         r = ev("return plot({1, 2}):save('/tmp/escape.png')")
         assert r.status_code == 400 and "not available" in r.json()["error"]
     finally:
