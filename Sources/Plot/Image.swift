@@ -64,7 +64,22 @@ public final class ImageData: @unchecked Sendable {
         var out = [Double](repeating: 0, count: c.count)
         var st = ImageStats()
         out.withUnsafeMutableBufferPointer { buf in
-            c.dtype.dispatch(Convert(array: c, rules: rules, out: buf.baseAddress!))
+            // a switch here, not DType.dispatch: each case is a loop specialized for its
+            // element type in this module (dispatch's generic visitor is not inlinable)
+            let out = buf.baseAddress!
+            switch c.dtype {
+            case .bool: ImageData.convert(c, Bool.self, rules, out)
+            case .int8: ImageData.convert(c, Int8.self, rules, out)
+            case .int16: ImageData.convert(c, Int16.self, rules, out)
+            case .int32: ImageData.convert(c, Int32.self, rules, out)
+            case .int64: ImageData.convert(c, Int64.self, rules, out)
+            case .uint8: ImageData.convert(c, UInt8.self, rules, out)
+            case .uint16: ImageData.convert(c, UInt16.self, rules, out)
+            case .uint32: ImageData.convert(c, UInt32.self, rules, out)
+            case .uint64: ImageData.convert(c, UInt64.self, rules, out)
+            case .float32: ImageData.convert(c, Float.self, rules, out)
+            case .float64: ImageData.convert(c, Double.self, rules, out)
+            }
             let p = buf.baseAddress!
             var lo = Double.infinity, hi = -Double.infinity, lop = Double.infinity
             var n = 0
@@ -84,31 +99,30 @@ public final class ImageData: @unchecked Sendable {
         stats = st
     }
 
-    private struct Convert: DTypeVisitor {
-        let array: NDArray, rules: MaskRules, out: UnsafeMutablePointer<Double>
-        func visit<T: NDScalar>(_: T.Type) {
-            let p = array.base(T.self)
-            let n = array.count
-            let signed = T.dtype.isSignedInteger && rules.negativeIntegers
-            var top = Double.nan
-            if T.dtype.isUnsignedInteger && rules.unsignedMaximum {
-                switch T.dtype {
-                case .uint8: top = Double(UInt8.max)
-                case .uint16: top = Double(UInt16.max)
-                case .uint32: top = Double(UInt32.max)
-                case .uint64: top = Double(UInt64.max)
-                default: break
-                }
+    @inline(__always)
+    private static func convert<T: NDScalar>(_ array: NDArray, _: T.Type, _ rules: MaskRules, _ out: UnsafeMutablePointer<Double>) {
+        let p = array.base(T.self)
+        let n = array.count
+        let signed = T.dtype.isSignedInteger && rules.negativeIntegers
+        var top = Double.nan
+        if T.dtype.isUnsignedInteger && rules.unsignedMaximum {
+            switch T.dtype {
+            case .uint8: top = Double(UInt8.max)
+            case .uint16: top = Double(UInt16.max)
+            case .uint32: top = Double(UInt32.max)
+            case .uint64: top = Double(UInt64.max)
+            default: break
             }
-            for i in 0..<n {
-                var v = p[i].asDouble
-                if signed && v < 0 { v = .nan }
-                if v == top { v = .nan }
-                out[i] = v
-            }
-            if let m = rules.pixelMask {
-                for i in 0..<n where m[i] != 0 { out[i] = .nan }
-            }
+        }
+        if signed {
+            for i in 0..<n { let v = p[i].asDouble; out[i] = v < 0 ? .nan : v }
+        } else if !top.isNaN {
+            for i in 0..<n { let v = p[i].asDouble; out[i] = v == top ? .nan : v }
+        } else {
+            for i in 0..<n { out[i] = p[i].asDouble }
+        }
+        if let m = rules.pixelMask {
+            for i in 0..<n where m[i] != 0 { out[i] = .nan }
         }
     }
 
