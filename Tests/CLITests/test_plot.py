@@ -330,6 +330,10 @@ def test_sandbox_returns_png_bytes(tmp_path):
     folder.mkdir()
     with h5py.File(folder / "f.nxs", "w") as f:
         f["frame"] = np.arange(64 * 64, dtype=np.int32).reshape(64, 64)
+        e = f.create_group("entry"); e.attrs["NX_class"] = "NXentry"
+        d = e.create_group("data"); d.attrs.update({"NX_class": "NXdata", "signal": "y", "axes": ["t"]})
+        d["y"], d["t"] = np.array([3.0, 1, 2]), np.array([0.5, 1.5, 2.5])
+        d["t"].attrs["units"] = "s"
     users = tmp_path / "users"
     r = subprocess.run([BIN, "serve", "adduser", str(users), "ray"], input="secret-pw\n",
                        capture_output=True, text=True, timeout=60)
@@ -359,6 +363,15 @@ def test_sandbox_returns_png_bytes(tmp_path):
         assert r.status_code == 400 and "megapixels" in r.json()["error"]
         r = ev("return plot({1, 2}):save('/tmp/escape.png')")
         assert r.status_code == 400 and "not available" in r.json()["error"]
+        # a remote NXdata plots by the same rules as a local one
+        base = url.rsplit("/nxlua/eval", 1)[0]
+        r = subprocess.run([BIN, "-e", f"""
+            local r = nx.remote("{base}", {{user = "ray", password = "secret-pw"}})
+            local d = r:load("/f.nxs").entry.data
+            local fig = d:plot(); print(fig.xlabel, fig.ylabel); fig:save("remote.pdf")"""],
+                           capture_output=True, text=True, timeout=120, cwd=str(tmp_path))
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.split() == ["t", "(s)", "y"]
     finally:
         proc.terminate()
         proc.wait(60)
