@@ -42,7 +42,7 @@ let package = Package(
         .target(name: "CHDF5Shims", dependencies: ["CHDF5"], linkerSettings: [.linkedLibrary("dl")]),
         .target(name: "CEditShims", dependencies: ["CEdit"]),
         .target(name: "CTIFFShims", dependencies: ["CTIFF"], linkerSettings: [.linkedLibrary("dl")]),
-        .target(name: "CCairoShims", dependencies: ["CCairo"], linkerSettings: [.linkedLibrary("dl")]),
+        .target(name: "CCairoShims", dependencies: ["CCairo"], linkerSettings: [.linkedLibrary("dl"), .linkedLibrary("z")]),
         // cbflib (libcbf-dev) ships no .pc file and its cbf.h includes hdf5.h: only the shim's C
         // file sees cbflib's headers, with HDF5's serial folder on its include path (the folder
         // CHDF5 names too); linking nothing, it opens libcbf with dlopen (see its header).

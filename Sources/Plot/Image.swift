@@ -127,44 +127,58 @@ public final class ImageData: @unchecked Sendable {
     }
 
     /// The q-th percentile (0...100) of the unmasked values (positive only if asked),
-    /// with NumPy's default linear interpolation. Integer images count their values in a
-    /// histogram (exact, one pass); others sort a copy once.
+    /// with NumPy's default linear interpolation.
     public func percentile(_ q: Double, positiveOnly: Bool = false) -> Double {
+        percentiles(q, q, positiveOnly: positiveOnly).0
+    }
+
+    /// Two percentiles at once. Integer images count their values in one histogram
+    /// (exact, one pass over the pixels); others sort a copy once.
+    public func percentiles(_ qa: Double, _ qb: Double, positiveOnly: Bool = false) -> (Double, Double) {
         let lo = positiveOnly ? stats.minPositive : stats.min
         let hi = stats.max
-        guard stats.count > 0, lo <= hi else { return .nan }
-        let qq = Swift.max(0, Swift.min(100, q)) / 100
+        guard stats.count > 0, lo <= hi else { return (.nan, .nan) }
+        func fraction(_ q: Double) -> Double { Swift.max(0, Swift.min(100, q)) / 100 }
         if dtype.isInteger && hi - lo < Double(1 << 22) {
             let span = Int(hi - lo) + 1
-            var counts = [Int](repeating: 0, count: span)
+            var counts = [Int32](repeating: 0, count: span)
             var n = 0
             counts.withUnsafeMutableBufferPointer { c in
-                for v in values where v >= lo { c[Int(v - lo)] += 1; n += 1 }
-            }
-            let pos = qq * Double(n - 1)
-            let k = Int(pos.rounded(.down))
-            func order(_ k: Int) -> Double {
-                var seen = 0
-                for (i, c) in counts.enumerated() {
-                    seen += c
-                    if seen > k { return lo + Double(i) }
+                values.withUnsafeBufferPointer { v in
+                    for x in v where x >= lo { c[Int(x - lo)] &+= 1; n += 1 }
                 }
-                return hi
             }
-            let a = order(k), b = k + 1 < n ? order(k + 1) : a
-            return a + (b - a) * (pos - Double(k))
+            // the k-th and (k+1)-th smallest values of both percentiles in one walk
+            func orders(_ ks: [Int]) -> [Double] {
+                var out = [Double](repeating: hi, count: ks.count)
+                var seen = 0, j = 0
+                let order = ks.enumerated().sorted { $0.element < $1.element }
+                for (i, c) in counts.enumerated() where c > 0 {
+                    seen += Int(c)
+                    while j < order.count && seen > order[j].element { out[order[j].offset] = lo + Double(i); j += 1 }
+                    if j == order.count { break }
+                }
+                return out
+            }
+            let pa = fraction(qa) * Double(n - 1), pb = fraction(qb) * Double(n - 1)
+            let ka = Int(pa.rounded(.down)), kb = Int(pb.rounded(.down))
+            let o = orders([ka, Swift.min(ka + 1, n - 1), kb, Swift.min(kb + 1, n - 1)])
+            return (o[0] + (o[1] - o[0]) * (pa - Double(ka)), o[2] + (o[3] - o[2]) * (pb - Double(kb)))
         }
         if sortedCache == nil { sortedCache = values.filter { !$0.isNaN }.sorted() }
         var s = sortedCache![...]
         if positiveOnly {
-            guard let first = s.firstIndex(where: { $0 > 0 }) else { return .nan }
+            guard let first = s.firstIndex(where: { $0 > 0 }) else { return (.nan, .nan) }
             s = s[first...]
         }
-        guard !s.isEmpty else { return .nan }
-        let pos = qq * Double(s.count - 1)
-        let k = Int(pos.rounded(.down)), k1 = Swift.min(k + 1, s.count - 1)
-        let a = s[s.startIndex + k], b = s[s.startIndex + k1]
-        return a + (b - a) * (pos - Double(k))
+        guard !s.isEmpty else { return (.nan, .nan) }
+        func at(_ q: Double) -> Double {
+            let pos = fraction(q) * Double(s.count - 1)
+            let k = Int(pos.rounded(.down)), k1 = Swift.min(k + 1, s.count - 1)
+            let a = s[s.startIndex + k], b = s[s.startIndex + k1]
+            return a + (b - a) * (pos - Double(k))
+        }
+        return (at(qa), at(qb))
     }
 
     /// The colour limits for a scale: fixed values win, then the autoscale; a log scale
@@ -179,8 +193,7 @@ public final class ImageData: @unchecked Sendable {
             lo = log ? stats.minPositive : stats.min
             hi = stats.max
         case .percentiles(let a, let b):
-            lo = percentile(a, positiveOnly: log)
-            hi = percentile(b, positiveOnly: log)
+            (lo, hi) = percentiles(a, b, positiveOnly: log)
         }
         if let vmin { lo = vmin }
         if let vmax { hi = vmax }

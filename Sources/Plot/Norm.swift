@@ -32,20 +32,28 @@ public enum Scale: Sendable, Equatable {
 
 /// A scale with its limits: `callAsFunction` gives matplotlib's normalized value.
 public struct Norm: Sendable, Equatable {
-    public var scale: Scale
-    public var vmin: Double
-    public var vmax: Double
+    public let scale: Scale
+    public let vmin: Double
+    public let vmax: Double
+    /// transform(vmin) and transform(vmax), once (a figure maps every pixel through them).
+    private let ta: Double
+    private let tb: Double
 
     public init(_ scale: Scale, vmin: Double, vmax: Double) {
         self.scale = scale
         self.vmin = vmin
         self.vmax = vmax
+        ta = Norm.transform(scale, vmin)
+        tb = Norm.transform(scale, vmax)
     }
 
     /// The value in the scale's own space (log10, symlog's transform); linear and sqrt
     /// are affine there (sqrt is applied after normalizing, as PowerNorm does).
     @inline(__always)
-    public func transform(_ v: Double) -> Double {
+    public func transform(_ v: Double) -> Double { Norm.transform(scale, v) }
+
+    @inline(__always)
+    static func transform(_ scale: Scale, _ v: Double) -> Double {
         switch scale {
         case .linear, .sqrt: return v
         case .log: return v > 0 ? log10(v) : -.infinity
@@ -69,8 +77,7 @@ public struct Norm: Sendable, Equatable {
             let r = (v - vmin) / (vmax - vmin)
             return r < 0 ? 0 : r.squareRoot()
         default:
-            let a = transform(vmin), b = transform(vmax)
-            return (transform(v) - a) / (b - a)
+            return (transform(v) - ta) / (tb - ta)
         }
     }
 

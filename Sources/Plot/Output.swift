@@ -1,5 +1,8 @@
 import CCairo
 import CCairoShims
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The file formats a figure is written in.
 public enum FigureFormat: String, Sendable {
@@ -45,11 +48,14 @@ extension Figure {
         }
         switch fmt {
         case .png:
-            try withRaster { c, surf in
-                let st = c.cairo_surface_write_to_png(surf, path)
-                guard st == CAIRO_STATUS_SUCCESS else {
-                    throw PlotError("\(path): cannot write the PNG (\(cairoMessage(c, (st))))")
-                }
+            let bytes = try pngData()
+            guard let fp = fopen(path, "wb") else {
+                throw PlotError("\(path): cannot write the PNG (\(String(cString: strerror(errno))))")
+            }
+            let written = bytes.withUnsafeBytes { fwrite($0.baseAddress, 1, bytes.count, fp) }
+            let closed = fclose(fp)
+            guard written == bytes.count, closed == 0 else {
+                throw PlotError("\(path): cannot write the PNG (\(String(cString: strerror(errno))))")
             }
         case .svg, .pdf:
             try validate()
@@ -74,11 +80,12 @@ extension Figure {
     /// The figure as PNG bytes (for the sandbox of nxlua serve, the web viewer, tests).
     public func pngData() throws -> [UInt8] {
         try withRaster { c, surf in
+            guard let data = c.cairo_image_surface_get_data(surf) else { throw PlotError("cairo image has no data") }
             var p: UnsafeMutablePointer<UInt8>? = nil
             var n = 0
-            let st = nxcairo_png_bytes(surf, &p, &n)
+            let st = nxcairo_png_rgb(data, Int32(width), Int32(height), c.cairo_image_surface_get_stride(surf), 1, &p, &n)
             defer { nxcairo_free(p) }
-            guard st == 0, let p else { throw PlotError("cannot encode the PNG (cairo status \(st))") }
+            guard st == 0, let p else { throw PlotError("cannot encode the PNG (out of memory)") }
             return Array(UnsafeBufferPointer(start: p, count: n))
         }
     }

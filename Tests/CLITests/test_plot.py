@@ -397,6 +397,13 @@ def test_bad_inputs_give_clear_errors(nxlua, tmp_path, code, message):
     assert message in fails(nxlua, code, tmp_path)
 
 
+def test_unwritable_paths_return_nil_and_a_message(nxlua, tmp_path):
+    out = lua(nxlua, """
+        for _, ext in ipairs({"png", "svg", "pdf"}) do print(plot({1, 2}):save("no/such/dir/x." .. ext)) end""", tmp_path)
+    lines = out.splitlines()
+    assert len(lines) == 3 and all(l.startswith("nil\tno/such/dir/x.") and "cannot write" in l for l in lines), lines
+
+
 def test_bad_files_give_clear_errors(nxlua, tmp_path):
     with h5py.File(tmp_path / "bad.nxs", "w") as f:
         e = f.create_group("entry"); e.attrs["NX_class"] = "NXentry"

@@ -104,6 +104,20 @@ final class MaskTests: XCTestCase {
         XCTAssertEqual(l.0, 1); XCTAssertEqual(l.1, 3); XCTAssertNil(l.note)
     }
 
+    func testIntegerHistogramPercentilesEqualSortedOnes() throws {
+        // the integer path (one histogram) against the float path (a sorted copy)
+        var g = SystemRandomNumberGenerator()
+        let v = (0..<5000).map { _ in Double(Int.random(in: -3...2000, using: &g)) }
+        let ints = try ImageData(try array(v, [50, 100], .int32))
+        let floats = try ImageData(try array(v.map { $0 < 0 ? .nan : $0 }, [50, 100]))
+        for (a, b) in [(0.5, 99.5), (1, 99), (0, 100), (37.3, 62.1)] {
+            let x = ints.percentiles(a, b), y = floats.percentiles(a, b)
+            XCTAssertEqual(x.0, y.0, accuracy: 1e-9); XCTAssertEqual(x.1, y.1, accuracy: 1e-9)
+            let px = ints.percentiles(a, b, positiveOnly: true), py = floats.percentiles(a, b, positiveOnly: true)
+            XCTAssertEqual(px.0, py.0, accuracy: 1e-9); XCTAssertEqual(px.1, py.1, accuracy: 1e-9)
+        }
+    }
+
     func testOddDataGiveNotesNotCrashes() throws {
         let allNaN = try ImageData(try array([.nan, .nan], [1, 2]))
         XCTAssertNotNil(allNaN.limits(.linear, autoscale: .minmax, vmin: nil, vmax: nil).note)
