@@ -364,6 +364,12 @@ enum PlotModule {
         return (try wrap { try inp.signal.contiguous(as: .float64).doubles() }, inp.signalLabel)
     }
 
+    /// An image holds a float64 copy of its frame: Lua's collector is told, so that the
+    /// figures a loop leaves behind are collected (and their memory reused) in time.
+    static func accountImage(_ p: Panel, _ lua: Lua) {
+        if let im = p.image { lua.accountExternalAllocation(bytes: im.data.storage.storage.byteCount) }
+    }
+
     // MARK: current figure
 
     static func setCurrent(_ lua: Lua, at i: Int32) {
@@ -424,6 +430,7 @@ enum PlotModule {
                 inp.title = nil
             }
             try wrap { try panel.add(inp, o) }
+            accountImage(panel, lua)
         }
         if !pushed { figureClass.push(fig, to: lua) }
         FigureDisplay.display(fig, lua)
@@ -683,6 +690,7 @@ enum PlotModule {
                 var (o, _, _) = try options(call, 3)
                 let inp = try input(call, 2, &o)
                 try wrap { try fig.panel.add(inp, o) }
+                accountImage(fig.panel, call.lua)
                 call.lua.pushValue(at: 1)
                 return 1
             },

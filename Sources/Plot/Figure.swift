@@ -126,10 +126,16 @@ public final class ImageLayer: @unchecked Sendable {
         return e
     }
 
-    /// The colour limits (with a note when the data are odd).
+    /// The colour limits (with a note when the data are odd), computed once per setting
+    /// (percentiles of a large frame are a pass over it).
     public func limits() -> (Double, Double, note: String?) {
-        data.limits(scale, autoscale: autoscale, vmin: vmin, vmax: vmax)
+        if let c = cachedLimits, c.scale == scale, c.autoscale == autoscale, c.vmin == vmin, c.vmax == vmax { return c.result }
+        let r = data.limits(scale, autoscale: autoscale, vmin: vmin, vmax: vmax)
+        cachedLimits = (scale, autoscale, vmin, vmax, r)
+        return r
     }
+    private var cachedLimits: (scale: Scale, autoscale: Autoscale, vmin: Double?, vmax: Double?,
+                               result: (Double, Double, note: String?))?
 }
 
 public enum Aspect: String, Sendable { case auto, equal }

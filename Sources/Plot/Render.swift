@@ -1,5 +1,6 @@
 import CCairo
 import CCairoShims
+import Dispatch
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -74,32 +75,43 @@ func rasterize(_ layer: ImageLayer, x: AxisMap, y: AxisMap, left: Double, top: D
     let b = layer.colormap.bad
     let bad = 0xFF00_0000 | UInt32(b.0) << 16 | UInt32(b.1) << 8 | UInt32(b.2)
     let cols = layer.data.cols
-    var rowMax = [Double](repeating: 0, count: width)
-    layer.data.values.withUnsafeBufferPointer { vals in
-        rowMax.withUnsafeMutableBufferPointer { acc in
-            for py in 0..<height {
-                let (r0, r1) = rowRanges[py]
-                if r0 < 0 { continue }
-                for px in 0..<width { acc[px] = -.infinity }
-                for r in r0...r1 {
-                    let row = vals.baseAddress! + r * cols
-                    for px in 0..<width {
-                        let (c0, c1) = colRanges[px]
-                        if c0 < 0 { continue }
-                        var m = acc[px]
-                        for c in c0...c1 { let v = row[c]; if v > m { m = v } }
-                        acc[px] = m
+    let colLo = colRanges.map { $0.0 }, colHi = colRanges.map { $0.1 }
+    nonisolated(unsafe) let vals = layer.data.values.baseAddress!
+    nonisolated(unsafe) let target = buffer
+    // rows in parts on the cores when the image is large (each part its own row buffer)
+    let work = layer.data.rows * layer.data.cols
+    let cores = Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
+    let parts = (work >= (1 << 20) && height >= 64) ? max(1, min(cores, 8)) : 1
+    @Sendable func part(_ k: Int) {
+        var rowMax = [Double](repeating: 0, count: width)
+        colLo.withUnsafeBufferPointer { clo in colHi.withUnsafeBufferPointer { chi in table.withUnsafeBufferPointer { tab in
+            rowMax.withUnsafeMutableBufferPointer { acc in
+                for py in (height * k / parts)..<(height * (k + 1) / parts) {
+                    let (r0, r1) = rowRanges[py]
+                    if r0 < 0 { continue }
+                    for px in 0..<width { acc[px] = -.infinity }
+                    for r in r0...r1 {
+                        let row = vals + r * cols
+                        for px in 0..<width {
+                            let c0 = clo[px], c1 = chi[px]
+                            if c0 < 0 { continue }
+                            var m = acc[px]
+                            var c = c0
+                            while c <= c1 { let v = row[c]; if v > m { m = v }; c += 1 }
+                            acc[px] = m
+                        }
+                    }
+                    let out = (target + py * stride).assumingMemoryBound(to: UInt32.self)
+                    for px in 0..<width where clo[px] >= 0 {
+                        let v = acc[px]
+                        if v == -.infinity { out[px] = bad; continue }
+                        if let i = Colormap.index(norm(v)) { out[px] = tab[i] } else { out[px] = bad }
                     }
                 }
-                let out = (buffer + py * stride).assumingMemoryBound(to: UInt32.self)
-                for px in 0..<width where colRanges[px].0 >= 0 {
-                    let v = acc[px]
-                    if v == -.infinity { out[px] = bad; continue }
-                    if let i = Colormap.index(norm(v)) { out[px] = table[i] } else { out[px] = bad }
-                }
             }
-        }
+        } } }
     }
+    if parts == 1 { part(0) } else { DispatchQueue.concurrentPerform(iterations: parts) { part($0) } }
 }
 
 /// Where a panel's parts go, in device pixels.
