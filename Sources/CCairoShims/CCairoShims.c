@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <zlib.h>
+#include <unistd.h>
 
 static nxcairo_api api;
 static const nxcairo_api *loaded;
@@ -78,49 +79,105 @@ static size_t chunk(uint8_t *p, const char *type, size_t n) {
     return n + 12;
 }
 
+// One band of rows: converted to RGB with their filter bytes, deflated as raw deflate
+// (no zlib header) ending on a byte boundary (Z_SYNC_FLUSH) or, for the last band, the
+// end of the stream; its Adler-32 for the zlib trailer. Bands compress in parallel, as
+// pigz does; each starts without the previous band's window, which costs little here.
+typedef struct {
+    const uint8_t *argb;
+    int width, y0, y1, stride, level, last;
+    uint8_t *out;
+    size_t outlen;
+    uLong adler;
+    size_t rawlen;
+    int ok;
+} band;
+
+static void *compress_band(void *arg) {
+    band *b = arg;
+    b->ok = 0;
+    size_t rowbytes = 1 + (size_t)b->width * 3;
+    size_t rawlen = rowbytes * (size_t)(b->y1 - b->y0);
+    uint8_t *raw = malloc(rawlen ? rawlen : 1);
+    if (!raw) return NULL;
+    for (int y = b->y0; y < b->y1; y++) {
+        const uint8_t *src = b->argb + (size_t)y * (size_t)b->stride;
+        uint8_t *dst = raw + (size_t)(y - b->y0) * rowbytes;
+        *dst++ = 0;  // filter: none
+        for (int x = 0; x < b->width; x++, src += 4, dst += 3) {
+            dst[0] = src[2]; dst[1] = src[1]; dst[2] = src[0];  // B G R A in memory
+        }
+    }
+    b->adler = adler32(adler32(0L, Z_NULL, 0), raw, (uInt)rawlen);
+    b->rawlen = rawlen;
+    z_stream z;
+    memset(&z, 0, sizeof z);
+    if (deflateInit2(&z, b->level, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY) != Z_OK) { free(raw); return NULL; }
+    size_t bound = deflateBound(&z, (uLong)rawlen) + 64;
+    b->out = malloc(bound);
+    if (!b->out) { deflateEnd(&z); free(raw); return NULL; }
+    z.next_in = raw;
+    z.avail_in = (uInt)rawlen;
+    z.next_out = b->out;
+    z.avail_out = (uInt)bound;
+    int st = deflate(&z, b->last ? Z_FINISH : Z_SYNC_FLUSH);
+    b->outlen = bound - z.avail_out;
+    b->ok = b->last ? st == Z_STREAM_END : (st == Z_OK && z.avail_in == 0);
+    deflateEnd(&z);
+    free(raw);
+    return NULL;
+}
+
 int nxcairo_png_rgb(const uint8_t *argb, int width, int height, int stride, int level, uint8_t **out, size_t *len) {
     *out = NULL;
     *len = 0;
     if (width <= 0 || height <= 0) return -1;
-    size_t rowbytes = 1 + (size_t)width * 3;
-    size_t rawlen = rowbytes * (size_t)height;
-    uint8_t *raw = malloc(rawlen);
-    if (!raw) return -1;
-    for (int y = 0; y < height; y++) {
-        const uint8_t *src = argb + (size_t)y * (size_t)stride;
-        uint8_t *dst = raw + (size_t)y * rowbytes;
-        *dst++ = 0;  // filter: none
-        for (int x = 0; x < width; x++, src += 4, dst += 3) {
-            dst[0] = src[2]; dst[1] = src[1]; dst[2] = src[0];  // B G R A in memory
-        }
+    enum { MAXBANDS = 8 };
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    int nb = (long)width * height >= 200000 ? (int)(cores < 1 ? 1 : cores > MAXBANDS ? MAXBANDS : cores) : 1;
+    if (nb > height) nb = height;
+    band bands[MAXBANDS];
+    pthread_t threads[MAXBANDS];
+    int started[MAXBANDS] = {0};
+    for (int k = 0; k < nb; k++) {
+        bands[k] = (band){ .argb = argb, .width = width, .y0 = (int)((long)height * k / nb),
+                           .y1 = (int)((long)height * (k + 1) / nb), .stride = stride, .level = level,
+                           .last = k == nb - 1, .out = NULL };
     }
-    z_stream z;
-    memset(&z, 0, sizeof z);
-    if (deflateInit(&z, level) != Z_OK) { free(raw); return -1; }
-    size_t bound = deflateBound(&z, (uLong)rawlen);
-    size_t total = 8 + 25 + 12 + bound + 12;
-    uint8_t *png = malloc(total);
-    if (!png) { deflateEnd(&z); free(raw); return -1; }
-    static const uint8_t signature[8] = {137, 80, 78, 71, 13, 10, 26, 10};
-    memcpy(png, signature, 8);
-    size_t at = 8;
-    uint8_t *ihdr = png + at + 8;
-    put32(ihdr, (uint32_t)width);
-    put32(ihdr + 4, (uint32_t)height);
-    ihdr[8] = 8; ihdr[9] = 2; ihdr[10] = 0; ihdr[11] = 0; ihdr[12] = 0;  // 8-bit RGB
-    at += chunk(png + at, "IHDR", 13);
-    z.next_in = raw;
-    z.avail_in = (uInt)rawlen;
-    z.next_out = png + at + 8;
-    z.avail_out = (uInt)bound;
-    int st = deflate(&z, Z_FINISH);
-    size_t n = bound - z.avail_out;
-    deflateEnd(&z);
-    free(raw);
-    if (st != Z_STREAM_END) { free(png); return -1; }
-    at += chunk(png + at, "IDAT", n);
-    at += chunk(png + at, "IEND", 0);
-    *out = png;
-    *len = at;
-    return 0;
+    for (int k = 1; k < nb; k++) started[k] = pthread_create(&threads[k], NULL, compress_band, &bands[k]) == 0;
+    compress_band(&bands[0]);
+    for (int k = 1; k < nb; k++) {
+        if (started[k]) pthread_join(threads[k], NULL); else compress_band(&bands[k]);
+    }
+    int ok = 1;
+    size_t deflated = 0;
+    uLong adler = adler32(0L, Z_NULL, 0);
+    for (int k = 0; k < nb; k++) {
+        ok = ok && bands[k].ok;
+        deflated += bands[k].outlen;
+        adler = adler32_combine(adler, bands[k].adler, (z_off_t)bands[k].rawlen);
+    }
+    uint8_t *png = ok ? malloc(8 + 25 + 12 + 2 + deflated + 4 + 12) : NULL;
+    if (png) {
+        static const uint8_t signature[8] = {137, 80, 78, 71, 13, 10, 26, 10};
+        memcpy(png, signature, 8);
+        size_t at = 8;
+        uint8_t *ihdr = png + at + 8;
+        put32(ihdr, (uint32_t)width);
+        put32(ihdr + 4, (uint32_t)height);
+        ihdr[8] = 8; ihdr[9] = 2; ihdr[10] = 0; ihdr[11] = 0; ihdr[12] = 0;  // 8-bit RGB
+        at += chunk(png + at, "IHDR", 13);
+        uint8_t *idat = png + at + 8;
+        idat[0] = 0x78; idat[1] = 0x01;  // zlib header: deflate, 32 K window, fastest
+        size_t n = 2;
+        for (int k = 0; k < nb; k++) { memcpy(idat + n, bands[k].out, bands[k].outlen); n += bands[k].outlen; }
+        put32(idat + n, (uint32_t)adler);
+        n += 4;
+        at += chunk(png + at, "IDAT", n);
+        at += chunk(png + at, "IEND", 0);
+        *out = png;
+        *len = at;
+    }
+    for (int k = 0; k < nb; k++) free(bands[k].out);
+    return png ? 0 : -1;
 }

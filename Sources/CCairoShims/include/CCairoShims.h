@@ -53,10 +53,11 @@ const nxcairo_api *_Nullable nxcairo_load(char *_Nonnull why, size_t whylen);
 
 /// An opaque ARGB32 image (cairo's memory: B, G, R, A bytes per pixel, `stride` bytes
 /// per row) as an 8-bit RGB PNG in a malloc'd buffer (*out, *len; release with
-/// nxcairo_free), deflated by zlib at `level` with no row filters. Why not cairo's own
-/// writer: libpng's adaptive filters and level 6 took 20 to 60 ms for one 800 x 600
-/// figure, more than drawing it; level 1 unfiltered takes about 8 ms and compresses a
-/// detector frame's picture as well. Returns 0, or -1 when memory or zlib fails.
+/// nxcairo_free), deflated by zlib at `level` with no row filters, bands of rows on the
+/// cores (one zlib stream, as pigz makes it). Why not cairo's own writer: libpng's
+/// adaptive filters and level 6 took 20 to 60 ms for one 800 x 600 figure, more than
+/// drawing it; level 1 unfiltered took about 8 ms on one core and compresses a detector
+/// frame's picture as well. Returns 0, or -1 when memory or zlib fails.
 int nxcairo_png_rgb(const uint8_t *_Nonnull argb, int width, int height, int stride, int level,
                     uint8_t *_Nullable *_Nonnull out, size_t *_Nonnull len);
 
