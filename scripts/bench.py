@@ -861,11 +861,98 @@ def bench_macro_latency(root):
              f"p99 {p99:.0f} ms", "(no anchor)", "-", "-", "p99 <= 100 ms", p99 <= 100 and len(lat) == frames)]
 
 
+def bench_plot(root):
+    """Figures to PNG (issue 14), each side timed inside its own process after a warm-up
+    (nxlua's loop in Lua, matplotlib's in Python, medians): a 1679 x 1475 int32 Pilatus 2M
+    frame (the synthetic CBF) with a log scale and a colorbar, 800 x 600, next to
+    matplotlib's imshow + colorbar + savefig (Agg) and plt.imsave of the log10 image with
+    the same colormap (full size, no axes); a 1-D plot of 1e6 points with error bars next
+    to matplotlib's errorbar + savefig. NXLUA_BIN picks another nxlua build."""
+    import fabio
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib.colors import LogNorm
+    nxlua = os.environ.get("NXLUA_BIN", str(root / ".build/release/nxlua"))
+    def write(p):
+        subprocess.run([nxlua, "-e", f'local f, t = detector.synthetic{{seed = 1}}; '
+                        f'detector.write({json.dumps(str(p))}, f, t, {{format = "cbf"}})'], check=True)
+    path = str(cached_file("pilatus2m_v1.cbf", write))
+    out = cached_file("plot_out", lambda p: p.mkdir())
+
+    def lua_ms(setup, body, reps):
+        script = f"""
+            {setup}
+            local ts = {{}}
+            for r = 0, {reps} do
+              local t = nxlua.time()
+              {body}
+              if r > 0 then ts[r] = (nxlua.time() - t) * 1e3 end
+            end
+            table.sort(ts); print(ts[(#ts + 1) // 2])
+        """
+        return float(subprocess.run([nxlua, "-e", script], check=True, capture_output=True, text=True).stdout)
+
+    def py_ms(body, reps):
+        body()
+        samples = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            body()
+            samples.append((time.perf_counter() - t) * 1e3)
+        return statistics.median(samples)
+
+    frame_png = str(out / "frame_nxlua.png")
+    ours = lua_ms(f"local f = detector.read({json.dumps(path)})",
+                  f"plot(f, {{scale = 'log'}}):save({json.dumps(frame_png)})", 9)
+    d = fabio.open(path).data
+
+    def mpl_imshow():
+        fig, ax = plt.subplots(figsize=(8, 6), dpi=100)
+        im = ax.imshow(d, norm=LogNorm(), cmap="viridis", origin="lower", interpolation="nearest")
+        fig.colorbar(im)
+        fig.savefig(str(out / "frame_mpl.png"))
+        plt.close(fig)
+
+    def mpl_imsave():
+        plt.imsave(str(out / "frame_imsave.png"), np.log10(np.where(d > 0, d, np.nan)), cmap="viridis", origin="lower")
+
+    imshow = py_ms(mpl_imshow, 5)
+    imsave = py_ms(mpl_imsave, 5)
+
+    line_png = str(out / "line_nxlua.png")
+    n = 1_000_000
+    setup = f"""local x = array.arange({n}):astype("float64")
+        local y = (x * 1e-4):sin() * 100 + 1000
+        local e = y:sqrt()"""
+    ours_line = lua_ms(setup, f"plot(x, y, {{errors = e}}):save({json.dumps(line_png)})", 5)
+    x = np.arange(n, dtype=float)
+    y = np.sin(x * 1e-4) * 100 + 1000
+    e = np.sqrt(y)
+
+    def mpl_errorbar():
+        fig, ax = plt.subplots(figsize=(8, 6), dpi=100)
+        ax.errorbar(x, y, yerr=e)
+        fig.savefig(str(out / "line_mpl.png"))
+        plt.close(fig)
+
+    theirs_line = py_ms(mpl_errorbar, 3)
+    return [("plot: Pilatus 2M frame, log scale + colorbar -> PNG", f"{ours:.1f} ms",
+             "matplotlib imshow + colorbar + savefig (Agg)", f"{imshow:.0f} ms",
+             f"{imshow / ours:.1f}x faster", ">= 10x faster", imshow / ours >= 10),
+            ("  the same", f"{ours:.1f} ms", "plt.imsave(log10 frame, cmap=viridis)", f"{imsave:.0f} ms",
+             f"{imsave / ours:.1f}x faster", ">= 3x faster", imsave / ours >= 3),
+            ("plot: 1e6 points with error bars -> PNG", f"{ours_line:.1f} ms",
+             "matplotlib errorbar + savefig (Agg)", f"{theirs_line:.0f} ms",
+             f"{theirs_line / ours_line:.1f}x faster", ">= 10x faster", theirs_line / ours_line >= 10)]
+
+
 BENCHES = {"startup": bench_startup, "bridge": bench_bridge, "sums": bench_sums,
            "elementwise": bench_elementwise, "full": bench_full, "masked_sum": bench_masked_sum, "nexus_tree": bench_nexus_tree,
            "nexus_frame": bench_nexus_frame, "nexus_write": bench_nexus_write, "stream": bench_stream, "cbf_decode": bench_cbf_decode,
            "stack": bench_stack, "serve": bench_serve, "matmul": bench_matmul,
-           "journal": bench_journal, "macro_latency": bench_macro_latency}
+           "journal": bench_journal, "plot": bench_plot, "macro_latency": bench_macro_latency}
 
 
 def main():
