@@ -6,6 +6,7 @@ import pathlib
 import shutil
 import subprocess
 import threading
+import time
 
 import h5py
 import numpy as np
@@ -307,6 +308,54 @@ def test_script_writes_a_png_per_frame(nxlua, tmp_path):
     assert r.returncode == 0, r.stderr
     for i in range(3):
         assert PIL.open(tmp_path / f"frame_{i:03d}.png").size == (800, 600)
+
+
+def test_a_macro_writes_a_picture_per_run(tmp_path):
+    """A beamline macro (nxlua macros) that plots each run's points at run.stop."""
+    macros = tmp_path / "macros"
+    macros.mkdir()
+    (macros / "scanplot.lua").write_text(f"""
+        local runs = {{}}
+        on("run.start", "scanplot", function(e) runs[e.run] = {{x = {{}}, y = {{}}, id = e.scan_id}} end)
+        on("point", "scanplot", function(e)
+          local r = runs[e.run]; if r == nil then return end
+          r.x[#r.x + 1] = e.motor; r.y[#r.y + 1] = e.counts
+        end)
+        on("run.stop", "scanplot", function(e)
+          local r = runs[e.run]; if r == nil or #r.x == 0 then return end
+          local fig = plot(r.x, r.y, {{marker = "o", title = "scan " .. r.id, xlabel = "motor", ylabel = "counts"}})
+          assert(fig:save(string.format("{tmp_path}/scan_%s.pdf", r.id)))
+          runs[e.run] = nil
+        end)
+    """)
+    journal = tmp_path / "j.sqlite"
+
+    def trigger(*args):
+        r = subprocess.run([BIN, "trigger", *args, "--journal", str(journal)], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        return r.stdout.split()[1]
+
+    log = open(tmp_path / "runner.log", "w")
+    runner = subprocess.Popen([BIN, "macros", str(macros), "--journal", str(journal), "--poll", "0.005"],
+                              stdout=log, stderr=subprocess.STDOUT)
+    try:
+        for scan in (7, 8):
+            uid = trigger("run.start", f"scan_id={scan}", "plan=ascan")
+            for m in range(1, 5):
+                trigger("point", "--run", uid, f"motor={m}", f"counts={m * m * scan}")
+            trigger("run.stop", "--run", uid, "status=success")
+        deadline = time.time() + 60
+        while time.time() < deadline and not (tmp_path / "scan_8.pdf").exists():
+            time.sleep(0.1)
+    finally:
+        runner.terminate()
+        runner.wait(60)
+        log.close()
+    text = (tmp_path / "runner.log").read_text()
+    for scan in (7, 8):
+        page = pdftext(tmp_path / f"scan_{scan}.pdf")
+        assert f"scan {scan}" in page and "motor" in page and "counts" in page, text
+    assert "AddressSanitizer" not in text and "failed" not in text, text
 
 
 def test_nothing_is_written_to_a_pipe(nxlua, tmp_path):
