@@ -504,3 +504,28 @@ def test_docs_pictures_script_runs(nxlua, tmp_path):
         img = PIL.open(tmp_path / "out" / f"plots_{name}.png")
         assert img.size == size
         assert len(img.convert("RGB").getcolors(1 << 20)) > 20  # drawn, not blank
+
+
+@pytest.mark.parametrize("protocol,marker", [("kitty", "\x1b_G"), ("text", "\u2580"), ("none", None)])
+def test_repl_on_a_terminal_shows_the_figure(env, protocol, marker):
+    """At the REPL on a pseudo-terminal plot() draws the figure inline (the protocol forced
+    with NXLUA_PLOT), then prints the figure object; NXLUA_PLOT=none draws nothing."""
+    import pexpect
+    e = dict(env)
+    e["NXLUA_PLOT"] = protocol
+    p = pexpect.spawn(BIN, env=e, encoding="utf-8", timeout=30, dimensions=(40, 100))
+    try:
+        p.expect("Ctrl-D exits")
+        p.expect("> ")
+        p.sendline("plot({1, 3, 2}, {width = 200, height = 150})")
+        p.expect(r"plot\.Figure 200x150, 1 panel")
+        shown = p.before
+        if marker is None:
+            assert "\x1b_G" not in shown and "\u2580" not in shown
+        else:
+            assert marker in shown
+        p.expect("> ")
+        p.sendeof()
+        p.expect(pexpect.EOF)
+    finally:
+        p.terminate(force=True)
