@@ -207,15 +207,12 @@ extension Figure {
         var notes = p.notes
         if p.isEmpty { notes.append("nothing plotted") }
         else if let n = ynote ?? xnote { notes.append(n) }
-        var imageNote: String? = nil
         var limits: (Double, Double)? = nil
         if let im = p.image {
             let l = im.limits()
             limits = (l.0, l.1)
-            imageNote = l.note
             if let n = l.note { notes.append(n) }
         }
-        _ = imageNote
         var xs = AxisMap(lo: xlo, hi: xhi, log: p.logx, p0: 0, p1: 1)
         var ys = AxisMap(lo: ylo, hi: yhi, log: p.logy, p0: 1, p1: 0)
         let xt = xs.ticks(), yt = ys.ticks()

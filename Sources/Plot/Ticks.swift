@@ -130,6 +130,6 @@ extension String {
     init(format decimals: Int, _ v: Double) {
         var buf = [CChar](repeating: 0, count: 64)
         _ = withVaList([Int32(decimals), v]) { vsnprintf(&buf, 64, "%.*f", $0) }
-        self = String(cString: buf)
+        self = String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 }
