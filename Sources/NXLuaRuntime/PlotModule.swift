@@ -292,14 +292,15 @@ enum PlotModule {
             }
             input.title = (input.title ?? "") + " [\(parts.joined(separator: ", "))]"
         }
-        input.pixelMask = try foundMask(g, imageShape: Array(input.signal.shape.suffix(2)), rank: input.signal.ndim)
+        // the image's shape once size-1 axes are dropped (a (1, y, x) stack of one frame)
+        let image = input.signal.shape.filter { $0 != 1 }
+        if image.count == 2 { input.pixelMask = try foundMask(g, imageShape: image) }
         return input
     }
 
     /// A pixel_mask next to the data or in the entry's detector (Eiger's
     /// detectorSpecific/pixel_mask), when its shape is the image's.
-    static func foundMask(_ g: any NXReadableGroup, imageShape: [Int], rank: Int) throws -> NDArray? {
-        guard rank == 2 else { return nil }
+    static func foundMask(_ g: any NXReadableGroup, imageShape: [Int]) throws -> NDArray? {
         var candidates: [any NXReadableNode] = []
         if let m = try? g.childNode("pixel_mask") { candidates.append(m) }
         let entry = g.parentGroup
@@ -307,8 +308,8 @@ enum PlotModule {
             if let m = (try? entry.resolveNode(p)).flatMap({ $0 }) { candidates.append(m) }
         }
         for c in candidates {
-            guard let f = c as? any NXReadableField, (try? f.shape) == imageShape else { continue }
-            return try arrayValue(f, nil)
+            guard let f = c as? any NXReadableField, (try? f.shape)?.filter({ $0 != 1 }) == imageShape else { continue }
+            return try wrap { try arrayValue(f, nil).contiguous().reshapedView(imageShape) }
         }
         return nil
     }

@@ -529,3 +529,28 @@ def test_repl_on_a_terminal_shows_the_figure(env, protocol, marker):
         p.expect(pexpect.EOF)
     finally:
         p.terminate(force=True)
+
+
+def test_eiger_pixel_mask_found_next_to_the_data(nxlua, tmp_path):
+    """An Eiger file: the frame is uint32 with gap pixels at 2^32-1, and
+    /entry/instrument/detector/detectorSpecific/pixel_mask marks dead pixels: both are
+    drawn in the bad colour and left out of the limits."""
+    frame = np.array([[1, 2, 3], [4, 4294967295, 6]], dtype=np.uint32)
+    mask = np.array([[0, 0, 1], [0, 0, 0]], dtype=np.uint32)
+    with h5py.File(tmp_path / "eiger.nxs", "w") as f:
+        e = f.create_group("entry"); e.attrs["NX_class"] = "NXentry"
+        det = e.create_group("instrument/detector")
+        det.create_group("detectorSpecific")["pixel_mask"] = mask
+        d = e.create_group("data"); d.attrs.update({"NX_class": "NXdata", "signal": "data"})
+        d["data"] = frame[np.newaxis]  # (1, 2, 3): one frame, the size-1 axis dropped
+    out = lua(nxlua, """
+        local fig = nx.load("eiger.nxs").entry.data:plot{percentiles = false, colorbar = false}
+        fig:save("e.png"); print(fig:axes())""", tmp_path)
+    img = PIL.open(tmp_path / "e.png").convert("RGB")
+    rect = axes_of(out)
+    norm = colors.Normalize(1, 6)  # 3 (masked) and the gap left out
+    for r in range(2):
+        for c in range(3):
+            masked = mask[r, c] or frame[r, c] == 4294967295
+            want = BAD if masked else mpl("viridis", norm(float(frame[r, c])))
+            assert cell(img, rect, 2, 3, r, c) == want, (r, c)
