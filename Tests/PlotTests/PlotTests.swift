@@ -226,6 +226,28 @@ final class FigureTests: XCTestCase {
         XCTAssertNoThrow(try Figure().panel.add(stack, o))
     }
 
+    func testCountsGiveSqrtNErrorsAndGivenErrorsWin() throws {
+        var inp = PlotInput(signal: try array([4, 9, 0], [3]))
+        inp.counts = true
+        inp.markers = true
+        let p = Panel()
+        try p.add(inp, PlotOptions())
+        XCTAssertEqual(p.lines[0].yerr!, [2, 3, 0])
+        XCTAssertEqual(p.lines[0].marker, .circle)
+        XCTAssertFalse(p.lines[0].line)
+        inp.errors = try array([0.5, 0.5, 0.5], [3])
+        try p.add(inp, PlotOptions())
+        XCTAssertEqual(p.lines[1].yerr!, [0.5, 0.5, 0.5])
+        var o = PlotOptions(); o.errors = false
+        try p.add(inp, o)
+        XCTAssertNil(p.lines[2].yerr)
+        // bin edges (n + 1 values) plot at the bins' centres
+        var h = PlotInput(signal: try array([1, 2], [2]), axes: [[0, 2, 6]])
+        h.squeeze = true
+        try p.add(h, PlotOptions())
+        XCTAssertEqual(p.lines[3].x, [1, 4])
+    }
+
     func testProjectSumsARange() throws {
         let a = try array((0..<24).map(Double.init), [2, 3, 4])
         let p = try PlotInput(signal: a).project(axis: 0)
