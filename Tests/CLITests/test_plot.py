@@ -554,3 +554,14 @@ def test_eiger_pixel_mask_found_next_to_the_data(nxlua, tmp_path):
             masked = mask[r, c] or frame[r, c] == 4294967295
             want = BAD if masked else mpl("viridis", norm(float(frame[r, c])))
             assert cell(img, rect, 2, 3, r, c) == want, (r, c)
+
+
+def test_start_up_does_not_load_cairo(nxlua, tmp_path):
+    """libcairo is opened with dlopen when the first figure is drawn, not at start-up."""
+    maps = 'local f = io.open("/proc/self/maps"); local m = f:read("a"); f:close(); return m'
+    out = lua(nxlua, f"local m = (function() {maps} end)(); print(m:find('libcairo', 1, true) ~= nil)\n"
+                     f"plot({{1, 2}}):png(); print(((function() {maps} end)()):find('libcairo', 1, true) ~= nil)", tmp_path)
+    assert out.split() == ["false", "true"]
+    if shutil.which("readelf"):
+        needed = subprocess.run(["readelf", "-d", BIN], capture_output=True, text=True).stdout
+        assert "libcairo" not in needed and "libpng" not in needed
