@@ -63,7 +63,7 @@ let package = Package(
         .target(name: "Detector", dependencies: ["NDArray", "CTIFF", "CTIFFShims", "CCBFShims"]),
         // Detector frames into growing NeXus files: folder watching, worker threads that
         // decode and compress, one HDF5 writer, resumable commits. No Lua inside.
-        .target(name: "Stacker", dependencies: ["Detector", "NeXus", "NDArray", "TerminalProgress"]),
+        .target(name: "Stacker", dependencies: ["Detector", "NeXus", "NDArray", "TerminalProgress", "FolderListing"]),
         // Line editing and history over libedit, no Lua inside.
         .target(name: "LineEdit", dependencies: ["CEdit", "CEditShims"]),
         // Versions of the native libraries, read with dlopen so that start-up never pays
@@ -71,6 +71,8 @@ let package = Package(
         .target(name: "NativeLibraries", dependencies: ["CLuaShims", "CHDF5Shims", "CTIFFShims", "CCBFShims", "CBLASShims"]),
         // Progress bars on stderr for long work (quiet when piped or under CI).
         .target(name: "TerminalProgress"),
+        // The names in a folder (readdir), for the stacker, nxlua.listdir and nxlua serve.
+        .target(name: "FolderListing"),
         // Pictures in the terminal: kitty graphics, iTerm2 images, sixel (own encoder) or
         // Unicode half blocks, chosen from the environment (docs/terminal-graphics.md). No Lua inside.
         .target(name: "TerminalGraphics"),
@@ -78,7 +80,7 @@ let package = Package(
         // the files of a folder. No Lua inside: remote evaluation goes through the
         // RemoteEvaluator protocol, which NXLuaRuntime's sandbox implements.
         .target(name: "RemoteServer", dependencies: [
-            "NeXus", "NDArray", "Events",
+            "NeXus", "NDArray", "Events", "FolderListing",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdCore", package: "hummingbird"),
             .product(name: "HummingbirdTLS", package: "hummingbird"),
@@ -104,7 +106,7 @@ let package = Package(
         // No Lua inside.
         .target(name: "Events", dependencies: ["Stacker", "NeXus", "NDArray", .product(name: "GRDB", package: "GRDB.swift")]),
         // The Lua modules nxlua provides (bindings only; cores live in their own modules).
-        .target(name: "NXLuaRuntime", dependencies: ["LuaBridge", "NativeLibraries", "NDArray", "NeXus", "Detector", "Stacker", "TerminalProgress", "RemoteServer", "RemoteClient", "Events"]),
+        .target(name: "NXLuaRuntime", dependencies: ["LuaBridge", "NativeLibraries", "NDArray", "NeXus", "Detector", "Stacker", "TerminalProgress", "RemoteServer", "RemoteClient", "Events", "FolderListing"]),
         // `nxlua macros`: one worker thread and one Lua state per macro file, fed from the
         // journal with durable cursors, limits, failure counting and live reload.
         .target(name: "Macros", dependencies: ["Events", "NXLuaRuntime", "LuaBridge", "NDArray", "NeXus",
