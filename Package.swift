@@ -67,7 +67,7 @@ let package = Package(
         .target(name: "Detector", dependencies: ["NDArray", "CTIFF", "CTIFFShims", "CCBFShims"]),
         // Detector frames into growing NeXus files: folder watching, worker threads that
         // decode and compress, one HDF5 writer, resumable commits. No Lua inside.
-        .target(name: "Stacker", dependencies: ["Detector", "NeXus", "NDArray", "TerminalProgress"]),
+        .target(name: "Stacker", dependencies: ["Detector", "NeXus", "NDArray", "TerminalProgress", "FolderListing"]),
         // Figures drawn with cairo (PNG, SVG, PDF, RGBA): colormaps, norms, masks, ticks,
         // images reduced to the output's pixels before colour mapping. No Lua inside.
         .target(name: "Plot", dependencies: ["NDArray", "CCairo", "CCairoShims"]),
@@ -78,6 +78,8 @@ let package = Package(
         .target(name: "NativeLibraries", dependencies: ["CLuaShims", "CHDF5Shims", "CTIFFShims", "CCBFShims", "CBLASShims"]),
         // Progress bars on stderr for long work (quiet when piped or under CI).
         .target(name: "TerminalProgress"),
+        // The names in a folder (readdir), for the stacker, nxlua.listdir and nxlua serve.
+        .target(name: "FolderListing"),
         // Pictures in the terminal: kitty graphics, iTerm2 images, sixel (own encoder) or
         // Unicode half blocks, chosen from the environment (docs/terminal-graphics.md). No Lua inside.
         .target(name: "TerminalGraphics"),
@@ -85,7 +87,7 @@ let package = Package(
         // the files of a folder. No Lua inside: remote evaluation goes through the
         // RemoteEvaluator protocol, which NXLuaRuntime's sandbox implements.
         .target(name: "RemoteServer", dependencies: [
-            "NeXus", "NDArray", "Events",
+            "NeXus", "NDArray", "Events", "FolderListing",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdCore", package: "hummingbird"),
             .product(name: "HummingbirdTLS", package: "hummingbird"),
@@ -111,7 +113,7 @@ let package = Package(
         // No Lua inside.
         .target(name: "Events", dependencies: ["Stacker", "NeXus", "NDArray", .product(name: "GRDB", package: "GRDB.swift")]),
         // The Lua modules nxlua provides (bindings only; cores live in their own modules).
-        .target(name: "NXLuaRuntime", dependencies: ["LuaBridge", "NativeLibraries", "NDArray", "NeXus", "Detector", "Stacker", "TerminalProgress", "RemoteServer", "RemoteClient", "Events", "Plot"]),
+        .target(name: "NXLuaRuntime", dependencies: ["LuaBridge", "NativeLibraries", "NDArray", "NeXus", "Detector", "Stacker", "TerminalProgress", "RemoteServer", "RemoteClient", "Events", "Plot", "FolderListing"]),
         // `nxlua macros`: one worker thread and one Lua state per macro file, fed from the
         // journal with durable cursors, limits, failure counting and live reload.
         .target(name: "Macros", dependencies: ["Events", "NXLuaRuntime", "LuaBridge", "NDArray", "NeXus",

@@ -187,3 +187,38 @@ int nxh5_deflate(void *dst, size_t *dstlen, const void *src, size_t srclen, int 
     *dstlen = n;
     return 0;
 }
+
+// --- the isolated SWMR-reader driver (see the header) ---
+
+static H5FD_class_t isolated_class;
+static hid_t isolated_driver = -1;
+static pthread_once_t isolated_once = PTHREAD_ONCE_INIT;
+
+// Two files of this driver are the same only if they are the same open file: HDF5 then
+// never finds an open file to share (H5F__sfile_search compares with the driver's cmp).
+static int isolated_cmp(const H5FD_t *f1, const H5FD_t *f2) {
+    return f1 < f2 ? -1 : f1 > f2 ? 1 : 0;
+}
+
+static void register_isolated(void) {
+    if (!loaded) return;
+    // sec2's class table is private: it is read from a file the driver opened (H5FD_t
+    // is public and names its class; H5Iobject_verify refuses library ids in 1.10)
+    hid_t fapl = api.H5Pcreate(api.P_FILE_ACCESS);
+    if (fapl < 0) return;
+    H5FD_t *probe = api.H5Pset_fapl_sec2(fapl) >= 0 ? api.H5FDopen("/dev/null", 0u /* H5F_ACC_RDONLY, without its H5open call */, fapl, HADDR_UNDEF) : NULL;
+    api.H5Pclose(fapl);
+    if (!probe) { api.H5Eclear2(H5E_DEFAULT); return; }
+    isolated_class = *probe->cls;
+    api.H5FDclose(probe);
+    isolated_class.name = "nxlua_swmr_reader";
+    isolated_class.cmp = isolated_cmp;
+    // sec2's terminate resets sec2's own id: the copy must not run it at shutdown
+    isolated_class.terminate = NULL;
+    isolated_driver = api.H5FDregister(&isolated_class);
+}
+
+hid_t nxh5_isolated_sec2_driver(void) {
+    pthread_once(&isolated_once, register_isolated);
+    return isolated_driver;
+}

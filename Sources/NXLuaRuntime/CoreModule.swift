@@ -1,3 +1,4 @@
+import FolderListing
 import LuaBridge
 import NDArray
 import NativeLibraries
@@ -119,17 +120,10 @@ enum FileSystem {
     enum Listing { case success([String]), failure(String) }
 
     static func list(_ path: String) -> Listing {
-        guard let dir = opendir(path) else { return .failure(String(cString: strerror(errno))) }
-        defer { closedir(dir) }
-        var names: [String] = []
-        // the name read where readdir left it: a dirent is only as long as its name, and
-        // copying the whole struct read past readdir's buffer (ASan, a folder of 3000 files)
-        let nameOffset = MemoryLayout<dirent>.offset(of: \dirent.d_name)!
-        while let entry = readdir(dir) {
-            let name = String(cString: UnsafeRawPointer(entry).advanced(by: nameOffset).assumingMemoryBound(to: CChar.self))
-            if name != "." && name != ".." { names.append(name) }
+        switch FolderListing.names(path) {
+        case .success(let names): return .success(names.sorted())
+        case .failure(let e): return .failure(e.reason)
         }
-        return .success(names.sorted())
     }
 
     static func isDirectory(_ path: String) -> Bool {

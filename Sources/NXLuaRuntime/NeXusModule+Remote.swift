@@ -189,6 +189,10 @@ extension NeXusModule {
             remoteReduction(.prod, "product over axes, streaming from the server"),
             remoteReduction(.min, "minimum over axes, streaming from the server (NaN wins)"),
             remoteReduction(.max, "maximum over axes, streaming from the server (NaN wins)"),
+            LuaMethodDecl("refresh", "c:refresh()", "asks the server again for the shape (a file that grows: new frames)") { call, f in
+                f.refresh()
+                return 0
+            },
             LuaMethodDecl("mean", "c:mean([axis [, keepdims]]) -> ndarray|number",
                           "mean over axes in float64, streaming from the server") { call, f in
                 let axes = try ArrayModule.axes(call, 2)

@@ -80,6 +80,9 @@ public final class RemoteFile: @unchecked Sendable {  // used by one Lua state's
         return id.hasPrefix("g-") ? .group : id.hasPrefix("d-") ? .dataset : .datatype
     }
 
+    /// Drops what was fetched about an object (its next use asks the server again).
+    func forget(_ id: String) { objects[id] = nil }
+
     func object(_ id: String, path: String) throws -> JSON {
         if let o = objects[id], complete(o, id) { return o }
         let isGroup = kind(of: id) == .group
@@ -313,6 +316,15 @@ public final class RemoteField: RemoteNode, NXReadableField, @unchecked Sendable
 
     public var shape: [Int] { get throws { try metadata().1.dims } }
     public var maxshape: [Int?] { get throws { try metadata().1.maxdims } }
+
+    /// Asks the server again for the shape and small value (a file another process grows;
+    /// nxlua serve answers each request with the writer's last flush).
+    public func refresh() {
+        file.forget(id)
+        type_ = nil
+        shape_ = nil
+        eager = nil
+    }
     public var elementType: ElementType { get throws { try metadata().0.element } }
     public var isScalar: Bool { get throws { try metadata().1.isScalar } }
 

@@ -1,3 +1,4 @@
+import FolderListing
 import NeXus
 import NIOPosix
 #if canImport(Glibc)
@@ -63,7 +64,7 @@ final class Store: @unchecked Sendable {
     final class OpenDomain {
         let domain: String
         let path: String
-        var file: NXFile
+        let file: NXFile
         var stamp: Stamp
         /// objectToken -> (path in the file, kind), filled as objects are described.
         var index: [String: (path: String, kind: ObjectID.Kind)] = [:]
@@ -102,6 +103,11 @@ final class Store: @unchecked Sendable {
             try? d.file.close()
             openDomains[key] = nil
         }
+        retired.removeAll { d in
+            guard d.readsUnderWay == 0 || now - d.lastUseTime >= 60 else { return false }
+            try? d.file.close()
+            return true
+        }
     }
 
     init(resolver: DomainResolver, owner: String) {
@@ -139,14 +145,23 @@ final class Store: @unchecked Sendable {
         do { r = try resolver.resolve(name) } catch let e as DomainError { throw ServeError(e.status, e.message) }
         if r.isFolder { throw ServeError(400, "domain '\(r.domain)' is a folder, not a file") }
         guard let stamp = Store.stamp(r.path) else { throw ServeError(404, "domain '\(r.domain)' not found") }
-        if let d = openDomains[r.path] {
+        if var d = openDomains[r.path] {
             if d.stamp != stamp {
-                // Reopened, not refreshed: H5Drefresh reaches only the datasets open now,
-                // and a dataset opened again later came from HDF5's stale metadata cache.
-                // (A read streaming from the old file meanwhile is cut off; clients retry.)
-                try? d.file.close()
-                d.file = try Store.openFile(r.path, domain: r.domain)
-                d.stamp = stamp
+                if d.file.isSWMRReading && d.stamp.device == stamp.device && d.stamp.inode == stamp.inode {
+                    // A growing SWMR file: refreshed in place (fields open now with
+                    // H5Drefresh, fields opened later at their open), so reads streaming
+                    // from it go on and an evaluation holding it sees the same state.
+                    try d.file.refresh(under: "/")
+                    d.stamp = stamp
+                } else {
+                    // Replaced or rewritten: opened anew; reads streaming from the old
+                    // file finish from it (retired until then).
+                    let fresh = OpenDomain(domain: r.domain, path: r.path, file: try Store.openFile(r.path, domain: r.domain), stamp: stamp)
+                    fresh.index = d.index
+                    retire(d)
+                    openDomains[r.path] = fresh
+                    d = fresh
+                }
             }
             d.lastUseTime = Store.now()
             return d
@@ -164,6 +179,15 @@ final class Store: @unchecked Sendable {
     func closeAll() {
         for d in openDomains.values { try? d.file.close() }
         openDomains.removeAll()
+        for d in retired { try? d.file.close() }
+        retired.removeAll()
+    }
+
+    /// Files replaced on disk while reads were streaming from them.
+    private var retired: [OpenDomain] = []
+
+    private func retire(_ d: OpenDomain) {
+        if d.readsUnderWay > 0 { retired.append(d) } else { try? d.file.close() }
     }
 
     // MARK: ids
@@ -431,12 +455,8 @@ final class Store: @unchecked Sendable {
     /// The files (HDF5 signature) and subfolders of a folder, by name.
     func folderListing(_ r: DomainResolver.Resolved, limit: Int?, marker: String?) -> JSON {
         var items: [(String, JSON)] = []
-        guard let dir = opendir(r.path) else { return .obj(["domains": .array([]), "hrefs": .array([])]) }
-        defer { closedir(dir) }
-        // the name read where readdir left it (copying the whole dirent read past its buffer)
-        let nameOffset = MemoryLayout<dirent>.offset(of: \dirent.d_name)!
-        while let ent = readdir(dir) {
-            let name = String(cString: UnsafeRawPointer(ent).advanced(by: nameOffset).assumingMemoryBound(to: CChar.self))
+        guard case .success(let names) = FolderListing.names(r.path) else { return .obj(["domains": .array([]), "hrefs": .array([])]) }
+        for name in names {
             if name.hasPrefix(".") { continue }
             let domain = (r.domain.hasSuffix("/") ? r.domain : r.domain + "/") + name
             guard let sub = try? resolver.resolve(domain) else { continue }  // a symlink out, or gone

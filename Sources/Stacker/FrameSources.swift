@@ -1,3 +1,4 @@
+import FolderListing
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -145,17 +146,12 @@ struct DirectorySource: FrameSource {
     }
 
     private mutating func scan(into found: inout [FrameFile]) throws {
-        guard let d = opendir(directory) else { throw StackError("\(directory): cannot list the folder (\(String(cString: strerror(errno))))") }
-        defer { closedir(d) }
-        // The name is read where it lies, up to its NUL: a dirent is only as long as its
-        // name (d_reclen), and copying the whole struct (e.pointee.d_name) read past
-        // readdir's buffer for its last entries (AddressSanitizer, a folder of 3600 frames).
-        let nameOffset = MemoryLayout<dirent>.offset(of: \dirent.d_name)!
-        while let e = readdir(d) {
-            let name = String(cString: UnsafeRawPointer(e).advanced(by: nameOffset).assumingMemoryBound(to: CChar.self))
-            if name == "." || name == ".." { continue }
-            consider(name, into: &found)
+        let names: [String]
+        switch FolderListing.names(directory) {
+        case .success(let n): names = n
+        case .failure(let e): throw StackError("\(directory): cannot list the folder (\(e.reason))")
         }
+        for name in names { consider(name, into: &found) }
         found.sort { $0.number < $1.number }
     }
 

@@ -50,7 +50,8 @@
     X(H5Acreate2) X(H5Aopen) X(H5Aclose) X(H5Aread) X(H5Awrite) X(H5Aget_space) X(H5Aget_type) \
     X(H5Aexists) X(H5Adelete) X(H5Aiterate2) \
     X(H5Zfilter_avail) \
-    X(H5Dwrite_chunk) X(H5Pset) X(H5Pget_filter_by_id2)
+    X(H5Dwrite_chunk) X(H5Pset) X(H5Pget_filter_by_id2) \
+    X(H5Fget_info2) X(H5Pset_fapl_sec2) X(H5FDopen) X(H5FDclose) X(H5FDregister) X(H5Pset_driver)
 
 /// The ids behind HDF5's predefined-type and property-class macros; X(field, global).
 #define NXH5_IDS(X) \
@@ -104,6 +105,15 @@ void nxh5_silence_this_thread(void);
 /// its input buffer (allocate it with malloc) and returns a malloc'd one. NULL with the
 /// reason in `why` when no plugin provides the filter.
 H5Z_func_t _Nullable nxh5_plugin_filter(H5Z_filter_t id, char *_Nonnull why, size_t whylen);
+
+/// A file driver for SWMR readers: HDF5's sec2 driver under another name whose files
+/// never compare equal. HDF5 shares a file opened twice in one process (nxlua serve's
+/// store and a remote evaluation; a macro and its runner) with one metadata cache, and a
+/// dataset open twice with one shape: as long as one handle held it, H5Drefresh through
+/// the other could not show new frames. With this driver each SWMR open has a cache of
+/// its own and follows the writer by itself, as a reader in another process does.
+/// Returns the driver id (registered once), or a negative value if HDF5 refused.
+hid_t nxh5_isolated_sec2_driver(void);
 
 /// zlib's compress2 into `dst` (the deflate filter is built into HDF5, not a plugin, and
 /// its chunks are plain zlib streams). Returns 0 and sets *dstlen, or -1 (dst too small

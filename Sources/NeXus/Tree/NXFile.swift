@@ -62,7 +62,12 @@ public final class NXFile: @unchecked Sendable {
         }
         do {
             let opened = try NXFile.openHandle(h, path, mode, options)
-            (handle, isSWMRReading, repair, lengthBeforeRepair) = (opened.handle, opened.swmrReading, opened.repair?.text, opened.repair?.shortLength)
+            (handle, repair, lengthBeforeRepair) = (opened.handle, opened.repair?.text, opened.repair?.shortLength)
+            // A file in the format before SWMR's (superblock below version 3) has no
+            // writer to follow: HDF5 opens it for SWMR reading, but H5Drefresh fails on
+            // its version-1 B-tree chunk indexes ("ref-counted page nil").
+            var info = H5F_info2_t()
+            isSWMRReading = opened.swmrReading && h.pointee.H5Fget_info2(opened.handle.id, &info) >= 0 && info.super.version >= 3
         } catch {
             lock?.release()
             throw error
@@ -134,10 +139,18 @@ public final class NXFile: @unchecked Sendable {
         // stack for writing while viewers, nxlua serve and macros keep reading (HDF5's
         // shared lock of every reader refused the writer). Who writes is said already by
         // the SWMR mark in the superblock and the stacker's own single-writer lock.
-        func withoutFileLock() { _ = h.pointee.H5Pset_file_locking(fapl.id, false, true) }
+        //
+        // Each SWMR reader also has a file of its own (nxh5_isolated_sec2_driver): HDF5
+        // would share it, cache and open datasets, with any other open of the same file
+        // in this process, whose held datasets then hid the writer's new frames from it.
+        func asSWMRReader() {
+            _ = h.pointee.H5Pset_file_locking(fapl.id, false, true)
+            let driver = nxh5_isolated_sec2_driver()
+            if driver >= 0 { _ = h.pointee.H5Pset_driver(fapl.id, driver, nil) }
+        }
         switch mode {
         case .read where options.swmr:
-            withoutFileLock()
+            asSWMRReader()
             return Opened(handle: try openExisting(H5.accRDONLY | H5.accSWMRRead), swmrReading: true)
         case .read:
             do {
@@ -147,7 +160,7 @@ public final class NXFile: @unchecked Sendable {
                 // SWMR readers may read such a file, plain readers may not, and a user who
                 // loads it wants to see it. A plain writer's mark still refuses.
                 _ = h.pointee.H5Pset_libver_bounds(fapl.id, H5F_LIBVER_V110, H5F_LIBVER_V110)
-                withoutFileLock()
+                asSWMRReader()
                 guard let handle = try? openExisting(H5.accRDONLY | H5.accSWMRRead) else { _ = H5.takeError(); throw e }
                 return Opened(handle: handle, swmrReading: true)
             }
@@ -234,14 +247,18 @@ public final class NXFile: @unchecked Sendable {
     }
 
     /// Re-reads what another writer may have changed below `path`: shapes of open fields
-    /// (H5Drefresh for SWMR readers) and child lists.
+    /// (H5Drefresh for SWMR readers) and child lists. Fields of lower rank first: a
+    /// stacker flushes a frame before the status that says it is stored, so a status
+    /// refreshed before the frames is never ahead of them.
     public func refresh(under path: String) throws {
         try check(path)
         let prefix = path == "/" ? "/" : path + "/"
+        var fields: [(rank: Int, field: NXField)] = []
         for (key, w) in nodes where key == path || key.hasPrefix(prefix) {
             guard let n = w.node else { continue }
-            if let f = n as? NXField { try f.refresh() } else if let g = n as? NXGroup { g.forgetChildren() }
+            if let f = n as? NXField { fields.append(((try? f.shape.count) ?? 0, f)) } else if let g = n as? NXGroup { g.forgetChildren() }
         }
+        for (_, f) in fields.sorted(by: { $0.rank < $1.rank }) { try f.refresh() }
     }
 
     /// Registers a long-lived object handle to be closed before the file.

@@ -1,0 +1,222 @@
+"""nxlua serve on files that grow while they are read: every request sees the writer's
+last flush, whatever else the server holds open, and a read that started finishes.
+
+HDF5 shares a file opened twice in one process (the server's store and a remote
+evaluation) with one metadata cache, and a dataset opened while another handle has it
+open shares that handle's shape: in a live run the REST view stayed at 80 frames while
+the stack reached 275, for as long as an evaluation held the file."""
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import h5py
+import numpy as np
+import pytest
+import requests
+
+from test_serve import BIN, PASSWORD, USER, Server, dataset_id, get
+
+# An h5py SWMR writer: frame i holds the value i + 1 everywhere. With a go file it waits
+# for the reader after each frame (go holds the count it may write up to); without, it
+# writes `n` frames every `pause` seconds.
+GROWING = textwrap.dedent("""
+    import os, sys, time, h5py, numpy as np
+    path, n, shape, go, pause = sys.argv[1], int(sys.argv[2]), tuple(map(int, sys.argv[3].split("x"))), sys.argv[4], float(sys.argv[5])
+    f = h5py.File(path, "w", libver="latest")
+    d = f.create_dataset("frames", shape=(0,) + shape, maxshape=(None,) + shape, dtype="i4", chunks=(1,) + shape)
+    f.swmr_mode = True
+    for i in range(n):
+        if go != "-":
+            while not os.path.exists(go) or int(open(go).read().strip() or 0) < i + 1:
+                time.sleep(0.005)
+        d.resize((i + 1,) + shape)
+        d[i] = i + 1
+        d.flush()
+        print(i + 1, flush=True)
+        time.sleep(pause)
+    f.close()
+""")
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    base = tmp_path_factory.mktemp("live_serve")
+    root = base / "data"
+    root.mkdir()
+    users = base / "users"
+    r = subprocess.run([BIN, "serve", "adduser", str(users), USER], input=PASSWORD + "\n",
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    s = Server(root, users, "--allow-eval", "--eval-timeout", "120", log=base / "serve.log")
+    yield {"root": root, "base": base, "server": s}
+    assert s.stop() == 0
+
+
+def writer(live, name, n, shape, go="-", pause=0.0):
+    script = live["base"] / "growing.py"
+    script.write_text(GROWING)
+    return subprocess.Popen([sys.executable, str(script), str(live["root"] / name), str(n),
+                             "x".join(map(str, shape)), str(go), str(pause)], stdout=subprocess.PIPE, text=True)
+
+
+def evaluate(server, code, args):
+    return requests.post(server.url + "/nxlua/eval", json={"code": code, "args": args},
+                         auth=(USER, PASSWORD), timeout=120)
+
+
+def set_flag(root, value):
+    """The evaluation below waits for this: a tiny file replaced in one rename."""
+    tmp = root / "flag.tmp"
+    with h5py.File(tmp, "w") as f:
+        f["go"] = np.int32(value)
+    tmp.rename(root / "flag.h5")
+
+
+# Holds the growing file open (its dataset too) until the flag says go, as a long
+# reduction over a stack does; returns the number of frames it saw at its start.
+HOLDING_EVAL = """
+local a = ...
+local f = nx.load(a.path)
+local d = f.frames
+local seen = d.shape[1]
+local first = d[0]:sum()
+while nx.load(a.flag).go:read() == 0 do end
+return seen, first
+"""
+
+
+def test_rest_and_evaluations_follow_a_growing_file_while_an_evaluation_holds_it(live):
+    server, root = live["server"], live["root"]
+    go = live["base"] / "go_hold"
+    go.write_text("1")
+    set_flag(root, 0)
+    w = writer(live, "held.h5", 4, (8, 8), go=go)
+    result = {}
+    try:
+        assert w.stdout.readline().strip() == "1"
+        holder = threading.Thread(target=lambda: result.setdefault(
+            "r", evaluate(server, HOLDING_EVAL, {"path": "/held.h5", "flag": "/flag.h5"})))
+        holder.start()
+        time.sleep(0.5)  # the evaluation has the file open (it saw one frame)
+        did = dataset_id(server, "frames", domain="/held.h5")
+        for i in range(2, 5):
+            go.write_text(str(i))
+            assert w.stdout.readline().strip() == str(i)
+            assert holder.is_alive(), "the holding evaluation ended early"
+            # written and flushed before this request: the request sees it
+            shape = get(server, f"/datasets/{did}", domain="/held.h5").json()["shape"]["dims"]
+            assert shape[0] == i, f"REST saw {shape[0]} frames after the writer flushed {i}"
+            r = get(server, f"/datasets/{did}/value", domain="/held.h5", select=f"[{i - 1}:{i},0:1,0:2]")
+            assert r.status_code == 200, r.text
+            assert r.json()["value"] == [[[i, i]]]
+            # a second evaluation opening the file meanwhile sees it too
+            e = evaluate(server, "local a = ... return nx.load(a.path).frames.shape[1]", {"path": "/held.h5"})
+            assert e.status_code == 200, e.text
+            assert e.json()["result"] == i, f"an evaluation saw {e.json()['result']} frames after {i} were flushed"
+        set_flag(root, 1)
+        holder.join(120)
+        assert result["r"].status_code == 200, result["r"].text
+        assert result["r"].json()["result"] == [1, 64]
+    finally:
+        set_flag(root, 1)
+        go.write_text("99")
+        w.wait(60)
+
+
+def test_whole_frame_reads_finish_while_the_file_grows(live):
+    """A 2048x1536 int32 frame (12.6 MB) streams in two blocks; the file grows between
+    them at every poll. Every read finishes with the bytes of its frame."""
+    server, root = live["server"], live["root"]
+    shape = (2048, 1536)
+    w = writer(live, "big.h5", 40, shape, pause=0.05)
+    problems, reads = [], [0]
+    done = threading.Event()
+
+    def poll_shape():
+        s = requests.Session()
+        s.auth = (USER, PASSWORD)
+        did = None
+        while not done.is_set():
+            try:
+                did = did or dataset_id(server, "frames", domain="/big.h5")
+                s.get(f"{server.url}/datasets/{did}", params={"domain": "/big.h5"}, timeout=60)
+            except Exception:
+                pass
+            time.sleep(0.01)
+
+    def read_frames():
+        s = requests.Session()
+        s.auth = (USER, PASSWORD)
+        did = dataset_id(server, "frames", domain="/big.h5")
+        while not done.is_set():
+            n = s.get(f"{server.url}/datasets/{did}", params={"domain": "/big.h5"}, timeout=60).json()["shape"]["dims"][0]
+            if n == 0:
+                continue
+            i = n - 1
+            try:
+                r = s.get(f"{server.url}/datasets/{did}/value", params={"domain": "/big.h5", "select": f"[{i}:{i + 1},:,:]"},
+                          headers={"Accept": "application/octet-stream"}, timeout=60)
+            except Exception as e:  # a body cut off mid-way
+                problems.append(f"frame {i}: {e!r}"[:300])
+                continue
+            if r.status_code != 200:
+                problems.append(f"frame {i}: {r.status_code} {r.text[:200]}")
+                continue
+            got = np.frombuffer(r.content, "<i4")
+            if got.size != shape[0] * shape[1] or not (got == i + 1).all():
+                problems.append(f"frame {i}: {got.size} values, not all {i + 1}")
+            reads[0] += 1
+
+    try:
+        assert w.stdout.readline().strip() == "1"
+        threads = [threading.Thread(target=poll_shape), threading.Thread(target=read_frames),
+                   threading.Thread(target=read_frames)]
+        for t in threads:
+            t.start()
+        w.stdout.read()
+        assert w.wait(120) == 0
+    finally:
+        done.set()
+        for t in threads:
+            t.join(120)
+        w.kill()
+    assert not problems, problems[:10]
+    assert reads[0] >= 10, reads
+
+
+# An nx.remote client following a growing file: refresh() asks the server again.
+FOLLOWING = """
+local url, user, password, go = ...
+local r = nx.remote(url, {user = user, password = password})
+local d = r:load("/followed.h5").frames
+io.write(d.shape[1], "\\n"); io.flush()
+for i = 2, 3 do
+  local g = io.open(go, "w"); g:write(tostring(i)); g:close()
+  while true do
+    d:refresh()
+    if d.shape[1] >= i then break end
+  end
+  local frame = d[i - 1]
+  io.write(d.shape[1], " ", frame:min(), " ", frame:max(), "\\n"); io.flush()
+end
+"""
+
+
+def test_nx_remote_follows_a_growing_file_with_refresh(live, tmp_path):
+    server = live["server"]
+    go = tmp_path / "go"
+    go.write_text("1")
+    w = writer(live, "followed.h5", 3, (4, 4), go=go)
+    try:
+        assert w.stdout.readline().strip() == "1"
+        script = tmp_path / "follow.lua"
+        script.write_text(FOLLOWING)
+        r = subprocess.run([BIN, str(script), server.url, USER, PASSWORD, str(go)], capture_output=True,
+                           text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.split("\n")[:3] == ["1", "2 2 2", "3 3 3"], r.stdout
+    finally:
+        go.write_text("99")
+        w.wait(60)
