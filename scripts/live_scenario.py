@@ -542,7 +542,9 @@ def run(frames=600, rate=100.0, modules=None, nxlua=None, work=None, frames_dir=
         conv = {}
         end = stack_end + converge_timeout
         for name in ("remote", "h5pyd", "eval"):
-            limit = end + (150 if name == "eval" else 0)  # an evaluation in flight finishes
+            limit = end
+            if name == "eval":  # an evaluation in flight finishes: as long as the longest one so far
+                limit += min(150.0, max((p["t1"] - p["t0"] for p in read_polls(logs / "eval.polls")), default=0))
             while not converged(name) and time.time() < limit and procs[name].alive():
                 time.sleep(0.05)
             conv[name] = converged(name)

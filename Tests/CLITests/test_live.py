@@ -1,11 +1,14 @@
 """Live operation: a stack keeps being read while its stacker is killed and restarted.
 Real processes on loopback only; every wait is bounded."""
+import os
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
 
+from conftest import ROOT
 from test_macros import wait_for
 from test_stack import BIN, check_frames, make_frames, write_then_rename
 
@@ -99,3 +102,53 @@ def test_a_killed_stacker_resumes_at_once_while_readers_keep_reading(tmp_path):
     reopened = [int(line) for line in outputs[1][1].splitlines()]
     assert reopened and max(reopened) >= count // 2
     check_frames(out, made)
+
+
+# ---------------------------------------------------------------- the whole live scenario
+
+SANITIZED = os.environ.get("NXLUA_SANITIZED") == "1"
+
+
+@pytest.mark.xfail(strict=False, reason="issue 24 items 2-3: nxlua serve shows stale and inconsistent views of a "
+                   "growing stack (status vouching for frames whose pixels a remote read gets wrong, views stuck "
+                   "after the stack ended); the fix in Sources/RemoteServer and Sources/NeXus is under way")
+def test_live_scenario_end_to_end(tmp_path):
+    """Issue 24's live run, scaled to fit: a detector process renames frames into a watched
+    folder; `nxlua stack --watch --journal` (SIGKILLed at half the frames and restarted
+    with the same command), `nxlua serve --allow-eval`, `nxlua macros` with the example
+    macros and a latency macro, and three clients reading the growing stack (nx.remote
+    and h5pyd every 50 ms, verifying the newest stored frame's pixels against its source;
+    a repeated r:eval of a per-frame sum over the stack) all run at once. The harness is
+    scripts/live_scenario.py, the one `scripts/bench live` runs at 100 frames/s.
+    Correctness only (no timing is asserted): the restart works while the readers read,
+    no client saw a status ahead of the data it read, no read was cut off, every frame
+    is identical to its source, every frames.ready is handled exactly once."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import live_scenario
+    if SANITIZED:
+        # the unoptimised sanitized build decodes, compresses and sums a Pilatus 2M frame
+        # many times slower, and the test shares two cores with another test process:
+        # one-module frames (195 x 487, the same code paths) at a lower rate
+        frames, rate, modules = 60, 20.0, (1, 1)
+    else:
+        frames, rate, modules = 120, 40.0, None
+    r = live_scenario.run(frames=frames, rate=rate, modules=modules, nxlua=BIN, work=tmp_path / "work",
+                          frames_dir=tmp_path / "made", converge_timeout=30, macro_timeout=120,
+                          log=lambda m: print("live:", m))
+    print("\n".join(live_scenario.table(r)))
+    rs = r["restart"]
+    # the stacker was killed mid-run and the restart ran while every reader kept reading
+    assert 0 < rs["kill_at_frame"] < frames and rs["gap_s"] is not None, rs
+    assert not rs["refusals"] and all(rs["readers_alive"].values()), rs
+    assert r["stacker_exit"] == 0
+    for name, c in r["clients"].items():
+        assert c["ok"] > 0, (name, c)
+        assert c["inconsistent"] == 0 and c["out_of_bounds"] == 0, (name, c["messages"])   # status never ahead of data
+        assert c["cutoff"] == 0, (name, c["messages"])                                     # no read cut off
+        assert c["mismatch"] == 0 and c["wrong_sum"] == 0, (name, c["messages"])           # pixels and sums right
+        assert c["errors"] == 0, (name, c["messages"])
+    assert r["final"]["identical"] == frames
+    assert not r["events"]["never"] and not r["events"]["more_than_once"], r["events"]
+    for m, rep in r["macros"].items():
+        assert rep["handled"] == r["events"]["frames_ready"] and not rep["attempts_not_1"], (m, rep)
+    assert r["problems"] == [], "\n".join(r["problems"])
