@@ -683,7 +683,7 @@ def run(frames=600, rate=100.0, modules=None, nxlua=None, work=None, frames_dir=
         c = {"polls": len(polls), "ok": 0, "empty": 0, "waiting": 0, "errors": 0, "cutoff": 0, "inconsistent": 0,
              "out_of_bounds": 0, "mismatch": 0, "wrong_sum": 0, "messages": {}, "polls_during_gap": 0}
         for i, p in enumerate(polls):
-            if kill_time and kill_time <= p["t0"] <= gap_end:
+            if kill_time and p["t1"] >= kill_time and p["t0"] <= gap_end:  # a poll overlapping the downtime
                 c["polls_during_gap"] += 1
             kind = p["kind"]
             if kind == "error" and (first_seen is None or i < first_seen) and NOT_YET.search(p["msg"]):
