@@ -13,7 +13,11 @@ static volatile int file_close_failed;
 
 void nxh5_note_failed_file_close(void) { file_close_failed = 1; }
 
+static volatile int shut_down;
+int nxh5_shut_down(void) { return shut_down; }
+
 static void close_library_at_exit(void) {
+    api.H5Eset_auto2(H5E_DEFAULT, NULL, NULL);  // the exiting thread may never have loaded it
     if (file_close_failed) return;  // a half-destroyed file id is among the open ones
     ssize_t count = api.H5Fget_obj_count((hid_t)H5F_OBJ_ALL, H5F_OBJ_FILE);
     if (count > 0) {
@@ -24,7 +28,10 @@ static void close_library_at_exit(void) {
             if (api.H5Fclose(ids[i]) < 0) file_close_failed = 1;
         free(ids);
     }
-    if (!file_close_failed) api.H5close();
+    if (!file_close_failed) {
+        shut_down = 1;
+        api.H5close();
+    }
 }
 
 static void load(void) {

@@ -147,21 +147,16 @@ final class Store: @unchecked Sendable {
         guard let stamp = Store.stamp(r.path) else { throw ServeError(404, "domain '\(r.domain)' not found") }
         if var d = openDomains[r.path] {
             if d.stamp != stamp {
-                if d.file.isSWMRReading && d.stamp.device == stamp.device && d.stamp.inode == stamp.inode {
-                    // A growing SWMR file: refreshed in place (fields open now with
-                    // H5Drefresh, fields opened later at their open), so reads streaming
-                    // from it go on and an evaluation holding it sees the same state.
-                    try d.file.refresh(under: "/")
-                    d.stamp = stamp
-                } else {
-                    // Replaced or rewritten: opened anew; reads streaming from the old
-                    // file finish from it (retired until then).
-                    let fresh = OpenDomain(domain: r.domain, path: r.path, file: try Store.openFile(r.path, domain: r.domain), stamp: stamp)
-                    fresh.index = d.index
-                    retire(d)
-                    openDomains[r.path] = fresh
-                    d = fresh
-                }
+                // Changed on disk: opened anew. Each SWMR reader has a file of its own in
+                // HDF5 (NXFile), so the new one shows the writer's last flush even while an
+                // evaluation holds the file. Not refreshed in place: after a stacker was
+                // killed and resumed, a refreshed reader served pixels of other frames.
+                // Reads streaming from the old file finish from it (retired until then).
+                let fresh = OpenDomain(domain: r.domain, path: r.path, file: try Store.openFile(r.path, domain: r.domain), stamp: stamp)
+                fresh.index = d.index
+                retire(d)
+                openDomains[r.path] = fresh
+                d = fresh
             }
             d.lastUseTime = Store.now()
             return d

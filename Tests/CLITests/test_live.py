@@ -109,9 +109,6 @@ def test_a_killed_stacker_resumes_at_once_while_readers_keep_reading(tmp_path):
 SANITIZED = os.environ.get("NXLUA_SANITIZED") == "1"
 
 
-@pytest.mark.xfail(strict=False, reason="issue 24 items 2-3: nxlua serve shows stale and inconsistent views of a "
-                   "growing stack (status vouching for frames whose pixels a remote read gets wrong, views stuck "
-                   "after the stack ended); the fix in Sources/RemoteServer and Sources/NeXus is under way")
 def test_live_scenario_end_to_end(tmp_path):
     """Issue 24's live run, scaled to fit: a detector process renames frames into a watched
     folder; `nxlua stack --watch --journal` (SIGKILLed at half the frames and restarted

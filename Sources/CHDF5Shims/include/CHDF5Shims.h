@@ -89,6 +89,11 @@ const nxh5_api *_Nullable nxh5_load(char *_Nonnull why, size_t whylen);
 /// shuts the library down only if no file close failed.
 void nxh5_note_failed_file_close(void);
 
+/// 1 once the library was shut down at exit: an id closed after that (a Swift object
+/// released by a thread that outlives main) would start HDF5 again, with its error
+/// printing back on, only to learn that the id is gone.
+int nxh5_shut_down(void);
+
 /// The innermost messages of HDF5's current error stack ("file signature not found"),
 /// written to buf; the stack is cleared. Returns the length written (0: no error).
 size_t nxh5_error_message(char *_Nonnull buf, size_t len);

@@ -96,7 +96,7 @@ final class H5Handle {
     /// could not be written, e.g. a full disk).
     @discardableResult
     func close() -> String? {
-        guard id >= 0, H5Library.shared.api != nil else { return nil }
+        guard id >= 0, H5Library.shared.api != nil, nxh5_shut_down() == 0 else { return nil }
         let h = H5.api
         let status: herr_t
         switch kind {

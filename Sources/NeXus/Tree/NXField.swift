@@ -79,31 +79,7 @@ public final class NXField: NXNode, @unchecked Sendable {
     public override var readableField: (any NXReadableField)? { self }
 
     override func openObject() throws -> H5Handle {
-        let h = try openHandle("field", .dataset) { H5.api.pointee.H5Dopen2($0, $1, 0) }
-        refreshDue = file.isSWMRReading
-        return h
-    }
-
-    override func adopt(_ h: H5Handle) {
-        let wasOpen = handle?.isOpen == true
-        super.adopt(h)
-        if !wasOpen { refreshDue = file.isSWMRReading }
-    }
-
-    /// A SWMR reader's dataset just opened (by path, or while its group was listed): its
-    /// shape and chunk index may come from metadata HDF5 cached earlier in this file, so
-    /// they are brought up to the writer's last flush at first use.
-    private var refreshDue = false
-
-    override func objectID() throws -> hid_t {
-        let id = try super.objectID()
-        if refreshDue {
-            refreshDue = false
-            try H5.check(H5.api.pointee.H5Drefresh(id), fail("cannot refresh the field (SWMR reader)").message)
-            info = nil
-            eager = nil
-        }
-        return id
+        try openHandle("field", .dataset) { H5.api.pointee.H5Dopen2($0, $1, 0) }
     }
 
     override func forgetHandle() {
