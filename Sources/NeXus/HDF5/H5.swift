@@ -1,5 +1,6 @@
 import CHDF5
 import CHDF5Shims
+import Synchronization
 
 /// Any failure of a NeXus operation. The message names the file, the object path and
 /// what was expected, as users read it in a Lua error.
@@ -76,11 +77,14 @@ enum H5 {
 /// before the file so that nothing holds a stale id.
 final class H5Handle {
     enum Kind { case file, group, dataset, datatype, dataspace, attribute, plist, object }
-    private(set) var id: hid_t
+    /// The id, -1 once closed. Behind a lock: a node read through nxlua serve can be
+    /// released on an HTTP thread while the HDF5 thread closes its file (whose strong
+    /// close closes the id too); unguarded, both closed it ("H5Dclose: not a dataset ID").
+    private let state: Mutex<hid_t>
     let kind: Kind
 
     init(_ id: hid_t, _ kind: Kind) {
-        self.id = id
+        self.state = Mutex(id)
         self.kind = kind
     }
 
@@ -90,34 +94,40 @@ final class H5Handle {
         self.init(id, kind)
     }
 
+    var id: hid_t { state.withLock { $0 } }
     var isOpen: Bool { id >= 0 }
 
     /// Closes the id; returns HDF5's reason when that failed (for a file: what it held
     /// could not be written, e.g. a full disk).
     @discardableResult
     func close() -> String? {
-        guard id >= 0, H5Library.shared.api != nil, nxh5_shut_down() == 0 else { return nil }
-        let h = H5.api
-        let status: herr_t
-        switch kind {
-        case .file: status = h.pointee.H5Fclose(id)
-        case .group: status = h.pointee.H5Gclose(id)
-        case .dataset: status = h.pointee.H5Dclose(id)
-        case .datatype: status = h.pointee.H5Tclose(id)
-        case .dataspace: status = h.pointee.H5Sclose(id)
-        case .attribute: status = h.pointee.H5Aclose(id)
-        case .plist: status = h.pointee.H5Pclose(id)
-        case .object: status = h.pointee.H5Oclose(id)
+        guard H5Library.shared.api != nil, nxh5_shut_down() == 0 else { return nil }
+        let h = H5.api, kind = self.kind
+        // The last release of a node may happen on any thread (an HTTP thread of nxlua
+        // serve, a Lua state's): HDF5 must not print there (once per thread; cheap after).
+        nxh5_silence_this_thread()
+        let status: herr_t? = state.withLock { id in
+            guard id >= 0 else { return nil }
+            defer { id = -1 }
+            switch kind {
+            case .file: return h.pointee.H5Fclose(id)
+            case .group: return h.pointee.H5Gclose(id)
+            case .dataset: return h.pointee.H5Dclose(id)
+            case .datatype: return h.pointee.H5Tclose(id)
+            case .dataspace: return h.pointee.H5Sclose(id)
+            case .attribute: return h.pointee.H5Aclose(id)
+            case .plist: return h.pointee.H5Pclose(id)
+            case .object: return h.pointee.H5Oclose(id)
+            }
         }
-        id = -1
-        guard status < 0 else { return nil }  // only then: walking the stack costs 7% of a tree print
+        guard let status, status < 0 else { return nil }  // only then: walking the stack costs 7% of a tree print
         if kind == .file { nxh5_note_failed_file_close() }
         let why = H5.takeError()
         return why.isEmpty ? "HDF5 refused to close it" : why
     }
 
     /// Marks the id closed without closing it (its file's strong close does that).
-    func invalidate() { id = -1 }
+    func invalidate() { state.withLock { $0 = -1 } }
 
     deinit { close() }
 }
