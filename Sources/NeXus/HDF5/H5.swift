@@ -77,14 +77,15 @@ enum H5 {
 /// before the file so that nothing holds a stale id.
 final class H5Handle {
     enum Kind { case file, group, dataset, datatype, dataspace, attribute, plist, object }
-    /// The id, -1 once closed. Behind a lock: a node read through nxlua serve can be
-    /// released on an HTTP thread while the HDF5 thread closes its file (whose strong
-    /// close closes the id too); unguarded, both closed it ("H5Dclose: not a dataset ID").
-    private let state: Mutex<hid_t>
+    /// The id, -1 once closed. Atomic: a node read through nxlua serve can be released
+    /// on an HTTP thread while the HDF5 thread closes its file (whose strong close closes
+    /// the id too). Whoever takes the id first closes it; a close that comes second finds
+    /// it gone and says so quietly (ids are never reused in HDF5 1.10).
+    private let state: Atomic<hid_t>
     let kind: Kind
 
     init(_ id: hid_t, _ kind: Kind) {
-        self.state = Mutex(id)
+        self.state = Atomic(id)
         self.kind = kind
     }
 
@@ -94,7 +95,7 @@ final class H5Handle {
         self.init(id, kind)
     }
 
-    var id: hid_t { state.withLock { $0 } }
+    var id: hid_t { state.load(ordering: .relaxed) }
     var isOpen: Bool { id >= 0 }
 
     /// Closes the id; returns HDF5's reason when that failed (for a file: what it held
@@ -106,28 +107,27 @@ final class H5Handle {
         // The last release of a node may happen on any thread (an HTTP thread of nxlua
         // serve, a Lua state's): HDF5 must not print there (once per thread; cheap after).
         nxh5_silence_this_thread()
-        let status: herr_t? = state.withLock { id in
-            guard id >= 0 else { return nil }
-            defer { id = -1 }
-            switch kind {
-            case .file: return h.pointee.H5Fclose(id)
-            case .group: return h.pointee.H5Gclose(id)
-            case .dataset: return h.pointee.H5Dclose(id)
-            case .datatype: return h.pointee.H5Tclose(id)
-            case .dataspace: return h.pointee.H5Sclose(id)
-            case .attribute: return h.pointee.H5Aclose(id)
-            case .plist: return h.pointee.H5Pclose(id)
-            case .object: return h.pointee.H5Oclose(id)
-            }
+        let id = state.exchange(-1, ordering: .acquiringAndReleasing)
+        guard id >= 0 else { return nil }
+        let status: herr_t
+        switch kind {
+        case .file: status = h.pointee.H5Fclose(id)
+        case .group: status = h.pointee.H5Gclose(id)
+        case .dataset: status = h.pointee.H5Dclose(id)
+        case .datatype: status = h.pointee.H5Tclose(id)
+        case .dataspace: status = h.pointee.H5Sclose(id)
+        case .attribute: status = h.pointee.H5Aclose(id)
+        case .plist: status = h.pointee.H5Pclose(id)
+        case .object: status = h.pointee.H5Oclose(id)
         }
-        guard let status, status < 0 else { return nil }  // only then: walking the stack costs 7% of a tree print
+        guard status < 0 else { return nil }  // only then: walking the stack costs 7% of a tree print
         if kind == .file { nxh5_note_failed_file_close() }
         let why = H5.takeError()
         return why.isEmpty ? "HDF5 refused to close it" : why
     }
 
     /// Marks the id closed without closing it (its file's strong close does that).
-    func invalidate() { state.withLock { $0 = -1 } }
+    func invalidate() { state.store(-1, ordering: .releasing) }
 
     deinit { close() }
 }
