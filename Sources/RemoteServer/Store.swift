@@ -149,8 +149,9 @@ final class Store: @unchecked Sendable {
             if d.stamp != stamp {
                 // Changed on disk: opened anew. Each SWMR reader has a file of its own in
                 // HDF5 (NXFile), so the new one shows the writer's last flush even while an
-                // evaluation holds the file. Not refreshed in place: after a stacker was
-                // killed and resumed, a refreshed reader served pixels of other frames.
+                // evaluation holds the file. Not refreshed in place (H5Drefresh): so served,
+                // issue 24's live scenario read wrong pixels of the newest frame once or
+                // twice a run; opened anew, never in the runs since.
                 // Reads streaming from the old file finish from it (retired until then).
                 let fresh = OpenDomain(domain: r.domain, path: r.path, file: try Store.openFile(r.path, domain: r.domain), stamp: stamp)
                 fresh.index = d.index
