@@ -565,3 +565,49 @@ def test_start_up_does_not_load_cairo(nxlua, tmp_path):
     if shutil.which("readelf"):
         needed = subprocess.run(["readelf", "-d", BIN], capture_output=True, text=True).stdout
         assert "libcairo" not in needed and "libpng" not in needed
+
+
+def test_repl_kitty_bytes_decode_to_the_saved_png_and_sixel_is_framed(env, tmp_path):
+    """The REPL's inline picture follows the protocols: kitty's base64 chunks of at most
+    4096 bytes, m=1 on all but the last (m=0), decode to a PNG with the pixels fig:save
+    writes; sixel comes in one DCS string whose raster attributes are the figure's size."""
+    import base64
+    import io
+    import re
+    import pexpect
+    saved = tmp_path / "saved.png"
+    shown = {}
+    for protocol in ("kitty", "sixel"):
+        e = dict(env)
+        e["NXLUA_PLOT"] = protocol
+        p = pexpect.spawn(BIN, env=e, timeout=30, dimensions=(60, 200))
+        try:
+            p.expect(b"Ctrl-D exits")
+            p.expect(b"> ")
+            p.sendline(b"fig = plot({1, 3, 2, 5}, {width = 240, height = 160})")  # shown when made
+            p.expect(b"\n> ")
+            shown[protocol] = p.before
+            p.sendline(f'fig:save("{saved}")'.encode())
+            p.expect(b"\n> ")
+            p.sendeof()
+            p.expect(pexpect.EOF)
+        finally:
+            p.terminate(force=True)
+    chunks = re.findall(rb"\x1b_G([^;\x1b]*);([A-Za-z0-9+/=]*)\x1b\\", shown["kitty"])
+    assert chunks, shown["kitty"][:200]
+    payload = b""
+    for i, (keys, data) in enumerate(chunks):
+        assert len(data) <= 4096
+        flags = dict(k.split(b"=") for k in keys.split(b","))
+        assert flags[b"m"] == (b"0" if i == len(chunks) - 1 else b"1"), (i, keys)
+        if i == 0:
+            assert flags[b"a"] == b"T" and flags[b"f"] == b"100"
+        payload += data
+    inline = PIL.open(io.BytesIO(base64.b64decode(payload))).convert("RGBA")
+    on_disk = PIL.open(saved).convert("RGBA")
+    assert inline.size == on_disk.size == (240, 160)
+    assert np.array_equal(np.asarray(inline), np.asarray(on_disk))
+    sixel = shown["sixel"]
+    assert sixel.count(b"\x1bP") == 1 and sixel.count(b"\x1b\\") >= 1
+    body = sixel[sixel.index(b"\x1bP"):sixel.index(b"\x1b\\", sixel.index(b"\x1bP"))]
+    assert re.match(rb"\x1bP[0-9;]*q\"1;1;240;160#", body), body[:40]
