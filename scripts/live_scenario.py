@@ -21,9 +21,14 @@ then loads the file again for the shape and reads the newest stored frame from t
 
 Timestamps (all wall clock, one machine): `appear` when the detector renamed the file
 into the folder; `commit` the time of its frames.ready event in the journal (the
-stacker stamps it right after the flush that committed the frame); `remote` the end of
-the first poll (either poller) whose status showed the frame stored and whose read of
-the newest stored frame was verified; `handler` when the latency macro's handler ran.
+stacker stamps it right after the flush that committed the frame); `remote` when the
+first poll (either poller) whose status showed the frame stored had the newest stored
+frame's bytes in hand (that read then verified against its source); `handler` when the
+latency macro's handler ran.
+
+The detector stands for a machine of its own (a Pilatus DCU writes over the network):
+when allowed (root), its process runs at nice -10 so that it keeps its rate whatever
+nxlua's processes do; otherwise it shares the CPU with them and may fall behind its rate.
 """
 import argparse
 import json
@@ -101,6 +106,10 @@ def detector_main(made, watched, count, rate, log):
     watched folder at t0 + i / rate; each rename's time goes to the log ("i time")."""
     made, watched = pathlib.Path(made), pathlib.Path(watched)
     names = [frame_name(i) for i in range(count)]
+    try:
+        os.nice(-10)  # a detector has a machine of its own (see the module's docstring)
+    except OSError:
+        pass
     with open(log, "w") as out:
         t0 = time.time()
         for i, name in enumerate(names):
@@ -135,7 +144,9 @@ local function stored(t)
 end
 """
 
-# nx.remote: one line per poll, "kind  t0  t1  stored-ranges  top  frames  read-index  message".
+# nx.remote: one line per poll, "kind  t0  t1  t-read  stored-ranges  top  frames  read-index  message"
+# (t-read: when the newest stored frame's bytes had arrived, before the check against its
+# source, which is this harness's work and not part of reading).
 REMOTE_POLLER = LUA_COMMON + r"""
 local url, user, domain, made, log, stop, interval = ...
 interval = tonumber(interval)
@@ -144,6 +155,7 @@ local out = assert(io.open(log, "w"))
 while not exists(stop) do
   local t0 = nxlua.time()
   local kind, ranges, top, n, k, msg = "error", "-", -1, -1, -1, ""
+  local tread = -1
   local ok, err = pcall(function()
     local st = r:load(domain).entry.stacking.frame_status:read():totable()   -- the status first
     ranges, top = stored(st)
@@ -157,6 +169,7 @@ while not exists(stop) do
     end
     k = top
     local a = d[k]
+    tread = nxlua.time()
     local src = detector.read(string.format("%s/scan_%05d.cbf", made, k + 1))
     if a:eq(src):all() then kind = "ok" else
       kind = "mismatch"
@@ -165,7 +178,7 @@ while not exists(stop) do
   end)
   if not ok then kind = "error"; msg = clean(err) end
   local t1 = nxlua.time()
-  out:write(string.format("%s\t%.6f\t%.6f\t%s\t%d\t%d\t%d\t%s\n", kind, t0, t1, ranges, top, n, k, msg))
+  out:write(string.format("%s\t%.6f\t%.6f\t%.6f\t%s\t%d\t%d\t%d\t%s\n", kind, t0, t1, tread, ranges, top, n, k, msg))
   out:flush()
   local left = interval - (nxlua.time() - t0)
   if left > 0 then nxlua.sleep(left) end
@@ -186,7 +199,7 @@ if n > 0 then sums = d:sum({1, 2}) end
 return {status = status, n = n, sums = sums}
 """
 
-# r:eval in a loop: "kind  t0  t1  stored-ranges  top  frames  -1  sums-or-message".
+# r:eval in a loop: "kind  t0  t1  t1  stored-ranges  top  frames  -1  sums-or-message".
 EVAL_POLLER = LUA_COMMON + r"""
 local url, user, domain, log, stop, code = ...
 local r = nx.remote(url, {user = user, timeout = 300})
@@ -211,7 +224,7 @@ while not exists(stop) do
     msg = clean(res)
   end
   local t1 = nxlua.time()
-  out:write(string.format("%s\t%.6f\t%.6f\t%s\t%d\t%d\t-1\t%s\n", kind, t0, t1, ranges, top, n, msg))
+  out:write(string.format("%s\t%.6f\t%.6f\t%.6f\t%s\t%d\t%d\t-1\t%s\n", kind, t0, t1, t1, ranges, top, n, msg))
   out:flush()
   nxlua.sleep(0.05)
 end
@@ -254,6 +267,7 @@ def h5pyd_poller_main(url, domain, made, log, stop, interval):
         while not os.path.exists(stop):
             t0 = time.time()
             kind, ranges, top, n, k, msg = "error", "-", -1, -1, -1, ""
+            tread = -1.0
             try:
                 with h5pyd.File(domain, "r", **kw) as f:
                     ranges, top = stored(f[STATUS][...])
@@ -268,6 +282,7 @@ def h5pyd_poller_main(url, domain, made, log, stop, interval):
                     else:
                         k = top
                         a = d[k]
+                        tread = time.time()
                         src = fabio.open(str(made / frame_name(k))).data
                         if a.shape == src.shape and np.array_equal(a, src):
                             kind = "ok"
@@ -279,7 +294,7 @@ def h5pyd_poller_main(url, domain, made, log, stop, interval):
                 kind, msg = "error", f"{type(e).__name__}: {e}"
             t1 = time.time()
             msg = re.sub(r"[\t\r\n]+", " ", msg)
-            out.write(f"{kind}\t{t0:.6f}\t{t1:.6f}\t{ranges}\t{top}\t{n}\t{k}\t{msg}\n")
+            out.write(f"{kind}\t{t0:.6f}\t{t1:.6f}\t{tread:.6f}\t{ranges}\t{top}\t{n}\t{k}\t{msg}\n")
             out.flush()
             left = interval - (time.time() - t0)
             if left > 0:
@@ -292,11 +307,11 @@ def read_polls(path):
         return polls
     for line in pathlib.Path(path).read_text().splitlines():
         parts = line.split("\t")
-        if len(parts) < 8:
+        if len(parts) < 9:
             continue  # a line being written when read
-        kind, t0, t1, ranges, top, n, k, msg = parts[:7] + ["\t".join(parts[7:])]
-        polls.append(dict(kind=kind, t0=float(t0), t1=float(t1), ranges=ranges, top=int(top), n=int(n), k=int(k),
-                          msg=msg))
+        kind, t0, t1, tread, ranges, top, n, k, msg = parts[:8] + ["\t".join(parts[8:])]
+        polls.append(dict(kind=kind, t0=float(t0), t1=float(t1), tread=float(tread), ranges=ranges, top=int(top),
+                          n=int(n), k=int(k), msg=msg))
     return polls
 
 
@@ -321,6 +336,15 @@ class Proc:
         self.log = open(self.log_path, "a")
         self.p = subprocess.Popen(self.cmd, stdout=stdout or self.log, stderr=self.log, env=env, start_new_session=True)
         self.started = time.time()
+        self.cpu_s = 0.0  # user + system CPU seconds, last sampled (see sample_cpu)
+
+    def sample_cpu(self):
+        """Reads the process's CPU time so far from /proc (kept when it has ended)."""
+        try:
+            fields = pathlib.Path(f"/proc/{self.p.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            self.cpu_s = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            pass
 
     def alive(self):
         return self.p.poll() is None
@@ -333,6 +357,7 @@ class Proc:
 
     def stop(self, sig=signal.SIGTERM, timeout=60):
         """Sends `sig` to the group; SIGKILL after `timeout` s. Returns the exit code."""
+        self.sample_cpu()
         if self.alive():
             self.send(sig)
             try:
@@ -453,6 +478,13 @@ def run(frames=600, rate=100.0, modules=None, nxlua=None, work=None, frames_dir=
               "frame_shape": None, "problems": []}
     problems = result["problems"]
     procs, stackers = {}, []
+    sampling = threading.Event()
+
+    def sample_cpu():  # every process's CPU time, for "where does the time go"
+        while not sampling.wait(0.1):
+            for proc in list(procs.values()) + list(stackers):
+                proc.sample_cpu()
+    threading.Thread(target=sample_cpu, daemon=True).start()
     restart = {"kill_at_frame": None, "kill_time": None, "attempts": 0, "refusals": [], "restarted_time": None,
                "first_commit_after": None, "gap_s": None, "readers_alive": None, "polls_during_gap": {}}
     result["restart"] = restart
@@ -588,6 +620,9 @@ def run(frames=600, rate=100.0, modules=None, nxlua=None, work=None, frames_dir=
             if name in procs:
                 codes[name] = procs[name].stop(signal.SIGTERM, timeout=60)
         result["exit_codes"] = codes
+        sampling.set()
+        result["cpu_s"] = {name: round(proc.cpu_s, 2) for name, proc in procs.items()}
+        result["cpu_s"]["stack"] = round(sum(s.cpu_s for s in stackers), 2)
     for name in ("remote", "h5pyd", "eval"):
         if codes.get(name) not in (0, None):
             problems.append(f"{name} client exited {codes[name]}: {procs[name].text()[-1500:]}")
@@ -697,7 +732,7 @@ def run(frames=600, rate=100.0, modules=None, nxlua=None, work=None, frames_dir=
                 else:
                     seen = remote_seen[name]
                     for j in expand(p["ranges"]):
-                        seen.setdefault(j, p["t1"])
+                        seen.setdefault(j, p["tread"])
                 continue
             if kind == "empty":
                 c["empty"] += 1
@@ -891,6 +926,9 @@ def table(result):
                  f"resume marked by a stream.open: {e['resume_marked']}")
     lines.append(f"final file: {r['final']['identical']}/{r['frames']} frames identical to their sources; "
                  f"macro outputs equal to numpy: {r['macro_outputs']}; exits {r['exit_codes']}")
+    cpu = r.get("cpu_s") or {}
+    lines.append("CPU seconds per process (user + system): " + ", ".join(f"{n} {v:.1f}" for n, v in cpu.items())
+                 + f"; total {sum(cpu.values()):.1f} over {r.get('stack_seconds') or 0:.1f} s of stacking")
     lines.append("problems: none" if r["ok"] else f"problems ({len(r['problems'])}):")
     lines += [f"  - {p}" for p in r["problems"]]
     return lines

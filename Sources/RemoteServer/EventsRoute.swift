@@ -49,7 +49,7 @@ extension Responder {
         let appended = events
         let seqs: [Int64?]
         do {
-            seqs = try await server.evalPool.runIfActive { try journal.append(appended) }
+            seqs = try await server.journalPool.runIfActive { try journal.append(appended) }
         } catch let e as EventError {
             throw ServeError(503, "events: \(e.message)")
         }

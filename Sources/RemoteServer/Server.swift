@@ -52,6 +52,9 @@ public final class RemoteServer: Sendable {
     let evaluator: RemoteEvaluator?
     let journal: SQLiteJournal?
     let evalPool: NIOThreadPool
+    /// Appends of POST /nxlua/events: never queued behind evaluations (which can take
+    /// minutes on a large stack).
+    let journalPool: NIOThreadPool
     /// bcrypt checks run here: ~0.2 s each, off the event loops and the evaluations
     let authPool: NIOThreadPool
     let logger: Logger
@@ -84,6 +87,8 @@ public final class RemoteServer: Sendable {
         }
         evalPool = NIOThreadPool(numberOfThreads: 2)
         evalPool.start()
+        journalPool = NIOThreadPool(numberOfThreads: 1)
+        journalPool.start()
         authPool = NIOThreadPool(numberOfThreads: 2)
         authPool.start()
         startTime = Int(time(nil))
@@ -129,6 +134,7 @@ public final class RemoteServer: Sendable {
         try? await gate.run { [store] in store.closeAll() }
         await gate.shutdown()
         try? await evalPool.shutdownGracefully()
+        try? await journalPool.shutdownGracefully()
         try? await authPool.shutdownGracefully()
         logger.info("stopped")
     }

@@ -831,3 +831,36 @@ def test_status_shows_a_removed_macro_as_removed_not_with_its_old_error(tmp_path
         assert "no calibration" not in text and "disabled after" not in text, text
         assert f"broken: removed ({folder / 'broken.lua'} is gone)" in text, text
         assert "running" in rows["good"] and "removed" not in rows["good"], text
+
+
+def test_macros_reading_the_same_frames_each_get_their_own_copy(tmp_path):
+    # The runner decompresses an announced block once and hands every macro a copy
+    # (MacroSetup.readFrames): one macro writing into its frames in place must not change
+    # what the others read, whichever reads first.
+    journal = tmp_path / "j.sqlite"
+    n = 8
+    p, made, watched, out = stack_live(tmp_path, journal, n)
+    folder = tmp_path / "macros"
+    folder.mkdir()
+    logs = {}
+    for name, body in (("zeroer", "b:mul_(0)"), ("scaler", "b:mul_(3)"), ("summer", "")):
+        logs[name] = tmp_path / f"{name}.log"
+        (folder / f"{name}.lua").write_text(f"""
+on("frames.ready", "{name}", function(e)
+  local b = macro.frames(e)
+  {body}
+  local f = assert(io.open({json.dumps(str(logs[name]))}, "a"))
+  for i, s in ipairs(b:sum({{1, 2}}):totable()) do f:write(e.first + i - 1, " ", s, "\\n") end
+  f:close()
+end)
+""")
+    runner = Runner(folder, journal)
+    try:
+        feed(p, made, watched)
+        wait_caught_up(journal, ["zeroer", "scaler", "summer"], runner)
+    finally:
+        runner.stop()
+    expected = {i: int(source(f).astype(np.int64).sum()) for i, f in enumerate(made)}
+    for name, factor in (("summer", 1), ("scaler", 3), ("zeroer", 0)):
+        got = {int(a): int(b) for a, b in (line.split() for line in logs[name].read_text().splitlines())}
+        assert got == {i: factor * s for i, s in expected.items()}, name

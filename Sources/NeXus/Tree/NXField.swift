@@ -249,6 +249,13 @@ public final class NXField: NXNode, @unchecked Sendable {
         let axes = try resolve(selection, m.shape)
         let counts = axes.map(\.count)
         let kept = axes.filter(\.keepsAxis).map(\.count)
+        // whole frames of a chunked stack: decoded outside HDF5's lock (NXChunkDecoder)
+        if case .numeric(let dtype) = m.elementType, let rows = NXField.wholeRows(axes, m.shape) {
+            let a = try arr { try NDArray(uninitialized: counts, dtype: dtype) }
+            if try readWholeChunks(rows: rows, shape: m.shape, fileType: m.fileType.id, into: a.storage.bytes) {
+                return try reshape(.array(a), kept: kept, axes: axes)
+            }
+        }
         let fileSpace = try H5Handle(checking: h.pointee.H5Dget_space(id), .dataspace, fail("read failed").message)
         try select(fileSpace.id, axes)
         let memSpace = try H5Space.simple(counts)
@@ -256,6 +263,16 @@ public final class NXField: NXNode, @unchecked Sendable {
             h.pointee.H5Dread(id, mt, memSpace.id, fileSpace.id, 0, buf)
         }, fail("read failed (a missing filter plugin, or a damaged file?)").message)
         return try reshape(value, kept: kept, axes: axes)
+    }
+
+    /// Rows start..<start+count of axis 0 when the selection takes them forward, one by
+    /// one, and every element of every other axis.
+    static func wholeRows(_ axes: [Selection.Axis], _ shape: [Int]) -> Range<Int>? {
+        guard let a = axes.first, a.count > 0, a.step == 1 || a.count == 1 else { return nil }
+        for (axis, n) in zip(axes.dropFirst(), shape.dropFirst()) where !(axis.start == 0 && axis.count == n && axis.step == 1) {
+            return nil
+        }
+        return a.start..<(a.start + a.count)
     }
 
     /// The per-axis hyperslab of a selection (nil: everything); errors show the shape.

@@ -228,6 +228,17 @@ extension NXField {
         let shape = runs.map { $0.reduce(0) { $0 + $1.count } }
         let n = shape.reduce(1, *)
         if n == 0 { return NXRawValues(type: mem.storage, count: 0, bytes: [], strings: []) }
+        // whole frames of a chunked stack: decoded outside HDF5's lock (NXChunkDecoder)
+        if runs.allSatisfy({ $0.count == 1 }), let rows = runs.first?.first, rows.step == 1 || rows.count == 1,
+           zip(runs.dropFirst(), extent.dims.dropFirst()).allSatisfy({ $0[0].start == 0 && $0[0].count == $1 && ($0[0].step == 1 || $1 == 1) }) {
+            var done = false
+            let bytes = try [UInt8](unsafeUninitializedCapacity: n * mem.storage.rawSize) { buffer, initialized in
+                done = try readWholeChunks(rows: rows.start..<(rows.start + rows.count), shape: extent.dims,
+                                           fileType: fileType.id, into: UnsafeMutableRawPointer(buffer.baseAddress!))
+                initialized = done ? buffer.count : 0
+            }
+            if done { return NXRawValues(type: mem.storage, count: n, bytes: bytes, strings: []) }
+        }
         // one hyperslab per combination of runs, OR-ed together
         var index = [Int](repeating: 0, count: runs.count)
         var first = true

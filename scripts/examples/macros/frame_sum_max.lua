@@ -14,9 +14,17 @@ on("frames.ready", "summax", function(e)
   if r == nil then r = { frames = 0, seen = {} }; runs[e.run] = r end
   -- idempotent: a range delivered again after a crash is not counted twice
   if r.seen[e.key] then return end
-  local block = macro.frames(e):astype("float64")   -- (n, y, x)
-  local s, m = block:sum(0), block:max(0)
-  if r.sum == nil then r.sum, r.max = s, m else r.sum = r.sum + s; r.max = r.max:maximum(m) end
+  local block = macro.frames(e)                     -- (n, y, x) in the detector's dtype
+  if r.sum == nil then
+    r.sum, r.max = block:sum(0), block:max(0)        -- integer sums accumulate in int64
+  else
+    -- in place, frame by frame: no image-sized temporaries at 100 frames/s
+    for k = 0, #block - 1 do
+      local frame = block[k]
+      r.sum:add_(frame)
+      r.max:maximum_(frame)
+    end
+  end
   r.frames = r.frames + e.count
   r.seen[e.key] = true
 end)

@@ -6,9 +6,9 @@ local runs = {}
 on("frames.ready", "monitor", function(e)
   local r = runs[e.run] or { totals = {} }
   runs[e.run] = r
-  local block = macro.frames(e):astype("float64")
+  local block = macro.frames(e)
   local valid = block:maximum(0)                 -- negative pixels count as 0
-  local totals = valid:sum({1, 2}):totable()     -- one number per frame
+  local totals = valid:sum({1, 2}):totable()     -- one number per frame (int64 sums of integer frames)
   for i, t in ipairs(totals) do r.totals[e.first + i] = t end   -- Lua tables are 1-based
 end)
 
@@ -22,7 +22,7 @@ on("run.stop", "monitor", function(e)
   local out = e.file:gsub("%.nxs$", "") .. "_intensity.nxs"
   macro.write_process(out, "intensity", {
     parameters = { frames = n, run = e.run },
-    data = { signal = nx.field(array.from(values), { name = "total", units = "counts" }),
+    data = { signal = nx.field(array.from(values, "float64"), { name = "total", units = "counts" }),
              axes = { nx.field(array.from(index, "int64"), { name = "frame" }) },
              title = "total intensity per frame" },
   })
