@@ -38,6 +38,13 @@ final class StackFile {
     let status: NXField
     let sourceFiles: NXField
     let badIndex: NXField, badFile: NXField, badError: NXField
+    /// How often each bad frame was tried (stacks written before this field existed have
+    /// none: their rows are still updated in place, without a count).
+    let badAttempts: NXField?
+    /// The bad-frame row of each frame (by index; by file name for files numbered before
+    /// the first frame), and its attempts so far: a frame bad again on resume updates its
+    /// row instead of adding one.
+    private var badRows: [String: (row: Int, attempts: Int)] = [:]
     /// Per-frame header values, by header key ("start_angle"), with their dtype.
     let perFrame: [(key: String, field: NXField, dtype: DType)]
     let timeField: NXField?
@@ -69,6 +76,17 @@ final class StackFile {
         badIndex = try field("\(entry)/stacking/bad_frame_index")
         badFile = try field("\(entry)/stacking/bad_frame_file")
         badError = try field("\(entry)/stacking/bad_frame_error")
+        badAttempts = try root.resolve("\(entry)/stacking/bad_frame_attempts") as? NXField
+        let badCount = try badIndex.shape[0]
+        if badCount > 0, case .array(let indices) = try badIndex.read(nil), case .strings(let names, _) = try badFile.read(nil) {
+            var attempts = [Double](repeating: 1, count: badCount)
+            if let badAttempts, try badAttempts.shape[0] == badCount, case .array(let a) = try badAttempts.read(nil) {
+                attempts = a.doubles()
+            }
+            for (row, index) in indices.doubles().enumerated() where row < names.count {
+                badRows[StackFile.badKey(Int(index), names[row])] = (row, max(1, Int(attempts[row])))
+            }
+        }
         let shape = try data.shape
         guard shape.count == 3, case .numeric(let d) = try data.elementType else {
             throw StackError("\(file.path): /\(entry)/instrument/detector/data is not a stack of frames")
@@ -314,6 +332,8 @@ final class StackFile {
         _ = try stacking.makeField("bad_frame_index", value: nil, options: perFrameOptions(.int64, fill: -1))
         _ = try stacking.makeField("bad_frame_file", value: nil, options: perFrameOptions(nil, fill: nil, stringLength: sourceNameLength))
         _ = try stacking.makeField("bad_frame_error", value: nil, options: perFrameOptions(nil, fill: nil, stringLength: errorLength))
+        let attempts = try stacking.makeField("bad_frame_attempts", value: nil, options: perFrameOptions(.int64, fill: 0))
+        try attempts.setAttribute("description", .string("how many runs found the frame bad (a resume tries bad frames again); the row keeps the latest error"))
     }
 
     // MARK: writing
@@ -332,6 +352,38 @@ final class StackFile {
         let index: Int
         let sourceName: String
         let error: String
+    }
+
+    static func badKey(_ index: Int, _ sourceName: String) -> String {
+        index >= 0 ? "index \(index)" : "file \(sourceName)"
+    }
+
+    /// One row per bad frame: a frame seen bad before gets its row updated (the latest
+    /// file name and error, one more attempt); a new one is appended.
+    private func recordBad(_ bad: [Bad]) throws {
+        var fresh: [Bad] = []
+        for b in bad {
+            let key = StackFile.badKey(b.index, b.sourceName)
+            guard let known = badRows[key] else { fresh.append(b); continue }
+            let at = Selection([.range(.int(known.row), .int(known.row + 1), nil)])
+            try badFile.write(.strings([b.sourceName], shape: [1]), at: at)
+            try badError.write(.strings([b.error], shape: [1]), at: at)
+            try badAttempts?.write(.array(NDArray.from([Double(known.attempts + 1)], shape: [1], dtype: .int64)), at: at)
+            badRows[key] = (known.row, known.attempts + 1)
+        }
+        guard !fresh.isEmpty else { return }
+        // a frame bad twice in one commit gets one row
+        var seen = Set<String>()
+        fresh = fresh.reversed().filter { seen.insert(StackFile.badKey($0.index, $0.sourceName)).inserted }.reversed()
+        let first = try badIndex.shape[0]
+        try badIndex.append(.array(try NDArray.from(fresh.map { Double($0.index) }, shape: [fresh.count], dtype: .int64)))
+        try badFile.append(.strings(fresh.map(\.sourceName), shape: [fresh.count]))
+        try badError.append(.strings(fresh.map(\.error), shape: [fresh.count]))
+        if let badAttempts {
+            if try badAttempts.shape[0] != first { try badAttempts.resize(firstAxis: first) }
+            try badAttempts.append(.array(try NDArray.full([fresh.count], 1, dtype: .int64)))
+        }
+        for (k, b) in fresh.enumerated() { badRows[StackFile.badKey(b.index, b.sourceName)] = (first + k, 1) }
     }
 
     /// Grows every per-frame field to `n` frames (new frames read as missing).
@@ -379,12 +431,7 @@ final class StackFile {
             let sel = Selection([.range(.int(run.lowerBound), .int(run.upperBound), nil)])
             try sourceFiles.write(.strings(run.map { badByIndex[$0]!.sourceName }, shape: [run.count]), at: sel)
         }
-        if !bad.isEmpty {
-            let indices = try NDArray.from(bad.map { Double($0.index) }, shape: [bad.count], dtype: .int64)
-            try badIndex.append(.array(indices))
-            try badFile.append(.strings(bad.map(\.sourceName), shape: [bad.count]))
-            try badError.append(.strings(bad.map(\.error), shape: [bad.count]))
-        }
+        try recordBad(bad)
         try file.flush(durable: durable)
         // Phase two: the status says "stored" only for frames already flushed.
         let all = ready.map { ($0.index, FrameStatus.stored) } + inStack.map { ($0.index, FrameStatus.bad) }

@@ -168,6 +168,27 @@ def test_bad_frames_are_recorded_and_ingestion_goes_on(tmp_path):
         assert (f[DATA][2] == -1).all() and (f[DATA][4] == -1).all()  # the fill value
 
 
+def test_a_frame_bad_again_on_resume_keeps_one_row_with_its_attempts(tmp_path):
+    folder = tmp_path / "in"
+    good = make_frames(folder, [1, 2, 4])
+    (folder / "scan_00003.cbf").write_bytes(good[0].read_bytes()[:1000])
+    out = tmp_path / "again.nxs"
+    for run in range(3):
+        r = stack(*sorted(folder.iterdir()), "--out", out, "--settle", "0")
+        assert r.returncode == 2, r.stderr
+    (folder / "scan_00003.cbf").write_bytes(b"still not a frame\n" * 50)  # bad for another reason
+    r = stack(*sorted(folder.iterdir()), "--out", out, "--settle", "0")
+    assert r.returncode == 2, r.stderr
+    with h5py.File(out, "r") as f:
+        s = f["/entry/stacking"]
+        assert list(s["bad_frame_index"][:]) == [2]
+        assert [x.decode() for x in s["bad_frame_file"][:]] == ["scan_00003.cbf"]
+        assert list(s["bad_frame_attempts"][:]) == [4]
+        assert "cannot parse" in s["bad_frame_error"][0].decode() or "not" in s["bad_frame_error"][0].decode()
+        assert list(s["frame_status"][:]) == [1, 1, 2, 1]
+    check_frames(out, good)
+
+
 def test_missing_frames_are_filled_and_recorded(tmp_path):
     files = make_frames(tmp_path / "in", [1, 2, 4, 5])
     out = tmp_path / "m.nxs"
