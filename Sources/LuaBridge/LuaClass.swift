@@ -75,23 +75,27 @@ public final class LuaClass<Object: AnyObject>: @unchecked Sendable {
         // Method table, with close when the type can be closed.
         lua.newTable(recordCount: methods.count + 1)
         let mtab = lua.absIndex(-1)
-        LuaDocs.push(lua)
-        let docs = lua.absIndex(-1)
         for m in methods {
             let body = m.body
             lua.push(function: m.name) { [unowned self] call in
                 try body(call, try call.object(1, self))
             }
-            // help(a.sum) finds the method's entry by its function value (the module
-            // recorded the entry by name, "Class:method", when it was loaded).
-            lua.rawGet(at: docs, key: "names")
-            if lua.rawGet(at: -1, key: "\(name):\(m.name)") == .table {
-                LuaDocs.value(lua, docs: docs, valueIndex: -3)
-            }
-            lua.pop(2)
             lua.rawSet(at: mtab, key: m.name)
         }
-        lua.remove(at: docs)
+        // help(a.sum) finds the method's entry by its function value (the module records
+        // the entry by name, "Class:method", when the docs are built).
+        let className = name, methodNames = methods.map(\.name)
+        lua.pushValue(at: mtab)
+        LuaDocs.defer(lua) { lua, docs, mtab in
+            for m in methodNames {
+                lua.rawGet(at: mtab, key: m)
+                lua.rawGet(at: docs, key: "names")
+                if lua.rawGet(at: -1, key: "\(className):\(m)") == .table {
+                    LuaDocs.value(lua, docs: docs, valueIndex: -3)
+                }
+                lua.pop(3)
+            }
+        }
         let closeBody: LuaFunctionBody = { [unowned self] call in
             try self.closeObject(call)
             return 0

@@ -49,31 +49,121 @@ extension LuaClass: LuaClassDocs {}
 ///                                              members = { qualified names } }
 enum LuaDocs {
     static let moduleName = "nxlua.docs"
+    static let pendingKey = "nxlua.docs.pending"
 
-    /// Pushes the docs table, creating it on first use.
+    // The docs are built when first read, not at start-up: writing an entry table for
+    // every function, class and method of every module was ~40% of the instructions of
+    // `nxlua -e ''`, for a help() that most scripts never call. Declarations register
+    // their documentation work with `defer`; reading any field of the docs table from
+    // Lua (help, completion) or `push` from Swift runs all of it first, in the order the
+    // modules were installed.
+
+    /// Pushes the docs table with every pending entry written.
     static func push(_ lua: Lua) {
+        build(lua)
+        pushTable(lua)
+    }
+
+    /// Runs `work(docs, extra)` once the docs are built: now if they are, else when they
+    /// are first read. `extra` is the value on top of the stack (popped): what the work
+    /// documents (a module table, a function), kept alive with it.
+    static func `defer`(_ lua: Lua, _ work: @escaping @Sendable (Lua, _ docs: Int32, _ extra: Int32) -> Void) {
+        lua.ensureStack(6)
+        let extra = lua.absIndex(-1)
+        if isBuilt(lua) {
+            push(lua)
+            work(lua, lua.absIndex(-1), extra)
+            lua.pop(2)
+            return
+        }
+        if lua.rawGet(at: Lua.registryIndex, key: pendingKey) != .table {
+            lua.pop()
+            lua.newTable()
+            lua.pushValue(at: -1)
+            lua.rawSet(at: Lua.registryIndex, key: pendingKey)
+            pushTable(lua)  // creates the (empty, lazy) table in package.loaded
+            lua.pop()
+        }
+        let pending = lua.absIndex(-1)
+        let n = lua.rawLength(at: pending)
+        lua.push(function: "docs") { call in
+            work(call.lua, 1, 2)
+            return 0
+        }
+        lua.rawSet(at: pending, index: n + 1)
+        lua.pushValue(at: extra)
+        lua.rawSet(at: pending, index: n + 2)
+        lua.pop(2)  // pending, extra
+    }
+
+    private static func isBuilt(_ lua: Lua) -> Bool {
+        pushTable(lua)
+        let built = lua.rawGet(at: -1, key: "names") == .table
+        lua.pop(2)
+        return built
+    }
+
+    /// Writes the fields and runs the pending work (once; work deferred while this runs
+    /// sees the fields and runs at once).
+    private static func build(_ lua: Lua) {
+        lua.ensureStack(8)
+        pushTable(lua)
+        let docs = lua.absIndex(-1)
+        if lua.rawGet(at: docs, key: "names") != .table {
+            lua.pop()
+            lua.newTable(); lua.rawSet(at: docs, key: "names")
+            lua.newTable()
+            lua.newTable(); lua.push("k"); lua.rawSet(at: -2, key: "__mode")
+            lua.setMetatable(at: -2)
+            lua.rawSet(at: docs, key: "values")
+            lua.newTable(); lua.rawSet(at: docs, key: "modules")
+        } else {
+            lua.pop()
+        }
+        if lua.rawGet(at: Lua.registryIndex, key: pendingKey) == .table {
+            let pending = lua.absIndex(-1)
+            lua.pushNil()
+            lua.rawSet(at: Lua.registryIndex, key: pendingKey)
+            let n = lua.rawLength(at: pending)
+            var i = 1
+            while i <= n {
+                lua.rawGet(at: pending, index: i)
+                lua.pushValue(at: docs)
+                lua.rawGet(at: pending, index: i + 1)
+                try? lua.pcall(nargs: 2, nresults: 0)
+                i += 2
+            }
+        }
+        lua.pop(2)
+    }
+
+    /// Pushes the docs table as it is, creating it (empty, with the metatable that builds
+    /// it when Lua reads a field) on first use.
+    private static func pushTable(_ lua: Lua) {
         lua.ensureStack(6)
         lua.pushValue(at: Lua.registryIndex)
-        if lua.rawGet(at: -1, key: "_LOADED") == .table {
-            if lua.rawGet(at: -1, key: moduleName) == .table {
-                lua.remove(at: -2); lua.remove(at: -2)
-                return
-            }
-            lua.pop()
-        } else {
+        if lua.rawGet(at: -1, key: "_LOADED") != .table {
             lua.pop()
             lua.newTable()
             lua.pushValue(at: -1)
             lua.rawSet(at: -3, key: "_LOADED")
         }
-        // registry _LOADED
+        if lua.rawGet(at: -1, key: moduleName) == .table {
+            lua.remove(at: -2); lua.remove(at: -2)
+            return
+        }
+        lua.pop()
         lua.newTable()
-        lua.newTable(); lua.rawSet(at: -2, key: "names")
         lua.newTable()
-        lua.newTable(); lua.push("k"); lua.rawSet(at: -2, key: "__mode")
+        lua.push(function: "__index") { call in
+            // a field read before the docs were built: build them, then answer raw
+            LuaDocs.build(call.lua)
+            call.lua.pushValue(at: 2)
+            _ = lua_rawget(call.lua.L, 1)
+            return 1
+        }
+        lua.rawSet(at: -2, key: "__index")
         lua.setMetatable(at: -2)
-        lua.rawSet(at: -2, key: "values")
-        lua.newTable(); lua.rawSet(at: -2, key: "modules")
         lua.pushValue(at: -1)
         lua.rawSet(at: -3, key: moduleName)
         lua.remove(at: -2); lua.remove(at: -2)
@@ -117,76 +207,77 @@ enum LuaDocs {
         lua.rawSet(at: -2, index: lua.rawLength(at: -2) + 1)
         lua.pop()
     }
+
+    /// The docs of a class: an entry per method ("Class:method") and one for the class.
+    static func document(_ lua: Lua, class c: any LuaClassDocs, docs: Int32) {
+        var members: [String] = []
+        for m in c.methodDocs {
+            let q = "\(c.name):\(m.name)"
+            members.append(q)
+            pushEntry(lua, name: q, kind: "method", signature: m.signature, summary: m.summary, help: m.help)
+            name(lua, docs: docs, q)
+            lua.pop()
+        }
+        pushEntry(lua, name: c.name, kind: "class", signature: c.name, summary: c.summary, help: c.help, members: members)
+        name(lua, docs: docs, c.name)
+        lua.pop()
+    }
 }
 
 extension Lua {
-    /// Builds the module table from its declaration, records its docs, and leaves the
-    /// table on the stack. Functions are documented under "module.function".
+    /// Builds the module table from its declaration and leaves it on the stack; its docs
+    /// (functions under "module.function") are written when help first needs them.
     public func push(module decl: LuaModuleDecl) {
         ensureStack(8)
-        LuaDocs.push(self)
-        let docs = absIndex(-1)
         newTable(recordCount: decl.functions.count + decl.values.count)
         let mod = absIndex(-1)
         for f in decl.functions {
             push(f)
-            LuaDocs.pushEntry(self, name: "\(decl.name).\(f.name)", kind: "function",
-                              signature: f.signature, summary: f.summary, help: f.help)
-            LuaDocs.name(self, docs: docs, "\(decl.name).\(f.name)")
-            LuaDocs.value(self, docs: docs, valueIndex: -2)
-            pop()
             rawSet(at: mod, key: f.name)
         }
         for (k, v) in decl.values {
             v.push(to: self)
             rawSet(at: mod, key: k)
         }
-        for c in decl.classes { document(class: c, docs: docs) }
-        var members = decl.functions.map { "\(decl.name).\($0.name)" }
-        members += decl.classes.map { $0.name }
-        LuaDocs.pushEntry(self, name: decl.name, kind: "module", signature: decl.name,
-                          summary: decl.summary, help: decl.help, members: members)
-        LuaDocs.name(self, docs: docs, decl.name)
-        LuaDocs.value(self, docs: docs, valueIndex: mod)
-        LuaDocs.addModule(self, docs: docs)
-        pop()
-        remove(at: docs)
-    }
-
-    /// Records the docs of a class and its methods ("nx.File", "nx.File:close").
-    public func document(class c: any LuaClassDocs) {
-        LuaDocs.push(self)
-        document(class: c, docs: absIndex(-1))
-        pop()
-    }
-
-    private func document(class c: any LuaClassDocs, docs: Int32) {
-        var members: [String] = []
-        for m in c.methodDocs {
-            let q = "\(c.name):\(m.name)"
-            members.append(q)
-            LuaDocs.pushEntry(self, name: q, kind: "method", signature: m.signature,
-                              summary: m.summary, help: m.help)
-            LuaDocs.name(self, docs: docs, q)
-            pop()
+        pushValue(at: mod)
+        LuaDocs.defer(self) { lua, docs, mod in
+            for f in decl.functions {
+                lua.rawGet(at: mod, key: f.name)
+                LuaDocs.pushEntry(lua, name: "\(decl.name).\(f.name)", kind: "function",
+                                  signature: f.signature, summary: f.summary, help: f.help)
+                LuaDocs.name(lua, docs: docs, "\(decl.name).\(f.name)")
+                LuaDocs.value(lua, docs: docs, valueIndex: -2)
+                lua.pop(2)
+            }
+            for c in decl.classes { LuaDocs.document(lua, class: c, docs: docs) }
+            var members = decl.functions.map { "\(decl.name).\($0.name)" }
+            members += decl.classes.map { $0.name }
+            LuaDocs.pushEntry(lua, name: decl.name, kind: "module", signature: decl.name,
+                              summary: decl.summary, help: decl.help, members: members)
+            LuaDocs.name(lua, docs: docs, decl.name)
+            LuaDocs.value(lua, docs: docs, valueIndex: mod)
+            LuaDocs.addModule(lua, docs: docs)
+            lua.pop()
         }
-        LuaDocs.pushEntry(self, name: c.name, kind: "class", signature: c.name,
-                          summary: c.summary, help: c.help, members: members)
-        LuaDocs.name(self, docs: docs, c.name)
-        pop()
+    }
+
+    /// Records the docs of a class not declared in a module.
+    public func document(class c: any LuaClassDocs) {
+        pushNil()
+        LuaDocs.defer(self) { lua, docs, _ in LuaDocs.document(lua, class: c, docs: docs) }
     }
 
     /// Documents a global function (e.g. `help`) and sets it.
     public func setGlobal(_ decl: LuaFunctionDecl) throws {
-        LuaDocs.push(self)
-        let docs = absIndex(-1)
         push(decl)
-        LuaDocs.pushEntry(self, name: decl.name, kind: "function", signature: decl.signature,
-                          summary: decl.summary, help: decl.help)
-        LuaDocs.name(self, docs: docs, decl.name)
-        LuaDocs.value(self, docs: docs, valueIndex: -2)
-        pop()
+        pushValue(at: -1)
+        LuaDocs.defer(self) { lua, docs, fn in
+            LuaDocs.pushEntry(lua, name: decl.name, kind: "function", signature: decl.signature,
+                              summary: decl.summary, help: decl.help)
+            LuaDocs.name(lua, docs: docs, decl.name)
+            LuaDocs.value(lua, docs: docs, valueIndex: fn)
+            lua.pop()
+        }
         try setGlobal(decl.name)
-        pop()
     }
 }
