@@ -30,7 +30,9 @@ let package = Package(
         .systemLibrary(name: "CLua", pkgConfig: "lua5.4", providers: [.apt(["liblua5.4-dev"])]),
         // HDF5 declarations only: CHDF5Shims opens libhdf5 with dlopen (start-up, see its header).
         .systemLibrary(name: "CHDF5", providers: [.apt(["libhdf5-dev"])]),
-        .systemLibrary(name: "CEdit", pkgConfig: "libedit", providers: [.apt(["libedit-dev"])]),
+        // libedit declarations only: CEditShims opens libedit with dlopen for the first line
+        // editor (start-up, see its C file).
+        .systemLibrary(name: "CEdit", providers: [.apt(["libedit-dev"])]),
         // libtiff declarations only: CTIFFShims opens libtiff with dlopen (start-up, see its header).
         .systemLibrary(name: "CTIFF", providers: [.apt(["libtiff-dev"])]),
         // cairo declarations only: CCairoShims opens libcairo with dlopen when the first
@@ -40,7 +42,8 @@ let package = Package(
         // One tiny C shim per library for what Swift cannot import (macros, variadics, longjmp).
         .target(name: "CLuaShims", dependencies: ["CLua"]),
         .target(name: "CHDF5Shims", dependencies: ["CHDF5"], linkerSettings: [.linkedLibrary("dl")]),
-        .target(name: "CEditShims", dependencies: ["CEdit"]),
+        .target(name: "CEditShims", dependencies: ["CEdit"],
+                linkerSettings: [.linkedLibrary("dl")]),
         .target(name: "CTIFFShims", dependencies: ["CTIFF"], linkerSettings: [.linkedLibrary("dl")]),
         .target(name: "CCairoShims", dependencies: ["CCairo"], linkerSettings: [.linkedLibrary("dl"), .linkedLibrary("z")]),
         // cbflib (libcbf-dev) ships no .pc file and its cbf.h includes hdf5.h: only the shim's C

@@ -65,8 +65,11 @@ public final class LineEditor {
         if let historyFile { _ = nxed_history_load(h, historyFile) }
     }
 
+    /// Why line editing is not available (libedit could not be opened), nil when it is.
+    public static var unavailableReason: String? { nxed_load().map { String(cString: $0) } }
+
     deinit {
-        el_end(editLine)
+        nxed_end(editLine)
         nxed_history_end(history)
         free(promptStorage)
     }
@@ -78,9 +81,9 @@ public final class LineEditor {
         nxed_prompt_sigint_begin()  // Ctrl-C at the prompt abandons the line
         defer { nxed_prompt_sigint_end() }
         var count: Int32 = 0
-        let p = el_gets(editLine, &count)
+        let p = nxed_gets(editLine, &count)
         if nxed_prompt_interrupted() != 0 {
-            el_reset(editLine)
+            nxed_reset(editLine)
             return .interrupted
         }
         guard let p else { return .endOfInput }
@@ -112,7 +115,7 @@ public final class LineEditor {
         let common = LineEditor.commonPrefix(candidates)
         if common.utf8.count > word.utf8.count {
             let suffix = String(decoding: Array(common.utf8.dropFirst(word.utf8.count)), as: UTF8.self)
-            _ = el_insertstr(editLine, suffix)
+            _ = nxed_insertstr(editLine, suffix)
             return UInt8(CC_REFRESH)
         }
         if candidates.count == 1 { return UInt8(CC_REFRESH) }

@@ -23,6 +23,9 @@ final class REPL {
         host.runtime.installInteractiveHelp()
         editor = LineEditor(program: "nxlua", historyFile: REPL.historyPath(), historySize: 1000)
         editor?.completer = { [unowned self] text in self.complete(text) }
+        if editor == nil, isatty(0) != 0, isatty(1) != 0, let why = LineEditor.unavailableReason {
+            Console.writeError("nxlua: no line editing or history (\(why)); install libedit2\n")
+        }
     }
 
     /// History file: $NXLUA_HISTORY, else ~/.nxlua_history.

@@ -10,7 +10,16 @@ typedef const char *(*nxed_PromptFn)(EditLine *el);
 /// Called on TAB: returns CC_REFRESH, CC_REDISPLAY, CC_ERROR...
 typedef unsigned char (*nxed_CompleteFn)(EditLine *el, int ch);
 
+/// The library nxed_load() opens (also named by NativeLibraries for --version).
+#define NXED_SONAME "libedit.so.2"
+/// Opens libedit (once; thread-safe): NULL when every function was found, else why not.
+const char *nxed_load(void);
+/// NULL when libedit cannot be opened (nxed_load() says why) or el_init fails.
 EditLine *nxed_init(const char *prog, FILE *in, FILE *out, FILE *err);
+void nxed_end(EditLine *el);
+const char *nxed_gets(EditLine *el, int *count);
+void nxed_reset(EditLine *el);
+int nxed_insertstr(EditLine *el, const char *s);
 void nxed_set_prompt(EditLine *el, nxed_PromptFn fn);
 void nxed_set_editor(EditLine *el, const char *mode);  // "emacs" or "vi"
 void nxed_set_signal(EditLine *el, int on);
