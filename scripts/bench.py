@@ -907,6 +907,134 @@ def bench_live(root):
     return rows
 
 
+def bench_viewer(root):
+    """The web viewer of nxlua serve in headless Debian chromium (Selenium): from opening
+    a file's address to the first painted Pilatus 2M frame (a stack nxlua made from
+    synthetic CBFs, bitshuffle+LZ4), the bytes the browser received for it, frames/s
+    while the slider moves through 100 frames, and the lag from a frame flushed by a SWMR
+    writer to it painted (follow on). The anchor, JupyterLab + jupyterlab-h5web, is not
+    measured yet (see docs/viewer.md): the rows stand next to the issue's targets.
+    NXLUA_BIN picks the binary (default: the release build)."""
+    import tempfile
+    import h5py
+    import numpy as np
+    import requests
+    sys.path.insert(0, str(root / "Tests/CLITests"))
+    from viewer_support import make_driver
+    nxlua = os.environ.get("NXLUA_BIN") or str(root / ".build/release/nxlua")
+    work = pathlib.Path(tempfile.mkdtemp(prefix="nxlua-bench-viewer-"))
+    served = work / "served"
+    served.mkdir()
+    stack = bench_cache() / "viewer_pilatus2m_100.nxs"
+    if not stack.exists():
+        frames = stack_frames(root, 100)
+        subprocess.run([nxlua, "stack", *map(str, frames), "--out", str(stack.with_suffix(".tmp.nxs")), "--quiet"],
+                       check=True, timeout=1800)
+        stack.with_suffix(".tmp.nxs").rename(stack)
+    os.link(stack, served / "scan.nxs")
+    users = work / "users"
+    subprocess.run([nxlua, "serve", "adduser", str(users), "bench"], input="bench-pw\n", check=True,
+                   capture_output=True, text=True)
+    proc = subprocess.Popen([nxlua, "serve", str(served), "--port", "0", "--host", "127.0.0.1", "--users", str(users),
+                             "--log-level", "warning"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            start_new_session=True)
+    url = "http://127.0.0.1:" + proc.stdout.readline().split()[-1]
+    driver = make_driver()
+    writer = None
+    try:
+        driver.get(url + "/")
+        driver.execute_async_script("""const done = arguments[0];
+            fetch('/nxlua/login', {method: 'POST', headers: {'X-NXLua-Viewer': '1', 'Content-Type': 'application/json'},
+                   body: JSON.stringify({user: 'bench', password: 'bench-pw'})}).then(() => done());""")
+        first, sent = [], []
+        for run in range(5):
+            driver.get("about:blank")
+            driver.get(url + f"/#file=/scan.nxs&frame={run}")
+            t0 = time.time()
+            while time.time() - t0 < 120:
+                at = driver.execute_script("const c = document.getElementById('image'); return c && c.dataset.paintedAt")
+                if at:
+                    break
+                time.sleep(0.01)
+            first.append(float(at))
+            sent.append(driver.execute_script("""const n = performance.getEntriesByType('navigation')[0];
+                return performance.getEntriesByType('resource').reduce((a, r) => a + r.transferSize, n ? n.transferSize : 0)"""))
+        # scrubbing: the slider moved to each of 100 frames, each painted before the next
+        fps = driver.execute_async_script("""const done = arguments[0];
+            const s = document.getElementById('frame'), c = document.getElementById('image');
+            const t0 = performance.now();
+            (async () => {
+              for (let i = 0; i < 100; i++) {
+                s.value = i; s.dispatchEvent(new Event('input'));
+                while (c.dataset.frame !== String(i)) await new Promise((r) => setTimeout(r, 0));
+              }
+              done(100000 / (performance.now() - t0));
+            })();""")
+        # live lag: a SWMR writer appends Pilatus-sized frames; follow on
+        live = served / "live.nxs"
+        go = work / "go"
+        sys.path.insert(0, str(root / "Tests/CLITests"))
+        script = work / "writer.py"
+        script.write_text("""
+import os, sys, time, h5py, numpy as np
+path, go = sys.argv[1], sys.argv[2]
+f = h5py.File(path, "w", libver="latest")
+f.attrs["default"] = "entry"
+e = f.create_group("entry"); e.attrs["NX_class"] = "NXentry"; e.attrs["default"] = "data"
+g = e.create_group("data"); g.attrs["NX_class"] = "NXdata"; g.attrs["signal"] = "frames"
+d = g.create_dataset("frames", shape=(1, 1679, 1475), maxshape=(None, 1679, 1475), dtype="i4", chunks=(1, 1679, 1475))
+f.swmr_mode = True
+rng = np.random.default_rng(1)
+base = rng.poisson(3, (1679, 1475)).astype("i4")
+print("ready", flush=True)
+for i in range(1, 31):
+    while not os.path.exists(go):
+        time.sleep(0.005)
+    time.sleep(0.3)
+    d.resize((i + 1, 1679, 1475))
+    d[i] = base + i
+    d.flush()
+    print(i, time.time(), flush=True)
+f.close()
+""")
+        writer = subprocess.Popen([sys.executable, str(script), str(live), str(go)], stdout=subprocess.PIPE, text=True)
+        assert writer.stdout.readline().strip() == "ready"
+        driver.get(url + "/#file=/live.nxs&follow=1")
+        while not driver.execute_script("const c = document.getElementById('image'); return c && c.dataset.paintedAt"):
+            time.sleep(0.05)
+        go.write_text("")
+        lags = []
+        for line in writer.stdout:
+            i, stored = line.split()
+            i, stored = int(i), float(stored)
+            t0 = time.time()
+            while time.time() - t0 < 10:
+                seen = driver.execute_script("""const c = document.getElementById('image');
+                    return c.dataset.frame === arguments[0] ? performance.timeOrigin + Number(c.dataset.paintedAt) : null""", str(i))
+                if seen:
+                    lags.append(seen / 1000 - stored)
+                    break
+                time.sleep(0.005)
+    finally:
+        driver.quit()
+        if writer:
+            writer.kill()
+        stop_group(proc)
+        shutil.rmtree(work, ignore_errors=True)
+    lags.sort()
+    p95 = lags[int(0.95 * (len(lags) - 1))] if lags else float("inf")
+    t = statistics.median(first)
+    kb = statistics.median(sent) / 1e3
+    return [("viewer: open address -> first Pilatus 2M frame painted", f"{t:.0f} ms", "JupyterLab + jupyterlab-h5web",
+             "not measured", "-", "5x faster than h5web", False),
+            ("viewer: bytes received for that first frame (page, scripts, tree, PNG)", f"{kb:.0f} kB",
+             "JupyterLab + jupyterlab-h5web", "not measured", "-", "1/10 of h5web's", False),
+            ("viewer: scrubbing 100 Pilatus 2M frames (slider)", f"{fps:.1f} frames/s", "(no anchor)", "-", "-",
+             ">= 20 frames/s", fps >= 20),
+            (f"viewer: SWMR frame flushed -> painted, follow on ({len(lags)}/30 frames)", f"p95 {p95 * 1e3:.0f} ms",
+             "(no anchor)", "-", "-", "p95 <= 1 s", p95 <= 1.0 and len(lags) == 30)]
+
+
 def bench_plot(root):
     """Figures to PNG (issue 14), each side timed inside its own process after a warm-up
     (nxlua's loop in Lua, matplotlib's in Python, medians): a 1679 x 1475 int32 Pilatus 2M
@@ -998,7 +1126,7 @@ BENCHES = {"startup": bench_startup, "bridge": bench_bridge, "sums": bench_sums,
            "elementwise": bench_elementwise, "full": bench_full, "masked_sum": bench_masked_sum, "nexus_tree": bench_nexus_tree,
            "nexus_frame": bench_nexus_frame, "nexus_write": bench_nexus_write, "stream": bench_stream, "cbf_decode": bench_cbf_decode,
            "stack": bench_stack, "serve": bench_serve, "matmul": bench_matmul,
-           "journal": bench_journal, "plot": bench_plot, "macro_latency": bench_macro_latency, "live": bench_live}
+           "journal": bench_journal, "plot": bench_plot, "viewer": bench_viewer, "macro_latency": bench_macro_latency, "live": bench_live}
 
 
 def main():
