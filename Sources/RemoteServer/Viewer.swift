@@ -270,8 +270,8 @@ extension Responder {
                 if let e = try g.errorsField() { errors = .string(e.path) }
                 let image = shape.filter { $0 != 1 }.suffix(2)
                 if image.count == 2, let m = try Responder.pixelMask(g, imageShape: Array(image)) { mask = .string(m) }
-                if let t = try? g.parentGroup.childNode("title") as? any NXReadableField,
-                   case .strings(let v, _)? = try? t.smallValue(), let first = v.first { title = .string(first) }
+                if let t = try? g.parentGroup.childNode("title") as? any NXReadableField, (try? t.shape)?.reduce(1, *) == 1,
+                   case .strings(let v, _)? = try? t.read(nil), let first = v.first { title = .string(first) }
             }
             return .obj(["domain": .string(d.domain), "group": group.map { .string($0.path) } ?? .null,
                          "signal": Responder.describe(signal), "axes": .array(axes), "errors": errors, "mask": mask,

@@ -78,7 +78,8 @@ def test_the_page_is_served_to_browsers_with_a_strict_policy_and_rest_clients_se
     assert lib.status_code == 200 and "Dygraph" in lib.text
     for bad in ["/nxlua/static/../Server.swift", "/nxlua/static/%2e%2e%2fPackage.swift", "/nxlua/lib/..%2f..%2f..%2fetc%2fpasswd",
                 "/nxlua/lib/dygraph.js.map", "/nxlua/static/", "/nxlua/static/nope.js"]:
-        assert requests.get(url + bad, timeout=60).status_code == 404, bad
+        r = requests.get(url + bad, timeout=60)  # (a client may fold ".." away: then no viewer route, 401)
+        assert r.status_code in (401, 404) and r.headers["Content-Type"].startswith("application/json"), bad
 
 
 def test_login_sets_a_strict_http_only_cookie_without_the_password_and_logout_ends_it(site):
@@ -141,7 +142,6 @@ def test_the_new_routes_need_credentials_and_stay_inside_the_folder(site):
     bad = [
         ({"domain": "/../outside/secret.nxs", "path": "/entry/data/counts"}, 403),
         ({"domain": "/escape.nxs", "path": "/entry/data/counts"}, 403),
-        ({"domain": "/%2e%2e/outside/secret.nxs", "path": "/entry/data/counts"}, 403),
         ({"domain": "/missing.nxs", "path": "/x"}, 404),
         ({"domain": "/sub/", "path": "/x"}, 400),
         ({"domain": "/scan.nxs", "path": "/entry/../../../etc"}, 404),
@@ -165,6 +165,8 @@ def test_the_new_routes_need_credentials_and_stay_inside_the_folder(site):
         r = s.get(url + "/nxlua/image", params=params, timeout=60)
         assert r.status_code == status, (params, r.status_code, r.text)
         assert "error" in r.json()
+    raw = s.get(url + "/nxlua/image?domain=/%2e%2e/outside/secret.nxs&path=/entry/data/counts", timeout=60)
+    assert raw.status_code == 403, raw.text
     # the watch route: same checks
     assert s.get(url + "/nxlua/watch", params={"domain": "/../outside/secret.nxs"}, timeout=60).status_code == 403
     assert s.get(url + "/nxlua/watch", params={"domain": "/sub/"}, timeout=60).status_code == 400
