@@ -15,9 +15,11 @@ import Glibc
 /// core (same colormaps, norms, masks and max-preserving reduction as figures).
 extension Responder {
     /// Content-Security-Policy of every viewer response: scripts, styles and connections
-    /// from this server only, no inline script, no frames, no plugins.
+    /// from this server only, no inline script, no frames, no plugins. Style attributes
+    /// are allowed (style-src-attr): dygraphs writes its legend and labels with them; they
+    /// can change how the page looks, never run code.
     static let contentSecurityPolicy =
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; connect-src 'self'; "
+        "default-src 'none'; script-src 'self'; style-src 'self'; style-src-attr 'unsafe-inline'; img-src 'self' blob: data:; connect-src 'self'; "
         + "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
     /// Debian's libjs-dygraphs (scripts/setup installs it), served from its installed path.
     static let javascriptRoot = "/usr/share/javascript"

@@ -61,7 +61,8 @@ def test_the_page_is_served_to_browsers_with_a_strict_policy_and_rest_clients_se
     r = requests.get(url + "/", headers={"Accept": "text/html,application/xhtml+xml"}, timeout=60)
     assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/html")
     csp = r.headers["Content-Security-Policy"]
-    assert "script-src 'self'" in csp and "default-src 'none'" in csp and "unsafe" not in csp
+    assert "script-src 'self';" in csp and "default-src 'none'" in csp and "style-src 'self';" in csp
+    assert [d for d in csp.split(";") if "unsafe" in d] == [" style-src-attr 'unsafe-inline'"]  # dygraphs' legend
     assert "frame-ancestors 'none'" in csp and r.headers["X-Content-Type-Options"] == "nosniff"
     assert "<script" in r.text and not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", r.text), "inline script in the page"
     # HDF REST clients: the folder JSON (with credentials), the domain JSON, as before

@@ -112,7 +112,7 @@ def served_folder(base):
 
 
 # An h5py SWMR writer of an NXdata stack: frame i holds 100 * (i + 1) everywhere; it writes
-# frame i once the go file holds a number > i (the test says when).
+# frame i once the go file holds a number > i (the test says when), and stops at "stop".
 GROWING = textwrap.dedent("""
     import os, sys, time, h5py, numpy as np
     path, go, total = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -122,17 +122,20 @@ GROWING = textwrap.dedent("""
     g = e.create_group("data"); g.attrs["NX_class"] = "NXdata"; g.attrs["signal"] = "frames"
     d = g.create_dataset("frames", shape=(0, 24, 32), maxshape=(None, 24, 32), dtype="i4", chunks=(1, 24, 32))
     f.swmr_mode = True
+    def allowed():
+        text = open(go).read().strip() if os.path.exists(go) else "0"
+        return total if text == "stop" else int(text or 0)
     for i in range(total):
-        while not os.path.exists(go) or int(open(go).read().strip() or 0) < i + 1:
+        while allowed() < i + 1:
             time.sleep(0.01)
+        if open(go).read().strip() == "stop":
+            break
         d.resize((i + 1, 24, 32))
         frame = np.full((24, 32), 100 * (i + 1), dtype="i4")
         frame[0, 0] = 0
         d[i] = frame
         d.flush()
         print(i + 1, flush=True)
-    while os.path.exists(go):
-        time.sleep(0.05)
     f.close()
 """)
 

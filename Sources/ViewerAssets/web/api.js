@@ -69,3 +69,9 @@ export function el(tag, text, className) {
   if (className) e.className = className;
   return e;
 }
+
+/** Text made safe for the few places a library takes HTML (dygraphs' title, labels and
+ * legend are set with innerHTML): names from files must stay text there too. */
+export function escapeHTML(text) {
+  return String(text).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+}

@@ -222,6 +222,7 @@ export class ImageView {
     const frames = shape.length >= 3 ? shape[0] : 1;
     if (frames === this.frames) return this.state.follow ? this.paint() : undefined;
     this.frames = frames;
+    this.canvas.dataset.frames = String(frames);
     this.slider.max = Math.max(0, frames - 1);
     this.frameBox.hidden = frames <= 1;
     if (this.state.follow) this.setFrame(frames - 1);

@@ -1,7 +1,7 @@
 // 1-D NXdata with Debian's dygraphs: the axis (or indices), the signal, error bars
 // (errors field, or sqrt(N) for counts as nexusformat does), log axes, zoom and pan
 // (drag to zoom, shift-drag to pan, double-click to reset).
-import { el, values } from "./api.js";
+import { el, escapeHTML, values } from "./api.js";
 
 function flat(v) { return Array.isArray(v) ? v.flat(Infinity) : [v]; }
 
@@ -43,8 +43,10 @@ export class LineView {
     else if (info.counts) err = y.map((v) => (v > 0 ? Math.sqrt(v) : 0));
     this.rows = x.map((xv, i) => [xv, err ? [y[i], err[i]] : y[i]]).sort((p, q) => p[0] - q[0]);
     this.labels = [xlabel, info.signal.label];
+    // dygraphs writes these with innerHTML: escaped, so a name from a file stays text
     this.dygraph = new window.Dygraph(this.graph, this.rows, {
-      labels: this.labels, xlabel, ylabel: info.signal.label, title: info.title || info.group || info.signal.path,
+      labels: this.labels.map(escapeHTML), xlabel: escapeHTML(xlabel), ylabel: escapeHTML(info.signal.label),
+      title: escapeHTML(info.title || info.group || info.signal.path),
       errorBars: !!err, sigma: 1, drawPoints: true, pointSize: 3, strokeWidth: 1,
       logscale: !!this.ctx.state.logy, axes: { x: { logscale: !!this.ctx.state.logx } },
       width: 760, height: 420, animatedZooms: false,
