@@ -199,6 +199,8 @@ extension Responder {
         case "image": return try await imageRoute(c)
         case "stats": return try await statsRoute(c)
         case "watch": return try watchRoute(c)
+        case "summary": return try await summaryRoute(c)
+        case "colorbar": return try colorbarRoute(c)
         default: return nil
         }
     }
@@ -483,6 +485,72 @@ extension Responder {
                           "count": .int(count), "masked": .int(masked), "sum": num(sum),
                           "mean": count > 0 ? num(sum / Double(count)) : .null,
                           "min": count > 0 ? num(lo) : .null, "max": count > 0 ? num(hi) : .null]), c)
+    }
+
+    /// GET /nxlua/summary?domain=D&path=P: minimum, maximum, mean and count of a numeric
+    /// field, NaN left out, read in blocks of rows (NeXus's streaming reader) in one pass.
+    /// Fields above 8 x max_request_size are refused (the HDF5 thread would be busy with
+    /// one request for too long).
+    func summaryRoute(_ c: Call) async throws -> Response {
+        let domain = try requiredDomain(c)
+        let path = try requiredPath(c, domain)
+        let store = server.store, limit = 8 * server.options.maxRequestSize
+        return json(try await server.gate.run {
+            let d = try store.domain(domain)
+            guard let f = try Responder.node(d, path) as? any NXReadableField else {
+                throw ServeError(400, "domain '\(domain)': \(path) is a group: a summary needs a numeric field")
+            }
+            let dtype: DType
+            do { dtype = try f.numericType() } catch let e as NeXusError { throw ServeError(400, "domain '\(domain)': \(e.message)") }
+            let shape = try f.shape
+            let bytes = shape.reduce(1, *) * dtype.itemSize
+            guard bytes <= limit else {
+                throw ServeError(413, "domain '\(domain)': \(path): \(bytes) bytes to summarize, more than \(limit) (8 x max_request_size)")
+            }
+            var lo = Double.infinity, hi = -Double.infinity, sum = 0.0, count = 0
+            func take(_ a: NDArray) throws {
+                let v = try a.contiguous(as: .float64)
+                let p = v.base(Double.self)
+                for i in 0..<v.count where !p[i].isNaN {
+                    let x = p[i]
+                    count += 1
+                    sum += x
+                    if x < lo { lo = x }
+                    if x > hi { hi = x }
+                }
+            }
+            if shape.isEmpty {
+                guard case .array(let a) = try f.read(nil) else { throw ServeError(400, "domain '\(domain)': \(path) holds no numbers") }
+                try take(a)
+            } else {
+                try f.forEachBlock(rows: try f.blockRows(targetBytes: 16 << 20)) { _, block in try take(block) }
+            }
+            func num(_ x: Double) -> JSON { x.isFinite ? .double(x) : .null }
+            return .obj(["path": .string(path), "shape": .array(shape.map { .int($0) }), "dtype": .string(dtype.rawValue),
+                         "count": .int(count), "min": count > 0 ? num(lo) : .null, "max": count > 0 ? num(hi) : .null,
+                         "mean": count > 0 ? num(sum / Double(count)) : .null])
+        }, c)
+    }
+
+    /// GET /nxlua/colorbar?cmap=NAME: the colormap's 256 colours as a 256 x 1 PNG, made by
+    /// the same rasterizer as the images (the viewer draws its colour bar from it).
+    func colorbarRoute(_ c: Call) throws -> Response {
+        let name = c.query["cmap"] ?? Colormap.defaultName
+        guard let cmap = Colormap.named(name) else {
+            throw ServeError(400, "unknown colormap '\(name)' (known: \(Colormap.names.joined(separator: ", ")), each also with _r)")
+        }
+        let ramp = try NDArray(uninitialized: [1, 256], dtype: .float64)
+        let p = ramp.base(Double.self)
+        for i in 0..<256 { p[i] = Double(i) }
+        let png: [UInt8]
+        do {
+            // value i normalizes to i / 256: table index i (Colormap.index)
+            let layer = try ImageLayer(try ImageData(ramp, mask: .none), colormap: cmap, scale: .linear, vmin: 0, vmax: 256)
+            png = try layer.tilePNG(width: 256, height: 1, x0: -0.5, x1: 255.5, y0: -0.5, y1: 0.5)
+        } catch let e as PlotError { throw ServeError(500, e.message) }
+        var headers = viewerHeaders("image/png")
+        headers[.cacheControl] = "max-age=3600"
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: png)))
     }
 
     /// GET /nxlua/watch?domain=D: Server-Sent Events, one `change` event with the file's

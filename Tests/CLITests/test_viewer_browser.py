@@ -42,9 +42,10 @@ def site(tmp_path_factory):
 
 
 class Browser:
-    def __init__(self, url):
+    def __init__(self, url, downloads=None):
         self.url = url
-        self.driver = make_driver()
+        self.downloads = downloads
+        self.driver = make_driver(downloads)
 
     def wait(self, condition, timeout=30, what="the page"):
         return WebDriverWait(self.driver, timeout, poll_frequency=0.05).until(lambda d: condition(d), f"waiting for {what}")
@@ -90,8 +91,8 @@ class Browser:
 
 
 @pytest.fixture
-def browser(site):
-    b = Browser(site["url"])
+def browser(site, tmp_path):
+    b = Browser(site["url"], downloads=tmp_path / "downloads")
     yield b
     b.close()
 
@@ -214,6 +215,22 @@ def test_frame_slider_cursor_value_roi_and_line_profile(browser, site):
         .move_to_element_with_offset(overlay, p1[0] - w // 2, p1[1] - h // 2).release().perform()
     b.wait(lambda d: b.find("#profile").get_attribute("data-points") == "44", what="the line profile")
     b.screenshot("viewer-stack.png")
+    # the frame shown, saved as .npy: the stored frame exactly
+    b.find("#export-npy").click()
+    saved = b.downloads / "counts_2.npy"
+    b.wait(lambda d: saved.exists() and saved.stat().st_size > 0, what="the .npy download")
+    time.sleep(0.2)
+    np.testing.assert_array_equal(np.load(saved), frames[2])
+    # the colour bar: the colormap's 256 colours as the server maps them
+    bar = b.js("""const g = document.getElementById('colorbar').getContext('2d');
+        return [0, 100, 255].map((x) => Array.from(g.getImageData(x, 0, 1, 1).data).slice(0, 3));""")
+    import matplotlib
+    assert bar == [list(map(int, matplotlib.colormaps["viridis"](i, bytes=True)[:3])) for i in (0, 100, 255)]
+    # a summary of a field, on request
+    b.driver.find_element(By.LINK_TEXT, "omega").click()
+    b.wait(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#summary")) == 1, what="the summary button")
+    b.find("#summary").click()
+    b.wait(lambda d: "min 10, max 12, mean 11 over 5 values" in b.find("#attrs").text, what="the summary")
 
 
 @browser_test()

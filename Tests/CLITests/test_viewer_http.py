@@ -300,3 +300,20 @@ def test_the_change_stream_announces_a_growing_file(site):
         f["entry/extra"] = np.arange(100000)
     assert done.wait(30), events
     assert '"size"' in events[1] and events[0] != events[1]
+
+
+def test_field_summaries_and_the_colour_bar(site):
+    s, _ = login(site["url"])
+    frames = stack_frames()
+    j = s.get(site["url"] + "/nxlua/summary", params={"domain": "/scan.nxs", "path": "/entry/data/counts"}, timeout=60).json()
+    assert (j["min"], j["max"], j["count"], j["dtype"]) == (frames.min(), frames.max(), frames.size, "int32")
+    assert j["mean"] == pytest.approx(frames.mean())
+    assert s.get(site["url"] + "/nxlua/summary", params={"domain": "/scan.nxs", "path": "/entry/title"}, timeout=60).status_code == 400
+    assert s.get(site["url"] + "/nxlua/summary", params={"domain": "/scan.nxs", "path": "/entry"}, timeout=60).status_code == 400
+    for name in ["viridis", "inferno_r", "RdBu"]:
+        r = s.get(site["url"] + "/nxlua/colorbar", params={"cmap": name}, timeout=60)
+        assert r.status_code == 200
+        rgb = decode(r.content)
+        assert rgb.shape == (1, 256, 3)
+        np.testing.assert_array_equal(rgb[0], matplotlib.colormaps[name](np.arange(256), bytes=True)[:, :3])
+    assert s.get(site["url"] + "/nxlua/colorbar", params={"cmap": "nope"}, timeout=60).status_code == 400

@@ -155,7 +155,7 @@ def release(go, count):
 
 # -- the browser --
 
-def make_driver():
+def make_driver(downloads=None):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     o = webdriver.ChromeOptions()
@@ -165,6 +165,8 @@ def make_driver():
         o.add_argument(a)
     o.add_argument(f"--user-data-dir={tempfile.mkdtemp(prefix='nxlua-chromium-')}")
     o.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    if downloads:
+        o.add_experimental_option("prefs", {"download.default_directory": str(downloads), "download.prompt_for_download": False})
     return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=o)
 
 

@@ -46,6 +46,7 @@ export const listFolder = (folder) => getJSON("/domains?" + query({ domain: fold
 export const openDomain = (domain) => getJSON("/?" + query({ domain, getobjs: 1 }));
 export const plotInfo = (domain, path) => getJSON("/nxlua/plot?" + query({ domain, path }));
 export const stats = (params) => getJSON("/nxlua/stats?" + query(params));
+export const summary = (domain, path) => getJSON("/nxlua/summary?" + query({ domain, path }));
 export const imageURL = (params) => "/nxlua/image?" + query(params);
 
 /** A dataset's values (JSON), optionally a hyperslab "[a:b,c]". */

@@ -2,7 +2,7 @@
 // live updates of growing files, and the view in the address (#file=...&path=...).
 import * as api from "./api.js";
 import { el } from "./api.js";
-import { FileModel, markSelected, renderAttributes, renderTree } from "./tree.js";
+import { FileModel, fmt, markSelected, renderAttributes, renderTree } from "./tree.js";
 import { ImageView } from "./image.js";
 import { LineView } from "./line.js";
 
@@ -189,6 +189,21 @@ async function select(path, user) {
   renderAttributes(model, path, $("attrs"));
   let info = null;
   const node = model.node(path);
+  if (node && node.kind === "field" && node.obj && node.obj.type && /INTEGER|FLOAT/.test(node.obj.type.class)) {
+    // min, max and mean of the whole field, on request (it reads every value)
+    const button = el("button", "summary (min, max, mean)", "summary");
+    button.type = "button";
+    button.id = "summary";
+    button.addEventListener("click", async () => {
+      try {
+        const s = await api.summary(model.domain, path);
+        const out = el("p", `min ${fmt(s.min)}, max ${fmt(s.max)}, mean ${fmt(s.mean)} over ${s.count} values`, "summary-text");
+        out.id = "summary-text";
+        button.replaceWith(out);
+      } catch (e) { status(e.message); }
+    });
+    $("attrs").append(button);
+  }
   if (node && (node.kind !== "field" || (node.obj && node.obj.type && /INTEGER|FLOAT/.test(node.obj.type.class)))) {
     try { info = await api.plotInfo(model.domain, path); } catch (e) { /* not plottable */ }
   }

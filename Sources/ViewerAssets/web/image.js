@@ -78,17 +78,22 @@ export class ImageView {
     this.tool = select("tool", [["zoom", "zoom box"], ["roi", "box ROI"], ["line", "line profile"]], s.tool || "zoom");
     const reset = el("button", "reset view"); reset.type = "button"; reset.id = "reset-view";
     const save = el("button", "save PNG"); save.type = "button"; save.id = "export-png";
+    const npy = el("button", "save NPY"); npy.type = "button"; npy.id = "export-npy";
     bar.append(frameBox, labelled("colormap", this.cmap), labelled("scale", this.scale), labelled("limits", this.auto),
-      this.vmin, this.vmax, labelled("tool", this.tool), reset, save);
+      this.vmin, this.vmax, labelled("tool", this.tool), reset, save, npy);
     const stage = el("div", null, "stage");
     this.canvas = el("canvas"); this.canvas.id = "image";
     this.overlay = el("canvas"); this.overlay.id = "overlay";
     stage.append(this.canvas, this.overlay);
     this.limits = el("div", "", "limits"); this.limits.id = "limits";
+    this.colorbar = el("canvas", null, "colorbar"); this.colorbar.id = "colorbar";
+    this.colorbar.width = 256; this.colorbar.height = 1;
     this.cursor = el("div", "", "cursor"); this.cursor.id = "cursor";
     this.roiText = el("div", "", "roi"); this.roiText.id = "roi-stats";
     this.profile = el("div", null, "profile"); this.profile.id = "profile";
-    container.append(bar, stage, this.limits, this.cursor, this.roiText, this.profile);
+    const scaleRow = el("div", null, "scalebar");
+    scaleRow.append(this.colorbar, this.limits);
+    container.append(bar, stage, scaleRow, this.cursor, this.roiText, this.profile);
 
     this.slider.addEventListener("input", () => { this.setFrame(+this.slider.value); });
     this.play.addEventListener("click", () => this.togglePlay());
@@ -103,6 +108,7 @@ export class ImageView {
     this.tool.addEventListener("change", () => { s.tool = this.tool.value; this.changed(); });
     reset.addEventListener("click", () => { s.view = null; this.changed(); this.layout(); this.paint(); });
     save.addEventListener("click", () => this.savePNG());
+    npy.addEventListener("click", () => this.saveNPY());
     this.overlay.addEventListener("mousemove", (e) => this.onMove(e));
     this.overlay.addEventListener("mousedown", (e) => this.onDown(e));
     window.addEventListener("mouseup", this.upHandler = (e) => this.onUp(e));
@@ -202,6 +208,36 @@ export class ImageView {
     this.frameText.textContent = frameText;
     this.limits.textContent = `colour limits ${fmt(limits[0])} … ${fmt(limits[1])} (${s.scale})` + (r.headers.get("X-NXLua-Note") ? " — " + r.headers.get("X-NXLua-Note") : "");
     if (s.roi) await this.roiStats();
+    if (this.colorbar.dataset.cmap !== s.cmap) await this.drawColorbar(s.cmap);
+  }
+
+  /** The colormap's 256 colours, as the server maps them (GET /nxlua/colorbar). */
+  async drawColorbar(cmap) {
+    const r = await fetch("/nxlua/colorbar?cmap=" + encodeURIComponent(cmap), { credentials: "same-origin", headers: { "X-NXLua-Viewer": "1" } });
+    if (!r.ok) return;
+    const bitmap = await createImageBitmap(await r.blob());
+    this.colorbar.getContext("2d").drawImage(bitmap, 0, 0);
+    bitmap.close();
+    this.colorbar.dataset.cmap = cmap;
+  }
+
+  /** The frame shown (full resolution, as stored) as a NumPy .npy file. */
+  async saveNPY() {
+    const descr = { int8: "|i1", uint8: "|u1", int16: "<i2", uint16: "<u2", int32: "<i4", uint32: "<u4", int64: "<i8", uint64: "<u8", float32: "<f4", float64: "<f8" }[this.info.signal.dtype];
+    if (!descr || this.state.sum) { this.ctx.status("save NPY: one frame of a numeric field only"); return; }
+    const lead = this.info.signal.shape.length - 2;
+    const sel = "[" + [...Array(lead).keys()].map((k) => (k === 0 ? String(this.state.frame) : "0")).concat([":", ":"]).join(",") + "]";
+    const r = await fetch(`/datasets/${encodeURIComponent(this.signalId)}/value?domain=${encodeURIComponent(this.ctx.domain)}&select=${encodeURIComponent(sel)}`,
+      { credentials: "same-origin", headers: { "X-NXLua-Viewer": "1", Accept: "application/octet-stream" } });
+    if (!r.ok) { this.ctx.status("save NPY: " + r.statusText); return; }
+    let header = `{'descr': '${descr}', 'fortran_order': False, 'shape': (${this.rows}, ${this.cols}), }`;
+    header += " ".repeat(63 - ((10 + header.length) % 64)) + "\n";
+    const pre = new Uint8Array(10);
+    pre.set([0x93, 78, 85, 77, 80, 89, 1, 0, header.length & 255, header.length >> 8]);
+    const a = el("a");
+    a.href = URL.createObjectURL(new Blob([pre, header, await r.arrayBuffer()], { type: "application/octet-stream" }));
+    a.download = (this.info.signal.path.split("/").pop() || "frame") + `_${this.state.frame}.npy`;
+    a.click();
   }
 
   togglePlay() {
