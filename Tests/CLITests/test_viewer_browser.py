@@ -231,6 +231,14 @@ def test_frame_slider_cursor_value_roi_and_line_profile(browser, site):
         return [0, 100, 255].map((x) => Array.from(g.getImageData(x, 0, 1, 1).data).slice(0, 3));""")
     import matplotlib
     assert bar == [list(map(int, matplotlib.colormaps["viridis"](i, bytes=True)[:3])) for i in (0, 100, 255)]
+    # the sum of frames 1 to 3: painted, and the ROI follows it
+    b.find("#sum-from").send_keys("1")
+    b.find("#sum-to").send_keys("4")
+    b.find("#sum-apply").click()
+    b.painted(frame="1:4")
+    summed = frames[1:4].astype("i8").sum(axis=0)[4:31, 10:41]
+    b.wait(lambda d: b.find("#roi-stats").get_attribute("data-sum") == str(int(summed[summed >= 0].sum())), what="the ROI of the sum")
+    assert "sum=1%3A4" in b.driver.current_url or "sum=1:4" in b.driver.current_url
     # a summary of a field, on request
     b.driver.find_element(By.LINK_TEXT, "omega").click()
     b.wait(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#summary")) == 1, what="the summary button")
@@ -338,3 +346,11 @@ def test_a_spectrum_plots_with_dygraphs_and_log_axes(browser):
     b.find("#logy").click()
     b.wait(lambda d: "logy=1" in d.current_url, what="log y in the address")
     b.screenshot("viewer-spectrum.png")
+    b.find("#export-csv").click()
+    saved = b.downloads / "intensity.csv"
+    b.wait(lambda d: saved.exists() and saved.stat().st_size > 0, what="the CSV download")
+    time.sleep(0.2)
+    rows = np.loadtxt(saved, delimiter=",", skiprows=1)
+    np.testing.assert_allclose(rows[:, 0], np.linspace(1, 20, 40))
+    np.testing.assert_allclose(rows[:, 1], np.linspace(1, 20, 40) ** 2)
+    np.testing.assert_allclose(rows[:, 2], np.linspace(1, 20, 40))  # the errors field
