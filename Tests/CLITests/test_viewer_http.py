@@ -317,3 +317,25 @@ def test_field_summaries_and_the_colour_bar(site):
         assert rgb.shape == (1, 256, 3)
         np.testing.assert_array_equal(rgb[0], matplotlib.colormaps[name](np.arange(256), bytes=True)[:, :3])
     assert s.get(site["url"] + "/nxlua/colorbar", params={"cmap": "nope"}, timeout=60).status_code == 400
+
+
+def test_failed_logins_are_limited_per_minute(site, tmp_path):
+    s = Server(site["root"], site["users"], log=tmp_path / "limit.log")
+    try:
+        def attempt(_):
+            return requests.post(s.url + "/nxlua/login", json={"user": USER, "password": "guess"}, headers=VIEWER, timeout=120).status_code
+        import concurrent.futures
+        minute = time.time() // 60
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            codes = list(pool.map(attempt, range(24)))
+        assert codes.count(401) >= 20 and set(codes) <= {401, 429}
+        if time.time() // 60 == minute:
+            assert codes.count(429) >= 1  # at most 3 other guesses are in flight when the last one arrives
+        # the allowance is used up: even the right password waits for the next minute
+        # (unless the minute just turned; then it logs in)
+        r = requests.post(s.url + "/nxlua/login", json={"user": USER, "password": PASSWORD}, headers=VIEWER, timeout=120)
+        assert r.status_code in (200, 429)
+        if r.status_code == 429:
+            assert "wait a minute" in r.json()["error"]
+    finally:
+        assert s.stop() == 0
