@@ -264,6 +264,7 @@ def test_a_growing_stack_updates_live_and_keeps_the_view(browser, site):
         assert w.stdout.readline().strip() == "2" and w.stdout.readline().strip() == "3"
         b.wait(lambda d: b.js("return document.getElementById('image').dataset.frames") == "3", timeout=20, what="3 frames")
         assert b.js("return document.getElementById('frame').max") == "2"
+        b.wait(lambda d: "3 × 24 × 32" in b.find("#tree").text, what="the new shape in the tree")
         # the view is kept: frame 0, the zoom, the colormap
         assert b.js("return document.getElementById('image').dataset.frame") == "0"
         address = lambda: urllib.parse.unquote(b.driver.current_url)  # noqa: E731

@@ -2,7 +2,7 @@
 // live updates of growing files, and the view in the address (#file=...&path=...).
 import * as api from "./api.js";
 import { el } from "./api.js";
-import { FileModel, fmt, markSelected, renderAttributes, renderTree } from "./tree.js";
+import { FileModel, fmt, formatShape, markSelected, renderAttributes, renderTree } from "./tree.js";
 import { ImageView } from "./image.js";
 import { LineView } from "./line.js";
 
@@ -241,6 +241,11 @@ function watch(domain) {
         if (!view || !view.info) break;
         const info = await api.plotInfo(domain, view.info.group || view.info.signal.path);
         if (view) await view.grew(info);
+        // the tree shows the signal's new shape too
+        for (const li of $("tree").querySelectorAll("li")) {
+          const shape = li.dataset.path === info.signal.path && li.querySelector(":scope > .node > .shape");
+          if (shape) shape.textContent = formatShape(info.signal.shape);
+        }
       } catch (e) { status(e.message); }
     } while (again);
     running = false;
