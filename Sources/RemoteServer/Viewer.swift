@@ -217,14 +217,43 @@ extension Responder {
         return p
     }
 
-    static func node(_ d: Store.OpenDomain, _ path: String) throws -> any NXReadableNode {
-        let root = d.file.root as any NXReadableGroup
-        let found: (any NXReadableNode)?
-        do { found = path == "/" ? root : try root.resolveNode(path) } catch let e as NeXusError {
+    /// The object at `path`, walked one link at a time: soft links are followed inside
+    /// the file, external links never (they may lead to any file on the server's disks;
+    /// the HDF REST routes do not follow them either).
+    static func node(_ d: Store.OpenDomain, _ path: String, depth: Int = 0) throws -> any NXReadableNode {
+        guard depth < 16 else { throw ServeError(400, "domain '\(d.domain)': \(path): too many soft links in a row") }
+        var node: any NXReadableNode = d.file.root as any NXReadableGroup
+        do {
+            for part in path.split(separator: "/").map(String.init) where part != "." {
+                if part == ".." { node = node.parentGroup; continue }
+                guard let g = node as? any NXReadableGroup else {
+                    throw ServeError(404, "domain '\(d.domain)': \(path): \(node.path) is a field, not a group")
+                }
+                guard let e = try g.entries().first(where: { $0.name == part }) else {
+                    throw ServeError(404, "domain '\(d.domain)': no object at \(path)")
+                }
+                switch e.link {
+                case .external(let file, let target):
+                    throw ServeError(403, "domain '\(d.domain)': \(path): '\(part)' is an external link (to \(file):\(target)); nxlua serve does not follow external links")
+                case .soft(let target):
+                    let absolute = target.hasPrefix("/") ? target : (g.path == "/" ? "" : g.path) + "/" + target
+                    node = try Responder.node(d, absolute, depth: depth + 1)
+                case .hard:
+                    guard let next = try g.childNode(part) else { throw ServeError(404, "domain '\(d.domain)': no object at \(path)") }
+                    node = next
+                }
+            }
+        } catch let e as NeXusError {
             throw ServeError(404, "domain '\(d.domain)': \(path): \(e.message)")
         }
-        guard let found else { throw ServeError(404, "domain '\(d.domain)': no object at \(path)") }
-        return found
+        return node
+    }
+
+    /// `n` when its path is reached without an external link (the NXdata rules look
+    /// children up themselves), nil otherwise.
+    static func inside(_ d: Store.OpenDomain, _ n: (any NXReadableField)?) -> (any NXReadableField)? {
+        guard let n, (try? node(d, n.path)) != nil else { return nil }
+        return n
     }
 
     static func describe(_ f: any NXReadableField) -> JSON {
@@ -250,9 +279,14 @@ extension Responder {
             var signal: (any NXReadableField)? = nil
             if let g = node as? any NXReadableGroup {
                 var target = g
-                if g.nxclass != "NXdata" || (try? g.signalField()) == nil, let dd = try g.defaultDataGroup() { target = dd }
+                if g.nxclass != "NXdata" || (try? g.signalField()) == nil, let dd = try g.defaultDataGroup() {
+                    guard (try? Responder.node(d, dd.path)) != nil else {
+                        throw ServeError(403, "domain '\(domain)': \(path): the default data \(dd.path) is behind an external link; nxlua serve does not follow external links")
+                    }
+                    target = dd
+                }
                 // nothing to plot is an answer, not an error (the viewer asks for every group clicked)
-                guard let s = try target.signalField() else {
+                guard let s = Responder.inside(d, try target.signalField()) else {
                     return .obj(["domain": .string(d.domain), "group": .null, "signal": .null,
                                  "reason": .string("\(path): no NXdata with a valid signal to plot")])
                 }
@@ -269,11 +303,13 @@ extension Responder {
             var errors: JSON = .null, mask: JSON = .null, title: JSON = .null
             if let g = group {
                 for (k, a) in try g.axisFields().enumerated() where k < axes.count {
-                    if let a { axes[k] = Responder.describe(a) }
+                    if let a = Responder.inside(d, a) { axes[k] = Responder.describe(a) }
                 }
-                if let e = try g.errorsField() { errors = .string(e.path) }
+                if let e = Responder.inside(d, try g.errorsField()) { errors = .string(e.path) }
                 let image = shape.filter { $0 != 1 }.suffix(2)
-                if image.count == 2, let m = try Responder.pixelMask(g, imageShape: Array(image)) { mask = .string(m) }
+                if image.count == 2, let m = try Responder.pixelMask(g, imageShape: Array(image)), (try? Responder.node(d, m)) != nil {
+                    mask = .string(m)
+                }
                 if let t = try? g.parentGroup.childNode("title") as? any NXReadableField, (try? t.shape)?.reduce(1, *) == 1,
                    case .strings(let v, _)? = try? t.read(nil), let first = v.first { title = .string(first) }
             }

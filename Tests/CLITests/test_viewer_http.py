@@ -168,6 +168,14 @@ def test_the_new_routes_need_credentials_and_stay_inside_the_folder(site):
         assert "error" in r.json()
     raw = s.get(url + "/nxlua/image?domain=/%2e%2e/outside/secret.nxs&path=/entry/data/counts", timeout=60)
     assert raw.status_code == 403, raw.text
+    # external links lead anywhere on the server's disks: never followed (as by the API)
+    for path in ["/entry/data/counts", "/entry/elsewhere/data/counts", "/entry/via_soft"]:
+        for route in ["image", "stats", "summary"]:
+            r = s.get(f"{url}/nxlua/{route}", params={"domain": "/external.nxs", "path": path}, timeout=60)
+            assert r.status_code == 403 and "external link" in r.json()["error"], (route, path, r.text)
+    p = s.get(url + "/nxlua/plot", params={"domain": "/external.nxs"}, timeout=60)
+    assert p.status_code == 200 and p.json()["signal"] is None
+    assert s.get(url + "/nxlua/plot", params={"domain": "/external.nxs", "path": "/entry/via_soft"}, timeout=60).status_code == 403
     # the watch route: same checks
     assert s.get(url + "/nxlua/watch", params={"domain": "/../outside/secret.nxs"}, timeout=60).status_code == 403
     assert s.get(url + "/nxlua/watch", params={"domain": "/sub/"}, timeout=60).status_code == 400

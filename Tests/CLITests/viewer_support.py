@@ -98,6 +98,16 @@ def served_folder(base):
     outside.mkdir()
     make_stack(outside / "secret.nxs")
     os.symlink(outside / "secret.nxs", root / "escape.nxs")
+    with h5py.File(root / "external.nxs", "w") as f:  # links out of the folder: never followed
+        f.attrs["default"] = "entry"
+        e = f.create_group("entry")
+        e.attrs["NX_class"] = "NXentry"
+        d = e.create_group("data")
+        d.attrs["NX_class"] = "NXdata"
+        d.attrs["signal"] = "counts"
+        d["counts"] = h5py.ExternalLink(str(outside / "secret.nxs"), "/entry/data/counts")
+        e["elsewhere"] = h5py.ExternalLink(str(outside / "secret.nxs"), "/entry")
+        e["via_soft"] = h5py.SoftLink("/entry/elsewhere/data/counts")
     frames = base / "cbf"
     frames.mkdir()
     shutil.copy(REAL_CBF, frames / "fit2d_00001.cbf")
