@@ -918,7 +918,7 @@ def bench_viewer(root):
     back). NXLUA_BIN picks the binary (default: the release build)."""
     import tempfile
     sys.path.insert(0, str(root / "Tests/CLITests"))
-    from viewer_support import make_driver
+    from viewer_support import make_driver, quit_driver
     nxlua = os.environ.get("NXLUA_BIN") or str(root / ".build/release/nxlua")
     work = pathlib.Path(tempfile.mkdtemp(prefix="nxlua-bench-viewer-"))
     served = work / "served"
@@ -1047,7 +1047,7 @@ def bench_viewer(root):
                 sizes.append(driver.execute_script(received))
             h5web = (statistics.median(times), statistics.median(sizes))
     finally:
-        driver.quit()
+        quit_driver(driver)
         if writer:
             writer.kill()
         if jupyter:

@@ -17,7 +17,8 @@ import pytest
 
 from test_serve import PASSWORD, USER, Server
 from test_viewer_http import expected_rgb
-from viewer_support import (HOSTILE, browser_test, make_driver, release, served_folder, stack_frames, start_writer)
+from viewer_support import (HOSTILE, browser_test, make_driver, quit_driver, release, served_folder, stack_frames,
+                            start_writer)
 
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.common.exceptions import NoAlertPresentException  # noqa: E402
@@ -91,7 +92,7 @@ class Browser:
             Image.open(path).convert("RGB").quantize(colors=128, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
 
     def close(self):
-        self.driver.quit()
+        quit_driver(self.driver)
 
 
 @pytest.fixture

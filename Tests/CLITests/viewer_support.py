@@ -173,11 +173,22 @@ def make_driver(downloads=None):
     for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,1000",
               "--force-device-scale-factor=1", "--force-color-profile=srgb", "--disable-extensions", "--no-first-run"):
         o.add_argument(a)
-    o.add_argument(f"--user-data-dir={tempfile.mkdtemp(prefix='nxlua-chromium-')}")
+    profile = tempfile.mkdtemp(prefix="nxlua-chromium-")
+    o.add_argument(f"--user-data-dir={profile}")
     o.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     if downloads:
         o.add_experimental_option("prefs", {"download.default_directory": str(downloads), "download.prompt_for_download": False})
-    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=o)
+    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=o)
+    driver.nxlua_profile = profile  # removed by quit_driver
+    return driver
+
+
+def quit_driver(driver):
+    """Ends the browser and removes its profile folder."""
+    try:
+        driver.quit()
+    finally:
+        shutil.rmtree(driver.nxlua_profile, ignore_errors=True)
 
 
 def console_errors(driver, allowed=()):
