@@ -972,16 +972,21 @@ def bench_viewer(root):
         ours_ms, ours_bytes = first_paint(driver, lambda run: url + f"/#file=/scan.nxs&frame={run}",
                                           "const c = document.getElementById('image'); return c && c.dataset.paintedAt")
         # scrubbing: the slider moved to each of 100 frames, each painted before the next
-        fps = driver.execute_async_script("""const done = arguments[0];
-            const s = document.getElementById('frame'), c = document.getElementById('image');
+        # (the loop runs in the page; Python only polls for its end)
+        driver.execute_script("""const s = document.getElementById('frame'), c = document.getElementById('image');
             const t0 = performance.now();
+            window.benchScrub = null;
             (async () => {
               for (let i = 0; i < 100; i++) {
                 s.value = i; s.dispatchEvent(new Event('input'));
                 while (c.dataset.frame !== String(i)) await new Promise((r) => setTimeout(r, 0));
               }
-              done(100000 / (performance.now() - t0));
+              window.benchScrub = 100000 / (performance.now() - t0);
             })();""")
+        fps = None
+        while fps is None:
+            time.sleep(0.5)
+            fps = driver.execute_script("return window.benchScrub")
         # live lag: a SWMR writer appends Pilatus-sized frames every 0.3 s; follow on
         live = served / "live.nxs"
         go = work / "go"
