@@ -86,11 +86,18 @@ let package = Package(
         // Pictures in the terminal: kitty graphics, iTerm2 images, sixel (own encoder) or
         // Unicode half blocks, chosen from the environment (docs/terminal-graphics.md). No Lua inside.
         .target(name: "TerminalGraphics"),
+        // The web viewer's HTML, CSS and ES modules, compiled into the binary (no files
+        // beside it); nxlua serve serves them (docs/viewer.md).
+        .target(name: "ViewerAssets", resources: [
+            .embedInCode("web/index.html"), .embedInCode("web/viewer.css"), .embedInCode("web/app.js"),
+            .embedInCode("web/api.js"), .embedInCode("web/tree.js"), .embedInCode("web/image.js"),
+            .embedInCode("web/line.js"),
+        ]),
         // `nxlua serve`: the read-only HDF REST API (HSDS's protocol, h5pyd's client) over
         // the files of a folder. No Lua inside: remote evaluation goes through the
         // RemoteEvaluator protocol, which NXLuaRuntime's sandbox implements.
         .target(name: "RemoteServer", dependencies: [
-            "NeXus", "NDArray", "Events", "FolderListing",
+            "NeXus", "NDArray", "Events", "FolderListing", "Plot", "ViewerAssets",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdCore", package: "hummingbird"),
             .product(name: "HummingbirdTLS", package: "hummingbird"),

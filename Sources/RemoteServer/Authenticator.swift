@@ -47,6 +47,15 @@ final class Authenticator: Sendable {
         return name
     }
 
+    /// A name and password from the viewer's login form, checked as a Basic header is.
+    func verify(name: String, password: String, pool: NIOThreadPool) async throws -> Bool {
+        let users = try currentUsers()
+        return try await pool.runIfActive { users.verify(name: name, password: password) }
+    }
+
+    /// Whether `name` is (still) a user of the users file.
+    func knows(_ name: String) throws -> Bool { try currentUsers().hash(of: name) != nil }
+
     private func currentUsers() throws -> UsersFile {
         guard let usersFile else { return UsersFile() }
         let stamp = Store.stamp(usersFile)

@@ -49,6 +49,8 @@ public final class RemoteServer: Sendable {
     let gate = HDF5Gate()
     let store: Store
     let auth: Authenticator
+    /// The web viewer's logins (ViewerSessions.swift).
+    let sessions = ViewerSessions()
     let evaluator: RemoteEvaluator?
     let journal: SQLiteJournal?
     let evalPool: NIOThreadPool
@@ -155,6 +157,9 @@ struct Call: Sendable {
     let acceptsGzip: Bool
     /// The authenticated user; nil for an anonymous request (--allow-anonymous).
     var user: String? = nil
+    /// Sent by the web viewer's scripts (X-NXLua-Viewer): its 401s ask for no Basic
+    /// credentials (the browser would pop up its own password dialog).
+    var fromViewer = false
 
     func flag(_ name: String) -> Bool {
         guard let v = query[name]?.lowercased() else { return false }
@@ -210,11 +215,14 @@ struct Responder: HTTPResponder {
             var c = Call(method: request.method, segments: segments, query: try parseQuery(request.uri.query),
                          acceptsBinary: accept.contains("application/octet-stream"),
                          acceptsGzip: encodings.lowercased().contains("gzip"))
+            c.fromViewer = request.headers[Responder.viewerHeader] == "1"
             call = c
             if segments == ["about"] && c.method == .get {
                 response = try await about(c, request)
+            } else if let viewer = try await viewerPublicRoute(c, &request) {
+                response = viewer  // the web viewer's page, scripts and login (Viewer.swift)
             } else {
-                c.user = try await server.auth.authenticate(request.headers[.authorization], pool: server.authPool)
+                c.user = try await authenticate(request, c)
                 call = c
                 response = try await route(c, &request)
             }
@@ -241,7 +249,7 @@ struct Responder: HTTPResponder {
     func errorResponse(_ status: Int, _ message: String, _ call: Call?) -> Response {
         var headers = HTTPFields()
         headers[.contentType] = "application/json; charset=utf-8"
-        if status == 401 { headers[.wwwAuthenticate] = "Basic realm=\"nxlua\"" }
+        if status == 401, call?.fromViewer != true { headers[.wwwAuthenticate] = "Basic realm=\"nxlua\"" }
         if status == 405 { headers[.allow] = "GET, HEAD, POST" }
         let body = JSON.obj(["error": .string(message), "status": .int(status)]).bytes
         return Response(status: .init(code: status), headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body)))
@@ -287,6 +295,7 @@ struct Responder: HTTPResponder {
         }
         if s.isEmpty { return try await domainRoute(c) }
         if s == ["domains"] { return try await folderRoute(c) }
+        if let viewer = try await viewerDataRoute(c) { return viewer }
         if s.first == "nxlua" { throw ServeError(404, "\(request.uri.path): unknown nxlua route") }
         guard let domain = c.domain else { throw ServeError(400, "\(request.uri.path): the domain parameter is missing (?domain=/folder/file.nxs)") }
         let store = server.store

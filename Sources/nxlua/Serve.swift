@@ -31,7 +31,8 @@ enum ServeCommand {
         usage: nxlua serve DIR [options]
                nxlua serve adduser FILE NAME     (reads the password from stdin)
         Serves every HDF5/NeXus file under DIR, read-only, through the HDF REST API (HSDS's
-        protocol): h5pyd reads them with h5pyd.File("/file.nxs", "r", endpoint=URL).
+        protocol): h5pyd reads them with h5pyd.File("/file.nxs", "r", endpoint=URL). A browser
+        opening URL gets the web viewer (same users; docs/viewer.md).
         Options:
         \(SubcommandOptions.helpLines(specs))
         Stop with Ctrl-C or SIGTERM (requests under way finish first).
