@@ -3,6 +3,7 @@ import Glibc
 #endif
 import AsyncHTTPClient
 import Dispatch
+import NDArray
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -113,10 +114,27 @@ public final class HTTPSession: @unchecked Sendable {  // immutable after init; 
         }
     }
 
-    /// Starts a request (the answer arrives in the future).
-    func start(_ call: Call) -> EventLoopFuture<HTTPReply> {
+    /// Starts a request (the answer arrives in the task's future).
+    func start(_ call: Call) -> HTTPClient.Task<HTTPReply> {
         let delegate = Collector(destination: call.destination)
-        return client.execute(request: call.request, delegate: delegate).futureResult
+        return client.execute(request: call.request, delegate: delegate)
+    }
+
+    /// The task's answer, waited for in steps of 20 ms so that Ctrl-C at the REPL (or an
+    /// evaluation's or a macro's limit: `Interruption`) stops the wait: the request is
+    /// cancelled and its end awaited (nothing writes into the caller's buffer after
+    /// this returns), then "interrupted" is thrown.
+    func wait(_ task: HTTPClient.Task<HTTPReply>, what: String) throws -> HTTPReply {
+        let done = DispatchSemaphore(value: 0)
+        task.futureResult.whenComplete { _ in done.signal() }
+        while done.wait(timeout: .now() + .milliseconds(20)) == .timedOut {
+            if Interruption.isRequested {
+                task.cancel()
+                done.wait()
+                throw RemoteError("\(what): interrupted")
+            }
+        }
+        return try task.futureResult.wait()
     }
 
     /// Waits for an answer; idempotent requests are sent again after a dropped
@@ -127,7 +145,7 @@ public final class HTTPSession: @unchecked Sendable {  // immutable after init; 
         var attempt = 1
         while true {
             do {
-                let reply = try start(call).wait()
+                let reply = try wait(start(call), what: what)
                 if reply.status == 200, let d = call.destination, reply.received != d.count {
                     // cut off (the server's file changed under a streaming read): a dropped connection
                     throw Dropped(reason: "short answer: \(reply.received) of \(d.count) bytes")
@@ -138,7 +156,10 @@ public final class HTTPSession: @unchecked Sendable {  // immutable after init; 
             } catch {
                 let retry = idempotent && attempt < options.attempts && HTTPSession.isDropped(error)
                 if !retry { throw RemoteError("\(what): \(HTTPSession.describe(error, url: call.request.url.absoluteString, options: options))") }
-                usleep(UInt32(pause * 1e6))
+                for _ in 0..<max(1, Int(pause / 0.02)) {  // a pause Ctrl-C can end
+                    if Interruption.isRequested { throw RemoteError("\(what): interrupted") }
+                    usleep(20_000)
+                }
                 pause *= 3
                 attempt += 1
             }
@@ -254,7 +275,7 @@ public final class HTTPSession: @unchecked Sendable {  // immutable after init; 
             return
         }
         // A window of requests in flight; each answer is checked (and retried alone) in order.
-        var inFlight: [(Int, EventLoopFuture<HTTPReply>)] = []
+        var inFlight: [(Int, HTTPClient.Task<HTTPReply>)] = []
         var next = 0
         func launch() {
             while next < calls.count && inFlight.count < max(1, options.parallelRequests) {
@@ -265,12 +286,12 @@ public final class HTTPSession: @unchecked Sendable {  // immutable after init; 
         launch()
         var failure: Error?
         while !inFlight.isEmpty {
-            let (i, future) = inFlight.removeFirst()
+            let (i, task) = inFlight.removeFirst()
             if failure == nil {
                 do {
                     var reply: HTTPReply
                     do {
-                        reply = try future.wait()
+                        reply = try wait(task, what: what)
                         if reply.status == 200, reply.received != calls[i].destination!.count { throw Dropped(reason: "short answer") }
                     } catch let e as RemoteError { throw e } catch {
                         guard HTTPSession.isDropped(error) else {
@@ -284,7 +305,8 @@ public final class HTTPSession: @unchecked Sendable {  // immutable after init; 
                 }
                 if failure == nil { launch() }
             } else {
-                _ = try? future.wait()  // nothing may still write into the caller's buffer
+                task.cancel()  // after a failure or Ctrl-C: the rest is not wanted
+                _ = try? task.futureResult.wait()  // nothing may still write into the caller's buffer
             }
         }
         if let failure { throw failure }

@@ -155,3 +155,88 @@ def test_help_in_the_repl(repl):
     p.expect("nxlua.sleep\\(seconds\\)")
     p.expect("Ctrl-C interrupts the wait")
     finish(p)
+
+
+class StuckServer:
+    """A server on loopback that accepts connections and then answers nothing (`mode`
+    "silent": a server start that hangs) or sends a 200 with a large body a few bytes a
+    second (`mode` "trickle": a big read over a slow link)."""
+
+    def __init__(self, mode):
+        import socket
+        import threading
+        self.mode, self.conns, self.stop = mode, [], threading.Event()
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        import threading
+        while not self.stop.is_set():
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(c)
+            threading.Thread(target=self.talk, args=(c,), daemon=True).start()
+
+    def talk(self, c):
+        try:
+            c.recv(65536)
+            if self.mode == "trickle":
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+                          b"Content-Length: 80000000\r\n\r\n")
+                while not self.stop.is_set():
+                    c.sendall(b"\0" * 64)
+                    time.sleep(0.05)
+            else:
+                self.stop.wait()
+        except OSError:
+            pass
+
+    def open_connections(self):
+        import select
+        alive = []
+        for c in self.conns:
+            try:
+                r, _, _ = select.select([c], [], [], 0)
+                if not (r and c.recv(1, __import__("socket").MSG_PEEK) == b""):
+                    alive.append(c)
+            except OSError:
+                pass
+        return alive
+
+    def close(self):
+        self.stop.set()
+        self.sock.close()
+        for c in self.conns:
+            c.close()
+
+
+@pytest.mark.parametrize("mode", ["silent", "trickle"])
+def test_ctrl_c_stops_a_remote_wait_and_leaves_no_connection(repl, mode):
+    # issue 21: a remote read over a slow link, or a server that hangs, ends within a
+    # fraction of a second of Ctrl-C, back at the prompt, its connection closed
+    server = StuckServer(mode)
+    try:
+        p = repl()
+        # the first request of a load hangs, or its answer comes in at 1.3 kB/s
+        p.sendline(f"r = nx.remote('http://127.0.0.1:{server.port}', {{timeout = 600}}); f = r:load('/scan.nxs')")
+        time.sleep(1.0)
+        started = time.monotonic()
+        p.sendintr()
+        p.expect("interrupted")
+        p.expect("> ")
+        elapsed = time.monotonic() - started
+        assert elapsed < 5, elapsed  # generous: the point is that it returns at all
+        deadline = time.monotonic() + 5
+        while server.open_connections() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not server.open_connections(), "the interrupted request's connection is still open"
+        p.sendline("1 + 1")
+        p.expect("2\r\n> ")
+        assert finish(p) == 0
+    finally:
+        server.close()
