@@ -298,20 +298,10 @@ enum PlotModule {
         return input
     }
 
-    /// A pixel_mask next to the data or in the entry's detector (Eiger's
-    /// detectorSpecific/pixel_mask), when its shape is the image's.
+    /// The NXdata's pixel mask (NXData's rule), as an image-shaped array.
     static func foundMask(_ g: any NXReadableGroup, imageShape: [Int]) throws -> NDArray? {
-        var candidates: [any NXReadableNode] = []
-        if let m = try? g.childNode("pixel_mask") { candidates.append(m) }
-        let entry = g.parentGroup
-        for p in ["instrument/detector/pixel_mask", "instrument/detector/detectorSpecific/pixel_mask"] {
-            if let m = (try? entry.resolveNode(p)).flatMap({ $0 }) { candidates.append(m) }
-        }
-        for c in candidates {
-            guard let f = c as? any NXReadableField, (try? f.shape)?.filter({ $0 != 1 }) == imageShape else { continue }
-            return try wrap { try arrayValue(f, nil).contiguous().reshapedView(imageShape) }
-        }
-        return nil
+        guard let f = g.pixelMaskField(imageShape: imageShape) else { return nil }
+        return try wrap { try arrayValue(f, nil).contiguous().reshapedView(imageShape) }
     }
 
     static func fieldInput(_ f: any NXReadableField, _ o: inout PlotOptions) throws -> PlotInput {

@@ -307,7 +307,7 @@ extension Responder {
                 }
                 if let e = Responder.inside(d, try g.errorsField()) { errors = .string(e.path) }
                 let image = shape.filter { $0 != 1 }.suffix(2)
-                if image.count == 2, let m = try Responder.pixelMask(g, imageShape: Array(image)), (try? Responder.node(d, m)) != nil {
+                if image.count == 2, let m = g.pixelMaskField(imageShape: Array(image))?.path, (try? Responder.node(d, m)) != nil {
                     mask = .string(m)
                 }
                 if let t = try? g.parentGroup.childNode("title") as? any NXReadableField, (try? t.shape)?.reduce(1, *) == 1,
@@ -317,21 +317,6 @@ extension Responder {
                          "signal": Responder.describe(signal), "axes": .array(axes), "errors": errors, "mask": mask,
                          "title": title, "counts": .bool(signal.stringAttribute("units")?.lowercased() == "counts")])
         }, c)
-    }
-
-    /// A pixel_mask next to the data or in the entry's detector (Eiger's
-    /// detectorSpecific/pixel_mask) whose shape is the image's, as plots find it.
-    static func pixelMask(_ g: any NXReadableGroup, imageShape: [Int]) throws -> String? {
-        var candidates: [any NXReadableNode] = []
-        if let m = try? g.childNode("pixel_mask") { candidates.append(m) }
-        let entry = g.parentGroup
-        for p in ["instrument/detector/pixel_mask", "instrument/detector/detectorSpecific/pixel_mask"] {
-            if let m = (try? entry.resolveNode(p)).flatMap({ $0 }) { candidates.append(m) }
-        }
-        for c in candidates {
-            if let f = c as? any NXReadableField, (try? f.shape)?.filter({ $0 != 1 }) == imageShape { return f.path }
-        }
-        return nil
     }
 
     /// The 2-D image a request names: `path` (a field), `frame` (indices of the leading

@@ -17,6 +17,22 @@ extension NXReadableGroup {
         return nil
     }
 
+    /// The pixel mask of an image of `imageShape` this NXdata shows: a `pixel_mask` next to
+    /// the data, else the entry detector's (Eiger's in detectorSpecific), when its shape
+    /// (size-1 axes dropped) is the image's. Plots and the web viewer apply it.
+    public func pixelMaskField(imageShape: [Int]) -> (any NXReadableField)? {
+        var candidates: [any NXReadableNode] = []
+        if let m = try? childNode("pixel_mask") { candidates.append(m) }
+        let entry = parentGroup
+        for p in ["instrument/detector/pixel_mask", "instrument/detector/detectorSpecific/pixel_mask"] {
+            if let m = (try? entry.resolveNode(p)).flatMap({ $0 }) { candidates.append(m) }
+        }
+        for c in candidates {
+            if let f = c as? any NXReadableField, (try? f.shape)?.filter({ $0 != 1 }) == imageShape { return f }
+        }
+        return nil
+    }
+
     /// Axis fields per signal dimension (nil where the axis is a placeholder "." or
     /// absent): group @axes with AXISNAME_indices, legacy @axes on the signal, legacy
     /// @axis=N (1-based) on the axis fields.
