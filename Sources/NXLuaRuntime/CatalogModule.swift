@@ -1,0 +1,296 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Catalog
+import LuaBridge
+import NeXus
+
+/// A catalog entry as Lua sees it: e.path, e.sample, e.temperature (as harvested),
+/// e.units.temperature, e.si.temperature, e.metadata, e:load().
+final class CatalogEntryBox: @unchecked Sendable {
+    let entry: CatalogEntry
+    init(_ entry: CatalogEntry) { self.entry = entry }
+}
+
+/// nx.catalog: the catalog's Lua face (thin: Sources/Catalog harvests, queries, stores).
+enum CatalogModule {
+    static func fail(_ error: Error) -> LuaError {
+        if let e = error as? QueryError { return .runtime("catalog query: \(e.description)") }
+        if let e = error as? CatalogError { return .runtime(e.message) }
+        if let e = error as? MappingError { return .runtime(e.message) }
+        return NeXusModule.fail(error)
+    }
+
+    static func wrap<T>(_ body: () throws -> T) throws -> T {
+        do { return try body() } catch { throw fail(error) }
+    }
+
+    static func pushValue(_ v: FieldValue, _ lua: Lua) {
+        switch v {
+        case .text(let s): lua.push(s)
+        case .number(let x, _, _): lua.push(x)
+        case .integer(let i): lua.push(Int(i))
+        case .time(let s, _): lua.push(s)
+        }
+    }
+
+    static let entryOptions = ["path", "entry", "units", "si", "metadata", "fields"]
+
+    static let entryClass: LuaClass<CatalogEntryBox> = LuaClass(
+        "NXcatalogentry",
+        summary: "an entry found in a catalog: e.path, e.entry, declared fields (e.sample, e.temperature as harvested), e.units, e.si, e.metadata",
+        help: """
+        local e = cat:search{sample = "LaB6"}[1]
+        e.path, e.entry, e.sample, e.temperature, e.units.temperature   -- 26.85  "degC"
+        e.si.temperature                                               -- 300.0 (kelvin)
+        e.metadata["instrument/detector/sensor_material"]             -- undeclared values, by path
+        local root = e:load()                                          -- the file, read-only
+        """,
+        methods: [
+            LuaMethodDecl("load", "e:load() -> root", "opens the entry's file read-only (as a SWMR reader when a stacker may still write it)") { call, box in
+                var o = NXFile.Options()
+                o.eagerLimit = NeXusModule.config.eagerLimit
+                let path = box.entry.path
+                let file: NXFile
+                do { file = try NXFile(path: path, mode: .read, options: o) } catch {
+                    o.swmr = true
+                    file = try wrap { try NXFile(path: path, mode: .read, options: o) }
+                }
+                NeXusModule.group.push(file.root, to: call.lua)
+                return 1
+            },
+            LuaMethodDecl("fields", "e:fields() -> table", "every declared field present, as harvested (name -> value)") { call, box in
+                let lua = call.lua
+                lua.newTable(recordCount: box.entry.fields.count)
+                for (k, v) in box.entry.fields { pushValue(v, lua); lua.rawSet(at: -2, key: k) }
+                return 1
+            },
+        ],
+        index: { call, box in
+            let lua = call.lua
+            guard let key = lua.toString(at: 2) else { return 0 }
+            let e = box.entry
+            switch key {
+            case "units":
+                lua.newTable()
+                for (k, v) in e.fields { if case .number(_, let u?, _) = v { lua.push(u); lua.rawSet(at: -2, key: k) } }
+                return 1
+            case "si":
+                lua.newTable()
+                for (k, v) in e.fields {
+                    switch v.normalised {
+                    case .double(let d): lua.push(d)
+                    case .int(let i): lua.push(Int(i))
+                    case .string(let s): lua.push(s)
+                    default: continue
+                    }
+                    lua.rawSet(at: -2, key: k)
+                }
+                return 1
+            case "metadata":
+                lua.newTable(recordCount: e.metadata.count)
+                for (k, v) in e.metadata { lua.push(v); lua.rawSet(at: -2, key: k) }
+                return 1
+            default:
+                guard let v = e.fields[key] else { return 0 }
+                pushValue(v, lua)
+                return 1
+            }
+        },
+        completions: { box in Array(box.entry.fields.keys) + ["units", "si", "metadata"] },
+        describe: { box in
+            let e = box.entry
+            var parts = ["\(e.path)\(e.entry.isEmpty ? "" : ":/" + e.entry)"]
+            for k in ["sample", "temperature", "start_time", "kind", "status"] {
+                guard let v = e.fields[k] else { continue }
+                switch v {
+                case .text(let s): parts.append("\(k)=\(s)")
+                case .number(let x, let u, _): parts.append("\(k)=\(x)\(u.map { " " + $0 } ?? "")")
+                case .integer(let i): parts.append("\(k)=\(i)")
+                case .time(let s, _): parts.append("\(k)=\(s)")
+                }
+            }
+            return parts.joined(separator: "  ")
+        }
+    )
+
+    static let searchOptions = ["query", "text", "since", "until", "order", "limit", "cursor"]
+
+    /// cat:search{...}: the table as a query (each declared field an equality, or a range
+    /// table {from=, to=, units=}; query = a query string ANDed with the rest).
+    static func query(_ call: LuaCall, _ i: Int32, _ catalog: Catalog) throws -> CatalogQuery {
+        let lua = call.lua
+        if lua.type(at: i) == .string { return try wrap { try CatalogQuery.parse(lua.toString(at: i) ?? "") } }
+        if call.isNoneOrNil(i) { return .all }
+        let names = catalog.mapping.fields.map(\.name)
+        try call.options(i, known: searchOptions + names)
+        var parts: [CatalogQuery] = []
+        var failure: LuaError? = nil
+        try lua.forEachRaw(at: i) { k, v in
+            guard failure == nil, let key = lua.toString(at: k), !["order", "limit", "cursor"].contains(key) else { return }
+            switch key {
+            case "query":
+                guard let s = lua.toString(at: v) else { failure = .argument(i, "query: a query string expected"); return }
+                do { parts.append(try CatalogQuery.parse(s)) } catch { failure = fail(error) }
+            case "text":
+                guard let s = lua.toString(at: v) else { failure = .argument(i, "text: a string expected"); return }
+                parts.append(.text(s, position: 0))
+            case "since", "until":
+                guard let s = lua.toString(at: v) else { failure = .argument(i, "\(key): a time (\"2026-12-01\") expected"); return }
+                let b = QueryBound(s, inclusive: true, at: 0)
+                parts.append(.range(field: "start_time", lower: key == "since" ? b : nil, upper: key == "until" ? b : nil, position: 0))
+            default:
+                switch lua.type(at: v) {
+                case .table:
+                    var from: String? = nil, to: String? = nil, units = ""
+                    if lua.rawGet(at: v, key: "units") == .string { units = " " + (lua.toString(at: -1) ?? "") }
+                    lua.pop()
+                    if lua.rawGet(at: v, key: "from") != .nil { from = lua.toString(at: -1) }
+                    lua.pop()
+                    if lua.rawGet(at: v, key: "to") != .nil { to = lua.toString(at: -1) }
+                    lua.pop()
+                    if from == nil && to == nil { failure = .argument(i, "\(key): {from =, to =, units =} expected"); return }
+                    parts.append(.range(field: key, lower: from.map { QueryBound($0 + units, inclusive: true, at: 0) },
+                                        upper: to.map { QueryBound($0 + units, inclusive: true, at: 0) }, position: 0))
+                case .string, .number:
+                    parts.append(.equals(field: key, value: lua.toString(at: v) ?? "", position: 0))
+                case .boolean where lua.toBoolean(at: v):
+                    parts.append(.exists(field: key, position: 0))
+                default:
+                    failure = .argument(i, "\(key): a value, a range table or true expected")
+                }
+            }
+        }
+        if let failure { throw failure }
+        return parts.isEmpty ? .all : parts.count == 1 ? parts[0] : .and(parts)
+    }
+
+    static let catalogClass: LuaClass<Catalog> = LuaClass(
+        "NXcatalog",
+        summary: "a catalog of NeXus files (nx.catalog): search, facets, count, add",
+        help: """
+        local cat = nx.catalog("nxlua-catalog.sqlite")        -- or a postgres:// URL
+        cat:add("/data/2026-12")                               -- registers files (folders walked)
+        for _, e in ipairs(cat:search{sample = "LaB6", temperature = {from = 100, to = 300, units = "K"},
+                                      text = "rotation", since = "2026-12-01", order = "-start_time", limit = 50}) do
+          print(e.path, e.temperature, e.units.temperature)
+        end
+        cat:search("sample:LaB6 AND temperature:[250 K TO 30 degC]")   -- the query language
+        cat:facets("sample")                                   -- { {value = "LaB6", count = 12}, ... }
+        """,
+        methods: [
+            LuaMethodDecl("search", "cat:search(query) -> {entries}",
+                          "entries matching a table {field = value | {from=, to=, units=}, text=, since=, until=, query=, order=, limit=, cursor=} or a query string",
+                          help: """
+                          The list has .next when more entries match (pass it as cursor = to continue) and .count
+                          (the entries on this page). order: a field name, '-' first for descending (default: latest
+                          registered first). limit: 100 by default.
+                          """) { call, cat in
+                let q = try query(call, 2, cat)
+                let lua = call.lua
+                var order: String? = nil, limit = 100, cursor: String? = nil
+                if lua.type(at: 2) == .table {
+                    if lua.rawGet(at: 2, key: "order") == .string { order = lua.toString(at: -1) }
+                    lua.pop()
+                    if lua.rawGet(at: 2, key: "limit") == .number { limit = lua.toInteger(at: -1) ?? limit }
+                    lua.pop()
+                    if lua.rawGet(at: 2, key: "cursor") == .string { cursor = lua.toString(at: -1) }
+                    lua.pop()
+                }
+                let page = try wrap { try cat.search(q, order: order, limit: limit, cursor: cursor) }
+                lua.newTable(arrayCount: page.entries.count, recordCount: 2)
+                for (n, e) in page.entries.enumerated() {
+                    entryClass.push(CatalogEntryBox(e), to: lua)
+                    lua.rawSet(at: -2, index: n + 1)
+                }
+                lua.push(page.next); lua.rawSet(at: -2, key: "next")
+                lua.push(page.entries.count); lua.rawSet(at: -2, key: "count")
+                return 1
+            },
+            LuaMethodDecl("count", "cat:count([query]) -> n", "how many entries match (a table as for search, or a query string)") { call, cat in
+                let q = try query(call, 2, cat)
+                return call.returns(try wrap { try cat.count(q) })
+            },
+            LuaMethodDecl("facets", "cat:facets(field [, query [, limit]]) -> {{value=, count=}, ...}",
+                          "entries per value of a field among those matching the query, most frequent first") { call, cat in
+                let field = try call.string(2)
+                let q = try query(call, 3, cat)
+                let limit = try call.optInteger(4) ?? 50
+                let list = try wrap { try cat.facets(field, query: q, limit: limit) }
+                let lua = call.lua
+                lua.newTable(arrayCount: list.count)
+                for (n, f) in list.enumerated() {
+                    lua.newTable(recordCount: 2)
+                    switch f.value {
+                    case .string(let s): lua.push(s)
+                    case .int(let i): lua.push(Int(i))
+                    case .double(let d): lua.push(d)
+                    default: lua.pushNil()
+                    }
+                    lua.rawSet(at: -2, key: "value")
+                    lua.push(f.count); lua.rawSet(at: -2, key: "count")
+                    lua.rawSet(at: -2, index: n + 1)
+                }
+                return 1
+            },
+            LuaMethodDecl("add", "cat:add(path, ...) -> registered, unchanged, bad",
+                          "registers files, and the NeXus/HDF5 files under folders (unchanged files are skipped)") { call, cat in
+                var paths: [String] = []
+                for i in 2...max(2, call.count) { paths.append(try call.string(i)) }
+                let s = try wrap { try cat.register(paths) }
+                return call.returns(s.registered, s.unchanged, s.bad)
+            },
+            LuaMethodDecl("fields", "cat:fields() -> {{name=, type=, dimension=, unit=, summary=}, ...}", "the declared fields") { call, cat in
+                let lua = call.lua
+                lua.newTable(arrayCount: cat.mapping.fields.count)
+                for (n, f) in cat.mapping.fields.enumerated() {
+                    lua.newTable(recordCount: 5)
+                    lua.push(f.name); lua.rawSet(at: -2, key: "name")
+                    lua.push(f.type.rawValue); lua.rawSet(at: -2, key: "type")
+                    lua.push(f.dimension.rawValue); lua.rawSet(at: -2, key: "dimension")
+                    lua.push(f.dimension.siUnit); lua.rawSet(at: -2, key: "unit")
+                    lua.push(f.summary); lua.rawSet(at: -2, key: "summary")
+                    lua.rawSet(at: -2, index: n + 1)
+                }
+                return 1
+            },
+        ],
+        close: { cat in cat.close() },
+        describe: { cat in "nx.catalog(\"\(cat.engine.location)\")" }
+    )
+
+    static let catalogFunction = LuaFunctionDecl(
+        "catalog", "nx.catalog([location [, options]]) -> catalog",
+        "opens a catalog of NeXus files: a SQLite file (created if need be) or a postgres:// URL; default $NXLUA_CATALOG, else ./nxlua-catalog.sqlite",
+        help: "options: {mapping = \"beamline.toml\"} adds a beamline's field mapping (docs/catalog.md). cat:search, cat:facets, cat:count, cat:add."
+    ) { call in
+        let location = try call.optString(1) ?? Catalog.defaultLocation()
+        var mapping: Mapping? = nil
+        if !call.isNoneOrNil(2) {
+            try call.options(2, known: ["mapping"])
+            let lua = call.lua
+            if lua.rawGet(at: 2, key: "mapping") == .string, let path = lua.toString(at: -1) {
+                lua.pop()
+                guard let text = readSmallFile(path) else { throw LuaError.runtime("\(path): cannot read the mapping file") }
+                mapping = try wrap { try Mapping.parse(text, source: path) }
+            } else { lua.pop() }
+        }
+        let cat = try wrap { try Catalog(location: location, mapping: mapping) }
+        catalogClass.push(cat, to: call.lua)
+        return 1
+    }
+
+    static func readSmallFile(_ path: String) -> String? {
+        guard let f = fopen(path, "r") else { return nil }
+        defer { fclose(f) }
+        var out: [UInt8] = []
+        var buf = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = fread(&buf, 1, buf.count, f)
+            if n <= 0 { break }
+            out += buf[0..<n]
+            if out.count > 16 << 20 { return nil }
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+}
