@@ -101,6 +101,7 @@ public final class PostgresEngine: CatalogEngine, @unchecked Sendable {
     func run<T>(_ what: String, _ body: @escaping @Sendable (PostgresConnection, Logger) async throws -> T) throws -> T {
         lock.lock()
         defer { lock.unlock() }
+        if closed { throw CatalogError("\(location): the catalog is closed") }
         let c = connection, log = logger
         do { return try PostgresEngine.blocking { try await body(c, log) } } catch let e as CatalogError { throw e } catch {
             throw CatalogError("\(location): \(what): \(PostgresEngine.describe(error))")
@@ -210,10 +211,18 @@ public final class PostgresEngine: CatalogEngine, @unchecked Sendable {
         }
     }
 
+    var closed = false
+
+    /// Closes the connection (once; also when the engine is released unclosed, as a Lua
+    /// catalog collected at exit is).
     public func close() {
         lock.lock()
         defer { lock.unlock() }
+        if closed { return }
+        closed = true
         let c = connection
         _ = try? PostgresEngine.blocking { try await c.close() }
     }
+
+    deinit { close() }
 }
