@@ -7,6 +7,10 @@ import Glibc
 public struct CatalogPage: Sendable {
     public var entries: [CatalogEntry]
     public var next: String?
+    public init(entries: [CatalogEntry], next: String?) {
+        self.entries = entries
+        self.next = next
+    }
 }
 
 /// What a registration did.

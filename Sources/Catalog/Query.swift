@@ -252,3 +252,26 @@ struct QueryParser {
         return out
     }
 }
+
+extension CatalogQuery {
+    /// The query in the query language (what a Lua table sends to a server's catalog).
+    public var text: String {
+        func quote(_ s: String) -> String {
+            "\"" + s.replacingAll("\\", "\\\\").replacingAll("\"", "\\\"") + "\""
+        }
+        switch self {
+        case .all: return ""
+        case .and(let parts): return "(" + parts.map(\.text).joined(separator: " AND ") + ")"
+        case .or(let parts): return "(" + parts.map(\.text).joined(separator: " OR ") + ")"
+        case .not(let q): return "NOT " + q.text
+        case .equals(let f, let v, _): return "\(f):\(quote(v))"
+        case .exists(let f, _): return "exists:\(f)"
+        case .text(let t, _): return quote(t)
+        case .range(let f, let lo, let hi, _):
+            let open = lo.map { $0.inclusive ? "[" : "{" } ?? "["
+            let close = hi.map { $0.inclusive ? "]" : "}" } ?? "]"
+            func bound(_ b: QueryBound?) -> String { b.map { $0.text.contains(" ") ? quote($0.text) : $0.text } ?? "*" }
+            return "\(f):\(open)\(bound(lo)) TO \(bound(hi))\(close)"
+        }
+    }
+}

@@ -4,12 +4,81 @@ import Glibc
 import Catalog
 import LuaBridge
 import NeXus
+import RemoteClient
+import RemoteServer
 
 /// A catalog entry as Lua sees it: e.path, e.sample, e.temperature (as harvested),
 /// e.units.temperature, e.si.temperature, e.metadata, e:load().
 final class CatalogEntryBox: @unchecked Sendable {
     let entry: CatalogEntry
-    init(_ entry: CatalogEntry) { self.entry = entry }
+    /// The server the entry came from (its path is then a domain there).
+    let remote: RemoteConnection?
+    init(_ entry: CatalogEntry, remote: RemoteConnection? = nil) {
+        self.entry = entry
+        self.remote = remote
+    }
+}
+
+/// What nx.catalog opened: a catalog (SQLite file, PostgreSQL URL) or a server's
+/// (an http(s):// URL of nxlua serve --catalog).
+final class CatalogHandle: @unchecked Sendable {
+    let local: Catalog?
+    let remote: RemoteConnection?
+    init(local: Catalog) { self.local = local; remote = nil }
+    init(remote: RemoteConnection) { self.remote = remote; local = nil }
+
+    var location: String { local?.engine.location ?? remote?.url ?? "?" }
+
+    func search(_ q: CatalogQuery, order: String?, limit: Int, cursor: String?) throws -> CatalogPage {
+        if let local { return try local.search(q, order: order, limit: limit, cursor: cursor) }
+        let page = try remote!.catalogSearch(q.text, order: order, limit: min(limit, 1000), cursor: cursor)
+        return CatalogPage(entries: page.entries.map(CatalogHandle.entry), next: page.next)
+    }
+
+    func count(_ q: CatalogQuery) throws -> Int {
+        if let local { return try local.count(q) }
+        return try remote!.catalogCount(q.text)
+    }
+
+    func facets(_ field: String, _ q: CatalogQuery, limit: Int) throws -> [(value: CatalogJSON, count: Int)] {
+        if let local { return try local.facets(field, query: q, limit: limit) }
+        return try remote!.catalogFacets(field, query: q.text, limit: min(limit, 1000)).map { (CatalogHandle.value($0.value), $0.count) }
+    }
+
+    static func value(_ j: JSON) -> CatalogJSON {
+        switch j {
+        case .null: return .null
+        case .bool(let b): return .bool(b)
+        case .int(let i): return .int(i)
+        case .double(let d): return .double(d)
+        case .string(let s): return .string(s)
+        case .array(let a): return .array(a.map(value))
+        case .object(let m): return .object(Dictionary(m.map { ($0.key, value($0.value)) }, uniquingKeysWith: { a, _ in a }))
+        }
+    }
+
+    /// An entry of the server's answer: its domain as the path, fields as harvested,
+    /// with the SI values beside them.
+    static func entry(_ j: JSON) -> CatalogEntry {
+        var e = CatalogEntry(path: j["domain"]?.stringValue ?? "?", entry: j["entry"]?.stringValue ?? "")
+        let si = j["si"]
+        if case .object(let members)? = j["fields"] {
+            for m in members where m.key != "path" && m.key != "entry" {
+                let n = si?[m.key].map(value)
+                switch value(m.value) {
+                case .object(let o):
+                    if let v = o["value"]?.doubleValue { e.fields[m.key] = .number(v, units: o["units"]?.stringValue, si: n?.doubleValue ?? v) }
+                case .string(let s):
+                    if let t = n?.doubleValue { e.fields[m.key] = .time(s, seconds: t) } else { e.fields[m.key] = .text(s) }
+                case .int(let i): e.fields[m.key] = .integer(i)
+                case .double(let d): e.fields[m.key] = .number(d, units: nil, si: n?.doubleValue ?? d)
+                default: continue
+                }
+            }
+        }
+        if case .object(let members)? = j["metadata"] { for m in members { if let s = m.value.stringValue { e.metadata[m.key] = s } } }
+        return e
+    }
 }
 
 /// nx.catalog: the catalog's Lua face (thin: Sources/Catalog harvests, queries, stores).
@@ -47,7 +116,12 @@ enum CatalogModule {
         local root = e:load()                                          -- the file, read-only
         """,
         methods: [
-            LuaMethodDecl("load", "e:load() -> root", "opens the entry's file read-only (as a SWMR reader when a stacker may still write it)") { call, box in
+            LuaMethodDecl("load", "e:load() -> root", "opens the entry's file read-only (as a SWMR reader when a stacker may still write it; through nx.remote for a server's catalog)") { call, box in
+                if let r = box.remote {
+                    let root = try wrap { try r.load(box.entry.path, eagerLimit: NeXusModule.config.eagerLimit) }
+                    NeXusModule.remoteGroup.push(root, to: call.lua)
+                    return 1
+                }
                 var o = NXFile.Options()
                 o.eagerLimit = NeXusModule.config.eagerLimit
                 let path = box.entry.path
@@ -118,12 +192,15 @@ enum CatalogModule {
 
     /// cat:search{...}: the table as a query (each declared field an equality, or a range
     /// table {from=, to=, units=}; query = a query string ANDed with the rest).
-    static func query(_ call: LuaCall, _ i: Int32, _ catalog: Catalog) throws -> CatalogQuery {
+    static func query(_ call: LuaCall, _ i: Int32, _ handle: CatalogHandle) throws -> CatalogQuery {
         let lua = call.lua
         if lua.type(at: i) == .string { return try wrap { try CatalogQuery.parse(lua.toString(at: i) ?? "") } }
         if call.isNoneOrNil(i) { return .all }
-        let names = catalog.mapping.fields.map(\.name)
-        try call.options(i, known: searchOptions + names)
+        if let catalog = handle.local {
+            try call.options(i, known: searchOptions + catalog.mapping.fields.map(\.name))
+        } else {
+            try call.table(i)  // the server names unknown fields
+        }
         var parts: [CatalogQuery] = []
         var failure: LuaError? = nil
         try lua.forEachRaw(at: i) { k, v in
@@ -165,7 +242,12 @@ enum CatalogModule {
         return parts.isEmpty ? .all : parts.count == 1 ? parts[0] : .and(parts)
     }
 
-    static let catalogClass: LuaClass<Catalog> = LuaClass(
+    static func localOnly(_ h: CatalogHandle, _ what: String) throws -> Catalog {
+        guard let c = h.local else { throw LuaError.runtime("\(h.location): a server's catalog is read-only here (\(what) is for a catalog file or postgres:// URL)") }
+        return c
+    }
+
+    static let catalogClass: LuaClass<CatalogHandle> = LuaClass(
         "NXcatalog",
         summary: "a catalog of NeXus files (nx.catalog): search, facets, count, add",
         help: """
@@ -200,7 +282,7 @@ enum CatalogModule {
                 let page = try wrap { try cat.search(q, order: order, limit: limit, cursor: cursor) }
                 lua.newTable(arrayCount: page.entries.count, recordCount: 2)
                 for (n, e) in page.entries.enumerated() {
-                    entryClass.push(CatalogEntryBox(e), to: lua)
+                    entryClass.push(CatalogEntryBox(e, remote: cat.remote), to: lua)
                     lua.rawSet(at: -2, index: n + 1)
                 }
                 lua.push(page.next); lua.rawSet(at: -2, key: "next")
@@ -216,7 +298,7 @@ enum CatalogModule {
                 let field = try call.string(2)
                 let q = try query(call, 3, cat)
                 let limit = try call.optInteger(4) ?? 50
-                let list = try wrap { try cat.facets(field, query: q, limit: limit) }
+                let list = try wrap { try cat.facets(field, q, limit: limit) }
                 let lua = call.lua
                 lua.newTable(arrayCount: list.count)
                 for (n, f) in list.enumerated() {
@@ -235,12 +317,14 @@ enum CatalogModule {
             },
             LuaMethodDecl("add", "cat:add(path, ...) -> registered, unchanged, bad",
                           "registers files, and the NeXus/HDF5 files under folders (unchanged files are skipped)") { call, cat in
+                let local = try localOnly(cat, "add")
                 var paths: [String] = []
                 for i in 2...max(2, call.count) { paths.append(try call.string(i)) }
-                let s = try wrap { try cat.register(paths) }
+                let s = try wrap { try local.register(paths) }
                 return call.returns(s.registered, s.unchanged, s.bad)
             },
-            LuaMethodDecl("fields", "cat:fields() -> {{name=, type=, dimension=, unit=, summary=}, ...}", "the declared fields") { call, cat in
+            LuaMethodDecl("fields", "cat:fields() -> {{name=, type=, dimension=, unit=, summary=}, ...}", "the declared fields") { call, handle in
+                let cat = try localOnly(handle, "fields")
                 let lua = call.lua
                 lua.newTable(arrayCount: cat.mapping.fields.count)
                 for (n, f) in cat.mapping.fields.enumerated() {
@@ -255,16 +339,28 @@ enum CatalogModule {
                 return 1
             },
         ],
-        close: { cat in cat.close() },
-        describe: { cat in "nx.catalog(\"\(cat.engine.location)\")" }
+        close: { cat in cat.local?.close() },
+        describe: { cat in "nx.catalog(\"\(cat.location)\")" }
     )
 
     static let catalogFunction = LuaFunctionDecl(
         "catalog", "nx.catalog([location [, options]]) -> catalog",
-        "opens a catalog of NeXus files: a SQLite file (created if need be) or a postgres:// URL; default $NXLUA_CATALOG, else ./nxlua-catalog.sqlite",
-        help: "options: {mapping = \"beamline.toml\"} adds a beamline's field mapping (docs/catalog.md). cat:search, cat:facets, cat:count, cat:add."
+        "opens a catalog of NeXus files: a SQLite file (created if need be), a postgres:// URL, or a server's (http(s)://, nxlua serve --catalog); default $NXLUA_CATALOG, else ./nxlua-catalog.sqlite",
+        help: """
+        options: {mapping = "beamline.toml"} adds a beamline's field mapping (docs/catalog.md); for a server,
+        the options of nx.remote (user =, password =, ...): entries are then domains, and e:load() reads them
+        through nx.remote. cat:search, cat:facets, cat:count, cat:add.
+        """
     ) { call in
         let location = try call.optString(1) ?? Catalog.defaultLocation()
+        if location.hasPrefix("http://") || location.hasPrefix("https://") {
+            // nx.remote's connection, options and password rules
+            _ = try NeXusModule.remoteFunction.body(call)
+            guard let r = NeXusModule.remote.object(at: -1, in: call.lua) else { throw LuaError.runtime("nx.catalog: \(location): no connection") }
+            call.lua.pop()
+            catalogClass.push(CatalogHandle(remote: r), to: call.lua)
+            return 1
+        }
         var mapping: Mapping? = nil
         if !call.isNoneOrNil(2) {
             try call.options(2, known: ["mapping"])
@@ -276,7 +372,7 @@ enum CatalogModule {
             } else { lua.pop() }
         }
         let cat = try wrap { try Catalog(location: location, mapping: mapping) }
-        catalogClass.push(cat, to: call.lua)
+        catalogClass.push(CatalogHandle(local: cat), to: call.lua)
         return 1
     }
 

@@ -509,6 +509,21 @@ def test_serve_answers_catalog_queries_for_its_folder_only(tmp_path):
         for h in HOSTILE:
             status, body = get(port, "/nxlua/catalog?q=" + q(f"sample:{json.dumps(h)}"))
             assert status in (200, 400) and (status == 400 or body["entries"] == []), (h, body)
+        # from Lua: the server's catalog, entries loaded through nx.remote
+        code = f"""
+        local cat = nx.catalog("http://127.0.0.1:{port}", {{user = "ray", password = "secret"}})
+        local found = cat:search{{sample = "LaB6", temperature = {{from = 250, to = 350, units = "K"}}, order = "-start_time"}}
+        print(#found, found[1].path, found[1].temperature, found[1].units.temperature)
+        print(found[1]:load().entry.title:read())
+        print(cat:count{{text = "rotation"}}, cat:facets("sample")[1].value, #cat:search{{query = "sample:Si OR sample:CeO2"}})
+        print(pcall(cat.add, cat, "x"))
+        """
+        r = ok("-e", code)
+        lines = r.stdout.splitlines()
+        assert lines[0] == "1\t/lab6_300K.nxs\t300.0\tK", r.stdout
+        assert lines[1] == "rotation at room temperature"
+        assert lines[2] == "2\tLaB6\t1"
+        assert "a server's catalog is read-only here" in lines[3]
     finally:
         srv.send_signal(signal.SIGTERM)
         srv.wait(timeout=60)

@@ -61,6 +61,15 @@ final class QueryParserTests: XCTestCase {
         XCTAssertEqual(try CatalogQuery.parse("salt and pepper"), .and([.text("salt", position: 1), .text("and", position: 6), .text("pepper", position: 10)]))
     }
 
+    func testQueriesRenderBackToText() throws {
+        for text in ["sample:LaB6 AND temperature:[100 K TO 300 K] \"rotation scan\"", "NOT (sample:Si OR kind:derived)",
+                     "temperature:>=250K", "start_time:{2026-12-01 TO *]", "exists:wavelength", "title:\"a \\\"quoted\\\" word\""] {
+            let q = try CatalogQuery.parse(text)
+            XCTAssertEqual(try CatalogQuery.parse(q.text).text, q.text, text)
+            XCTAssertEqual(try CatalogQuery.parse(q.text).withoutPositions, q.withoutPositions, text)
+        }
+    }
+
     func testErrorsPointAtThePosition() {
         func error(_ q: String) -> QueryError? {
             do { _ = try CatalogQuery.parse(q); return nil } catch let e as QueryError { return e } catch { return nil }
@@ -243,5 +252,22 @@ final class SQLiteCatalogTests: XCTestCase {
         }
         XCTAssertEqual(try c.count(.all), 5)
         XCTAssertEqual(try c.search(.equals(field: "sample", value: "x' OR '1'='1", position: 1)).entries.count, 0)
+    }
+}
+
+extension CatalogQuery {
+    var withoutPositions: CatalogQuery {
+        switch self {
+        case .all: return .all
+        case .and(let p): return .and(p.map(\.withoutPositions))
+        case .or(let p): return .or(p.map(\.withoutPositions))
+        case .not(let q): return .not(q.withoutPositions)
+        case .equals(let f, let v, _): return .equals(field: f, value: v, position: 0)
+        case .exists(let f, _): return .exists(field: f, position: 0)
+        case .text(let t, _): return .text(t, position: 0)
+        case .range(let f, let lo, let hi, _):
+            return .range(field: f, lower: lo.map { QueryBound($0.text, inclusive: $0.inclusive, at: 0) },
+                          upper: hi.map { QueryBound($0.text, inclusive: $0.inclusive, at: 0) }, position: 0)
+        }
     }
 }
