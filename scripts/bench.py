@@ -1085,7 +1085,7 @@ def bench_catalog_query(root):
          f"{rate / 3600:.1f}x", ">= 10,000 entries/s", rate >= 10_000),
         ("catalog query at 1M: sample AND instrument", f"{r['equality_ms']:.2f} ms", "", "", "", "p50 <= 5 ms", r["equality_ms"] <= 5),
         ("catalog query at 1M: temperature range in K and degC", f"{r['range_ms']:.2f} ms", "", "", "", "p50 <= 5 ms", r["range_ms"] <= 5),
-        ("catalog query at 1M: free-text phrase AND word", f"{r['text_ms']:.2f} ms", "", "", "", "p50 <= 20 ms", r["text_ms"] <= 20),
+        ("catalog query at 1M: free-text phrase OR word", f"{r['text_ms']:.2f} ms", "", "", "", "p50 <= 20 ms", r["text_ms"] <= 20),
         ("catalog query at 1M: latest scan of an instrument", f"{r['latest_ms']:.3f} ms", "", "", "", "p50 <= 1 ms", r["latest_ms"] <= 1),
     ]
 

@@ -105,7 +105,10 @@ func catalogBench(path: String, entries: Int, batch: Int) throws {
     for suffix in ["", "-wal", "-shm"] { unlink(path + suffix) }
     let cat = try Catalog(location: path)
     let samples = ["LaB6", "Si", "CeO2", "Al2O3", "Ni", "Cu", "Fe3O4", "SrTiO3", "KTaO3", "BaTiO3"]
-    let words = ["rotation", "alignment", "powder", "single", "crystal", "mesh", "energy", "scan", "dark", "flat", "calibration", "omega"]
+    // titles of four words from a vocabulary of 500 (plan names, conditions, notes)
+    let base = ["rotation", "alignment", "powder", "single", "crystal", "mesh", "energy", "scan", "dark", "flat", "calibration", "omega",
+                "phi", "kappa", "fly", "step", "edge", "anneal", "quench", "field", "pressure", "cooling", "warming", "test", "beam"]
+    let words = (0..<500).map { base[$0 % base.count] + ($0 < base.count ? "" : String($0 / base.count)) }
     var rng = SystemRandomNumberGenerator()
     let start0 = 1_764_547_200.0  // 2025-12-01
     let t0 = now()
@@ -143,9 +146,9 @@ func catalogBench(path: String, entries: Int, batch: Int) throws {
         }
         return median(xs)
     }
-    let equality = try p50("sample:KTaO3 AND instrument:beamline-7", limit: 50)
+    let equality = try p50("sample:KTaO3 AND instrument:beamline-18", limit: 50)
     let range = try p50("temperature:[250 K TO 26.85 degC] AND instrument:beamline-3", limit: 50)
-    let text = try p50("\"calibration omega\" AND dark", limit: 50)
+    let text = try p50("\"calibration omega3\" OR anneal7", limit: 50)
     let latest = try p50("instrument:beamline-11", order: "-start_time", limit: 1)
     print("{\"bench\": \"catalog\", \"entries\": \(entries), \"insert_seconds\": \(insertSeconds), \"equality_ms\": \(equality), \"range_ms\": \(range), \"text_ms\": \(text), \"latest_ms\": \(latest)}")
     cat.close()
