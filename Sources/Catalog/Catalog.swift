@@ -224,6 +224,26 @@ public final class Catalog: @unchecked Sendable {
         return CatalogPage(entries: entries, next: next)
     }
 
+    /// Entries registered (or registered again: a re-harvested file's entries are new)
+    /// after catalog id `id` that match `query`, oldest first: what cat:watch delivers.
+    public func entries(after id: Int64, matching query: CatalogQuery, limit: Int = 1000) throws -> [CatalogEntry] {
+        var w = try whereClause(query, visibleUnder: nil)
+        w.arguments.append(.int(id))
+        let d = engine.dialect
+        let rows = try engine.select("SELECT id, path, entry, \(d.jsonText("si")), \(d.jsonText("harvested")), \(d.jsonText("meta")) FROM entries WHERE (\(w.sql)) AND id > \(d.placeholder(w.arguments.count)) ORDER BY id LIMIT \(max(1, limit))", w.arguments)
+        return try rows.map { row in
+            var e = try entry(from: row)
+            if case .int(let i) = row[0] { e.id = i }
+            return e
+        }
+    }
+
+    /// The newest catalog id (0 for an empty catalog).
+    public func lastID() throws -> Int64 {
+        if case .int(let i)? = try engine.select("SELECT MAX(id) FROM entries", []).first?.first { return i }
+        return 0
+    }
+
     /// How many entries match.
     public func count(_ query: CatalogQuery, visibleUnder: [String]? = nil) throws -> Int {
         let w = try whereClause(query, visibleUnder: visibleUnder)

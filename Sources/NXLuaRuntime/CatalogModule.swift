@@ -315,6 +315,48 @@ enum CatalogModule {
                 }
                 return 1
             },
+            LuaMethodDecl("watch", "cat:watch(query, fn [, options]) -> delivered",
+                          "calls fn(entry) for each entry registered from now on that matches the query (a table as for search, or a string), until fn returns false",
+                          help: """
+                          options: {timeout = seconds} stops after that long (default: no limit), {from_start = true}
+                          delivers the entries already there first. The catalog is looked at every 20 ms (a local
+                          SQLite read of the newest ids: cheap), so a new entry arrives within about that; a file
+                          registered again (changed) comes again. Ctrl-C stops the watch. Not for a server's catalog.
+                          """) { call, handle in
+                let cat = try localOnly(handle, "watch")
+                let q = try query(call, 2, handle)
+                guard call.type(3) == .function else { throw call.typeError(3, expected: "function") }
+                var timeout = Double.infinity
+                var last = try wrap { try cat.lastID() }
+                if !call.isNoneOrNil(4) {
+                    try call.options(4, known: ["timeout", "from_start"])
+                    let lua = call.lua
+                    if lua.rawGet(at: 4, key: "timeout") == .number { timeout = lua.toNumber(at: -1)! }
+                    lua.pop()
+                    if lua.rawGet(at: 4, key: "from_start") != .nil, lua.toBoolean(at: -1) { last = 0 }
+                    lua.pop()
+                }
+                let lua = call.lua
+                let deadline = CatalogModule.now() + timeout
+                var delivered = 0
+                while true {
+                    for e in try wrap({ try cat.entries(after: last, matching: q) }) {
+                        last = max(last, e.id)
+                        lua.ensureStack(4)
+                        lua.pushValue(at: 3)
+                        entryClass.push(CatalogEntryBox(e), to: lua)
+                        do { try lua.pcall(nargs: 1, nresults: 1, traceback: true) } catch let err as LuaScriptError {
+                            throw LuaError.runtime(err.message)
+                        }
+                        delivered += 1
+                        let stop = lua.type(at: -1) == .boolean && !lua.toBoolean(at: -1)
+                        lua.pop()
+                        if stop { return call.returns(delivered) }
+                    }
+                    if CatalogModule.now() >= deadline { return call.returns(delivered) }
+                    try CoreModule.sleepPolling(min(0.02, max(0, deadline - CatalogModule.now())))
+                }
+            },
             LuaMethodDecl("add", "cat:add(path, ...) -> registered, unchanged, bad",
                           "registers files, and the NeXus/HDF5 files under folders (unchanged files are skipped)") { call, cat in
                 let local = try localOnly(cat, "add")
@@ -374,6 +416,12 @@ enum CatalogModule {
         let cat = try wrap { try Catalog(location: location, mapping: mapping) }
         catalogClass.push(CatalogHandle(local: cat), to: call.lua)
         return 1
+    }
+
+    static func now() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
     }
 
     static func readSmallFile(_ path: String) -> String? {

@@ -390,6 +390,37 @@ def test_lua_catalog(tmp_path, catalog):
     assert "cat:search(query) -> {entries}" in r.stdout
 
 
+def test_watch_delivers_new_matching_entries(tmp_path):
+    db = tmp_path / "cat.sqlite"
+    data = tmp_path / "data"
+    make_data(data)
+    ok("catalog", "add", data, "--catalog", db)
+    script = tmp_path / "watch.lua"
+    script.write_text("""
+    local cat = nx.catalog(...)
+    local n = cat:watch("sample:Zr OR sample:Hf", function(e)
+      print("new", e.path:match("[^/]+$"), e.sample, e.temperature)
+      io.stdout:flush()
+      return e.sample ~= "Hf"
+    end, {timeout = 300, from_start = true})
+    print("delivered", n)
+    """)
+    p = subprocess.Popen([BIN, script, db], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        nxmx(data / "zr.nxs", "Zr", 77.0, "2026-12-04T10:00:00Z")
+        nxmx(data / "other.nxs", "Ti", 77.0, "2026-12-04T10:00:00Z")
+        ok("catalog", "add", data, "--catalog", db)
+        nxmx(data / "hf.nxs", "Hf", 20.0, "2026-12-04T11:00:00Z")
+        ok("catalog", "add", data / "hf.nxs", "--catalog", db)
+        out, err = p.communicate(timeout=300)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 0, err
+    assert out.splitlines() == ["new\tzr.nxs\tZr\t77.0", "new\thf.nxs\tHf\t20.0", "delivered\t2"], out
+
+
 def make_frames(folder, numbers):
     folder.mkdir(parents=True, exist_ok=True)
     code = f"""
