@@ -22,6 +22,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
         // The event journal of beamline macros (Sources/Events): SQLite in WAL mode.
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        // The catalog's PostgreSQL engine (Sources/Catalog), for a postgres:// URL.
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
         // Macro content hashes (SHA-256) for provenance (Sources/Macros).
         .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
     ],
@@ -97,7 +99,7 @@ let package = Package(
         // the files of a folder. No Lua inside: remote evaluation goes through the
         // RemoteEvaluator protocol, which NXLuaRuntime's sandbox implements.
         .target(name: "RemoteServer", dependencies: [
-            "NeXus", "NDArray", "Events", "FolderListing", "Plot", "ViewerAssets",
+            "NeXus", "NDArray", "Events", "FolderListing", "Plot", "ViewerAssets", "Catalog",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdCore", package: "hummingbird"),
             .product(name: "HummingbirdTLS", package: "hummingbird"),
@@ -122,8 +124,12 @@ let package = Package(
         // interface a message-bus bridge would implement, the stacker's event emitter.
         // No Lua inside.
         .target(name: "Events", dependencies: ["Stacker", "NeXus", "NDArray", .product(name: "GRDB", package: "GRDB.swift")]),
+        // The catalog (docs/catalog.md): harvest NeXus files through a field mapping, the query
+        // language compiled to SQL, SQLite (WAL, FTS5) and PostgreSQL stores. No Lua inside.
+        .target(name: "Catalog", dependencies: ["NeXus", "NDArray", "FolderListing", .product(name: "GRDB", package: "GRDB.swift"),
+                                               .product(name: "PostgresNIO", package: "postgres-nio")]),
         // The Lua modules nxlua provides (bindings only; cores live in their own modules).
-        .target(name: "NXLuaRuntime", dependencies: ["LuaBridge", "NativeLibraries", "NDArray", "NeXus", "Detector", "Stacker", "TerminalProgress", "RemoteServer", "RemoteClient", "Events", "Plot", "FolderListing"]),
+        .target(name: "NXLuaRuntime", dependencies: ["LuaBridge", "NativeLibraries", "NDArray", "NeXus", "Detector", "Stacker", "TerminalProgress", "RemoteServer", "RemoteClient", "Events", "Plot", "FolderListing", "Catalog"]),
         // `nxlua macros`: one worker thread and one Lua state per macro file, fed from the
         // journal with durable cursors, limits, failure counting and live reload.
         .target(name: "Macros", dependencies: ["Events", "NXLuaRuntime", "LuaBridge", "NDArray", "NeXus",
@@ -135,7 +141,7 @@ let package = Package(
         // (docs/architecture.md, "Start-up").
         .executableTarget(name: "nxlua", dependencies: [
             "NXLuaRuntime", "LuaBridge", "LineEdit", "Stacker", "NeXus", "RemoteServer", "Events", "Macros",
-            "Plot", "TerminalGraphics",
+            "Plot", "TerminalGraphics", "Catalog", "TerminalProgress",
         ], linkerSettings: [
             // Release: start-up and size (docs/architecture.md, "Start-up"). lld packs the
             // 140,000 relative relocations of a position-independent executable (RELR:
@@ -151,7 +157,7 @@ let package = Package(
 
         // Swift-side micro-benchmarks for scripts/bench (not part of the product).
         .target(name: "CBenchmarkShims", dependencies: ["CLua"]),
-        .executableTarget(name: "nxlua-bench", dependencies: ["LuaBridge", "CLua", "CBenchmarkShims", "NDArray", "Events"]),
+        .executableTarget(name: "nxlua-bench", dependencies: ["LuaBridge", "CLua", "CBenchmarkShims", "NDArray", "Events", "Catalog"]),
 
         .testTarget(name: "LuaBridgeTests", dependencies: ["LuaBridge"]),
         .testTarget(name: "NDArrayTests", dependencies: ["NDArray"]),
@@ -161,6 +167,7 @@ let package = Package(
         .testTarget(name: "RemoteServerTests", dependencies: ["RemoteServer", "NeXus", "NDArray"]),
         .testTarget(name: "RemoteClientTests", dependencies: ["RemoteClient", "NeXus", "NDArray"]),
         .testTarget(name: "EventsTests", dependencies: ["Events"]),
+        .testTarget(name: "CatalogTests", dependencies: ["Catalog"]),
         .testTarget(name: "TerminalGraphicsTests", dependencies: ["TerminalGraphics"]),
         .testTarget(name: "PlotTests", dependencies: ["Plot", "NDArray"]),
         .testTarget(name: "NXLuaRuntimeTests", dependencies: [

@@ -16,7 +16,7 @@ public enum MacroSetup {
     static let kinds = ["run.start", "stream.open", "frames.ready", "point", "file.closed", "run.stop"]
 
     static let prelude = """
-    local name, path, version, readframes = ...
+    local name, path, version, readframes, registered = ...
     local kinds = { \(kinds.map { "[\"\($0)\"] = true" }.joined(separator: ", ")) }
     local handlers, order = {}, {}
     local function checkkind(fname, kind)
@@ -42,7 +42,7 @@ public enum MacroSetup {
       for i, k in ipairs(order[kind]) do if k == key then table.remove(order[kind], i) break end end
       return true
     end
-    local current = nil
+    local current, current_event = nil, nil
     local function open(file)
       -- the stacker may still be writing the file (SWMR); a finished file opens either way
       local ok, f = pcall(nx.load, file, "r", { swmr = true })
@@ -61,30 +61,35 @@ public enum MacroSetup {
       if type(file) ~= "string" then error("bad argument #1 to 'write_process' (file name expected, got " .. type(file) .. ")", 2) end
       if type(pname) ~= "string" then error("bad argument #2 to 'write_process' (group name expected, got " .. type(pname) .. ")", 2) end
       t = t or {}
-      local f <close> = nx.load(file, "a")
       local entry = t.entry or "entry"
-      if f[entry] == nil then f[entry] = nx.group("NXentry") end
-      local g = f[entry]
-      if g[pname] ~= nil then g[pname] = nil end
-      g[pname] = nx.group("NXprocess", {
-        program = "nxlua macros", version = version, date = os.date("!%Y-%m-%dT%H:%M:%SZ"),
-        macro = name, macro_path = path, macro_hash = version,
-      })
-      local p = g[pname]
-      if t.note then p.note = t.note end
-      if t.parameters then
-        local params = {}
-        for k, v in pairs(t.parameters) do params[k] = v end
-        p.parameters = nx.group("NXparameters", params)
+      do
+        local f <close> = nx.load(file, "a")
+        if f[entry] == nil then f[entry] = nx.group("NXentry") end
+        local g = f[entry]
+        if g[pname] ~= nil then g[pname] = nil end
+        g[pname] = nx.group("NXprocess", {
+          program = "nxlua macros", version = version, date = os.date("!%Y-%m-%dT%H:%M:%SZ"),
+          macro = name, macro_path = path, macro_hash = version,
+        })
+        local p = g[pname]
+        if t.note then p.note = t.note end
+        if t.parameters then
+          local params = {}
+          for k, v in pairs(t.parameters) do params[k] = v end
+          p.parameters = nx.group("NXparameters", params)
+        end
+        if t.data then p.data = nx.data(t.data) end
+        if t.fields then for k, v in pairs(t.fields) do p[k] = v end end
       end
-      if t.data then p.data = nx.data(t.data) end
-      if t.fields then for k, v in pairs(t.fields) do p[k] = v end end
+      -- the catalog (nxlua macros --catalog) records the file as derived from the event's file
+      registered(file, current_event and current_event.file)
       return file .. ":/" .. entry .. "/" .. pname
     end
     local function dispatch(event)
       local keys = order[event.kind]
       if keys == nil or #keys == 0 then return 0 end
       local n = 0
+      current_event = event
       for _, k in ipairs({ table.unpack(keys) }) do
         local fn = handlers[event.kind][k]
         if fn then current = k; fn(event); n = n + 1 end
@@ -181,6 +186,10 @@ public enum MacroSetup {
         }
     }
 
+    /// Called after macro.write_process wrote `file` while handling an event about `source`
+    /// (`nxlua macros --catalog` registers the file as derived data of the source).
+    nonisolated(unsafe) public static var processWritten: (@Sendable (_ file: String, _ source: String?) -> Void)?
+
     static let dispatchKey = "nxlua.macro.dispatch"
     static let wantsKey = "nxlua.macro.wants"
     static let handlerKey = "nxlua.macro.handler"
@@ -200,7 +209,11 @@ public enum MacroSetup {
             try ArrayModule.push(a, call.lua, scalarIfZeroD: false)
             return 1
         }
-        try lua.pcall(nargs: 4, nresults: 3)
+        lua.push(function: "registered") { call in
+            if let hook = processWritten { hook(try call.string(1), try call.optString(2)) }
+            return 0
+        }
+        try lua.pcall(nargs: 5, nresults: 3)
         for (i, key) in [dispatchKey, wantsKey, handlerKey].enumerated() {
             lua.pushValue(at: base + 1 + Int32(i))
             lua.rawSet(at: Lua.registryIndex, key: key)

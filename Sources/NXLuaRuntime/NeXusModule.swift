@@ -862,8 +862,10 @@ enum NeXusModule {
                 return 1
             },
             remoteFunction,
+            CatalogModule.catalogFunction,
         ],
-        classes: [group, field, attrs, spec, remote, remoteGroup, remoteField, remoteAttrs]
+        classes: [group, field, attrs, spec, remote, remoteGroup, remoteField, remoteAttrs,
+                  CatalogModule.catalogClass, CatalogModule.entryClass]
     )
 }
 

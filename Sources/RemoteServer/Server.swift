@@ -1,3 +1,4 @@
+import Catalog
 import CompressNIO
 import HTTPTypes
 import Hummingbird
@@ -37,6 +38,8 @@ public struct ServeOptions: Sendable {
     public var logLevel: Logger.Level = .info
     /// POST /nxlua/events appends to this event journal (nil: the route answers 403).
     public var journalPath: String?
+    /// GET /nxlua/catalog answers from this catalog (a SQLite file or a postgres:// URL).
+    public var catalogLocation: String?
 
     public init(folder: String) { self.folder = folder }
 }
@@ -53,6 +56,7 @@ public final class RemoteServer: Sendable {
     let sessions = ViewerSessions()
     let evaluator: RemoteEvaluator?
     let journal: SQLiteJournal?
+    let catalog: Catalog?
     let evalPool: NIOThreadPool
     /// Appends of POST /nxlua/events: never queued behind evaluations (which can take
     /// minutes on a large stack).
@@ -86,6 +90,9 @@ public final class RemoteServer: Sendable {
         if options.allowEval && evaluator == nil { throw ServeError(400, "--allow-eval: this build has no evaluator") }
         do { journal = try options.journalPath.map { try SQLiteJournal(path: $0) } } catch {
             throw ServeError(400, "--journal: \(error)")
+        }
+        do { catalog = try options.catalogLocation.map { try Catalog(location: $0) } } catch {
+            throw ServeError(400, "--catalog: \(error)")
         }
         evalPool = NIOThreadPool(numberOfThreads: 2)
         evalPool.start()
@@ -295,6 +302,7 @@ struct Responder: HTTPResponder {
         }
         if s.isEmpty { return try await domainRoute(c) }
         if s == ["domains"] { return try await folderRoute(c) }
+        if s == ["nxlua", "catalog"] { return try await catalogRoute(c) }
         if let viewer = try await viewerDataRoute(c) { return viewer }
         if s.first == "nxlua" { throw ServeError(404, "\(request.uri.path): unknown nxlua route") }
         guard let domain = c.domain else { throw ServeError(400, "\(request.uri.path): the domain parameter is missing (?domain=/folder/file.nxs)") }

@@ -4,6 +4,7 @@
 //   nxlua-bench bridge [calls]   Lua->C vs Lua->Swift call cost (ns per call)
 import CBenchmarkShims
 import CLua
+import Catalog
 import Events
 import LuaBridge
 import NDArray
@@ -96,11 +97,71 @@ func journal(path: String, events: Int, batch: Int) throws {
     print("{\"bench\": \"journal\", \"events\": \(events), \"batch\": \(batch), \"seconds\": \(seconds)}")
 }
 
+/// The catalog at scale: `entries` generated entries (samples, temperatures in K or degC,
+/// times, instruments, titles) inserted in batches into a new SQLite catalog, then the
+/// median latency of each kind of query (the targets: declared fields and ranges
+/// 5 ms, text 20 ms, the latest scan of an instrument 1 ms).
+func catalogBench(path: String, entries: Int, batch: Int) throws {
+    for suffix in ["", "-wal", "-shm"] { unlink(path + suffix) }
+    let cat = try Catalog(location: path)
+    let samples = ["LaB6", "Si", "CeO2", "Al2O3", "Ni", "Cu", "Fe3O4", "SrTiO3", "KTaO3", "BaTiO3"]
+    // titles of four words from a vocabulary of 500 (plan names, conditions, notes)
+    let base = ["rotation", "alignment", "powder", "single", "crystal", "mesh", "energy", "scan", "dark", "flat", "calibration", "omega",
+                "phi", "kappa", "fly", "step", "edge", "anneal", "quench", "field", "pressure", "cooling", "warming", "test", "beam"]
+    let words = (0..<500).map { base[$0 % base.count] + ($0 < base.count ? "" : String($0 / base.count)) }
+    var rng = SystemRandomNumberGenerator()
+    let start0 = 1_764_547_200.0  // 2025-12-01
+    let t0 = now()
+    var i = 0
+    while i < entries {
+        let n = min(batch, entries - i)
+        var files: [FileRecord] = []
+        files.reserveCapacity(n)
+        for k in i..<(i + n) {
+            var e = CatalogEntry(path: "/data/run\(k / 10_000)/scan_\(k).nxs", entry: "entry")
+            e["sample"] = .text(samples[k % samples.count])
+            let kelvin = 10 + Double(rng.next() % 4000) / 10
+            e["temperature"] = k % 3 == 0 ? .number(kelvin - 273.15, units: "degC", si: kelvin) : .number(kelvin, units: "K", si: kelvin)
+            let t = start0 + Double(k) * 30
+            e["start_time"] = .time(CatalogTime.iso(t), seconds: t)
+            e["instrument"] = .text("beamline-\(k % 20)")
+            e["title"] = .text((0..<4).map { _ in words[Int(rng.next() % UInt64(words.count))] }.joined(separator: " ") + " \(k)")
+            e["kind"] = .text("raw")
+            e["status"] = .text("ok")
+            e["frames"] = .integer(Int64(k % 3600))
+            files.append(FileRecord(path: e.path, size: 1000, mtime: t, entries: [e]))
+        }
+        try cat.engine.replace(files)
+        i += n
+    }
+    let insertSeconds = now() - t0
+    func p50(_ q: String, order: String? = nil, limit: Int = 50, runs: Int = 30) throws -> Double {
+        let query = try CatalogQuery.parse(q)
+        _ = try cat.search(query, order: order, limit: limit)
+        var xs: [Double] = []
+        for _ in 0..<runs {
+            let t = now()
+            _ = try cat.search(query, order: order, limit: limit)
+            xs.append((now() - t) * 1e3)
+        }
+        return median(xs)
+    }
+    let equality = try p50("sample:KTaO3 AND instrument:beamline-18", limit: 50)
+    let range = try p50("temperature:[250 K TO 26.85 degC] AND instrument:beamline-3", limit: 50)
+    let text = try p50("\"calibration omega3\" OR anneal7", limit: 50)
+    let latest = try p50("instrument:beamline-11", order: "-start_time", limit: 1)
+    print("{\"bench\": \"catalog\", \"entries\": \(entries), \"insert_seconds\": \(insertSeconds), \"equality_ms\": \(equality), \"range_ms\": \(range), \"text_ms\": \(text), \"latest_ms\": \(latest)}")
+    cat.close()
+}
+
 let args = CommandLine.arguments
 switch args.count > 1 ? args[1] : "" {
 case "journal":
     try journal(path: args.count > 2 ? args[2] : "/tmp/nxlua-bench-journal.sqlite",
                 events: args.count > 3 ? Int(args[3]) ?? 200_000 : 200_000, batch: args.count > 4 ? Int(args[4]) ?? 500 : 500)
+case "catalog":
+    try catalogBench(path: args.count > 2 ? args[2] : "/tmp/nxlua-bench-catalog.sqlite",
+                     entries: args.count > 3 ? Int(args[3]) ?? 1_000_000 : 1_000_000, batch: args.count > 4 ? Int(args[4]) ?? 5000 : 5000)
 case "sums":
     try sums(frames: args.count > 2 ? Int(args[2]) ?? 100 : 100)
 case "bridge":

@@ -78,6 +78,7 @@ enum MacrosCommand {
         .init(name: "poll", valueName: "S", help: "seconds between looks at the journal once caught up (default 0.01)"),
         .init(name: "reload-now", valueName: nil, help: "an edited macro takes over at once, not at the next run.start"),
         .init(name: "from-start", valueName: nil, help: "new macros start at the journal's first event (default: the run in progress)"),
+        .init(name: "catalog", valueName: "DB", help: "register files written by macro.write_process in this catalog, as derived data of the event's file (docs/catalog.md)"),
         .init(name: "help", valueName: nil, help: "show this help"),
     ]
 
@@ -114,6 +115,7 @@ enum MacrosCommand {
             o.reloadNow = a.flag("reload-now")
             o.fromStart = a.flag("from-start")
             let runner = try MacroRunner(options: o)
+            if let location = a.string("catalog") { try registerDerivedData(in: location, log: o.log) }
             signal(SIGINT) { _ in macrosStopRequested = 1 }
             signal(SIGTERM) { _ in macrosStopRequested = 1 }
             o.log("macros: running \(o.directory) on \(o.journalPath)")

@@ -20,6 +20,7 @@ enum ServeCommand {
         .init(name: "eval-timeout", valueName: "S", help: "wall-time limit of one evaluation (default 120 seconds: a sum over a 3600-frame Pilatus 2M stack fits)"),
         .init(name: "eval-memory", valueName: "MB", help: "Lua memory limit of one evaluation (default 256)"),
         .init(name: "journal", valueName: "FILE", help: "accept scan events from authenticated users (POST /nxlua/events) into this journal (docs/macros.md)"),
+        .init(name: "catalog", valueName: "DB", help: "answer GET /nxlua/catalog?q=QUERY from this catalog, for files inside the served folder (docs/catalog.md)"),
         .init(name: "max-request-size", valueName: "B", help: "largest value read in bytes (default 104857600); above: 413"),
         .init(name: "gzip-binary", valueName: nil, help: "gzip binary values when the client accepts it (JSON always)"),
         .init(name: "log-level", valueName: "L", help: "trace, debug, info (default), notice, warning, error"),
@@ -59,6 +60,7 @@ enum ServeCommand {
         if let b = try a.int("max-request-size", atLeast: 1) { o.maxRequestSize = b }
         o.gzipBinary = a.flag("gzip-binary")
         o.journalPath = a.string("journal")
+        o.catalogLocation = a.string("catalog")
         if let v = a.string("log-level") {
             guard let level = Logger.Level(rawValue: v) else { throw UsageError(message: "unknown log level '\(v)'") }
             o.logLevel = level

@@ -1,3 +1,4 @@
+import Catalog
 import Events
 import NeXus
 import Stacker
@@ -14,7 +15,8 @@ enum StackCommand {
     /// The options: the stacking and event settings shared with `detector.stack{...}`.
     static let specs: [SubcommandOptions.Spec] = (StackOptions.settings + StackEventEmitter.settings).map {
         SubcommandOptions.Spec(name: $0.name, valueName: $0.valueName, help: $0.help)
-    } + [.init(name: "help", valueName: nil, help: "show this help")]
+    } + [.init(name: "catalog", valueName: "DB", help: "register the output in this catalog at the start (status running) and again at the end (frames, status) (docs/catalog.md)"),
+         .init(name: "help", valueName: nil, help: "show this help")]
 
     static var usage: String {
         """
@@ -51,15 +53,20 @@ enum StackCommand {
             stackOptions.shouldStop = { stopRequested != 0 }
             let emitter = try StackEventEmitter.make(Values(a: a), for: &stackOptions)
             defer { emitter?.close() }
+            let registrar = try a.string("catalog").map { try StackRegistrar(catalog: Catalog(location: $0), inner: stackOptions.observer, log: stackOptions.log) }
+            if let registrar { stackOptions.observer = registrar }
+            defer { registrar?.catalog.close() }
             signal(SIGINT) { _ in stopRequested = 1 }
             signal(SIGTERM) { _ in stopRequested = 1 }
             do {
                 let summary = try Stacker(options: stackOptions).run()
+                registrar?.finished(file: stackOptions.output, status: summary.stopReason == "interrupted" ? "interrupted" : "done")
                 print(describe(summary))
                 if summary.stopReason == "interrupted" { return 130 }
                 return summary.bad > 0 || !summary.missing.isEmpty ? 2 : 0
             } catch {
                 emitter?.runFailed("\(error)", file: stackOptions.output)
+                registrar?.finished(file: stackOptions.output, status: "failed", error: "\(error)")
                 throw error
             }
         }
@@ -77,6 +84,56 @@ enum StackCommand {
         }
         if !s.stopReason.isEmpty { text += "; stopped: \(s.stopReason)" }
         return text
+    }
+}
+
+/// `nxlua stack --catalog DB`: the output is registered when the run starts (status
+/// running, so a search finds a stack being written) and harvested again when it ends
+/// (frames, bad frames, status done, interrupted or failed). Events go on to the journal's
+/// emitter; a catalog failure is logged and never stops the stacking.
+final class StackRegistrar: StackObserver {
+    let catalog: Catalog
+    let inner: StackObserver?
+    let log: (String) -> Void
+    var entry = "entry"
+
+    init(catalog: Catalog, inner: StackObserver?, log: @escaping (String) -> Void) {
+        self.catalog = catalog
+        self.inner = inner
+        self.log = log
+    }
+
+    func runStarted(file: String, dataset: String, frameShape: [Int], resumed: Bool) {
+        inner?.runStarted(file: file, dataset: dataset, frameShape: frameShape, resumed: resumed)
+        entry = dataset.split(separator: "/").first.map(String.init) ?? "entry"
+        // not harvested now: this process holds the file open for writing
+        do {
+            try catalog.record(file, entry: entry, fields: [
+                "kind": .text("stack"), "status": .text("running"), "signal_shape": .text((["0"] + frameShape.map(String.init)).joined(separator: "x")),
+                "start_time": .time(CatalogTime.iso(Double(time(nil))), seconds: Double(time(nil))),
+            ], harvest: false)
+        } catch { log("catalog: \(error)") }
+    }
+
+    func runResumed(storedRanges: [Range<Int>], file: String, dataset: String) {
+        inner?.runResumed(storedRanges: storedRanges, file: file, dataset: dataset)
+    }
+
+    func framesFlushed(_ range: Range<Int>, file: String, dataset: String) {
+        inner?.framesFlushed(range, file: file, dataset: dataset)
+    }
+
+    func framesFlushed(_ range: Range<Int>, file: String, dataset: String, frames: [FlushedFrame]) {
+        inner?.framesFlushed(range, file: file, dataset: dataset, frames: frames)
+    }
+
+    func runStopped(_ summary: StackSummary) { inner?.runStopped(summary) }
+
+    /// Harvests the closed file with its final status.
+    func finished(file: String, status: String, error: String? = nil) {
+        var fields: [String: FieldValue] = ["kind": .text("stack"), "status": .text(status)]
+        if let error { fields["error"] = .text(error) }
+        do { try catalog.record(file, entry: entry, fields: fields) } catch { log("catalog: \(error)") }
     }
 }
 

@@ -1,0 +1,272 @@
+import NDArray
+import NeXus
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Reads a NeXus/HDF5 file into catalog entries, one per NXentry, through the mapping.
+/// A file that cannot be read becomes one entry with status "bad" and the reason.
+public struct Harvester: Sendable {
+    public let mapping: Mapping
+    /// Undeclared values gathered per entry at most (a file with thousands of small
+    /// fields still registers in milliseconds).
+    public var metadataLimit = 400
+
+    public init(mapping: Mapping = .standard) { self.mapping = mapping }
+
+    /// The file's size and modification time (what decides whether it changed).
+    public static func fileStamp(_ path: String) -> (size: Int64, mtime: Double)? {
+        var st = stat()
+        guard stat(path, &st) == 0 else { return nil }
+        return (Int64(st.st_size), Double(st.st_mtim.tv_sec) + Double(st.st_mtim.tv_nsec) * 1e-9)
+    }
+
+    public func harvest(_ path: String) -> [CatalogEntry] {
+        var base: [String: FieldValue] = [:]
+        if let s = Harvester.fileStamp(path) {
+            base["size"] = .integer(s.size)
+            base["mtime"] = .time(CatalogTime.iso(s.mtime), seconds: s.mtime)
+        }
+        do {
+            var o = NXFile.Options()
+            o.eagerLimit = 64
+            let file: NXFile
+            do { file = try NXFile(path: path, mode: .read, options: o) } catch {
+                // a file a stacker is writing (SWMR) opens as a SWMR reader
+                var s = o
+                s.swmr = true
+                guard let f = try? NXFile(path: path, mode: .read, options: s) else { throw error }
+                file = f
+            }
+            defer { try? file.close() }
+            var out: [CatalogEntry] = []
+            for node in try file.root.children(ofClass: "NXentry") {
+                guard let g = node as? NXGroup else { continue }
+                var e = CatalogEntry(path: path, entry: g.name, fields: base)
+                try harvestEntry(g, into: &e)
+                out.append(e)
+            }
+            if out.isEmpty {
+                var e = CatalogEntry(path: path, entry: "", fields: base)
+                e["kind"] = .text("raw")
+                e["status"] = .text("bad")
+                e["error"] = .text("\(path): no NXentry group (not a NeXus file)")
+                out.append(e)
+            }
+            return out
+        } catch {
+            var e = CatalogEntry(path: path, entry: "", fields: base)
+            e["kind"] = .text("raw")
+            e["status"] = .text("bad")
+            e["error"] = .text("\(error)")
+            return [e]
+        }
+    }
+
+    func harvestEntry(_ entry: NXGroup, into e: inout CatalogEntry) throws {
+        for f in mapping.fields where !f.paths.isEmpty {
+            for p in f.paths {
+                guard let node = try? resolve(p, in: entry), let field = node as? NXField else { continue }
+                if let v = try? value(of: field, as: f) {
+                    e[f.name] = v
+                    break
+                }
+            }
+        }
+        // the default NXdata's signal: shape, type, frames
+        if let data = try? entry.defaultData(), let signal = try? data.signal(), let shape = try? signal.shape {
+            e["signal_shape"] = .text(shape.map(String.init).joined(separator: "x"))
+            e["signal_dtype"] = .text((try? signal.elementType.name) ?? "?")
+            e["frames"] = .integer(Int64(shape.count >= 3 ? shape[0] : shape.count == 2 ? 1 : shape.first ?? 0))
+        }
+        var kind = "raw"
+        // the stacker's provenance
+        if let stacking = try? entry.child("stacking") as? NXGroup {
+            kind = "stack"
+            if let src = stacking.stringAttribute("source") { e["stack_source"] = .text(src) }
+            if let status = try? stacking.child("frame_status") as? NXField, let v = try? status.read(nil), case .array(let a) = v {
+                let codes = numbers(a)
+                e["bad_frames"] = .integer(Int64(codes.filter { $0 == 2 }.count))
+                e["frames"] = .integer(Int64(codes.filter { $0 == 1 || $0 == 2 }.count))
+            }
+        }
+        // NXprocess groups: derived data
+        var programs: [String] = [], hashes: [String] = []
+        for p in (try? entry.children(ofClass: "NXprocess")) ?? [] {
+            guard let g = p as? NXGroup else { continue }
+            kind = kind == "stack" ? kind : "derived"
+            if let t = try? text(g.child("program")) { programs.append(t) }
+            if let t = try? text(g.child("macro_hash")) { hashes.append(t) }
+            if e["source"] == nil, let t = try? text(g.child("source")) { e["source"] = .text(t) }
+        }
+        if !programs.isEmpty { e["program"] = .text(programs.joined(separator: ", ")) }
+        if !hashes.isEmpty { e["macro_hash"] = .text(hashes.joined(separator: ", ")) }
+        if kind == "raw", (try? entry.children(ofClass: "NXprocess").isEmpty) == false { kind = "derived" }
+        e["kind"] = .text(kind)
+        if e["status"] == nil { e["status"] = .text("ok") }
+        var budget = metadataLimit
+        collectMetadata(entry, prefix: "", into: &e.metadata, budget: &budget, depth: 0)
+    }
+
+    /// A mapping path inside `entry` (see Mapping).
+    func resolve(_ path: String, in entry: NXGroup) throws -> NXNode? {
+        var node: NXNode = path.hasPrefix("/") ? entry.file.root : entry
+        for part in path.split(separator: "/") {
+            guard let g = node as? NXGroup else { return nil }
+            let name = String(part)
+            if name.count > 2, name.hasPrefix("NX"), let c = name.unicodeScalars.dropFirst(2).first, ("a"..."z").contains(c) {
+                guard let child = try g.children(ofClass: name).first else { return nil }
+                node = child
+            } else {
+                guard let child = try g.child(name) else { return nil }
+                node = child
+            }
+        }
+        return node
+    }
+
+    func text(_ node: NXNode?) throws -> String? {
+        guard let f = node as? NXField, let v = try f.smallValue() else { return nil }
+        return describe(v)
+    }
+
+    func value(of field: NXField, as declared: FieldDeclaration) throws -> FieldValue? {
+        guard let v = try field.smallValue() ?? (try? field.count <= 100_000 ? field.read(nil) : nil) else { return nil }
+        switch declared.type {
+        case .text:
+            // per-frame text (areaDetector's NDAttributes): each distinct value once
+            if case .strings(let list, let shape) = v, shape.count == 1, list.count > 1 {
+                var seen: [String] = []
+                for t in list.map({ $0.trimmed(" \t\r\n\0") }) where !t.isEmpty && !seen.contains(t) { seen.append(t) }
+                return seen.isEmpty ? nil : .text(seen.joined(separator: ", "))
+            }
+            guard let s = describe(v), !s.isEmpty else { return nil }
+            return .text(s)
+        case .integer:
+            guard case .array(let a) = v, let x = numbers(a).first else { return nil }
+            return .integer(Int64(x))
+        case .number:
+            let xs: [Double]
+            switch v {
+            case .array(let a): xs = numbers(a).filter { $0.isFinite }
+            case .strings(let s, _): xs = s.compactMap { Double($0.trimmed(" ")) }
+            default: return nil
+            }
+            guard !xs.isEmpty else { return nil }
+            let mean = xs.reduce(0, +) / Double(xs.count)
+            let units = field.stringAttribute("units")
+            // a unit of the wrong dimension is not this field: the next path may be
+            let si = try Units.toSI(mean, unit: units, dimension: declared.dimension)
+            return .number(mean, units: units, si: si)
+        case .time:
+            guard let s = describe(v), let t = CatalogTime.parse(s) else { return nil }
+            return .time(s, seconds: t)
+        }
+    }
+
+    func numbers(_ a: NDArray) -> [Double] {
+        guard let flat = try? a.reshapedView([a.count]) else { return [] }
+        return (0..<a.count).compactMap { try? flat.value(at: [$0]) }
+    }
+
+    /// A small value as text: strings joined, numbers as written.
+    func describe(_ v: NXValue) -> String? {
+        switch v {
+        case .strings(let s, _): return s.joined(separator: " ").trimmed(" \t\r\n\0")
+        case .array(let a):
+            guard a.count <= 16 else { return nil }
+            return numbers(a).map { $0 == $0.rounded() && abs($0) < 1e15 ? String(Int64($0)) : "\($0)" }.joined(separator: " ")
+        case .records: return nil
+        }
+    }
+
+    /// Small undeclared values of the entry, by relative path; big fields and NXdata's
+    /// arrays are never read.
+    func collectMetadata(_ g: NXGroup, prefix: String, into out: inout [String: String], budget: inout Int, depth: Int) {
+        guard depth < 6, let entries = try? g.entries() else { return }
+        for entry in entries where budget > 0 {
+            let key = prefix.isEmpty ? entry.name : prefix + "/" + entry.name
+            switch entry.kind {
+            case .group:
+                guard let child = try? g.child(entry.name) as? NXGroup else { continue }
+                collectMetadata(child, prefix: key, into: &out, budget: &budget, depth: depth + 1)
+            case .field:
+                guard let f = try? g.child(entry.name) as? NXField, let n = try? f.count, n <= 16,
+                      let v = try? f.smallValue(), let s = describe(v), !s.isEmpty else { continue }
+                out[key] = s.count > 1024 ? String(s.prefix(1024)) : s
+                budget -= 1
+            case .missing: continue
+            }
+        }
+    }
+}
+
+/// ISO 8601 instants (what NeXus's NX_DATE_TIME says) and the forms files use besides.
+public enum CatalogTime {
+    /// Seconds since 1970 (UTC) of "2026-12-01", "2026-12-01T10:00:00", "...Z",
+    /// "...+02:00", "2026-12-01 10:00:00.5"; a time without a zone is taken as UTC.
+    public static func parse(_ text: String) -> Double? {
+        let s = Array(text.trimmed(" \t\0").utf8)
+        var i = 0
+        func digits(_ n: Int) -> Int? {
+            guard i + n <= s.count else { return nil }
+            var v = 0
+            for k in 0..<n {
+                let c = s[i + k]
+                guard c >= 48 && c <= 57 else { return nil }
+                v = v * 10 + Int(c - 48)
+            }
+            i += n
+            return v
+        }
+        func eat(_ c: Character) -> Bool {
+            if i < s.count, s[i] == c.asciiValue! { i += 1; return true }
+            return false
+        }
+        guard let year = digits(4), eat("-"), let month = digits(2), eat("-"), let day = digits(2),
+              (1...12).contains(month), (1...31).contains(day) else { return nil }
+        var hour = 0, minute = 0, second = 0.0, zone = 0
+        if i < s.count, s[i] == UInt8(ascii: "T") || s[i] == UInt8(ascii: " ") {
+            i += 1
+            guard let h = digits(2), eat(":"), let m = digits(2) else { return nil }
+            hour = h
+            minute = m
+            if eat(":") {
+                guard let sec = digits(2) else { return nil }
+                second = Double(sec)
+                if eat(".") || eat(",") {
+                    var scale = 0.1
+                    while i < s.count, s[i] >= 48 && s[i] <= 57 { second += Double(s[i] - 48) * scale; scale /= 10; i += 1 }
+                }
+            }
+            if eat("Z") {
+            } else if i < s.count, s[i] == UInt8(ascii: "+") || s[i] == UInt8(ascii: "-") {
+                let sign = s[i] == UInt8(ascii: "-") ? -1 : 1
+                i += 1
+                guard let zh = digits(2) else { return nil }
+                _ = eat(":")
+                let zm = digits(2) ?? 0
+                zone = sign * (zh * 3600 + zm * 60)
+            }
+        }
+        guard i == s.count else { return nil }
+        var t = tm()
+        t.tm_year = Int32(year - 1900)
+        t.tm_mon = Int32(month - 1)
+        t.tm_mday = Int32(day)
+        t.tm_hour = Int32(hour)
+        t.tm_min = Int32(minute)
+        t.tm_sec = 0
+        let base = timegm(&t)
+        return Double(base) + second - Double(zone)
+    }
+
+    /// Seconds since 1970 as ISO 8601 UTC text.
+    public static func iso(_ seconds: Double) -> String {
+        var t = time_t(seconds.rounded(.down))
+        var parts = tm()
+        gmtime_r(&t, &parts)
+        func two(_ v: Int32) -> String { v < 10 ? "0\(v)" : "\(v)" }
+        return "\(parts.tm_year + 1900)-\(two(parts.tm_mon + 1))-\(two(parts.tm_mday))T\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec))Z"
+    }
+}
