@@ -1,0 +1,100 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The orientation matrix from peaks, as NXRefine's nxrefine starts it: U from two indexed
+/// peaks by Busing and Levy (Acta Cryst. 22, 457 (1967), equations 23-27), and the indexing
+/// of every peak by that U.
+public enum Orientation {
+    /// U such that U B h = G for two peaks' scattering vectors g1, g2 (head frame, NXRefine's
+    /// Gvec) indexed h1, h2: the orthonormal triads of (B h1, B h2) and (g1, g2) aligned.
+    public static func busingLevy(g1: Vector3, g2: Vector3, h1: Vector3, h2: Vector3, cell: UnitCell) throws -> Matrix3 {
+        let b = try cell.matrixB()
+        func triad(_ a: Vector3, _ c: Vector3) throws -> Matrix3 {
+            let t3 = a.cross(c)
+            guard a.norm > 0, t3.norm > 1e-12 * a.norm * c.norm else {
+                throw CrystalError("two parallel vectors (\(a), \(c)) cannot fix an orientation: pick peaks (and indices) that are not collinear")
+            }
+            let t1 = a.normalized, n3 = t3.normalized
+            return Matrix3(columns: t1, t1.cross(n3).normalized, n3)
+        }
+        let tc = try triad(b * h1, b * h2)
+        let tg = try triad(g1, g2)
+        return tg * tc.transposed  // Tc is orthonormal: its inverse is its transpose
+    }
+
+    public struct Indexing: Sendable {
+        /// Nearest integer indices of each peak.
+        public let hkl: [Vector3]
+        /// |G - UB h| of each peak, 1/Angstrom (no 2 pi).
+        public let residuals: [Double]
+        public let indexed: [Bool]
+        public var fraction: Double { indexed.isEmpty ? 0 : Double(indexed.filter { $0 }.count) / Double(indexed.count) }
+    }
+
+    /// Indexes scattering vectors with UB: a peak is indexed when its G lies within
+    /// `tolerance` (1/Angstrom, NXRefine's hkl_tolerance, default 0.05) of a lattice point.
+    public static func index(_ gs: [Vector3], ub: Matrix3, tolerance: Double = 0.05) throws -> Indexing {
+        guard let inv = ub.inverse else { throw CrystalError("the UB matrix \(ub) is singular") }
+        var hkl: [Vector3] = [], res: [Double] = [], ok: [Bool] = []
+        for g in gs {
+            let h = inv * g
+            let r = Vector3(h.x.rounded(), h.y.rounded(), h.z.rounded())
+            let d = (g - ub * r).norm
+            hkl.append(r); res.append(d); ok.append(d <= tolerance && r.norm > 0)
+        }
+        return Indexing(hkl: hkl, residuals: res, indexed: ok)
+    }
+
+    /// Finds U for peaks with a known cell: for pairs among the `candidates` lowest-|G|
+    /// peaks, every pair of lattice vectors matching both lengths (within `tolerance`) and
+    /// the angle between them (within `angleTolerance` degrees) gives a U; the U indexing
+    /// the most peaks wins. An error with the numbers when none indexes `minimumFraction`.
+    public static func find(_ gs: [Vector3], cell: UnitCell, tolerance: Double = 0.05, angleTolerance: Double = 0.5,
+                            candidates: Int = 8, minimumFraction: Double = 0.5) throws -> (u: Matrix3, indexing: Indexing) {
+        guard gs.count >= 2 else { throw CrystalError("an orientation needs at least 2 peaks, got \(gs.count)") }
+        let b = try cell.matrixB()
+        guard let bInv = b.inverse else { throw CrystalError("unit cell \(cell.parameters) gives a singular B matrix") }
+        let order = gs.indices.filter { gs[$0].norm > 0 }.sorted { gs[$0].norm < gs[$1].norm }
+        let chosen = Array(order.prefix(candidates))
+        let gMax = chosen.map { gs[$0].norm }.max() ?? 0
+        // lattice vectors up to gMax + tolerance, by length
+        let bounds = bInv.m.map { row in Int((row.map { $0 * $0 }.reduce(0, +).squareRoot() * (gMax + tolerance)).rounded(.up)) }
+        var lattice: [(h: Vector3, g: Vector3)] = []
+        for h in -bounds[0]...bounds[0] {
+            for k in -bounds[1]...bounds[1] {
+                for l in -bounds[2]...bounds[2] where h != 0 || k != 0 || l != 0 {
+                    let hv = Vector3(Double(h), Double(k), Double(l))
+                    let g = b * hv
+                    if g.norm <= gMax + tolerance { lattice.append((hv, g)) }
+                }
+            }
+        }
+        func matches(_ g: Vector3) -> [(h: Vector3, g: Vector3)] { lattice.filter { abs($0.g.norm - g.norm) <= tolerance } }
+        var best: (u: Matrix3, indexing: Indexing)?
+        let degrees = 180 / Double.pi
+        for (ai, i) in chosen.enumerated() {
+            let mi = matches(gs[i])
+            for j in chosen[(ai + 1)...] {
+                let measured = acos(max(-1, min(1, gs[i].normalized.dot(gs[j].normalized)))) * degrees
+                guard measured > 5, measured < 175 else { continue }
+                let mj = matches(gs[j])
+                // one representative per length for the first peak: symmetry gives the rest
+                for a in mi.prefix(max(1, mi.count)) {
+                    for c in mj {
+                        let angle = acos(max(-1, min(1, a.g.normalized.dot(c.g.normalized)))) * degrees
+                        guard abs(angle - measured) <= angleTolerance,
+                              let u = try? busingLevy(g1: gs[i], g2: gs[j], h1: a.h, h2: c.h, cell: cell) else { continue }
+                        let ix = try index(gs, ub: u * b, tolerance: tolerance)
+                        if best == nil || ix.fraction > best!.indexing.fraction { best = (u, ix) }
+                    }
+                }
+                if let best, best.indexing.fraction > 0.98 { return best }
+            }
+        }
+        guard let best, best.indexing.fraction >= minimumFraction else {
+            throw CrystalError("no orientation indexes \(Int(minimumFraction * 100))% of the \(gs.count) peaks with cell \(cell.parameters) (best: \(best.map { "\(($0.indexing.fraction * 1000).rounded() / 10)" } ?? "0")% within \(tolerance) 1/A); check the cell, the geometry or the tolerance")
+        }
+        return best
+    }
+}
