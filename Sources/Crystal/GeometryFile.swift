@@ -86,10 +86,14 @@ extension CrystalGeometry {
                 throw CrystalError("\(where_): no rotation angles: looked for \(scan.path)/\(gon)/phi and \(scan.path)/\(nd)/phi")
             }
             let increment = try reader.angles("\(nd)/phi_increment")?.first ?? reader.angles("\(nd)/angle_increment")?.first
-            let step = phi.count > 1 ? phi[1] - phi[0] : (increment ?? 0.1)
+            // the header's increment when it agrees with the angles (they are printed with
+            // few digits: a difference of two is less exact), else the mean step
+            let mean = phi.count > 1 ? (phi[phi.count - 1] - phi[0]) / Double(phi.count - 1) : nil
+            var step = mean ?? increment ?? 0.1
+            if let increment, let mean, abs(increment - mean) <= 1e-6 * max(1, abs(mean)) + 1e-9 { step = increment }
             guard step != 0 else { throw CrystalError("\(where_): \(scan.path)/\(nd)/phi does not change from frame to frame (\(phi[0]) deg)") }
             for (i, p) in phi.enumerated() where p.isFinite && abs(p - (phi[0] + Double(i) * step)) > 1e-3 * abs(step) + 1e-6 {
-                throw CrystalError("\(where_): \(scan.path)/\(nd)/phi is not a uniform rotation: frame \(i) is at \(p) deg, \(phi[0] + Double(i) * step) deg expected from frames 0 and 1")
+                throw CrystalError("\(where_): \(scan.path)/\(nd)/phi is not a uniform rotation: frame \(i) is at \(p) deg, \(phi[0] + Double(i) * step) deg expected from the first frame and the step \(step) deg")
             }
             g.phiStep = step
             g.phiStart = phi[0] + step / 2

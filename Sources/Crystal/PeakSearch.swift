@@ -27,9 +27,10 @@ public struct FoundPeak: Sendable, Equatable {
 /// no peak is split at a block edge. Masked and negative pixels count as empty.
 ///
 /// Refinement (nxlua's, more exact than nxfind's plain box moments): the background is the
-/// median of the box's side faces; the centroid and spreads are moments of the counts above
-/// it, iterated over a window of +-3 spreads around the centroid; `intensity` is the box
-/// sum above the background (nxfind reports the raw box sum).
+/// mean of the box's side faces (bright pixels left out); the centroid and spreads are
+/// moments of the counts above it, first of the pixels clearly above it, then of all
+/// within +-2.5 spreads of the centroid, iterated; `intensity` is the box sum above the
+/// background (nxfind reports the raw box sum).
 public final class PeakFinder: @unchecked Sendable {
     public struct Options: Sendable {
         public var threshold = 50000.0
@@ -215,7 +216,7 @@ public final class PeakFinder: @unchecked Sendable {
             if lo < hi { for z in lo..<hi { frames.append((z, k.block, z - k.first)) } }
         }
         guard !frames.isEmpty else { return nil }
-        // background: median of the box's side faces (x or y at the box's edge)
+        // background: the box's side faces (x or y at the box's edge), bright pixels left out
         var border: [Double] = []
         for fr in frames {
             for y in y0..<y1 {
@@ -224,9 +225,13 @@ public final class PeakFinder: @unchecked Sendable {
                 }
             }
         }
+        // a trimmed mean, not the median: Poisson counts of a few are integers, and their
+        // median is biased by up to half a count, which the moments would then integrate
         border.sort()
-        let bkg = border.isEmpty ? 0 : border[border.count / 2]
-        // box sum above background; first moments over the box with counts above it
+        let median = border.isEmpty ? 0 : border[border.count / 2]
+        let quiet = border.filter { $0 <= median + 5 * (median + 1).squareRoot() }
+        let bkg = quiet.isEmpty ? 0 : quiet.reduce(0, +) / Double(quiet.count)
+        let noise = (bkg + 1).squareRoot()
         var total = 0.0
         var maxValue = 0.0
         func moments(_ w: (Double) -> Double, _ zr: Range<Int>, _ yr: Range<Int>, _ xr: Range<Int>) -> (s: Double, m: [Double], v: [Double]) {
@@ -253,14 +258,15 @@ public final class PeakFinder: @unchecked Sendable {
                 }
             }
         }
-        var est = moments({ max($0, 0) }, z0..<z1, y0..<y1, x0..<x1)
+        // first guess from the pixels clearly above the background, then moments of all the
+        // counts above it over +-2.5 spreads (2 to minPixels) around the centroid
+        var est = moments({ $0 > 3 * noise ? $0 : 0 }, z0..<z1, y0..<y1, x0..<x1)
         guard est.s > 0 else { return nil }
-        // iterate over +-3 spreads (at least 2 pixels or frames) around the centroid
-        for _ in 0..<3 {
-            let r = est.v.map { max(2, Int((3 * $0.squareRoot()).rounded(.up))) }
+        for _ in 0..<4 {
+            let r = est.v.map { min(m, max(2, Int((2.5 * $0.squareRoot()).rounded(.up)))) }
             let c = est.m.map { Int($0.rounded()) }
             let next = moments({ $0 }, (c[2] - r[2])..<(c[2] + r[2] + 1), (c[1] - r[1])..<(c[1] + r[1] + 1), (c[0] - r[0])..<(c[0] + r[0] + 1))
-            guard next.s > 0, next.m.allSatisfy({ $0.isFinite }) else { break }
+            guard next.s > 0, next.m.allSatisfy({ $0.isFinite }), next.m.count == 3 else { break }
             est = next
         }
         let sig = est.v.map { $0.squareRoot() }

@@ -216,6 +216,11 @@ enum CrystalModule {
         return 1
     }
 
+    /// A number as a user typed it: integers without ".0".
+    static func number(_ x: Double) -> String {
+        x == x.rounded() && abs(x) < 1e15 ? String(Int64(x)) : "\(x)"
+    }
+
     static func pushNumbers(_ xs: [Double], _ lua: Lua) {
         lua.newTable(arrayCount: xs.count)
         for (k, x) in xs.enumerated() {
@@ -687,7 +692,7 @@ enum CrystalModule {
                 let frames = try frameRange(t)
                 let (peaks, top) = try wrap { try PeakFinder.search(f, mask: m, options: o, frames: frames, progress: progress("find peaks", f)) }
                 if peaks.isEmpty {
-                    throw LuaError.runtime("\(f.file.path): \(f.path): no peaks above the threshold \(o.threshold) (the largest unmasked pixel is \(top)); lower the threshold")
+                    throw LuaError.runtime("\(f.file.path): \(f.path): no peaks above the threshold \(number(o.threshold)) (the largest unmasked pixel is \(number(top))); lower the threshold")
                 }
                 let shape = try wrap { try f.shape }
                 let box = PeaksBox(peaks, finder: nil, threshold: o.threshold)
