@@ -23,6 +23,43 @@ public enum Orientation {
         return tg * tc.transposed  // Tc is orthonormal: its inverse is its transpose
     }
 
+    /// The rotation U that best maps B h onto the measured G of indexed peaks in the least
+    /// squares sense (the orthogonal Procrustes problem): the orthogonal polar factor of
+    /// M = sum G (B h)^T, by Newton's iteration X <- (X + X^-T) / 2. Peaks whose residual is
+    /// over 3 times the median are left out and U fitted again (peaks cut by the ends of the
+    /// scan have biased frame centroids).
+    public static func refineU(_ gs: [Vector3], hkl: [Vector3], use: [Bool], cell: UnitCell) throws -> Matrix3 {
+        let b = try cell.matrixB()
+        var chosen = gs.indices.filter { use[$0] }
+        guard chosen.count >= 2 else { throw CrystalError("refining U needs at least 2 indexed peaks, got \(chosen.count)") }
+        var u = Matrix3.identity
+        for pass in 0..<2 {
+            var m = Matrix3([[0, 0, 0], [0, 0, 0], [0, 0, 0]])
+            for i in chosen {
+                let c = b * hkl[i], g = gs[i]
+                let outer = Matrix3([[g.x * c.x, g.x * c.y, g.x * c.z], [g.y * c.x, g.y * c.y, g.y * c.z], [g.z * c.x, g.z * c.y, g.z * c.z]])
+                m = Matrix3((0..<3).map { r in (0..<3).map { k in m.m[r][k] + outer.m[r][k] } })
+            }
+            guard m.determinant > 0 else { throw CrystalError("the indexed peaks do not fix a proper rotation (det M = \(m.determinant))") }
+            var x = (1 / abs(m.determinant).squareRoot().squareRoot()) * m  // scale near 1 for a fast start
+            for _ in 0..<60 {
+                guard let inv = x.inverse else { throw CrystalError("refining U: a singular matrix") }
+                let next = 0.5 * Matrix3((0..<3).map { r in (0..<3).map { k in x.m[r][k] + inv.m[k][r] } })
+                let change = zip(next.flat, x.flat).map { abs($0 - $1) }.max() ?? 0
+                x = next
+                if change < 1e-15 { break }
+            }
+            u = x
+            if pass == 0 {
+                let residuals = chosen.map { (gs[$0] - u * (b * hkl[$0])).norm }
+                let median = residuals.sorted()[residuals.count / 2]
+                let kept = zip(chosen, residuals).filter { $0.1 <= 3 * median + 1e-12 }.map(\.0)
+                if kept.count >= 2 { chosen = kept }
+            }
+        }
+        return u
+    }
+
     public struct Indexing: Sendable {
         /// Nearest integer indices of each peak.
         public let hkl: [Vector3]

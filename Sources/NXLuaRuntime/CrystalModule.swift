@@ -702,12 +702,13 @@ enum CrystalModule {
                 return 1
             },
             LuaFunctionDecl("orient", "crystal.orient(peaks, g [, options]) -> result",
-                            "finds the orientation matrix U from the peaks and the cell (Busing-Levy from pairs of peaks, the U indexing most peaks), sets g's U",
+                            "finds the orientation matrix U from the peaks and the cell (Busing-Levy from pairs of peaks, the U indexing most peaks, then fitted to all indexed peaks), sets g's U",
                             help: """
                             options: cell {a, b, c, alpha, beta, gamma} (default g.unit_cell), tolerance (0.05 1/A,
                             NXRefine's hkl_tolerance), angle_tolerance (0.5 deg), candidates (8 lowest-angle peaks
                             tried in pairs). result: {u = 3 x 3 ndarray, fraction = indexed share, indexed = n,
-                            peaks = n, rms = residual of the indexed peaks (1/A)}. No least-squares refinement yet.
+                            peaks = n, rms = residual of the indexed peaks (1/A)}. U is fitted to every indexed peak
+                            (least squares, a rotation); the cell and goniometer offsets are not refined yet.
                             """) { call in
                 let peaks = try call.object(1, peaksClass).peaks
                 let box = try call.object(2, geometryClass)
@@ -724,7 +725,12 @@ enum CrystalModule {
                 guard let cell = g.unitCell else { throw LuaError.runtime("crystal.orient: no unit cell: give {cell = {a, b, c, alpha, beta, gamma}} or set g.unit_cell") }
                 let t = try wrap { try g.transform() }
                 let gs = peaks.map { t.scatteringVector(x: $0.x, y: $0.y, z: $0.z) }
-                let found = try wrap { try Orientation.find(gs, cell: cell, tolerance: tolerance, angleTolerance: angle, candidates: candidates) }
+                var found = try wrap { try Orientation.find(gs, cell: cell, tolerance: tolerance, angleTolerance: angle, candidates: candidates) }
+                // then U fitted to every indexed peak
+                let u = try wrap { try Orientation.refineU(gs, hkl: found.indexing.hkl, use: found.indexing.indexed, cell: cell) }
+                let again = try wrap { try Orientation.index(gs, ub: u * cell.matrixB(), tolerance: tolerance) }
+                if again.fraction >= found.indexing.fraction { found = (u, again) }
+                g.unitCell = cell
                 g.orientationMatrix = found.u
                 box.geometry = g
                 let lua = call.lua

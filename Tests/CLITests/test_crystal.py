@@ -493,3 +493,45 @@ def test_incremental_statistics_and_peaks_equal_the_streaming_pass(simulated_sta
     assert r.returncode == 0, r.stderr
     v = r.stdout.split()
     assert v[0] == "true" and float(v[1]) == 0 and v[2] == "true" and float(v[3]) == 0 and float(v[4]) == 0
+
+
+def true_u():
+    """The U of SIM_LUA: Gram-Schmidt on the rows of its rough rotation."""
+    r = np.array([[0.8, -0.5, 0.33], [0.55, 0.83, -0.1], [-0.22, 0.25, 0.94]])
+    a = r[0] / np.linalg.norm(r[0])
+    b = r[1] - (r[1] @ a) * a
+    b /= np.linalg.norm(b)
+    return np.array([a, b, np.cross(a, b)])
+
+
+def test_orientation_from_found_peaks(simulated_stack):
+    cell = [8.1, 9.3, 10.2, 90, 97, 90]
+    code = f"""
+    local f = nx.load({json.dumps(str(simulated_stack['stack']))})
+    local g = crystal.geometry(f)
+    g:set{{yaw = 0.3, pitch = -0.2, roll = 0.1}}   -- the simulation's tilts: Pilatus headers have none
+    local p = crystal.find_peaks(f.entry.instrument.detector.data, {{threshold = 60}})
+    local r = crystal.orient(p, g, {{cell = {{{', '.join(map(str, cell))}}}}})
+    local u = r.u:totable()
+    print(r.fraction, r.indexed, r.peaks, r.rms)
+    print(u[1][1], u[1][2], u[1][3], u[2][1], u[2][2], u[2][3], u[3][1], u[3][2], u[3][3])
+    local h, k, l = g:hkl(p[1].x, p[1].y, p[1].z)
+    print(h, k, l)
+    print(pcall(crystal.orient, p, g, {{cell = {{5, 5, 5, 90, 90, 90}}}}))
+    """
+    r = run_lua(code)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    fraction, indexed, peaks, rms = (float(v) for v in lines[0].split())
+    assert fraction >= 0.95 and rms < 5e-3  # edge peaks cut by the scan carry most of it
+    u = np.array([float(v) for v in lines[1].split()]).reshape(3, 3)
+    # U is the truth or its image by the monoclinic 2-fold about b ((h, k, l) -> (-h, k, -l))
+    b = np.linalg.inv(bimat(*cell))
+    two_fold = np.diag([-1.0, 1.0, -1.0])
+    candidates = [true_u(), true_u() @ b @ two_fold @ np.linalg.inv(b)]
+    angles = [math.degrees(math.acos(min(1, (np.trace(u.T @ c) - 1) / 2))) for c in candidates]
+    assert min(angles) < 0.01, angles
+    hkl = [float(v) for v in lines[2].split()]
+    assert np.allclose(hkl, np.round(hkl), atol=0.02)
+    # a wrong cell indexes nothing: a clear error with the numbers
+    assert lines[3].startswith("false") and "no orientation indexes 50% of the" in lines[3]
