@@ -247,10 +247,13 @@ public struct CrystalSimulation: Sendable {
     }
 
     /// Writes frames `range` as `folder/prefix_NNNNN.cbf` (numbered from 1, as Pilatus
-    /// detectors do), several at a time; `progress(done)` after each (it may throw to stop).
+    /// detectors do; the folder is made if missing); `progress(done)` after each (it may throw to stop).
     public func writeCBF(folder: String, prefix: String = "scan", range: Range<Int>? = nil,
                          progress: ((Int) throws -> Void)? = nil) throws -> [String] {
         let r = range ?? 0..<options.frames
+        if mkdir(folder, 0o755) != 0 && errno != EEXIST {
+            throw CrystalError("\(folder): cannot create the folder for the frames (errno \(errno))")
+        }
         var paths: [String] = []
         for i in r {
             var n = String(i + 1)
