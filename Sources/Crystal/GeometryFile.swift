@@ -11,6 +11,8 @@ import NeXus
 ///   with their units), per-frame `/entry/instrument/NDAttributes/phi, omega, chi` (the
 ///   Pilatus header's values: the start of each exposure), the monochromator's wavelength.
 ///
+/// - NXmx: `depends_on` transformation chains (see NXmxReader).
+///
 /// Units follow each field's @units (m, mm, um; deg, rad; Angstrom, nm); a field without
 /// units is taken in NXRefine's units (mm, degrees, Angstrom, pixels).
 extension CrystalGeometry {
@@ -24,6 +26,11 @@ extension CrystalGeometry {
         for c in candidates where try root.resolve(c + "/instrument/detector") is NXGroup {
             scanPath = c
             break
+        }
+        // NXmx: the detector placed by a depends_on chain
+        if let scanPath, (try root.resolve(scanPath + "/instrument/detector/depends_on")) is NXField,
+           (try root.resolve(scanPath + "/instrument/goniometer")) == nil {
+            return try NXmxReader.read(file, entry: scanPath)
         }
         guard let scanPath, let scan = try root.resolve(scanPath) as? NXGroup else {
             throw CrystalError("\(where_): no detector geometry: looked for \(candidates.map { $0 + "/instrument/detector" }.joined(separator: " and ")) (an NXdetector group with distance, pixel size and beam centre)")

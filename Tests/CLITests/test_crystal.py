@@ -535,3 +535,91 @@ def test_orientation_from_found_peaks(simulated_stack):
     assert np.allclose(hkl, np.round(hkl), atol=0.02)
     # a wrong cell indexes nothing: a clear error with the numbers
     assert lines[3].startswith("false") and "no orientation indexes 50% of the" in lines[3]
+
+
+def write_nxmx_file(path, p, frames=100):
+    """The same geometry as NXmx writes it: McStas axes (z beam, y up), the detector placed by
+    a depends_on chain through its module's fast and slow pixel directions, the goniometer
+    as phi (scanned) -> chi -> omega rotations."""
+    def mc(v):  # NXRefine lab (x beam, z up) -> McStas
+        return np.array([v[1], v[2], v[0]])
+    ref = NumpyGeometry(p)
+    m = p["pixel_size"] * np.linalg.inv(ref.D) @ np.linalg.inv(ref.O)
+    fast, slow = m[:, 0], m[:, 1]
+    origin = np.array([p["distance"], 0, 0]) - p["xc"] * fast - p["yc"] * slow
+
+    def transformation(group, name, value, kind, vector, depends_on, units):
+        d = group.create_dataset(name, data=value)
+        d.attrs["transformation_type"] = kind
+        d.attrs["vector"] = np.asarray(vector, float)
+        d.attrs["depends_on"] = depends_on
+        d.attrs["units"] = units
+    with h5py.File(path, "w") as f:
+        e = f.create_group("entry")
+        e.attrs["NX_class"] = "NXentry"
+        e["definition"] = "NXmx"
+        det = e.create_group("instrument/detector")
+        det.attrs["NX_class"] = "NXdetector"
+        det["depends_on"] = "/entry/instrument/detector/transformations/origin"
+        t = det.create_group("transformations")
+        t.attrs["NX_class"] = "NXtransformations"
+        transformation(t, "origin", np.linalg.norm(origin) / 1000, "translation", mc(origin / np.linalg.norm(origin)), ".", "m")
+        mod = det.create_group("module")
+        mod.attrs["NX_class"] = "NXdetector_module"
+        transformation(mod, "module_offset", 0.0, "translation", [1, 0, 0], "/entry/instrument/detector/transformations/origin", "mm")
+        transformation(mod, "fast_pixel_direction", p["pixel_size"], "translation", mc(fast / p["pixel_size"]), "module_offset", "mm")
+        transformation(mod, "slow_pixel_direction", p["pixel_size"], "translation", mc(slow / p["pixel_size"]), "module_offset", "mm")
+        beam = e.create_group("instrument/beam")
+        beam.attrs["NX_class"] = "NXbeam"
+        beam["incident_wavelength"] = p["wavelength"]
+        beam["incident_wavelength"].attrs["units"] = "angstrom"
+        s = e.create_group("sample")
+        s.attrs["NX_class"] = "NXsample"
+        s["depends_on"] = "/entry/sample/transformations/phi"
+        st = s.create_group("transformations")
+        transformation(st, "phi", p["phi"] + p["phi_step"] * np.arange(frames), "rotation", mc([0, 0, 1]), "chi", "deg")
+        transformation(st, "chi", p["chi"], "rotation", mc([1, 0, 0]), "omega", "deg")
+        transformation(st, "omega", math.radians(p["omega"]), "rotation", mc([0, 0, 1]), ".", "rad")
+
+
+def test_nxmx_depends_on_chains_give_the_same_geometry(tmp_path):
+    rng = np.random.default_rng(23)
+    for trial in range(6):
+        p = random_geometry(rng)
+        # NXmx has no sample offset here, theta 0, and this detector orientation
+        p.update(theta=0.0, xs=0.0, ys=0.0, zs=0.0, orientation="-y +z -x", chi=abs(p["chi"]) + 1)
+        if trial == 5:
+            p.update(yaw=0.0, pitch=0.0, roll=0.0)
+        path = tmp_path / f"mx{trial}.nxs"
+        write_nxmx_file(path, p)
+        pts = np.column_stack([rng.uniform(0, 1475, 20), rng.uniform(0, 1679, 20), rng.uniform(0, 99, 20)])
+        pts_file = tmp_path / f"p{trial}.txt"
+        pts_file.write_text("\n".join(f"{float(x)!r} {float(y)!r} {float(z)!r}" for x, y, z in pts))
+        u = ", ".join("{" + ", ".join(repr(float(v)) for v in row) + "}" for row in p["U"])
+        code = (f"FILE = {json.dumps(str(path))}; PTS = {json.dumps(str(pts_file))}"
+                + POINTS_LUA.replace("local g = crystal.geometry(FILE)",
+                                     f"local g = crystal.geometry(FILE) g:set{{unit_cell = {{{', '.join(repr(float(v)) for v in p['cell'])}}}, orientation_matrix = {{{u}}}}}"))
+        r = run_lua(code)
+        assert r.returncode == 0, r.stderr
+        got = np.array([[float(v) for v in line.split()] for line in r.stdout.strip().splitlines()])
+        ref = NumpyGeometry(p)
+        for row, (x, y, z) in zip(got, pts):
+            assert close(row[6:9], ref.lab(x, y, z)), (trial, row[6:9], ref.lab(x, y, z))
+            assert close(row[9:11], ref.angles(x, y, z))
+            assert close(row[3:6], ref.gvec(x, y, z))
+            assert close(row[0:3], ref.hkl(x, y, z))
+
+
+def test_broken_nxmx_chain_names_the_transformation(tmp_path):
+    p = random_geometry(np.random.default_rng(2))
+    p.update(theta=0.0, xs=0.0, ys=0.0, zs=0.0, orientation="-y +z -x")
+    path = tmp_path / "mx.nxs"
+    write_nxmx_file(path, p)
+    with h5py.File(path, "a") as f:
+        del f["entry/sample/transformations/chi"].attrs["depends_on"]
+    r = run_lua(f"crystal.geometry({json.dumps(str(path))})")
+    assert r.returncode != 0 and "/entry/sample/transformations/chi" in r.stderr and "@depends_on" in r.stderr
+    with h5py.File(path, "a") as f:
+        f["entry/sample/transformations/chi"].attrs["depends_on"] = "/entry/sample/transformations/phi"
+    r = run_lua(f"crystal.geometry({json.dumps(str(path))})")
+    assert r.returncode != 0 and "does not end" in r.stderr
