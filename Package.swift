@@ -48,6 +48,8 @@ let package = Package(
         // CHDF5 names too); linking nothing, it opens libcbf with dlopen (see its header).
         .target(name: "CCBFShims", cSettings: [.unsafeFlags(["-I/usr/include/hdf5/serial"])],
                 linkerSettings: [.linkedLibrary("dl")]),
+        // libcminpack (Levenberg-Marquardt) opened with dlopen for the crystal refinement.
+        .target(name: "CMinpackShims", linkerSettings: [.linkedLibrary("dl")]),
         // Bitshuffle+LZ4 chunks in the HDF5 plugin's format with an AVX2 bit transpose
         // (the stacker's hot path); liblz4 opened with dlopen.
         .target(name: "CBitshuffle", linkerSettings: [.linkedLibrary("dl")]),
@@ -114,7 +116,7 @@ let package = Package(
         .target(name: "Events", dependencies: ["Stacker", "NeXus", "NDArray", .product(name: "GRDB", package: "GRDB.swift")]),
         // Single-crystal analysis: the scan geometry (pixel -> Q -> hkl), a crystal simulator,
         // streaming frame statistics and 3-D peak search, in NXRefine's conventions. No Lua inside.
-        .target(name: "Crystal", dependencies: ["NDArray", "NeXus", "Detector"]),
+        .target(name: "Crystal", dependencies: ["NDArray", "NeXus", "Detector", "CMinpackShims"]),
         // The Lua modules nxlua provides (bindings only; cores live in their own modules).
         .target(name: "NXLuaRuntime", dependencies: ["LuaBridge", "NativeLibraries", "NDArray", "NeXus", "Detector", "Stacker", "TerminalProgress", "RemoteServer", "RemoteClient", "Events", "Plot", "FolderListing", "Crystal"]),
         // `nxlua macros`: one worker thread and one Lua state per macro file, fed from the

@@ -67,6 +67,10 @@ public enum Orientation {
         public let residuals: [Double]
         public let indexed: [Bool]
         public var fraction: Double { indexed.isEmpty ? 0 : Double(indexed.filter { $0 }.count) / Double(indexed.count) }
+        /// How well a U fits, 0 to 1: each indexed peak counts 1 - (residual / tolerance)^2,
+        /// so a U that indexes as many peaks but closer wins (a loose tolerance lets wrong
+        /// orientations index most peaks roughly).
+        public let score: Double
     }
 
     /// Indexes scattering vectors with UB: a peak is indexed when its G lies within
@@ -80,13 +84,14 @@ public enum Orientation {
             let d = (g - ub * r).norm
             hkl.append(r); res.append(d); ok.append(d <= tolerance && r.norm > 0)
         }
-        return Indexing(hkl: hkl, residuals: res, indexed: ok)
+        let score = gs.isEmpty ? 0 : zip(res, ok).reduce(0.0) { $0 + ($1.1 ? 1 - ($1.0 / tolerance) * ($1.0 / tolerance) : 0) } / Double(gs.count)
+        return Indexing(hkl: hkl, residuals: res, indexed: ok, score: score)
     }
 
     /// Finds U for peaks with a known cell: for pairs among the `candidates` lowest-|G|
     /// peaks, every pair of lattice vectors matching both lengths (within `tolerance`) and
     /// the angle between them (within `angleTolerance` degrees) gives a U; the U indexing
-    /// the most peaks wins. An error with the numbers when none indexes `minimumFraction`.
+    /// the most peaks, closest, wins (Indexing.score). An error with the numbers when none indexes `minimumFraction`.
     public static func find(_ gs: [Vector3], cell: UnitCell, tolerance: Double = 0.05, angleTolerance: Double = 0.5,
                             candidates: Int = 8, minimumFraction: Double = 0.5) throws -> (u: Matrix3, indexing: Indexing) {
         guard gs.count >= 2 else { throw CrystalError("an orientation needs at least 2 peaks, got \(gs.count)") }
@@ -123,10 +128,10 @@ public enum Orientation {
                         guard abs(angle - measured) <= angleTolerance,
                               let u = try? busingLevy(g1: gs[i], g2: gs[j], h1: a.h, h2: c.h, cell: cell) else { continue }
                         let ix = try index(gs, ub: u * b, tolerance: tolerance)
-                        if best == nil || ix.fraction > best!.indexing.fraction { best = (u, ix) }
+                        if best == nil || ix.score > best!.indexing.score { best = (u, ix) }
                     }
                 }
-                if let best, best.indexing.fraction > 0.98 { return best }
+                if let best, best.indexing.score > 0.95 { return best }
             }
         }
         guard let best, best.indexing.fraction >= minimumFraction else {

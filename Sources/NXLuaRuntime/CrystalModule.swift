@@ -729,7 +729,7 @@ enum CrystalModule {
                 // then U fitted to every indexed peak
                 let u = try wrap { try Orientation.refineU(gs, hkl: found.indexing.hkl, use: found.indexing.indexed, cell: cell) }
                 let again = try wrap { try Orientation.index(gs, ub: u * cell.matrixB(), tolerance: tolerance) }
-                if again.fraction >= found.indexing.fraction { found = (u, again) }
+                if again.score >= found.indexing.score { found = (u, again) }
                 g.unitCell = cell
                 g.orientationMatrix = found.u
                 box.geometry = g
@@ -741,6 +741,50 @@ enum CrystalModule {
                 lua.push(used.count); lua.rawSet(at: -2, key: "indexed")
                 lua.push(peaks.count); lua.rawSet(at: -2, key: "peaks")
                 lua.push(used.isEmpty ? 0 : (used.map { $0 * $0 }.reduce(0, +) / Double(used.count)).squareRoot()); lua.rawSet(at: -2, key: "rms")
+                return 1
+            },
+            LuaFunctionDecl("refine", "crystal.refine(peaks, g [, options]) -> result",
+                            "least-squares refinement of the lattice parameters (by crystal system) and U from the indexed peaks (Levenberg-Marquardt, libcminpack); sets g's cell and U",
+                            help: """
+                            Needs g.unit_cell and g.orientation_matrix (crystal.orient sets both). options:
+                            symmetry ("cubic", "tetragonal", "orthorhombic", "hexagonal", "monoclinic" (b unique),
+                            "triclinic"; default "triclinic"), tolerance (0.05 1/A: which peaks are indexed).
+                            result: {cell = {a, b, c, alpha, beta, gamma}, u = 3 x 3, rms_before, rms (1/A),
+                            used = peaks fitted (those over 3 times the median residual left out), peaks = n}.
+                            """) { call in
+                let peaks = try call.object(1, peaksClass).peaks
+                let box = try call.object(2, geometryClass)
+                var g = box.geometry
+                var symmetry = Refinement.Symmetry.triclinic, tolerance = 0.05
+                if !call.isNoneOrNil(3) {
+                    try call.options(3, known: ["symmetry", "tolerance"])
+                    let t = Options(call: call, index: call.lua.absIndex(3))
+                    if let name = try t.string("symmetry") {
+                        guard let sym = Refinement.Symmetry(rawValue: name) else {
+                            throw LuaError.argument(3, "symmetry must be one of \(Refinement.Symmetry.allCases.map { "\"\($0.rawValue)\"" }.joined(separator: ", ")), got \"\(name)\"")
+                        }
+                        symmetry = sym
+                    }
+                    tolerance = try t.number("tolerance") ?? tolerance
+                }
+                guard let cell = g.unitCell, let u = g.orientationMatrix else {
+                    throw LuaError.runtime("crystal.refine: g needs a unit cell and an orientation matrix (crystal.orient finds U)")
+                }
+                let t = try wrap { try g.transform() }
+                let gs = peaks.map { t.scatteringVector(x: $0.x, y: $0.y, z: $0.z) }
+                let ix = try wrap { try Orientation.index(gs, ub: u * cell.matrixB(), tolerance: tolerance) }
+                let r = try wrap { try Refinement.refine(gs, hkl: ix.hkl, use: ix.indexed, cell: cell, u: u, symmetry: symmetry) }
+                g.unitCell = r.cell
+                g.orientationMatrix = r.u
+                box.geometry = g
+                let lua = call.lua
+                lua.newTable(recordCount: 6)
+                pushNumbers(r.cell.parameters, lua); lua.rawSet(at: -2, key: "cell")
+                try pushMatrix(r.u, lua); lua.rawSet(at: -2, key: "u")
+                lua.push(r.rmsBefore); lua.rawSet(at: -2, key: "rms_before")
+                lua.push(r.rmsAfter); lua.rawSet(at: -2, key: "rms")
+                lua.push(r.used); lua.rawSet(at: -2, key: "used")
+                lua.push(peaks.count); lua.rawSet(at: -2, key: "peaks")
                 return 1
             },
             LuaFunctionDecl("peak_finder", "crystal.peak_finder(rows, columns [, options]) -> p",

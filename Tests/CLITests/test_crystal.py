@@ -623,3 +623,34 @@ def test_broken_nxmx_chain_names_the_transformation(tmp_path):
         f["entry/sample/transformations/chi"].attrs["depends_on"] = "/entry/sample/transformations/phi"
     r = run_lua(f"crystal.geometry({json.dumps(str(path))})")
     assert r.returncode != 0 and "does not end" in r.stderr
+
+
+def test_refinement_recovers_the_cell_and_orientation(simulated_stack):
+    truth = [8.1, 9.3, 10.2, 90, 97, 90]
+    start = [8.13, 9.28, 10.23, 90, 96.8, 90]
+    code = f"""
+    local f = nx.load({json.dumps(str(simulated_stack['stack']))})
+    local g = crystal.geometry(f)
+    g:set{{yaw = 0.3, pitch = -0.2, roll = 0.1}}
+    local p = crystal.find_peaks(f.entry.instrument.detector.data, {{threshold = 60}})
+    local o = crystal.orient(p, g, {{cell = {{{', '.join(map(str, start))}}}, tolerance = 0.08}})
+    local r = crystal.refine(p, g, {{symmetry = "monoclinic", tolerance = 0.08}})
+    print(table.concat(r.cell, " "))
+    local u = r.u:totable()
+    print(u[1][1], u[1][2], u[1][3], u[2][1], u[2][2], u[2][3], u[3][1], u[3][2], u[3][3])
+    print(r.rms_before, r.rms, r.used, r.peaks)
+    print(pcall(crystal.refine, p, g, {{symmetry = "rhombic"}}))
+    """
+    r = run_lua(code)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    cell = [float(v) for v in lines[0].split()]
+    assert np.allclose(cell, truth, rtol=1e-4), cell
+    u = np.array([float(v) for v in lines[1].split()]).reshape(3, 3)
+    b = np.linalg.inv(bimat(*truth))
+    candidates = [true_u(), true_u() @ b @ np.diag([-1.0, 1.0, -1.0]) @ np.linalg.inv(b)]
+    angles = [math.degrees(math.acos(min(1, (np.trace(u.T @ c) - 1) / 2))) for c in candidates]
+    assert min(angles) < 0.01, angles
+    before, after, used, peaks = (float(v) for v in lines[2].split())
+    assert after < before / 5 and used >= 0.8 * peaks
+    assert lines[3].startswith("false") and "symmetry must be one of" in lines[3]
