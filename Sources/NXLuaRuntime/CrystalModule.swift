@@ -797,5 +797,6 @@ enum CrystalModule {
                 peaksClass.push(PeaksBox([], finder: finder, threshold: o.threshold), to: call.lua)
                 return 1
             },
-        ])
+        ],
+        classes: [geometryClass, simulationClass, statsClass, peaksClass])
 }

@@ -654,3 +654,29 @@ def test_refinement_recovers_the_cell_and_orientation(simulated_stack):
     before, after, used, peaks = (float(v) for v in lines[2].split())
     assert after < before / 5 and used >= 0.8 * peaks
     assert lines[3].startswith("false") and "symmetry must be one of" in lines[3]
+
+
+def test_pixels_of_a_reflection_index_back_and_help_texts(tmp_path):
+    rng = np.random.default_rng(31)
+    p = random_geometry(rng)
+    path = tmp_path / "g.nxs"
+    write_nxrefine_file(path, p)
+    code = f"""
+    local g = crystal.geometry({json.dumps(str(path))})
+    local n = 0
+    for _, hkl in ipairs({{{{1, 0, 0}}, {{1, -2, 1}}, {{0, 3, -1}}}}) do
+      for _, at in ipairs(g:pixels(hkl[1], hkl[2], hkl[3])) do
+        local h, k, l = g:hkl(at.x, at.y, at.z)
+        assert(math.abs(h - hkl[1]) < 1e-8 and math.abs(k - hkl[2]) < 1e-8 and math.abs(l - hkl[3]) < 1e-8)
+        n = n + 1
+      end
+    end
+    print(n)
+    help(g)
+    help(crystal.refine)
+    """
+    r = run_lua(code)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert int(lines[0]) >= 4
+    assert "crystal.Geometry:hkl" in r.stdout and "Levenberg-Marquardt" in r.stdout
