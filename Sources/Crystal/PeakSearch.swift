@@ -304,6 +304,33 @@ public final class PeakFinder: @unchecked Sendable {
         return (try finder.finish(), finder.maximumSeen)
     }
 
+    /// Reads peaks from an NXreflections group in nxfind's layout (x, y, z required; sigx,
+    /// sigy, sigz, intensity and background when present).
+    public static func read(_ group: NXGroup) throws -> [FoundPeak] {
+        func column(_ name: String, required: Bool) throws -> [Double]? {
+            guard let f = try group.child(name) as? NXField else {
+                if required { throw CrystalError("\(group.file.path): \(group.path): no \(name) column (peaks need x, y and z, as nxfind writes them)") }
+                return nil
+            }
+            guard case .array(let a) = try f.read(nil) else { throw CrystalError("\(group.file.path): \(f.path): must be numeric") }
+            return a.doubles()
+        }
+        let x = try column("x", required: true)!, y = try column("y", required: true)!, z = try column("z", required: true)!
+        guard y.count == x.count, z.count == x.count else {
+            throw CrystalError("\(group.file.path): \(group.path): x, y and z have \(x.count), \(y.count) and \(z.count) values")
+        }
+        let zeros = [Double](repeating: 0, count: x.count)
+        let others = try ["sigx", "sigy", "sigz", "intensity", "background"].map { name -> [Double] in
+            let c = try column(name, required: false) ?? zeros
+            guard c.count == x.count else { throw CrystalError("\(group.file.path): \(group.path)/\(name) has \(c.count) values, x has \(x.count)") }
+            return c
+        }
+        return x.indices.map { i in
+            FoundPeak(x: x[i], y: y[i], z: z[i], sigx: others[0][i], sigy: others[1][i], sigz: others[2][i],
+                      intensity: others[3][i], background: others[4][i], maxValue: 0)
+        }
+    }
+
     /// Writes `peaks` as NXRefine's nxfind does: an NXreflections group `entry/peaks` with
     /// intensity, x, y, z, sigx, sigy, sigz (float64), @first, @last, @threshold, and, given
     /// a geometry, polar_angle and azimuthal_angle (degrees). Replaces a previous group.

@@ -787,6 +787,14 @@ enum CrystalModule {
                 lua.push(peaks.count); lua.rawSet(at: -2, key: "peaks")
                 return 1
             },
+            LuaFunctionDecl("peaks", "crystal.peaks(group) -> p", "peaks read from an NXreflections group in nxfind's layout (f.entry.peaks, or NXRefine's f.f1.peaks)") { call in
+                guard let g = NeXusModule.group.object(at: 1, in: call.lua) else { throw call.typeError(1, expected: "NXreflections group") }
+                let peaks = try wrap { try PeakFinder.read(g) }
+                let box = PeaksBox(peaks, finder: nil, threshold: (try? g.attribute("threshold")).flatMap { v -> Double? in
+                    if case .array(let a) = v { return a.doubles().first } else { return nil } } ?? 0)
+                peaksClass.push(box, to: call.lua)
+                return 1
+            },
             LuaFunctionDecl("peak_finder", "crystal.peak_finder(rows, columns [, options]) -> p",
                             "an incremental peak search: p:add(frames, first) in order, then p:finish()",
                             help: "options: threshold, min_pixels, link_distance, min_sigma, mask (as crystal.find_peaks)") { call in

@@ -510,7 +510,7 @@ def test_orientation_from_found_peaks(simulated_stack):
     local f = nx.load({json.dumps(str(simulated_stack['stack']))})
     local g = crystal.geometry(f)
     g:set{{yaw = 0.3, pitch = -0.2, roll = 0.1}}   -- the simulation's tilts: Pilatus headers have none
-    local p = crystal.find_peaks(f.entry.instrument.detector.data, {{threshold = 60}})
+    local p = crystal.peaks(f.entry.peaks)           -- what the fixture's crystal.find_peaks wrote
     local r = crystal.orient(p, g, {{cell = {{{', '.join(map(str, cell))}}}}})
     local u = r.u:totable()
     print(r.fraction, r.indexed, r.peaks, r.rms)
@@ -632,7 +632,7 @@ def test_refinement_recovers_the_cell_and_orientation(simulated_stack):
     local f = nx.load({json.dumps(str(simulated_stack['stack']))})
     local g = crystal.geometry(f)
     g:set{{yaw = 0.3, pitch = -0.2, roll = 0.1}}
-    local p = crystal.find_peaks(f.entry.instrument.detector.data, {{threshold = 60}})
+    local p = crystal.peaks(f.entry.peaks)
     local o = crystal.orient(p, g, {{cell = {{{', '.join(map(str, start))}}}, tolerance = 0.08}})
     local r = crystal.refine(p, g, {{symmetry = "monoclinic", tolerance = 0.08}})
     print(table.concat(r.cell, " "))
