@@ -1107,7 +1107,7 @@ def bench_crystal(root):
         local stats_ms = (nxlua.time() - t) * 1e3
         st:write(f)
         t = nxlua.time()
-        local s = data:max(0)
+        for _ in data:blocks() do end    -- the same blocks read, nothing done with them
         print(stats_ms, (nxlua.time() - t) * 1e3)
     """
     find_lua = f"""
@@ -1137,7 +1137,7 @@ def bench_crystal(root):
              f"{theirs['seconds']:.1f} s", f"{ours_fps / theirs_fps:.1f}x faster", ">= 10x, recall >=",
              ours_fps >= 10 * theirs_fps and r_ours >= r_theirs),
             ("crystal.frame_stats, same scan", f"{stats_ms / 1e3:.2f} s",
-             "reading it (data:max(0) in nxlua)", f"{read_ms / 1e3:.2f} s",
+             "reading it (data:blocks() in nxlua)", f"{read_ms / 1e3:.2f} s",
              f"{stats_ms / read_ms:.2f}x the read", "<= 1.5x", stats_ms <= 1.5 * read_ms),
             ("  the same", f"{stats_ms / 1e3:.2f} s",
              f"nxmax's h5py + numpy loop (its read alone {nxmax_read / 1e3:.1f} s)", f"{nxmax_loop / 1e3:.1f} s",
