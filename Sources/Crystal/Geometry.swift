@@ -211,6 +211,20 @@ public struct GeometryTransform: Sendable {
         return out
     }
 
+    /// Where reflection (h, k, l) meets the detector in one turn: pixel x, y and frame z
+    /// (z within one turn from phiStart) of each crossing of the Ewald sphere.
+    public func positions(h: Double, k: Double, l: Double) throws -> [(x: Double, y: Double, z: Double)] {
+        let g = geometry
+        let gv = try g.matrixUB() * Vector3(h, k, l)
+        let turn = 360 / abs(g.phiStep)
+        return reflectingPhis(gv).compactMap { phi in
+            guard let p = pixel(scattering: gv, phi: phi) else { return nil }
+            var z = (phi - g.phiStart) / g.phiStep
+            z -= (z / turn).rounded(.down) * turn
+            return (p.x, p.y, z)
+        }
+    }
+
     // MARK: whole frames
 
     public enum FrameQuantity: String, Sendable, CaseIterable {

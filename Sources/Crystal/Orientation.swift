@@ -60,6 +60,15 @@ public enum Orientation {
         return u
     }
 
+    /// `find`, then U fitted to every peak it indexes (kept if it indexes at least as well).
+    public static func orient(_ gs: [Vector3], cell: UnitCell, tolerance: Double = 0.05, angleTolerance: Double = 0.5,
+                              candidates: Int = 8) throws -> (u: Matrix3, indexing: Indexing) {
+        let found = try find(gs, cell: cell, tolerance: tolerance, angleTolerance: angleTolerance, candidates: candidates)
+        let u = try refineU(gs, hkl: found.indexing.hkl, use: found.indexing.indexed, cell: cell)
+        let again = try index(gs, ub: u * cell.matrixB(), tolerance: tolerance)
+        return again.score >= found.indexing.score ? (u, again) : found
+    }
+
     public struct Indexing: Sendable {
         /// Nearest integer indices of each peak.
         public let hkl: [Vector3]
@@ -71,6 +80,11 @@ public enum Orientation {
         /// so a U that indexes as many peaks but closer wins (a loose tolerance lets wrong
         /// orientations index most peaks roughly).
         public let score: Double
+        /// Root-mean-square residual of the indexed peaks, 1/Angstrom.
+        public var rms: Double {
+            let used = zip(residuals, indexed).filter { $0.1 }.map { $0.0 }
+            return used.isEmpty ? 0 : (used.map { $0 * $0 }.reduce(0, +) / Double(used.count)).squareRoot()
+        }
     }
 
     /// Indexes scattering vectors with UB: a peak is indexed when its G lies within

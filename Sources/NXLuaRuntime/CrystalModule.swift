@@ -278,24 +278,16 @@ enum CrystalModule {
                 return 1
             },
             LuaMethodDecl("pixels", "g:pixels(h, k, l) -> {{x=, y=, z=}, ...}", "where reflection (h, k, l) meets the detector: pixel and frame of each crossing of the Ewald sphere in one turn") { call, box in
-                let g = box.geometry
-                let t = try wrap { try g.transform() }
-                let ub = try wrap { try g.matrixUB() }
-                let gv = ub * Vector3(try call.number(2), try call.number(3), try call.number(4))
+                let t = try wrap { try box.geometry.transform() }
+                let positions = try wrap { try t.positions(h: try call.number(2), k: try call.number(3), l: try call.number(4)) }
                 let lua = call.lua
-                lua.newTable()
-                var n = 0
-                for phi in t.reflectingPhis(gv) {
-                    guard let p = t.pixel(scattering: gv, phi: phi) else { continue }
-                    var z = (phi - g.phiStart) / g.phiStep
-                    let turn = 360 / abs(g.phiStep)
-                    z -= (z / turn).rounded(.down) * turn
-                    n += 1
+                lua.newTable(arrayCount: positions.count)
+                for (n, p) in positions.enumerated() {
                     lua.newTable(recordCount: 3)
                     lua.push(p.x); lua.rawSet(at: -2, key: "x")
                     lua.push(p.y); lua.rawSet(at: -2, key: "y")
-                    lua.push(z); lua.rawSet(at: -2, key: "z")
-                    lua.rawSet(at: -2, index: n)
+                    lua.push(p.z); lua.rawSet(at: -2, key: "z")
+                    lua.rawSet(at: -2, index: n + 1)
                 }
                 return 1
             },
@@ -725,11 +717,7 @@ enum CrystalModule {
                 guard let cell = g.unitCell else { throw LuaError.runtime("crystal.orient: no unit cell: give {cell = {a, b, c, alpha, beta, gamma}} or set g.unit_cell") }
                 let t = try wrap { try g.transform() }
                 let gs = peaks.map { t.scatteringVector(x: $0.x, y: $0.y, z: $0.z) }
-                var found = try wrap { try Orientation.find(gs, cell: cell, tolerance: tolerance, angleTolerance: angle, candidates: candidates) }
-                // then U fitted to every indexed peak
-                let u = try wrap { try Orientation.refineU(gs, hkl: found.indexing.hkl, use: found.indexing.indexed, cell: cell) }
-                let again = try wrap { try Orientation.index(gs, ub: u * cell.matrixB(), tolerance: tolerance) }
-                if again.score >= found.indexing.score { found = (u, again) }
+                let found = try wrap { try Orientation.orient(gs, cell: cell, tolerance: tolerance, angleTolerance: angle, candidates: candidates) }
                 g.unitCell = cell
                 g.orientationMatrix = found.u
                 box.geometry = g
@@ -737,10 +725,9 @@ enum CrystalModule {
                 lua.newTable(recordCount: 5)
                 try pushMatrix(found.u, lua); lua.rawSet(at: -2, key: "u")
                 lua.push(found.indexing.fraction); lua.rawSet(at: -2, key: "fraction")
-                let used = zip(found.indexing.residuals, found.indexing.indexed).filter { $0.1 }.map { $0.0 }
-                lua.push(used.count); lua.rawSet(at: -2, key: "indexed")
+                lua.push(found.indexing.indexed.filter { $0 }.count); lua.rawSet(at: -2, key: "indexed")
                 lua.push(peaks.count); lua.rawSet(at: -2, key: "peaks")
-                lua.push(used.isEmpty ? 0 : (used.map { $0 * $0 }.reduce(0, +) / Double(used.count)).squareRoot()); lua.rawSet(at: -2, key: "rms")
+                lua.push(found.indexing.rms); lua.rawSet(at: -2, key: "rms")
                 return 1
             },
             LuaFunctionDecl("refine", "crystal.refine(peaks, g [, options]) -> result",
