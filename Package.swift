@@ -53,6 +53,8 @@ let package = Package(
         // CHDF5 names too); linking nothing, it opens libcbf with dlopen (see its header).
         .target(name: "CCBFShims", cSettings: [.unsafeFlags(["-I/usr/include/hdf5/serial"])],
                 linkerSettings: [.linkedLibrary("dl")]),
+        // libcminpack (Levenberg-Marquardt) opened with dlopen for the crystal refinement.
+        .target(name: "CMinpackShims", linkerSettings: [.linkedLibrary("dl")]),
         // Bitshuffle+LZ4 chunks in the HDF5 plugin's format with an AVX2 bit transpose
         // (the stacker's hot path); liblz4 opened with dlopen.
         .target(name: "CBitshuffle", linkerSettings: [.linkedLibrary("dl")]),
@@ -128,8 +130,11 @@ let package = Package(
         // language compiled to SQL, SQLite (WAL, FTS5) and PostgreSQL stores. No Lua inside.
         .target(name: "Catalog", dependencies: ["NeXus", "NDArray", "FolderListing", .product(name: "GRDB", package: "GRDB.swift"),
                                                .product(name: "PostgresNIO", package: "postgres-nio")]),
+                // Single-crystal analysis: the scan geometry (pixel -> Q -> hkl), a crystal simulator,
+        // streaming frame statistics and 3-D peak search, in NXRefine's conventions. No Lua inside.
+        .target(name: "Crystal", dependencies: ["NDArray", "NeXus", "Detector", "CMinpackShims"]),
         // The Lua modules nxlua provides (bindings only; cores live in their own modules).
-        .target(name: "NXLuaRuntime", dependencies: ["LuaBridge", "NativeLibraries", "NDArray", "NeXus", "Detector", "Stacker", "TerminalProgress", "RemoteServer", "RemoteClient", "Events", "Plot", "FolderListing", "Catalog"]),
+        .target(name: "NXLuaRuntime", dependencies: ["LuaBridge", "NativeLibraries", "NDArray", "NeXus", "Detector", "Stacker", "TerminalProgress", "RemoteServer", "RemoteClient", "Events", "Plot", "FolderListing", "Catalog", "Crystal"]),
         // `nxlua macros`: one worker thread and one Lua state per macro file, fed from the
         // journal with durable cursors, limits, failure counting and live reload.
         .target(name: "Macros", dependencies: ["Events", "NXLuaRuntime", "LuaBridge", "NDArray", "NeXus",
@@ -169,6 +174,7 @@ let package = Package(
         .testTarget(name: "EventsTests", dependencies: ["Events"]),
         .testTarget(name: "CatalogTests", dependencies: ["Catalog"]),
         .testTarget(name: "TerminalGraphicsTests", dependencies: ["TerminalGraphics"]),
+        .testTarget(name: "CrystalTests", dependencies: ["Crystal", "NeXus", "NDArray"]),
         .testTarget(name: "PlotTests", dependencies: ["Plot", "NDArray"]),
         .testTarget(name: "NXLuaRuntimeTests", dependencies: [
             "NXLuaRuntime", "LuaBridge", "NativeLibraries", "CHDF5", "CHDF5Shims", "CTIFFShims", "CCBFShims",

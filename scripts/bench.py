@@ -1307,6 +1307,168 @@ def bench_catalog_query(root):
         ("catalog query at 1M: latest scan of an instrument", f"{r['latest_ms']:.3f} ms", "", "", "", "p50 <= 1 ms", r["latest_ms"] <= 1),
     ]
 
+CRYSTAL_SIM = """
+local frames, modules, folder, truth = tonumber(arg[1]), arg[2], arg[3], arg[4]
+local c, s = math.cos(math.rad(25)), math.sin(math.rad(25))
+local rows, cols = modules:match("(%d+)x(%d+)")
+local g = crystal.geometry{distance = 300, pixel_size = 0.172, beam_center_x = 737.5, beam_center_y = 839.5,
+  wavelength = 0.2, phi_start = 0, phi_step = 0.1, chi = -1, omega = 0.5,
+  unit_cell = {9.5, 9.5, 12.4, 90, 90, 90}, orientation_matrix = {{c, -s, 0}, {s, c, 0}, {0, 0, 1}}}
+local sim = crystal.simulate{geometry = g, frames = frames, modules = {tonumber(rows), tonumber(cols)}, seed = 17,
+  mosaic = 0.1, intensity = {2e4, 1e6}, background = 5, folder = folder, prefix = "sim"}
+local out = assert(io.open(truth, "w"))
+for _, p in ipairs(sim.reflections) do out:write(string.format("%.6f %.6f %.6f %.1f\\n", p.x, p.y, p.z, p.intensity)) end
+out:close()
+"""
+
+
+def crystal_stack(root, frames, modules="8x3"):
+    """A simulated rotation scan (crystal.simulate: CBFs with Pilatus headers) stacked by
+    `nxlua stack` (bitshuffle+LZ4), with the simulation's true peak list; made once."""
+    nxlua = str(root / ".build/release/nxlua")
+    folder = bench_cache() / f"crystal_{modules}_{frames}"
+    stack, truth = folder / "scan.nxs", folder / "truth.txt"
+    if not (folder / ".complete").exists():
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        script = folder / "sim.lua"
+        script.write_text(CRYSTAL_SIM)
+        subprocess.run([nxlua, str(script), str(frames), modules, str(folder / "frames"), str(truth)], check=True)
+        cbfs = sorted(str(p) for p in (folder / "frames").glob("sim_*.cbf"))
+        subprocess.run([nxlua, "stack", "--out", str(stack), "--quiet", *cbfs], check=True)
+        shutil.rmtree(folder / "frames")
+        (folder / ".complete").write_text("")
+    return stack, truth
+
+
+NXREFINE_FIND = """
+import sys, time, json
+import hdf5plugin  # noqa: F401
+import h5py, numpy as np
+from nxrefine.nxutils import peak_search
+path, threshold, nframes = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+mask = h5py.File(path)["entry/instrument/detector/pixel_mask"][()]
+t = time.perf_counter()
+blobs = []
+for i in range(0, nframes, 50):     # nxreduce.find_peaks, sequential branch
+    j, k = i - min(5, i), min(i + 55, nframes)
+    z, found = peak_search(path, "entry/instrument/detector/data", i, j, k, threshold, mask=mask, min_pixels=10)
+    blobs += [b for b in found if b.z >= z and b.z < min(z + 50, nframes)]
+seconds = time.perf_counter() - t
+print(json.dumps({"seconds": seconds, "peaks": [[float(b.x), float(b.y), float(b.z)] for b in blobs]}))
+"""
+
+NXMAX_LOOP = """
+import sys, time
+import hdf5plugin  # noqa: F401
+import h5py, numpy as np
+path = sys.argv[1]
+with h5py.File(path) as f:
+    d = f["entry/instrument/detector/data"]
+    mask = f["entry/instrument/detector/pixel_mask"][()].astype(bool)
+    t = time.perf_counter()
+    read_only = 0
+    for i in range(0, d.shape[0], 50):
+        read_only += d[i:i + 50].shape[0]
+    t_read = time.perf_counter() - t
+    t = time.perf_counter()
+    vsum, fsum, maximum = None, [], 0
+    for i in range(0, d.shape[0], 50):      # nxmax's sequential loop: sums, masked sums, maximum
+        v = d[i:i + 50]
+        vsum = v.sum(0, dtype=np.float64) if vsum is None else vsum + v.sum(0)
+        m = np.ma.masked_array(v, mask=np.broadcast_to(mask, v.shape))
+        fsum += list(m.sum((1, 2)))
+        maximum = max(maximum, m.max())
+    print(t_read, time.perf_counter() - t)
+"""
+
+
+def recall(found, truth, nframes, tolerance):
+    """The share of true peaks (inside the scan, away from its ends) found within `tolerance`
+    pixels and frames."""
+    import numpy as np
+    t = truth[(truth[:, 2] >= 3) & (truth[:, 2] <= nframes - 4)]
+    if len(found) == 0 or len(t) == 0:
+        return 0.0
+    f = np.asarray(found)
+    hit = sum(bool((np.abs(f - p[:3]).max(1) <= tolerance).any()) for p in t)
+    return hit / len(t)
+
+
+def bench_crystal(root):
+    """Peak search (crystal.find_peaks vs NXRefine 0.1.1's peak_search, run as nxreduce runs
+    it) and frame statistics (crystal.frame_stats vs reading the stack, and nxmax's numpy
+    loop) on a simulated 360-frame Pilatus 2M scan; peak RSS with 360 and 3600 frames."""
+    import resource
+    import numpy as np
+    nxlua = str(root / ".build/release/nxlua")
+    venv = subprocess.run([str(root / "scripts/venv"), "--name", "venv-bench", str(root / "scripts/requirements-bench.txt")],
+                          check=True, capture_output=True, text=True).stdout.strip()
+    py = str(pathlib.Path(venv) / "bin/python")
+    if subprocess.run([py, "-c", "import nxrefine.nxutils"], capture_output=True).returncode != 0:
+        # nxrefine's own requirements pull a GUI (nexpy, PyQt); peak_search needs only
+        # nexusformat and scikit-image (requirements-bench.txt)
+        subprocess.run([py, "-m", "pip", "install", "-q", "--no-deps", "nxrefine==0.1.1"], check=True)
+    stack, truth_path = crystal_stack(root, 360)
+    truth = np.loadtxt(truth_path, ndmin=2)
+    nframes = 360
+    stats_lua = f"""
+        local f <close> = nx.load({json.dumps(str(stack))}, "rw")
+        local data = f.entry.instrument.detector.data
+        local t = nxlua.time()
+        local st = crystal.frame_stats(data, {{mask = false}})
+        local stats_ms = (nxlua.time() - t) * 1e3
+        st:write(f)
+        t = nxlua.time()
+        for _ in data:blocks() do end    -- the same blocks read, nothing done with them
+        print(stats_ms, (nxlua.time() - t) * 1e3)
+    """
+    find_lua = f"""
+        local f = nx.load({json.dumps(str(stack))})
+        local t = nxlua.time()
+        local p = crystal.find_peaks(f.entry.instrument.detector.data, {{threshold = 500, min_pixels = 10}})
+        local ms = (nxlua.time() - t) * 1e3
+        local out = {{}}
+        for i = 1, #p do out[#out + 1] = string.format("%.4f %.4f %.4f", p[i].x, p[i].y, p[i].z) end
+        print(ms)
+        print(table.concat(out, "\\n"))
+    """
+    stats_ms, read_ms = [float(v) for v in subprocess.run([nxlua, "-e", stats_lua], check=True, capture_output=True,
+                                                          text=True).stdout.split()]
+    nxmax_read, nxmax_loop = [float(v) * 1e3 for v in subprocess.run([py, "-c", NXMAX_LOOP, str(stack)], check=True,
+                                                                     capture_output=True, text=True).stdout.split()]
+    out = subprocess.run([nxlua, "-e", find_lua], check=True, capture_output=True, text=True).stdout.strip().splitlines()
+    ours_ms = float(out[0])
+    ours = [[float(v) for v in line.split()] for line in out[1:]]
+    theirs = json.loads(subprocess.run([py, "-c", NXREFINE_FIND, str(stack), "500", str(nframes)], check=True,
+                                       capture_output=True, text=True).stdout)
+    ours_fps, theirs_fps = nframes / ours_ms * 1e3, nframes / theirs["seconds"]
+    r_ours, r_theirs = recall(ours, truth, nframes, 1.0), recall(theirs["peaks"], truth, nframes, 1.0)
+    rows = [(f"crystal.find_peaks, 360-frame 2M scan ({ours_fps:.0f} frames/s, recall {100 * r_ours:.1f}%)",
+             f"{ours_ms / 1e3:.1f} s",
+             f"NXRefine 0.1.1 peak_search as nxreduce ({theirs_fps:.1f} frames/s, recall {100 * r_theirs:.1f}%)",
+             f"{theirs['seconds']:.1f} s", f"{ours_fps / theirs_fps:.1f}x faster", ">= 10x, recall >=",
+             ours_fps >= 10 * theirs_fps and r_ours >= r_theirs),
+            ("crystal.frame_stats, same scan", f"{stats_ms / 1e3:.2f} s",
+             "reading it (data:blocks() in nxlua)", f"{read_ms / 1e3:.2f} s",
+             f"{stats_ms / read_ms:.2f}x the read", "<= 1.5x", stats_ms <= 1.5 * read_ms),
+            ("  the same", f"{stats_ms / 1e3:.2f} s",
+             f"nxmax's h5py + numpy loop (its read alone {nxmax_read / 1e3:.1f} s)", f"{nxmax_loop / 1e3:.1f} s",
+             f"{nxmax_loop / stats_ms:.1f}x faster", "(no target)", True)]
+    # memory: the same work on 360 and 3600 frames of a smaller detector
+    rss = {}
+    for n in (360, 3600):
+        small, _ = crystal_stack(root, n, "2x2")
+        code = f"""
+            local d = nx.load({json.dumps(str(small))}).entry.instrument.detector.data
+            crystal.frame_stats(d)
+            crystal.find_peaks(d, {{threshold = 500}})"""
+        run = subprocess.run(["/usr/bin/time", "-f", "%M", nxlua, "-e", code], check=True, capture_output=True, text=True)
+        rss[n] = int(run.stderr.strip().splitlines()[-1]) / 1024
+    rows.append(("peak RSS, frame_stats + find_peaks, 3600 frames (407 x 981)", f"{rss[3600]:.0f} MB",
+                 "the same, 360 frames", f"{rss[360]:.0f} MB", f"{rss[3600] / rss[360]:.2f}x",
+                 "independent of frames", rss[3600] <= 1.2 * rss[360]))
+    return rows
 
 
 BENCHES = {"startup": bench_startup, "bridge": bench_bridge, "sums": bench_sums,
@@ -1314,7 +1476,8 @@ BENCHES = {"startup": bench_startup, "bridge": bench_bridge, "sums": bench_sums,
            "nexus_frame": bench_nexus_frame, "nexus_write": bench_nexus_write, "stream": bench_stream, "cbf_decode": bench_cbf_decode,
            "stack": bench_stack, "serve": bench_serve, "matmul": bench_matmul,
            "journal": bench_journal, "plot": bench_plot, "viewer": bench_viewer, "macro_latency": bench_macro_latency, "live": bench_live,
-           "catalog_register": bench_catalog_register, "catalog_query": bench_catalog_query}
+           "catalog_register": bench_catalog_register, "catalog_query": bench_catalog_query,
+           "crystal": bench_crystal}
 
 
 def main():

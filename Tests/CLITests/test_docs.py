@@ -794,4 +794,5 @@ def setup_remote(p):
 
 
 # What a page's examples expect to find besides scan.nxs, scripts/ and /data.
-PAGE_SETUP = {"README.md": setup_readme, "docs/macros.md": setup_macros, "docs/remote.md": setup_remote}
+PAGE_SETUP = {"README.md": setup_readme, "docs/macros.md": setup_macros, "docs/remote.md": setup_remote,
+              "docs/crystal.md": setup_macros}
