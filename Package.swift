@@ -129,7 +129,8 @@ let package = Package(
         // The catalog (docs/catalog.md): harvest NeXus files through a field mapping, the query
         // language compiled to SQL, SQLite (WAL, FTS5) and PostgreSQL stores. No Lua inside.
         .target(name: "Catalog", dependencies: ["NeXus", "NDArray", "FolderListing", .product(name: "GRDB", package: "GRDB.swift"),
-                                               .product(name: "PostgresNIO", package: "postgres-nio")]),
+                                               .product(name: "PostgresNIO", package: "postgres-nio"),
+                                               .product(name: "Crypto", package: "swift-crypto")]),
                 // Single-crystal analysis: the scan geometry (pixel -> Q -> hkl), a crystal simulator,
         // streaming frame statistics and 3-D peak search, in NXRefine's conventions. No Lua inside.
         .target(name: "Crystal", dependencies: ["NDArray", "NeXus", "Detector", "CMinpackShims"]),

@@ -60,7 +60,7 @@ public final class Catalog: @unchecked Sendable {
     /// Registers files and the NeXus/HDF5 files under folders. Unchanged files (same
     /// path, size and modification time) are skipped; changed ones re-harvested; bad ones
     /// recorded with the reason. `progress(done, total)` is called as files are handled.
-    public func register(_ paths: [String], force: Bool = false,
+    public func register(_ paths: [String], force: Bool = false, checksum: Bool = false,
                          progress: ((Int, Int) -> Void)? = nil) throws -> RegistrationSummary {
         var files: [String] = []
         for p in paths {
@@ -70,7 +70,8 @@ public final class Catalog: @unchecked Sendable {
             if (st.st_mode & S_IFMT) == S_IFDIR { Catalog.walk(abs, into: &files) } else { files.append(abs) }
         }
         var summary = RegistrationSummary()
-        let h = harvester
+        var h = harvester
+        h.checksum = checksum
         var done = 0
         for start in stride(from: 0, to: files.count, by: batchSize) {
             let batch = Array(files[start..<min(files.count, start + batchSize)])
@@ -164,7 +165,8 @@ public final class Catalog: @unchecked Sendable {
             var parts: [String] = []
             for r in roots {
                 let prefix = r.hasSuffix("/") ? r : r + "/"
-                if engine.dialect == .sqlite { f.arguments.append(.int(Int64(prefix.count))) }
+                // SQLite's substr counts code points
+                if engine.dialect == .sqlite { f.arguments.append(.int(Int64(prefix.unicodeScalars.count))) }
                 f.arguments.append(.string(prefix))
                 parts.append(engine.dialect.pathUnder(lengthArgument: f.arguments.count - 1, prefixArgument: f.arguments.count))
             }

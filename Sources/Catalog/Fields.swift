@@ -65,6 +65,7 @@ public struct Mapping: Sendable, Equatable {
         .init("error", .text, "why a bad file could not be read"),
         .init("size", .integer, "file size in bytes"),
         .init("mtime", .time, "file modification time"),
+        .init("sha256", .text, "SHA-256 of the file's bytes (catalog add --checksum)"),
         .init("frames", .integer, "frames in the default NXdata signal (its first axis for 3-D and more)"),
         .init("signal_shape", .text, "shape of the default NXdata signal, as 100x512x512"),
         .init("signal_dtype", .text, "element type of the default NXdata signal"),

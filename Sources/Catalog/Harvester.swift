@@ -1,3 +1,4 @@
+import Crypto
 import NDArray
 import NeXus
 #if canImport(Glibc)
@@ -11,8 +12,33 @@ public struct Harvester: Sendable {
     /// Undeclared values gathered per entry at most (a file with thousands of small
     /// fields still registers in milliseconds).
     public var metadataLimit = 400
+    /// Also the SHA-256 of the file's bytes (field sha256): reads the whole file, so only
+    /// on request (catalog add --checksum).
+    public var checksum = false
 
     public init(mapping: Mapping = .standard) { self.mapping = mapping }
+
+    /// The SHA-256 of a file, hex, read in 8 MiB blocks; nil when it cannot be read.
+    public static func sha256(_ path: String) -> String? {
+        let fd = open(path, O_RDONLY)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        _ = posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL)
+        var hasher = SHA256()
+        let size = 8 << 20
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 64)
+        defer { buffer.deallocate() }
+        while true {
+            let n = read(fd, buffer.baseAddress, size)
+            if n < 0 { if errno == EINTR { continue }; return nil }
+            if n == 0 { break }
+            hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
+        }
+        return hasher.finalize().map { byte in
+            let digits = Array("0123456789abcdef")
+            return String([digits[Int(byte >> 4)], digits[Int(byte & 15)]])
+        }.joined()
+    }
 
     /// The file's size and modification time (what decides whether it changed).
     public static func fileStamp(_ path: String) -> (size: Int64, mtime: Double)? {
@@ -21,15 +47,27 @@ public struct Harvester: Sendable {
         return (Int64(st.st_size), Double(st.st_mtim.tv_sec) + Double(st.st_mtim.tv_nsec) * 1e-9)
     }
 
+    static func realFolder(of path: String) -> String? {
+        guard let p = realpath(path, nil) else { return nil }
+        defer { free(p) }
+        let real = String(cString: p)
+        return String(real[..<(real.lastIndex(of: "/") ?? real.endIndex)])
+    }
+
     public func harvest(_ path: String) -> [CatalogEntry] {
         var base: [String: FieldValue] = [:]
         if let s = Harvester.fileStamp(path) {
             base["size"] = .integer(s.size)
             base["mtime"] = .time(CatalogTime.iso(s.mtime), seconds: s.mtime)
         }
+        if checksum, let sum = Harvester.sha256(path) { base["sha256"] = .text(sum) }
         do {
             var o = NXFile.Options()
             o.eagerLimit = 64
+            // external links only to files next to this one or below (an Eiger master's
+            // data files): never metadata of files elsewhere, which a server's catalog
+            // would show to users of the served folder
+            o.externalLinksWithin = Harvester.realFolder(of: path)
             let file: NXFile
             do { file = try NXFile(path: path, mode: .read, options: o) } catch {
                 // a file a stacker is writing (SWMR) opens as a SWMR reader

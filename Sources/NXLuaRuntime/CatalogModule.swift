@@ -357,12 +357,23 @@ enum CatalogModule {
                     try CoreModule.sleepPolling(min(0.02, max(0, deadline - CatalogModule.now())))
                 }
             },
-            LuaMethodDecl("add", "cat:add(path, ...) -> registered, unchanged, bad",
-                          "registers files, and the NeXus/HDF5 files under folders (unchanged files are skipped)") { call, cat in
+            LuaMethodDecl("add", "cat:add(path, ... [, {force=, checksum=}]) -> registered, unchanged, bad",
+                          "registers files, and the NeXus/HDF5 files under folders (unchanged files are skipped)",
+                          help: "force = true harvests unchanged files again; checksum = true also records each file's SHA-256 (field sha256; reads every byte).") { call, cat in
                 let local = try localOnly(cat, "add")
+                var last = call.count
+                var force = false, checksum = false
+                if last >= 3, call.lua.type(at: last) == .table {
+                    try call.options(last, known: ["force", "checksum"])
+                    if call.lua.rawGet(at: last, key: "force") != .nil { force = call.lua.toBoolean(at: -1) }
+                    call.lua.pop()
+                    if call.lua.rawGet(at: last, key: "checksum") != .nil { checksum = call.lua.toBoolean(at: -1) }
+                    call.lua.pop()
+                    last -= 1
+                }
                 var paths: [String] = []
-                for i in 2...max(2, call.count) { paths.append(try call.string(i)) }
-                let s = try wrap { try local.register(paths) }
+                for i in 2...max(2, last) { paths.append(try call.string(i)) }
+                let s = try wrap { try local.register(paths, force: force, checksum: checksum) }
                 return call.returns(s.registered, s.unchanged, s.bad)
             },
             LuaMethodDecl("fields", "cat:fields() -> {{name=, type=, dimension=, unit=, summary=}, ...}", "the declared fields") { call, handle in

@@ -37,10 +37,10 @@ enum Pending {
     }
 }
 
-/// An `obj.attrs` proxy.
+/// An `obj.attrs` proxy of any tree's group or field (written only in a local file).
 final class AttrsBox: @unchecked Sendable {
-    let node: NXNode
-    init(_ node: NXNode) { self.node = node }
+    let node: any NXReadableNode
+    init(_ node: any NXReadableNode) { self.node = node }
 }
 
 /// The `nx` module: NeXus files as Lua objects (thin: the NeXus core does the work).
@@ -298,44 +298,7 @@ enum NeXusModule {
 
     // MARK: the types
 
-    static func nodeProperty(_ node: NXNode, _ key: String, _ lua: Lua) throws -> Bool {
-        switch key {
-        case "nxname": lua.push(node.name)
-        case "nxpath": lua.push(node.path)
-        case "nxclass": lua.push(node.nxclass)
-        case "nxfilename", "filename": lua.push(node.file.path)
-        case "parent", "nxgroup": pushNode(node.parent, lua)
-        case "root", "nxroot": pushNode(node.file.root, lua)
-        case "attrs": attrs.push(AttrsBox(node), to: lua)
-        default: return false
-        }
-        return true
-    }
-
-    static func pushNode(_ n: NXNode, _ lua: Lua) {
-        if let g = n as? NXGroup { group.push(g, to: lua) } else if let f = n as? NXField { field.push(f, to: lua) }
-    }
-
-    static func pushList(_ nodes: [NXNode], _ lua: Lua) {
-        lua.newTable(arrayCount: nodes.count)
-        for (i, n) in nodes.enumerated() { pushNode(n, lua); lua.rawSet(at: -2, index: i + 1) }
-    }
-
-    static let commonProperties: [String] = ["nxname", "nxpath", "nxclass", "nxfilename", "parent", "root", "attrs"]
-
-    static func treeMethod<T: NXNode>() -> LuaMethodDecl<T> {
-        LuaMethodDecl("tree", "obj:tree([\"short\"])",
-                      "prints the tree below obj (as nexusformat's .tree); \"short\": obj and one line per child (.short_tree)") { call, node in
-            let form = try call.optString(2)
-            guard form == nil || form == "short" else { throw LuaError.argument(2, "\"short\" or nothing expected, got \"\(form!)\"") }
-            let short = form == "short"
-            let text = try wrap { try short ? node.shortTree() : node.tree() }
-            try call.lua.getGlobal("print")
-            call.lua.push(text)
-            try call.lua.pcall(nargs: 1, nresults: 0)
-            return 0
-        }
-    }
+    static func pushNode(_ n: NXNode, _ lua: Lua) { pushReadable(n, lua) }
 
     static func renameMethod<T: NXNode>() -> LuaMethodDecl<T> {
         LuaMethodDecl("rename", "obj:rename(newname) -> obj", "renames the object within its group; returns it under the new name") { call, node in
@@ -368,12 +331,6 @@ enum NeXusModule {
         return 1
     }
 
-    static func attrShortcut(_ node: NXNode, _ key: String, _ lua: Lua) throws -> Bool {
-        guard let v = try wrap({ try node.attribute(key) }) else { return false }
-        try push(v, lua)
-        return true
-    }
-
     static let group: LuaClass<NXGroup> = LuaClass(
         "NXgroup",
         summary: "a NeXus group (a file's root is one); children by name, path or class",
@@ -385,32 +342,8 @@ enum NeXusModule {
         g.name = nx.group("NXsample"), g.x = array.arange(5), g.name = nil   (writing)
         Methods win over child names: reach a child called "tree" by g["./tree"] or g:child("tree").
         """,
-        methods: [
-            LuaMethodDecl("child", "g:child(name) -> obj|nil", "the child called name (also when a method has that name)") { call, g in
-                guard let c = try wrap({ try g.child(try call.string(2)) }) else { return 0 }
-                pushNode(c, call.lua)
-                return 1
-            },
-            LuaMethodDecl("keys", "g:keys() -> {names}", "the names of the children, in natural order") { call, g in
-                call.lua.push(try wrap { try g.names() })
-                return 1
-            },
-            LuaMethodDecl("component", "g:component(nxclass) -> {objects}", "direct children of an NX class") { call, g in
-                pushList(try wrap { try g.children(ofClass: try call.string(2)) }, call.lua)
-                return 1
-            },
-            LuaMethodDecl("find", "g:find(nxclass) -> {objects}", "all groups of an NX class below g (depth first)") { call, g in
-                pushList(try wrap { try g.find(try call.string(2)) }, call.lua)
-                return 1
-            },
-            LuaMethodDecl("default", "g:default() -> NXdata|nil",
-                          "the NXdata the @default chain leads to (root -> entry -> data), else the first one") { call, g in
-                guard let d = try wrap({ try g.defaultData() }) else { return 0 }
-                group.push(d, to: call.lua)
-                return 1
-            },
-            treeMethod(),
-            renameMethod(),
+        methods: groupReadMethods() + [
+            renameMethod() as LuaMethodDecl<NXGroup>,
             LuaMethodDecl("flush", "f:flush()", "writes buffered data to disk (SWMR readers then see it)") { call, g in
                 try wrap { try g.file.flush() }
                 return 0
@@ -423,9 +356,8 @@ enum NeXusModule {
                 try wrap { try g.file.refresh(under: g.path) }
                 return 0
             },
-            PlotModule.plotMethod(), PlotModule.oplotMethod(), PlotModule.logplotMethod(), PlotModule.projectMethod(),
         ],
-        metamethods: [
+        metamethods: groupMetamethods { try $0.object(1, group) }.merging([
             "__newindex": { call in
                 let g = try call.object(1, group)
                 let name = try call.string(2)
@@ -437,82 +369,21 @@ enum NeXusModule {
                 try wrap { try assign(g, name, p) }
                 return 0
             },
-            "__len": { call in
-                call.returns(try wrap { try call.object(1, group).entries().count })
-            },
-            "__pairs": { call in
-                let g = try call.object(1, group)
-                let it = Cursor(try wrap { try g.names() })
-                call.lua.push(function: "next") { inner in
-                    while let name = it.next() {
-                        if let c = try? g.child(name) {
-                            inner.lua.push(name)
-                            pushNode(c, inner.lua)
-                            return 2
-                        }
-                    }
-                    return 0
-                }
-                return 1
-            },
-            "__pretty": { call in call.returns(try wrap { try call.object(1, group).tree() }) },
-        ],
+        ]) { $1 },
         index: { call, g in
-            let lua = call.lua
-            if lua.type(at: 2) == .number { return try dataIndex(call, g) }
-            let key = try call.string(2)
-            if try nodeProperty(g, key, lua) { return 1 }
-            switch key {
-            case "mode" where g.path == "/": lua.push(g.file.mode.rawValue); return 1
-            case "nxsignal": if let s = try wrap({ try g.signal() }) { field.push(s, to: lua); return 1 }; return 0
-            case "nxerrors": if let s = try wrap({ try g.errors() }) { field.push(s, to: lua); return 1 }; return 0
-            case "nxaxes":
-                let axes = try wrap { try g.axes() }
-                lua.newTable(arrayCount: axes.count)
-                for (i, a) in axes.enumerated() {
-                    if let a { field.push(a, to: lua) } else { lua.push(false) }
-                    lua.rawSet(at: -2, index: i + 1)
-                }
-                return 1
-            default: break
-            }
-            if key.contains("/") || key == "." || key == ".." {
-                guard let n = try wrap({ try g.resolve(key) }) else {
-                    throw LuaError.runtime("\(g.file.path): \(joined(g.path, key)): no such object")
-                }
-                pushNode(n, lua)
+            if g.path == "/", call.lua.type(at: 2) == .string, call.lua.toString(at: 2) == "mode" {
+                call.lua.push(g.file.mode.rawValue)
                 return 1
             }
-            if let c = try wrap({ try g.child(key) }) { pushNode(c, lua); return 1 }
-            if key.hasPrefix("NX"), key.count > 2, key.dropFirst(2).allSatisfy({ $0.isLowercase || $0 == "_" }) {
-                pushList(try wrap { try g.children(ofClass: key) }, lua)
-                return 1
-            }
-            if try attrShortcut(g, key, lua) { return 1 }
-            if g.nxclass == "NXdata", key.contains(":") || key.contains(",") || Double(key) != nil {
-                return try dataIndex(call, g)
-            }
-            return 0
+            return try groupIndex(call, g)
         },
-        completions: { g in
-            ((try? g.names()) ?? []) + commonProperties + ["nxsignal", "nxaxes", "nxerrors"] + ((try? g.attributeNames()) ?? [])
-        },
+        completions: { g in groupCompletions(g) },
         close: { g in if g.path == "/" { try wrap { try g.file.close() } } },
         describe: { g in (try? g.tree()) ?? "\(g.file.path): \(g.path) (closed file)" }
     )
 
     static func joined(_ base: String, _ rel: String) -> String {
         rel.hasPrefix("/") ? rel : (base == "/" ? "/" + rel : base + "/" + rel)
-    }
-
-    /// d["1.5:2.5, :"] on an NXdata: the signal sliced, float bounds by axis value.
-    static func dataIndex(_ call: LuaCall, _ g: NXGroup) throws -> Int32 {
-        guard let s = try wrap({ try g.signal() }) else {
-            throw LuaError.runtime("\(g.file.path): \(g.path): not an NXdata with a signal; index its fields instead")
-        }
-        let sel = try wrap { try g.positions(try selection(call, 2)) }
-        try push(try wrap { try s.read(sel) }, call.lua)
-        return 1
     }
 
     static func selection(_ call: LuaCall, _ i: Int32) throws -> Selection {
@@ -523,15 +394,6 @@ enum NeXusModule {
             return Selection([.index(.int(k))])
         }
         return try wrap { try Selection(parsing: try call.string(i)) }
-    }
-
-    static func streamingReduction(_ op: Reduction, _ summary: String) -> LuaMethodDecl<NXField> {
-        LuaMethodDecl(op.rawValue, "c:\(op.rawValue)([axis [, keepdims]]) -> ndarray|number", summary) { call, f in
-            let axes = try ArrayModule.axes(call, 2)
-            let r = try wrap { try f.reduce(op, axes: axes, keepdims: call.boolean(3), progress: progress(op.rawValue, f)) }
-            try ArrayModule.push(r, call.lua)
-            return 1
-        }
     }
 
     /// Between blocks of a streaming reduction: Ctrl-C stops it, and a bar shows on a
@@ -556,11 +418,7 @@ enum NeXusModule {
         c:read()                  the whole field;  c.nxvalue  the same
         c["0:10"] = a; c:append(frame)    writing (mode "rw"/"w"/"a")
         """,
-        methods: [
-            LuaMethodDecl("read", "c:read() -> ndarray|number|string|table", "reads the whole field") { call, f in
-                try push(try wrap { try f.read(nil) }, call.lua)
-                return 1
-            },
+        methods: fieldReadMethods(through: "the file") + [
             LuaMethodDecl("append", "c:append(frame)", "appends a frame (or a block of frames) along the first, unlimited axis") { call, f in
                 let v = try value(call, 2)
                 try wrap { try f.append(v) }
@@ -578,40 +436,9 @@ enum NeXusModule {
                 try wrap { try f.flush() }
                 return 0
             },
-            streamingReduction(.sum, "sum over an axis, a table of axes, or all, streaming through the file; integers accumulate in int64"),
-            streamingReduction(.prod, "product over axes, streaming through the file"),
-            streamingReduction(.min, "minimum over axes, streaming through the file (NaN wins)"),
-            streamingReduction(.max, "maximum over axes, streaming through the file (NaN wins)"),
-            LuaMethodDecl("mean", "c:mean([axis [, keepdims]]) -> ndarray|number",
-                          "mean over axes in float64, streaming through the file") { call, f in
-                let axes = try ArrayModule.axes(call, 2)
-                let r = try wrap { try f.mean(axes: axes, keepdims: call.boolean(3), progress: progress("mean", f)) }
-                try ArrayModule.push(r, call.lua)
-                return 1
-            },
-            LuaMethodDecl("blocks", "c:blocks([n]) -> iterator",
-                          "for first, block in c:blocks(n): blocks of n rows of the first axis, the next read while the loop body runs",
-                          help: """
-                          first is the 0-based index of the block's first row; block is an ndarray of up
-                          to n rows (fewer at the end). n defaults to whole chunks, about 32 MB.
-                          Example:  local s = 0; for i, b in c:blocks(10) do s = s + b:sum() end
-                          """) { call, f in
-                let rows = try call.optInteger(2)
-                let blocks = try wrap { try NXBlocks(f, rows: try rows ?? f.blockRows(), reuse: false) }
-                call.lua.push(function: "blocks iterator") { inner in
-                    try CoreModule.checkStopped("blocks")
-                    guard let (first, block) = try wrap({ try blocks.next() }) else { inner.lua.pushNil(); return 1 }
-                    inner.lua.push(first)
-                    try ArrayModule.push(block, inner.lua, scalarIfZeroD: false)
-                    return 2
-                }
-                return 1
-            },
-            treeMethod(),
-            renameMethod(),
-            PlotModule.plotMethod(), PlotModule.oplotMethod(), PlotModule.logplotMethod(),
+            renameMethod() as LuaMethodDecl<NXField>,
         ],
-        metamethods: [
+        metamethods: fieldMetamethods { try $0.object(1, field) }.merging([
             "__newindex": { call in
                 let f = try call.object(1, field)
                 if call.lua.type(at: 2) == .string, let key = call.lua.toString(at: 2),
@@ -628,46 +455,18 @@ enum NeXusModule {
                 try wrap { try f.write(v, at: sel) }
                 return 0
             },
-            "__len": { call in
-                let f = try call.object(1, field)
-                let s = try wrap { try f.shape }
-                guard let n = s.first else { throw LuaError.runtime("\(f.file.path): \(f.path): len() of a scalar field") }
-                return call.returns(n)
-            },
-            "__pretty": { call in call.returns(try wrap { try call.object(1, field).tree() }) },
-        ],
+        ]) { $1 },
         index: { call, f in
-            let lua = call.lua
-            if lua.type(at: 2) == .string, let key = lua.toString(at: 2) {
-                if try nodeProperty(f, key, lua) { return 1 }
-                if let n = try fieldProperty(f, key, lua) { return n }
-                switch key {
-                case "compression":
-                    let filters = try wrap { try f.filters }.filter { $0 != "shuffle" }
-                    guard let first = filters.first else { return 0 }
-                    lua.push(first)
-                    return 1
-                case "layout": lua.push(try wrap { try f.layout }); return 1
-                case "nxvalue": try push(try wrap { try f.read(nil) }, lua); return 1
-                default:
-                    if key.first.map({ $0.isLetter || $0 == "_" }) == true {
-                        if try attrShortcut(f, key, lua) { return 1 }
-                        return 0
-                    }
-                }
+            if call.lua.type(at: 2) == .string, call.lua.toString(at: 2) == "layout" {
+                call.lua.push(try wrap { try f.layout })
+                return 1
             }
-            try push(try wrap { try f.read(try selection(call, 2)) }, lua)
-            return 1
+            return try fieldIndex(call, f)
         },
-        completions: { f in
-            ["shape", "dtype", "ndim", "size", "maxshape", "chunks", "compression", "layout", "nxvalue"]
-                + commonProperties + ((try? f.attributeNames()) ?? [])
-        },
+        completions: { f in fieldCompletions(f) + ["layout"] },
         describe: { f in
-            // As nexusformat's str(field): the value (text unquoted), or the summary.
             guard f.file.isOpen else { return "\(f.file.path): \(f.path) (closed file)" }
-            if case .strings(let s, let shape)? = try? f.smallValue(), shape.isEmpty { return s.first ?? "" }
-            return (try? f.summary()) ?? f.path
+            return describeField(f)
         }
     )
 
@@ -678,9 +477,10 @@ enum NeXusModule {
             "__newindex": { call in
                 let box = try call.object(1, attrs)
                 let key = try call.string(2)
-                if call.isNoneOrNil(3) { try wrap { try box.node.deleteAttribute(key) }; return 0 }
+                guard let node = box.node as? NXNode else { throw readOnly(box.node, "setting an attribute") }
+                if call.isNoneOrNil(3) { try wrap { try node.deleteAttribute(key) }; return 0 }
                 let v = try value(call, 3, what: "attribute '\(key)'")
-                try wrap { try box.node.setAttribute(key, v) }
+                try wrap { try node.setAttribute(key, v) }
                 return 0
             },
             "__len": { call in call.returns(try wrap { try call.object(1, attrs).node.attributeNames().count }) },
@@ -864,7 +664,7 @@ enum NeXusModule {
             remoteFunction,
             CatalogModule.catalogFunction,
         ],
-        classes: [group, field, attrs, spec, remote, remoteGroup, remoteField, remoteAttrs,
+        classes: [group, field, attrs, spec, remote, remoteGroup, remoteField,
                   CatalogModule.catalogClass, CatalogModule.entryClass]
     )
 }

@@ -190,8 +190,7 @@ enum PlotModule {
     static func maskArray(_ call: LuaCall, _ i: Int32) throws -> NDArray? {
         let lua = call.lua
         if let a = ArrayModule.cls.object(at: i, in: lua) { return a.array }
-        if let f = NeXusModule.field.object(at: i, in: lua) { return try arrayValue(f, nil) }
-        if let f = NeXusModule.remoteField.object(at: i, in: lua) { return try arrayValue(f, nil) }
+        if let f = NeXusModule.readableField(at: i, in: lua) { return try arrayValue(f, nil) }
         if lua.type(at: i) == .table { return try ArrayModule.fromTable(call, i, dtype: .float64) }
         throw LuaError.runtime("plot option 'mask' must be an ndarray, a field, a table, or false (no automatic masks)")
     }
@@ -330,10 +329,8 @@ enum PlotModule {
     /// The input at argument i: NXdata or group, field, ndarray, plot.Data, or a table.
     static func input(_ call: LuaCall, _ i: Int32, _ o: inout PlotOptions) throws -> PlotInput {
         let lua = call.lua
-        if let g = NeXusModule.group.object(at: i, in: lua) { return try groupInput(g, &o) }
-        if let g = NeXusModule.remoteGroup.object(at: i, in: lua) { return try groupInput(g, &o) }
-        if let f = NeXusModule.field.object(at: i, in: lua) { return try fieldInput(f, &o) }
-        if let f = NeXusModule.remoteField.object(at: i, in: lua) { return try fieldInput(f, &o) }
+        if let g = NeXusModule.readableGroup(at: i, in: lua) { return try groupInput(g, &o) }
+        if let f = NeXusModule.readableField(at: i, in: lua) { return try fieldInput(f, &o) }
         if let a = ArrayModule.cls.object(at: i, in: lua) { return PlotInput(signal: a.array) }
         if let d = dataClass.object(at: i, in: lua) { return d.input }
         if lua.type(at: i) == .table { return PlotInput(signal: try ArrayModule.fromTable(call, i, dtype: .float64)) }
@@ -489,7 +486,7 @@ enum PlotModule {
         }
         lua.pop()
         // a group reads only the range it sums
-        if let g = (NeXusModule.group.object(at: 1, in: lua) as (any NXReadableGroup)?) ?? NeXusModule.remoteGroup.object(at: 1, in: lua) {
+        if let g = NeXusModule.readableGroup(at: 1, in: lua) {
             guard let s = try wrap({ try g.signalField() }) else { throw LuaError.runtime("\(g.location): \(g.path): no signal to project") }
             let shape = try wrap { try s.shape }
             let ax = axis < 0 ? axis + shape.count : axis

@@ -344,6 +344,19 @@ public final class RemoteField: RemoteNode, NXReadableField, @unchecked Sendable
         }
     }
 
+    /// HSDS's filter names, in nx.field's words.
+    public var compression: String? {
+        get throws {
+            guard let first = try filters.first(where: { $0 != "shuffle" && $0 != "H5Z_FILTER_SHUFFLE" }) else { return nil }
+            switch first {
+            case "deflate", "H5Z_FILTER_DEFLATE": return "gzip"
+            case "bitshuffle", "H5Z_FILTER_BITSHUFFLE": return "bitshuffle+lz4"
+            case "blosclz", "H5Z_FILTER_BLOSC": return "blosc"
+            default: return first
+            }
+        }
+    }
+
     public func smallValue() throws -> NXValue? {
         if let eager { return eager }
         let (t, s) = try metadata()

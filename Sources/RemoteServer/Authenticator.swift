@@ -53,6 +53,15 @@ final class Authenticator: Sendable {
         return try await pool.runIfActive { users.verify(name: name, password: password) }
     }
 
+    /// What a request's user may read. Anonymous requests (--allow-anonymous) read
+    /// everything unless the users file limits someone to folders: then nothing, so
+    /// going anonymous never reads more than a limited user.
+    func access(for user: String?) throws -> FolderAccess {
+        let users = try currentUsers()
+        guard let user else { return users.limitsFolders ? .nothing : .everything }
+        return users.access(of: user)
+    }
+
     /// Whether `name` is (still) a user of the users file.
     func knows(_ name: String) throws -> Bool { try currentUsers().hash(of: name) != nil }
 

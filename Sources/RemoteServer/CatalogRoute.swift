@@ -15,16 +15,18 @@ extension Responder {
         let limit = Int(c.query["limit"] ?? "") ?? 100
         guard (1...1000).contains(limit) else { throw ServeError(400, "catalog: limit must be 1 to 1000") }
         let order = c.query["order"], cursor = c.query["cursor"], facet = c.query["facets"]
+        // only files the user may read are found, counted and faceted
+        let visible = c.access.absoluteFolders(root: root)
         let wantsCount = c.flag("count")
         do {
             let answer: JSON = try await server.evalPool.runIfActive {
                 let query = try CatalogQuery.parse(text)
                 if let facet {
-                    let list = try catalog.facets(facet, query: query, limit: limit, visibleUnder: [root])
+                    let list = try catalog.facets(facet, query: query, limit: limit, visibleUnder: visible)
                     return .obj(["field": .string(facet), "facets": .array(list.map { .obj(["value": Responder.json($0.value), "count": .int(Int64($0.count))]) })])
                 }
-                if wantsCount { return .obj(["count": .int(Int64(try catalog.count(query, visibleUnder: [root])))]) }
-                let page = try catalog.search(query, order: order, limit: limit, cursor: cursor, visibleUnder: [root])
+                if wantsCount { return .obj(["count": .int(Int64(try catalog.count(query, visibleUnder: visible)))]) }
+                let page = try catalog.search(query, order: order, limit: limit, cursor: cursor, visibleUnder: visible)
                 return .obj([
                     "entries": .array(page.entries.map { Responder.entryJSON($0, root: root) }),
                     "next": page.next.map { .string($0) } ?? .null,

@@ -85,6 +85,9 @@ public final class RemoteServer: Sendable {
         }
         if let path = options.usersFile { _ = try UsersFile.load(path) }  // fail at start, not at the first request
         auth = Authenticator(usersFile: options.usersFile, allowAnonymous: options.allowAnonymous)
+        if options.allowAnonymous, let file = options.usersFile, (try? UsersFile.load(file))?.limitsFolders == true {
+            throw ServeError(400, "--allow-anonymous: \(file) limits users to folders, and an anonymous request would read everything; serve the public folder from a server of its own")
+        }
         store = Store(resolver: resolver, owner: "nxlua")
         self.evaluator = options.allowEval ? evaluator : nil
         if options.allowEval && evaluator == nil { throw ServeError(400, "--allow-eval: this build has no evaluator") }
@@ -164,6 +167,8 @@ struct Call: Sendable {
     let acceptsGzip: Bool
     /// The authenticated user; nil for an anonymous request (--allow-anonymous).
     var user: String? = nil
+    /// What the user may read (the users file's folders).
+    var access = FolderAccess.nothing
     /// Sent by the web viewer's scripts (X-NXLua-Viewer): its 401s ask for no Basic
     /// credentials (the browser would pop up its own password dialog).
     var fromViewer = false
@@ -230,7 +235,11 @@ struct Responder: HTTPResponder {
                 response = viewer  // the web viewer's page, scripts and login (Viewer.swift)
             } else {
                 c.user = try await authenticate(request, c)
+                c.access = try server.auth.access(for: c.user)
                 call = c
+                if let domain = c.domain {
+                    do { try server.resolver.check(domain, c.access, user: c.user) } catch let e as DomainError { throw ServeError(e.status, e.message) }
+                }
                 response = try await route(c, &request)
             }
         } catch let e as ServeError {
@@ -379,7 +388,8 @@ struct Responder: HTTPResponder {
         guard r.isFolder else { throw ServeError(400, "domain '\(r.domain)' is a file; /domains lists folders") }
         let limit = c.query["Limit"].flatMap { Int($0) }, marker = c.query["Marker"]
         let store = server.store
-        return json(try await server.gate.run { store.folderListing(r, limit: limit, marker: marker) }, c)
+        let access = c.access
+        return json(try await server.gate.run { store.folderListing(r, limit: limit, marker: marker, access: access) }, c)
     }
 
     // MARK: values
@@ -599,10 +609,14 @@ struct Responder: HTTPResponder {
         guard let code = parsed["code"]?.stringValue else { throw ServeError(400, "eval: \"code\" (a string of Lua source) is missing") }
         let resolver = server.resolver
         let o = server.options
+        let access = c.access
         let req = EvaluationRequest(code: code, arguments: parsed["args"] ?? .null, user: user,
                                     timeLimit: o.evalTimeLimit, instructionLimit: o.evalInstructionLimit, memoryLimit: o.evalMemoryLimit) { domain in
             let r: DomainResolver.Resolved
-            do { r = try resolver.resolve(domain) } catch let e as DomainError { throw EvaluationError(e.message) }
+            do {
+                try resolver.check(domain, access, user: user)
+                r = try resolver.resolve(domain)
+            } catch let e as DomainError { throw EvaluationError(e.message) }
             if r.isFolder { throw EvaluationError("'\(domain)' is a folder, not a file") }
             return r.path
         }

@@ -449,13 +449,14 @@ final class Store: @unchecked Sendable {
     // MARK: folders
 
     /// The files (HDF5 signature) and subfolders of a folder, by name.
-    func folderListing(_ r: DomainResolver.Resolved, limit: Int?, marker: String?) -> JSON {
+    func folderListing(_ r: DomainResolver.Resolved, limit: Int?, marker: String?, access: FolderAccess) -> JSON {
         var items: [(String, JSON)] = []
         guard case .success(let names) = FolderListing.names(r.path) else { return .obj(["domains": .array([]), "hrefs": .array([])]) }
         for name in names {
             if name.hasPrefix(".") { continue }
             let domain = (r.domain.hasSuffix("/") ? r.domain : r.domain + "/") + name
             guard let sub = try? resolver.resolve(domain) else { continue }  // a symlink out, or gone
+            guard (try? resolver.check(domain, access, user: nil)) != nil else { continue }  // not the user's
             guard let st = Store.stamp(sub.path) else { continue }
             if !sub.isFolder && !Store.isHDF5(sub.path) { continue }
             var item: [JSON.Member] = [.init("name", .string(domain)), .init("class", .string(sub.isFolder ? "folder" : "domain")),

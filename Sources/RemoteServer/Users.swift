@@ -3,13 +3,16 @@ import HummingbirdBcrypt
 import Glibc
 #endif
 
-/// The users file: one `name:bcrypt-hash` per line (`#` starts a comment). Hashes are
-/// bcrypt (salted, cost 12), made by `nxlua serve adduser FILE NAME`.
+/// The users file: one `name:bcrypt-hash[:folders]` per line (`#` starts a comment).
+/// Hashes are bcrypt (salted, cost 12), made by `nxlua serve adduser FILE NAME`. The
+/// optional folders (domains, comma-separated: `/proposals/1234,/staff`) are all the user
+/// may read; without them, the whole served folder.
 public struct UsersFile: Sendable, Equatable {
-    public private(set) var entries: [(name: String, hash: String)]
+    public private(set) var entries: [(name: String, hash: String, folders: [String]?)]
 
     public static func == (a: UsersFile, b: UsersFile) -> Bool {
         a.entries.map(\.name) == b.entries.map(\.name) && a.entries.map(\.hash) == b.entries.map(\.hash)
+            && a.entries.map(\.folders) == b.entries.map(\.folders)
     }
 
     public struct FormatError: Error, CustomStringConvertible {
@@ -24,11 +27,19 @@ public struct UsersFile: Sendable, Equatable {
             guard let colon = l.firstIndex(of: ":"), colon != l.startIndex else {
                 throw FormatError(description: "\(source):\(n + 1): 'name:hash' expected")
             }
-            let name = String(l[..<colon]), hash = String(l[l.index(after: colon)...])
+            let name = String(l[..<colon])
+            let rest = l[l.index(after: colon)...].split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false)
+            let hash = String(rest[0])
             guard hash.hasPrefix("$2") else {
                 throw FormatError(description: "\(source):\(n + 1): the hash of '\(name)' is not a bcrypt hash (make it with nxlua serve adduser)")
             }
-            entries.append((name, hash))
+            var folders: [String]? = nil
+            if rest.count == 2 {
+                do { folders = try UsersFile.folders(parsing: String(rest[1])) } catch let e as FormatError {
+                    throw FormatError(description: "\(source):\(n + 1): user '\(name)': \(e.description)")
+                }
+            }
+            entries.append((name, hash, folders))
         }
     }
 
@@ -40,6 +51,28 @@ public struct UsersFile: Sendable, Equatable {
     }
 
     public func hash(of name: String) -> String? { entries.first { $0.name == name }?.hash }
+
+    /// What `name` may read (everything for a user without folders).
+    public func access(of name: String) -> FolderAccess {
+        guard let e = entries.first(where: { $0.name == name }) else { return .nothing }
+        return e.folders.map { FolderAccess(domains: $0) } ?? .everything
+    }
+
+    /// Whether some user is limited to folders.
+    public var limitsFolders: Bool { entries.contains { $0.folders != nil } }
+
+    /// "/a, /b/c" -> ["/a", "/b/c"]: absolute domains of folders, no "..", at least one.
+    public static func folders(parsing text: String) throws -> [String] {
+        let list = text.split(separator: ",").map { String($0.trimmingSpaces) }.filter { !$0.isEmpty }
+        guard !list.isEmpty else { throw FormatError(description: "no folders after the second ':' (give /folder,/other or drop the ':')") }
+        for f in list {
+            guard f.hasPrefix("/") else { throw FormatError(description: "folder '\(f)' must start with '/' (a domain of the served folder)") }
+            guard !f.split(separator: "/").contains(".."), !f.contains(":"), !f.utf8.contains(0) else {
+                throw FormatError(description: "folder '\(f)': '..' and ':' are not allowed")
+            }
+        }
+        return list
+    }
 
     /// Checks a password (slow on purpose: bcrypt).
     public func verify(name: String, password: String) -> Bool {
@@ -53,12 +86,20 @@ public struct UsersFile: Sendable, Equatable {
     static let decoy = Bcrypt.hash("nxlua-decoy", cost: 12)
 
     /// Adds or replaces a user.
-    public mutating func set(name: String, password: String, cost: UInt8 = 12) throws {
+    /// Adds or replaces a user; `folders` nil keeps a present user's folders (a new user
+    /// reads everything), [] gives back the whole tree.
+    public mutating func set(name: String, password: String, folders: [String]? = nil, cost: UInt8 = 12) throws {
         guard UsersFile.validName(name) else {
             throw FormatError(description: "bad user name '\(name)' (letters, digits, '.', '_', '-' and '@' only)")
         }
         let h = Bcrypt.hash(password, cost: cost)
-        if let i = entries.firstIndex(where: { $0.name == name }) { entries[i].hash = h } else { entries.append((name, h)) }
+        let limit = folders.map { $0.isEmpty ? nil : $0 }
+        if let i = entries.firstIndex(where: { $0.name == name }) {
+            entries[i].hash = h
+            if let limit { entries[i].folders = limit }
+        } else {
+            entries.append((name, h, limit ?? nil))
+        }
     }
 
     public static func validName(_ name: String) -> Bool {
@@ -66,8 +107,8 @@ public struct UsersFile: Sendable, Equatable {
     }
 
     public var text: String {
-        "# nxlua serve users: name:bcrypt-hash (edit with: nxlua serve adduser FILE NAME)\n"
-            + entries.map { "\($0.name):\($0.hash)\n" }.joined()
+        "# nxlua serve users: name:bcrypt-hash[:folders] (edit with: nxlua serve adduser FILE NAME [--folders /a,/b])\n"
+            + entries.map { "\($0.name):\($0.hash)" + ($0.folders.map { ":" + $0.joined(separator: ",") } ?? "") + "\n" }.joined()
     }
 
     /// Writes the file atomically (temporary file, then rename), readable by its owner only.

@@ -80,6 +80,7 @@ extension Responder {
                 "authenticated": .bool(true), "user": user.map { .string($0) } ?? .null, "anonymous": .bool(user == nil),
                 "colormaps": .array(Colormap.names.map { .string($0) }),
                 "max_request_size": .int(server.options.maxRequestSize),
+                "catalog": .bool(server.catalog != nil),
             ]).bytes)))
         default:
             return nil

@@ -23,6 +23,7 @@ enum CatalogCommand {
         catalogSpec,
         .init(name: "mapping", valueName: "FILE", help: "a beamline's mapping file (TOML: [field.NAME] tables with type, dimension, paths); recorded in the catalog"),
         .init(name: "force", valueName: nil, help: "harvest again files that have not changed"),
+        .init(name: "checksum", valueName: nil, help: "also record each file's SHA-256 (field sha256; reads every byte; with --force for files already registered)"),
         .init(name: "help", valueName: nil, help: "show this help"),
     ]
     static let searchSpecs: [SubcommandOptions.Spec] = [
@@ -38,7 +39,7 @@ enum CatalogCommand {
 
     static var usage: String {
         """
-        usage: nxlua catalog add PATH... [--catalog DB] [--mapping FILE] [--force]
+        usage: nxlua catalog add PATH... [--catalog DB] [--mapping FILE] [--force] [--checksum]
                nxlua catalog search 'QUERY' [--catalog DB] [--order FIELD] [--limit N] [--json] [--count] [--facets FIELD]
                nxlua catalog fields [--catalog DB]
         Registers NeXus/HDF5 files (folders are walked; unchanged files skipped) and finds
@@ -81,7 +82,7 @@ enum CatalogCommand {
             let catalog = try Catalog(location: catalogLocation(a), mapping: mapping)
             defer { catalog.close() }
             var bar: ProgressBar? = nil
-            let summary = try catalog.register(a.positional, force: a.flag("force")) { done, total in
+            let summary = try catalog.register(a.positional, force: a.flag("force"), checksum: a.flag("checksum")) { done, total in
                 if bar == nil { bar = ProgressBar(label: "registering", total: total, unit: "files") }
                 bar?.update(done)
             }

@@ -12,7 +12,7 @@ enum ServeCommand {
     static let specs: [SubcommandOptions.Spec] = [
         .init(name: "port", valueName: "N", help: "port to listen on (default 5101; 0 picks a free one)"),
         .init(name: "host", valueName: "ADDR", help: "address to bind (default 0.0.0.0)"),
-        .init(name: "users", valueName: "FILE", help: "users file (name:bcrypt-hash lines, see adduser); required unless --allow-anonymous"),
+        .init(name: "users", valueName: "FILE", help: "users file (name:bcrypt-hash[:folders] lines, see adduser); required unless --allow-anonymous"),
         .init(name: "allow-anonymous", valueName: nil, help: "serve requests without credentials too"),
         .init(name: "tls-cert", valueName: "F", help: "serve HTTPS with this PEM certificate chain (and --tls-key)"),
         .init(name: "tls-key", valueName: "F", help: "the PEM private key of --tls-cert"),
@@ -30,7 +30,8 @@ enum ServeCommand {
     static var usage: String {
         """
         usage: nxlua serve DIR [options]
-               nxlua serve adduser FILE NAME     (reads the password from stdin)
+               nxlua serve adduser FILE NAME [--folders /a,/b]   (reads the password from stdin;
+                                                 --folders: all NAME may read, / for everything)
         Serves every HDF5/NeXus file under DIR, read-only, through the HDF REST API (HSDS's
         protocol): h5pyd reads them with h5pyd.File("/file.nxs", "r", endpoint=URL). A browser
         opening URL gets the web viewer (same users; docs/viewer.md).
@@ -70,18 +71,38 @@ enum ServeCommand {
 
     static func run(_ args: [String]) -> Int32 {
         if args.first == "adduser" {
-            guard args.count == 3 else {
+            var rest = Array(args.dropFirst())
+            var folders: [String]? = nil
+            if let i = rest.firstIndex(where: { $0 == "--folders" || $0.hasPrefix("--folders=") }) {
+                let value: String?
+                if rest[i] == "--folders" {
+                    value = i + 1 < rest.count ? rest[i + 1] : nil
+                    rest.removeSubrange(i..<min(i + 2, rest.count))
+                } else {
+                    value = String(rest[i].dropFirst("--folders=".count))
+                    rest.remove(at: i)
+                }
+                guard let value else {
+                    Console.writeError("nxlua serve adduser: --folders needs a value (/folder,/other, or / for everything)\n")
+                    return 1
+                }
+                do { folders = value == "/" ? [] : try UsersFile.folders(parsing: value) } catch {
+                    Console.writeError("nxlua serve adduser: --folders: \(error)\n")
+                    return 1
+                }
+            }
+            guard rest.count == 2 else {
                 Console.writeError("nxlua serve: adduser needs FILE and NAME\n\(usage)\n")
                 return 1
             }
-            return addUser(file: args[1], name: args[2])
+            return addUser(file: rest[0], name: rest[1], folders: folders)
         }
         return SubcommandOptions.run("serve", specs: specs, usage: usage, arguments: args) { a in
             serve(try options(a))
         }
     }
 
-    static func addUser(file: String, name: String) -> Int32 {
+    static func addUser(file: String, name: String, folders: [String]?) -> Int32 {
         guard let line = readLine(strippingNewline: true), !line.isEmpty else {
             Console.writeError("nxlua serve adduser: no password on stdin (echo 'secret' | nxlua serve adduser FILE NAME)\n")
             return 1
@@ -89,9 +110,10 @@ enum ServeCommand {
         do {
             var users = access(file, F_OK) == 0 ? try UsersFile.load(file) : UsersFile()
             let existed = users.hash(of: name) != nil
-            try users.set(name: name, password: line)
+            try users.set(name: name, password: line, folders: folders)
             try users.save(file)
-            Console.writeError("nxlua serve: \(existed ? "replaced" : "added") user '\(name)' in \(file)\n")
+            let reads = users.access(of: name).description
+            Console.writeError("nxlua serve: \(existed ? "replaced" : "added") user '\(name)' in \(file) (reads: \(reads))\n")
             return 0
         } catch {
             Console.writeError("nxlua serve adduser: \(error)\n")

@@ -679,3 +679,61 @@ def test_help_texts():
     assert "--catalog DB" in ok("stack", "--help").stdout
     assert "--catalog DB" in ok("serve", "--help").stdout
     assert "--catalog DB" in ok("macros", "--help").stdout
+
+
+def test_external_links_are_followed_only_next_to_the_file(tmp_path):
+    """An Eiger-style master's data file next to it is read (frame count, signal shape);
+    a link to a file elsewhere is not: its metadata must never reach a served catalog."""
+    data, outside = tmp_path / "data", tmp_path / "outside"
+    (data / "scan").mkdir(parents=True)
+    outside.mkdir()
+    for path in (data / "scan" / "scan_data_000001.h5", outside / "secret.nxs"):
+        with h5py.File(path, "w") as f:
+            e = nx_group(f, "entry", "NXentry")
+            e["title"] = "secret title" if "secret" in path.name else "frames"
+            d = nx_group(e, "data", "NXdata")
+            d.attrs["signal"] = "data"
+            d["data"] = np.zeros((7, 4, 5), "u2")
+    with h5py.File(data / "scan" / "scan_master.h5", "w") as f:
+        e = nx_group(f, "entry", "NXentry")
+        d = nx_group(e, "data", "NXdata")
+        d.attrs["signal"] = "data"
+        d["data"] = h5py.ExternalLink("scan_data_000001.h5", "/entry/data/data")
+    with h5py.File(data / "linked_out.nxs", "w") as f:
+        e = nx_group(f, "entry", "NXentry")
+        e["elsewhere"] = h5py.ExternalLink(str(outside / "secret.nxs"), "/entry")
+        e["data"] = h5py.ExternalLink("../outside/secret.nxs", "/entry/data")
+    db = tmp_path / "cat.sqlite"
+    ok("catalog", "add", data, "--catalog", db)
+    r = ok("catalog", "search", "exists:frames", "--catalog", db)
+    assert "scan_master.h5" in r.stdout and "frames=7" in r.stdout and "signal_shape=7x4x5" in r.stdout, r.stdout
+    assert "linked_out.nxs" not in r.stdout
+    assert ok("catalog", "search", '"secret title"', "--catalog", db).stdout.strip() == ""
+    assert "linked_out.nxs" in ok("catalog", "search", "", "--catalog", db).stdout
+
+
+def test_checksums_on_request(tmp_path):
+    import hashlib
+    data = tmp_path / "data"
+    make_data(data)
+    files = sorted(data.rglob("*.nxs"))
+    db = tmp_path / "cat.sqlite"
+    ok("catalog", "add", data, "--catalog", db)
+    assert ok("catalog", "search", "exists:sha256", "--catalog", db, "--count").stdout.strip() == "0"   # not by default
+    ok("catalog", "add", data, "--catalog", db, "--checksum", "--force")
+    for f in files:
+        digest = hashlib.sha256(f.read_bytes()).hexdigest()
+        out = ok("catalog", "search", f"sha256:{digest}", "--catalog", db).stdout
+        assert str(f) in out, (f, out)
+        assert all(line.startswith(str(f)) for line in out.splitlines()), out
+    # from Lua, with the options table
+    other = tmp_path / "lua.sqlite"
+    lua = f"""
+        local cat = nx.catalog({json.dumps(str(other))})
+        print(cat:add({json.dumps(str(files[0]))}, {{checksum = true}}))
+        local found = cat:search("exists:sha256")
+        print(#found, found[1].sha256)
+    """
+    out = ok("-e", lua).stdout.split("\n")
+    assert out[0].split("\t")[0] == "1"
+    assert out[1].split("\t")[1] == hashlib.sha256(files[0].read_bytes()).hexdigest()

@@ -7,6 +7,7 @@ docs/viewer.md there."""
 import os
 import pathlib
 import shutil
+import subprocess
 import time
 import urllib.parse
 
@@ -15,6 +16,7 @@ import hdf5plugin  # noqa: F401  (bitshuffle for the stack nxlua wrote)
 import numpy as np
 import pytest
 
+from conftest import BIN
 from test_serve import PASSWORD, USER, Server
 from test_viewer_http import expected_rgb
 from viewer_support import (HOSTILE, browser_test, make_driver, quit_driver, release, served_folder, stack_frames,
@@ -37,7 +39,10 @@ SCREENSHOTS = os.environ.get("NXLUA_VIEWER_SCREENSHOTS")
 def site(tmp_path_factory):
     base = tmp_path_factory.mktemp("viewer_browser")
     root, users = served_folder(base)
-    s = Server(root, users, log=base / "serve.log")
+    # a catalog of the served folder: the search box (docs/viewer.md, "Search")
+    db = base / "catalog.sqlite"
+    subprocess.run([BIN, "catalog", "add", str(root), "--catalog", str(db)], check=True, capture_output=True, timeout=300)
+    s = Server(root, users, "--catalog", str(db), log=base / "serve.log")
     yield {"root": root, "base": base, "server": s, "url": s.url}
     assert s.stop() == 0
 
@@ -335,6 +340,36 @@ def test_hostile_names_are_shown_as_text_and_run_nothing(browser, site):
     assert b.js("return document.querySelectorAll('img, script:not([src])').length") == 0
     with pytest.raises(NoAlertPresentException):
         b.driver.switch_to.alert.text
+
+
+@browser_test(allowed_console=["/nxlua/catalog?q=sample%3A%5B1+TO"])
+def test_the_search_box_finds_files_in_the_catalog_and_opens_them(browser, site):
+    b = browser
+    b.open()
+    b.login()
+    b.wait(lambda d: b.find("#search").is_displayed(), what="the search box (the server has a catalog)")
+    b.find("#search").send_keys('"rotation scan"' + Keys.ENTER)
+    b.wait(lambda d: "/scan.nxs" in b.find("#search-results").text, what="the search results")
+    rows = b.driver.find_elements(By.CSS_SELECTOR, "#search-results tr.domain")
+    assert [r.find_element(By.TAG_NAME, "a").text for r in rows] == ["/scan.nxs"]
+    assert "rotation scan" in rows[0].text
+    assert "q=%22rotation+scan%22" in b.driver.current_url or "q=%22rotation%20scan%22" in b.driver.current_url
+    b.screenshot("viewer-search.png")
+    rows[0].find_element(By.TAG_NAME, "a").click()
+    b.painted()
+    assert "file=%2Fscan.nxs" in b.driver.current_url
+    # every entry with a title: the hostile one is text, and runs nothing
+    b.find("#search").clear()
+    b.find("#search").send_keys("exists:title" + Keys.ENTER)
+    b.wait(lambda d: HOSTILE in b.find("#search-results").text, what="the hostile title as text")
+    assert b.js("return document.querySelectorAll('img, script:not([src])').length") == 0
+    # a malformed query: the server's message, with the position
+    b.find("#search").clear()
+    b.find("#search").send_keys("sample:[1 TO" + Keys.ENTER)
+    b.wait(lambda d: "catalog query" in b.find("#status").text, what="the query error")
+    # the address brings the search back after a reload
+    b.open("#q=" + urllib.parse.quote('"rotation scan"'))
+    b.wait(lambda d: "/scan.nxs" in b.find("#search-results").text, what="the search from the address")
 
 
 @browser_test()

@@ -81,6 +81,7 @@ def make_hostile(path):
         e = f.create_group("entry")
         e.attrs["NX_class"] = "NXentry"
         e.attrs[HOSTILE] = HOSTILE
+        e["title"] = HOSTILE   # shown in catalog search results too
         g = e.create_group(HOSTILE)
         g.attrs[HOSTILE] = "<script>alert(2)</script>"
         g[HOSTILE] = np.arange(4)

@@ -24,6 +24,10 @@ public final class NXFile: @unchecked Sendable {
         public var swmrWrite = false
         /// nexusformat-compatible lock: nil = off, else how long to wait for it (seconds).
         public var lock: NXLock.Config? = nil
+        /// External links are followed only to files under this folder (a real path);
+        /// nil: wherever they lead. A catalog harvesting a served folder must not read,
+        /// and show, files outside it (an Eiger master's data files sit next to it).
+        public var externalLinksWithin: String? = nil
         public init() {}
     }
 

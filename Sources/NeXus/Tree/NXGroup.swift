@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import CHDF5
 import CHDF5Shims
 import NDArray
@@ -103,6 +106,7 @@ public final class NXGroup: NXNode, @unchecked Sendable {
     /// dangling soft or external link.
     private func openChild(_ gid: hid_t, _ name: String, link: NXLinkKind, keepOpen: Bool) -> NXEntry.Kind {
         let h = H5.api
+        if case .external(let target, _) = link, !externalLinkAllowed(target) { return .missing }
         let oid = h.pointee.H5Oopen(gid, name, 0)
         if oid < 0 {
             _ = H5.takeError()
@@ -171,9 +175,25 @@ public final class NXGroup: NXNode, @unchecked Sendable {
         guard let e = list.first(where: { $0.name == name }) else { return nil }
         switch e.link {
         case .soft(let t): throw fail("'\(name)' is a soft link to \(t), which does not exist")
-        case .external(let f, let t): throw fail("'\(name)' is an external link to \(f):\(t), which cannot be opened (missing file or object)")
+        case .external(let f, let t):
+            if !externalLinkAllowed(f), let folder = file.options.externalLinksWithin {
+                throw fail("'\(name)' is an external link to \(f):\(t), outside \(folder): not followed")
+            }
+            throw fail("'\(name)' is an external link to \(f):\(t), which cannot be opened (missing file or object)")
         case .hard: throw fail("'\(name)' is neither a group nor a field")
         }
+    }
+
+    /// Whether an external link to `target` (a file name as the link stores it; relative
+    /// ones are found next to this file, as HDF5 finds them) may be followed.
+    func externalLinkAllowed(_ target: String) -> Bool {
+        guard let folder = file.options.externalLinksWithin else { return true }
+        let own = file.path.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
+        let candidate = target.hasPrefix("/") ? target : (own.isEmpty ? target : own + "/" + target)
+        guard let p = realpath(candidate, nil) else { return false }
+        defer { free(p) }
+        let real = String(cString: p)
+        return real.hasPrefix(folder.hasSuffix("/") ? folder : folder + "/")
     }
 
     /// An object by path: absolute ("/entry/data") or relative ("data/counts", "..").

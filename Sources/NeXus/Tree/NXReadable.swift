@@ -45,6 +45,9 @@ public protocol NXReadableField: NXReadableNode {
     var elementType: ElementType { get throws }
     /// Chunk shape, nil for contiguous storage.
     var chunks: [Int]? { get throws }
+    /// The compression, named as nx.field takes it ("gzip", "bitshuffle+lz4", "lz4",
+    /// "blosc", "lzf"), nil when there is none.
+    var compression: String? { get throws }
     /// The value when the field is small (the tree text shows it), nil for big fields.
     func smallValue() throws -> NXValue?
     /// Exactly the selection (nil: everything); integer indices drop their axis.
@@ -123,4 +126,6 @@ extension NXGroup: NXReadableGroup {
     public func childNode(_ name: String) throws -> (any NXReadableNode)? { try child(name) }
 }
 
-extension NXField: NXReadableField {}
+extension NXField: NXReadableField {
+    public var compression: String? { get throws { try filters.first { $0 != "shuffle" } } }
+}

@@ -43,6 +43,8 @@ export async function login(user, password) {
 export async function logout() { await request("/nxlua/logout", { method: "POST" }); }
 
 export const listFolder = (folder) => getJSON("/domains?" + query({ domain: folder }));
+/** A page of catalog entries matching the query language (docs/catalog.md). */
+export const searchCatalog = (q, cursor) => getJSON("/nxlua/catalog?" + query({ q, cursor, limit: 100 }));
 export const openDomain = (domain) => getJSON("/?" + query({ domain, getobjs: 1 }));
 export const plotInfo = (domain, path) => getJSON("/nxlua/plot?" + query({ domain, path }));
 export const stats = (params) => getJSON("/nxlua/stats?" + query(params));

@@ -7,7 +7,7 @@ import { ImageView } from "./image.js";
 import { LineView } from "./line.js";
 
 const $ = (id) => document.getElementById(id);
-const KEYS = ["folder", "file", "path", "frame", "cmap", "scale", "auto", "vmin", "vmax", "view", "roi", "line", "sum", "follow", "logx", "logy", "tool", "origin"];
+const KEYS = ["q", "folder", "file", "path", "frame", "cmap", "scale", "auto", "vmin", "vmax", "view", "roi", "line", "sum", "follow", "logx", "logy", "tool", "origin"];
 
 let colormaps = ["viridis"];
 let state = {};
@@ -77,8 +77,14 @@ async function start() {
     stopWatching();
     showLogin("Logged out.");
   });
+  $("search-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const q = $("search").value.trim();
+    if (!q) return;
+    state = defaults(); state.q = q; writeAddress(); showSearch(q);
+  });
   $("home").addEventListener("click", (ev) => { ev.preventDefault(); state = defaults(); writeAddress(); showFolder("/"); });
-  window.addEventListener("hashchange", () => { const s = readAddress(); if (s.file !== state.file || s.folder !== state.folder) enter(); });
+  window.addEventListener("hashchange", () => { const s = readAddress(); if (s.file !== state.file || s.folder !== state.folder || s.q !== state.q) enter(); });
   try {
     await enter();
   } catch (e) {
@@ -94,8 +100,10 @@ async function enter() {
   $("main").hidden = false;
   $("who").textContent = who.anonymous ? "anonymous" : who.user;
   $("logout").hidden = false;
+  $("search-form").hidden = !who.catalog;
   state = readAddress();
-  if (state.file) await openFile(state.file, state.path);
+  if (state.q && who.catalog) { $("search").value = state.q; await showSearch(state.q); }
+  else if (state.file) await openFile(state.file, state.path);
   else await showFolder(state.folder || "/");
 }
 
@@ -159,6 +167,52 @@ async function showFolder(folder) {
   if (!listing.domains.length) box.append(el("p", "No HDF5 files or folders here."));
   box.append(table);
   status("");
+}
+
+/** The catalog's answer to `q` (only files this user may read), page by page. */
+async function showSearch(q) {
+  stopWatching();
+  if (view) { view.destroy(); view = null; }
+  model = null;
+  crumbs("/", false);
+  $("tree").replaceChildren();
+  $("plot").replaceChildren();
+  $("attrs").replaceChildren();
+  const box = $("folder");
+  box.replaceChildren(el("p", "Catalog: " + q, "search-title"));
+  const table = el("table", null, "folder results");
+  table.id = "search-results";
+  const head = el("tr");
+  const columns = ["sample", "temperature", "start_time", "title"];
+  head.append(el("th", "file"), el("th", "entry"), ...columns.map((c) => el("th", c.replace("_", " "))));
+  table.append(head);
+  box.append(table);
+  let cursor = null, shown = 0;
+  const more = el("button", "more", "more");
+  more.type = "button";
+  async function page() {
+    status("searching …");
+    let answer;
+    try { answer = await api.searchCatalog(q, cursor); } catch (e) { status(e.message); more.remove(); if (!shown) box.append(el("p", e.message, "search-error")); return; }
+    for (const e of answer.entries) {
+      const tr = el("tr", null, "domain");
+      const a = el("a", e.domain);
+      a.href = "#";
+      a.addEventListener("click", (ev) => { ev.preventDefault(); state = defaults(); state.file = e.domain; writeAddress(); openFile(e.domain); });
+      const td = el("td"); td.append(a);
+      const f = e.fields || {};
+      const cell = (v) => v === undefined || v === null ? "" : (typeof v === "object" ? (v.value !== undefined ? `${fmt(v.value)} ${v.units || ""}` : JSON.stringify(v)) : String(v));
+      tr.append(td, el("td", e.entry || ""), ...columns.map((c) => el("td", cell(f[c]))));
+      table.append(tr);
+      shown++;
+    }
+    cursor = answer.next;
+    if (cursor) box.append(more); else more.remove();
+    status(shown ? `${shown} entr${shown === 1 ? "y" : "ies"}${cursor ? " (more below)" : ""}` : "");
+    if (!shown) box.append(el("p", "Nothing in the catalog matches (or nothing you may read).", "search-empty"));
+  }
+  more.addEventListener("click", page);
+  await page();
 }
 
 async function openFile(domain, path) {
