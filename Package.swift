@@ -147,7 +147,7 @@ let package = Package(
         // (docs/architecture.md, "Start-up").
         .executableTarget(name: "nxlua", dependencies: [
             "NXLuaRuntime", "LuaBridge", "LineEdit", "Stacker", "NeXus", "RemoteServer", "Events", "Macros",
-            "Plot", "TerminalGraphics", "Catalog", "TerminalProgress",
+            "Plot", "TerminalGraphics", "Catalog", "TerminalProgress", "FolderListing",
         ], linkerSettings: [
             // Release: start-up and size (docs/architecture.md, "Start-up"). lld packs the
             // 140,000 relative relocations of a position-independent executable (RELR:

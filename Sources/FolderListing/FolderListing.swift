@@ -2,9 +2,28 @@
 import Glibc
 #endif
 
-/// The names in a folder, read with readdir: the stacker's rescans, `nxlua.listdir`
-/// and nxlua serve's folder listings share this one reading of directory entries.
+/// The names in a folder, read with readdir (the stacker's rescans, `nxlua.listdir`
+/// and nxlua serve's folder listings share this one reading of directory entries), and
+/// the one reading of small text files (users, mapping and settings files).
 public enum FolderListing {
+    /// A whole small text file (users, mapping and settings files), nil if it cannot be
+    /// read or is larger than `limit` bytes.
+    public static func readText(_ path: String, limit: Int = 16 << 20) -> String? {
+        let fd = open(path, O_RDONLY)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var out: [UInt8] = []
+        var buf = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0 { if errno == EINTR { continue }; return nil }
+            if n == 0 { break }
+            out += buf[0..<n]
+            if out.count > limit { return nil }
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
     /// The names in `path` except "." and "..", in the order readdir gives them;
     /// the reason (strerror) when the folder cannot be opened.
     public static func names(_ path: String) -> Result<[String], FolderListingError> {

@@ -1,3 +1,4 @@
+import FolderListing
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -420,7 +421,7 @@ enum CatalogModule {
             let lua = call.lua
             if lua.rawGet(at: 2, key: "mapping") == .string, let path = lua.toString(at: -1) {
                 lua.pop()
-                guard let text = readSmallFile(path) else { throw LuaError.runtime("\(path): cannot read the mapping file") }
+                guard let text = FolderListing.readText(path) else { throw LuaError.runtime("\(path): cannot read the mapping file") }
                 mapping = try wrap { try Mapping.parse(text, source: path) }
             } else { lua.pop() }
         }
@@ -433,19 +434,5 @@ enum CatalogModule {
         var ts = timespec()
         clock_gettime(CLOCK_MONOTONIC, &ts)
         return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
-    }
-
-    static func readSmallFile(_ path: String) -> String? {
-        guard let f = fopen(path, "r") else { return nil }
-        defer { fclose(f) }
-        var out: [UInt8] = []
-        var buf = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = fread(&buf, 1, buf.count, f)
-            if n <= 0 { break }
-            out += buf[0..<n]
-            if out.count > 16 << 20 { return nil }
-        }
-        return String(decoding: out, as: UTF8.self)
     }
 }

@@ -1,3 +1,4 @@
+import FolderListing
 import HummingbirdBcrypt
 #if canImport(Glibc)
 import Glibc
@@ -46,7 +47,7 @@ public struct UsersFile: Sendable, Equatable {
     public init() { entries = [] }
 
     public static func load(_ path: String) throws -> UsersFile {
-        guard let text = readTextFile(path) else { throw FormatError(description: "\(path): cannot read the users file") }
+        guard let text = FolderListing.readText(path) else { throw FormatError(description: "\(path): cannot read the users file") }
         return try UsersFile(parsing: text, source: path)
     }
 
@@ -133,21 +134,4 @@ extension Substring {
         while let l = s.last, l == " " || l == "\t" || l == "\r" { s = s.dropLast() }
         return s
     }
-}
-
-/// A whole small text file, nil if it cannot be read.
-func readTextFile(_ path: String) -> String? {
-    let fd = open(path, O_RDONLY)
-    guard fd >= 0 else { return nil }
-    defer { close(fd) }
-    var out: [UInt8] = []
-    var buf = [UInt8](repeating: 0, count: 65536)
-    while true {
-        let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-        if n < 0 { return nil }
-        if n == 0 { break }
-        out += buf[0..<n]
-        if out.count > 16 << 20 { return nil }
-    }
-    return String(decoding: out, as: UTF8.self)
 }

@@ -1,3 +1,4 @@
+import FolderListing
 import HTTPTypes
 import Hummingbird
 import NDArray
@@ -144,7 +145,7 @@ extension Responder {
     func debianScript(_ name: String) throws -> Response {
         guard let entry = Responder.debianScripts[name] else { throw ServeError(404, "/nxlua/lib/\(name): not a library the viewer uses") }
         let path = Responder.javascriptRoot + "/" + entry.file
-        guard let text = readTextFile(path) else {
+        guard let text = FolderListing.readText(path) else {
             throw ServeError(404, "\(path) is missing: install Debian's libjs-dygraphs (scripts/setup does)")
         }
         var headers = viewerHeaders(entry.type)

@@ -1,3 +1,4 @@
+import FolderListing
 import Catalog
 import NXLuaRuntime
 import TerminalProgress
@@ -76,7 +77,7 @@ enum CatalogCommand {
             guard !a.positional.isEmpty else { throw SubcommandOptions.UsageError(message: "give the files or folders to register") }
             var mapping: Mapping? = nil
             if let m = a.string("mapping") {
-                guard let text = readWholeFile(m) else { throw CatalogError("\(m): cannot read the mapping file") }
+                guard let text = FolderListing.readText(m) else { throw CatalogError("\(m): cannot read the mapping file") }
                 mapping = try Mapping.parse(text, source: m)
             }
             let catalog = try Catalog(location: catalogLocation(a), mapping: mapping)
@@ -160,21 +161,6 @@ enum CatalogCommand {
         return .object(["path": .string(e.path), "entry": .string(e.entry), "fields": .object(fields), "si": .object(si),
                         "metadata": .object(e.metadata.mapValues { .string($0) })])
     }
-}
-
-/// A whole small text file (a mapping file), nil if it cannot be read.
-func readWholeFile(_ path: String) -> String? {
-    guard let f = fopen(path, "r") else { return nil }
-    defer { fclose(f) }
-    var out: [UInt8] = []
-    var buf = [UInt8](repeating: 0, count: 65536)
-    while true {
-        let n = fread(&buf, 1, buf.count, f)
-        if n <= 0 { break }
-        out += buf[0..<n]
-        if out.count > 16 << 20 { return nil }
-    }
-    return String(decoding: out, as: UTF8.self)
 }
 
 /// `nxlua macros --catalog DB`: files macro.write_process writes are registered as derived

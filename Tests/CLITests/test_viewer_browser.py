@@ -345,11 +345,14 @@ def test_hostile_names_are_shown_as_text_and_run_nothing(browser, site):
 @browser_test(allowed_console=["/nxlua/catalog?q=sample%3A%5B1+TO"])
 def test_the_search_box_finds_files_in_the_catalog_and_opens_them(browser, site):
     b = browser
+
+    def results():   # read in one step: the table is replaced while a search runs
+        return b.js("const t = document.getElementById('search-results'); return t ? t.textContent : ''")
     b.open()
     b.login()
     b.wait(lambda d: b.find("#search").is_displayed(), what="the search box (the server has a catalog)")
     b.find("#search").send_keys('"rotation scan"' + Keys.ENTER)
-    b.wait(lambda d: "/scan.nxs" in b.find("#search-results").text, what="the search results")
+    b.wait(lambda d: "/scan.nxs" in results(), what="the search results")
     rows = b.driver.find_elements(By.CSS_SELECTOR, "#search-results tr.domain")
     assert [r.find_element(By.TAG_NAME, "a").text for r in rows] == ["/scan.nxs"]
     assert "rotation scan" in rows[0].text
@@ -361,7 +364,7 @@ def test_the_search_box_finds_files_in_the_catalog_and_opens_them(browser, site)
     # every entry with a title: the hostile one is text, and runs nothing
     b.find("#search").clear()
     b.find("#search").send_keys("exists:title" + Keys.ENTER)
-    b.wait(lambda d: HOSTILE in b.find("#search-results").text, what="the hostile title as text")
+    b.wait(lambda d: HOSTILE in results(), what="the hostile title as text")
     assert b.js("return document.querySelectorAll('img, script:not([src])').length") == 0
     # a malformed query: the server's message, with the position
     b.find("#search").clear()
@@ -369,7 +372,7 @@ def test_the_search_box_finds_files_in_the_catalog_and_opens_them(browser, site)
     b.wait(lambda d: "catalog query" in b.find("#status").text, what="the query error")
     # the address brings the search back after a reload
     b.open("#q=" + urllib.parse.quote('"rotation scan"'))
-    b.wait(lambda d: "/scan.nxs" in b.find("#search-results").text, what="the search from the address")
+    b.wait(lambda d: "/scan.nxs" in results(), what="the search from the address")
 
 
 @browser_test()
