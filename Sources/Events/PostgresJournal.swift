@@ -368,9 +368,9 @@ public final class PostgresJournal: JournalStore, MacroLeases, @unchecked Sendab
                 INSERT INTO runners(owner, expires) VALUES ($1, \(PostgresJournal.now) + $2)
                 ON CONFLICT(owner) DO UPDATE SET expires = excluded.expires
                 """) { $0.append(owner); $0.append(seconds) }, logger: log)
-            try await c.query("DELETE FROM runners WHERE expires < \(PostgresJournal.now) - 60", logger: log)
+            try await c.query(PostgresJournal.query("DELETE FROM runners WHERE expires < \(PostgresJournal.now) - 60"), logger: log)
             var live = 1
-            for try await n in try await c.query("SELECT COUNT(*) FROM runners WHERE expires >= \(PostgresJournal.now)", logger: log)
+            for try await n in try await c.query(PostgresJournal.query("SELECT COUNT(*) FROM runners WHERE expires >= \(PostgresJournal.now)"), logger: log)
                 .decode(Int64.self) { live = Int(n) }
             return max(1, live)
         }
