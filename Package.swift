@@ -125,10 +125,16 @@ let package = Package(
         // Scan events and their durable journal (SQLite WAL through GRDB), the sink
         // interface a message-bus bridge would implement, the stacker's event emitter.
         // No Lua inside.
-        .target(name: "Events", dependencies: ["Stacker", "NeXus", "NDArray", .product(name: "GRDB", package: "GRDB.swift")]),
+        .target(name: "Events", dependencies: ["Stacker", "NeXus", "NDArray", "PostgresLink", .product(name: "GRDB", package: "GRDB.swift"),
+                                              .product(name: "PostgresNIO", package: "postgres-nio")]),
+        // Reaching PostgreSQL (a postgres:// URL) for the catalog and the journal: the URL,
+        // connecting with clear errors, synchronous calls that Ctrl-C can end (NDArray's
+        // Interruption: the calling thread's stop check).
+        .target(name: "PostgresLink", dependencies: ["NDArray", .product(name: "PostgresNIO", package: "postgres-nio"),
+                                                    .product(name: "Logging", package: "swift-log")]),
         // The catalog (docs/catalog.md): harvest NeXus files through a field mapping, the query
         // language compiled to SQL, SQLite (WAL, FTS5) and PostgreSQL stores. No Lua inside.
-        .target(name: "Catalog", dependencies: ["NeXus", "NDArray", "FolderListing", .product(name: "GRDB", package: "GRDB.swift"),
+        .target(name: "Catalog", dependencies: ["NeXus", "NDArray", "FolderListing", "PostgresLink", .product(name: "GRDB", package: "GRDB.swift"),
                                                .product(name: "PostgresNIO", package: "postgres-nio"),
                                                .product(name: "Crypto", package: "swift-crypto")]),
                 // Single-crystal analysis: the scan geometry (pixel -> Q -> hkl), a crystal simulator,

@@ -793,6 +793,44 @@ def bench_journal(root):
              f"{ours / theirs:.2f}x", ">= 20,000 events/s", ours >= 20_000)]
 
 
+def bench_journal_postgres(root):
+    """Events appended to the journal on PostgreSQL (a throwaway cluster on loopback, fsync
+    on, synchronous_commit on), 500 per commit, next to psycopg inserting the same rows
+    into the same table with the same commits; and SQLite's figure for the same run."""
+    sys.path.insert(0, str(root / "Tests" / "CLITests"))
+    import psycopg
+    from postgres_support import create_database, start_cluster
+    events = 200_000
+    base, stop = start_cluster(durable=True)
+    try:
+        ours_db = create_database(base)
+        out = subprocess.run([str(root / ".build/release/nxlua-bench"), "journal", ours_db, str(events), "500"],
+                             check=True, capture_output=True, text=True).stdout
+        ours = events / json.loads(out)["seconds"]
+        with psycopg.connect(create_database(base)) as c:
+            c.execute("CREATE TABLE events(seq BIGSERIAL PRIMARY KEY, kind TEXT NOT NULL, run TEXT NOT NULL, key TEXT UNIQUE, "
+                      "source TEXT NOT NULL, time DOUBLE PRECISION NOT NULL, payload TEXT NOT NULL)")
+            c.commit()
+            t = time.perf_counter()
+            for lo in range(0, events, 500):
+                with c.cursor() as cur:
+                    cur.executemany("INSERT INTO events(kind, run, key, source, time, payload) VALUES (%s, %s, %s, %s, %s, %s) "
+                                    "ON CONFLICT (key) DO NOTHING",
+                                    [("point", "bench", f"bench/p{k}", "bench", time.time(),
+                                      json.dumps({"counts": k % 5000, "motor": k * 0.01}, sort_keys=True)) for k in range(lo, lo + 500)])
+                c.commit()
+            theirs = events / (time.perf_counter() - t)
+    finally:
+        stop()
+    lite = bench_cache() / "journal.sqlite"
+    out = subprocess.run([str(root / ".build/release/nxlua-bench"), "journal", str(lite), str(events), "500"],
+                         check=True, capture_output=True, text=True).stdout
+    sqlite_rate = events / json.loads(out)["seconds"]
+    return [("journal on PostgreSQL: 200k events, 500 per durable commit", f"{ours:,.0f} events/s",
+             "psycopg executemany, same table and commits", f"{theirs:,.0f} events/s",
+             f"{ours / theirs:.2f}x (SQLite journal: {sqlite_rate:,.0f} events/s)", ">= 20,000 events/s", ours >= 20_000)]
+
+
 MACRO_LATENCY = """
 local lines = {}
 on("frames.ready", "latency", function(e)
@@ -1612,7 +1650,7 @@ BENCHES = {"startup": bench_startup, "bridge": bench_bridge, "sums": bench_sums,
            "elementwise": bench_elementwise, "full": bench_full, "masked_sum": bench_masked_sum, "nexus_tree": bench_nexus_tree,
            "nexus_frame": bench_nexus_frame, "nexus_write": bench_nexus_write, "stream": bench_stream, "cbf_decode": bench_cbf_decode,
            "stack": bench_stack, "serve": bench_serve, "matmul": bench_matmul,
-           "journal": bench_journal, "plot": bench_plot, "viewer": bench_viewer, "macro_latency": bench_macro_latency, "live": bench_live,
+           "journal": bench_journal, "journal_postgres": bench_journal_postgres, "plot": bench_plot, "viewer": bench_viewer, "macro_latency": bench_macro_latency, "live": bench_live,
            "catalog_register": bench_catalog_register, "catalog_query": bench_catalog_query,
            "crystal": bench_crystal}
 

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import NIOCore
 import PostgresNIO
+import PostgresLink
 
 /// The catalog on PostgreSQL (a postgres:// URL): JSONB columns with a GIN index, btree
 /// expression indexes on the declared fields, a generated tsvector for free text. The
@@ -16,48 +17,11 @@ public final class PostgresEngine: CatalogEngine, @unchecked Sendable {
 
     /// postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE
     public init(url: String) throws {
-        guard let schemeEnd = url.firstRange(of: "://") else { throw CatalogError("\(url): not a postgres:// URL") }
-        var rest = String(url[schemeEnd.upperBound...])
-        if let q = rest.firstIndex(of: "?") { rest = String(rest[..<q]) }
-        var user = "postgres", password: String? = nil
-        if let at = rest.lastIndex(of: "@") {
-            let credentials = String(rest[..<at])
-            rest = String(rest[rest.index(after: at)...])
-            if let colon = credentials.firstIndex(of: ":") {
-                user = String(credentials[..<colon]).removingPercentEncoding ?? String(credentials[..<colon])
-                let p = String(credentials[credentials.index(after: colon)...])
-                password = p.removingPercentEncoding ?? p
-            } else {
-                user = credentials.removingPercentEncoding ?? credentials
-            }
-        }
-        var hostPort = rest, database = user
-        if let slash = rest.firstIndex(of: "/") {
-            hostPort = String(rest[..<slash])
-            let db = String(rest[rest.index(after: slash)...])
-            if !db.isEmpty { database = db.removingPercentEncoding ?? db }
-        }
-        var host = hostPort, port = 5432
-        if let colon = hostPort.lastIndex(of: ":"), let p = Int(hostPort[hostPort.index(after: colon)...]) {
-            host = String(hostPort[..<colon])
-            port = p
-        }
-        if host.isEmpty { host = "127.0.0.1" }
-        location = "postgres://\(user)@\(host):\(port)/\(database)"
-        var log = Logger(label: "nxlua.catalog.postgres")
-        log.logLevel = .critical
-        logger = log
-        let quiet = log
-        let config = PostgresConnection.Configuration(host: host, port: port, username: user, password: password,
-                                                      database: database, tls: .disable)
-        let location = self.location
-        do {
-            connection = try PostgresEngine.blocking {
-                try await PostgresConnection.connect(configuration: config, id: 1, logger: quiet)
-            }
-        } catch {
-            throw CatalogError("\(location): cannot connect: \(PostgresEngine.describe(error))")
-        }
+        let parsed: PostgresURL
+        do { parsed = try PostgresURL(url) } catch { throw CatalogError("\(error)") }
+        location = parsed.location
+        logger = PostgresLink.logger
+        do { connection = try PostgresLink.connect(parsed) } catch { throw CatalogError("\(error)") }
         try run("cannot set up the catalog") { c, log in
             for sql in [
                 "CREATE TABLE IF NOT EXISTS files(path TEXT PRIMARY KEY, size BIGINT NOT NULL, mtime DOUBLE PRECISION NOT NULL, registered DOUBLE PRECISION NOT NULL)",
@@ -75,36 +39,13 @@ public final class PostgresEngine: CatalogEngine, @unchecked Sendable {
         }
     }
 
-    final class Box<T>: @unchecked Sendable { var value: Result<T, Error>? }
-
-    /// Runs async work from the catalog's synchronous API (never called on the
-    /// connection's own event loop: callers are the CLI, Lua and a thread pool).
-    static func blocking<T>(_ body: @escaping @Sendable () async throws -> T) throws -> T {
-        let box = Box<T>()
-        let done = DispatchSemaphore(value: 0)
-        Task {
-            do { box.value = .success(try await body()) } catch { box.value = .failure(error) }
-            done.signal()
-        }
-        done.wait()
-        return try box.value!.get()
-    }
-
-    static func describe(_ error: Error) -> String {
-        if let e = error as? PSQLError {
-            if let m = e.serverInfo?[.message] { return m }
-            return "\(e.code)"
-        }
-        return "\(error)"
-    }
-
     func run<T>(_ what: String, _ body: @escaping @Sendable (PostgresConnection, Logger) async throws -> T) throws -> T {
         lock.lock()
         defer { lock.unlock() }
         if closed { throw CatalogError("\(location): the catalog is closed") }
         let c = connection, log = logger
-        do { return try PostgresEngine.blocking { try await body(c, log) } } catch let e as CatalogError { throw e } catch {
-            throw CatalogError("\(location): \(what): \(PostgresEngine.describe(error))")
+        do { return try PostgresLink.blocking { try await body(c, log) } } catch let e as CatalogError { throw e } catch {
+            throw CatalogError("\(location): \(what): \(PostgresLink.describe(error))")
         }
     }
 
@@ -221,7 +162,7 @@ public final class PostgresEngine: CatalogEngine, @unchecked Sendable {
         if closed { return }
         closed = true
         let c = connection
-        _ = try? PostgresEngine.blocking { try await c.close() }
+        _ = try? PostgresLink.blocking { try await c.close() }
     }
 
     deinit { close() }

@@ -92,3 +92,38 @@ public protocol MacroLedger: AnyObject {
     func publish(_ status: MacroStatus) throws
     func statuses() throws -> [MacroStatus]
 }
+
+/// How big a journal is (`nxlua macros status`).
+public struct JournalSize: Sendable, Equatable {
+    public var events: Int64
+    public var bytes: Int64
+    /// Time of the oldest event kept (nil: empty).
+    public var oldest: Double?
+}
+
+/// A journal with its ledger, on either engine (SQLiteJournal, PostgresJournal): what the
+/// stacker, the commands, the server and the macro runner use.
+public protocol JournalStore: EventJournal, MacroLedger, Sendable {
+    /// Where it is, for messages (a file, or a URL without its password).
+    var location: String { get }
+    /// Several runners may share this journal (leases), rather than one per journal.
+    var sharedByRunners: Bool { get }
+    func setCursor(of macro: String, to seq: Int64) throws
+    func lastRun(writing file: String) throws -> (run: String, stopped: Bool)?
+    func announcedFrames(run: String, stream: String) throws -> [Range<Int>]
+    func lastRunStart() throws -> (seq: Int64, stopped: Bool)?
+    /// Removes events older than `olderThan` seconds that every macro's cursor has passed,
+    /// keeping run.start and run.stop, with the records of removed events that say
+    /// skipped or done (failures stay). Returns how many events went.
+    func prune(olderThan seconds: Double) throws -> Int
+    func size() throws -> JournalSize
+}
+
+public enum Journals {
+    /// A postgres:// URL or a SQLite file. `durable` as SQLiteJournal's (PostgreSQL's
+    /// commits are always durable).
+    public static func open(_ location: String, durable: Bool = true) throws -> any JournalStore {
+        if PostgresJournal.isURL(location) { return try PostgresJournal(url: location) }
+        return try SQLiteJournal(path: location, durable: durable)
+    }
+}

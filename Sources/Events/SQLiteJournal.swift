@@ -6,8 +6,11 @@ import GRDB
 /// `nxlua serve`), the macro runner reads and keeps its cursors and records in the same
 /// file. Appends are durable (synchronous=FULL: the WAL is synced at each commit), so
 /// sources batch: one commit per stacker flush, per HTTP request.
-public final class SQLiteJournal: EventJournal, MacroLedger, @unchecked Sendable {
+public final class SQLiteJournal: JournalStore, @unchecked Sendable {
     public let path: String
+    public var location: String { path }
+    /// One runner per SQLite journal (a lock file; see MacroRunner).
+    public var sharedByRunners: Bool { false }
     let pool: DatabasePool
 
     /// `durable`: false for the macro runner's bookkeeping (synchronous=NORMAL: a commit
@@ -142,7 +145,11 @@ public final class SQLiteJournal: EventJournal, MacroLedger, @unchecked Sendable
 
     public func lastSeq() throws -> Int64 {
         try wrap("cannot read events") {
-            try pool.read { db in try Int64.fetchOne(db, sql: "SELECT MAX(seq) FROM events") ?? 0 }
+            // AUTOINCREMENT's counter, not MAX(seq): pruning may have removed the last events
+            try pool.read { db in
+                try Int64.fetchOne(db, sql: "SELECT seq FROM sqlite_sequence WHERE name = 'events'")
+                    ?? Int64.fetchOne(db, sql: "SELECT MAX(seq) FROM events") ?? 0
+            }
         }
     }
 
@@ -186,6 +193,32 @@ public final class SQLiteJournal: EventJournal, MacroLedger, @unchecked Sendable
                 let stops = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM events WHERE run = ? AND kind = 'run.stop' AND seq > ?",
                                              arguments: [run, seq]) ?? 0
                 return (seq, stops > 0)
+            }
+        }
+    }
+
+    public func prune(olderThan seconds: Double) throws -> Int {
+        try wrap("cannot prune the journal") {
+            try pool.write { db in
+                try db.execute(sql: """
+                    DELETE FROM events WHERE seq <= (SELECT COALESCE(MIN(seq), 0) FROM cursors)
+                      AND time < ? AND kind NOT IN ('run.start', 'run.stop')
+                    """, arguments: [Date().timeIntervalSince1970 - seconds])
+                let removed = db.changesCount
+                try db.execute(sql: "DELETE FROM records WHERE status IN ('done', 'skipped') AND seq NOT IN (SELECT seq FROM events)")
+                return removed
+            }
+        }
+    }
+
+    public func size() throws -> JournalSize {
+        try wrap("cannot read the journal's size") {
+            try pool.read { db in
+                let events = try Int64.fetchOne(db, sql: "SELECT COUNT(*) FROM events") ?? 0
+                let oldest = try Double.fetchOne(db, sql: "SELECT MIN(time) FROM events")
+                let pages = try Int64.fetchOne(db, sql: "PRAGMA page_count") ?? 0
+                let pageSize = try Int64.fetchOne(db, sql: "PRAGMA page_size") ?? 0
+                return JournalSize(events: events, bytes: pages * pageSize, oldest: oldest)
             }
         }
     }

@@ -10,7 +10,7 @@ import Stacker
 /// crash between the file's commit and the journal's can leave (at-least-once).
 public final class StackEventEmitter: StackObserver, @unchecked Sendable {
     let writer: JournalWriter
-    let journal: SQLiteJournal
+    let journal: any JournalStore
     /// Fields of run.start: scan_id, plan, metadata (given on the command line).
     public var runFields: [String: EventValue] = [:]
     public var expectedFrames: Int?
@@ -19,7 +19,7 @@ public final class StackEventEmitter: StackObserver, @unchecked Sendable {
     var started = false
     var dtype = "?"
 
-    public init(journal: SQLiteJournal, run: String? = nil, log: @escaping (String) -> Void) {
+    public init(journal: any JournalStore, run: String? = nil, log: @escaping (String) -> Void) {
         self.journal = journal
         self.writer = JournalWriter(sink: journal, log: log)
         self.run = run ?? makeRunUID()
@@ -165,7 +165,7 @@ public final class StackEventEmitter: StackObserver, @unchecked Sendable {
     /// The emitter the settings ask for (nil without a journal), observing `options`'s run.
     public static func make(_ v: StackSettingValues, for options: inout StackOptions) throws -> StackEventEmitter? {
         guard let path = try v.string("journal") else { return nil }
-        let e = StackEventEmitter(journal: try SQLiteJournal(path: path), run: try v.string("run"), log: options.log)
+        let e = StackEventEmitter(journal: try Journals.open(path), run: try v.string("run"), log: options.log)
         e.expectedFrames = options.frames
         if let id = try v.string("scan-id") { e.runFields["scan_id"] = EventValue(parsingText: id) }
         if let p = try v.string("plan") { e.runFields["plan"] = .string(p) }

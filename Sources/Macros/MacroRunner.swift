@@ -10,8 +10,12 @@ public struct MacroRunnerOptions: Sendable {
     public var limits = MacroLimits()
     /// Consecutive failures that disable a macro until its file changes.
     public var maxFailures = 5
-    /// Seconds between two looks at the journal when a worker has caught up.
-    public var pollInterval = 0.01
+    /// Seconds between two looks at the journal when a worker has caught up (nil: 0.01 s
+    /// on SQLite; 1 s on PostgreSQL, where appends also wake the workers through NOTIFY).
+    public var pollInterval: Double?
+    /// Seconds a runner's lease on a macro lasts unrenewed (PostgreSQL): another runner
+    /// takes the macro over this long after its runner died.
+    public var leaseSeconds = 5.0
     /// Seconds between two looks at the macros folder (polling: works on NFS).
     public var reloadInterval = 0.5
     /// A changed macro replaces the running version at once, not at the next run.start.
@@ -28,15 +32,67 @@ public struct MacroRunnerOptions: Sendable {
     }
 }
 
+/// Wakes the workers waiting for new events (a NOTIFY from PostgreSQL); they poll too.
+final class JournalWakeup: @unchecked Sendable {
+    private let condition = NSCondition()
+    private var generation = 0
+
+    var current: Int { condition.lock(); defer { condition.unlock() }; return generation }
+
+    func signal() {
+        condition.lock()
+        generation += 1
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    /// Waits up to `seconds` unless a wake-up came after `seen` was read.
+    func wait(since seen: Int, seconds: Double) {
+        let deadline = Date(timeIntervalSinceNow: seconds)
+        condition.lock()
+        while generation == seen {
+            if !condition.wait(until: deadline) { break }
+        }
+        condition.unlock()
+    }
+}
+
 /// `nxlua macros DIR`: one MacroWorker per `*.lua` file of the folder; the folder is
-/// polled for new, changed and removed files. One runner per journal (a lock file).
+/// polled for new, changed and removed files. On SQLite, one runner per journal (a lock
+/// file). On PostgreSQL, several runners (on several hosts) share the journal: each macro
+/// runs where its lease is held, and each runner takes about its share of the macros.
 public final class MacroRunner {
     let options: MacroRunnerOptions
-    let journal: SQLiteJournal
+    public let journal: any JournalStore
+    /// Leases when several runners share the journal (nil: this runner runs every macro).
+    let leases: MacroLeases?
+    /// This runner's name in the leases: host, process and a random part.
+    let owner: String
+    let wakeup = JournalWakeup()
     var workers: [String: MacroWorker] = [:]
+    /// Workers asked to stop (hand-over, lost lease), finishing their handler in progress
+    /// while the runner keeps renewing the other leases; their lease is released after.
+    var leaving: [String: MacroWorker] = [:]
+    /// The latest text of each macro file of the folder, leased here or not.
+    var sources: [String: MacroSource] = [:]
     /// What was last seen of each file (modification time, size, inode), to read only changes.
     var seen: [String: (mtime: Int, size: Int, inode: UInt, hash: String)] = [:]
     var lockFD: Int32 = -1
+    var listener: JoinableThread?
+    let stopping = StopFlag()
+
+    final class StopFlag: @unchecked Sendable {
+        private let lock = NSLock()
+        private var since: Double?
+        func set() { lock.lock(); if since == nil { since = Date().timeIntervalSince1970 }; lock.unlock() }
+        var isSet: Bool { lock.lock(); defer { lock.unlock() }; return since != nil }
+        /// Waits on the server are abandoned only when a stop has waited this long (a
+        /// handler's last commit normally completes, so its event is not run again).
+        func overdue(_ seconds: Double) -> Bool {
+            lock.lock(); defer { lock.unlock() }
+            return since.map { Date().timeIntervalSince1970 - $0 > seconds } ?? false
+        }
+    }
 
     public init(options given: MacroRunnerOptions) throws {
         var options = given
@@ -45,18 +101,36 @@ public final class MacroRunner {
         if !options.directory.hasPrefix("/") {
             options.directory = FileManager.default.currentDirectoryPath + "/" + options.directory
         }
-        self.options = options
         var st = stat()
         guard stat(options.directory, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR else {
             throw EventError("\(options.directory): not a folder of macros")
         }
-        journal = try SQLiteJournal(path: options.journalPath, durable: false)
-        let lockPath = options.journalPath + ".macros.lock"
-        lockFD = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
-        guard lockFD >= 0 else { throw EventError("\(lockPath): cannot create the runner's lock file") }
-        if flock(lockFD, LOCK_EX | LOCK_NB) != 0 {
-            close(lockFD)
-            throw EventError("\(options.journalPath): another `nxlua macros` runs on this journal (\(lockPath) is locked)")
+        let journal = try Journals.open(options.journalPath, durable: false)
+        self.journal = journal
+        var host = [CChar](repeating: 0, count: 256)
+        gethostname(&host, host.count - 1)
+        owner = "\(String(cString: host)):\(getpid()):\(UInt32.random(in: 0...UInt32.max))"
+        if journal.sharedByRunners, let l = journal as? MacroLeases {
+            leases = l
+            l.leaseOwner = owner
+            if options.pollInterval == nil { options.pollInterval = 1 }
+        } else {
+            leases = nil
+            if options.pollInterval == nil { options.pollInterval = 0.01 }
+            let lockPath = options.journalPath + ".macros.lock"
+            lockFD = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+            guard lockFD >= 0 else { throw EventError("\(lockPath): cannot create the runner's lock file") }
+            if flock(lockFD, LOCK_EX | LOCK_NB) != 0 {
+                close(lockFD)
+                throw EventError("\(options.journalPath): another `nxlua macros` runs on this journal (\(lockPath) is locked)")
+            }
+        }
+        self.options = options
+        if let pg = journal as? PostgresJournal {
+            let flag = stopping
+            pg.cancelled = { flag.overdue(10) }
+            let wakeup = self.wakeup
+            listener = pg.listen(wake: { wakeup.signal() }, stopped: { flag.isSet })
         }
     }
 
@@ -64,24 +138,53 @@ public final class MacroRunner {
 
     /// Runs until `shouldStop` says so; then stops the workers after their handler in progress.
     public func run(shouldStop: () -> Bool) {
-        var lastScan = 0.0
+        run(until: shouldStop)
+    }
+
+    /// Runs until `shouldStop` says so, or (`untilIdle`) until every macro has caught up
+    /// with the journal; returns the number of macros that were running.
+    @discardableResult
+    public func run(until shouldStop: () -> Bool, untilIdle: Bool = false) -> Int {
+        var lastScan = 0.0, lastBalance = 0.0
+        let renewEvery = min(1, options.leaseSeconds / 4)
         while !shouldStop() {
             let now = Date().timeIntervalSince1970
             if now - lastScan >= options.reloadInterval {
                 lastScan = now
                 scan()
             }
+            if leases != nil, now - lastBalance >= renewEvery {
+                lastBalance = now
+                balance()
+            }
+            if untilIdle, !workers.isEmpty, idle() { break }
             usleep(20_000)
         }
+        let count = workers.count
+        stopping.set()
+        wakeup.signal()
         // every handler in progress finishes at once (not one after the other); stop()
         // returns once a worker's thread has ended with its Lua states closed
         for w in workers.values { w.requestStop() }
         for w in workers.values { w.stop() }
+        for w in leaving.values { w.stop() }
         workers.removeAll()
+        leaving.removeAll()
+        if let leases { try? leases.unregisterRunner(owner) }
+        listener?.join()
+        listener = nil
+        return count
     }
 
-    /// Looks at the folder: starts workers for new files, hands changed texts over,
-    /// stops the workers of removed files (their cursors stay in the journal).
+    /// Every loaded macro has passed the journal's last event (or is disabled, or not loaded).
+    func idle() -> Bool {
+        guard let last = try? journal.lastSeq() else { return false }
+        return workers.values.allSatisfy { $0.caughtUp(with: last) }
+    }
+
+    /// Looks at the folder: starts workers for new files (SQLite: all of them; PostgreSQL:
+    /// balance() starts the leased ones), hands changed texts over, stops the workers of
+    /// removed files (their cursors stay in the journal).
     func scan() {
         let dir = options.directory
         guard let names = try? FileManager.default.contentsOfDirectory(atPath: dir) else {
@@ -102,20 +205,75 @@ public final class MacroRunner {
             let unchanged = seen[name]?.hash == source.hash
             seen[name] = (mtime, Int(st.st_size), UInt(st.st_ino), source.hash)
             if unchanged { continue }
+            sources[name] = source
             if let w = workers[name] {
                 options.log("macro \(name): \(file) changed (version \(source.shortHash))")
                 w.reload(source)
-            } else {
-                let w = MacroWorker(source: source, journal: journal, options: options, log: options.log)
-                workers[name] = w
-                w.start()
+            } else if leases == nil {
+                startWorker(source)
             }
         }
-        for (name, w) in workers where !present.contains(name) {
+        for name in Array(sources.keys) where !present.contains(name) {
+            sources[name] = nil
+            seen[name] = nil
+            guard let w = workers[name] else { continue }
             options.log("macro \(name): file removed; stopped (its cursor is kept)")
             w.stop()
             workers[name] = nil
-            seen[name] = nil
+            if let leases { try? leases.releaseLease(name, owner: owner) }
+        }
+    }
+
+    func startWorker(_ source: MacroSource) {
+        let w = MacroWorker(source: source, journal: journal, options: options, wakeup: wakeup, log: options.log)
+        workers[source.name] = w
+        w.start()
+    }
+
+    /// Several runners: renews this runner's leases, stops the macros whose lease was
+    /// lost, gives up macros beyond its share (another runner joined) and takes free or
+    /// expired leases up to its share (a runner left or died).
+    func balance() {
+        guard let leases else { return }
+        let held: Set<String>
+        let runners: Int
+        do {
+            runners = try leases.registerRunner(owner, seconds: options.leaseSeconds)
+            held = try leases.renewLeases(owner: owner, seconds: options.leaseSeconds)
+        } catch {
+            options.log("macros: \(error)")
+            return
+        }
+        for (name, w) in leaving where w.hasFinished {
+            w.stop()
+            leaving[name] = nil
+            try? leases.releaseLease(name, owner: owner)
+        }
+        for (name, w) in workers where !held.contains(name) {
+            options.log("macro \(name): lease lost (this runner stalled past it); stopped here")
+            w.requestStop()
+            workers[name] = nil
+            leaving[name] = w
+        }
+        let share = (sources.count + runners - 1) / runners
+        if workers.count > share {
+            for name in workers.keys.sorted().prefix(workers.count - share) {
+                let w = workers[name]!
+                w.requestStop()
+                workers[name] = nil
+                leaving[name] = w
+                options.log("macro \(name): handed over after its handler in progress (\(runners) runners share \(sources.count) macros)")
+            }
+        }
+        for name in sources.keys.shuffled() where workers.count < share && workers[name] == nil && leaving[name] == nil {
+            do {
+                guard try leases.takeLease(name, owner: owner, seconds: options.leaseSeconds) else { continue }
+            } catch {
+                options.log("macros: \(error)")
+                return
+            }
+            options.log("macro \(name): runs here (runner \(owner))")
+            startWorker(sources[name]!)
         }
     }
 }
@@ -123,12 +281,17 @@ public final class MacroRunner {
 /// `nxlua macros status`: one line per macro.
 public enum MacroStatusReport {
     public static func text(journalPath: String, now: Double = Date().timeIntervalSince1970) throws -> String {
-        guard FileManager.default.fileExists(atPath: journalPath) else { throw EventError("\(journalPath): no such journal") }
-        let journal = try SQLiteJournal(path: journalPath, durable: false)
+        if !PostgresJournal.isURL(journalPath) && !FileManager.default.fileExists(atPath: journalPath) {
+            throw EventError("\(journalPath): no such journal")
+        }
+        let journal = try Journals.open(journalPath, durable: false)
         let last = try journal.lastSeq()
         let rows = try journal.statuses()
-        if rows.isEmpty { return "\(journalPath): \(last) events; no macro has run on this journal" }
-        var lines = ["\(journalPath): \(last) events"]
+        let size = try journal.size()
+        var summary = "\(journal.location): \(last) events, \(size.events) kept (\(byteText(size.bytes)))"
+        if let oldest = size.oldest { summary += ", oldest \(timeText(oldest)) (\(ageText(now - oldest)) ago)" }
+        if rows.isEmpty { return summary + "; no macro has run on this journal" }
+        var lines = [summary]
         let header = ["macro", "version", "cursor", "lag", "failures", "state", "seen"]
         var table = [header]
         // A macro whose file is gone was removed: the runner stopped it, and its old
@@ -154,5 +317,28 @@ public enum MacroStatusReport {
             }
         }
         return lines.joined(separator: "\n")
+    }
+
+    static func byteText(_ n: Int64) -> String {
+        let units = ["bytes", "KiB", "MiB", "GiB", "TiB"]
+        var v = Double(n), u = 0
+        while v >= 1024 && u < units.count - 1 { v /= 1024; u += 1 }
+        return u == 0 ? "\(n) bytes" : String(format: "%.1f", v) + " " + units[u]
+    }
+
+    static func timeText(_ t: Double) -> String {
+        let f = DateFormatter()
+        f.locale = Locale(identifier: "en_US_POSIX")
+        f.timeZone = TimeZone(identifier: "UTC")
+        f.dateFormat = "yyyy-MM-dd HH:mm:ss 'UTC'"
+        return f.string(from: Date(timeIntervalSince1970: t))
+    }
+
+    static func ageText(_ s: Double) -> String {
+        let s = max(0, s)
+        if s < 120 { return "\(Int(s)) s" }
+        if s < 7200 { return "\(Int(s / 60)) min" }
+        if s < 172_800 { return "\(Int(s / 3600)) h" }
+        return "\(Int(s / 86400)) days"
     }
 }

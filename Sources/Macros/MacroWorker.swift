@@ -7,8 +7,9 @@ import Foundation
 /// say which event was interrupted, and that event is delivered again (attempt 2).
 final class MacroWorker: @unchecked Sendable {
     let name: String
-    let journal: SQLiteJournal
+    let journal: any JournalStore
     let options: MacroRunnerOptions
+    let wakeup: JournalWakeup
     let log: (String) -> Void
 
     // Shared with the runner's thread (under `lock`).
@@ -30,7 +31,9 @@ final class MacroWorker: @unchecked Sendable {
     /// Set by start(), joined by stop() (the runner's thread).
     private var thread: JoinableThread?
 
-    init(source: MacroSource, journal: SQLiteJournal, options: MacroRunnerOptions, log: @escaping (String) -> Void) {
+    init(source: MacroSource, journal: any JournalStore, options: MacroRunnerOptions, wakeup: JournalWakeup,
+         log: @escaping (String) -> Void) {
+        self.wakeup = wakeup
         name = source.name
         path = source.path
         self.journal = journal
@@ -65,6 +68,15 @@ final class MacroWorker: @unchecked Sendable {
 
     var status: MacroStatus { lock.lock(); defer { lock.unlock() }; return statusCopy }
 
+    /// Nothing left to do up to `last` (`--until-idle`): the cursor is there, or the macro
+    /// cannot run (disabled, not loaded).
+    func caughtUp(with last: Int64) -> Bool {
+        lock.lock(); defer { lock.unlock() }
+        return started && (statusCopy.cursor >= last || statusCopy.disabled || statusCopy.version.isEmpty)
+    }
+    /// The cursor was read and the first text loaded (statusCopy means something).
+    private var started = false
+
     private var shouldStop: Bool { lock.lock(); defer { lock.unlock() }; return stopRequested }
 
     private func takeIncoming() -> MacroSource? {
@@ -74,10 +86,18 @@ final class MacroWorker: @unchecked Sendable {
         return s
     }
 
+    /// The thread's loop has ended (stop() will not wait).
+    var hasFinished: Bool { lock.lock(); defer { lock.unlock() }; return finished }
+    private var finished = false
+
     private func run() {
         // The Lua states end with the thread's loop, on the thread that ran them (their
         // finalizers close files the macro left open), before stop() returns.
-        defer { pending = nil; current = nil }
+        defer {
+            pending = nil
+            current = nil
+            lock.lock(); finished = true; lock.unlock()
+        }
         do {
             if let c = try journal.cursor(of: name) {
                 cursor = c
@@ -92,6 +112,8 @@ final class MacroWorker: @unchecked Sendable {
         while !shouldStop {
             if let s = takeIncoming() { load(s) }
             publish(force: false)
+            if !started { lock.lock(); started = true; lock.unlock() }
+            let seen = wakeup.current
             var batch: [Event] = []
             if current != nil && !disabled {
                 do { batch = try journal.events(after: cursor, limit: 256) } catch {
@@ -99,7 +121,7 @@ final class MacroWorker: @unchecked Sendable {
                 }
             }
             if batch.isEmpty {
-                Thread.sleep(forTimeInterval: options.pollInterval)
+                wakeup.wait(since: seen, seconds: options.pollInterval ?? 0.01)
                 continue
             }
             process(batch)

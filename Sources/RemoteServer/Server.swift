@@ -55,7 +55,7 @@ public final class RemoteServer: Sendable {
     /// The web viewer's logins (ViewerSessions.swift).
     let sessions = ViewerSessions()
     let evaluator: RemoteEvaluator?
-    let journal: SQLiteJournal?
+    let journal: (any JournalStore)?
     let catalog: Catalog?
     let evalPool: NIOThreadPool
     /// Appends of POST /nxlua/events: never queued behind evaluations (which can take
@@ -91,7 +91,7 @@ public final class RemoteServer: Sendable {
         store = Store(resolver: resolver, owner: "nxlua")
         self.evaluator = options.allowEval ? evaluator : nil
         if options.allowEval && evaluator == nil { throw ServeError(400, "--allow-eval: this build has no evaluator") }
-        do { journal = try options.journalPath.map { try SQLiteJournal(path: $0) } } catch {
+        do { journal = try options.journalPath.map { try Journals.open($0) } } catch {
             throw ServeError(400, "--journal: \(error)")
         }
         do { catalog = try options.catalogLocation.map { try Catalog(location: $0) } } catch {

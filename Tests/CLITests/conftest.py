@@ -6,6 +6,8 @@ import subprocess
 
 import pytest
 
+import postgres_support
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 BIN = os.environ.get("NXLUA_BIN", str(ROOT / ".build" / "release" / "nxlua"))
 
@@ -29,3 +31,23 @@ def nxlua(env):
         return subprocess.run([BIN, *args], input=stdin, capture_output=True, text=True,
                               env=e, timeout=60, cwd=cwd)
     return run
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A throwaway PostgreSQL cluster on a free port for the session (one per pytest-xdist
+    worker), removed afterwards. Yields its base URL; make databases with
+    postgres_support.create_database."""
+    base, stop = postgres_support.start_cluster()
+    try:
+        yield base
+    finally:
+        stop()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def journal(request, tmp_path):
+    """An event journal location on each engine: a SQLite file, or a new database."""
+    if request.param == "sqlite":
+        return str(tmp_path / "j.sqlite")
+    return postgres_support.create_database(request.getfixturevalue("postgres"))

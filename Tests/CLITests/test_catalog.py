@@ -4,19 +4,15 @@ registered, then found by sample, temperature ranges across units, time windows,
 free text, facets and paging, from the CLI, from Lua and through nxlua serve; bad files are
 recorded with the reason; a registration killed with SIGKILL leaves a consistent catalog."""
 import base64
-import glob
 import json
 import os
 import pathlib
 import random
-import shutil
 import signal
 import socket
 import sqlite3
 import subprocess
-import tempfile
 import time
-import uuid
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -25,50 +21,11 @@ import h5py
 import numpy as np
 import pytest
 
+from postgres_support import create_database, free_port
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 BIN = os.environ.get("NXLUA_BIN", str(ROOT / ".build" / "release" / "nxlua"))
 SHARED = pathlib.Path("/work/shared/data")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def pg_program(name):
-    for d in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True):
-        if os.path.exists(f"{d}/{name}"):
-            return f"{d}/{name}"
-    return shutil.which(name)
-
-
-@pytest.fixture(scope="module")
-def postgres():
-    """A throwaway PostgreSQL cluster on a free port (as the postgres user when run as
-    root: PostgreSQL refuses root), removed afterwards. Yields its base URL."""
-    initdb, pg_ctl = pg_program("initdb"), pg_program("pg_ctl")
-    if not initdb or not pg_ctl:
-        pytest.fail("PostgreSQL is not installed (scripts/setup installs Debian's postgresql)")
-    folder = tempfile.mkdtemp(prefix="nxlua-pg-")
-    as_root = os.getuid() == 0
-    if as_root:
-        shutil.chown(folder, "postgres", "postgres")
-
-    def as_postgres(*cmd):
-        if as_root:
-            cmd = ["su", "postgres", "-s", "/bin/sh", "-c", " ".join(f"'{c}'" for c in cmd)]
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-        assert r.returncode == 0, r.stdout + r.stderr
-    port = free_port()
-    as_postgres(initdb, "-D", f"{folder}/data", "-A", "trust", "-U", "postgres", "--no-locale", "-E", "UTF8")
-    as_postgres(pg_ctl, "-D", f"{folder}/data", "-l", f"{folder}/log", "-w", "-t", "120",
-                "-o", f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
-    try:
-        yield f"postgres://postgres@127.0.0.1:{port}"
-    finally:
-        as_postgres(pg_ctl, "-D", f"{folder}/data", "-m", "immediate", "-w", "stop")
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -77,13 +34,7 @@ def catalog(request, tmp_path):
     throwaway cluster."""
     if request.param == "sqlite":
         return tmp_path / "cat.sqlite"
-    base = request.getfixturevalue("postgres")
-    name = "t_" + uuid.uuid4().hex[:12]
-    port = base.rsplit(":", 1)[1]
-    r = subprocess.run([pg_program("psql") or "psql", "-h", "127.0.0.1", "-p", port, "-U", "postgres", "-d", "postgres",
-                        "-c", f"CREATE DATABASE {name}"], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
-    return f"{base}/{name}"
+    return create_database(request.getfixturevalue("postgres"))
 
 
 def run(*args, timeout=120, **kw):
@@ -657,10 +608,7 @@ def test_same_answers_on_both_engines(tmp_path, postgres):
     data = tmp_path / "data"
     make_data(data)
     lite = tmp_path / "cat.sqlite"
-    name = "t_" + uuid.uuid4().hex[:12]
-    subprocess.run([pg_program("psql") or "psql", "-h", "127.0.0.1", "-p", postgres.rsplit(":", 1)[1], "-U", "postgres",
-                    "-d", "postgres", "-c", f"CREATE DATABASE {name}"], check=True, capture_output=True, timeout=60)
-    pg = f"{postgres}/{name}"
+    pg = create_database(postgres)
     script = tmp_path / "same.lua"
     script.write_text(SAME.replace("{QUERIES}", "{" + ", ".join(json.dumps(q) for q in QUERIES) + "}"))
     outputs = []

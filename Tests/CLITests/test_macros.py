@@ -21,6 +21,7 @@ import hdf5plugin  # noqa: F401  (registers bitshuffle and LZ4 for h5py)
 import numpy as np
 import pytest
 
+from postgres_support import is_postgres, journal_db, journal_exists
 from test_stack import make_frames, source, write_then_rename
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -42,16 +43,22 @@ def trigger(journal, kind, *args):
 
 
 class Runner:
-    """`nxlua macros DIR` as a background process, its log in a file."""
+    """`nxlua macros DIR` as a background process, its log in a file. On PostgreSQL a
+    short lease, so that a restarted runner takes its macros back soon after a SIGKILL."""
+    made = 0
 
-    def __init__(self, folder, journal, *extra):
+    def __init__(self, folder, journal, *extra, poll=("--poll", "0.005")):
         self.folder, self.journal, self.extra = folder, journal, extra
-        self.log = pathlib.Path(str(journal) + ".runner.log")
+        Runner.made += 1
+        self.log = pathlib.Path(f"{folder}.runner{Runner.made}.log")
+        if is_postgres(journal) and "--lease" not in extra:
+            self.extra = (*extra, "--lease", "1.5")
+        self.poll = poll
         self.start()
 
     def start(self):
         self.logfile = open(self.log, "a")
-        self.p = subprocess.Popen([BIN, "macros", str(self.folder), "--journal", str(self.journal), "--poll", "0.005",
+        self.p = subprocess.Popen([BIN, "macros", str(self.folder), "--journal", str(self.journal), *self.poll,
                                    "--reload-interval", "0.1", *self.extra], stdout=self.logfile, stderr=subprocess.STDOUT)
 
     def kill(self):
@@ -75,18 +82,18 @@ class Runner:
 
 
 def db(journal):
-    """A reader's connection; never creates the journal (mode=rw)."""
-    return sqlite3.connect(f"file:{journal}?mode=rw", uri=True, timeout=30)
+    """A reader's connection on either engine; never creates a SQLite journal (mode=rw)."""
+    return journal_db(journal)
 
 
 def last_seq(journal):
-    if not pathlib.Path(journal).exists():
-        return 0
-    with db(journal) as c:
-        try:
-            return c.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]
-        except sqlite3.OperationalError:   # the first process is still making the schema
+    try:
+        if not journal_exists(journal):
             return 0
+        with db(journal) as c:
+            return c.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]
+    except Exception:   # the first process is still making the schema
+        return 0
 
 
 def cursor(journal, macro):
@@ -154,8 +161,7 @@ def test_help_texts():
         assert r.returncode == 0 and "usage: nxlua " + cmd in r.stdout and "docs/macros.md" in r.stdout
 
 
-def test_trigger_events_reach_a_macro_and_records_say_done(tmp_path):
-    journal = tmp_path / "j.sqlite"
+def test_trigger_events_reach_a_macro_and_records_say_done(tmp_path, journal):
     macros = tmp_path / "macros"
     macros.mkdir()
     log = tmp_path / "log.txt"
@@ -272,8 +278,7 @@ def check_example_outputs(out, made, saturation):
     return expected
 
 
-def test_stacker_events_drive_the_example_macros_and_replay_gives_the_same_outputs(tmp_path):
-    journal = tmp_path / "j.sqlite"
+def test_stacker_events_drive_the_example_macros_and_replay_gives_the_same_outputs(tmp_path, journal):
     n = 12
     p, made, watched, out = stack_live(tmp_path, journal, n)
     # a threshold that some frames pass and some do not
@@ -398,8 +403,7 @@ def test_erroring_looping_and_broken_macros_leave_the_others_alone(tmp_path):
     assert "syntax" in status or "expected" in status, status
 
 
-def test_edit_during_a_run_takes_over_at_the_next_run_start(tmp_path):
-    journal = tmp_path / "j.sqlite"
+def test_edit_during_a_run_takes_over_at_the_next_run_start(tmp_path, journal):
     folder = tmp_path / "macros"
     folder.mkdir()
     log = tmp_path / "log.txt"
@@ -426,7 +430,8 @@ def test_edit_during_a_run_takes_over_at_the_next_run_start(tmp_path):
     tags = [(l[1], l[2], l[4]) for l in log_lines(log)]
     assert tags == [("run.start", run1, "v1"), ("point", run1, "v1"), ("point", run1, "v1"), ("run.stop", run1, "v1"),
                     ("run.start", run2, "v2"), ("point", run2, "v2"), ("run.stop", run2, "v2")], out
-    versions = {r[0] for r in sqlite3.connect(str(journal)).execute("SELECT DISTINCT version, macro FROM records WHERE status='done'")}
+    with db(journal) as c:
+        versions = {r[0] for r in c.execute("SELECT DISTINCT version, macro FROM records WHERE status='done'").fetchall()}
     assert len(versions) == 2
 
 
@@ -449,8 +454,7 @@ def test_reload_now_flag_switches_at_once(tmp_path):
     assert [l[4] for l in log_lines(log)] == ["v1", "v2"]
 
 
-def test_sigkill_of_the_runner_loses_nothing_and_records_say_what_ran_twice(tmp_path):
-    journal = tmp_path / "j.sqlite"
+def test_sigkill_of_the_runner_loses_nothing_and_records_say_what_ran_twice(tmp_path, journal):
     folder = tmp_path / "macros"
     folder.mkdir()
     log = tmp_path / "log.txt"
@@ -619,8 +623,7 @@ def serve_events(tmp_path, journal):
     return srv, port
 
 
-def test_http_route_appends_events_for_authenticated_users(tmp_path):
-    journal = tmp_path / "j.sqlite"
+def test_http_route_appends_events_for_authenticated_users(tmp_path, journal):
     srv, port = serve_events(tmp_path, journal)
     try:
         status, _ = http_post(port, "/nxlua/events", {"kind": "run.start"})
