@@ -288,7 +288,7 @@ extension Refinement {
             }
             let rmsNow = rootMean((try? residualNorms(reached, peaks: problem.peaks, hkl: problem.hkl)) ?? [.nan])
             guard info != 5, info != 0, rmsNow.isFinite else {
-                throw CrystalError("refinement did not converge in \(evaluations) evaluations (lmdif info \(info)\(info == 5 ? ": the evaluation budget ran out" : "")) with \(chosen.count) peaks: rms \(before) 1/A at the start, \(rmsNow) 1/A at the stop; \(report())")
+                throw CrystalError("refinement did not converge in \(evaluations) evaluations (lmdif info \(info)\(info == 5 ? ": over the budget of \(budget)" : "")) with \(chosen.count) peaks: rms \(before) 1/A at the start, \(rmsNow) 1/A at the stop; \(report())")
             }
             g = reached
             if pass == 0 {

@@ -923,10 +923,10 @@ enum CrystalModule {
                 if !call.isNoneOrNil(3) {
                     try call.options(3, known: ["symmetry", "tolerance", "parameters", "lattice", "orientation", "max_evaluations"])
                     parameters = try geometryParameters(call, 3)
-                    let t = Options(call: call, index: call.lua.absIndex(3))
-                    lattice = t.boolean("lattice") ?? true
-                    orientation = t.boolean("orientation") ?? true
-                    budget = try t.integer("max_evaluations")
+                    let options = Options(call: call, index: call.lua.absIndex(3))
+                    lattice = options.boolean("lattice") ?? true
+                    orientation = options.boolean("orientation") ?? true
+                    budget = try options.integer("max_evaluations")
                     if let b = budget, b < 1 { throw LuaError.argument(3, "max_evaluations must be >= 1, got \(b)") }
                     let t = Options(call: call, index: call.lua.absIndex(3))
                     if let name = try t.string("symmetry") {
