@@ -222,7 +222,9 @@ public final class FrameStatistics: @unchecked Sendable {
     /// @first, @last on `entry/data`; `entry/instrument/detector/pixel_mask`; and the
     /// `entry/frame_sums` collection (summed_data, summed_frames as NXdata; nxlua adds
     /// maximum_data, the maximum image).
-    public func write(_ file: NXFile, entry: String = "/entry") throws {
+    /// With `radial`, also `entry/frame_sums/radial_sum` (NXdata: radial_sum against Q in
+    /// 1/Angstrom, with the pixels of each bin and @polarization).
+    public func write(_ file: NXFile, entry: String = "/entry", radial: RadialSum? = nil) throws {
         let root = file.root
         guard let e = try root.resolve(entry) as? NXGroup else { throw CrystalError("\(file.path): no group \(entry) to write frame statistics into") }
         func scalar(_ v: Double, _ dtype: DType) throws -> NXValue { .array(try arrayWork { try NDArray.full([], v, dtype: dtype) }) }
@@ -249,6 +251,18 @@ public final class FrameStatistics: @unchecked Sendable {
         try nxdata("maximum_data", "maximum_data", try maximumImage(), axes: [("y", y), ("x", x)])
         let z = try arrayWork { try NDArray.arange(Double(first ?? 0), Double((last ?? -1) + 1), 1, dtype: .int64) }
         try nxdata("summed_frames", "summed_frames", try frameSums(), axes: [("frame_number", z)])
+        if let radial {
+            let n = radial.q.count
+            try nxdata("radial_sum", "radial_sum", try arrayWork { try NDArray.from(radial.intensity, shape: [n]) },
+                       axes: [("Q", try arrayWork { try NDArray.from(radial.q, shape: [n]) })])
+            if let g = try sums.child("radial_sum") as? NXGroup {
+                try g.child("Q")?.setAttribute("units", .string("1/Angstrom"))
+                try g.child("Q")?.setAttribute("long_name", .string("|Q| (1/Angstrom)"))
+                try g.child("radial_sum")?.setAttribute("long_name", .string("summed counts / (polarization x solid angle)"))
+                _ = try g.makeField("pixels", value: .array(try arrayWork { try NDArray.from(radial.pixels.map(Double.init), shape: [n]).copy(as: .int64) }))
+                try g.setAttribute("polarization", .array(try arrayWork { try NDArray.full([], radial.polarization) }))
+            }
+        }
     }
 }
 

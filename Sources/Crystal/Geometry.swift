@@ -63,10 +63,53 @@ public struct CrystalGeometry: Equatable, Sendable {
     public var frameShape: [Int]?
     /// Frames in the scan when known.
     public var frames: Int?
+    /// Per-frame goniometer angles (degrees, at frame centres z = 0, 1, ...), for scans
+    /// whose angles the scalars cannot describe (an uneven rotation, omega or chi moving):
+    /// when set they replace phiStart + phiStep z, omega and chi; between frames the angle
+    /// is interpolated linearly, beyond the ends extrapolated from the end steps.
+    public var phiFrames: [Double]?
+    public var omegaFrames: [Double]?
+    public var chiFrames: [Double]?
 
     public init() {}
 
-    public func phi(at z: Double) -> Double { phiStart + phiStep * z }
+    public func phi(at z: Double) -> Double {
+        if let p = phiFrames, !p.isEmpty { return CrystalGeometry.interpolate(p, z) }
+        return phiStart + phiStep * z
+    }
+
+    public func omega(at z: Double) -> Double {
+        if let v = omegaFrames, !v.isEmpty { return CrystalGeometry.interpolate(v, z) }
+        return omega
+    }
+
+    public func chi(at z: Double) -> Double {
+        if let v = chiFrames, !v.isEmpty { return CrystalGeometry.interpolate(v, z) }
+        return chi
+    }
+
+    /// True when omega or chi change from frame to frame.
+    public var hasMovingAxes: Bool { (omegaFrames?.isEmpty == false) || (chiFrames?.isEmpty == false) }
+
+    /// The value at frame z of per-frame values: linear between frames and past the ends.
+    static func interpolate(_ v: [Double], _ z: Double) -> Double {
+        guard v.count > 1 else { return v[0] }
+        let i = Swift.min(Swift.max(Int(z.rounded(.down)), 0), v.count - 2)
+        return v[i] + (v[i + 1] - v[i]) * (z - Double(i))
+    }
+
+    /// The geometry with `degrees` added to omega (chi, phi): the scalar and every per-frame
+    /// value, so an offset refined applies to the whole scan.
+    public func shifted(omega d: Double = 0, chi dc: Double = 0, phi dp: Double = 0) -> CrystalGeometry {
+        var g = self
+        g.omega += d
+        g.chi += dc
+        g.phiStart += dp
+        g.omegaFrames = omegaFrames?.map { $0 + d }
+        g.chiFrames = chiFrames?.map { $0 + dc }
+        g.phiFrames = phiFrames?.map { $0 + dp }
+        return g
+    }
 
     /// The detector orientation string as a matrix whose rows are the lab directions of the
     /// detector axes (NXRefine's `parse_orientation`).
@@ -136,11 +179,19 @@ public struct GeometryTransform: Sendable {
     /// G(phi) = Ry(theta) Rz(omega) Rx(chi) Rz(phi): goniometer head -> lab.
     public func goniometer(phi: Double) -> Matrix3 { goniometer * Matrix3.rotation(axis: 3, degrees: phi) }
 
+    /// The goniometer of frame z: its phi, and its omega and chi when they move per frame.
+    public func goniometer(at z: Double) -> Matrix3 {
+        let g = geometry
+        guard g.hasMovingAxes else { return goniometer(phi: g.phi(at: z)) }
+        return Matrix3.rotation(axis: 2, degrees: g.theta) * Matrix3.rotation(axis: 3, degrees: g.omega(at: z))
+            * Matrix3.rotation(axis: 1, degrees: g.chi(at: z)) * Matrix3.rotation(axis: 3, degrees: g.phi(at: z))
+    }
+
     /// The vector from the sample to pixel (x, y) on frame z, lab frame, mm.
     public func labVector(x: Double, y: Double, z: Double) -> Vector3 {
         let g = geometry
         let onDetector = pixelToLab * Vector3(x - g.beamCenterX, y - g.beamCenterY, 0)
-        return onDetector + Vector3(g.distance, 0, 0) - goniometer(phi: g.phi(at: z)) * g.sampleOffset
+        return onDetector + Vector3(g.distance, 0, 0) - goniometer(at: z) * g.sampleOffset
     }
 
     /// NXRefine's Gvec: the scattering vector in the goniometer head's frame, 1/Angstrom
@@ -149,7 +200,7 @@ public struct GeometryTransform: Sendable {
         let g = geometry
         let v = labVector(x: x, y: y, z: z)
         let lab = (v / v.norm - Vector3(1, 0, 0)) / g.wavelength
-        return goniometer(phi: g.phi(at: z)).transposed * lab  // rotations: inverse = transpose
+        return goniometer(at: z).transposed * lab  // rotations: inverse = transpose
     }
 
     /// Polar angle (2 theta, from the beam) and azimuthal angle, degrees, of the lab

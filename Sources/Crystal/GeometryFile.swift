@@ -78,12 +78,23 @@ extension CrystalGeometry {
                 g.phiStart = phi[0]
                 if phi.count > 1 {
                     g.phiStep = phi[1] - phi[0]
+                    // phi per frame (at frame centres) when the rotation is uneven
+                    if ParameterReader.varies(phi, from: { phi[0] + Double($0) * g.phiStep }) {
+                        g.phiFrames = try ParameterReader.filled(phi, "\(scan.path)/\(gon)/phi", file: where_)
+                    }
                 } else if let step = try reader.attributeNumber("\(gon)/phi", "step") {
                     g.phiStep = step
                 }
             }
             g.chi = try reader.angle("\(gon)/chi") ?? 0
             g.omega = try reader.angle("\(gon)/omega") ?? 0
+            // chi and omega per frame (at frame centres) when they move
+            if let chi = try reader.angles("\(gon)/chi"), chi.count > 1, ParameterReader.varies(chi, from: { _ in chi[0] }) {
+                g.chiFrames = try ParameterReader.filled(chi, "\(scan.path)/\(gon)/chi", file: where_)
+            }
+            if let omega = try reader.angles("\(gon)/omega"), omega.count > 1, ParameterReader.varies(omega, from: { _ in omega[0] }) {
+                g.omegaFrames = try ParameterReader.filled(omega, "\(scan.path)/\(gon)/omega", file: where_)
+            }
             g.theta = try reader.angle("\(gon)/theta") ?? reader.angle("\(gon)/goniometer_pitch") ?? reader.angle("\(gon)/gonpitch") ?? 0
             g.sampleOffset = Vector3(try reader.length("\(gon)/xs") ?? 0, try reader.length("\(gon)/ys") ?? 0, try reader.length("\(gon)/zs") ?? 0)
         } else if try scan.resolve("instrument/NDAttributes") is NXGroup {
@@ -98,14 +109,25 @@ extension CrystalGeometry {
             let mean = phi.count > 1 ? (phi[phi.count - 1] - phi[0]) / Double(phi.count - 1) : nil
             var step = mean ?? increment ?? 0.1
             if let increment, let mean, abs(increment - mean) <= 1e-6 * max(1, abs(mean)) + 1e-9 { step = increment }
-            guard step != 0 else { throw CrystalError("\(where_): \(scan.path)/\(nd)/phi does not change from frame to frame (\(phi[0]) deg)") }
-            for (i, p) in phi.enumerated() where p.isFinite && abs(p - (phi[0] + Double(i) * step)) > 1e-3 * abs(step) + 1e-6 {
-                throw CrystalError("\(where_): \(scan.path)/\(nd)/phi is not a uniform rotation: frame \(i) is at \(p) deg, \(phi[0] + Double(i) * step) deg expected from the first frame and the step \(step) deg")
+            // omega and chi: one value, or per frame when they move (at the middle of each
+            // exposure, from their increments)
+            let omegaFrames = try reader.perFrameCentres("\(nd)/omega", increments: "\(nd)/omega_increment", frames: phi.count)
+            let chiFrames = try reader.perFrameCentres("\(nd)/chi", increments: "\(nd)/chi_increment", frames: phi.count)
+            let uneven = phi.enumerated().first { $0.element.isFinite && abs($0.element - (phi[0] + Double($0.offset) * step)) > 1e-3 * abs(step) + 1e-6 }
+            if step == 0 && omegaFrames == nil && chiFrames == nil {
+                throw CrystalError("\(where_): \(scan.path)/\(nd)/phi does not change from frame to frame (\(phi[0]) deg), nor do omega and chi")
             }
-            g.phiStep = step
-            g.phiStart = phi[0] + step / 2
-            g.omega = try reader.angles("\(nd)/omega")?.first ?? 0
-            g.chi = try reader.angles("\(nd)/chi")?.first ?? 0
+            if uneven == nil && step != 0 {
+                g.phiStep = step
+                g.phiStart = phi[0] + step / 2
+            } else {
+                // an uneven rotation (or none, when omega or chi scan): phi per frame
+                g.phiFrames = try reader.perFrameCentres("\(nd)/phi", increments: "\(nd)/phi_increment", frames: phi.count, always: true)
+                g.phiStart = g.phiFrames![0]
+                if step != 0 { g.phiStep = step }
+            }
+            if let omegaFrames { g.omegaFrames = omegaFrames; g.omega = omegaFrames[0] } else { g.omega = try reader.angles("\(nd)/omega")?.first ?? 0 }
+            if let chiFrames { g.chiFrames = chiFrames; g.chi = chiFrames[0] } else { g.chi = try reader.angles("\(nd)/chi")?.first ?? 0 }
         } else {
             throw CrystalError("\(where_): no goniometer: looked for \(scan.path)/\(gon) (NXRefine) and \(scan.path)/instrument/NDAttributes/phi (nxlua stack)")
         }
@@ -133,10 +155,10 @@ extension CrystalGeometry {
             try replace(det, "orientation_matrix", .array(try arrayWork { try NDArray.from(u.flat, shape: [3, 3]) }), nil)
         }
         let gon = try group(instrument, "goniometer", "NXgoniometer")
-        try put(gon, "phi", phiStart, "degree")
+        try put(gon, "phi", phiFrames ?? [phiStart], "degree")
         if let f = try gon.child("phi") { try f.setAttribute("step", .array(try arrayWork { try NDArray.full([], phiStep) })) }
-        try put(gon, "chi", chi, "degree")
-        try put(gon, "omega", omega, "degree")
+        try put(gon, "chi", chiFrames ?? [chi], "degree")
+        try put(gon, "omega", omegaFrames ?? [omega], "degree")
         try put(gon, "theta", theta, "degree")
         try put(gon, "xs", sampleOffset.x, "mm")
         try put(gon, "ys", sampleOffset.y, "mm")
@@ -168,6 +190,12 @@ extension CrystalGeometry {
 
     private func put(_ g: NXGroup, _ name: String, _ value: Double, _ units: String) throws {
         try replace(g, name, .array(try arrayWork { try NDArray.full([], value) }), units)
+    }
+
+    /// One value as a scalar, per-frame values as a 1-D field.
+    private func put(_ g: NXGroup, _ name: String, _ values: [Double], _ units: String) throws {
+        if values.count == 1 { return try put(g, name, values[0], units) }
+        try replace(g, name, .array(try arrayWork { try NDArray.from(values, shape: [values.count]) }), units)
     }
 
     private func replace(_ g: NXGroup, _ name: String, _ value: NXValue, _ units: String?) throws {
@@ -231,6 +259,46 @@ struct ParameterReader {
     }
 
     func angle(_ path: String) throws -> Double? { try scalar(angles(path), path) }
+
+    /// True when finite values stray from `expected(index)` by more than rounding.
+    static func varies(_ values: [Double], from expected: (Int) -> Double) -> Bool {
+        values.enumerated().contains { $0.element.isFinite && abs($0.element - expected($0.offset)) > 1e-6 * max(1, abs($0.element)) }
+    }
+
+    /// Per-frame values with the gaps of missing frames (NaN) filled linearly from their
+    /// neighbours; an error when none is finite.
+    static func filled(_ values: [Double], _ path: String, file: String) throws -> [Double] {
+        let known = values.indices.filter { values[$0].isFinite }
+        guard let first = known.first, let last = known.last else { throw CrystalError("\(file): \(path) holds no finite angle") }
+        var out = values
+        for i in values.indices where !values[i].isFinite {
+            if i < first { out[i] = values[first]; continue }
+            if i > last { out[i] = values[last]; continue }
+            let lo = known.last { $0 < i }!, hi = known.first { $0 > i }!
+            out[i] = values[lo] + (values[hi] - values[lo]) * Double(i - lo) / Double(hi - lo)
+        }
+        return out
+    }
+
+    /// The stacker's per-frame angles at the middle of each exposure (the value, from the
+    /// header at its start, plus half the increment), nil when they do not change from
+    /// frame to frame (unless `always`).
+    func perFrameCentres(_ path: String, increments: String, frames: Int, always: Bool = false) throws -> [Double]? {
+        guard let v = try angles(path), !v.isEmpty else { return nil }
+        guard always || ParameterReader.varies(v, from: { _ in v.first { $0.isFinite } ?? 0 }) else { return nil }
+        guard v.count == frames else {
+            throw CrystalError("\(file): \(scan.path)/\(path) holds \(v.count) values for \(frames) frames")
+        }
+        var out = try ParameterReader.filled(v, "\(scan.path)/\(path)", file: file)
+        if let inc = try angles(increments), inc.count == frames {
+            for i in out.indices where inc[i].isFinite { out[i] += inc[i] / 2 }
+        } else if out.count > 1 {
+            // no increments: the middle between starts, the last frame as long as the one before
+            let starts = out
+            for i in out.indices { out[i] = i + 1 < starts.count ? (starts[i] + starts[i + 1]) / 2 : starts[i] + (starts[i] - starts[i - 1]) / 2 }
+        }
+        return out
+    }
     func angles(_ path: String) throws -> [Double]? { try scaled(path, Self.angleUnits, "angle") }
 
     func pixels(_ path: String, pixelSize: Double) throws -> Double {

@@ -145,23 +145,38 @@ enum NXmxReader {
         g.phiStart = phi[0]
         g.phiStep = phi[1] - phi[0]
         g.frames = phi.count
-        func rotations(_ part: ArraySlice<Transformation>) -> Matrix3 {
-            part.reduce(Matrix3.identity) { $1.isRotation ? rotation($1.vector, $1.value(0)) * $0 : $0 }
+        if phi.count > 1, ParameterReader.varies(phi, from: { phi[0] + Double($0) * (phi[1] - phi[0]) }) {
+            g.phiFrames = try ParameterReader.filled(phi, gon[scan].path, file: file.path)
         }
-        let outer = rotations(gon[(scan + 1)...])
-        let axis = outer * gon[scan].vector
-        // Rz(omega) Rx(chi) z = axis; of the two solutions, the one nearest the chain
-        let chi = acos(max(-1, min(1, axis.z))) * 180 / .pi
-        let omega = abs(sin(chi * .pi / 180)) < 1e-12 ? 0 : atan2(axis.x, -axis.y) * 180 / .pi
-        var best: (Double, Double, Double)?
-        for (c, w) in [(chi, omega), (-chi, omega + 180)] {
-            let m = Matrix3.rotation(axis: 3, degrees: w) * Matrix3.rotation(axis: 1, degrees: c)
-            let left = m.transposed * outer
-            let angle = acos(max(-1, min(1, (left.m[0][0] + left.m[1][1] + left.m[2][2] - 1) / 2)))
-            if best == nil || angle < best!.2 { best = (c, w, angle) }
+        func rotations(_ part: ArraySlice<Transformation>, frame: Int) -> Matrix3 {
+            part.reduce(Matrix3.identity) { $1.isRotation ? rotation($1.vector, $1.value(frame)) * $0 : $0 }
         }
-        g.chi = best!.0
-        g.omega = best!.1.truncatingRemainder(dividingBy: 360)
+        // chi and omega of frame `frame`: Rz(omega) Rx(chi) z = the scan axis after the
+        // rotations outside it; of the two solutions, the one nearest the chain
+        func solve(frame: Int) -> (chi: Double, omega: Double) {
+            let outer = rotations(gon[(scan + 1)...], frame: frame)
+            let axis = outer * gon[scan].vector
+            let chi = acos(max(-1, min(1, axis.z))) * 180 / .pi
+            let omega = abs(sin(chi * .pi / 180)) < 1e-12 ? 0 : atan2(axis.x, -axis.y) * 180 / .pi
+            var best: (Double, Double, Double)?
+            for (c, w) in [(chi, omega), (-chi, omega + 180)] {
+                let m = Matrix3.rotation(axis: 3, degrees: w) * Matrix3.rotation(axis: 1, degrees: c)
+                let left = m.transposed * outer
+                let angle = acos(max(-1, min(1, (left.m[0][0] + left.m[1][1] + left.m[2][2] - 1) / 2)))
+                if best == nil || angle < best!.2 { best = (c, w, angle) }
+            }
+            return (best!.0, best!.1.truncatingRemainder(dividingBy: 360))
+        }
+        (g.chi, g.omega) = solve(frame: 0)
+        // rotations outside the scan axis that move from frame to frame: chi and omega per frame
+        if gon[(scan + 1)...].contains(where: { t in t.isRotation && t.values.count > 1 && ParameterReader.varies(t.values, from: { _ in t.values[0] }) }) {
+            let solved = (0..<phi.count).map { solve(frame: $0) }
+            g.chiFrames = solved.map(\.chi)
+            var omegas = solved.map(\.omega)
+            // no jumps of 360 degrees between frames
+            for i in omegas.indices.dropFirst() { omegas[i] -= 360 * ((omegas[i] - omegas[i - 1]) / 360).rounded() }
+            g.omegaFrames = omegas
+        }
         if let data = try detector.child("data") as? NXField, let shape = try? data.shape, shape.count == 3 {
             g.frameShape = Array(shape[1...])
         }

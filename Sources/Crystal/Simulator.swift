@@ -267,3 +267,36 @@ public struct CrystalSimulation: Sendable {
         return paths
     }
 }
+
+// MARK: frames for a stack
+
+extension CrystalSimulation {
+    /// Frame `index` as a detector frame: the pixels and the parsed Pilatus header, as a
+    /// stacker gets it from the CBF file `writeCBF` would write.
+    public func detectorFrame(_ index: Int) throws -> Frame {
+        guard index >= 0, index < options.frames else { throw CrystalError("frame \(index) is outside 0..\(options.frames - 1)") }
+        var h = FrameHeader(format: "cbf", compression: "none", decoder: "simulation")
+        h.convention = "PILATUS_1.2"
+        h.pilatus = PilatusHeader(parsing: header(index))
+        return Frame(array: try frame(index), header: h)
+    }
+
+    /// The file names `writeCBF` gives frames (prefix_00001.cbf ...), numbered from 1.
+    public func frameNames(prefix: String = "scan") -> [String] {
+        (0..<options.frames).map { i in
+            var n = String(i + 1)
+            while n.count < 5 { n = "0" + n }
+            return "\(prefix)_\(n).cbf"
+        }
+    }
+
+    /// The detector's own mask (1 = no signal): the gaps between modules and the dead
+    /// pixels; hot pixels are left for frame statistics to find, as on a real detector.
+    public func detectorMask() throws -> NDArray {
+        let m = try arrayWork { try NDArray(zeros: [rows, columns], dtype: .int8) }
+        let p = m.base(Int8.self)
+        for y in 0..<rows { for x in 0..<columns where SyntheticPilatus.isGap(x: x, y: y) { p[y * columns + x] = 1 } }
+        for (i, v) in fixedPixels where v < 0 { p[i] = 1 }
+        return m
+    }
+}

@@ -1,7 +1,11 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Crystal
 import LuaBridge
 import NDArray
 import NeXus
+import Stacker
 import TerminalProgress
 
 /// The `crystal` module: single-crystal geometry, the crystal simulator, frame statistics
@@ -30,7 +34,17 @@ enum CrystalModule {
 
     final class StatsBox: @unchecked Sendable {
         let stats: FrameStatistics
+        /// The powder pattern, once computed (frame_stats with a geometry, or st:radial).
+        var radial: RadialSum?
         init(_ s: FrameStatistics) { stats = s }
+    }
+
+    /// The options of a radial sum: radial_bins (nil: one per pixel of radius) and
+    /// polarization (0.99).
+    static func radialOptions(_ t: Options?) throws -> (bins: Int?, polarization: Double) {
+        let bins = try t?.integer("radial_bins")
+        if let bins, bins < 1 { throw LuaError.runtime("radial_bins must be >= 1, got \(bins)") }
+        return (bins, try t?.number("polarization") ?? 0.99)
     }
 
     final class PeaksBox: @unchecked Sendable {
@@ -157,7 +171,8 @@ enum CrystalModule {
 
     static let geometryKeys = ["distance", "pixel_size", "beam_center_x", "beam_center_y", "yaw", "pitch", "roll",
                                "detector_orientation", "theta", "omega", "chi", "phi_start", "phi_step", "wavelength",
-                               "sample_offset", "unit_cell", "orientation_matrix", "frames", "frame_shape"]
+                               "sample_offset", "unit_cell", "orientation_matrix", "frames", "frame_shape",
+                               "phi_frames", "omega_frames", "chi_frames"]
 
     /// Sets geometry values from a table at `t` (the keys of geometryKeys).
     static func apply(_ call: LuaCall, _ t: Int32, to g: inout CrystalGeometry) throws {
@@ -181,6 +196,26 @@ enum CrystalModule {
         if let v = try o.numbers("unit_cell", count: 6) { g.unitCell = UnitCell(a: v[0], b: v[1], c: v[2], alpha: v[3], beta: v[4], gamma: v[5]) }
         if let v = try o.integer("frames") { g.frames = v }
         if let v = try o.numbers("frame_shape", count: 2) { g.frameShape = v.map { Int($0) } }
+        // per-frame angles (an array or table, one value per frame; false: back to the scalar);
+        // setting the scalar alone drops them
+        func present(_ key: String) -> Bool { defer { call.lua.pop() }; return call.lua.rawGet(at: o.index, key: key) != .nil }
+        func perFrame(_ key: String) throws -> [Double]?? {
+            defer { call.lua.pop() }
+            switch call.lua.rawGet(at: o.index, key: key) {
+            case .nil: return nil
+            case .boolean where !call.lua.toBoolean(at: -1): return .some(nil)
+            default:
+                let v = try array(call, call.lua.absIndex(-1), what: key).doubles()
+                guard !v.isEmpty, v.allSatisfy({ $0.isFinite }) else { throw LuaError.argument(t, "\(key) must hold one finite angle per frame") }
+                return .some(v)
+            }
+        }
+        if present("phi_start") || present("phi_step") { g.phiFrames = nil }
+        if present("omega") { g.omegaFrames = nil }
+        if present("chi") { g.chiFrames = nil }
+        if let v = try perFrame("phi_frames") { g.phiFrames = v; if let v { g.phiStart = v[0] } }
+        if let v = try perFrame("omega_frames") { g.omegaFrames = v; if let v { g.omega = v[0] } }
+        if let v = try perFrame("chi_frames") { g.chiFrames = v; if let v { g.chi = v[0] } }
         if call.lua.rawGet(at: o.index, key: "orientation_matrix") != .nil {
             let m = try matrix(call, call.lua.absIndex(-1))
             call.lua.pop()
@@ -211,6 +246,9 @@ enum CrystalModule {
         case "ub": try pushMatrix(g.unitCell != nil && g.orientationMatrix != nil ? try wrap { try g.matrixUB() } : nil, lua)
         case "frames": if let n = g.frames { lua.push(n) } else { lua.pushNil() }
         case "frame_shape": if let s = g.frameShape { pushNumbers(s.map(Double.init), lua) } else { lua.pushNil() }
+        case "phi_frames", "omega_frames", "chi_frames":
+            let v = key == "phi_frames" ? g.phiFrames : key == "omega_frames" ? g.omegaFrames : g.chiFrames
+            if let v { try ArrayModule.push(try wrap { try NDArray.from(v, shape: [v.count]) }, lua) } else { lua.pushNil() }
         default: return 0
         }
         return 1
@@ -239,6 +277,9 @@ enum CrystalModule {
         g.detector_orientation ("-y +z -x"), g.theta/omega/chi, g.phi_start, g.phi_step (deg),
         g.wavelength (Angstrom), g.unit_cell {a, b, c, alpha, beta, gamma}, g.orientation_matrix (U),
         g.ub; set them with g.name = value or g:set{...}.
+        Per frame: g.phi_frames, g.omega_frames, g.chi_frames (ndarrays, one angle per frame at
+        its centre, or nil): they replace phi_start + phi_step z, omega and chi frame by frame
+        (interpolated between frames); setting the scalar (g.omega = 1) drops them.
         x is the column (fast) index, y the row, z the frame; pixel and frame centres are integers.
         """,
         methods: [
@@ -290,6 +331,13 @@ enum CrystalModule {
                     lua.rawSet(at: -2, index: n + 1)
                 }
                 return 1
+            },
+            LuaMethodDecl("goniometer", "g:goniometer(frame) -> phi, omega, chi",
+                          "the goniometer angles of frame z (degrees; per-frame angles interpolated between frames)") { call, box in
+                let z = try call.number(2)
+                let g = box.geometry
+                call.lua.push(g.phi(at: z)); call.lua.push(g.omega(at: z)); call.lua.push(g.chi(at: z))
+                return 3
             },
             LuaMethodDecl("set", "g:set{name = value, ...} -> g", "sets several values at once (checked together)") { call, box in
                 var g = box.geometry
@@ -353,12 +401,39 @@ enum CrystalModule {
         }
     }
 
+    /// Stacks a simulation's frames straight into a NeXus file, through the stacker (the
+    /// layout of nxlua stack: bitshuffle/LZ4 chunks of one frame, per-frame header values),
+    /// then adds the detector's pixel_mask (gaps and dead pixels). Returns frames stored.
+    static func writeStack(_ sim: CrystalSimulation, to path: String, prefix: String, quiet: Bool, lua: Lua) throws -> Int {
+        if PlotModule.isSandboxed(lua) { throw LuaError.runtime("writing a stack is not available here (no files)") }
+        if access(path, F_OK) == 0 { throw LuaError.runtime("\(path): exists; a simulated stack is written into a new file") }
+        var o = StackOptions(source: .generated(names: sim.frameNames(prefix: prefix), frame: { n in try sim.detectorFrame(n - 1) }), output: path)
+        o.program = "nxlua crystal.simulate (nxlua \(CoreModule.version))"
+        o.shouldStop = { LuaInterrupt.isPending }
+        o.progress = !quiet
+        o.durable = false  // a simulation is made again at will
+        let summary = try wrap { try Stacker(options: o).run() }
+        try LuaInterrupt.check()
+        guard summary.bad == 0 else { throw LuaError.runtime("\(path): \(summary.bad) simulated frames could not be stacked (see the messages above)") }
+        try wrap {
+            let file = try NXFile(path: path, mode: .readWrite)
+            defer { try? file.close() }
+            guard let det = try file.root.resolve("/entry/instrument/detector") as? NXGroup else {
+                throw CrystalError("\(path): no /entry/instrument/detector after stacking")
+            }
+            let f = try det.makeField("pixel_mask", value: .array(try sim.detectorMask()))
+            try f.setAttribute("long_name", .string("1 = no signal (module gaps and dead pixels)"))
+        }
+        return summary.stored
+    }
+
     static let simulationClass: LuaClass<SimulationBox> = LuaClass(
         "crystal.Simulation",
         summary: "a simulated rotation scan: frames, headers, the true reflections",
         help: """
         s.frames, s.rows, s.columns, s.geometry, s.reflections ({h, k, l, x, y, z, intensity} with
-        z the frame), s:frame(i) -> int32 ndarray (0-based), s:header(i), s:write_cbf(folder [, prefix])
+        z the frame), s:frame(i) -> int32 ndarray (0-based), s:header(i), s:write_cbf(folder [, prefix]),
+        s:write_stack(path) (a NeXus stack as nxlua stack writes, without CBF files)
         """,
         methods: [
             LuaMethodDecl("frame", "s:frame(i) -> ndarray", "frame i (0-based) as int32 (rows, columns)") { call, box in
@@ -369,6 +444,26 @@ enum CrystalModule {
             },
             LuaMethodDecl("header", "s:header(i) -> text", "frame i's Pilatus header lines") { call, box in
                 call.lua.push(box.simulation.header(try call.integer(2)))
+                return 1
+            },
+            LuaMethodDecl("write_stack", "s:write_stack(path [, options]) -> frames",
+                          "writes every frame straight into a new NeXus stack, as nxlua stack would stack the CBF files (no CBF files written)",
+                          help: """
+                          The layout is nxlua stack's: /entry/instrument/detector/data (one bitshuffle/LZ4 chunk per
+                          frame), the per-frame header values (phi, omega, chi ...) in /entry/instrument/NDAttributes,
+                          source names prefix_00001.cbf ... in /entry/stacking; plus
+                          /entry/instrument/detector/pixel_mask (gaps and dead pixels). options: prefix ("scan"),
+                          quiet (no progress bar). Ctrl-C stops it (rerunning nxlua stack is not needed: write again).
+                          """) { call, box in
+                let path = try call.string(2)
+                var prefix = "scan", quiet = false
+                if !call.isNoneOrNil(3) {
+                    try call.options(3, known: ["prefix", "quiet"])
+                    let t = Options(call: call, index: call.lua.absIndex(3))
+                    prefix = try t.string("prefix") ?? prefix
+                    quiet = t.boolean("quiet") ?? false
+                }
+                call.lua.push(try writeStack(box.simulation, to: path, prefix: prefix, quiet: quiet, lua: call.lua))
                 return 1
             },
             LuaMethodDecl("write_cbf", "s:write_cbf(folder [, prefix]) -> paths",
@@ -410,6 +505,7 @@ enum CrystalModule {
         st.maximum, st.first, st.last, st.frames_seen, st.frame_sums (ndarray), st.summed, st.max_image,
         st.pixel_mask (int8, 1 = masked), st.hot_pixels (count); st:add(frames, first) adds frames
         (a block or one frame); st:write(file [, entry]) writes them where nxmax does.
+        st:radial(g) -> q, intensity: the powder pattern (also st.radial_q, st.radial_sum).
         """,
         methods: [
             LuaMethodDecl("add", "st:add(frames, first)", "adds a block (frames, rows, columns) or one frame starting at frame index first (0-based)") { call, box in
@@ -421,8 +517,29 @@ enum CrystalModule {
             LuaMethodDecl("write", "st:write(file [, entry])", "writes @maximum/@first/@last on entry/data, entry/instrument/detector/pixel_mask and entry/frame_sums") { call, box in
                 let f = try file(call, 2, write: true)
                 let entry = try call.optString(3) ?? "entry"
-                try wrap { try box.stats.write(f, entry: entry) }
+                try wrap { try box.stats.write(f, entry: entry, radial: box.radial) }
                 return 0
+            },
+            LuaMethodDecl("radial", "st:radial(g [, options]) -> q, intensity",
+                          "the powder pattern of the frames so far: the summed image binned in |Q| (1/A, with 2 pi), corrected for polarization and solid angle",
+                          help: """
+                          options: radial_bins (default one per pixel of the largest radius), polarization (0.99:
+                          horizontal, as NXRefine's; 0 unpolarized). Each bin is sum(I) / sum(P Omega) over its
+                          unmasked pixels (pyFAI's integrate1d). st:write then writes it as
+                          entry/frame_sums/radial_sum (NXdata radial_sum against Q).
+                          """) { call, box in
+                let g = try call.object(2, geometryClass).geometry
+                var t: Options?
+                if !call.isNoneOrNil(3) {
+                    try call.options(3, known: ["radial_bins", "polarization"])
+                    t = Options(call: call, index: call.lua.absIndex(3))
+                }
+                let (bins, polarization) = try radialOptions(t)
+                let r = try wrap { try box.stats.radialSum(geometry: g, bins: bins, polarization: polarization) }
+                box.radial = r
+                try ArrayModule.push(try wrap { try NDArray.from(r.q, shape: [r.q.count]) }, call.lua)
+                try ArrayModule.push(try wrap { try NDArray.from(r.intensity, shape: [r.q.count]) }, call.lua)
+                return 2
             },
         ],
         index: { call, box in
@@ -437,6 +554,10 @@ enum CrystalModule {
             case "max_image": try ArrayModule.push(try wrap { try s.maximumImage() }, lua)
             case "pixel_mask": try ArrayModule.push(try wrap { try s.pixelMask() }, lua)
             case "hot_pixels": lua.push(s.hotPixels.count)
+            case "radial_q", "radial_sum":
+                guard let r = box.radial else { lua.pushNil(); return 1 }
+                let v = try call.string(2) == "radial_q" ? r.q : r.intensity
+                try ArrayModule.push(try wrap { try NDArray.from(v, shape: [v.count]) }, lua)
             default: return 0
             }
             return 1
@@ -556,6 +677,33 @@ enum CrystalModule {
         return nil
     }
 
+    /// The `parameters` option of crystal.refine: a list of geometry value names.
+    static func geometryParameters(_ call: LuaCall, _ i: Int32) throws -> [Refinement.GeometryParameter]? {
+        let lua = call.lua
+        defer { lua.pop() }
+        let known = Refinement.GeometryParameter.allCases.map { "\"\($0.rawValue)\"" }.joined(separator: ", ")
+        switch lua.rawGet(at: lua.absIndex(i), key: "parameters") {
+        case .nil: return nil
+        case .table:
+            var out: [Refinement.GeometryParameter] = []
+            let t = lua.absIndex(-1)
+            var k = 1
+            while true {
+                defer { lua.pop() }
+                let type = lua.rawGet(at: t, index: k)
+                if type == .nil { break }
+                guard type == .string, let name = lua.toString(at: -1) else { throw LuaError.argument(i, "parameters must be a list of names (\(known))") }
+                guard let p = Refinement.GeometryParameter(rawValue: name) else {
+                    throw LuaError.argument(i, "parameters: unknown geometry value \"\(name)\" (known: \(known))")
+                }
+                out.append(p)
+                k += 1
+            }
+            return out
+        default: throw LuaError.argument(i, "parameters must be a list of names (\(known))")
+        }
+    }
+
     static func frameRange(_ t: Options?) throws -> Range<Int>? {
         guard let t, let r = try t.numbers("frames", count: 2) else { return nil }
         return Int(r[0])..<Int(r[1])
@@ -589,7 +737,12 @@ enum CrystalModule {
                             Table keys: distance, pixel_size, beam_center_x, beam_center_y, yaw, pitch,
                             roll, detector_orientation, theta, omega, chi, phi_start, phi_step, wavelength,
                             sample_offset {xs, ys, zs}, unit_cell {a, b, c, alpha, beta, gamma},
-                            orientation_matrix (3 x 3), frames, frame_shape {rows, columns}.
+                            orientation_matrix (3 x 3), frames, frame_shape {rows, columns}, phi_frames,
+                            omega_frames, chi_frames (per-frame angles, arrays or tables; false removes them).
+                            Per-frame angles are read from the stacker's NDAttributes (phi, omega, chi with
+                            their increments, at the middle of each exposure), from NXRefine's goniometer
+                            arrays and from NXmx chains whose rotations move, when they are not a uniform
+                            phi rotation at fixed omega and chi.
                             """) { call in
                 if call.lua.type(at: 1) == .table, NeXusModule.group.object(at: 1, in: call.lua) == nil {
                     var g = CrystalGeometry()
@@ -610,11 +763,12 @@ enum CrystalModule {
                             modules {rows, columns} of Pilatus modules ({8, 3}: a 2M), seed (1), mosaic
                             (0.1 deg, Gaussian sigma), spot_sigma (1 pixel), intensity {min, max} (log-uniform,
                             {1e3, 1e6}), background (20 counts near the beam), dead_pixels (150), hot_pixels (20),
-                            exposure_time (0.1 s), folder and prefix (write the CBF files at once).
+                            exposure_time (0.1 s), folder and prefix (write the CBF files at once), stack (a path:
+                            write the frames straight into a NeXus stack as nxlua stack would, see s:write_stack).
                             The same options give the same frames.
                             """) { call in
                 try call.options(1, known: ["geometry", "frames", "modules", "seed", "mosaic", "spot_sigma", "intensity",
-                                            "background", "dead_pixels", "hot_pixels", "exposure_time", "folder", "prefix"])
+                                            "background", "dead_pixels", "hot_pixels", "exposure_time", "folder", "prefix", "stack"])
                 var o = CrystalSimulation.Options()
                 let lua = call.lua
                 guard lua.rawGet(at: 1, key: "geometry") != .nil else { lua.pop(); throw LuaError.argument(1, "geometry is required (crystal.geometry{...} with unit_cell and orientation_matrix)") }
@@ -639,28 +793,43 @@ enum CrystalModule {
                     _ = try wrap { try sim.writeCBF(folder: folder, prefix: prefix) { done in try CoreModule.checkStopped("simulate"); bar.update(done) } }
                     bar.finish()
                 }
+                if let stack = try t.string("stack") {
+                    _ = try writeStack(sim, to: stack, prefix: prefix, quiet: false, lua: lua)
+                }
                 simulationClass.push(SimulationBox(sim), to: lua)
                 return 1
             },
-            LuaFunctionDecl("frame_stats", "crystal.frame_stats(frames [, options]) -> st",
+            LuaFunctionDecl("frame_stats", "crystal.frame_stats(frames [, g] [, options]) -> st",
                             "one streaming pass over a stack (as NXRefine's nxmax): frame sums, summed and maximum images, maximum, pixel mask",
                             help: """
                             frames: the (frames, rows, columns) field (or an NXentry / NXdata holding it).
                             options: mask (ndarray or field, 1 = masked; default the file's
                             entry/instrument/detector/pixel_mask; false for none), frames {first, last}
-                            (0-based, last excluded). Blocks of ~64 MB are read ahead on a second thread and
-                            folded on every core; Ctrl-C stops it; a bar shows on a terminal.
+                            (0-based, last excluded), geometry (or g as the second argument: adds the radial
+                            sum, st.radial_q and st.radial_sum, written by st:write as frame_sums/radial_sum),
+                            radial_bins, polarization (0.99; see st:radial). Blocks of ~64 MB are read ahead on
+                            a second thread and folded on every core; Ctrl-C stops it; a bar shows on a terminal.
                             """) { call in
                 let f = try field(call, 1)
                 var t: Options?
-                if !call.isNoneOrNil(2) {
-                    try call.options(2, known: ["mask", "frames"])
-                    t = Options(call: call, index: call.lua.absIndex(2))
+                // crystal.frame_stats(frames, g [, options]): the geometry adds the radial sum
+                var geometry = geometryClass.object(at: 2, in: call.lua)?.geometry
+                let at: Int32 = geometry != nil ? 3 : 2
+                if !call.isNoneOrNil(at) {
+                    try call.options(at, known: ["mask", "frames", "geometry", "radial_bins", "polarization"])
+                    t = Options(call: call, index: call.lua.absIndex(at))
+                    if call.lua.rawGet(at: call.lua.absIndex(at), key: "geometry") != .nil {
+                        geometry = try call.object(call.lua.absIndex(-1), geometryClass).geometry
+                    }
+                    call.lua.pop()
                 }
                 let m = try mask(t, for: f)
                 let frames = try frameRange(t)
+                let (bins, polarization) = try radialOptions(t)
                 let st = try wrap { try FrameStatistics.compute(f, mask: m, frames: frames, progress: progress("frame stats", f)) }
-                statsClass.push(StatsBox(st), to: call.lua)
+                let box = StatsBox(st)
+                if let geometry { box.radial = try wrap { try st.radialSum(geometry: geometry, bins: bins, polarization: polarization) } }
+                statsClass.push(box, to: call.lua)
                 return 1
             },
             LuaFunctionDecl("frame_accumulator", "crystal.frame_accumulator(rows, columns [, mask]) -> st",
@@ -738,13 +907,27 @@ enum CrystalModule {
                             "triclinic"; default "triclinic"), tolerance (0.05 1/A: which peaks are indexed).
                             result: {cell = {a, b, c, alpha, beta, gamma}, u = 3 x 3, rms_before, rms (1/A),
                             used = peaks fitted (those over 3 times the median residual left out), peaks = n}.
+                            Geometry offsets too (as NXRefine's refine_hkls): parameters = a list of
+                            "distance", "beam_center_x", "beam_center_y", "yaw", "pitch", "roll", "omega",
+                            "chi", "theta", "phi_start", "wavelength" (omega, chi and phi shift per-frame
+                            angles as a whole); lattice = false keeps the cell, orientation = false keeps U;
+                            max_evaluations caps each pass. The result adds geometry = {name = refined},
+                            geometry_before and evaluations; g gets every refined value. A refinement that
+                            does not converge is an error with the values where it stopped.
                             """) { call in
                 let peaks = try call.object(1, peaksClass).peaks
                 let box = try call.object(2, geometryClass)
                 var g = box.geometry
                 var symmetry = Refinement.Symmetry.triclinic, tolerance = 0.05
+                var parameters: [Refinement.GeometryParameter]?, lattice = true, orientation = true, budget: Int?
                 if !call.isNoneOrNil(3) {
-                    try call.options(3, known: ["symmetry", "tolerance"])
+                    try call.options(3, known: ["symmetry", "tolerance", "parameters", "lattice", "orientation", "max_evaluations"])
+                    parameters = try geometryParameters(call, 3)
+                    let options = Options(call: call, index: call.lua.absIndex(3))
+                    lattice = options.boolean("lattice") ?? true
+                    orientation = options.boolean("orientation") ?? true
+                    budget = try options.integer("max_evaluations")
+                    if let b = budget, b < 1 { throw LuaError.argument(3, "max_evaluations must be >= 1, got \(b)") }
                     let t = Options(call: call, index: call.lua.absIndex(3))
                     if let name = try t.string("symmetry") {
                         guard let sym = Refinement.Symmetry(rawValue: name) else {
@@ -760,6 +943,31 @@ enum CrystalModule {
                 let t = try wrap { try g.transform() }
                 let gs = peaks.map { t.scatteringVector(x: $0.x, y: $0.y, z: $0.z) }
                 let ix = try wrap { try Orientation.index(gs, ub: u * cell.matrixB(), tolerance: tolerance) }
+                if parameters != nil || !lattice || !orientation || budget != nil {
+                    // the geometry with the cell and U
+                    let fit = try wrap {
+                        try Refinement.refine(peaks: peaks.map { Vector3($0.x, $0.y, $0.z) }, hkl: ix.hkl, use: ix.indexed, geometry: g,
+                                              symmetry: symmetry, lattice: lattice, orientation: orientation,
+                                              parameters: parameters ?? [], maxEvaluations: budget)
+                    }
+                    box.geometry = fit.geometry
+                    let lua = call.lua
+                    lua.newTable(recordCount: 9)
+                    pushNumbers(fit.geometry.unitCell!.parameters, lua); lua.rawSet(at: -2, key: "cell")
+                    try pushMatrix(fit.geometry.orientationMatrix, lua); lua.rawSet(at: -2, key: "u")
+                    lua.push(fit.rmsBefore); lua.rawSet(at: -2, key: "rms_before")
+                    lua.push(fit.rmsAfter); lua.rawSet(at: -2, key: "rms")
+                    lua.push(fit.used); lua.rawSet(at: -2, key: "used")
+                    lua.push(peaks.count); lua.rawSet(at: -2, key: "peaks")
+                    lua.push(fit.evaluations); lua.rawSet(at: -2, key: "evaluations")
+                    lua.newTable(recordCount: fit.changes.count)
+                    for c in fit.changes { lua.push(c.after); lua.rawSet(at: -2, key: c.parameter.rawValue) }
+                    lua.rawSet(at: -2, key: "geometry")
+                    lua.newTable(recordCount: fit.changes.count)
+                    for c in fit.changes { lua.push(c.before); lua.rawSet(at: -2, key: c.parameter.rawValue) }
+                    lua.rawSet(at: -2, key: "geometry_before")
+                    return 1
+                }
                 let r = try wrap { try Refinement.refine(gs, hkl: ix.hkl, use: ix.indexed, cell: cell, u: u, symmetry: symmetry) }
                 g.unitCell = r.cell
                 g.orientationMatrix = r.u

@@ -14,6 +14,10 @@ public struct StackOptions: @unchecked Sendable {
         case files([String])
         /// A folder the detector writes into, followed until a stop condition.
         case watch(String)
+        /// Frames made in memory (a simulation): `names` as the source files would be named
+        /// (numbered as files are), `frame(number)` makes the frame of that number on a
+        /// worker thread; an error it throws records the frame as bad.
+        case generated(names: [String], frame: @Sendable (Int) throws -> Frame)
     }
     public var source: Source
     /// Only names matching this shell pattern (watch mode; default: *.cbf, *.tif, *.tiff).
@@ -162,7 +166,13 @@ public final class Stacker {
         case .watch(let dir):
             source = try DirectorySource(directory: dir, pattern: o.pattern, endMarker: o.endMarker,
                                          poll: o.poll, pollInterval: o.pollInterval)
+        case .generated(let names, _):
+            guard !names.isEmpty else { throw StackError("no frames to generate") }
+            let list = ListSource(paths: names)
+            listFirst = list.firstNumber
+            source = list
         }
+        let generate: (@Sendable (Int) throws -> Frame)? = { if case .generated(_, let make) = o.source { return make }; return nil }()
         defer { (source as? DirectorySource)?.closeWatch() }
         let dataset = "/\(o.entry)/instrument/detector/data"
         var summary = StackSummary(output: o.output, dataset: dataset)
@@ -194,7 +204,11 @@ public final class Stacker {
         var stopReason = ""
         var draining = false
         let results = OutcomeQueue()
-        let total: Int? = { if case .files(let p) = o.source { return o.frames ?? p.count }; return o.frames }()
+        let total: Int? = {
+            if case .files(let p) = o.source { return o.frames ?? p.count }
+            if case .generated(let p, _) = o.source { return o.frames ?? p.count }
+            return o.frames
+        }()
         var progressBar: ProgressBar? = nil  // made with the stack (it knows the frame size)
         func makeBar(_ s: StackFile) {
             guard o.progress else { return }
@@ -249,7 +263,7 @@ public final class Stacker {
         /// The first good frame makes the layout; until then frames are read one by one here.
         func startStack(with f: FrameFile) throws {
             let i = index(of: f)
-            switch Stacker.read(f, settle: o.settleTime) {
+            switch Stacker.read(f, settle: o.settleTime, generate: generate) {
             case .failure(let e):
                 if case .bad(let b) = e.outcome {
                     handle(.bad(StackFile.Bad(index: i, sourceName: b.sourceName, error: b.error)))
@@ -304,7 +318,7 @@ public final class Stacker {
                     try startStack(with: f)
                 }
             } else if let s = stack {
-                if job == nil { job = s.job }
+                if job == nil { job = s.job; job!.generate = generate }
                 let job = job!
                 while inFlight < maxInFlight, let i = queue.keys.min() {
                     let f = queue.removeValue(forKey: i)!
@@ -384,9 +398,17 @@ public final class Stacker {
         let encoder: NXChunkEncoder
         let perFrameKeys: Set<String>
         let hasTime: Bool
+        /// Frames made in memory instead of read (StackOptions.Source.generated).
+        var generate: (@Sendable (Int) throws -> Frame)? = nil
     }
 
-    static func read(_ f: FrameFile, settle: Double) -> Result<Frame, OutcomeError> {
+    static func read(_ f: FrameFile, settle: Double, generate: (@Sendable (Int) throws -> Frame)? = nil) -> Result<Frame, OutcomeError> {
+        if let generate {
+            do { return .success(try generate(f.number)) } catch {
+                let message = (error as? CustomStringConvertible)?.description ?? "\(error)"
+                return .failure(OutcomeError(.bad(StackFile.Bad(index: 0, sourceName: name(f.path), error: message))))
+            }
+        }
         do {
             return .success(try FrameReader.read(f.path))
         } catch {
@@ -406,8 +428,8 @@ public final class Stacker {
     }
 
     static func process(_ f: FrameFile, index: Int, job: Job, settle: Double) -> Outcome {
-        if let streamed = processStreamed(f, index: index, job: job, settle: settle) { return streamed }
-        switch read(f, settle: settle) {
+        if job.generate == nil, let streamed = processStreamed(f, index: index, job: job, settle: settle) { return streamed }
+        switch read(f, settle: settle, generate: job.generate) {
         case .failure(let e):
             if case .bad(let b) = e.outcome { return .bad(StackFile.Bad(index: index, sourceName: b.sourceName, error: b.error)) }
             return e.outcome
@@ -494,6 +516,7 @@ public final class Stacker {
         switch source {
         case .files(let p): return p.count == 1 ? p[0] : "\(p.count) files from \(p[0])"
         case .watch(let d): return "folder \(d)"
+        case .generated(let names, _): return "\(names.count) generated frames"
         }
     }
 }

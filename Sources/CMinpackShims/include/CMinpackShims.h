@@ -23,4 +23,11 @@ int nxminpack_lmdif1(nxminpack_residuals _Nonnull f, void *_Nullable context, in
                      double *_Nonnull x, double *_Nonnull fvec, double tol,
                      char *_Nonnull why, size_t whylen);
 
+/// lmdif (forward-difference Jacobian) as lmdif1 runs it (ftol = xtol = tol, gtol 0, scaled
+/// variables, step bound factor 100) with at most `maxfev` evaluations; `nfev` gets the
+/// count. Returns lmdif's info (as nxminpack_lmdif1's) or -1 (the reason in `why`).
+int nxminpack_lmdif(nxminpack_residuals _Nonnull f, void *_Nullable context, int m, int n,
+                    double *_Nonnull x, double *_Nonnull fvec, double tol, int maxfev, int *_Nonnull nfev,
+                    char *_Nonnull why, size_t whylen);
+
 #endif
