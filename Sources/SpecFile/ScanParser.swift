@@ -139,6 +139,12 @@ struct ScanParser {
         default:
             if key.first == "G" && isNumbered(key) {
                 scan.geometry.append((key, numberList(text, line.number, "#\(key)")))
+            } else if key.first == "O" && isNumbered(key) {
+                // #O inside a scan (SPOCK writes them there) names the motors of its header, as spec2nexus takes them
+                if key == "O0" { scan.header.motorNames = [] }
+                scan.header.motorNames.append(splitLabels(text))
+            } else if key.first == "o" && isNumbered(key) {
+                scan.header.motorMnemonics.append(words(text))
             } else if key.first == "P" && isNumbered(key) {
                 positionRows.append((words(text), line.number))
             } else {
@@ -195,22 +201,21 @@ struct ScanParser {
                 let last = k == rowCounts.count - 1
                 warn(Int(rowLines[k]), "row with \(n) values where #L names \(columns) columns\(last && Int(n) < columns ? " (scan interrupted?)" : ""), skipped")
             }
-            let storage = try arrayWork { try Storage(byteCount: max(1, keep * columns) * 8, zeroed: false) }
-            let out = storage.bytes.assumingMemoryBound(to: Double.self)
+            // one contiguous array per column, filled straight from the parsed rows
+            let arrays = try (0..<columns).map { _ in try arrayWork { try NDArray(uninitialized: [keep], dtype: .float64) } }
+            let outs = arrays.map { $0.storage.bytes.assumingMemoryBound(to: Double.self) }
             var row = 0, offset = 0
             values.withUnsafeBufferPointer { v in
                 for n in rowCounts {
                     let n = Int(n)
                     if n == columns {
-                        for c in 0..<columns { out[c * keep + row] = v[offset + c] }
+                        for c in 0..<columns { outs[c][row] = v[offset + c] }
                         row += 1
                     }
                     offset += n
                 }
             }
-            scan.columns = (0..<columns).map { c in
-                NDArray(dtype: .float64, shape: [keep], strides: [1], offset: c * keep, storage: storage)
-            }
+            scan.columns = arrays
         }
 
         // MCA spectra, one 2-D array per name (rows padded with NaN if lengths differ)

@@ -140,8 +140,8 @@ def scan(n, rows, labels=("Two Theta", "Monitor", "I0", "I0", "detector"), extra
 
 def hand_file(tmp_path):
     rng = np.random.default_rng(5)
-    rows = lambda n: [[float(x) for x in rng.normal(size=5) * 10 ** rng.integers(-5, 8, size=5)] for _ in range(n)]
-    text = HEADER + scan(1, rows(7)) + "\n\n" + scan(2, rows(5), extra="#C a comment\n#UXML <group name=\"x\"/>\n")
+    rows = lambda n: [[float(x) for x in rng.normal(size=5) * 10.0 ** rng.integers(-5, 8, size=5)] for _ in range(n)]
+    text = HEADER + scan(1, rows(7)) + "\n\n" + scan(2, rows(5), extra="#C a comment\n#UXML <group name=\"x\" NX_class=\"NXnote\"/>\n")
     text += scan(2, rows(3)) + scan(2, rows(4))
     # a second header with other motors, then a scan interrupted mid-row
     text += "#E 1700001000\n#D Tue Nov 14 22:30:00 2023\n#O0 a  b\n\n"
@@ -175,7 +175,7 @@ def test_scan_table_in_lua(tmp_path):
     assert(s.metadata.Q[3] == 0.25 and s.metadata.G0[13] == 50)
     assert(s.metadata.header.epoch == "1700000000")
     local u = f:scan("2")
-    assert(u.metadata.UXML == '<group name="x"/>' and u.metadata.comments[1] == "a comment")
+    assert(u.metadata.UXML == '<group name="x" NX_class="NXnote"/>' and u.metadata.comments[1] == "a comment")
     local t = f:scan(3)
     assert(t.rows == 2 and t.metadata.M == 10000 and t.positions.b == 2.5)
     assert(t.mca.mca.shape[1] == 2 and t.mca.mca.shape[2] == 5 and t.mca.mca[1][4] == 10)
