@@ -140,8 +140,11 @@ let package = Package(
                 // Single-crystal analysis: the scan geometry (pixel -> Q -> hkl), a crystal simulator,
         // streaming frame statistics and 3-D peak search, in NXRefine's conventions. No Lua inside.
         .target(name: "Crystal", dependencies: ["NDArray", "NeXus", "Detector", "CMinpackShims"]),
+        // SPEC data files (scans, columns straight into arrays, positions, metadata) and their
+        // conversion to NeXus in spec2nexus's layout. No Lua inside.
+        .target(name: "SpecFile", dependencies: ["NDArray", "NeXus"]),
         // The Lua modules nxlua provides (bindings only; cores live in their own modules).
-        .target(name: "NXLuaRuntime", dependencies: ["LuaBridge", "NativeLibraries", "NDArray", "NeXus", "Detector", "Stacker", "TerminalProgress", "RemoteServer", "RemoteClient", "Events", "Plot", "FolderListing", "Catalog", "Crystal"]),
+        .target(name: "NXLuaRuntime", dependencies: ["LuaBridge", "NativeLibraries", "NDArray", "NeXus", "Detector", "Stacker", "TerminalProgress", "RemoteServer", "RemoteClient", "Events", "Plot", "FolderListing", "Catalog", "Crystal", "SpecFile"]),
         // `nxlua macros`: one worker thread and one Lua state per macro file, fed from the
         // journal with durable cursors, limits, failure counting and live reload.
         .target(name: "Macros", dependencies: ["Events", "NXLuaRuntime", "LuaBridge", "NDArray", "NeXus",
@@ -153,7 +156,7 @@ let package = Package(
         // (docs/architecture.md, "Start-up").
         .executableTarget(name: "nxlua", dependencies: [
             "NXLuaRuntime", "LuaBridge", "LineEdit", "Stacker", "NeXus", "RemoteServer", "Events", "Macros",
-            "Plot", "TerminalGraphics", "Catalog", "TerminalProgress", "FolderListing",
+            "Plot", "TerminalGraphics", "Catalog", "TerminalProgress", "FolderListing", "SpecFile",
         ], linkerSettings: [
             // Release: start-up and size (docs/architecture.md, "Start-up"). lld packs the
             // 140,000 relative relocations of a position-independent executable (RELR:
@@ -187,6 +190,7 @@ let package = Package(
         .testTarget(name: "TerminalGraphicsTests", dependencies: ["TerminalGraphics"]),
         .testTarget(name: "CrystalTests", dependencies: ["Crystal", "NeXus", "NDArray"]),
         .testTarget(name: "PlotTests", dependencies: ["Plot", "NDArray"]),
+        .testTarget(name: "SpecFileTests", dependencies: ["SpecFile", "NDArray", "NeXus"]),
         .testTarget(name: "NXLuaRuntimeTests", dependencies: [
             "NXLuaRuntime", "LuaBridge", "NativeLibraries", "CHDF5", "CHDF5Shims", "CTIFFShims", "CCBFShims",
         ]),

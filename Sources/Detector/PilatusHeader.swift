@@ -14,6 +14,13 @@ public struct HeaderEntry: Equatable, Sendable {
     public let value: HeaderValue
     public let units: String?
     public let line: String
+
+    public init(key: String, value: HeaderValue, units: String?, line: String) {
+        self.key = key
+        self.value = value
+        self.units = units
+        self.line = line
+    }
 }
 
 /// The Pilatus header: the `# Key value unit` lines of a mini-CBF's
@@ -43,6 +50,13 @@ public struct PilatusHeader: Equatable, Sendable {
         "start_position": .number, "position_increment": .number, "shutter_time": .number,
         "sensor_thickness": .number,
     ]
+
+    /// A header made from values found elsewhere (an HDF5 frame source's metadata), with
+    /// the text that describes them.
+    public init(entries: [HeaderEntry], text: String) {
+        self.entries = entries
+        self.text = text
+    }
 
     /// Parses header text; lines not starting with `#` are ignored.
     public init(parsing text: String) {

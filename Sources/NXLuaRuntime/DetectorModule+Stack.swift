@@ -10,12 +10,14 @@ extension DetectorModule {
         "stacks detector frames into a NeXus file (as nxlua stack; resumes an existing one)",
         help: """
         detector.stack{files = {"a_00001.cbf", ...}, out = "scan.nxs"}
+        detector.stack{files = {"series_master.h5"}, out = "scan.nxs"}   -- Eiger / areaDetector HDF5
         detector.stack{watch = "/data/scan7", out = "scan7.nxs", frames = 3600, idle = 60}
         options: entry = "entry", compression = "bslz4" | "lz4" | "gzip[:l]" | "blosc[:l]" |
         "lzf" | "none", frames = n (expected count), first = n (number stored first), fill = -1,
         workers = n, pattern = "*.cbf", poll = true (NFS), poll_interval = 0.2, end_marker =
         "name", idle = seconds, settle = 5, flush_every = 32, no_sync = true (commits do not wait
         for the disk: faster, a power cut can lose frames marked stored), quiet = true (no progress bar),
+        meta = {"sample.name=LaB6", "sample.temperature=300K"} and meta_file = "run.toml" (values from outside the frames),
         journal = "events.sqlite" (announce the run's events for macros, docs/macros.md), run = uid,
         scan_id = n and plan = "name" (in run.start). The options are nxlua stack's, with
         underscores for dashes; an unknown key is an error.
@@ -112,6 +114,29 @@ extension DetectorModule {
         func flag(_ name: String) throws -> Bool {
             defer { lua.pop() }
             return lua.rawGet(at: 1, key: key(name)) != .nil && lua.toBoolean(at: -1)
+        }
+        /// A string, or a list of strings (meta = {"sample.name=LaB6", "sample.temperature=300K"}).
+        func strings(_ name: String) throws -> [String] {
+            defer { lua.pop() }
+            switch lua.rawGet(at: 1, key: key(name)) {
+            case .nil: return []
+            case .string: return [lua.toString(at: -1) ?? ""]
+            case .table:
+                var out: [String] = []
+                let t = lua.absIndex(-1)
+                var k = 1
+                while lua.rawGet(at: t, index: k) != .nil {
+                    defer { lua.pop() }
+                    guard lua.type(at: -1) == .string, let s = lua.toString(at: -1) else {
+                        throw LuaError.argument(1, "\(key(name))[\(k)] must be a string")
+                    }
+                    out.append(s)
+                    k += 1
+                }
+                lua.pop()
+                return out
+            default: throw LuaError.argument(1, "\(key(name)) must be a string or a list of strings")
+            }
         }
     }
 

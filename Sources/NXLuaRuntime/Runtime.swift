@@ -32,6 +32,7 @@ public final class Runtime {
         try state.install(DetectorModule.declaration)
         try state.install(PlotModule.declaration)
         try state.install(CrystalModule.declaration)
+        try state.install(SpecModule.declaration)
         try state.run(PlotModule.setup, name: "=plot")
         try lua.setGlobal(CoreModule.help)
     }

@@ -64,6 +64,9 @@ struct ListSource: FrameSource {
         }
     }
 
+    /// Frames numbered already (the frames of HDF5 inputs), in order.
+    init(files: [FrameFile]) { self.files = files }
+
     /// The lowest frame number in the list.
     var firstNumber: Int? { files.first?.number }
 

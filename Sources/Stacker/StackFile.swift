@@ -177,7 +177,7 @@ final class StackFile {
     ///   lock file") and the stacker stop.
     static func create(path: String, entry: String, first frame: Frame, firstNumber: Int,
                        compression: NXCompression?, fillValue: Double, source: String,
-                       program: String) throws -> StackFile {
+                       program: String, additions: StackAdditions = StackAdditions()) throws -> StackFile {
         let temporary = path + ".creating"
         var o = NXFile.Options()
         o.swmrWrite = true
@@ -190,7 +190,7 @@ final class StackFile {
         }
         do {
             try buildLayout(file, entry: entry, frame: frame, firstNumber: firstNumber, compression: compression,
-                            fillValue: fillValue, source: source, program: program)
+                            fillValue: fillValue, source: source, program: program, additions: additions)
             let s = try StackFile(file: file, entry: entry, firstNumber: firstNumber)
             try file.startSWMRWrite()
             try file.rename(to: path)
@@ -205,7 +205,7 @@ final class StackFile {
 
     private static func buildLayout(_ file: NXFile, entry: String, frame: Frame, firstNumber: Int,
                                     compression: NXCompression?, fillValue: Double, source: String,
-                                    program: String) throws {
+                                    program: String, additions: StackAdditions) throws {
         let a = frame.array
         guard a.ndim == 2 else {
             throw StackError("\(source): a frame of shape \(NDArray.describe(a.shape)) (2-D frames expected)")
@@ -334,6 +334,16 @@ final class StackFile {
         _ = try stacking.makeField("bad_frame_error", value: nil, options: perFrameOptions(nil, fill: nil, stringLength: errorLength))
         let attempts = try stacking.makeField("bad_frame_attempts", value: nil, options: perFrameOptions(.int64, fill: 0))
         try attempts.setAttribute("description", .string("how many runs found the frame bad (a resume tries bad frames again); the row keeps the latest error"))
+
+        // What came from outside the frames (made now: SWMR writing creates no objects later)
+        if let mask = additions.pixelMask {
+            var mo = NXFieldOptions()
+            mo.chunks = mask.shape
+            mo.compression = .gzip(level: 1)
+            let m = try det.makeField("pixel_mask", value: .array(mask), options: mo)
+            try m.setAttribute("description", .string(additions.pixelMaskSource ?? "pixel mask"))
+        }
+        try additions.metadata.write(into: e)
     }
 
     // MARK: writing

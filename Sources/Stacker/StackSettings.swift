@@ -25,6 +25,12 @@ public protocol StackSettingValues {
     func integer(_ name: String, atLeast: Int) throws -> Int?
     func number(_ name: String, atLeast: Double) throws -> Double?
     func flag(_ name: String) throws -> Bool
+    /// Every value of a setting that may be given several times (--meta).
+    func strings(_ name: String) throws -> [String]
+}
+
+extension StackSettingValues {
+    public func strings(_ name: String) throws -> [String] { try string(name).map { [$0] } ?? [] }
 }
 
 /// A setting that cannot be used as given (the command line shows its usage after it).
@@ -53,6 +59,8 @@ extension StackOptions {
         .init("flush-every", "N", "commit at least every N frames (default 32; an idle stacker commits at once)"),
         .init("no-sync", nil, "do not wait for the disk at each commit: faster, but a power cut or OS crash (not a killed stacker) can lose frames marked stored"),
         .init("quiet", nil, "no progress bar"),
+        .init("meta", "KEY=VALUE", "a value from outside the frames, written into the new stack: sample.name=LaB6, sample.temperature=300K (units after the number), instrument.source.current=100mA, user.name=..., experiment.identifier=...; repeatable"),
+        .init("meta-file", "FILE.toml", "values from a TOML file: [sample] name = \"LaB6\", temperature = 300, temperature_units = \"K\" (--meta wins over it)"),
     ]
 
     /// The options of a run from its settings; `files` are the frame files given (the
@@ -80,6 +88,10 @@ extension StackOptions {
         if let n = try v.integer("flush-every", atLeast: 1) { o.commitFrames = n }
         o.durable = !(try v.flag("no-sync"))
         o.progress = !(try v.flag("quiet"))
+        do {
+            for f in try v.strings("meta-file") { try o.additions.metadata.add(tomlFile: f) }
+            for m in try v.strings("meta") { try o.additions.metadata.add(assignment: m) }
+        } catch let e as StackError { throw StackSettingError(message: e.message) }
         return o
     }
 }

@@ -64,6 +64,8 @@ public struct StackOptions: @unchecked Sendable {
     public var observer: StackObserver?
     /// Written as the file's @creator and /entry/program_name.
     public var program = "nxlua stack"
+    /// Metadata from outside the frames (--meta, --meta-file), written when the stack is made.
+    public var additions = StackAdditions()
 
     public init(source: Source, output: String) {
         self.source = source
@@ -157,12 +159,27 @@ public final class Stacker {
         let start = StackClock.now()
         var source: FrameSource
         var listFirst: Int? = nil
+        var hdf5: HDF5Frames? = nil
+        defer { hdf5?.close() }
         switch o.source {
         case .files(let paths):
             guard !paths.isEmpty else { throw StackError("no frame files given") }
-            let list = ListSource(paths: paths)
-            listFirst = list.firstNumber
-            source = list
+            let inputs = paths.filter(HDF5Frames.isHDF5)
+            if !inputs.isEmpty {
+                // frames in HDF5 files: numbered from the source's first number, in order
+                guard inputs.count == paths.count else {
+                    throw StackError("give HDF5 files or frame files, not both (\(inputs[0]) and \(paths.first { !HDF5Frames.isHDF5($0) }!))")
+                }
+                let h = try HDF5Frames(inputs: inputs)
+                hdf5 = h
+                let list = ListSource(files: (0..<h.frameCount).map { FrameFile(path: HDF5Frames.virtualPath($0), number: h.firstNumber + $0) })
+                listFirst = list.firstNumber
+                source = list
+            } else {
+                let list = ListSource(paths: paths)
+                listFirst = list.firstNumber
+                source = list
+            }
         case .watch(let dir):
             source = try DirectorySource(directory: dir, pattern: o.pattern, endMarker: o.endMarker,
                                          poll: o.poll, pollInterval: o.pollInterval)
@@ -205,6 +222,7 @@ public final class Stacker {
         var draining = false
         let results = OutcomeQueue()
         let total: Int? = {
+            if let h = hdf5 { return o.frames ?? h.frameCount }
             if case .files(let p) = o.source { return o.frames ?? p.count }
             if case .generated(let p, _) = o.source { return o.frames ?? p.count }
             return o.frames
@@ -260,9 +278,51 @@ public final class Stacker {
             }
         }
 
+        /// HDF5 frames are read here (this thread alone talks to HDF5): a chunk already in
+        /// the stack's format goes in as stored; another is decoded here and encoded by a worker.
+        var copyChunks: Bool? = nil
+        func takeHDF5(_ f: FrameFile, index i: Int, from h: HDF5Frames, into s: StackFile, job: Job) {
+            let k = f.number - h.firstNumber
+            let name = h.sourceName(k)
+            if copyChunks == nil { copyChunks = h.chunksFit(s.data) }
+            do {
+                if copyChunks!, let chunk = try h.storedChunk(k) {
+                    handle(.ready(StackFile.Ready(index: i, chunk: chunk, values: Stacker.perFrameValues(h.values(k), for: job),
+                                                  time: nil, sourceName: name)))
+                    return
+                }
+                let frame = Frame(array: try h.frame(k), header: h.header(k))
+                inFlight += 1
+                nextLane = (nextLane + 1) % lanes.count
+                lanes[nextLane].async {
+                    results.push(Stacker.prepare(frame, FrameFile(path: name, number: f.number), index: i, for: job))
+                }
+            } catch {
+                handle(.bad(StackFile.Bad(index: i, sourceName: name, error: "\(error)")))
+            }
+        }
+
         /// The first good frame makes the layout; until then frames are read one by one here.
         func startStack(with f: FrameFile) throws {
             let i = index(of: f)
+            if let h = hdf5 {
+                let k = f.number - h.firstNumber
+                var additions = o.additions
+                if let m = h.pixelMask { additions.pixelMask = m; additions.pixelMaskSource = "the pixel mask of \(h.description)" }
+                let frame: Frame
+                do { frame = Frame(array: try h.frame(k), header: h.header(k)) } catch {
+                    handle(.bad(StackFile.Bad(index: i, sourceName: h.sourceName(k), error: "\(error)")))
+                    return
+                }
+                let s = try StackFile.create(path: o.output, entry: o.entry, first: frame, firstNumber: base ?? 0,
+                                             compression: o.compression, fillValue: o.fillValue,
+                                             source: h.description, program: o.program, additions: additions)
+                stack = s
+                makeBar(s)
+                o.observer?.runStarted(file: o.output, dataset: dataset, frameShape: s.frameShape, resumed: false)
+                handle(Stacker.prepare(frame, FrameFile(path: h.sourceName(k), number: f.number), index: i, for: s.job))
+                return
+            }
             switch Stacker.read(f, settle: o.settleTime, generate: generate) {
             case .failure(let e):
                 if case .bad(let b) = e.outcome {
@@ -273,7 +333,7 @@ public final class Stacker {
             case .success(let frame):
                 let s = try StackFile.create(path: o.output, entry: o.entry, first: frame, firstNumber: base ?? 0,
                                              compression: o.compression, fillValue: o.fillValue,
-                                             source: Stacker.describe(o.source), program: o.program)
+                                             source: Stacker.describe(o.source), program: o.program, additions: o.additions)
                 stack = s
                 makeBar(s)
                 o.observer?.runStarted(file: o.output, dataset: dataset, frameShape: s.frameShape, resumed: false)
@@ -316,6 +376,15 @@ public final class Stacker {
                 if let i = queue.keys.min() {
                     let f = queue.removeValue(forKey: i)!
                     try startStack(with: f)
+                }
+            } else if let s = stack, let h = hdf5 {
+                if job == nil { job = s.job }
+                // a commit's worth at a time, so commits and progress keep pace
+                var taken = 0
+                while taken < o.commitFrames, inFlight < maxInFlight, let i = queue.keys.min() {
+                    let f = queue.removeValue(forKey: i)!
+                    takeHDF5(f, index: i, from: h, into: s, job: job!)
+                    taken += 1
                 }
             } else if let s = stack {
                 if job == nil { job = s.job; job!.generate = generate }
@@ -489,6 +558,11 @@ public final class Stacker {
                                       error: "wrong type: \(dtype.rawValue) pixels where the stack holds \(job.dtype.rawValue)"))
         }
         return nil
+    }
+
+    /// The values the stack keeps per frame, of all given.
+    static func perFrameValues(_ all: [String: HeaderValue], for job: Job) -> [String: HeaderValue] {
+        all.filter { job.perFrameKeys.contains($0.key) }
     }
 
     /// The header values the stack keeps per frame, and the time stamp.

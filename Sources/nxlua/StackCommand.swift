@@ -22,8 +22,9 @@ enum StackCommand {
         """
         usage: nxlua stack FILES... --out FILE.nxs [options]
                nxlua stack --watch DIR --out FILE.nxs [options]
-        Stacks detector frames (CBF, TIFF) into a NeXus file, numbered by the last number in
-        their names. Rerun the same command after an interruption or a crash: it resumes where
+        Stacks detector frames (CBF, TIFF, or HDF5: an Eiger master file, areaDetector files,
+        FILE.h5:/path/to/data) into a NeXus file, numbered by the last number in their names
+        (HDF5: in order). Rerun the same command after an interruption or a crash: it resumes where
         it stopped, with no frame lost or duplicated. The file is written in SWMR mode and can
         be read while it grows. Exit status: 0 every frame stored; 2 finished with bad or
         missing frames (recorded in /entry/stacking); 130 interrupted (resumable); 1 error.
@@ -37,6 +38,7 @@ enum StackCommand {
     struct Values: StackSettingValues {
         let a: SubcommandOptions
         func string(_ name: String) throws -> String? { a.string(name) }
+        func strings(_ name: String) throws -> [String] { a.strings(name) }
         func integer(_ name: String, atLeast low: Int) throws -> Int? { try a.int(name, atLeast: low) }
         func number(_ name: String, atLeast low: Double) throws -> Double? { try a.number(name, atLeast: low) }
         func flag(_ name: String) throws -> Bool { a.flag(name) }

@@ -13,6 +13,8 @@ struct SubcommandOptions {
 
     let specs: [Spec]
     private(set) var values: [String: String] = [:]
+    /// Every value of an option given more than once (--meta a=1 --meta b=2), in order.
+    private(set) var lists: [String: [String]] = [:]
     private(set) var flags: Set<String> = []
     private(set) var positional: [String] = []
 
@@ -49,15 +51,18 @@ struct SubcommandOptions {
                 flags.insert(name)
             } else if let inline {
                 values[name] = inline
+                lists[name, default: []].append(inline)
             } else {
                 guard i < arguments.count else { throw UsageError(message: "--\(name) needs a value (\(spec.valueName!))") }
                 values[name] = arguments[i]
+                lists[name, default: []].append(arguments[i])
                 i += 1
             }
         }
     }
 
     func string(_ name: String) -> String? { values[name] }
+    func strings(_ name: String) -> [String] { lists[name] ?? [] }
     func flag(_ name: String) -> Bool { flags.contains(name) }
 
     func int(_ name: String, atLeast low: Int) throws -> Int? {

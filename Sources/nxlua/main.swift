@@ -20,6 +20,7 @@ func runMain(_ argv: [String]) -> Int32 {
     if argv.count > 1, argv[1] == "trigger" { return TriggerCommand.run(Array(argv.dropFirst(2))) }
     if argv.count > 1, argv[1] == "macros" { return MacrosCommand.run(Array(argv.dropFirst(2))) }
     if argv.count > 1, argv[1] == "catalog" { return CatalogCommand.run(Array(argv.dropFirst(2))) }
+    if argv.count > 1, argv[1] == "spec2nexus" { return SpecCommand.run(Array(argv.dropFirst(2))) }
     if argv.count > 1, argv[1] == "replay" { return ReplayCommand.run(Array(argv.dropFirst(2))) }
     if argv.count > 1, argv[1] == "journal" { return JournalCommand.run(Array(argv.dropFirst(2))) }
     let options: CommandLineOptions

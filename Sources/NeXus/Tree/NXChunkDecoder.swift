@@ -129,3 +129,21 @@ private final class PluginFunctions: @unchecked Sendable {
         return f
     }
 }
+
+extension NXField {
+    /// Reads one chunk's bytes as stored (still through the filters, as `filterMask` says)
+    /// with H5Dread_chunk: nothing is decoded, so a chunk can go to another file's field
+    /// of the same chunk format with `writeChunk` as it is. nil when it was never written.
+    public func readChunk(at offset: [Int]) throws -> NXEncodedChunk? {
+        let size = try chunkStorageSize(at: offset)
+        guard size > 0 else { return nil }
+        var o = offset.map { hsize_t($0) }
+        guard let buffer = malloc(size) else { throw fail("cannot allocate \(size) bytes for a chunk") }
+        var mask: UInt32 = 0
+        guard H5.api.pointee.H5Dread_chunk(try objectID(), 0, &o, &mask, buffer) >= 0 else {  // 0: H5P_DEFAULT
+            free(buffer)
+            throw fail("cannot read the chunk at \(NDArray.describe(offset)): \(H5.takeError())")
+        }
+        return NXEncodedChunk(bytes: UnsafeRawBufferPointer(start: buffer, count: size), filterMask: mask) { free(buffer) }
+    }
+}

@@ -1,0 +1,224 @@
+import NDArray
+import NeXus
+
+/// What a new stack holds besides frames and their headers, written when the file is made
+/// (SWMR writing creates no objects later): an HDF5 source's pixel mask, and the run's
+/// metadata from outside the frames (`--meta`, `--meta-file`).
+public struct StackAdditions: @unchecked Sendable {
+    public var pixelMask: NDArray?
+    public var pixelMaskSource: String?
+    public var metadata = StackMetadata()
+    public init() {}
+}
+
+/// Values by dotted names, `sample.temperature=300K` or a TOML file's tables, written into
+/// the entry's NeXus groups: `sample.*` into NXsample, `instrument.*` into NXinstrument (and
+/// its known subgroups: source, monochromator, detector, ...), `user.*` into NXuser,
+/// `experiment.identifier` as the entry's experiment_identifier, `entry.*` on the entry.
+/// "300K", "300 K", "1.5e-3 m" are numbers with units (@units); "LaB6" is text.
+public struct StackMetadata: Sendable {
+    public enum Value: Equatable, Sendable {
+        case integer(Int)
+        case number(Double)
+        case numbers([Double])
+        case text(String)
+        case boolean(Bool)
+    }
+
+    public struct Item: Equatable, Sendable {
+        public let path: [String]
+        public let value: Value
+        public let units: String?
+    }
+
+    public private(set) var items: [Item] = []
+    public init() {}
+    public var isEmpty: Bool { items.isEmpty }
+
+    /// Groups NeXus names under these names (the rest become NXcollection).
+    static let classes: [String: String] = [
+        "sample": "NXsample", "instrument": "NXinstrument", "user": "NXuser", "source": "NXsource",
+        "monochromator": "NXmonochromator", "detector": "NXdetector", "beam": "NXbeam",
+        "attenuator": "NXattenuator", "goniometer": "NXtransformations", "environment": "NXenvironment",
+        "temperature_log": "NXlog", "slit": "NXslit", "mirror": "NXmirror", "monitor": "NXmonitor",
+    ]
+
+    static func validName(_ s: Substring) -> Bool {
+        guard let f = s.unicodeScalars.first, f == "_" || (f.isASCII && f.properties.isAlphabetic) else { return false }
+        return s.unicodeScalars.allSatisfy { $0 == "_" || ($0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0))) }
+    }
+
+    static func path(_ key: String, _ context: String) throws -> [String] {
+        let parts = key.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count >= 2, parts.allSatisfy(validName) else {
+            throw StackError("\(context): '\(key)' is not a dotted NeXus name (like sample.temperature or instrument.source.current)")
+        }
+        let top = parts[0]
+        guard ["sample", "instrument", "user", "experiment", "entry"].contains(top) || top.hasPrefix("user") else {
+            throw StackError("\(context): '\(key)' must start with sample, instrument, user, experiment or entry")
+        }
+        return parts.map(String.init)
+    }
+
+    /// "300K" -> (300, "K"); "LaB6" -> text; "true" -> boolean.
+    public static func parse(_ text: String) -> (Value, String?) {
+        let t = text.trimmingBlanks
+        if t == "true" || t == "false" { return (.boolean(t == "true"), nil) }
+        let u = Array(t.utf8)
+        // the longest prefix that is a number
+        var best = 0
+        for end in stride(from: u.count, to: 0, by: -1) {
+            let c = u[end - 1]
+            guard (c >= 0x30 && c <= 0x39) || c == 0x2E else { continue }
+            if Double(String(decoding: u[..<end], as: UTF8.self)) != nil { best = end; break }
+        }
+        guard best > 0 else { return (.text(t), nil) }
+        let number = String(decoding: u[..<best], as: UTF8.self)
+        let rest = String(decoding: u[best...], as: UTF8.self).trimmingBlanks
+        if !rest.isEmpty {
+            guard let f = rest.unicodeScalars.first, f.properties.isAlphabetic || "°µÅ%".unicodeScalars.contains(f),
+                  !rest.contains(" ") || rest.split(separator: " ").count <= 2 else { return (.text(t), nil) }
+        }
+        let units = rest.isEmpty ? nil : rest
+        if let i = Int(number) { return (.integer(i), units) }
+        return (.number(Double(number)!), units)
+    }
+
+    /// `sample.temperature=300K`
+    public mutating func add(assignment: String) throws {
+        guard let eq = assignment.firstIndex(of: "="), eq != assignment.startIndex else {
+            throw StackError("--meta \(assignment): key=value expected (like sample.temperature=300K)")
+        }
+        let key = String(assignment[..<eq]).trimmingBlanks
+        let (v, u) = StackMetadata.parse(String(assignment[assignment.index(after: eq)...]))
+        set(Item(path: try StackMetadata.path(key, "--meta \(assignment)"), value: v, units: u))
+    }
+
+    mutating func set(_ item: Item) {
+        items.removeAll { $0.path == item.path }
+        items.append(item)
+    }
+
+    /// A TOML file: tables ([sample], [instrument.source]), key = value with strings, numbers,
+    /// booleans and arrays of numbers; `key_units = "K"` (or a string "300 K") gives units.
+    public mutating func add(tomlFile path: String) throws {
+        guard let text = readText(path) else { throw StackError("\(path): cannot read the metadata file") }
+        var table: [String] = []
+        var pending: [Item] = []
+        var units: [[String]: String] = [:]
+        for (n, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let context = "\(path): line \(n + 1)"
+            let line = stripComment(String(raw)).trimmingBlanks
+            if line.isEmpty { continue }
+            if line.hasPrefix("[") {
+                guard line.hasSuffix("]"), !line.hasPrefix("[[") else { throw StackError("\(context): a table header [name] expected, got '\(line)'") }
+                let name = String(line.dropFirst().dropLast()).trimmingBlanks
+                table = name.split(separator: ".").map { String($0).trimmingBlanks }
+                guard !table.isEmpty, table.allSatisfy({ StackMetadata.validName(Substring($0)) }) else {
+                    throw StackError("\(context): '\(name)' is not a table name")
+                }
+                continue
+            }
+            guard let eq = line.firstIndex(of: "=") else { throw StackError("\(context): key = value expected, got '\(line)'") }
+            let key = String(line[..<eq]).trimmingBlanks
+            let raw = String(line[line.index(after: eq)...]).trimmingBlanks
+            let full = (table + key.split(separator: ".").map { String($0).trimmingBlanks }).joined(separator: ".")
+            var p = try StackMetadata.path(full, context)
+            let value: Value
+            var u: String? = nil
+            if raw.hasPrefix("\"") || raw.hasPrefix("'") {
+                guard raw.count >= 2, raw.last == raw.first else { throw StackError("\(context): unterminated string \(raw)") }
+                let s = String(raw.dropFirst().dropLast())
+                if p.last!.hasSuffix("_units") {
+                    p[p.count - 1] = String(p.last!.dropLast(6))
+                    units[p] = s
+                    continue
+                }
+                (value, u) = StackMetadata.parse(s)
+                if case .integer = value {} else if case .number = value {} else { pending.append(Item(path: p, value: .text(s), units: nil)); continue }
+            } else if raw == "true" || raw == "false" {
+                value = .boolean(raw == "true")
+            } else if raw.hasPrefix("[") {
+                guard raw.hasSuffix("]") else { throw StackError("\(context): unterminated array \(raw)") }
+                let xs = raw.dropFirst().dropLast().split(separator: ",").map { Double(String($0).trimmingBlanks.replacingUnderscores) }
+                guard xs.allSatisfy({ $0 != nil }) else { throw StackError("\(context): arrays of numbers only, got \(raw)") }
+                value = .numbers(xs.map { $0! })
+            } else if let i = Int(raw.replacingUnderscores) {
+                value = .integer(i)
+            } else if let x = Double(raw.replacingUnderscores) {
+                value = .number(x)
+            } else {
+                throw StackError("\(context): cannot read the value \(raw) (a string in quotes, a number, true/false or [numbers])")
+            }
+            pending.append(Item(path: p, value: value, units: u))
+        }
+        for item in pending { set(Item(path: item.path, value: item.value, units: units[item.path] ?? item.units)) }
+    }
+
+    private func stripComment(_ line: String) -> String {
+        var quote: Character? = nil
+        for (i, c) in zip(line.indices, line) {
+            if let q = quote { if c == q { quote = nil } } else if c == "\"" || c == "'" { quote = c } else if c == "#" { return String(line[..<i]) }
+        }
+        return line
+    }
+
+    private func readText(_ path: String) -> String? {
+        guard let f = fopen(path, "r") else { return nil }
+        defer { fclose(f) }
+        var bytes: [UInt8] = []
+        var buf = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = fread(&buf, 1, buf.count, f)
+            if n <= 0 { break }
+            bytes += buf[..<n]
+            if bytes.count > 1 << 20 { return nil }
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// Writes the values under `entry` (a value already there is replaced).
+    func write(into entry: NXGroup) throws {
+        for item in items {
+            var group = entry
+            var names = item.path
+            switch names[0] {
+            case "entry": names.removeFirst()
+            case "experiment": names = ["experiment_" + names.dropFirst().joined(separator: "_")]
+            default: break
+            }
+            for name in names.dropLast() {
+                if let g = try group.child(name) as? NXGroup { group = g; continue }
+                if try group.child(name) != nil { try group.delete(name) }
+                let cls = StackMetadata.classes[name] ?? (name.hasPrefix("user") ? "NXuser" : "NXcollection")
+                group = try group.makeGroup(name, nxclass: cls)
+            }
+            let name = names.last!
+            if try group.child(name) != nil { try group.delete(name) }
+            let v: NXValue
+            switch item.value {
+            case .integer(let i): v = .array(try NDArray.full([], Double(i), dtype: .int64))
+            case .number(let x): v = .array(try NDArray.full([], x))
+            case .numbers(let xs): v = .array(try NDArray.from(xs, shape: [xs.count]))
+            case .text(let s): v = .string(s)
+            case .boolean(let b): v = .array(try NDArray.full([], b ? 1 : 0, dtype: .bool))
+            }
+            let f = try group.makeField(name, value: v)
+            if let u = item.units { try f.setAttribute("units", .string(u)) }
+        }
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+extension String {
+    var trimmingBlanks: String {
+        var s = Substring(self)
+        while let c = s.first, c == " " || c == "\t" || c == "\r" { s = s.dropFirst() }
+        while let c = s.last, c == " " || c == "\t" || c == "\r" { s = s.dropLast() }
+        return String(s)
+    }
+    var replacingUnderscores: String { String(filter { $0 != "_" }) }
+}

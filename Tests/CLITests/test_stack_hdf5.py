@@ -1,0 +1,207 @@
+"""nxlua stack / detector.stack with HDF5 inputs and metadata from outside the frames:
+Eiger master files with external data files (bitshuffle+LZ4 chunks copied as stored),
+areaDetector files (NDAttributes per frame, gzip chunks decoded and re-encoded), any 3-D
+dataset named FILE:/path; --meta and --meta-file into NXsample, NXinstrument, NXuser.
+Files are written here by h5py + hdf5plugin and the stacks read back by them."""
+import os
+import pathlib
+import subprocess
+
+import h5py
+import hdf5plugin  # scripts/requirements-peers.txt: bitshuffle+LZ4 for h5py
+import numpy as np
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+BIN = os.environ.get("NXLUA_BIN", str(ROOT / ".build" / "release" / "nxlua"))
+
+
+def run(*args, timeout=300):
+    return subprocess.run([BIN, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def eiger_series(folder, files=2, per_file=5, shape=(48, 64), dtype="int32", nelems=0):
+    """A Dectris-style series: master with /entry/data/data_00000k external links, data files
+    with (n, Y, X) bitshuffle+LZ4 chunks of one frame, detector metadata and pixel mask."""
+    rng = np.random.default_rng(3)
+    frames = rng.poisson(20, size=(files * per_file,) + shape).astype(dtype)
+    frames[:, 5, 7] = 9999
+    master = folder / "series_master.h5"
+    with h5py.File(master, "w") as m:
+        entry = m.create_group("entry")
+        entry.attrs["NX_class"] = "NXentry"
+        data = entry.create_group("data")
+        for k in range(files):
+            name = f"series_data_{k + 1:06d}.h5"
+            with h5py.File(folder / name, "w") as d:
+                ds = d.create_dataset("entry/data/data", data=frames[k * per_file:(k + 1) * per_file],
+                                      chunks=(1,) + shape, **hdf5plugin.Bitshuffle(nelems=nelems, cname="lz4"))
+                ds.attrs["image_nr_low"] = np.int32(k * per_file + 1)
+                ds.attrs["image_nr_high"] = np.int32((k + 1) * per_file)
+            data[f"data_{k + 1:06d}"] = h5py.ExternalLink(name, "/entry/data/data")
+        det = entry.create_group("instrument/detector")
+        det["description"] = "Dectris EIGER2 X 1M"
+        for name, value, units in [("detector_distance", 0.25, "m"), ("count_time", 0.099, "s"), ("frame_time", 0.1, "s"),
+                                   ("beam_center_x", 31.5, "pixel"), ("beam_center_y", 22.25, "pixel"),
+                                   ("x_pixel_size", 75e-6, "m"), ("y_pixel_size", 75e-6, "m"),
+                                   ("threshold_energy", 6000.0, "eV"), ("sensor_thickness", 450e-6, "m")]:
+            det[name] = value
+            det[name].attrs["units"] = units
+        det["sensor_material"] = "Si"
+        mask = np.zeros(shape, dtype="uint32")
+        mask[0, :] = 1
+        mask[10, 12] = 8
+        det["detectorSpecific/pixel_mask"] = mask
+        det["detectorSpecific/countrate_correction_count_cutoff"] = 123456
+        entry["instrument/beam/incident_wavelength"] = 0.9537
+        entry["instrument/beam/incident_wavelength"].attrs["units"] = "angstrom"
+        entry["sample/goniometer/omega"] = np.arange(files * per_file) * 0.1 + 5
+        entry["sample/goniometer/omega"].attrs["units"] = "degree"
+    return master, frames, mask
+
+
+def test_eiger_master_copies_chunks_as_stored(tmp_path):
+    # nelems=2048: a block size nxlua's encoder would not choose, so equal chunk bytes
+    # prove the chunks were copied, not re-encoded
+    master, frames, mask = eiger_series(tmp_path, nelems=2048)
+    out = tmp_path / "stack.nxs"
+    r = run("stack", str(master), "--out", str(out), "--quiet")
+    assert r.returncode == 0, r.stderr
+    with h5py.File(out, "r") as s, h5py.File(tmp_path / "series_data_000002.h5", "r") as src:
+        data = s["entry/instrument/detector/data"]
+        np.testing.assert_array_equal(data[()], frames)
+        assert data.chunks == (1, 48, 64) and data.id.get_create_plist().get_filter(0)[0] == 32008
+        assert data.id.read_direct_chunk((7, 0, 0))[1] == src["entry/data/data"].id.read_direct_chunk((2, 0, 0))[1]
+        np.testing.assert_array_equal(s["entry/instrument/detector/pixel_mask"][()], mask)
+        np.testing.assert_array_equal(s["entry/instrument/NDAttributes/frame_number"][()], np.arange(1, 11))
+        np.testing.assert_allclose(s["entry/instrument/NDAttributes/omega"][()], np.arange(10) * 0.1 + 5)
+        assert s["entry/instrument/NDAttributes/omega"].attrs["units"] == "degree"
+        det = s["entry/instrument/detector"]
+        assert det["distance"][()] == 0.25 and det["distance"].attrs["units"] == "m"
+        assert det["beam_center_x"][()] == 31.5 and det["x_pixel_size"][()] == 75e-6
+        assert det["count_time"][()] == 0.099 and det["sensor_material"][()].decode() == "Si"
+        assert det["saturation_value"][()] == 123456 and det["description"][()].decode() == "Dectris EIGER2 X 1M"
+        assert s["entry/instrument/monochromator/wavelength"][()] == 0.9537
+        assert s["entry/sample/omega"][3] == pytest.approx(5.3)
+        names = [n.decode() for n in s["entry/stacking/source_file"][()]]
+        assert names[0] == "series_master.h5[0]" and names[9] == "series_master.h5[9]"
+        assert list(s["entry/stacking/frame_status"][()]) == [1] * 10
+
+
+def test_eiger_uint32_and_resume(tmp_path):
+    master, frames, _ = eiger_series(tmp_path, dtype="uint32")
+    out = tmp_path / "stack.nxs"
+    r = run("stack", str(master), "--out", str(out), "--quiet", "--frames", "10")
+    assert r.returncode == 0, r.stderr
+    r = run("stack", str(master), "--out", str(out), "--quiet", "--frames", "10")
+    assert r.returncode == 0 and "resuming: 10 frames already stored" in r.stderr, r.stderr
+    with h5py.File(out, "r") as s:
+        np.testing.assert_array_equal(s["entry/instrument/detector/data"][()], frames)
+
+
+def test_area_detector_file_reencoded(tmp_path):
+    rng = np.random.default_rng(8)
+    frames = rng.integers(0, 5000, size=(6, 32, 40)).astype("int32")
+    path = tmp_path / "ad_0001.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("entry/instrument/detector/data", data=frames, chunks=(1, 32, 40), compression="gzip")
+        f["entry/instrument/NDAttributes/NDArrayUniqueId"] = np.arange(100, 106, dtype="int32")
+        t = f.create_dataset("entry/instrument/NDAttributes/Temperature", data=np.linspace(290, 295, 6))
+        t.attrs["units"] = "K"
+    out = tmp_path / "ad.nxs"
+    r = run("stack", str(path), "--out", str(out), "--quiet", "--compression", "bslz4")
+    assert r.returncode == 0, r.stderr
+    with h5py.File(out, "r") as s:
+        np.testing.assert_array_equal(s["entry/instrument/detector/data"][()], frames)
+        np.testing.assert_array_equal(s["entry/instrument/NDAttributes/NDArrayUniqueId"][()], np.arange(100, 106))
+        np.testing.assert_allclose(s["entry/instrument/NDAttributes/Temperature"][()], np.linspace(290, 295, 6))
+        assert s["entry/instrument/NDAttributes/Temperature"].attrs["units"] == "K"
+
+
+def test_any_dataset_by_path_and_lua_stacker(tmp_path):
+    frames = np.arange(4 * 16 * 16, dtype="float32").reshape(4, 16, 16)
+    path = tmp_path / "scan.h5"
+    with h5py.File(path, "w") as f:
+        f["measurement/frames"] = frames
+    out = tmp_path / "any.nxs"
+    code = f"""
+    local s = detector.stack{{files = {{"{path}:/measurement/frames"}}, out = "{out}", quiet = true,
+                               meta = {{"sample.name=LaB6", "sample.temperature=300K"}}}}
+    print(s.stored, s.frames)
+    """
+    r = run("-e", code)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["4", "4"]
+    with h5py.File(out, "r") as s:
+        np.testing.assert_array_equal(s["entry/instrument/detector/data"][()], frames)
+        assert s["entry/sample/name"][()].decode() == "LaB6"
+        assert s["entry/sample/temperature"][()] == 300 and s["entry/sample/temperature"].attrs["units"] == "K"
+        assert s["entry/sample"].attrs["NX_class"] == "NXsample"
+
+
+def test_hdf5_input_faults(tmp_path):
+    master, _, _ = eiger_series(tmp_path)
+    os.unlink(tmp_path / "series_data_000002.h5")
+    r = run("stack", str(master), "--out", str(tmp_path / "x.nxs"), "--quiet")
+    assert r.returncode == 1 and "/entry/data/data_000002 cannot be opened" in r.stderr, r.stderr
+    flat = tmp_path / "flat.h5"
+    with h5py.File(flat, "w") as f:
+        f["v"] = np.arange(10)
+    r = run("stack", f"{flat}:/v", "--out", str(tmp_path / "y.nxs"), "--quiet")
+    assert r.returncode == 1 and "a dataset of shape (10,) (frames, rows, columns) expected" in r.stderr, r.stderr
+    r = run("stack", str(flat), "--out", str(tmp_path / "y.nxs"), "--quiet")
+    assert r.returncode == 1 and "no frames found" in r.stderr, r.stderr
+    r = run("stack", f"{flat}:/nothing", "--out", str(tmp_path / "y.nxs"), "--quiet")
+    assert r.returncode == 1 and "no dataset /nothing" in r.stderr, r.stderr
+    cbf = tmp_path / "a_00001.cbf"
+    cbf.write_text("x")
+    r = run("stack", str(flat), str(cbf), "--out", str(tmp_path / "y.nxs"), "--quiet")
+    assert r.returncode == 1 and "give HDF5 files or frame files, not both" in r.stderr, r.stderr
+    assert "AddressSanitizer" not in r.stderr
+
+
+def test_meta_and_meta_file(tmp_path):
+    frames = np.ones((2, 8, 8), dtype="int32")
+    path = tmp_path / "m.h5"
+    with h5py.File(path, "w") as f:
+        f["entry/data/data"] = frames
+    toml = tmp_path / "run.toml"
+    toml.write_text("""# the run's metadata
+[sample]
+name = "not this"   # --meta wins
+temperature = 300
+temperature_units = "K"
+chemical_formula = "LaB6"
+
+[instrument.source]
+current = "101.5 mA"
+name = "CHESS"
+
+[user]
+name = "Ray Osborn"
+[experiment]
+identifier = "2026-3-1234"
+""")
+    out = tmp_path / "m.nxs"
+    r = run("stack", str(path), "--out", str(out), "--quiet", "--meta-file", str(toml),
+            "--meta", "sample.name=LaB6 660c", "--meta", "sample.distance=2.5 mm", "--meta", "entry.title=powder")
+    assert r.returncode == 0, r.stderr
+    with h5py.File(out, "r") as s:
+        e = s["entry"]
+        assert e["sample/name"][()].decode() == "LaB6 660c"
+        assert e["sample/temperature"][()] == 300 and e["sample/temperature"].attrs["units"] == "K"
+        assert e["sample/chemical_formula"][()].decode() == "LaB6"
+        assert e["sample/distance"][()] == 2.5 and e["sample/distance"].attrs["units"] == "mm"
+        assert e["instrument/source"].attrs["NX_class"] == "NXsource"
+        assert e["instrument/source/current"][()] == 101.5 and e["instrument/source/current"].attrs["units"] == "mA"
+        assert e["user"].attrs["NX_class"] == "NXuser" and e["user/name"][()].decode() == "Ray Osborn"
+        assert e["experiment_identifier"][()].decode() == "2026-3-1234"
+        assert e["title"][()].decode() == "powder"
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[sample]\nname = LaB6\n")
+    r = run("stack", str(path), "--out", str(tmp_path / "n.nxs"), "--meta-file", str(bad))
+    assert r.returncode == 1 and f"{bad}: line 2: cannot read the value LaB6" in r.stderr, r.stderr
+    r = run("stack", str(path), "--out", str(tmp_path / "n.nxs"), "--meta", "temperature=300K")
+    assert r.returncode == 1 and "'temperature' is not a dotted NeXus name" in r.stderr, r.stderr
+    r = run("stack", str(path), "--out", str(tmp_path / "n.nxs"), "--meta", "detector.x=1")
+    assert r.returncode == 1 and "must start with sample, instrument, user, experiment or entry" in r.stderr, r.stderr
