@@ -47,7 +47,9 @@ public struct RadialSum: Sendable {
                 nonisolated(unsafe) let q = qp.baseAddress!, w = wp.baseAddress!
                 DispatchQueue.concurrentPerform(iterations: max(1, min(rows, 64))) { part in
                     let chunk = (rows + min(rows, 64) - 1) / max(1, min(rows, 64))
-                    for r in (part * chunk)..<min(rows, part * chunk + chunk) {
+                    // the last parts can start past the end (195 rows: 49 parts of 4 cover them)
+                    let lo = min(rows, part * chunk), hi = min(rows, lo + chunk)
+                    for r in lo..<hi {
                         for c in 0..<columns {
                             let v = origin + Double(c) * ex + Double(r) * ey
                             let length = v.norm

@@ -523,7 +523,8 @@ enum CrystalModule {
             LuaMethodDecl("radial", "st:radial(g [, options]) -> q, intensity",
                           "the powder pattern of the frames so far: the summed image binned in |Q| (1/A, with 2 pi), corrected for polarization and solid angle",
                           help: """
-                          options: radial_bins (default one per pixel of the largest radius), polarization (0.99:
+                          options: radial_bins (default: as many as the pattern frame_stats computed, else one
+                          per pixel of the largest radius), polarization (0.99:
                           horizontal, as NXRefine's; 0 unpolarized). Each bin is sum(I) / sum(P Omega) over its
                           unmasked pixels (pyFAI's integrate1d). st:write then writes it as
                           entry/frame_sums/radial_sum (NXdata radial_sum against Q).
@@ -535,7 +536,8 @@ enum CrystalModule {
                     t = Options(call: call, index: call.lua.absIndex(3))
                 }
                 let (bins, polarization) = try radialOptions(t)
-                let r = try wrap { try box.stats.radialSum(geometry: g, bins: bins, polarization: polarization) }
+                // by default the bins of the pattern frame_stats computed, so the two compare
+                let r = try wrap { try box.stats.radialSum(geometry: g, bins: bins ?? box.radial?.q.count, polarization: polarization) }
                 box.radial = r
                 try ArrayModule.push(try wrap { try NDArray.from(r.q, shape: [r.q.count]) }, call.lua)
                 try ArrayModule.push(try wrap { try NDArray.from(r.intensity, shape: [r.q.count]) }, call.lua)
