@@ -231,6 +231,10 @@ extension CatalogQuery {
 /// alone would keep "scan_001.nxs" as one file-name token).
 public enum CatalogText {
     public static func words(_ text: String) -> String {
+        text.utf8.allSatisfy({ $0 < 0x80 }) ? asciiWords(text) : unicodeWords(text)
+    }
+
+    static func unicodeWords(_ text: String) -> String {
         var out = "", word = ""
         for c in text.lowercased() {
             if c.isLetter || c.isNumber { word.append(c) } else if !word.isEmpty {
@@ -240,6 +244,23 @@ public enum CatalogText {
         }
         if !word.isEmpty { out += out.isEmpty ? word : " " + word }
         return out
+    }
+
+    /// The same for ASCII text, byte by byte (Character's Unicode properties were the
+    /// largest cost of batched registration: 8% of it).
+    static func asciiWords(_ text: String) -> String {
+        var out: [UInt8] = []
+        out.reserveCapacity(text.utf8.count)
+        for b in text.utf8 {
+            let lower = b >= 0x41 && b <= 0x5A ? b + 0x20 : b
+            if (lower >= 0x61 && lower <= 0x7A) || (lower >= 0x30 && lower <= 0x39) {
+                out.append(lower)
+            } else if let last = out.last, last != 0x20 {
+                out.append(0x20)
+            }
+        }
+        if out.last == 0x20 { out.removeLast() }
+        return String(decoding: out, as: UTF8.self)
     }
 }
 

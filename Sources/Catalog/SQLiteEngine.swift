@@ -24,6 +24,9 @@ public final class SQLiteEngine: CatalogEngine, @unchecked Sendable {
         }
         do {
             pool = try DatabasePool(path: path, configuration: config)
+            // the writer's page cache: the field indexes take values in random order, and
+            // at 1M entries SQLite's default 2 MB re-read their pages on every batch
+            try pool.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA cache_size = -65536") }
             try pool.write { db in
                 try db.execute(sql: """
                 CREATE TABLE IF NOT EXISTS files(

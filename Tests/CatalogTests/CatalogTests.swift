@@ -271,3 +271,24 @@ extension CatalogQuery {
         }
     }
 }
+
+final class CatalogTextTests: XCTestCase {
+    /// The byte-by-byte path for ASCII gives the words the Unicode path gives.
+    func testASCIIWordsAgreeWithTheUnicodePath() {
+        var rng = SystemRandomNumberGenerator()
+        let alphabet = Array((0..<128).map { Character(Unicode.Scalar(UInt8($0))) })
+        for n in 0..<3000 {
+            let s = String((0..<Int(rng.next() % 40)).map { _ in alphabet[Int(rng.next() % 128)] })
+            XCTAssertEqual(CatalogText.asciiWords(s), CatalogText.unicodeWords(s), "case \(n): \(Array(s.utf8))")
+        }
+        XCTAssertEqual(CatalogText.words("  Scan_001.nxs: LaB6 @ 300K!! "), "scan 001 nxs lab6 300k")
+        XCTAssertEqual(CatalogText.words("Température de l'échantillon"), "température de l échantillon")
+    }
+
+    /// Strings written whole (nothing to escape) and escaped read back the same.
+    func testJSONStringsRoundTrip() throws {
+        for s in ["plain LaB6", "quote \" and \\ back", "tab\tnew\nline\u{1}", "é ü 温度", ""] {
+            XCTAssertEqual(try CatalogJSON.parse(CatalogJSON.string(s).text), .string(s))
+        }
+    }
+}
