@@ -680,3 +680,20 @@ def test_pixels_of_a_reflection_index_back_and_help_texts(tmp_path):
     lines = r.stdout.splitlines()
     assert int(lines[0]) >= 4
     assert "crystal.Geometry:hkl" in r.stdout and "Levenberg-Marquardt" in r.stdout
+
+
+def test_docs_pictures_script_runs(tmp_path):
+    """scripts/examples/crystal_doc.lua makes docs/crystal.md's pictures: the 2 theta map
+    rises away from the beam centre, and the peak frame shows its markers."""
+    from PIL import Image
+    root = pathlib.Path(__file__).resolve().parents[2]
+    r = subprocess.run([BIN, str(root / "scripts/examples/crystal_doc.lua"), str(tmp_path)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    geometry = Image.open(tmp_path / "crystal_geometry.png").convert("RGB")
+    peaks = Image.open(tmp_path / "crystal_peaks.png").convert("RGB")
+    assert geometry.size == (980, 560) and peaks.size == (980, 330)
+    assert len(geometry.getcolors(1 << 20)) > 100 and len(peaks.getcolors(1 << 20)) > 100
+    # the red markers of the found peaks (and of the beam centre) are drawn
+    red = [c for n, c in peaks.getcolors(1 << 20) if c[0] > 200 and c[1] < 60 and c[2] < 60]
+    assert red, "no red marker in crystal_peaks.png"
