@@ -240,3 +240,53 @@ def test_ctrl_c_stops_a_remote_wait_and_leaves_no_connection(repl, mode):
         assert finish(p) == 0
     finally:
         server.close()
+
+
+def interrupt_and_time(p, after=1.0):
+    """Ctrl-C after `after` seconds; the seconds until the prompt is back."""
+    time.sleep(after)
+    started = time.monotonic()
+    p.sendintr()
+    p.expect("interrupted")
+    p.expect("> ")
+    return time.monotonic() - started
+
+
+def test_ctrl_c_stops_a_catalog_watch(repl, tmp_path):
+    # issue 21: cat:watch waits for entries that never come; Ctrl-C ends it and the
+    # catalog stays usable
+    db = tmp_path / "cat.sqlite"
+    p = repl()
+    p.sendline(f"cat = nx.catalog('{db}'); n = 0")
+    p.expect("> ")
+    p.sendline("cat:watch('sample:Nothing', function(e) n = n + 1 end)")
+    assert interrupt_and_time(p) < 5
+    p.sendline("print(cat:count(''), n)")
+    p.expect("0\t0\r\n> ")
+    assert finish(p) == 0
+
+
+@pytest.mark.parametrize("what", ["catalog", "journal"])
+def test_ctrl_c_stops_a_postgres_connect_that_hangs(repl, tmp_path, what):
+    # issue 21: a catalog or journal on a PostgreSQL server that accepts and never
+    # answers: Ctrl-C returns to the prompt and closes the connection
+    server = StuckServer("silent")
+    url = f"postgres://nxlua@127.0.0.1:{server.port}/nxlua"
+    try:
+        p = repl()
+        if what == "catalog":
+            p.sendline(f"cat = nx.catalog('{url}')")
+        else:
+            frames = tmp_path / "frames"
+            frames.mkdir()
+            p.sendline(f"r = detector.stack{{watch = '{frames}', out = '{tmp_path}/s.nxs', journal = '{url}', quiet = true}}")
+        assert interrupt_and_time(p) < 5
+        deadline = time.monotonic() + 5
+        while server.open_connections() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not server.open_connections(), "the interrupted connection is still open"
+        p.sendline("1 + 1")
+        p.expect("2\r\n> ")
+        assert finish(p) == 0
+    finally:
+        server.close()
