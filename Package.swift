@@ -134,7 +134,7 @@ let package = Package(
                                                     .product(name: "Logging", package: "swift-log")]),
         // The catalog (docs/catalog.md): harvest NeXus files through a field mapping, the query
         // language compiled to SQL, SQLite (WAL, FTS5) and PostgreSQL stores. No Lua inside.
-        .target(name: "Catalog", dependencies: ["NeXus", "NDArray", "FolderListing", "PostgresLink", .product(name: "GRDB", package: "GRDB.swift"),
+        .target(name: "Catalog", dependencies: ["NeXus", "NDArray", "FolderListing", "PostgresLink", "SpecFile", .product(name: "GRDB", package: "GRDB.swift"),
                                                .product(name: "PostgresNIO", package: "postgres-nio"),
                                                .product(name: "Crypto", package: "swift-crypto")]),
                 // Single-crystal analysis: the scan geometry (pixel -> Q -> hkl), a crystal simulator,

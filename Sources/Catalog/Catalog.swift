@@ -132,13 +132,16 @@ public final class Catalog: @unchecked Sendable {
             case S_IFDIR: walk(p, into: &files)
             case S_IFREG:
                 let lower = name.lowercased()
-                if hdf5Extensions.contains(where: { lower.hasSuffix($0) }) { files.append(p) }
+                if (hdf5Extensions + specExtensions).contains(where: { lower.hasSuffix($0) }) { files.append(p) }
             default: continue
             }
         }
     }
 
     static let hdf5Extensions = [".nxs", ".nx5", ".nx", ".nexus", ".h5", ".hdf5", ".hdf", ".he5", ".cxi"]
+    /// SPEC data files found by a folder walk (a file named on the command line is read
+    /// whatever its name: SPEC files often have none of these).
+    static let specExtensions = [".spec", ".spc"]
 
     /// The real path (symbolic links resolved) of an existing file, else `path` made absolute.
     public static func absolute(_ path: String) -> String {

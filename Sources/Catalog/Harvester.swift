@@ -61,6 +61,8 @@ public struct Harvester: Sendable {
             base["mtime"] = .time(CatalogTime.iso(s.mtime), seconds: s.mtime)
         }
         if checksum, let sum = Harvester.sha256(path) { base["sha256"] = .text(sum) }
+        // a SPEC data file (text starting with '#'): one entry per scan
+        if Harvester.looksLikeSpec(path), let entries = harvestSpec(path, base: base) { return entries }
         do {
             var o = NXFile.Options()
             o.eagerLimit = 64

@@ -7,6 +7,7 @@ import LuaBridge
 import NeXus
 import RemoteClient
 import RemoteServer
+import SpecFile
 
 /// A catalog entry as Lua sees it: e.path, e.sample, e.temperature (as harvested),
 /// e.units.temperature, e.si.temperature, e.metadata, e:load().
@@ -117,15 +118,25 @@ enum CatalogModule {
         local root = e:load()                                          -- the file, read-only
         """,
         methods: [
-            LuaMethodDecl("load", "e:load() -> root", "opens the entry's file read-only (as a SWMR reader when a stacker may still write it; through nx.remote for a server's catalog)") { call, box in
+            LuaMethodDecl("load", "e:load() -> root", "opens the entry's file read-only (as a SWMR reader when a stacker may still write it; through nx.remote for a server's catalog); a SPEC file's entry gives its scan, as spec.load(path):scan(n)") { call, box in
                 if let r = box.remote {
                     let root = try wrap { try r.load(box.entry.path, eagerLimit: NeXusModule.config.eagerLimit) }
                     NeXusModule.remoteGroup.push(root, to: call.lua)
                     return 1
                 }
+                let path = box.entry.path
+                // a SPEC file's entry is one of its scans (S12: scan 12), as spec.load gives it
+                if box.entry.entry.hasPrefix("S"), Harvester.looksLikeSpec(path) {
+                    let spec = try wrap { try SpecFile(path: path) }
+                    let name = String(box.entry.entry.dropFirst())
+                    guard let scan = try wrap({ try spec.scan(name) }) else {
+                        throw LuaError.runtime("\(path): no scan \(name) any more (the file changed since it was registered)")
+                    }
+                    try SpecModule.pushScan(scan, call.lua)
+                    return 1
+                }
                 var o = NXFile.Options()
                 o.eagerLimit = NeXusModule.config.eagerLimit
-                let path = box.entry.path
                 let file: NXFile
                 do { file = try NXFile(path: path, mode: .read, options: o) } catch {
                     o.swmr = true

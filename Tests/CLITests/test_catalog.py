@@ -691,3 +691,59 @@ def test_checksums_on_request(tmp_path):
     out = ok("-e", lua).stdout.split("\n")
     assert out[0].split("\t")[0] == "1"
     assert out[1].split("\t")[1] == hashlib.sha256(files[0].read_bytes()).hexdigest()
+
+
+SPEC_FOR_CATALOG = """#F lab6.spec
+#E 1764547200
+#D Mon Dec 01 10:00:00 2025
+#C sample: LaB6 powder, capillary
+#O0 th  tth  temp
+
+#S 1  ascan  th 0 1 4 1
+#D Mon Dec 01 10:05:00 2025
+#T 1  (Seconds)
+#P0 0.5 1.0 295.0
+#C Temperature = 300 K
+#N 3
+#L th  Tsample  detector
+0 299.5 10
+0.25 300.5 12
+0.5 300 14
+
+#S 2  ascan  th 0 1 2 1
+#D Mon Dec 01 10:15:00 2025
+#C sample: Si
+#P0 0.5 1.0 25.0
+#N 2
+#L th  detector
+0 1
+1 2
+"""
+
+
+def test_spec_scans_are_catalog_entries(tmp_path):
+    """catalog add reads a SPEC file as one entry per scan (S1, S2 as spec2nexus names
+    them): sample from comments, temperature from a column, a motor or a comment, and
+    e:load() gives the scan."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "lab6.spec").write_text(SPEC_FOR_CATALOG)
+    (tmp_path / "data" / "notes.txt").write_text("# not found by the walk\n")
+    db = str(tmp_path / "c.sqlite")
+    r = ok("catalog", "add", tmp_path / "data", "--catalog", db)
+    assert "1 files registered (2 entries)" in r.stdout, r.stdout
+    assert names(db, "temperature:[290 K TO 310 K]") == ["lab6.spec:S1"]
+    [s1] = search(db, "temperature:[290 K TO 310 K]")
+    # the Tsample column's mean wins over the comment and the temp motor
+    assert s1["fields"]["temperature"] == {"value": 300.0, "units": "K"}
+    assert s1["fields"]["sample"] == "LaB6 powder" and s1["fields"]["frames"] == 3
+    assert s1["fields"]["start_time"] == "2025-12-01T10:05:00"
+    assert s1["metadata"]["positioners/temp"] == "295.0" and s1["metadata"]["spec/columns"] == "th Tsample detector"
+    [s2] = search(db, "sample:Si")
+    assert s2["entry"] == "S2" and s2["fields"]["temperature"] == {"value": 25.0, "units": "K"}
+    assert names(db, "ascan AND capillary") == ["lab6.spec:S1", "lab6.spec:S2"]
+    code = f"""local c = nx.catalog({json.dumps(db)})
+    local e = c:search{{query = "sample:Si"}}[1]
+    local s = e:load()
+    print(e.entry, s.command, s.data.detector:sum())"""
+    r = ok("-e", code)
+    assert r.stdout.split("\t") == ["S2", "ascan  th 0 1 2 1", "3.0\n"], r.stdout
