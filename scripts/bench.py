@@ -975,7 +975,9 @@ def bench_viewer(root):
     served.mkdir()
     stack = bench_cache() / "viewer_pilatus2m_100.nxs"
     if not stack.exists():
-        frames = stack_frames(root, 1000)[:100]  # the stack benchmark's frames (cached)
+        # the stack benchmark's first 100 frames (cached; the same seeds when only 100 are made)
+        many = bench_cache() / "stack_frames_1000/.complete"
+        frames = stack_frames(root, 1000)[:100] if many.exists() else stack_frames(root, 100)
         subprocess.run([nxlua, "stack", *map(str, frames), "--out", str(stack.with_suffix(".tmp.nxs")), "--quiet"],
                        check=True, timeout=1800)
         stack.with_suffix(".tmp.nxs").rename(stack)
@@ -1019,24 +1021,61 @@ def bench_viewer(root):
         driver.execute_async_script("""const done = arguments[0];
             fetch('/nxlua/login', {method: 'POST', headers: {'X-NXLua-Viewer': '1', 'Content-Type': 'application/json'},
                    body: JSON.stringify({user: 'bench', password: 'bench-pw'})}).then(() => done());""")
-        ours_ms, ours_bytes = first_paint(driver, lambda run: url + f"/#file=/scan.nxs&frame={run}",
-                                          "const c = document.getElementById('image'); return c && c.dataset.paintedAt")
-        # scrubbing: the slider moved to each of 100 frames, each painted before the next
-        # (the loop runs in the page; Python only polls for its end)
-        driver.execute_script("""const s = document.getElementById('frame'), c = document.getElementById('image');
-            const t0 = performance.now();
-            window.benchScrub = null;
-            (async () => {
-              for (let i = 0; i < 100; i++) {
-                s.value = i; s.dispatchEvent(new Event('input'));
-                while (c.dataset.frame !== String(i)) await new Promise((r) => setTimeout(r, 0));
-              }
-              window.benchScrub = 100000 / (performance.now() - t0);
-            })();""")
-        fps = None
-        while fps is None:
-            time.sleep(0.5)
-            fps = driver.execute_script("return window.benchScrub")
+        painted_at = "const c = document.getElementById('image'); return c && c.dataset.paintedAt"
+        ours_ms, ours_bytes = first_paint(driver, lambda run: url + f"/#file=/scan.nxs&frame={run}", painted_at)
+
+        def scrub(draw, drag):
+            """Frames/s while the slider moves through the 100 frames (the loop runs in the
+            page; Python only polls for its end). Stepping: each frame painted before the
+            slider moves on (arrow keys, play). Dragging: the slider moves on every 16 ms
+            (a mouse at 60 Hz) whatever is painted; frames/s counts the different frames
+            painted until frame 99 is, out of the 100."""
+            driver.get("about:blank")
+            driver.get(url + f"/#file=/scan.nxs{draw}")
+            while not driver.execute_script(painted_at):
+                time.sleep(0.05)
+            driver.execute_script("""const s = document.getElementById('frame'), c = document.getElementById('image');
+                const drag = arguments[0], seen = new Set();
+                window.benchScrub = null;
+                new MutationObserver(() => seen.add(c.dataset.frame)).observe(c, {attributes: true, attributeFilter: ['data-painted']});
+                s.value = 0; s.dispatchEvent(new Event('input'));
+                (async () => {
+                  while (c.dataset.frame !== '0') await new Promise((r) => setTimeout(r, 0));
+                  seen.clear();
+                  const t0 = performance.now();
+                  for (let i = 1; i < 100; i++) {
+                    s.value = i; s.dispatchEvent(new Event('input'));
+                    if (drag) await new Promise((r) => setTimeout(r, 16));
+                    else while (c.dataset.frame !== String(i)) await new Promise((r) => setTimeout(r, 0));
+                  }
+                  while (c.dataset.frame !== '99') await new Promise((r) => setTimeout(r, 0));
+                  window.benchScrub = [seen.size, 1000 * seen.size / (performance.now() - t0)];
+                })();""", drag)
+            got = None
+            while got is None:
+                time.sleep(0.5)
+                got = driver.execute_script("return window.benchScrub")
+            return got[1]
+        fps = scrub("", False)
+        fps_png = scrub("&draw=png", False)
+        drag_fps = scrub("", True)
+        drag_fps_png = scrub("&draw=png", True)
+
+        # a slow link (Chromium's network emulation): time to first picture drawn from table
+        # indices by the page's own canvas code, and from the server's PNG
+        links = [("4 Mbit/s down, 1 Mbit/s up, 50 ms latency", 50, 4e6, 1e6),
+                 ("1 Mbit/s down, 0.5 Mbit/s up, 150 ms latency", 150, 1e6, 0.5e6)]
+        slow = []
+        for name, latency, down, up in links:
+            driver.execute_cdp_cmd("Network.enable", {})
+            driver.execute_cdp_cmd("Network.emulateNetworkConditions", {
+                "offline": False, "latency": latency, "downloadThroughput": down / 8, "uploadThroughput": up / 8})
+            got = {}
+            for draw in ["", "&draw=png"]:
+                got[draw] = first_paint(driver, lambda run: url + f"/#file=/scan.nxs&frame={10 + run}{draw}", painted_at, runs=3)
+            slow.append((name, got[""], got["&draw=png"]))
+            driver.execute_cdp_cmd("Network.emulateNetworkConditions", {
+                "offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1})
         # live lag: a SWMR writer appends Pilatus-sized frames every 0.3 s; follow on
         live = served / "live.nxs"
         go = work / "go"
@@ -1116,7 +1155,7 @@ def bench_viewer(root):
     if h5web:
         rows += [("viewer: open address -> first Pilatus 2M frame painted", f"{ours_ms:.0f} ms", "JupyterLab + jupyterlab-h5web",
                   f"{h5web[0]:.0f} ms", f"{h5web[0] / ours_ms:.1f}x faster", ">= 5x faster", h5web[0] / ours_ms >= 5),
-                 ("viewer: bytes received for that first frame (page, scripts, tree, PNG)", f"{ours_bytes / 1e3:.0f} kB",
+                 ("viewer: bytes received for that first frame (page, scripts, tree, picture)", f"{ours_bytes / 1e3:.0f} kB",
                   "JupyterLab + jupyterlab-h5web", f"{h5web[1] / 1e3:.0f} kB", f"{h5web[1] / ours_bytes:.1f}x fewer",
                   "<= 1/10 of h5web's", ours_bytes * 10 <= h5web[1])]
     else:
@@ -1124,10 +1163,18 @@ def bench_viewer(root):
                   "not installed", "-", ">= 5x faster", False),
                  ("viewer: bytes received for that first frame", f"{ours_bytes / 1e3:.0f} kB", "JupyterLab + jupyterlab-h5web",
                   "not installed", "-", "<= 1/10 of h5web's", False)]
-    rows += [("viewer: scrubbing 100 Pilatus 2M frames (slider)", f"{fps:.1f} frames/s", "(no anchor)", "-", "-",
+    rows += [("viewer: scrubbing 100 Pilatus 2M frames (slider steps, each frame painted)", f"{fps:.1f} frames/s",
+              "the same, drawn from the server's PNG", f"{fps_png:.1f} frames/s", f"{fps / fps_png:.2f}x",
               ">= 20 frames/s", fps >= 20),
-             (f"viewer: SWMR frame flushed -> painted, follow on ({len(lags)}/30 frames)", f"p95 {p95 * 1e3:.0f} ms",
-              "(no anchor)", "-", "-", "p95 <= 1 s", p95 <= 1.0 and len(lags) == 30)]
+             ("viewer: frames painted/s while the slider is dragged through 100 frames (60 Hz)", f"{drag_fps:.1f} frames/s",
+              "the same, drawn from the server's PNG", f"{drag_fps_png:.1f} frames/s", f"{drag_fps / drag_fps_png:.2f}x",
+              "-", True)]
+    for name, ours, png in slow:
+        rows += [(f"viewer: first frame painted over {name} (table indices; bytes)", f"{ours[0]:.0f} ms, {ours[1] / 1e3:.0f} kB",
+                  "the server's PNG", f"{png[0]:.0f} ms, {png[1] / 1e3:.0f} kB", f"{png[0] / ours[0]:.2f}x",
+                  "the faster is the default", ours[0] <= png[0])]
+    rows.append((f"viewer: SWMR frame flushed -> painted, follow on ({len(lags)}/30 frames)", f"p95 {p95 * 1e3:.0f} ms",
+                 "(no anchor)", "-", "-", "p95 <= 1 s", p95 <= 1.0 and len(lags) == 30))
     return rows
 
 

@@ -63,17 +63,19 @@ func binRanges(_ edges: [Double], _ intervals: [(Double, Double)]) -> [(Int, Int
 /// The image layer as device pixels: each pixel the maximum of the bins it shows
 /// (masked values left out), coloured through the norm and colormap, written straight
 /// into an ARGB32 buffer of `width` x `height` with `stride` bytes per row. Pixels with
-/// no data stay untouched.
+/// no data stay untouched. `words` replaces the colormap's 256 ARGB32 words and `badWord`
+/// the bad colour (ImageLayer.tileIndices writes table indices 0...255 and 256 with them).
 func rasterize(_ layer: ImageLayer, x: AxisMap, y: AxisMap, left: Double, top: Double,
-               width: Int, height: Int, into buffer: UnsafeMutableRawPointer, stride: Int) {
+               width: Int, height: Int, into buffer: UnsafeMutableRawPointer, stride: Int,
+               words: [UInt32]? = nil, badWord: UInt32? = nil) {
     let (vmin, vmax, _) = layer.limits()
     let norm = Norm(layer.scale, vmin: vmin, vmax: vmax)
     let xe = layer.xEdges.map { x.t($0) }, ye = layer.yEdges.map { y.t($0) }
     let colRanges = binRanges(xe, (0..<width).map { (x.coordinate(left + Double($0)), x.coordinate(left + Double($0) + 1)) })
     let rowRanges = binRanges(ye, (0..<height).map { (y.coordinate(top + Double($0)), y.coordinate(top + Double($0) + 1)) })
-    let table = layer.colormap.argb32
+    let table = words ?? layer.colormap.argb32
     let b = layer.colormap.bad
-    let bad = 0xFF00_0000 | UInt32(b.0) << 16 | UInt32(b.1) << 8 | UInt32(b.2)
+    let bad = badWord ?? (0xFF00_0000 | UInt32(b.0) << 16 | UInt32(b.1) << 8 | UInt32(b.2))
     let cols = layer.data.cols
     let colLo = colRanges.map { $0.0 }, colHi = colRanges.map { $0.1 }
     nonisolated(unsafe) let vals = layer.data.values.baseAddress!

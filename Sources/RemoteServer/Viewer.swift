@@ -192,7 +192,8 @@ extension Responder {
 
     // MARK: routes that read (authenticated as the API)
 
-    /// GET /nxlua/plot, /nxlua/image, /nxlua/stats, /nxlua/watch; nil for another route.
+    /// GET /nxlua/plot, /nxlua/image, /nxlua/stats, /nxlua/watch, /nxlua/summary,
+    /// /nxlua/colorbar, /nxlua/colormap; nil for another route.
     func viewerDataRoute(_ c: Call) async throws -> Response? {
         let s = c.segments
         guard s.count == 2, s[0] == "nxlua", c.method == .get || c.method == .head else { return nil }
@@ -203,6 +204,7 @@ extension Responder {
         case "watch": return try watchRoute(c)
         case "summary": return try await summaryRoute(c)
         case "colorbar": return try colorbarRoute(c)
+        case "colormap": return try colormapRoute(c)
         default: return nil
         }
     }
@@ -427,9 +429,15 @@ extension Responder {
     /// GET /nxlua/image: the image (or a window x0..x1, y0..y1 of it, in pixel
     /// coordinates) as a PNG of at most width x height pixels, reduced on the server by
     /// the maximum of the pixels each output pixel covers. Headers give the colour limits
-    /// used and the image's shape.
+    /// used and the image's shape. `format=indices`: the same pixels as colormap table
+    /// indices, one byte each, then a bit mask of the bad-colour pixels when there are any
+    /// (X-NXLua-Size: w,h; X-NXLua-Masked: their count), gzipped for clients that take it.
     func imageRoute(_ c: Call) async throws -> Response {
         let r = try imageRequest(c)
+        let format = c.query["format"] ?? "png"
+        guard format == "png" || format == "indices" else {
+            throw ServeError(400, "format '\(format)': 'png' (the picture) or 'indices' (colormap table indices, one byte a pixel) expected")
+        }
         let cmapName = c.query["cmap"] ?? Colormap.defaultName
         guard let cmap = Colormap.named(cmapName) else {
             throw ServeError(400, "unknown colormap '\(cmapName)' (known: \(Colormap.names.joined(separator: ", ")), each also with _r)")
@@ -458,21 +466,51 @@ extension Responder {
         guard x1 > x0, y1 > y0 else { throw ServeError(400, "the window x0 < x1, y0 < y1 is empty") }
         // never more pixels than the window holds: the browser scales up, not the server
         let w = min(width, max(1, Int((x1 - x0).rounded(.up)))), h = min(height, max(1, Int((y1 - y0).rounded(.up))))
-        let layer: ImageLayer, png: [UInt8]
+        let layer: ImageLayer
+        var body: [UInt8], headers: HTTPFields
         do {
             layer = try ImageLayer(data, colormap: cmap, scale: scale, autoscale: autoscale,
                                    vmin: try number(c, "vmin"), vmax: try number(c, "vmax"))
             layer.origin = origin
-            png = try layer.tilePNG(width: w, height: h, x0: x0, x1: x1, y0: y0, y1: y1)
+            switch format {
+            case "png":
+                body = try layer.tilePNG(width: w, height: h, x0: x0, x1: x1, y0: y0, y1: y1)
+                headers = viewerHeaders("image/png")
+            default:
+                // the colormap's table indices (and a bit mask of bad pixels): the viewer
+                // colours them with GET /nxlua/colormap; gzip when the client takes it
+                let t = try layer.tileIndices(width: w, height: h, x0: x0, x1: x1, y0: y0, y1: y1)
+                body = t.indices
+                if let m = t.mask { body += m }
+                headers = viewerHeaders("application/octet-stream")
+                headers[HTTPField.Name("X-NXLua-Size")!] = "\(w),\(h)"
+                headers[HTTPField.Name("X-NXLua-Masked")!] = "\(t.masked)"
+                if c.acceptsGzip, let z = gzip(body) {
+                    body = z
+                    headers[.contentEncoding] = "gzip"
+                }
+            }
         } catch let e as PlotError { throw ServeError(400, "domain '\(r.domain)': \(r.path): \(e.message)") }
         let (lo, hi, note) = layer.limits()
-        var headers = viewerHeaders("image/png")
         headers[.cacheControl] = "no-store"
         headers[HTTPField.Name("X-NXLua-Limits")!] = "\(lo),\(hi)"
         headers[HTTPField.Name("X-NXLua-Shape")!] = "\(data.rows),\(data.cols)"
         headers[HTTPField.Name("X-NXLua-Frames")!] = "\(frames)"
         if let note { headers[HTTPField.Name("X-NXLua-Note")!] = String(note.unicodeScalars.filter { $0.isASCII && $0.value >= 32 }) }
-        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: png)))
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body)))
+    }
+
+    /// GET /nxlua/colormap?cmap=NAME: the colormap's 256 colours and then the bad colour,
+    /// 4 bytes each (r, g, b, a): the table the viewer colours `format=indices` images with.
+    func colormapRoute(_ c: Call) throws -> Response {
+        let name = c.query["cmap"] ?? Colormap.defaultName
+        guard let cmap = Colormap.named(name) else {
+            throw ServeError(400, "unknown colormap '\(name)' (known: \(Colormap.names.joined(separator: ", ")), each also with _r)")
+        }
+        let b = cmap.bad
+        var headers = viewerHeaders("application/octet-stream")
+        headers[.cacheControl] = "max-age=3600"
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: cmap.rgba8 + [b.0, b.1, b.2, b.3])))
     }
 
     /// GET /nxlua/stats: count, masked count, sum, mean, min and max of a box

@@ -253,6 +253,62 @@ def test_frame_slider_cursor_value_roi_and_line_profile(browser, site):
 
 
 @browser_test()
+def test_the_canvas_drawn_from_table_indices_is_the_servers_png_and_frames_come_ahead(browser, site):
+    import base64
+    import io
+    from PIL import Image
+    b = browser
+
+    def canvas():
+        url = b.js("return document.getElementById('image').toDataURL('image/png')")
+        return np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGBA"))
+
+    def requested(part):
+        return b.js("return performance.getEntriesByType('resource').filter((e) => e.name.includes('/nxlua/image?') && e.name.includes(arguments[0])).length", part)
+    b.open("#file=/scan.nxs&frame=2&scale=sqrt")
+    b.login()
+    b.painted(frame=2)
+    assert requested("format=indices") >= 1 and requested("format=png") == 0
+    painted = int(b.js("return document.getElementById('image').dataset.painted"))
+    images = requested("")
+    # another colormap: the picture kept is coloured again, nothing is asked of the server
+    Select(b.find("#cmap")).select_by_value("inferno")
+    b.painted(count=painted + 1, frame=2)
+    assert requested("") == images
+    ours = canvas()
+    # the same state drawn from the server's PNG (draw=png): the same pixels, every one
+    b.driver.get("about:blank")
+    b.open("#file=/scan.nxs&frame=2&scale=sqrt&cmap=inferno&draw=png")
+    b.painted(frame=2)
+    assert requested("cmap=inferno") >= 1 and requested("format=indices") == 0
+    png = canvas()
+    assert ours.shape == png.shape and (ours[..., 3] == 255).all()
+    np.testing.assert_array_equal(ours, png)
+    # stepping through frames: the next ones are fetched ahead, and shown without a request
+    b.driver.get("about:blank")
+    b.open("#file=/scan.nxs&frame=2")
+    b.painted(frame=2)
+    b.find("#frame").send_keys(Keys.ARROW_RIGHT)
+    b.painted(frame=3)
+    b.wait(lambda d: requested("frame=4&") == 1, what="frame 4 fetched ahead")
+    b.find("#frame").send_keys(Keys.ARROW_RIGHT)
+    b.painted(frame=4)
+    assert requested("frame=4&") == 1
+    frames = stack_frames()
+    frame = frames[4].astype("f8")
+    frame[frames[4] < 0] = np.nan
+    vmin, vmax = np.percentile(frame[~np.isnan(frame)], [0.5, 99.5])
+    w, h = b.canvas_size()
+    picks = [(0, 0), (5, 7), (10, 20), (39, 47), (20, 30)]
+    got = np.array(b.pixels(centres(40, 48, w, h, picks)))
+    np.testing.assert_array_equal(got, expected_rgb(np.array([frame[p] for p in picks]), vmin, vmax))
+    # back to frame 2: kept, no request for frames 3 and 2 (1 and 0 are fetched ahead)
+    b.find("#frame").send_keys(Keys.ARROW_LEFT, Keys.ARROW_LEFT)
+    b.painted(frame=2)
+    assert requested("frame=3&") == 1 and requested("frame=2&") == 1
+
+
+@browser_test()
 def test_a_growing_stack_updates_live_and_keeps_the_view(browser, site):
     b = browser
     path = site["root"] / "live.nxs"

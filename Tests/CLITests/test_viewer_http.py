@@ -1,7 +1,7 @@
 """The web viewer's server side over plain HTTP (no browser): the page and its
 Content-Security-Policy, login sessions (cookie flags, logout, CSRF rules), the /nxlua/
-extension routes (PNG frames checked pixel for pixel against numpy + matplotlib, the
-max-preserving reduction, ROI statistics, the change stream) and hostile requests."""
+extension routes (PNG frames checked pixel for pixel against numpy + matplotlib, frames
+as colormap table indices against those PNGs, the max-preserving reduction, ROI statistics, the change stream) and hostile requests."""
 import io
 import re
 import threading
@@ -264,6 +264,73 @@ def test_big_frames_are_reduced_on_the_server_keeping_the_maximum(site, tmp_path
         assert w.shape == (30, 40, 3) and (w[123 - 101, 321 - 301] == top).all()
     finally:
         assert s.stop() == 0
+
+
+def colour_indices(r, table):
+    """An image sent as colormap table indices (format=indices), coloured as the viewer's
+    canvas code colours it: the table's colour of each index, the bad colour (entry 256)
+    where the mask's bit is set."""
+    w, h = map(int, r.headers["X-NXLua-Size"].split(","))
+    body = np.frombuffer(r.content, dtype="u1")  # requests undoes the gzip
+    masked = int(r.headers["X-NXLua-Masked"])
+    assert body.size == w * h + ((w * h + 7) // 8 if masked else 0)
+    rgb = table[body[:w * h].astype(int)].reshape(h, w, 3)
+    if masked:
+        bits = np.unpackbits(body[w * h:], bitorder="little")[:w * h].astype(bool).reshape(h, w)
+        assert bits.sum() == masked
+        rgb[bits] = table[256]
+    return rgb
+
+
+@pytest.mark.parametrize("cmap", ["viridis", "inferno_r"])
+def test_frames_as_table_indices_are_the_png_pixel_for_pixel(site, tmp_path, cmap):
+    s, _ = login(site["url"])
+    table = s.get(site["url"] + "/nxlua/colormap", params={"cmap": cmap}, timeout=60)
+    assert table.status_code == 200 and table.headers["Content-Type"] == "application/octet-stream"
+    rgba = np.frombuffer(table.content, dtype="u1").reshape(257, 4)
+    np.testing.assert_array_equal(rgba[:256], matplotlib.colormaps[cmap](np.arange(256), bytes=True))
+    assert rgba[256].tolist() == [211, 211, 211, 255]  # lightgray: masked pixels
+    table = rgba[:, :3]
+    q = {"domain": "/scan.nxs", "path": "/entry/data/counts", "cmap": cmap}
+    cases = [{"frame": 2}, {"frame": 1, "scale": "log", "origin": "upper"}, {"sum": "1:4", "scale": "sqrt"},
+             {"frame": 3, "width": 17, "height": 11},                                       # reduced (max-preserving)
+             {"frame": 0, "x0": 10.5, "x1": 30.5, "y0": -5.5, "y1": 12.5, "width": 300, "height": 300},  # a window past the edge
+             {"frame": 4, "vmin": 1500, "vmax": 4000, "autoscale": ""}]
+    for case in cases:
+        params = dict(q, **case)
+        png = s.get(site["url"] + "/nxlua/image", params=params, timeout=60)
+        idx = s.get(site["url"] + "/nxlua/image", params=dict(params, format="indices"), timeout=60)
+        assert png.status_code == 200 and idx.status_code == 200, (case, idx.text)
+        assert idx.headers["Content-Type"] == "application/octet-stream" and idx.headers.get("Content-Encoding") == "gzip"
+        for h in ["X-NXLua-Limits", "X-NXLua-Shape", "X-NXLua-Frames"]:
+            assert idx.headers[h] == png.headers[h], (case, h)
+        want = decode(png.content)
+        assert idx.headers["X-NXLua-Size"] == f"{want.shape[1]},{want.shape[0]}"
+        np.testing.assert_array_equal(colour_indices(idx, table), want, err_msg=str(case))
+    # the gap columns are masked: their bits are set
+    r = s.get(site["url"] + "/nxlua/image", params=dict(q, frame=2, format="indices"), timeout=60)
+    assert int(r.headers["X-NXLua-Masked"]) == (stack_frames()[2] < 0).sum()
+    # a frame with nothing masked sends no mask; without gzip in Accept-Encoding, plain bytes
+    hot = requests.get(site["url"] + "/nxlua/image", params={"domain": "/hot.nxs", "path": "/image", "format": "indices",
+                                                            "width": 50, "height": 50, "autoscale": "minmax"},
+                       headers={"Accept-Encoding": "identity"}, cookies=s.cookies, timeout=60)
+    assert hot.status_code == 413  # this server's 1 MiB limit, as for PNGs
+    sb = Server(site["root"], site["users"], log=tmp_path / "indices.log")
+    try:
+        sess, _ = login(sb.url)
+        hot = sess.get(sb.url + "/nxlua/image", params={"domain": "/hot.nxs", "path": "/image", "format": "indices",
+                                                        "width": 50, "height": 50, "autoscale": "minmax", "origin": "upper"},
+                       headers={"Accept-Encoding": "identity"}, timeout=60)
+        assert hot.status_code == 200 and "Content-Encoding" not in hot.headers
+        assert hot.headers["X-NXLua-Masked"] == "0" and len(hot.content) == 2500
+        assert np.argwhere(np.frombuffer(hot.content, dtype="u1").reshape(50, 50) == 255).tolist() == [[123 * 50 // 400, 321 * 50 // 400]]
+    finally:
+        assert sb.stop() == 0
+    for bad in [{"format": "jpeg"}, {"format": "indices", "cmap": "nope"}]:
+        r = s.get(site["url"] + "/nxlua/image", params=dict(q, **bad), timeout=60)
+        assert r.status_code == 400 and "error" in r.json(), bad
+    assert s.get(site["url"] + "/nxlua/colormap", params={"cmap": "nope"}, timeout=60).status_code == 400
+    assert requests.get(site["url"] + "/nxlua/colormap", params={"cmap": cmap}, timeout=60).status_code == 401
 
 
 def test_roi_statistics_match_numpy_with_masked_pixels_counted(site):

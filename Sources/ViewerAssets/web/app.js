@@ -7,7 +7,7 @@ import { ImageView } from "./image.js";
 import { LineView } from "./line.js";
 
 const $ = (id) => document.getElementById(id);
-const KEYS = ["q", "folder", "file", "path", "frame", "cmap", "scale", "auto", "vmin", "vmax", "view", "roi", "line", "sum", "follow", "logx", "logy", "tool", "origin"];
+const KEYS = ["q", "folder", "file", "path", "frame", "cmap", "scale", "auto", "vmin", "vmax", "view", "roi", "line", "sum", "follow", "logx", "logy", "tool", "origin", "draw"];
 
 let colormaps = ["viridis"];
 let state = {};
@@ -235,7 +235,7 @@ async function openFile(domain, path) {
 
 async function select(path, user) {
   if (user) {
-    const keep = { file: state.file, cmap: state.cmap, scale: state.scale, auto: state.auto, origin: state.origin };
+    const keep = { file: state.file, cmap: state.cmap, scale: state.scale, auto: state.auto, origin: state.origin, draw: state.draw };
     state = Object.assign(defaults(), keep, { path });
     writeAddress();
   }

@@ -1,9 +1,55 @@
-// Images: a 2-D field or one frame of a 3-D stack, painted from PNGs the server renders
-// with the Plot core (colormap, scale, autoscale, masks, max-preserving reduction to the
-// canvas's pixels). Values under the cursor, box statistics and line profiles are read
-// at full resolution from the server.
-import { el, imageURL, pointValues, stats, values } from "./api.js";
+// Images: a 2-D field or one frame of a 3-D stack. The server reduces the frame to the
+// canvas's pixels (max-preserving) and chooses each pixel's colour with the Plot core
+// (scale, autoscale, masks); it sends the colormap table indices, one byte a pixel, and
+// this page colours them with the same table (GET /nxlua/colormap), so the canvas is
+// pixel for pixel the server's PNG (draw=png in the address asks for that PNG instead).
+// Pictures are kept (a colormap change or a step back needs no request), two requests
+// run at once, and while the frame steps by one (arrow keys, play) the next frames are
+// fetched ahead. Values under the cursor, box statistics and line profiles are read at
+// full resolution from the server.
+import { el, imageURL, pointValues, request, stats, values } from "./api.js";
 import { fmt } from "./tree.js";
+
+const IN_FLIGHT = 2;        // image requests at once
+const AHEAD = 3;            // frames fetched ahead while stepping
+const KEEP_BYTES = 64e6;    // pictures kept, at most
+
+/** Colour tables by colormap name: 256 colours and then the bad colour, as the RGBA
+ * words of ImageData (GET /nxlua/colormap). */
+const tables = new Map();
+function colourTable(cmap) {
+  if (!tables.has(cmap)) {
+    const t = request("/nxlua/colormap?cmap=" + encodeURIComponent(cmap)).then((r) => r.arrayBuffer()).then((b) => {
+      if (b.byteLength !== 257 * 4) throw new Error(`colormap ${cmap}: ${b.byteLength} bytes, not 257 colours`);
+      return new Uint32Array(b);
+    });
+    t.catch(() => tables.delete(cmap));
+    tables.set(cmap, t);
+  }
+  return tables.get(cmap);
+}
+
+/** Pictures by request address, the most recently used last, and the requests in flight. */
+class Pictures {
+  constructor() { this.kept = new Map(); this.bytes = 0; this.flying = new Map(); this.generation = 0; }
+  get(url) {
+    const v = this.kept.get(url);
+    if (v) { this.kept.delete(url); this.kept.set(url, v); }
+    return v;
+  }
+  put(url, pic) {
+    if (this.kept.has(url)) return;
+    this.kept.set(url, pic);
+    this.bytes += pic.bytes;
+    while (this.bytes > KEEP_BYTES && this.kept.size > 1) {
+      const [k, old] = this.kept.entries().next().value;
+      this.kept.delete(k);
+      this.bytes -= old.bytes;
+    }
+  }
+  /** Forgets every picture (the file changed); answers to requests already sent are shown, not kept. */
+  clear() { this.kept.clear(); this.bytes = 0; this.generation += 1; }
+}
 
 const SCALES = ["linear", "log", "sqrt", "symlog"];
 const AUTOSCALES = [["0.5,99.5", "percentiles 0.5–99.5"], ["1,99", "percentiles 1–99"], ["minmax", "min–max"], ["manual", "manual"]];
@@ -32,9 +78,12 @@ export class ImageView {
     this.info = ctx.info;
     this.state = ctx.state;
     this.painted = 0;
-    this.seq = 0;
-    this.busy = false;
-    this.again = false;
+    this.seq = 0;          // requests for pictures, numbered
+    this.shownSeq = 0;     // the number of the picture shown
+    this.want = null;      // the picture the state asks for
+    this.direction = 0;    // +1 or -1 while the frame steps by one
+    this.pictures = new Pictures();
+    this.drawMode = this.state.draw === "png" ? "png" : "indices";
     this.playing = false;
     const shape = this.info.signal.shape.filter((n, k, a) => n !== 1 || k >= a.length - 2);
     this.rows = shape[shape.length - 2];
@@ -144,80 +193,200 @@ export class ImageView {
     this.drawOverlay();
   }
 
-  frameParams() {
+  frameParams(frame = this.state.frame) {
     const s = this.state, p = { domain: this.ctx.domain, path: this.info.signal.path, mask: this.info.mask || "" };
-    if (s.sum) p.sum = s.sum; else if (this.frames > 1) p.frame = s.frame;
+    if (s.sum) p.sum = s.sum; else if (this.frames > 1) p.frame = frame;
     return p;
   }
 
-  imageParams() {
+  /** The image request of the state (of another frame when given). Table indices do not
+   * depend on the colormap: a new colormap recolours the picture kept. */
+  imageParams(frame = this.state.frame) {
     const s = this.state, [x0, x1, y0, y1] = this.view;
-    const p = Object.assign(this.frameParams(), { cmap: s.cmap, scale: s.scale, width: this.canvas.width, height: this.canvas.height });
+    const p = Object.assign(this.frameParams(frame), { scale: s.scale, width: this.canvas.width, height: this.canvas.height });
+    if (this.drawMode === "png") p.cmap = s.cmap; else p.format = "indices";
     if (s.auto === "manual") { p.vmin = s.vmin; p.vmax = s.vmax; } else p.autoscale = s.auto;
     if (s.view) Object.assign(p, { x0, x1, y0, y1 });
     return p;
   }
 
   setFrame(f) {
+    const old = this.state.frame;
     this.state.frame = Math.max(0, Math.min(this.frames - 1, f));
+    const step = this.state.frame - old;
+    this.direction = step === 1 || step === -1 ? step : 0;
     this.slider.value = this.state.frame;
     this.changed();
     this.paint();
   }
 
-  /** Paints the current state; while a paint is under way the latest request waits. */
-  async paint() {
-    if (this.busy) { this.again = true; return this.pending; }
-    this.busy = true;
-    let done;
-    this.pending = new Promise((r) => { done = r; });
-    try {
-      do {
-        this.again = false;
-        await this.paintOnce();
-      } while (this.again);
-    } catch (e) {
-      this.ctx.status(e.message);
-    } finally {
-      this.busy = false;
-      done();
-    }
-    if (this.playing) setTimeout(() => this.step(), 0);
+  /** Paints the current state: at once from a picture kept, else when the server's answer
+   * comes. A newer state does not wait for an older request (two run at once; beyond
+   * that the newest waits for a free one, and fetches ahead give theirs up); an older
+   * answer that comes first is shown on the way when it was asked for after the picture
+   * on the canvas. The promise is settled when this state's picture is shown, or a newer
+   * state replaced it. */
+  paint() {
+    const s = this.state;
+    if (this.want) this.want.settle();
+    const url = imageURL(this.imageParams());
+    const want = {
+      url, seq: ++this.seq, cmap: s.cmap, scale: s.scale, geometry: this.geometry(),
+      label: s.sum ? s.sum : String(s.frame), text: s.sum ? `sum of frames ${s.sum}` : `${s.frame} / ${this.frames}`,
+    };
+    want.done = new Promise((resolve) => { want.settle = resolve; });
+    this.want = want;
+    if (this.drawMode === "indices") colourTable(s.cmap).catch(() => {});  // in parallel with the picture
+    this.pump();
+    return want.done;
   }
 
-  async paintOnce() {
-    const s = this.state;
-    const frameText = s.sum ? `sum of frames ${s.sum}` : `${s.frame} / ${this.frames}`;
-    const r = await fetch(imageURL(this.imageParams()), { credentials: "same-origin", headers: { "X-NXLua-Viewer": "1" }, cache: "no-store" });
+  geometry() { return [this.canvas.width, this.canvas.height, ...this.view].join(","); }
+
+  /** Shows the wanted picture when it is here, sends its request when a slot is free,
+   * and fetches the next frames while stepping. */
+  pump() {
+    const want = this.want, store = this.pictures;
+    if (!want) return;
+    const pic = store.get(want.url);
+    if (pic) {
+      if (this.shownSeq < want.seq) this.show(want, pic);
+    } else {
+      const f = store.flying.get(want.url);
+      if (f) f.ahead = false;
+      else {
+        // a slot for it: fetches ahead that are no longer ahead of the frame give theirs up
+        const ahead = new Set(this.aheadURLs());
+        for (const g of [...store.flying.values()]) {
+          if (store.flying.size < IN_FLIGHT) break;
+          if (g.ahead && !ahead.has(g.url)) { g.abort.abort(); store.flying.delete(g.url); }
+        }
+        if (store.flying.size < IN_FLIGHT) this.fetchPicture(want.url, want, false);
+      }
+    }
+    // fetches ahead use the slots the frames shown leave free
+    for (const url of this.aheadURLs()) {
+      if (store.flying.size >= IN_FLIGHT) break;
+      if (!store.kept.has(url) && !store.flying.has(url)) this.fetchPicture(url, want, true);
+    }
+  }
+
+  /** The next frames in the direction the frame steps, while it steps by one. */
+  aheadURLs() {
+    if (!this.direction || this.state.sum || this.frames <= 1) return [];
+    const out = [];
+    for (let k = 1; k <= AHEAD; k++) {
+      const f = this.state.frame + k * this.direction;
+      if (f < 0 || f >= this.frames) break;
+      out.push(imageURL(this.imageParams(f)));
+    }
+    return out;
+  }
+
+  fetchPicture(url, want, ahead) {
+    const store = this.pictures, generation = store.generation;
+    const f = { url, ahead, abort: new AbortController(), seq: want.seq, geometry: want.geometry, want };
+    store.flying.set(url, f);
+    this.load(url, f.abort.signal).then((pic) => {
+      if (store.generation === generation) store.put(url, pic);
+      if (store.flying.get(url) === f) store.flying.delete(url);
+      const now = this.want;
+      if (now && url === now.url) { if (this.shownSeq < now.seq) this.show(now, pic); }
+      else if (!f.ahead && f.seq > this.shownSeq && f.geometry === this.geometry()) this.show(f.want, pic);  // on the way
+      this.pump();
+    }, (e) => {
+      if (store.flying.get(url) === f) store.flying.delete(url);
+      if (e.name === "AbortError") return;
+      if (this.want && url === this.want.url) { this.ctx.status(e.message); this.want.settle(); }
+      this.pump();
+    });
+  }
+
+  /** One picture from the server: table indices (and the mask of bad pixels) or a PNG. */
+  async load(url, signal) {
+    const r = await fetch(url, { credentials: "same-origin", headers: { "X-NXLua-Viewer": "1" }, cache: "no-store", signal });
     if (!r.ok) {
       let message = r.statusText;
       try { message = (await r.json()).error; } catch (e) { /* not JSON */ }
       throw new Error(message);
     }
     const limits = (r.headers.get("X-NXLua-Limits") || "").split(",").map(Number);
-    const bitmap = await createImageBitmap(await r.blob());
+    const note = r.headers.get("X-NXLua-Note");
+    if (this.drawMode === "png") {
+      const bitmap = await createImageBitmap(await r.blob());
+      return { bitmap, limits, note, bytes: bitmap.width * bitmap.height * 4 };
+    }
+    const [w, h] = (r.headers.get("X-NXLua-Size") || "").split(",").map(Number);
+    const masked = Number(r.headers.get("X-NXLua-Masked") || 0);
+    const bytes = new Uint8Array(await r.arrayBuffer());
+    if (!(w > 0 && h > 0) || bytes.length !== w * h + (masked ? Math.ceil(w * h / 8) : 0)) {
+      throw new Error(`a picture of ${bytes.length} bytes for ${w} x ${h} pixels`);
+    }
+    return { w, h, indices: bytes.subarray(0, w * h), mask: masked ? bytes.subarray(w * h) : null, limits, note, bytes: bytes.length };
+  }
+
+  /** Draws a picture on the canvas (the state's own, or one shown on the way to it). */
+  async show(want, pic) {
+    this.shownSeq = want.seq;
+    let image = pic.bitmap;
+    if (!image) {
+      let table;
+      try { table = await colourTable(want.cmap); } catch (e) { this.ctx.status(e.message); want.settle(); return; }
+      if (this.shownSeq !== want.seq) return;  // a newer picture came meanwhile
+      image = this.colour(pic, table);
+    }
     const g = this.canvas.getContext("2d");
-    g.imageSmoothingEnabled = false;
-    g.drawImage(bitmap, 0, 0, this.canvas.width, this.canvas.height);
-    bitmap.close();
+    if (image instanceof ImageData && image.width === this.canvas.width && image.height === this.canvas.height) {
+      g.putImageData(image, 0, 0);
+    } else {
+      if (image instanceof ImageData) {
+        // fewer pixels than the canvas (a window smaller than it): scaled up, no smoothing
+        const scratch = this.scratch || (this.scratch = document.createElement("canvas"));
+        scratch.width = image.width; scratch.height = image.height;
+        scratch.getContext("2d").putImageData(image, 0, 0);
+        image = scratch;
+      }
+      g.imageSmoothingEnabled = false;
+      g.drawImage(image, 0, 0, this.canvas.width, this.canvas.height);
+    }
+    const limits = pic.limits;
     this.painted += 1;
     this.canvas.dataset.painted = String(this.painted);
     this.canvas.dataset.paintedAt = String(performance.now());  // for scripts/bench.py
-    this.canvas.dataset.frame = s.sum ? s.sum : String(s.frame);
+    this.canvas.dataset.frame = want.label;
     this.canvas.dataset.frames = String(this.frames);
-    this.frameText.textContent = frameText;
-    this.limits.textContent = `colour limits ${fmt(limits[0])} … ${fmt(limits[1])} (${s.scale})` + (r.headers.get("X-NXLua-Note") ? " — " + r.headers.get("X-NXLua-Note") : "");
-    if (s.roi) await this.roiStats();
-    if (this.colorbar.dataset.cmap !== s.cmap) await this.drawColorbar(s.cmap);
+    this.frameText.textContent = want.text;
+    this.limits.textContent = `colour limits ${fmt(limits[0])} … ${fmt(limits[1])} (${want.scale})` + (pic.note ? " — " + pic.note : "");
+    if (want !== this.want) return;
+    if (this.state.roi) await this.roiStats();
+    if (this.colorbar.dataset.cmap !== want.cmap) await this.drawColorbar(want.cmap);
+    want.settle();
+    if (this.playing && want === this.want) setTimeout(() => this.step(), 0);
   }
 
-  /** The colormap's 256 colours, as the server maps them (GET /nxlua/colorbar). */
+  /** Table indices to colours: ImageData's RGBA words straight from the table. */
+  colour(pic, table) {
+    const image = new ImageData(pic.w, pic.h);
+    const out = new Uint32Array(image.data.buffer), idx = pic.indices, n = idx.length;
+    for (let i = 0; i < n; i++) out[i] = table[idx[i]];
+    const mask = pic.mask;
+    if (mask) {
+      const bad = table[256];
+      for (let j = 0; j < mask.length; j++) {
+        const m = mask[j];
+        if (m) for (let b = 0; b < 8; b++) if (m & (1 << b)) out[8 * j + b] = bad;
+      }
+    }
+    return image;
+  }
+
+  /** The colormap's 256 colours, from the table the pictures are coloured with. */
   async drawColorbar(cmap) {
-    const r = await fetch("/nxlua/colorbar?cmap=" + encodeURIComponent(cmap), { credentials: "same-origin", headers: { "X-NXLua-Viewer": "1" } });
-    if (!r.ok) return;
-    const bitmap = await createImageBitmap(await r.blob());
-    this.colorbar.getContext("2d").drawImage(bitmap, 0, 0);
-    bitmap.close();
+    let table;
+    try { table = await colourTable(cmap); } catch (e) { return; }
+    const image = new ImageData(256, 1);
+    new Uint32Array(image.data.buffer).set(table.subarray(0, 256));
+    this.colorbar.getContext("2d").putImageData(image, 0, 0);
     this.colorbar.dataset.cmap = cmap;
   }
 
@@ -243,17 +412,18 @@ export class ImageView {
   togglePlay() {
     this.playing = !this.playing;
     this.play.textContent = this.playing ? "❚❚ pause" : "▶ play";
-    if (this.playing) this.step();
+    if (this.playing) { this.direction = 1; this.step(); }
   }
 
   step() {
-    if (!this.playing || this.busy) return;
+    if (!this.playing || (this.want && this.shownSeq < this.want.seq)) return;
     this.setFrame((this.state.frame + 1) % this.frames);
   }
 
   /** The file grew: a new frame count; the view, scale and ROI stay as they are. */
   grew(info) {
     this.info = info;
+    this.pictures.clear();  // the newest frame may have been read while it was written
     const shape = info.signal.shape;
     const frames = shape.length >= 3 ? shape[0] : 1;
     if (frames === this.frames) return this.state.follow ? this.paint() : undefined;
