@@ -23,6 +23,14 @@ def wall_ms(cmd, runs):
     return statistics.median(samples)
 
 
+def task_clock_ms(cmd, runs):
+    """Mean CPU time of a command (perf stat's task clock), in ms, over `runs` runs."""
+    out = subprocess.run(["perf", "stat", "-x,", "-e", "task-clock", "-r", str(runs), *cmd],
+                         check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True).stderr
+    line = next(l for l in out.splitlines() if ",task-clock," in l)
+    return float(line.split(",")[0])
+
+
 def bench_startup(root):
     nxlua = [str(root / ".build/release/nxlua"), "-e", ""]
     anchor = [sys.executable, "-c", "import nexusformat.nexus"]
@@ -37,12 +45,15 @@ def bench_startup(root):
              f"{b / a:.1f}x faster", ">= 15x faster", b / a >= 15)]
     lua = shutil.which("lua5.4")
     if lua:  # the interpreter nxlua embeds, started the same way (issue 21)
+        # CPU time of the process itself (perf stat's task clock) when perf is there: the
+        # wall time above also counts Python's fork and exec of the child
+        clock, unit = (task_clock_ms, "task clock") if shutil.which("perf") else (wall_ms, "wall")
         ours, plain = [], []
         for _ in range(5):
-            ours.append(wall_ms(nxlua, 20))
-            plain.append(wall_ms([lua, "-e", ""], 20))
+            ours.append(clock(nxlua, 20))
+            plain.append(clock([lua, "-e", ""], 20))
         a, c = statistics.median(ours), statistics.median(plain)
-        rows.append(("start-up: nxlua -e ''", f"{a:.2f} ms", "lua5.4 -e ''", f"{c:.2f} ms",
+        rows.append((f"start-up: nxlua -e '' ({unit})", f"{a:.2f} ms", "lua5.4 -e ''", f"{c:.2f} ms",
                      f"{a / c:.2f}x its time", "<= 3 ms and <= 1.5x", a <= 3.0 and a / c <= 1.5))
     size = (root / ".build/release/nxlua").stat().st_size / 1e6
     rows.append(("release binary size", f"{size:.0f} MB", "", "", "", "<= 100 MB", size <= 100))

@@ -11,16 +11,20 @@ public struct LuaModuleDecl: Sendable {
     public let classes: [any LuaClassDocs]
     /// Plain values set in the module table (version strings, constants).
     public let values: [(String, any LuaPushable)]
+    /// What calling the module table itself does (`plot(x)`), if anything: the body gets
+    /// the call's arguments without the table.
+    public let call: LuaFunctionBody?
 
     public init(_ name: String, summary: String, help: String = "",
                 functions: [LuaFunctionDecl] = [], classes: [any LuaClassDocs] = [],
-                values: [(String, any LuaPushable)] = []) {
+                values: [(String, any LuaPushable)] = [], call: LuaFunctionBody? = nil) {
         self.name = name
         self.summary = summary
         self.help = help
         self.functions = functions
         self.classes = classes
         self.values = values
+        self.call = call
     }
 }
 
@@ -208,6 +212,28 @@ enum LuaDocs {
         lua.pop()
     }
 
+    /// The docs of a module whose table is at `table`: an entry per function
+    /// ("module.function"), its classes, and the module's own entry.
+    static func document(_ lua: Lua, module decl: LuaModuleDecl, docs: Int32, table mod: Int32) {
+        for f in decl.functions {
+            lua.rawGet(at: mod, key: f.name)
+            pushEntry(lua, name: "\(decl.name).\(f.name)", kind: "function",
+                      signature: f.signature, summary: f.summary, help: f.help)
+            name(lua, docs: docs, "\(decl.name).\(f.name)")
+            value(lua, docs: docs, valueIndex: -2)
+            lua.pop(2)
+        }
+        for c in decl.classes { document(lua, class: c, docs: docs) }
+        var members = decl.functions.map { "\(decl.name).\($0.name)" }
+        members += decl.classes.map { $0.name }
+        pushEntry(lua, name: decl.name, kind: "module", signature: decl.name,
+                  summary: decl.summary, help: decl.help, members: members)
+        name(lua, docs: docs, decl.name)
+        value(lua, docs: docs, valueIndex: mod)
+        addModule(lua, docs: docs)
+        lua.pop()
+    }
+
     /// The docs of a class: an entry per method ("Class:method") and one for the class.
     static func document(_ lua: Lua, class c: any LuaClassDocs, docs: Int32) {
         var members: [String] = []
@@ -228,9 +254,17 @@ extension Lua {
     /// Builds the module table from its declaration and leaves it on the stack; its docs
     /// (functions under "module.function") are written when help first needs them.
     public func push(module decl: LuaModuleDecl) {
-        ensureStack(8)
+        ensureStack(2)
         newTable(recordCount: decl.functions.count + decl.values.count)
-        let mod = absIndex(-1)
+        fill(module: decl, at: absIndex(-1))
+        pushValue(at: -1)
+        LuaDocs.defer(self) { lua, docs, mod in LuaDocs.document(lua, module: decl, docs: docs, table: mod) }
+    }
+
+    /// Sets the declaration's functions and values in the table at `mod`, and its metatable
+    /// when the module can be called.
+    func fill(module decl: LuaModuleDecl, at mod: Int32) {
+        ensureStack(8)
         for f in decl.functions {
             push(f)
             rawSet(at: mod, key: f.name)
@@ -239,25 +273,14 @@ extension Lua {
             v.push(to: self)
             rawSet(at: mod, key: k)
         }
-        pushValue(at: mod)
-        LuaDocs.defer(self) { lua, docs, mod in
-            for f in decl.functions {
-                lua.rawGet(at: mod, key: f.name)
-                LuaDocs.pushEntry(lua, name: "\(decl.name).\(f.name)", kind: "function",
-                                  signature: f.signature, summary: f.summary, help: f.help)
-                LuaDocs.name(lua, docs: docs, "\(decl.name).\(f.name)")
-                LuaDocs.value(lua, docs: docs, valueIndex: -2)
-                lua.pop(2)
+        if let body = decl.call {
+            newTable(recordCount: 1)
+            push(function: "__call") { call in
+                call.lua.remove(at: 1)  // the module table
+                return try body(call)
             }
-            for c in decl.classes { LuaDocs.document(lua, class: c, docs: docs) }
-            var members = decl.functions.map { "\(decl.name).\($0.name)" }
-            members += decl.classes.map { $0.name }
-            LuaDocs.pushEntry(lua, name: decl.name, kind: "module", signature: decl.name,
-                              summary: decl.summary, help: decl.help, members: members)
-            LuaDocs.name(lua, docs: docs, decl.name)
-            LuaDocs.value(lua, docs: docs, valueIndex: mod)
-            LuaDocs.addModule(lua, docs: docs)
-            lua.pop()
+            rawSet(at: -2, key: "__call")
+            setMetatable(at: mod)
         }
     }
 

@@ -47,6 +47,68 @@ public final class LuaState {
         lua.pop()
     }
 
+    /// Installs a module that is built on first use: global `name` and package.loaded
+    /// hold its table from the start, empty, with a metatable that fills it from
+    /// `declaration` when a field is read or set, the table is called, walked with pairs
+    /// or measured, and then goes away. A script that never touches the module does not
+    /// pay for building it (the declarations' closures and generic types were most of
+    /// `nxlua -e ''`). help and completion fill every module first, in installation order.
+    public func install(lazy name: String, _ declaration: @escaping @Sendable () -> LuaModuleDecl) throws {
+        let module = LazyModule(declaration)
+        lua.ensureStack(6)
+        lua.newTable()
+        let t = lua.absIndex(-1)
+        lua.newTable(recordCount: 5)
+        lua.push(function: "__index") { call in
+            try module.fill(call.lua, at: 1)
+            call.lua.pushValue(at: 2)
+            _ = lua_rawget(call.lua.L, 1)  // a filled module table has no __index
+            return 1
+        }
+        lua.rawSet(at: -2, key: "__index")
+        lua.push(function: "__newindex") { call in
+            try module.fill(call.lua, at: 1)
+            if lua_type(call.lua.L, 2) == LUA_TNIL { throw LuaError.runtime("index is nil") }
+            if lua_type(call.lua.L, 2) == LUA_TNUMBER, let k = call.lua.toNumber(at: 2), k.isNaN { throw LuaError.runtime("index is NaN") }
+            call.lua.top = 3
+            lua_rawset(call.lua.L, 1)
+            return 0
+        }
+        lua.rawSet(at: -2, key: "__newindex")
+        lua.push(function: "__call") { call in
+            let decl = try module.fill(call.lua, at: 1)
+            guard let body = decl.call else { throw LuaError.runtime("attempt to call a table value (module '\(decl.name)')") }
+            call.lua.remove(at: 1)
+            return try body(call)
+        }
+        lua.rawSet(at: -2, key: "__call")
+        lua.push(function: "__pairs") { call in
+            try module.fill(call.lua, at: 1)
+            call.lua.pushGlobals()
+            call.lua.rawGet(at: -1, key: "next")
+            call.lua.remove(at: -2)
+            call.lua.pushValue(at: 1)
+            call.lua.pushNil()
+            return 3
+        }
+        lua.rawSet(at: -2, key: "__pairs")
+        lua.push(function: "__len") { call in
+            try module.fill(call.lua, at: 1)
+            call.lua.push(call.lua.rawLength(at: 1))
+            return 1
+        }
+        lua.rawSet(at: -2, key: "__len")
+        lua.setMetatable(at: t)
+        // the docs keep their place in installation order whenever the module is filled
+        lua.pushValue(at: t)
+        LuaDocs.defer(lua) { lua, docs, mod in
+            guard let decl = try? module.fill(lua, at: mod) else { return }
+            LuaDocs.document(lua, module: decl, docs: docs, table: mod)
+        }
+        try setLoaded(name)
+        try lua.setGlobal(name)
+    }
+
     /// package.loaded[name] = value on top (kept on the stack).
     public func setLoaded(_ name: String) throws {
         lua.pushValue(at: Lua.registryIndex)
@@ -93,4 +155,25 @@ public final class LuaState {
     public func armInterrupt() { nxl_interrupt_arm(lua.L) }
     /// Disarms Ctrl-C once the chunk has ended, so the hook cannot kill the next one.
     public func disarmInterrupt() { nxl_interrupt_disarm(lua.L) }
+}
+
+/// A module installed with `install(lazy:)`: its declaration, made once it is needed.
+final class LazyModule: @unchecked Sendable {
+    private let make: @Sendable () -> LuaModuleDecl
+    private var declaration: LuaModuleDecl?
+
+    init(_ make: @escaping @Sendable () -> LuaModuleDecl) { self.make = make }
+
+    /// Fills the placeholder table at `index` (once; a state runs on one thread at a time).
+    @discardableResult
+    func fill(_ lua: Lua, at index: Int32) throws -> LuaModuleDecl {
+        if let declaration { return declaration }
+        let decl = make()
+        declaration = decl
+        let t = lua.absIndex(index)
+        lua.pushNil()
+        lua.setMetatable(at: t)
+        lua.fill(module: decl, at: t)
+        return decl
+    }
 }

@@ -804,12 +804,8 @@ enum PlotModule {
                             help: "Examples:  plot(f.entry.data)   plot(x, y, {label = 'fit'})   plot(frame, {scale = 'log'})") { call in
                 try plotCall(call, .plot)
             },
-            LuaFunctionDecl("oplot", "oplot(src [, opts]) -> figure", "draws over the current figure (a new one if none)") { call in
-                try plotCall(call, .oplot)
-            },
-            LuaFunctionDecl("logplot", "logplot(src [, opts]) -> figure", "plot with log y (1-D) or log colours (images)") { call in
-                try plotCall(call, .logplot)
-            },
+            oplotFunction,
+            logplotFunction,
             LuaFunctionDecl("figure", "plot.figure{rows = 1, cols = 1, width, height} -> figure",
                             "a new, empty figure with a grid of panels; it becomes the current figure") { call in
                 var rows = 1, cols = 1
@@ -847,14 +843,24 @@ enum PlotModule {
             },
         ],
         classes: [figureClass, dataClass],
-        values: [("colormaps", Colormap.names + Colormap.names.map { $0 + "_r" })]
+        values: [("colormaps", Colormap.names + Colormap.names.map { $0 + "_r" })],
+        // plot(...) is plot.plot(...)
+        call: { call in try plotCall(call, .plot) }
     )
 
-    /// After install: `plot(...)` calls plot.plot (the module table is callable), and
-    /// oplot and logplot are globals too, as in nexusformat.
-    static let setup = """
-    local m = plot
-    setmetatable(m, { __call = function(_, ...) return m.plot(...) end })
-    oplot, logplot = m.oplot, m.logplot
-    """
+    static let oplotFunction = LuaFunctionDecl("oplot", "oplot(src [, opts]) -> figure",
+                                               "draws over the current figure (a new one if none)") { call in
+        try plotCall(call, .oplot)
+    }
+    static let logplotFunction = LuaFunctionDecl("logplot", "logplot(src [, opts]) -> figure",
+                                                 "plot with log y (1-D) or log colours (images)") { call in
+        try plotCall(call, .logplot)
+    }
+
+    /// oplot and logplot are globals too, as in nexusformat (set beside the module, so
+    /// that they do not need it built).
+    static func installGlobals(_ lua: Lua) throws {
+        try lua.setGlobal(oplotFunction)
+        try lua.setGlobal(logplotFunction)
+    }
 }

@@ -27,13 +27,15 @@ public final class Runtime {
         if let stdlibDirectory { dirs.append(stdlibDirectory) }
         try state.prependPackagePath(dirs)
         try state.install(CoreModule.declaration)
-        try state.install(ArrayModule.declaration)
-        try state.install(NeXusModule.declaration)
-        try state.install(DetectorModule.declaration)
-        try state.install(PlotModule.declaration)
-        try state.install(CrystalModule.declaration)
-        try state.install(SpecModule.declaration)
-        try state.run(PlotModule.setup, name: "=plot")
+        // built on first use (LuaState.install(lazy:)): `nxlua -e ''` and scripts that use
+        // one module do not pay for the others
+        try state.install(lazy: "array") { ArrayModule.declaration }
+        try state.install(lazy: "nx") { NeXusModule.declaration }
+        try state.install(lazy: "detector") { DetectorModule.declaration }
+        try state.install(lazy: "plot") { PlotModule.declaration }
+        try state.install(lazy: "crystal") { CrystalModule.declaration }
+        try state.install(lazy: "spec") { SpecModule.declaration }
+        try PlotModule.installGlobals(lua)
         try lua.setGlobal(CoreModule.help)
     }
 

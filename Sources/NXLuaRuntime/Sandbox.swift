@@ -118,7 +118,7 @@ public final class LuaSandbox: RemoteEvaluator {
         // figures as PNG bytes (fig:png("base64") or "array"); no files, no terminal
         try state.install(PlotModule.declaration)
         PlotModule.markSandboxed(state.lua)
-        try state.run(PlotModule.setup, name: "=plot")
+        try PlotModule.installGlobals(state.lua)
         let lua = state.lua
         let base = lua.top
         defer { lua.top = base }

@@ -267,6 +267,49 @@ final class BridgeTests: XCTestCase {
         }
     }
 
+    func testLazyModuleIsBuiltOnFirstUseOnly() throws {
+        let lazy = try LuaState()
+        nonisolated(unsafe) var built = 0
+        let callable = LuaModuleDecl("c", summary: "a callable test module",
+                                     functions: [LuaFunctionDecl("twice", "c.twice(n)", "2n") { call in
+                                         call.returns(try call.integer(1) * 2)
+                                     }],
+                                     call: { call in call.returns(try call.integer(1) + 100) })
+        try lazy.install(lazy: "t") { built += 1; return testModule }
+        try lazy.install(lazy: "c") { built += 1; return callable }
+        func run(_ code: String) throws -> [String] { try lazy.run(code, name: "=lazy") }
+        // present from the start, empty, and built by nothing but use
+        XCTAssertEqual(try run("return type(t), rawlen(t), rawequal(t, package.loaded.t), rawget(t, 'make') == nil"),
+                       ["table", "0", "true", "true"])
+        XCTAssertEqual(built, 0)
+        // a field read builds it; the table keeps its identity and loses the placeholder metatable
+        XCTAssertEqual(try run("local before = t; return t.make(3).double, rawequal(before, t), getmetatable(t) == nil"),
+                       ["6", "true", "true"])
+        XCTAssertEqual(built, 1)
+        // calling the module, pairs, # and assignment each build it, once
+        XCTAssertEqual(try run("return c(1), c.twice(4)"), ["101", "8"])
+        XCTAssertEqual(built, 2)
+        try lazy.install(lazy: "p") { built += 1; return testModule }
+        XCTAssertEqual(try run("local n = 0; for k in pairs(p) do n = n + 1 end; return n > 3, p.load('x')"), ["true", "x"])
+        try lazy.install(lazy: "q") { built += 1; return testModule }
+        XCTAssertEqual(try run("q.extra = 5; return q.extra, type(q.make)"), ["5", "function"])
+        try lazy.install(lazy: "r") { built += 1; return testModule }
+        XCTAssertEqual(try run("return #r, type(r.interrupt)"), ["0", "function"])
+        XCTAssertEqual(built, 5)
+        // bad uses of the placeholder are Lua errors, not crashes
+        try lazy.install(lazy: "s") { built += 1; return testModule }
+        XCTAssertEqual(try run("return pcall(function() s[nil] = 1 end)"), ["false", "lazy:1: index is nil"])
+        try lazy.install(lazy: "u") { built += 1; return testModule }
+        XCTAssertEqual(try run("return select(2, pcall(u))"), ["attempt to call a table value (module 't')"])
+        // docs: every module, filled or not, in installation order
+        let order = try run("""
+            local docs = package.loaded['nxlua.docs']; local names = {}
+            for _, m in ipairs(docs.modules) do names[#names + 1] = m.name end
+            return table.concat(names, ' '), docs.names['c.twice'].signature
+            """)
+        XCTAssertEqual(order, ["t c t t t t t", "c.twice(n)"])
+    }
+
     func testDocsComeFromDeclarations() throws {
         let r = try run("""
             local d = require "nxlua.docs"
