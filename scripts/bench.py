@@ -804,21 +804,56 @@ def bench_journal(root):
              f"{ours / theirs:.2f}x", ">= 20,000 events/s", ours >= 20_000)]
 
 
+def postgres_cluster(root, durable=True):
+    """A throwaway PostgreSQL cluster (Tests/CLITests/pg_cluster.py, shared with the test
+    fixture): (base URL, stop function)."""
+    sys.path.insert(0, str(root / "Tests" / "CLITests"))
+    import pg_cluster
+    try:
+        return pg_cluster.start_cluster(durable=durable)
+    except pg_cluster.ClusterError as e:
+        sys.exit(f"bench: {e}")
+
+
+def new_database(base):
+    import pg_cluster
+    return pg_cluster.create_database(base)
+
+
+def journal_query(journal, sql, params=()):
+    """Rows of a query on a journal of either engine (? placeholders)."""
+    if str(journal).startswith("postgres://"):
+        import psycopg
+        with psycopg.connect(journal, autocommit=True) as c:
+            return c.execute(sql.replace("?", "%s"), params).fetchall()
+    import sqlite3
+    if not pathlib.Path(journal).exists():
+        return []
+    c = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=30)
+    try:
+        return c.execute(sql, params).fetchall()
+    finally:
+        c.close()
+
+
 def bench_journal_postgres(root):
     """Events appended to the journal on PostgreSQL (a throwaway cluster on loopback, fsync
-    on, synchronous_commit on), 500 per commit, next to psycopg inserting the same rows
-    into the same table with the same commits; and SQLite's figure for the same run."""
-    sys.path.insert(0, str(root / "Tests" / "CLITests"))
+    on, synchronous_commit on), 500 per commit, next to the SQLite journal appending the
+    same events in the same batches (synchronous=FULL) in the same run, and to psycopg
+    inserting the same rows into the same table with the same commits."""
     import psycopg
-    from postgres_support import create_database, start_cluster
     events = 200_000
-    base, stop = start_cluster(durable=True)
+    lite = bench_cache() / "journal.sqlite"
+    out = subprocess.run([str(root / ".build/release/nxlua-bench"), "journal", str(lite), str(events), "500"],
+                         check=True, capture_output=True, text=True).stdout
+    sqlite_rate = events / json.loads(out)["seconds"]
+    base, stop = postgres_cluster(root)
     try:
-        ours_db = create_database(base)
+        ours_db = new_database(base)
         out = subprocess.run([str(root / ".build/release/nxlua-bench"), "journal", ours_db, str(events), "500"],
                              check=True, capture_output=True, text=True).stdout
         ours = events / json.loads(out)["seconds"]
-        with psycopg.connect(create_database(base)) as c:
+        with psycopg.connect(new_database(base)) as c:
             c.execute("CREATE TABLE events(seq BIGSERIAL PRIMARY KEY, kind TEXT NOT NULL, run TEXT NOT NULL, key TEXT UNIQUE, "
                       "source TEXT NOT NULL, time DOUBLE PRECISION NOT NULL, payload TEXT NOT NULL)")
             c.commit()
@@ -833,13 +868,12 @@ def bench_journal_postgres(root):
             theirs = events / (time.perf_counter() - t)
     finally:
         stop()
-    lite = bench_cache() / "journal.sqlite"
-    out = subprocess.run([str(root / ".build/release/nxlua-bench"), "journal", str(lite), str(events), "500"],
-                         check=True, capture_output=True, text=True).stdout
-    sqlite_rate = events / json.loads(out)["seconds"]
     return [("journal on PostgreSQL: 200k events, 500 per durable commit", f"{ours:,.0f} events/s",
+             "nxlua's SQLite journal, same events and commits", f"{sqlite_rate:,.0f} events/s",
+             f"{ours / sqlite_rate:.2f}x", ">= 20,000 events/s", ours >= 20_000),
+            ("journal on PostgreSQL (as above)", f"{ours:,.0f} events/s",
              "psycopg executemany, same table and commits", f"{theirs:,.0f} events/s",
-             f"{ours / theirs:.2f}x (SQLite journal: {sqlite_rate:,.0f} events/s)", ">= 20,000 events/s", ours >= 20_000)]
+             f"{ours / theirs:.2f}x", "(no target)", True)]
 
 
 MACRO_LATENCY = """
@@ -857,33 +891,53 @@ end)
 """
 
 
-def bench_macro_latency(root):
-    """From a frame file appearing (renamed into a watched folder) to its frames.ready
-    handler running in `nxlua macros`, at 250 frames/s, with `nxlua stack --watch
-    --journal` on the same machine (Pilatus 300K frames). No external anchor exists:
-    the figure is printed next to the goal."""
-    import numpy as np
-    frames = 750
-    nxlua = str(root / ".build/release/nxlua")
-    work = bench_cache() / "macro_latency"
-    shutil.rmtree(work, ignore_errors=True)
-    made, watched, macros = work / "made", work / "watched", work / "macros"
-    for d in (made, watched, macros):
-        d.mkdir(parents=True)
+def latency_frames(root, work, frames):
+    """`frames` Pilatus 300K CBFs (made once per bench run) in work/made."""
+    made = work / "made"
+    if made.exists() and len(list(made.iterdir())) == frames:
+        return made
+    shutil.rmtree(made, ignore_errors=True)
+    made.mkdir(parents=True)
     code = f"""
     for n = 1, {frames} do
       local f, h = detector.synthetic{{seed = n, frame = n, modules = {{3, 1}}, spots = 20}}
       detector.write(string.format("{made}/scan_%05d.cbf", n), f, h)
     end"""
-    subprocess.run([nxlua, "-e", code], check=True)
-    journal, handled = work / "j.sqlite", work / "handled.txt"
+    subprocess.run([str(root / ".build/release/nxlua"), "-e", code], check=True)
+    return made
+
+
+def macro_latency_run(root, work, journal, frames, label):
+    """One run of the latency scenario on `journal` (a SQLite file or a postgres:// URL):
+    returns (latencies in ms, rate, stacker part, journal + runner part)."""
+    import numpy as np
+    nxlua = str(root / ".build/release/nxlua")
+    made = latency_frames(root, work, frames)
+    run_dir = work / label
+    shutil.rmtree(run_dir, ignore_errors=True)
+    watched, macros = run_dir / "watched", run_dir / "macros"
+    for d in (watched, macros):
+        d.mkdir(parents=True)
+    handled = run_dir / "handled.txt"
     (macros / "latency.lua").write_text(MACRO_LATENCY.replace("OUT", repr(str(handled))))
     runner = subprocess.Popen([nxlua, "macros", str(macros), "--journal", str(journal)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    stacker = subprocess.Popen([nxlua, "stack", "--watch", str(watched), "--out", str(work / "scan.nxs"), "--quiet",
-                                "--end-marker", "done", "--journal", str(journal), "--frames", str(frames)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    stacker = None
     try:
+        # the runner is up with its macro at the journal's end (on PostgreSQL: its lease taken)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if journal_query(journal, "SELECT seq FROM cursors WHERE macro = 'latency'"):
+                    break
+            except Exception:   # the runner is still making the schema
+                pass
+            time.sleep(0.1)
+        else:
+            sys.exit(f"bench: the runner on {label} did not start its macro within 60 s")
+        stacker = subprocess.Popen([nxlua, "stack", "--watch", str(watched), "--out", str(run_dir / "scan.nxs"), "--quiet",
+                                    "--end-marker", "done", "--journal", str(journal), "--frames", str(frames)],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(1.0)  # both are up and idle
         appeared = {}
         files = sorted(made.iterdir())
@@ -903,7 +957,8 @@ def bench_macro_latency(root):
         while not handled.exists() and time.time() < deadline:
             time.sleep(0.1)
     finally:
-        stacker.kill()
+        if stacker is not None:
+            stacker.kill()
         runner.terminate()
         runner.wait(timeout=60)
     seen, flushed = {}, {}
@@ -912,14 +967,175 @@ def bench_macro_latency(root):
         seen.setdefault(int(i), float(t))
         flushed.setdefault(int(i), float(f))
     lat = np.array([(seen[i] - appeared[i]) * 1e3 for i in appeared if i in seen])
-    p50, p99 = np.percentile(lat, 50), np.percentile(lat, 99)
     # where the time goes: file -> flushed and announced (stacker), announced -> handler (journal, runner)
     stack_part = np.array([(flushed[i] - appeared[i]) * 1e3 for i in appeared if i in seen])
     macro_part = np.array([(seen[i] - flushed[i]) * 1e3 for i in appeared if i in seen])
-    print(f"macro_latency: stacker part p50 {np.percentile(stack_part, 50):.0f} / p99 {np.percentile(stack_part, 99):.0f} ms, "
-          f"journal + runner part p50 {np.percentile(macro_part, 50):.0f} / p99 {np.percentile(macro_part, 99):.0f} ms", file=sys.stderr)
+    print(f"macro_latency ({label}): p50 {np.percentile(lat, 50):.0f} / p99 {np.percentile(lat, 99):.0f} ms; "
+          f"stacker part p50 {np.percentile(stack_part, 50):.0f} / p99 {np.percentile(stack_part, 99):.0f} ms, "
+          f"journal + runner part p50 {np.percentile(macro_part, 50):.0f} / p99 {np.percentile(macro_part, 99):.0f} ms",
+          file=sys.stderr)
+    return lat, rate
+
+
+def bench_macro_latency(root):
+    """From a frame file appearing (renamed into a watched folder) to its frames.ready
+    handler running in `nxlua macros`, at 250 frames/s, with `nxlua stack --watch
+    --journal` on the same machine (Pilatus 300K frames). No external anchor exists:
+    the figure is printed next to the goal."""
+    import numpy as np
+    frames = 750
+    work = bench_cache() / "macro_latency"
+    shutil.rmtree(work, ignore_errors=True)
+    lat, rate = macro_latency_run(root, work, work / "j.sqlite", frames, "sqlite")
+    p50, p99 = np.percentile(lat, 50), np.percentile(lat, 99)
     return [(f"frame file -> frames.ready handler, {len(lat)}/{frames} frames at {rate:.0f} frames/s, p50 {p50:.0f} ms",
              f"p99 {p99:.0f} ms", "(no anchor)", "-", "-", "p99 <= 100 ms", p99 <= 100 and len(lat) == frames)]
+
+
+def bench_macro_latency_postgres(root):
+    """The macro_latency scenario (250 frames/s, frame file -> frames.ready handler) with
+    the journal on PostgreSQL (a throwaway durable cluster on loopback: the stacker's
+    appends commit with fsync, the runner wakes on NOTIFY), next to the same scenario
+    on a SQLite journal in the same run."""
+    import numpy as np
+    frames = 750
+    work = bench_cache() / "macro_latency"
+    shutil.rmtree(work, ignore_errors=True)
+    lite, lite_rate = macro_latency_run(root, work, work / "j.sqlite", frames, "sqlite")
+    base, stop = postgres_cluster(root)
+    try:
+        pg, rate = macro_latency_run(root, work, new_database(base), frames, "postgres")
+    finally:
+        stop()
+    p99, lite_p99 = np.percentile(pg, 99), np.percentile(lite, 99)
+    return [(f"frame file -> frames.ready handler, journal on PostgreSQL, {len(pg)}/{frames} frames at {rate:.0f} frames/s, "
+             f"p50 {np.percentile(pg, 50):.0f} ms", f"p99 {p99:.0f} ms",
+             f"SQLite journal, {len(lite)}/{frames} at {lite_rate:.0f}/s, p50 {np.percentile(lite, 50):.0f} ms",
+             f"p99 {lite_p99:.0f} ms", f"{p99 / lite_p99:.2f}x", "p99 <= 100 ms", p99 <= 100 and len(pg) == frames)]
+
+
+# A CPU-bound macro for bench_scaleout: each point event costs a fixed amount of Lua
+# arithmetic; each handled event is logged with the runner that handled it.
+SCALEOUT_MACRO = """
+local runner = os.getenv("NXLUA_BENCH_RUNNER")
+on("point", "work", function(e)
+  local s = 0
+  for i = 1, LOOPS do s = s + (i * i) % 7 end
+  local f = assert(io.open(LOG, "a"))
+  f:write(runner, " ", NAME, " ", e.seq, "\\n")
+  f:close()
+end)
+"""
+
+
+def scaleout_run(root, base, work, runners, macros, events, loops, pin):
+    """`runners` `nxlua macros` processes sharing `macros` CPU-bound macros on one new
+    PostgreSQL journal; once the leases are spread, `events` point events are appended
+    (one commit) and the time until every macro's cursor reaches the last is measured.
+    `pin`: each runner confined to one core (taskset), as one runner per single-core
+    host. Returns (handler runs/s, {runner: handlers run}, macros per runner)."""
+    nxlua = str(root / ".build/release/nxlua")
+    journal = new_database(base)
+    run_dir = work / f"{runners}{'-pinned' if pin else ''}"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    folder = run_dir / "macros"
+    folder.mkdir(parents=True)
+    log = run_dir / "handled.txt"
+    for m in range(macros):
+        name = f"cpu{m:02d}"
+        (folder / f"{name}.lua").write_text(SCALEOUT_MACRO.replace("LOOPS", str(loops)).replace("LOG", repr(str(log)))
+                                            .replace("NAME", repr(name)))
+    procs = []
+    cpus = os.cpu_count() or 1
+    try:
+        for r in range(runners):
+            cmd = [nxlua, "macros", str(folder), "--journal", journal, "--lease", "5"]
+            if pin:
+                cmd = ["taskset", "-c", str(r % cpus)] + cmd
+            procs.append(subprocess.Popen(cmd, env=dict(os.environ, NXLUA_BENCH_RUNNER=f"r{r + 1}"),
+                                          stdout=subprocess.DEVNULL, stderr=open(run_dir / f"runner{r + 1}.log", "w")))
+        # spread: every macro leased, each runner holding its share, every worker started
+        share = -(-macros // runners)
+        deadline, steady = time.time() + 90, None
+        while True:
+            try:
+                held = dict(journal_query(journal, "SELECT owner, COUNT(*) FROM leases GROUP BY owner"))
+                started = journal_query(journal, "SELECT COUNT(*) FROM cursors")[0][0]
+            except Exception:   # the runners are still making the schema
+                held, started = {}, 0
+            spread = (sum(held.values()) == macros and len(held) == min(runners, macros)
+                      and max(held.values()) <= share and started == macros)
+            if spread:
+                steady = steady or time.time()
+                if time.time() - steady >= 2.0:   # no hand-over under way
+                    break
+            else:
+                steady = None
+            if time.time() > deadline:
+                sys.exit(f"bench: {runners} runners did not spread {macros} macros within 90 s: {held}, {started} started")
+            if any(p.poll() is not None for p in procs):
+                sys.exit(f"bench: a runner ended: see {run_dir}")
+            time.sleep(0.1)
+        per_runner_macros = sorted(held.values(), reverse=True)
+        t0 = time.perf_counter()
+        subprocess.run([str(root / ".build/release/nxlua-bench"), "journal", journal, str(events), str(events)],
+                       check=True, capture_output=True)
+        last = journal_query(journal, "SELECT MAX(seq) FROM events")[0][0]
+        deadline = time.time() + 600
+        while journal_query(journal, "SELECT MIN(seq) FROM cursors")[0][0] < last:
+            if time.time() > deadline:
+                sys.exit(f"bench: {runners} runners did not catch up within 600 s")
+            time.sleep(0.01)
+        seconds = time.perf_counter() - t0
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    lines = [line.split() for line in log.read_text().splitlines()]
+    handled = {}
+    for who, _, _ in lines:
+        handled[who] = handled.get(who, 0) + 1
+    pairs = {(m, seq) for _, m, seq in lines}
+    if len(pairs) != len(lines) or len(pairs) != macros * events:
+        sys.exit(f"bench: {runners} runners: {len(lines)} handler runs for {len(pairs)} (macro, event) pairs, "
+                 f"{macros * events} expected")
+    return macros * events / seconds, handled, per_runner_macros
+
+
+def bench_scaleout(root):
+    """Scale-out on PostgreSQL: 8 CPU-bound macros (Lua arithmetic, about 30 ms a
+    point event) shared by 1, 2 and 4 `nxlua macros` processes on one journal (a
+    throwaway durable cluster on loopback); handler runs per second over 40 events
+    appended at once, each runner's count of handler runs. One runner already runs
+    its macros on one thread each, so on this 2-core machine it uses both cores:
+    the runs with each runner pinned to one core (taskset) stand for one runner per
+    single-core host. Anchor: 1 runner, in the same run."""
+    macros, events, loops = 8, 40, 200_000
+    work = bench_cache() / "scaleout"
+    shutil.rmtree(work, ignore_errors=True)
+    base, stop = postgres_cluster(root)
+    rows = []
+    try:
+        for pin in (False, True):
+            first = None
+            for runners in (1, 2, 4):
+                rate, handled, leased = scaleout_run(root, base, work, runners, macros, events, loops, pin)
+                first = first or rate
+                spread = ", ".join(f"{who} {n}" for who, n in sorted(handled.items()))
+                where = "each pinned to 1 core" if pin else "unpinned"
+                print(f"scaleout: {runners} runner(s) {where}: {rate:.1f} handler runs/s; macros leased {leased}; "
+                      f"handler runs per runner: {spread}", file=sys.stderr)
+                rows.append((f"scale-out, {runners} runner(s) {where}, {macros} macros x {events} events "
+                             f"(runs per runner: {spread})", f"{rate:.1f} handlers/s",
+                             f"1 runner {where}", f"{first:.1f} handlers/s", f"{rate / first:.2f}x",
+                             "<= 2x on 2 cores; spread", len(handled) == min(runners, macros)))
+    finally:
+        stop()
+    return rows
 
 
 def bench_live(root):
@@ -1818,7 +2034,8 @@ BENCHES = {"startup": bench_startup, "bridge": bench_bridge, "sums": bench_sums,
            "elementwise": bench_elementwise, "full": bench_full, "masked_sum": bench_masked_sum, "nexus_tree": bench_nexus_tree,
            "nexus_frame": bench_nexus_frame, "nexus_write": bench_nexus_write, "stream": bench_stream, "cbf_decode": bench_cbf_decode,
            "stack": bench_stack, "serve": bench_serve, "matmul": bench_matmul,
-           "journal": bench_journal, "journal_postgres": bench_journal_postgres, "plot": bench_plot, "viewer": bench_viewer, "macro_latency": bench_macro_latency, "live": bench_live,
+           "journal": bench_journal, "journal_postgres": bench_journal_postgres, "plot": bench_plot, "viewer": bench_viewer, "macro_latency": bench_macro_latency,
+           "macro_latency_postgres": bench_macro_latency_postgres, "scaleout": bench_scaleout, "live": bench_live,
            "catalog_register": bench_catalog_register, "catalog_query": bench_catalog_query,
            "crystal": bench_crystal, "spec": bench_spec,
            "stack_hdf5": bench_stack_hdf5}

@@ -120,10 +120,10 @@ public protocol JournalStore: EventJournal, MacroLedger, Sendable {
 }
 
 public enum Journals {
-    /// A postgres:// URL or a SQLite file. `durable` as SQLiteJournal's (PostgreSQL's
-    /// commits are always durable).
+    /// A postgres:// URL or a SQLite file. `durable`: false for bookkeeping that can be
+    /// rebuilt (SQLite: synchronous=NORMAL; PostgreSQL: synchronous_commit=off).
     public static func open(_ location: String, durable: Bool = true) throws -> any JournalStore {
-        if PostgresJournal.isURL(location) { return try PostgresJournal(url: location) }
+        if PostgresJournal.isURL(location) { return try PostgresJournal(url: location, durable: durable) }
         return try SQLiteJournal(path: location, durable: durable)
     }
 }

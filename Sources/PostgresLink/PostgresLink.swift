@@ -13,6 +13,11 @@ public struct PostgresURL: Sendable {
     public var host = "127.0.0.1"
     public var port = 5432
     public var database = "postgres"
+    /// false: this link's commits return before the server has flushed them to disk
+    /// (synchronous_commit=off: a commit survives this process being killed, not a crash
+    /// of the server's machine). For bookkeeping that can be rebuilt, such as SQLite's
+    /// synchronous=NORMAL.
+    public var synchronousCommit = true
 
     public static func isPostgres(_ location: String) -> Bool {
         location.hasPrefix("postgres://") || location.hasPrefix("postgresql://")
@@ -70,7 +75,10 @@ public struct PostgresURL: Sendable {
     }
 
     var configuration: PostgresConnection.Configuration {
-        PostgresConnection.Configuration(host: host, port: port, username: user, password: password, database: database, tls: .disable)
+        var c = PostgresConnection.Configuration(host: host, port: port, username: user, password: password, database: database,
+                                                 tls: .disable)
+        if !synchronousCommit { c.options.additionalStartupParameters.append(("synchronous_commit", "off")) }
+        return c
     }
 }
 

@@ -51,3 +51,14 @@ def journal(request, tmp_path):
     if request.param == "sqlite":
         return str(tmp_path / "j.sqlite")
     return postgres_support.create_database(request.getfixturevalue("postgres"))
+
+
+@pytest.fixture
+def another_journal(request, tmp_path, journal):
+    """Makes further journals on the engine of `journal`: another_journal("name") is a
+    SQLite file named so, or a new database of the same cluster."""
+    def make(name):
+        if postgres_support.is_postgres(journal):
+            return postgres_support.create_database(request.getfixturevalue("postgres"))
+        return str(tmp_path / f"{name}.sqlite")
+    return make
