@@ -2,6 +2,7 @@
 the event journal (real server, loopback only, free port, removed afterwards), and
 readers of both journal engines with one interface (sqlite3's: execute with ?
 placeholders, fetchone/fetchall)."""
+import os
 import sqlite3
 
 import pytest
