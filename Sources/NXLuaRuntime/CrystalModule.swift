@@ -1002,6 +1002,8 @@ enum CrystalModule {
                 peaksClass.push(PeaksBox([], finder: finder, threshold: o.threshold), to: call.lua)
                 return 1
             },
+            transformFunction,
+            gridFunction,
         ],
         classes: [geometryClass, simulationClass, statsClass, peaksClass])
 }
