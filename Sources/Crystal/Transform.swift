@@ -442,10 +442,16 @@ public final class ReciprocalTransform: @unchecked Sendable {
     /// Reciprocal lattice lengths (with 2 pi, 1/Angstrom: NXRefine's astar, bstar, cstar)
     /// and angles (alpha*, beta*, gamma*, degrees).
     public static func reciprocalLattice(_ cell: UnitCell) throws -> (lengths: [Double], angles: [Double]) {
-        let b = try cell.matrixB()
-        let cols = (0..<3).map { Vector3(b.m[0][$0], b.m[1][$0], b.m[2][$0]) }
-        func angle(_ p: Vector3, _ q: Vector3) -> Double { acos(max(-1, min(1, p.dot(q) / (p.norm * q.norm)))) * 180 / .pi }
-        return (cols.map { 2 * .pi * $0.norm }, [angle(cols[1], cols[2]), angle(cols[0], cols[2]), angle(cols[0], cols[1])])
+        _ = try cell.matrixB()  // a valid cell
+        let r = Double.pi / 180
+        let (ca, cb, cg) = (cos(cell.alpha * r), cos(cell.beta * r), cos(cell.gamma * r))
+        let (sa, sb, sg) = (sin(cell.alpha * r), sin(cell.beta * r), sin(cell.gamma * r))
+        let volume = cell.a * cell.b * cell.c * (1 - ca * ca - cb * cb - cg * cg + 2 * ca * cb * cg).squareRoot()
+        let lengths = [cell.b * cell.c * sa, cell.a * cell.c * sb, cell.a * cell.b * sg].map { 2 * .pi * $0 / volume }
+        func star(_ c1: Double, _ c2: Double, _ c0: Double, _ s1: Double, _ s2: Double) -> Double {
+            acos(max(-1, min(1, (c1 * c2 - c0) / (s1 * s2)))) / r
+        }
+        return (lengths, [star(cb, cg, ca, sb, sg), star(ca, cg, cb, sa, sg), star(ca, cb, cg, sa, sb)])
     }
 
     /// Writes `entry/transform` as NXRefine lays it out: an NXdata with `data` (v) and

@@ -105,7 +105,7 @@ extension CrystalModule {
             var grid: ReciprocalGrid
             if let t, lua.rawGet(at: t.index, key: "grid") != .nil {
                 defer { lua.pop() }
-                grid = try self.grid(call, lua.absIndex(-1))
+                grid = try CrystalModule.grid(call, lua.absIndex(-1))
             } else {
                 if t != nil { lua.pop() }
                 grid = try wrap { try ReciprocalGrid.nxrefineDefault(geometry: geometry, rows: shape[1], columns: shape[2]) }

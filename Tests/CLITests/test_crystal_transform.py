@@ -108,6 +108,8 @@ def lua_table(p):
         if isinstance(x, (list, tuple)):
             return "{" + ", ".join(val(e) for e in x) + "}"
         return repr(float(x))
+    if isinstance(p, (list, tuple)):
+        return val(p)
     return "{" + ", ".join(f"{k} = {val(x)}" for k, x in p.items()) + "}"
 
 
@@ -285,7 +287,7 @@ def test_bad_input_names_file_path_and_what_was_expected(scan):
     cases = [
         (f"crystal.transform(f.entry.instrument.detector.pixel_mask, {{geometry = crystal.geometry{g}}})",
          ["scan.nxs", "/entry/instrument/detector/pixel_mask", "frames (frames, rows, columns) are needed"]),
-        (f"crystal.transform(f.entry.instrument.detector.data, {{geometry = crystal.geometry{g}, mask = nx.array({{{{0, 1}}}})}})",
+        (f"crystal.transform(f.entry.instrument.detector.data, {{geometry = crystal.geometry{g}, mask = {{{{0, 1}}}}}})",
          ["scan.nxs", "/entry/instrument/detector/data", "pixel mask has shape (1, 2), the frames (195, 487)"]),
         ("crystal.transform(f.entry.instrument.detector.data, {geometry = crystal.geometry{distance = 100}})",
          ["unit cell and an orientation matrix"]),
