@@ -30,7 +30,9 @@ extension CrystalModule {
         lua.newTable(recordCount: 4)
         pushNumbers(g.origin, lua); lua.rawSet(at: -2, key: "origin")
         pushNumbers(g.step, lua); lua.rawSet(at: -2, key: "step")
-        pushNumbers(g.size.map(Double.init), lua); lua.rawSet(at: -2, key: "size")
+        lua.newTable(arrayCount: 3)
+        for (i, n) in g.size.enumerated() { lua.push(n); lua.rawSet(at: -2, index: i + 1) }
+        lua.rawSet(at: -2, key: "size")
         pushNumbers(g.stop, lua); lua.rawSet(at: -2, key: "stop")
     }
 
