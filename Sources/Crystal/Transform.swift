@@ -494,3 +494,110 @@ public final class ReciprocalTransform: @unchecked Sendable {
         }
     }
 }
+
+// MARK: merging (cctw merge)
+
+extension ReciprocalTransform {
+    /// The parts of a transform written as NXRefine lays it out: data (v), weights (n) and
+    /// the axes Ql, Qk, Qh.
+    static func parts(_ g: NXGroup) throws -> (v: NXField, n: NXField, axes: [NXField]) {
+        let place = "\(g.file.path): \(g.path)"
+        guard let v = try g.child("data") as? NXField, let n = try g.child("weights") as? NXField else {
+            throw CrystalError("\(place): not a transform: data (v) and weights (n) are needed (an NXdata as crystal.transform or NXRefine writes it)")
+        }
+        let axes = try ["Ql", "Qk", "Qh"].map { name -> NXField in
+            guard let a = try g.child(name) as? NXField else { throw CrystalError("\(place): not a transform: no axis \(name)") }
+            return a
+        }
+        let shape = try v.shape
+        guard shape.count == 3, try n.shape == shape else {
+            throw CrystalError("\(place): data and weights must both be (l, k, h), they are \(NDArray.describe(shape)) and \(NDArray.describe(try n.shape))")
+        }
+        for (i, a) in axes.enumerated() where try a.shape != [shape[i]] {
+            throw CrystalError("\(place): axis \(a.name) has shape \(NDArray.describe(try a.shape)), the data \(shape[i]) along it")
+        }
+        return (v, n, axes)
+    }
+
+    static func doubles(_ f: NXField, _ selection: Selection? = nil) throws -> NDArray {
+        guard case .array(let a) = try f.read(selection) else { throw CrystalError("\(f.file.path): \(f.path): must be numeric") }
+        return a.dtype == .float64 && a.isContiguous ? a : try arrayWork { try a.contiguous(as: .float64) }
+    }
+
+    /// `cctw merge`: sums v and n of transforms on the same grid (several rotations or
+    /// detector positions) into `entry/name` of `file`, in NXRefine's layout, slab by slab
+    /// of l (about `slabBytes` each), so memory stays bounded. Returns the grid shape (l, k, h).
+    public static func merge(_ inputs: [NXGroup], into file: NXFile, entry: String = "entry", name: String = "transform",
+                             command: String, slabBytes: Int = 64 << 20) throws -> [Int] {
+        guard let first = inputs.first else { throw CrystalError("merging needs at least one transform") }
+        let ref = try parts(first)
+        let shape = try ref.v.shape
+        let refAxes = try ref.axes.map { try doubles($0).doubles() }
+        var all = [ref]
+        for g in inputs.dropFirst() {
+            let p = try parts(g)
+            guard try p.v.shape == shape else {
+                throw CrystalError("\(g.file.path): \(g.path): grid \(NDArray.describe(try p.v.shape)) differs from \(first.file.path): \(first.path) \(NDArray.describe(shape))")
+            }
+            for (i, a) in p.axes.enumerated() {
+                let values = try doubles(a).doubles()
+                guard zip(values, refAxes[i]).allSatisfy({ abs($0 - $1) <= 1e-9 * max(1, abs($1)) }) else {
+                    throw CrystalError("\(g.file.path): \(g.path): axis \(a.name) differs from \(first.file.path): \(first.path)'s (transforms to merge must share one grid)")
+                }
+            }
+            all.append(p)
+        }
+        let root = file.root
+        let e: NXGroup
+        if let g = try root.resolve(entry) as? NXGroup { e = g } else { e = try root.makeGroup(entry, nxclass: "NXentry") }
+        if try e.child(name) != nil { try e.delete(name) }
+        let d = try e.makeGroup(name, nxclass: "NXdata")
+        var o = NXFieldOptions()
+        o.shape = shape
+        o.dtype = .float64
+        o.fillValue = 0
+        o.chunks = [min(32, shape[0]), min(32, shape[1]), min(32, shape[2])]
+        let vf = try d.makeField("data", value: nil, options: o)
+        let nf = try d.makeField("weights", value: nil, options: o)
+        try vf.setAttribute("long_name", .string("sum of intensity x weight"))
+        try nf.setAttribute("long_name", .string("sum of weights"))
+        for (i, a) in ref.axes.enumerated() {
+            let f = try d.makeField(a.name, value: .array(try arrayWork { try NDArray.from(refAxes[i], shape: [refAxes[i].count]) }))
+            for attr in ["scaling_factor", "long_name", "units"] {
+                if let value = try a.attribute(attr) { try f.setAttribute(attr, value) }
+            }
+        }
+        try d.setAttribute("signal", .string("data"))
+        try d.setAttribute("axes", .strings(["Ql", "Qk", "Qh"], shape: [3]))
+        if let angles = try first.attribute("angles") { try d.setAttribute("angles", angles) }
+        _ = try d.makeField("command", value: .string(command))
+        try e.setAttribute("default", .string(name))
+        if try root.attribute("default") == nil { try root.setAttribute("default", .string(e.name)) }
+        let slab = max(1, slabBytes / max(1, shape[1] * shape[2] * 8))
+        var lo = 0
+        while lo < shape[0] {
+            let hi = min(shape[0], lo + slab)
+            let sel = Selection([.range(.int(lo), .int(hi), 1)])
+            for (target, pick) in [(vf, { (p: (v: NXField, n: NXField, axes: [NXField])) in p.v }), (nf, { $0.n })] {
+                let sum = try doubles(pick(all[0]), sel).copy()
+                let sp = sum.base(Double.self)
+                let count = sum.count
+                for p in all.dropFirst() {
+                    let part = try doubles(pick(p), sel)
+                    let pp = part.base(Double.self)
+                    for i in 0..<count { sp[i] += pp[i] }
+                }
+                try target.write(.array(sum), at: sel)
+            }
+            if Interruption.isRequested { throw CrystalError("interrupted") }
+            lo = hi
+        }
+        if try e.child("data") == nil {
+            let cctw = try e.makeGroup("data", nxclass: "NXdata")
+            try cctw.link("v", to: vf)
+            try cctw.link("n", to: nf)
+            try cctw.setAttribute("signal", .string("v"))
+        }
+        return shape
+    }
+}

@@ -212,6 +212,60 @@ extension CrystalModule {
             return 1
         }
 
+    static let mergeFunction = LuaFunctionDecl(
+        "merge", "crystal.merge(transforms, output) -> shape",
+        "sums v and n of transforms on one grid (several rotations or detector positions), as cctw merge, into a new file",
+        help: """
+        transforms: a list of transform groups (f.entry.transform), files or paths (their
+        entry/transform). output: a path, written with entry/transform in NXRefine's layout (and
+        entry/data/v, n). The grids must be the same (shape and axes). Works slab by slab of l
+        (about 64 MB), so memory stays small whatever the grid. Returns the shape (l, k, h).
+        """) { call in
+            let lua = call.lua
+            guard lua.type(at: 1) == .table, NeXusModule.group.object(at: 1, in: lua) == nil else {
+                throw call.typeError(1, expected: "list of transforms (groups, files or paths)")
+            }
+            let output = try call.string(2)
+            if PlotModule.isSandboxed(lua) { throw LuaError.runtime("crystal.merge is not available here (no files)") }
+            var groups: [NXGroup] = []
+            var opened: [NXFile] = []
+            defer { for f in opened { try? f.close() } }
+            var k = 1
+            while true {
+                defer { lua.pop() }
+                let type = lua.rawGet(at: 1, index: k)
+                if type == .nil { break }
+                if let g = NeXusModule.group.object(at: lua.absIndex(-1), in: lua) {
+                    if g.nxclass == "NXdata" { groups.append(g) } else {
+                        guard let t = try wrap({ try g.resolve("entry/transform") ?? (try g.resolve("transform")) }) as? NXGroup else {
+                            throw LuaError.runtime("\(g.file.path): \(g.path): no transform group (looked for entry/transform and transform)")
+                        }
+                        groups.append(t)
+                    }
+                } else if type == .string, let path = lua.toString(at: -1) {
+                    let f = try wrap { try NXFile(path: path, mode: .read) }
+                    opened.append(f)
+                    guard let t = try wrap({ try f.root.resolve("/entry/transform") }) as? NXGroup else {
+                        throw LuaError.runtime("\(path): no /entry/transform to merge")
+                    }
+                    groups.append(t)
+                } else {
+                    throw LuaError.argument(1, "transforms[\(k)] must be a transform group, a file or a path")
+                }
+                k += 1
+            }
+            let shape = try wrap {
+                let file = try NXFile(path: output, mode: .write)
+                defer { try? file.close() }
+                return try ReciprocalTransform.merge(groups, into: file,
+                                                     command: "nxlua crystal.merge " + groups.map { "\($0.file.path)#\($0.path)" }.joined(separator: " "))
+            }
+            try LuaInterrupt.check()
+            lua.newTable(arrayCount: 3)
+            for (i, n) in shape.enumerated() { lua.push(n); lua.rawSet(at: -2, index: i + 1) }
+            return 1
+        }
+
     static func nxTime() -> Double {
         var ts = timespec()
         clock_gettime(CLOCK_MONOTONIC, &ts)

@@ -1004,6 +1004,7 @@ enum CrystalModule {
             },
             transformFunction,
             gridFunction,
+            mergeFunction,
         ],
         classes: [geometryClass, simulationClass, statsClass, peaksClass])
 }

@@ -303,3 +303,34 @@ def test_bad_input_names_file_path_and_what_was_expected(scan):
         assert r.returncode != 0, code
         for part in parts:
             assert part in r.stderr, (code, r.stderr)
+
+
+def test_merge_of_two_halves_equals_the_whole_scan(scan):
+    halves = []
+    for i, (a, b) in enumerate([(0, 12), (12, FRAMES)]):
+        out = scan["tmp"] / f"half{i}.nxs"
+        r = run(transform_lua(scan["stack"], GEOMETRY, GRID, out, f", frames = {{{a}, {b}}}"))
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.split()[0] == str(b - a)
+        halves.append(out)
+    whole = scan["tmp"] / "whole.nxs"
+    r = run(transform_lua(scan["stack"], GEOMETRY, GRID, whole))
+    assert r.returncode == 0, r.stderr
+    merged = scan["tmp"] / "merged.nxs"
+    r = run(f"""local t = nx.load({json.dumps(str(halves[1]))})
+        print(table.concat(crystal.merge({{{json.dumps(str(halves[0]))}, t.entry.transform}}, {json.dumps(str(merged))}), " "))""")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["61", "161", "161"]
+    v, n = read_transform(merged)
+    vw, nw = read_transform(whole)
+    assert np.array_equal(n, nw) and np.array_equal(v, vw)
+    from nexusformat.nexus import nxload
+    t = nxload(str(merged))["entry/transform"]
+    assert [a.nxname for a in t.nxaxes] == ["Ql", "Qk", "Qh"] and np.allclose(t.attrs["angles"], [60, 90, 90])
+    # a grid that differs is refused, naming both
+    other = scan["tmp"] / "other.nxs"
+    g2 = dict(GRID, step=[0.05, 0.05, 0.2], size=[161, 161, 31])
+    r = run(transform_lua(scan["stack"], GEOMETRY, g2, other, ", frames = {0, 2}"))
+    assert r.returncode == 0, r.stderr
+    r = run(f"crystal.merge({{{json.dumps(str(whole))}, {json.dumps(str(other))}}}, {json.dumps(str(scan['tmp'] / 'bad.nxs'))})")
+    assert r.returncode != 0 and "other.nxs" in r.stderr and "whole.nxs" in r.stderr and "differs" in r.stderr, r.stderr
