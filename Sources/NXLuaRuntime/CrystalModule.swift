@@ -1002,6 +1002,9 @@ enum CrystalModule {
                 peaksClass.push(PeaksBox([], finder: finder, threshold: o.threshold), to: call.lua)
                 return 1
             },
+            transformFunction,
+            gridFunction,
+            mergeFunction,
         ],
         classes: [geometryClass, simulationClass, statsClass, peaksClass])
 }

@@ -1,0 +1,274 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Crystal
+import LuaBridge
+import NDArray
+import NeXus
+
+/// crystal.transform and crystal.grid: the transform to reciprocal space (thin: the
+/// Crystal core's ReciprocalTransform does the work).
+extension CrystalModule {
+    /// The grid option: {origin = {h, k, l}, step = {...}, size = {...}} or NXRefine's
+    /// {start = {...}, stop = {...}, step = {...}}.
+    static func grid(_ call: LuaCall, _ t: Int32) throws -> ReciprocalGrid {
+        try call.options(t, known: ["origin", "step", "size", "start", "stop"])
+        let o = Options(call: call, index: call.lua.absIndex(t))
+        guard let step = try o.numbers("step", count: 3) else { throw LuaError.argument(t, "grid: step {dh, dk, dl} is required") }
+        if let start = try o.numbers("start", count: 3) {
+            guard let stop = try o.numbers("stop", count: 3) else { throw LuaError.argument(t, "grid: start needs stop {h, k, l}") }
+            return try wrap { try ReciprocalGrid(start: start, stop: stop, step: step) }
+        }
+        guard let origin = try o.numbers("origin", count: 3), let size = try o.numbers("size", count: 3) else {
+            throw LuaError.argument(t, "grid: give origin, step and size (or start, stop and step), each {h, k, l}")
+        }
+        guard size.allSatisfy({ $0 == $0.rounded() && $0 >= 1 && $0 < 1e7 }) else { throw LuaError.argument(t, "grid: size must be 3 positive integers") }
+        return try wrap { try ReciprocalGrid(origin: origin, step: step, size: size.map { Int($0) }) }
+    }
+
+    static func pushGrid(_ g: ReciprocalGrid, _ lua: Lua) {
+        lua.newTable(recordCount: 4)
+        pushNumbers(g.origin, lua); lua.rawSet(at: -2, key: "origin")
+        pushNumbers(g.step, lua); lua.rawSet(at: -2, key: "step")
+        lua.newTable(arrayCount: 3)
+        for (i, n) in g.size.enumerated() { lua.push(n); lua.rawSet(at: -2, index: i + 1) }
+        lua.rawSet(at: -2, key: "size")
+        pushNumbers(g.stop, lua); lua.rawSet(at: -2, key: "stop")
+    }
+
+    /// A per-frame option (weights, monitor): an ndarray, a table or a field.
+    static func perFrame(_ t: Options, _ key: String) throws -> [Double]? {
+        guard let a = try t.array(key) else { return nil }
+        guard a.ndim == 1 else { throw LuaError.runtime("\(key) must have one value per frame, got shape \(NDArray.describe(a.shape))") }
+        return a.doubles()
+    }
+
+    /// The frames' entry (the NXentry above the field), for its defaults.
+    static func entryGroup(of f: NXField) -> NXGroup? {
+        var node: NXNode = f
+        while node.path != "/" {
+            node = node.parent
+            if let g = node as? NXGroup, g.nxclass == "NXentry" { return g }
+        }
+        return nil
+    }
+
+    static let transformFunction = LuaFunctionDecl(
+        "transform", "crystal.transform(frames [, options]) -> result",
+        "the transform to reciprocal space (CCTW's, as NXRefine runs it): every unmasked pixel of every frame into the voxel of its (h, k, l), accumulating v and n",
+        help: """
+        frames: the stack's frames field (or its file or entry). options: geometry (default
+        crystal.geometry of the frames' file; needs a unit cell and U), grid {origin = {h, k, l},
+        step = {...}, size = {...}} or {start, stop, step} (default crystal.grid(g): NXRefine's
+        +-0.8 Qmax per axis, steps 1-2-5), output (a path: a new file with entry/transform as
+        NXRefine writes it), entry ("entry"), mask (2-D, 1 = masked; default the file's
+        entry/instrument/detector/pixel_mask, false for none), mask3d (frames' shape: a field or
+        array, nonzero = masked), weights (per frame; default the entry's data/monitor_weight
+        if present), monitor (per frame: intensities divided by monitor / mean), transmission
+        (1), polarization (nil: none; 0.99 divides by the factor of a horizontally polarized
+        beam), max_value (pixels at or above are left out; negative pixels and the integer
+        maximum always are), frames {first, last} (0-based, last excluded), block_mb (64).
+        Per pixel of weight w (the frame's): v += I w / (monitor x transmission x polarization),
+        n += w. result: {v = ndarray (l, k, h), n = ndarray, grid = {origin, step, size, stop},
+        frames, pixels (added), masked, outside (beyond the grid), seconds, output}.
+        Ctrl-C stops it; a bar shows on a terminal.
+        """) { call in
+            let lua = call.lua
+            let f: NXField
+            if lua.type(at: 1) == .string {
+                if PlotModule.isSandboxed(lua) { throw LuaError.runtime("opening files by name is not available here") }
+                let file = try wrap { try NXFile(path: try call.string(1), mode: .read) }
+                guard let d = try wrap({ try file.root.resolve("/entry/instrument/detector/data") ?? (try file.root.resolve("/entry/data/data")) }) as? NXField else {
+                    throw LuaError.runtime("\(file.path): no frames: looked for /entry/instrument/detector/data and /entry/data/data")
+                }
+                f = d
+            } else {
+                f = try field(call, 1)
+            }
+            var t: Options?
+            if !call.isNoneOrNil(2) {
+                try call.options(2, known: ["geometry", "grid", "output", "entry", "mask", "mask3d", "weights", "monitor", "transmission",
+                                            "polarization", "max_value", "frames", "block_mb"])
+                t = Options(call: call, index: lua.absIndex(2))
+            }
+            var geometry: CrystalGeometry
+            if let t, lua.rawGet(at: t.index, key: "geometry") != .nil {
+                defer { lua.pop() }
+                geometry = try call.object(lua.absIndex(-1), geometryClass).geometry
+            } else {
+                if t != nil { lua.pop() }
+                geometry = try wrap { try CrystalGeometry.read(f.file) }
+            }
+            let shape = try wrap { try f.shape }
+            guard shape.count == 3 else { throw LuaError.runtime("\(f.file.path): \(f.path): frames (frames, rows, columns) are needed, the field has shape \(NDArray.describe(shape))") }
+            if geometry.unitCell == nil || geometry.orientationMatrix == nil {
+                throw LuaError.runtime("crystal.transform: the geometry needs a unit cell and an orientation matrix U (crystal.orient finds U), got \(geometry.unitCell == nil ? "no cell" : "no U")")
+            }
+            var grid: ReciprocalGrid
+            if let t, lua.rawGet(at: t.index, key: "grid") != .nil {
+                defer { lua.pop() }
+                grid = try CrystalModule.grid(call, lua.absIndex(-1))
+            } else {
+                if t != nil { lua.pop() }
+                grid = try wrap { try ReciprocalGrid.nxrefineDefault(geometry: geometry, rows: shape[1], columns: shape[2]) }
+            }
+            var o = ReciprocalTransform.Options(grid: grid)
+            if let m = try mask(t, for: f) {
+                guard m.shape == [shape[1], shape[2]] else {
+                    throw LuaError.runtime("\(f.file.path): \(f.path): the pixel mask has shape \(NDArray.describe(m.shape)), the frames (\(shape[1]), \(shape[2]))")
+                }
+                o.mask = m.doubles().map { $0 != 0 ? 1 : 0 }
+            }
+            var mask3d: (any NXReadableField)?
+            var mask3dArray: NDArray?
+            var frames: Range<Int>?
+            var blockMB = 64
+            var output: String?, entryName = "entry"
+            if let t {
+                if lua.rawGet(at: t.index, key: "mask3d") != .nil {
+                    if let mf = NeXusModule.field.object(at: lua.absIndex(-1), in: lua) { mask3d = mf } else {
+                        mask3dArray = try array(call, lua.absIndex(-1), what: "mask3d")
+                    }
+                }
+                lua.pop()
+                o.frameWeights = try perFrame(t, "weights")
+                o.monitor = try perFrame(t, "monitor")
+                o.transmission = try t.number("transmission") ?? 1
+                o.polarization = try t.number("polarization")
+                o.maxValue = try t.number("max_value")
+                frames = try frameRange(t)
+                blockMB = try t.integer("block_mb") ?? 64
+                guard blockMB >= 1 else { throw LuaError.argument(2, "block_mb must be >= 1, got \(blockMB)") }
+                output = try t.string("output")
+                entryName = try t.string("entry") ?? entryName
+            }
+            if o.frameWeights == nil, let e = entryGroup(of: f),
+               let w = try wrap({ try e.resolve("data/monitor_weight") }) as? NXField,
+               case .array(let a) = try wrap({ try w.read(nil) }) {
+                o.frameWeights = a.doubles()
+            }
+            if let m = mask3dArray, m.shape != shape {
+                throw LuaError.runtime("mask3d has shape \(NDArray.describe(m.shape)), the frames \(NDArray.describe(shape))")
+            }
+            if output != nil, PlotModule.isSandboxed(lua) { throw LuaError.runtime("writing a transform is not available here (no files)") }
+            let started = nxTime()
+            let result: ReciprocalTransform
+            if let m = mask3dArray {
+                // an array mask: frames block by block against views of it
+                result = try wrap {
+                    let t = try ReciprocalTransform(geometry: geometry, rows: shape[1], columns: shape[2], options: o)
+                    t.shouldStop = { LuaInterrupt.isPending }
+                    let range = frames ?? 0..<shape[0]
+                    let bar = progress("transform", f)
+                    let rows = try f.blockRows(targetBytes: blockMB << 20)
+                    var lo = range.lowerBound
+                    while lo < range.upperBound {
+                        let hi = min(range.upperBound, lo + rows)
+                        guard case .array(let block) = try f.read(Selection([.range(.int(lo), .int(hi), 1)])) else {
+                            throw CrystalError("\(f.file.path): \(f.path): frames must be numeric")
+                        }
+                        try t.add(block, firstFrame: lo, mask3d: try m.view(Selection([.range(.int(lo), .int(hi), 1)])))
+                        try bar(hi - range.lowerBound, range.count)
+                        lo = hi
+                    }
+                    return t
+                }
+            } else {
+                result = try wrap {
+                    try ReciprocalTransform.run(f, geometry: geometry, options: o, mask3d: mask3d, frames: frames, blockBytes: blockMB << 20,
+                                                shouldStop: { LuaInterrupt.isPending }, progress: progress("transform", f))
+                }
+            }
+            try LuaInterrupt.check()
+            let seconds = nxTime() - started
+            if let output {
+                try wrap {
+                    let file = try NXFile(path: output, mode: .write)
+                    defer { try? file.close() }
+                    let command = "nxlua crystal.transform \(f.file.path)#\(f.path) (nxlua \(CoreModule.version))"
+                    try result.write(file, entry: entryName, command: command)
+                }
+            }
+            lua.newTable(recordCount: 10)
+            try ArrayModule.push(result.v, lua, view: true); lua.rawSet(at: -2, key: "v")
+            try ArrayModule.push(result.n, lua, view: true); lua.rawSet(at: -2, key: "n")
+            pushGrid(result.grid, lua); lua.rawSet(at: -2, key: "grid")
+            lua.push(result.framesAdded); lua.rawSet(at: -2, key: "frames")
+            lua.push(result.pixelsAdded); lua.rawSet(at: -2, key: "pixels")
+            lua.push(result.pixelsMasked); lua.rawSet(at: -2, key: "masked")
+            lua.push(result.pixelsOutside); lua.rawSet(at: -2, key: "outside")
+            lua.push(seconds); lua.rawSet(at: -2, key: "seconds")
+            if let output { lua.push(output); lua.rawSet(at: -2, key: "output") }
+            return 1
+        }
+
+    static let gridFunction = LuaFunctionDecl(
+        "grid", "crystal.grid(g, rows, columns) -> grid",
+        "NXRefine's default reciprocal grid for a geometry and detector: per axis -stop..stop, stop the even integer near 0.8 Qmax / a*, the step 1-2-5 near 1/1000 of the range") { call in
+            let g = try call.object(1, geometryClass).geometry
+            let rows = try call.integer(2), cols = try call.integer(3)
+            guard rows > 0, cols > 0 else { throw LuaError.runtime("crystal.grid: rows and columns must be positive, got \(rows), \(cols)") }
+            pushGrid(try wrap { try ReciprocalGrid.nxrefineDefault(geometry: g, rows: rows, columns: cols) }, call.lua)
+            return 1
+        }
+
+    static let mergeFunction = LuaFunctionDecl(
+        "merge", "crystal.merge(transforms, output) -> shape",
+        "sums v and n of transforms on one grid (several rotations or detector positions), as cctw merge, into a new file",
+        help: """
+        transforms: a list of transform groups (f.entry.transform), files or paths (their
+        entry/transform). output: a path, written with entry/transform in NXRefine's layout (and
+        entry/data/v, n). The grids must be the same (shape and axes). Works slab by slab of l
+        (about 64 MB), so memory stays small whatever the grid. Returns the shape (l, k, h).
+        """) { call in
+            let lua = call.lua
+            guard lua.type(at: 1) == .table, NeXusModule.group.object(at: 1, in: lua) == nil else {
+                throw call.typeError(1, expected: "list of transforms (groups, files or paths)")
+            }
+            let output = try call.string(2)
+            if PlotModule.isSandboxed(lua) { throw LuaError.runtime("crystal.merge is not available here (no files)") }
+            var groups: [NXGroup] = []
+            var opened: [NXFile] = []
+            defer { for f in opened { try? f.close() } }
+            var k = 1
+            while true {
+                defer { lua.pop() }
+                let type = lua.rawGet(at: 1, index: k)
+                if type == .nil { break }
+                if let g = NeXusModule.group.object(at: lua.absIndex(-1), in: lua) {
+                    if g.nxclass == "NXdata" { groups.append(g) } else {
+                        guard let t = try wrap({ try g.resolve("entry/transform") ?? (try g.resolve("transform")) }) as? NXGroup else {
+                            throw LuaError.runtime("\(g.file.path): \(g.path): no transform group (looked for entry/transform and transform)")
+                        }
+                        groups.append(t)
+                    }
+                } else if type == .string, let path = lua.toString(at: -1) {
+                    let f = try wrap { try NXFile(path: path, mode: .read) }
+                    opened.append(f)
+                    guard let t = try wrap({ try f.root.resolve("/entry/transform") }) as? NXGroup else {
+                        throw LuaError.runtime("\(path): no /entry/transform to merge")
+                    }
+                    groups.append(t)
+                } else {
+                    throw LuaError.argument(1, "transforms[\(k)] must be a transform group, a file or a path")
+                }
+                k += 1
+            }
+            let shape = try wrap {
+                let file = try NXFile(path: output, mode: .write)
+                defer { try? file.close() }
+                return try ReciprocalTransform.merge(groups, into: file,
+                                                     command: "nxlua crystal.merge " + groups.map { "\($0.file.path)#\($0.path)" }.joined(separator: " "))
+            }
+            try LuaInterrupt.check()
+            lua.newTable(arrayCount: 3)
+            for (i, n) in shape.enumerated() { lua.push(n); lua.rawSet(at: -2, index: i + 1) }
+            return 1
+        }
+
+    static func nxTime() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+    }
+}

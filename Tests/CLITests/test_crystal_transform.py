@@ -1,0 +1,336 @@
+"""crystal.transform: the transform to reciprocal space against an independent numpy
+forward splat (NXRefine's equations written out with numpy, np.bincount on voxel
+indices), Bragg peaks of a simulated scan at integer (h, k, l), their integrated
+intensity, NXRefine's output layout read by nexusformat, and errors."""
+import json
+import math
+import subprocess
+
+import h5py
+import hdf5plugin  # noqa: F401  (the stack is bitshuffle/LZ4)
+import numpy as np
+import pytest
+
+from conftest import BIN
+
+RAD = math.pi / 180
+ROWS, COLS, FRAMES = 195, 487, 24
+
+
+def rotmat(axis, angle):
+    c, s = math.cos(angle * RAD), math.sin(angle * RAD)
+    if axis == 1:
+        return np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
+    if axis == 2:
+        return np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]])
+    return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
+
+
+def omat(text):
+    m = np.zeros((3, 3))
+    i, d = 0, 1
+    for ch in text.replace(" ", ""):
+        if ch in "+-":
+            d = 1 if ch == "+" else -1
+        else:
+            m[i, "xyz".index(ch)] = d
+            d, i = 1, i + 1
+    return m
+
+
+def bimat(a, b, c, alpha, beta, gamma):
+    al, be, ga = alpha * RAD, beta * RAD, gamma * RAD
+    b23 = c * (math.cos(al) - math.cos(be) * math.cos(ga)) / math.sin(ga)
+    b33 = math.sqrt(c ** 2 - (c * math.cos(be)) ** 2 - b23 ** 2)
+    return np.array([[a, b * math.cos(ga), c * math.cos(be)], [0, b * math.sin(ga), b23], [0, 0, b33]])
+
+
+def numpy_splat(frames, p, grid, mask2d=None, mask3d=None, weights=None, monitor=None, transmission=1.0, polarization=None):
+    """The forward splat written from NXRefine's equations (nxrefine.py) with numpy."""
+    o, s, size = (np.array(grid[k], float) for k in ("origin", "step", "size"))
+    size = size.astype(int)
+    nvox = int(np.prod(size))
+    v, n = np.zeros(nvox), np.zeros(nvox)
+    D = np.linalg.inv(rotmat(1, p["roll"]) @ rotmat(2, p["pitch"]) @ rotmat(3, p["yaw"]))
+    Oi = np.linalg.inv(omat(p["detector_orientation"]))
+    inv_ub = np.linalg.inv(np.array(p["orientation_matrix"]) @ np.linalg.inv(bimat(*p["unit_cell"])))
+    y, x = np.mgrid[0:frames.shape[1], 0:frames.shape[2]]
+    det = np.stack([x.ravel() - p["beam_center_x"], y.ravel() - p["beam_center_y"], np.zeros(x.size)])
+    lab0 = np.linalg.inv(D) @ (p["pixel_size"] * Oi @ det) + np.array([[p["distance"]], [0], [0]])
+    offset = np.array(p.get("sample_offset", [0, 0, 0]), float)
+    mean_monitor = None if monitor is None else np.mean(monitor)
+    for z in range(frames.shape[0]):
+        w = 1.0 if weights is None else weights[z]
+        if w <= 0:
+            continue
+        phi = p["phi_start"] + p["phi_step"] * z
+        G = rotmat(2, p["theta"]) @ rotmat(3, p["omega"]) @ rotmat(1, p["chi"]) @ rotmat(3, phi)
+        lab = lab0 - (G @ offset)[:, None]
+        unit = lab / np.linalg.norm(lab, axis=0)
+        q = G.T @ ((unit - np.array([[1], [0], [0]])) / p["wavelength"])
+        hkl = inv_ub @ q
+        idx = np.floor((hkl - o[:, None]) / s[:, None] + 0.5).astype(np.int64)
+        img = frames[z].ravel().astype(float)
+        good = (img >= 0) & (img < np.iinfo(np.int32).max)
+        good &= np.all((idx >= 0) & (idx < size[:, None]), axis=0)
+        if mask2d is not None:
+            good &= mask2d.ravel() == 0
+        if mask3d is not None:
+            good &= mask3d[z].ravel() == 0
+        c = np.full(img.size, 1.0 / transmission)
+        if monitor is not None:
+            c /= monitor[z] / mean_monitor
+        if polarization is not None:
+            l0 = lab0 / np.linalg.norm(lab0, axis=0)
+            cos2t = l0[0]
+            perp = lab0[1] ** 2 + lab0[2] ** 2
+            cos2chi = np.where(perp > 0, (lab0[1] ** 2 - lab0[2] ** 2) / np.where(perp > 0, perp, 1), 1)
+            c /= 0.5 * (1 + cos2t ** 2 - polarization * cos2chi * (1 - cos2t ** 2))
+        lin = (idx[2] * size[1] + idx[1]) * size[0] + idx[0]
+        v += np.bincount(lin[good], weights=(img * c * w)[good], minlength=nvox)
+        n += np.bincount(lin[good], minlength=nvox) * w
+    return v.reshape(size[2], size[1], size[0]), n.reshape(size[2], size[1], size[0])
+
+
+GEOMETRY = {
+    "distance": 150, "pixel_size": 0.172, "beam_center_x": 243.5, "beam_center_y": 97.5,
+    "wavelength": 0.5, "phi_start": 0, "phi_step": 0.5, "chi": -2, "omega": 1, "theta": 0,
+    "yaw": 0, "pitch": 0, "roll": 0, "detector_orientation": "-y +z -x",
+    "unit_cell": [7.1, 7.1, 9.6, 90, 90, 120],
+    "orientation_matrix": [[math.cos(30 * RAD), -math.sin(30 * RAD), 0], [math.sin(30 * RAD), math.cos(30 * RAD), 0], [0, 0, 1]],
+}
+
+
+def lua_table(p):
+    def val(x):
+        if isinstance(x, str):
+            return json.dumps(x)
+        if isinstance(x, (list, tuple)):
+            return "{" + ", ".join(val(e) for e in x) + "}"
+        return repr(float(x))
+    if isinstance(p, (list, tuple)):
+        return val(p)
+    return "{" + ", ".join(f"{k} = {val(x)}" for k, x in p.items()) + "}"
+
+
+def run(code, timeout=300):
+    r = subprocess.run([BIN, "-e", code], capture_output=True, text=True, timeout=timeout)
+    return r
+
+
+@pytest.fixture(scope="module")
+def scan(tmp_path_factory):
+    """A small simulated scan (one Pilatus module, 24 frames) with its true reflections."""
+    tmp = tmp_path_factory.mktemp("transform")
+    stack = tmp / "scan.nxs"
+    r = run(f"""
+        local g = crystal.geometry{lua_table(GEOMETRY)}
+        local s = crystal.simulate{{geometry = g, frames = {FRAMES}, modules = {{1, 1}}, seed = 3, mosaic = 0.3,
+                                   intensity = {{2e4, 2e5}}, background = 0, dead_pixels = 0, hot_pixels = 0}}
+        s:write_stack({json.dumps(str(stack))}, {{quiet = true}})
+        for _, r in ipairs(s.reflections) do
+          print(string.format("%d %d %d %.6f %.6f %.6f %.6f", r.h, r.k, r.l, r.x, r.y, r.z, r.intensity))
+        end
+    """)
+    assert r.returncode == 0, r.stderr
+    truth = np.loadtxt(r.stdout.splitlines(), ndmin=2)
+    with h5py.File(stack) as f:
+        frames = f["entry/instrument/detector/data"][()]
+        mask = f["entry/instrument/detector/pixel_mask"][()]
+    assert frames.shape == (FRAMES, ROWS, COLS)
+    return {"stack": stack, "truth": truth, "frames": frames, "mask": mask, "tmp": tmp}
+
+
+def transform_lua(stack, geometry, grid, out, extra=""):
+    return f"""
+        local f <close> = nx.load({json.dumps(str(stack))})
+        local g = crystal.geometry{lua_table(geometry)}
+        local r = crystal.transform(f.entry.instrument.detector.data, {{geometry = g, output = {json.dumps(str(out))},
+            grid = {{origin = {lua_table(grid['origin'])}, step = {lua_table(grid['step'])}, size = {lua_table(grid['size'])}}} {extra}}})
+        print(r.frames, r.pixels, r.masked, r.outside)
+    """
+
+
+GRID = {"origin": [-4, -4, -3], "step": [0.05, 0.05, 0.1], "size": [161, 161, 61]}
+
+
+def read_transform(path):
+    with h5py.File(path) as f:
+        t = f["entry/transform"]
+        return t["data"][()], t["weights"][()]
+
+
+def test_transform_equals_numpy_forward_splat(scan):
+    out = scan["tmp"] / "plain.nxs"
+    r = run(transform_lua(scan["stack"], GEOMETRY, GRID, out))
+    assert r.returncode == 0, r.stderr
+    frames, pixels, masked, outside = (int(x) for x in r.stdout.split())
+    v, n = read_transform(out)
+    vr, nr = numpy_splat(scan["frames"], GEOMETRY, GRID, mask2d=scan["mask"])
+    assert v.shape == (61, 161, 161)
+    assert frames == FRAMES and pixels == int(nr.sum()) and pixels + masked + outside == FRAMES * ROWS * COLS
+    assert np.array_equal(n, nr)
+    assert np.allclose(v, vr, rtol=1e-12, atol=0)
+    assert v.sum() > 0
+
+
+def test_transform_weights_masks_and_moving_sample_equal_numpy(scan):
+    """Tilts, a sample offset (the lab vectors move with phi), per-frame weights (one frame
+    left out), a monitor, transmission, polarization and a 3-D mask volume."""
+    p = dict(GEOMETRY, yaw=0.4, pitch=-0.3, roll=0.2, theta=0.5, sample_offset=[0.05, -0.03, 0.02])
+    rng = np.random.default_rng(4)
+    weights = rng.uniform(0.5, 2, FRAMES)
+    weights[5] = 0
+    monitor = rng.uniform(9e4, 1.1e5, FRAMES)
+    mask3d = (rng.random(scan["frames"].shape) < 0.05).astype(np.uint8)
+    mpath = scan["tmp"] / "mask3d.nxs"
+    with h5py.File(mpath, "w") as f:
+        f["mask"] = mask3d
+    out = scan["tmp"] / "weighted.nxs"
+    extra = f""", weights = {lua_table(list(weights))}, monitor = {lua_table(list(monitor))}, transmission = 0.8,
+        polarization = 0.99, mask3d = nx.load({json.dumps(str(mpath))}).mask"""
+    r = run(transform_lua(scan["stack"], p, GRID, out, extra))
+    assert r.returncode == 0, r.stderr
+    v, n = read_transform(out)
+    vr, nr = numpy_splat(scan["frames"], p, GRID, mask2d=scan["mask"], mask3d=mask3d, weights=weights, monitor=monitor,
+                         transmission=0.8, polarization=0.99)
+    assert np.allclose(n, nr, rtol=1e-12, atol=0)
+    assert np.allclose(v, vr, rtol=1e-12, atol=0)
+    assert n.sum() > 0
+
+
+def test_bragg_peaks_land_on_integer_hkl_with_their_intensity(scan):
+    out = scan["tmp"] / "peaks.nxs"
+    r = run(transform_lua(scan["stack"], GEOMETRY, GRID, out))
+    assert r.returncode == 0, r.stderr
+    v, n = read_transform(out)
+    o, s = np.array(GRID["origin"]), np.array(GRID["step"])
+    checked = 0
+    for h, k, l, x, y, z, intensity in scan["truth"]:
+        # whole spots only: well inside the frames and the module
+        if not (4 <= z <= FRAMES - 5 and 8 <= x <= COLS - 9 and 8 <= y <= ROWS - 9):
+            continue
+        centre = np.round((np.array([h, k, l]) - o) / s).astype(int)
+        half = np.round(np.array([0.3, 0.3, 0.3]) / s).astype(int)
+        lo, hi = centre - half, centre + half + 1
+        if np.any(lo < 0) or np.any(hi > np.array(GRID["size"])):
+            continue
+        box = v[lo[2]:hi[2], lo[1]:hi[1], lo[0]:hi[0]]
+        peak = np.unravel_index(np.argmax(box), box.shape)
+        at = np.array([peak[2], peak[1], peak[0]]) + lo
+        assert np.all(np.abs(o + at * s - [h, k, l]) <= s + 1e-9), (h, k, l, o + at * s)
+        # counts of the spot: Poisson noise on ~1e5, no background
+        assert abs(box.sum() - intensity) <= 0.03 * intensity + 4 * math.sqrt(intensity), (h, k, l, box.sum(), intensity)
+        checked += 1
+    assert checked >= 3
+
+
+def test_output_is_nxrefines_layout_and_nexusformat_reads_it(scan):
+    out = scan["tmp"] / "layout.nxs"
+    r = run(transform_lua(scan["stack"], GEOMETRY, GRID, out))
+    assert r.returncode == 0, r.stderr
+    from nexusformat.nexus import nxload
+    root = nxload(str(out))
+    t = root["entry/transform"]
+    assert t.nxclass == "NXdata"
+    assert t.nxsignal.nxname == "data"
+    assert [a.nxname for a in t.nxaxes] == ["Ql", "Qk", "Qh"]
+    assert t.nxsignal.shape == (61, 161, 161)
+    assert t.nxweights.nxname == "weights"
+    assert np.isclose(t["Qh"].nxvalue[0], -4) and np.isclose(t["Qh"].nxvalue[-1], 4)
+    assert np.isclose(t["Ql"].nxvalue[-1], 3)
+    # a* of the hexagonal cell, with 2 pi: 2 pi / (a sin 120)
+    assert np.isclose(t["Qh"].attrs["scaling_factor"], 2 * math.pi / (7.1 * math.sin(120 * RAD)))
+    assert np.isclose(t["Ql"].attrs["scaling_factor"], 2 * math.pi / 9.6)
+    assert np.allclose(t.attrs["angles"], [60, 90, 90])
+    assert root["entry"].attrs["default"] == "transform"
+    with h5py.File(out) as f:
+        assert np.array_equal(f["entry/data/v"][()], f["entry/transform/data"][()])
+        assert np.array_equal(f["entry/data/n"][()], f["entry/transform/weights"][()])
+
+
+def test_default_grid_is_nxrefines(scan):
+    r = run(f"""
+        local g = crystal.geometry{lua_table(GEOMETRY)}
+        local grid = crystal.grid(g, {ROWS}, {COLS})
+        print(table.concat(grid.origin, " "), table.concat(grid.step, " "), table.concat(grid.size, " "))
+    """)
+    assert r.returncode == 0, r.stderr
+    vals = [float(x) for x in r.stdout.split()]
+    origin, step, size = vals[0:3], vals[3:6], vals[6:9]
+    # NXRefine's initialize_grid, with Qmax the largest |Q| on the detector's edge
+    lab = []
+    for x in range(COLS):
+        lab += [(x, 0), (x, ROWS - 1)]
+    for y in range(ROWS):
+        lab += [(0, y), (COLS - 1, y)]
+    xy = np.array(lab, float).T
+    p = GEOMETRY
+    vec = np.stack([np.full(xy.shape[1], p["distance"]), -(xy[0] - p["beam_center_x"]) * p["pixel_size"],
+                    (xy[1] - p["beam_center_y"]) * p["pixel_size"]])
+    unit = vec / np.linalg.norm(vec, axis=0)
+    qmax = 2 * math.pi * np.max(np.linalg.norm(unit - np.array([[1], [0], [0]]), axis=0)) / p["wavelength"]
+    B = np.linalg.inv(bimat(*p["unit_cell"]))
+    for i in range(3):
+        star = 2 * math.pi * np.linalg.norm(B[:, i])
+        stop = math.ceil(np.round(0.8 * qmax / star) / 2) * 2
+        rng = 2 * stop / 1000
+        m = 10 ** math.floor(math.log10(rng))
+        want = min([1, 2, 5, 10], key=lambda c: abs(c - rng / m)) * m
+        assert origin[i] == -stop and math.isclose(step[i], want)
+        assert size[i] == round(2 * stop / want) + 1
+
+
+def test_bad_input_names_file_path_and_what_was_expected(scan):
+    stack = json.dumps(str(scan["stack"]))
+    g = lua_table(GEOMETRY)
+    cases = [
+        (f"crystal.transform(f.entry.instrument.detector.pixel_mask, {{geometry = crystal.geometry{g}}})",
+         ["scan.nxs", "/entry/instrument/detector/pixel_mask", "frames (frames, rows, columns) are needed"]),
+        (f"crystal.transform(f.entry.instrument.detector.data, {{geometry = crystal.geometry{g}, mask = {{{{0, 1}}}}}})",
+         ["scan.nxs", "/entry/instrument/detector/data", "pixel mask has shape (1, 2), the frames (195, 487)"]),
+        ("crystal.transform(f.entry.instrument.detector.data, {geometry = crystal.geometry{distance = 100}})",
+         ["unit cell and an orientation matrix"]),
+        (f"crystal.transform(f.entry.instrument.detector.data, {{geometry = crystal.geometry{g}, grid = {{origin = {{0, 0, 0}}, step = {{0.1, 0, 0.1}}, size = {{2, 2, 2}}}}}})",
+         ["grid axis k", "step positive"]),
+        (f"crystal.transform(f.entry.instrument.detector.data, {{geometry = crystal.geometry{g}, mask3d = f.entry.instrument.detector.pixel_mask}})",
+         ["scan.nxs", "/entry/instrument/detector/pixel_mask", "3-D mask must have the frames' shape (24, 195, 487)"]),
+        (f"crystal.transform(f.entry.instrument.detector.data, {{geometry = crystal.geometry{g}, weights = {{1, 2}}}})",
+         ["scan.nxs", "/entry/instrument/detector/data", "24 frames but 2 frame weights"]),
+    ]
+    for code, parts in cases:
+        r = run(f"local f <close> = nx.load({stack}); {code}")
+        assert r.returncode != 0, code
+        for part in parts:
+            assert part in r.stderr, (code, r.stderr)
+
+
+def test_merge_of_two_halves_equals_the_whole_scan(scan):
+    halves = []
+    for i, (a, b) in enumerate([(0, 12), (12, FRAMES)]):
+        out = scan["tmp"] / f"half{i}.nxs"
+        r = run(transform_lua(scan["stack"], GEOMETRY, GRID, out, f", frames = {{{a}, {b}}}"))
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.split()[0] == str(b - a)
+        halves.append(out)
+    whole = scan["tmp"] / "whole.nxs"
+    r = run(transform_lua(scan["stack"], GEOMETRY, GRID, whole))
+    assert r.returncode == 0, r.stderr
+    merged = scan["tmp"] / "merged.nxs"
+    r = run(f"""local t = nx.load({json.dumps(str(halves[1]))})
+        print(table.concat(crystal.merge({{{json.dumps(str(halves[0]))}, t.entry.transform}}, {json.dumps(str(merged))}), " "))""")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["61", "161", "161"]
+    v, n = read_transform(merged)
+    vw, nw = read_transform(whole)
+    assert np.array_equal(n, nw) and np.array_equal(v, vw)
+    from nexusformat.nexus import nxload
+    t = nxload(str(merged))["entry/transform"]
+    assert [a.nxname for a in t.nxaxes] == ["Ql", "Qk", "Qh"] and np.allclose(t.attrs["angles"], [60, 90, 90])
+    # a grid that differs is refused, naming both
+    other = scan["tmp"] / "other.nxs"
+    g2 = dict(GRID, step=[0.05, 0.05, 0.2], size=[161, 161, 31])
+    r = run(transform_lua(scan["stack"], GEOMETRY, g2, other, ", frames = {0, 2}"))
+    assert r.returncode == 0, r.stderr
+    r = run(f"crystal.merge({{{json.dumps(str(whole))}, {json.dumps(str(other))}}}, {json.dumps(str(scan['tmp'] / 'bad.nxs'))})")
+    assert r.returncode != 0 and "other.nxs" in r.stderr and "whole.nxs" in r.stderr and "differs" in r.stderr, r.stderr
