@@ -167,6 +167,9 @@ final class LazyModule: @unchecked Sendable {
     /// Fills the placeholder table at `index` (once; a state runs on one thread at a time).
     @discardableResult
     func fill(_ lua: Lua, at index: Int32) throws -> LuaModuleDecl {
+        // the metamethods can be called by hand (getmetatable(nx).__index(1)): refuse
+        // anything but a table rather than raw-set into it
+        guard lua_type(lua.L, index) == LUA_TTABLE else { throw LuaError.runtime("a module table expected") }
         if let declaration { return declaration }
         let decl = make()
         declaration = decl

@@ -301,13 +301,15 @@ final class BridgeTests: XCTestCase {
         XCTAssertEqual(try run("return pcall(function() s[nil] = 1 end)"), ["false", "lazy:1: index is nil"])
         try lazy.install(lazy: "u") { built += 1; return testModule }
         XCTAssertEqual(try run("return select(2, pcall(u))"), ["attempt to call a table value (module 't')"])
+        try lazy.install(lazy: "w") { built += 1; return testModule }
+        XCTAssertEqual(try run("return select(2, pcall(getmetatable(w).__index, 5, 'x'))"), ["a module table expected"])
         // docs: every module, filled or not, in installation order
         let order = try run("""
             local docs = package.loaded['nxlua.docs']; local names = {}
             for _, m in ipairs(docs.modules) do names[#names + 1] = m.name end
             return table.concat(names, ' '), docs.names['c.twice'].signature
             """)
-        XCTAssertEqual(order, ["t c t t t t t", "c.twice(n)"])
+        XCTAssertEqual(order, ["t c t t t t t t", "c.twice(n)"])
     }
 
     func testDocsComeFromDeclarations() throws {
