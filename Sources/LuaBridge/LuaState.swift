@@ -58,6 +58,7 @@ public final class LuaState {
         lua.ensureStack(6)
         lua.newTable()
         let t = lua.absIndex(-1)
+        module.table = lua_topointer(lua.L, t)
         lua.newTable(recordCount: 5)
         lua.push(function: "__index") { call in
             try module.fill(call.lua, at: 1)
@@ -161,15 +162,19 @@ public final class LuaState {
 final class LazyModule: @unchecked Sendable {
     private let make: @Sendable () -> LuaModuleDecl
     private var declaration: LuaModuleDecl?
+    /// The placeholder table (its identity only).
+    var table: UnsafeRawPointer?
 
     init(_ make: @escaping @Sendable () -> LuaModuleDecl) { self.make = make }
 
     /// Fills the placeholder table at `index` (once; a state runs on one thread at a time).
     @discardableResult
     func fill(_ lua: Lua, at index: Int32) throws -> LuaModuleDecl {
-        // the metamethods can be called by hand (getmetatable(nx).__index(1)): refuse
-        // anything but a table rather than raw-set into it
-        guard lua_type(lua.L, index) == LUA_TTABLE else { throw LuaError.runtime("a module table expected") }
+        // the metamethods can be called by hand (getmetatable(nx).__index(1, k)): refuse
+        // anything but the module's own table rather than fill (or raw-set into) it
+        guard lua_type(lua.L, index) == LUA_TTABLE, lua_topointer(lua.L, index) == table else {
+            throw LuaError.runtime("a module table expected")
+        }
         if let declaration { return declaration }
         let decl = make()
         declaration = decl

@@ -303,6 +303,8 @@ final class BridgeTests: XCTestCase {
         XCTAssertEqual(try run("return select(2, pcall(u))"), ["attempt to call a table value (module 't')"])
         try lazy.install(lazy: "w") { built += 1; return testModule }
         XCTAssertEqual(try run("return select(2, pcall(getmetatable(w).__index, 5, 'x'))"), ["a module table expected"])
+        XCTAssertEqual(try run("return select(2, pcall(getmetatable(w).__index, {}, 'load')), type(w.load)"),
+                       ["a module table expected", "function"])
         // docs: every module, filled or not, in installation order
         let order = try run("""
             local docs = package.loaded['nxlua.docs']; local names = {}
