@@ -12,37 +12,10 @@ import numpy as np
 import pytest
 
 from conftest import BIN
+from test_crystal import bimat, omat, rotmat  # NXRefine's equations in numpy, written once
 
 RAD = math.pi / 180
 ROWS, COLS, FRAMES = 195, 487, 24
-
-
-def rotmat(axis, angle):
-    c, s = math.cos(angle * RAD), math.sin(angle * RAD)
-    if axis == 1:
-        return np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
-    if axis == 2:
-        return np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]])
-    return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
-
-
-def omat(text):
-    m = np.zeros((3, 3))
-    i, d = 0, 1
-    for ch in text.replace(" ", ""):
-        if ch in "+-":
-            d = 1 if ch == "+" else -1
-        else:
-            m[i, "xyz".index(ch)] = d
-            d, i = 1, i + 1
-    return m
-
-
-def bimat(a, b, c, alpha, beta, gamma):
-    al, be, ga = alpha * RAD, beta * RAD, gamma * RAD
-    b23 = c * (math.cos(al) - math.cos(be) * math.cos(ga)) / math.sin(ga)
-    b33 = math.sqrt(c ** 2 - (c * math.cos(be)) ** 2 - b23 ** 2)
-    return np.array([[a, b * math.cos(ga), c * math.cos(be)], [0, b * math.sin(ga), b23], [0, 0, b33]])
 
 
 def numpy_splat(frames, p, grid, mask2d=None, mask3d=None, weights=None, monitor=None, transmission=1.0, polarization=None):
