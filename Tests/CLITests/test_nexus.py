@@ -130,7 +130,7 @@ def test_writing_in_place_append_rename_delete_copy(nxlua, scan):
                    "renamed run\tCounts\tnil"]
 
 
-@pytest.mark.parametrize("compression", ["gzip", "gzip:9", "lz4", "bshuf", "blosc", "lzf"])
+@pytest.mark.parametrize("compression", ["gzip", "gzip:9", "lz4", "bshuf", pytest.param("blosc", marks=pytest.mark.full_unwind), "lzf"])
 def test_compression_filters_round_trip(nxlua, tmp_path, compression):
     out = run(nxlua, f"""
         local f <close> = nx.load("c.nxs", "w")

@@ -988,7 +988,8 @@ CHECK_PLUGIN = """
 
 
 @needs_hdf5plugin
-@pytest.mark.parametrize("name, filter_id", [("lz4", 32004), ("bshuf", 32008), ("blosc", 32001)])
+@pytest.mark.parametrize("name, filter_id", [("lz4", 32004), ("bshuf", 32008),
+                                                  pytest.param("blosc", 32001, marks=pytest.mark.full_unwind)])
 def test_written_plugin_compression_read_by_peers(nxlua, tmp_path, name, filter_id):
     path = write_with_nxlua(nxlua, WRITE_PLUGIN, tmp_path, NAME=name)
     check_with_peers(CHECK_PLUGIN, path, tmp_path, filter_id)
