@@ -35,6 +35,15 @@ long nx_bslz4_encode(const void *in, size_t count, size_t elem_size, size_t bloc
 void nx_bslz4_header(void *out, size_t count, size_t elem_size, size_t block);
 long nx_bslz4_block(const void *in, size_t n, size_t elem_size, void *out, void *scratch);
 
+/// Decodes a chunk in that format into `out` (`out_size` bytes: the chunk's decoded size,
+/// which its header must state) with liblz4's LZ4_decompress_safe, which checks every
+/// block against its bounds. Returns out_size, -1 (no liblz4, no memory) or -2 (the
+/// bytes are not such a chunk of that size: damaged or another format).
+long nx_bslz4_decode(const void *in, size_t in_size, void *out, size_t out_size, size_t elem_size);
+
+/// The inverse of nx_bitshuffle.
+int nx_bitunshuffle(const void *in, void *out, size_t count, size_t elem_size);
+
 /// The bit transpose alone of `count` elements (a multiple of 8), as the filter applies
 /// it to each block: output row (8 * byte + bit) holds that bit of every element.
 int nx_bitshuffle(const void *in, void *out, size_t count, size_t elem_size);

@@ -1,3 +1,4 @@
+import CBitshuffle
 import CHDF5
 import CHDF5Shims
 import NDArray
@@ -49,6 +50,14 @@ extension NXField {
                 throw fail("cannot read the chunk at row \(offset[0]): \(H5.takeError())")
             }
             var size = sizes[k]
+            if plan.filter?.isBitshuffleLZ4(elementSize: plan.elementSize) == true, mask & 1 == 0 {
+                // decoded natively, straight into place (nx_bitshuffle.h says why)
+                let produced = nx_bslz4_decode(buffer, size, out + k * plan.chunkBytes, plan.chunkBytes, plan.elementSize)
+                guard produced == plan.chunkBytes else {
+                    throw fail("the bitshuffle+lz4 chunk at row \(offset[0]) (\(sizes[k]) bytes stored) does not decode to \(plan.chunkBytes) bytes: a damaged file?")
+                }
+                continue
+            }
             if let filter = plan.filter, mask & 1 == 0 {
                 var capacity = size
                 let produced = filter.parameters.withUnsafeBufferPointer { cd in
@@ -72,6 +81,7 @@ extension NXField {
         /// Rows of axis 0 per chunk, and the bytes of one decoded chunk.
         let rows: Int
         let chunkBytes: Int
+        let elementSize: Int
         let filter: DecodingFilter?
     }
 
@@ -87,12 +97,15 @@ extension NXField {
         default: return nil
         }
         guard H5.api.pointee.H5Tequal(fileType, mem.id) > 0 else { return nil }
-        let chunkBytes = chunks.reduce(H5.api.pointee.H5Tget_size(fileType), *)
+        let elementSize = H5.api.pointee.H5Tget_size(fileType)
+        let chunkBytes = chunks.reduce(elementSize, *)
         let filters = try storedFilters
         guard filters.count <= 1 else { return nil }
-        guard let f = filters.first else { return WholeChunkPlan(rows: chunks[0], chunkBytes: chunkBytes, filter: nil) }
+        guard let f = filters.first else {
+            return WholeChunkPlan(rows: chunks[0], chunkBytes: chunkBytes, elementSize: elementSize, filter: nil)
+        }
         guard let filter = DecodingFilter.plugin(f) else { return nil }
-        return WholeChunkPlan(rows: chunks[0], chunkBytes: chunkBytes, filter: filter)
+        return WholeChunkPlan(rows: chunks[0], chunkBytes: chunkBytes, elementSize: elementSize, filter: filter)
     }
 }
 
@@ -101,6 +114,13 @@ private struct DecodingFilter {
     let function: H5Z_func_t
     let parameters: [UInt32]
     let name: String
+
+    /// Bitshuffle with LZ4 (filter 32008: cd_values[2] the element size, cd_values[4] == 2)
+    /// of the field's own element size, and liblz4 at hand: nx_bslz4_decode reads it.
+    func isBitshuffleLZ4(elementSize: Int) -> Bool {
+        name == "bitshuffle+lz4" && parameters.count >= 5 && parameters[4] == 2 && Int(parameters[2]) == elementSize
+            && nx_bslz4_available(nil, 0) == 0
+    }
 
     /// Plugins only (HDF5's built-in filters such as gzip have no plugin to call); each
     /// plugin is looked up once per process.
