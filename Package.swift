@@ -44,6 +44,8 @@ let package = Package(
         // One tiny C shim per library for what Swift cannot import (macros, variadics, longjmp).
         .target(name: "CLuaShims", dependencies: ["CLua"]),
         .target(name: "CHDF5Shims", dependencies: ["CHDF5"], linkerSettings: [.linkedLibrary("dl")]),
+        // Per-thread scheduling (nice values of single threads: gettid is not imported).
+        .target(name: "CThreadShims"),
         .target(name: "CEditShims", dependencies: ["CEdit"],
                 linkerSettings: [.linkedLibrary("dl")]),
         .target(name: "CTIFFShims", dependencies: ["CTIFF"], linkerSettings: [.linkedLibrary("dl")]),
@@ -101,7 +103,7 @@ let package = Package(
         // the files of a folder. No Lua inside: remote evaluation goes through the
         // RemoteEvaluator protocol, which NXLuaRuntime's sandbox implements.
         .target(name: "RemoteServer", dependencies: [
-            "NeXus", "NDArray", "Events", "FolderListing", "Plot", "ViewerAssets", "Catalog",
+            "NeXus", "NDArray", "Events", "FolderListing", "Plot", "ViewerAssets", "Catalog", "CThreadShims",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdCore", package: "hummingbird"),
             .product(name: "HummingbirdTLS", package: "hummingbird"),

@@ -19,7 +19,7 @@ extension Responder {
         let visible = c.access.absoluteFolders(root: root)
         let wantsCount = c.flag("count")
         do {
-            let answer: JSON = try await server.evalPool.runIfActive {
+            let answer: JSON = try await server.queryPool.runIfActive {
                 let query = try CatalogQuery.parse(text)
                 if let facet {
                     let list = try catalog.facets(facet, query: query, limit: limit, visibleUnder: visible)

@@ -5,6 +5,7 @@ HDF5 shares a file opened twice in one process (the server's store and a remote
 evaluation) with one metadata cache, and a dataset opened while another handle has it
 open shares that handle's shape: in a live run the REST view stayed at 80 frames while
 the stack reached 275, for as long as an evaluation held the file."""
+import pathlib
 import subprocess
 import sys
 import textwrap
@@ -220,3 +221,41 @@ def test_nx_remote_follows_a_growing_file_with_refresh(live, tmp_path):
     finally:
         go.write_text("99")
         w.wait(60)
+
+
+def thread_nices(pid):
+    """{thread name: [nice values]} of a process's threads, from /proc (field 19 of stat)."""
+    out = {}
+    for task in pathlib.Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2:].split()
+        out.setdefault(name, []).append(int(fields[16]))
+    return out
+
+
+def test_evaluations_run_below_the_live_work(live):
+    """A client looping r:eval over a whole stack took half of two cores in the live run
+    and pushed every other reader's latency to seconds: evaluation threads run at nice 10
+    while the HTTP loops and the HDF5 gate stay at 0."""
+    server = live["server"]
+    result = {}
+    busy = threading.Thread(target=lambda: result.setdefault(
+        "r", evaluate(server, "local n = 0 for i = 1, 200000000 do n = n + 1 end return 1", {})))
+    busy.start()
+    try:
+        deadline = time.time() + 10
+        seen = {}
+        while time.time() < deadline:
+            seen = thread_nices(server.proc.pid)
+            if any(10 in v for v in seen.values()):
+                break
+            time.sleep(0.05)
+        assert any(10 in v for v in seen.values()), seen
+        assert sum(v.count(0) for v in seen.values()) >= 2, seen   # event loops and the gate
+    finally:
+        busy.join(30)
+    assert result["r"].status_code == 200 and result["r"].json()["result"] == 1
