@@ -12,7 +12,7 @@ enum EventsModule {
         catch { throw NeXusModule.fail(error) }
     }
 
-    static let optionNames = ["tof", "pixels", "image", "pulses", "threads", "monitors", "block"]
+    static let optionNames = ["tof", "tof_units", "pixels", "image", "pulses", "threads", "monitors", "block"]
 
     /// A list of numbers: an ndarray (1-D) or a table.
     static func numberList(_ call: LuaCall, _ o: Int32, _ key: String) throws -> [Double] {
@@ -33,6 +33,7 @@ enum EventsModule {
         var imageShape: [Int]?
         var request = EventRequest()
         var monitors = false
+        var tofUnits: String?
     }
 
     static func options(_ call: LuaCall, _ o: Int32) throws -> Options {
@@ -66,6 +67,7 @@ enum EventsModule {
         }
         try get("threads") { out.request.threads = max(0, try call.integer(-1)) }
         try get("block") { out.request.blockEvents = max(1, try call.integer(-1)) }
+        try get("tof_units") { out.tofUnits = try call.string(-1) }
         try get("monitors") { out.monitors = lua.toBoolean(at: -1) }
         if out.pixels && out.image { throw LuaError.argument(o, "pixels and image exclude each other") }
         out.request.tof = out.tof
@@ -116,6 +118,11 @@ enum EventsModule {
         var parts: [EventHistogram] = [], maps: [PixelMap?] = []
         for bank in list {
             var request = opts.request
+            // edges are in the first bank's units (or tof_units); other banks' times convert
+            if let tof = opts.tof {
+                let unit = opts.tofUnits.map { EventBank.seconds($0) } ?? list[0].tofSeconds
+                request.tof = try wrap { try tof.scaled(by: unit / bank.tofSeconds) }
+            }
             let map = try wrap { try pixelMap(bank, opts) }
             request.pixels = map
             let base = before
@@ -166,7 +173,7 @@ enum EventsModule {
         if let tof = opts.tof {
             try ArrayModule.push(try wrap { try NDArray.from(tof.edges, shape: [tof.edges.count]) }, lua, scalarIfZeroD: false)
             lua.rawSet(at: -2, key: "tof")
-            lua.push(list[0].tofUnits); lua.rawSet(at: -2, key: "tof_units")
+            lua.push(opts.tofUnits ?? list[0].tofUnits); lua.rawSet(at: -2, key: "tof_units")
         }
         if opts.pixels {
             let ids = maps.flatMap { $0?.ids ?? [] }.map(Double.init)
@@ -188,8 +195,8 @@ enum EventsModule {
     }
 
     static let histogramHelp = """
-        opts: tof = edges (ndarray or table, in event_time_offset's units; events.edges makes linear or
-        logarithmic ones), pixels = true (rows by the bank's NXdetector detector_number, else by event_id
+        opts: tof = edges (ndarray or table, in the units of the first bank's event_time_offset, or of
+        tof_units = "us"/"ns"/"ms"/"s"; other banks convert; events.edges makes linear or logarithmic ones), pixels = true (rows by the bank's NXdetector detector_number, else by event_id
         from the smallest to the largest seen) or {first id, last id}, image = true (a 2-D detector image
         by x_pixel_offset/y_pixel_offset or a 2-D detector_number) or {rows, columns} (event_id = row *
         columns + column), pulses = {from, to} (seconds of event_time_zero, half-open), threads = n,

@@ -86,8 +86,11 @@ public final class EventBank {
         tofType = try readType(tofField, ints: false)
     }
 
+    /// Seconds per unit of event_time_offset.
+    public var tofSeconds: Double { EventBank.seconds(tofUnits) }
+
     /// Seconds per unit of a time field (ns, us, ms, s and their spellings).
-    static func seconds(_ units: String?) -> Double {
+    public static func seconds(_ units: String?) -> Double {
         switch units.map { trimmed($0).lowercased() } {
         case "ns", "nanosecond", "nanoseconds": return 1e-9
         case "us", "µs", "microsecond", "microseconds", "microsec": return 1e-6

@@ -64,6 +64,11 @@ public struct EventBins: Sendable {
         return try EventBins(edges: (0...count).map { $0 == 0 ? lo : ($0 == count ? hi : Glibc.exp(a + (b - a) * Double($0) / Double(count))) })
     }
 
+    /// The same bins in other units (edges times `factor`).
+    public func scaled(by factor: Double) throws -> EventBins {
+        factor == 1 ? self : try EventBins(edges: edges.map { $0 * factor })
+    }
+
     /// The bin of x, or -1 outside [first edge, last edge) (NaN included).
     @inline(__always)
     public func index(_ x: Double) -> Int {
