@@ -205,3 +205,39 @@ identifier = "2026-3-1234"
     assert r.returncode == 1 and "'temperature' is not a dotted NeXus name" in r.stderr, r.stderr
     r = run("stack", str(path), "--out", str(tmp_path / "n.nxs"), "--meta", "detector.x=1")
     assert r.returncode == 1 and "must start with sample, instrument, user, experiment or entry" in r.stderr, r.stderr
+
+
+def test_run_start_metadata_fills_the_sample(tmp_path):
+    """`nxlua trigger run.start --run UID sample=LaB6 temperature=300K` before the stacker
+    starts: the stack of that run (--journal, --run) has them in NXsample, --meta wins."""
+    frames = np.ones((2, 8, 8), dtype="int32")
+    path = tmp_path / "r.h5"
+    with h5py.File(path, "w") as f:
+        f["entry/data/data"] = frames
+    journal = tmp_path / "j.sqlite"
+    r = run("trigger", "run.start", "--run", "run-42", "--journal", str(journal), "sample=LaB6",
+            "temperature=300K", "pressure=1.5 bar", "instrument.source.current=100mA", "scan_id=7",
+            "chemical_formula=not this")
+    assert r.returncode == 0, r.stderr
+    # another run's run.start is not taken
+    r = run("trigger", "run.start", "--run", "run-41", "--journal", str(journal), "sample=Si")
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "r.nxs"
+    r = run("stack", str(path), "--out", str(out), "--quiet", "--journal", str(journal), "--run", "run-42",
+            "--meta", "sample.chemical_formula=LaB6")
+    assert r.returncode == 0, r.stderr
+    with h5py.File(out, "r") as s:
+        sample = s["entry/sample"]
+        assert sample.attrs["NX_class"] in (b"NXsample", "NXsample")
+        assert sample["name"][()].decode() == "LaB6"
+        assert sample["temperature"][()] == 300 and sample["temperature"].attrs["units"] == "K"
+        assert sample["pressure"][()] == 1.5 and sample["pressure"].attrs["units"] == "bar"
+        assert sample["chemical_formula"][()].decode() == "LaB6"
+        assert s["entry/instrument/source/current"][()] == 100
+        assert "scan_id" not in sample
+    # without --run (a new uid), nothing of run-42
+    out2 = tmp_path / "r2.nxs"
+    r = run("stack", str(path), "--out", str(out2), "--quiet", "--journal", str(journal))
+    assert r.returncode == 0, r.stderr
+    with h5py.File(out2, "r") as s:
+        assert "name" not in s["entry"].get("sample", {})
