@@ -8,6 +8,8 @@ public struct StackAdditions: @unchecked Sendable {
     public var pixelMask: NDArray?
     public var pixelMaskSource: String?
     public var metadata = StackMetadata()
+    /// Time-stamped logs (--log): NXlog groups and per-frame values.
+    public var logs: [StackLog] = []
     public init() {}
 }
 

@@ -241,3 +241,55 @@ def test_run_start_metadata_fills_the_sample(tmp_path):
     assert r.returncode == 0, r.stderr
     with h5py.File(out2, "r") as s:
         assert "name" not in s["entry"].get("sample", {})
+
+
+def test_logs_become_nxlog_and_per_frame_values(tmp_path):
+    """--log sample.temperature=FILE.csv: an NXlog (time from its start, value with units)
+    in NXsample, and the temperature at each frame's time stamp, as numpy.interp gives it."""
+    from datetime import datetime, timezone
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    code = f"""
+    for n = 1, 6 do
+      local f, h = detector.synthetic{{seed = n, frame = n, modules = {{1, 1}}, spots = 5}}
+      detector.write(string.format("{folder}/scan_%05d.cbf", n), f, h)
+    end"""
+    r = run("-e", code)
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "log.nxs"
+    # the frames' time stamps, from a first stack
+    r = run("stack", *sorted(map(str, folder.glob("*.cbf"))), "--out", str(tmp_path / "first.nxs"), "--quiet")
+    assert r.returncode == 0, r.stderr
+    with h5py.File(tmp_path / "first.nxs", "r") as s:
+        stamps = [t.decode() for t in s["entry/instrument/NDAttributes/time"][:]]
+    frame_t = np.array([datetime.fromisoformat(t).replace(tzinfo=timezone.utc).timestamp() for t in stamps])
+    t0 = frame_t[0] - 2.5
+    log_t = t0 + np.array([0, 1.7, 3.1, 4.0, 6.2, 9.0])
+    log_v = np.array([300.0, 301.5, 299.0, 305.25, 310.0, 311.0])
+    csv = tmp_path / "temperature.csv"
+    csv.write_text("time,temperature (K)\n" + "".join(f"{t:.6f},{v}\n" for t, v in zip(log_t, log_v)))
+    current = tmp_path / "current.csv"
+    iso = [datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] for t in (frame_t[0] - 10, frame_t[-1] + 10)]
+    current.write_text(f"# ring current\n{iso[0]}\t100.0\n{iso[1]}\t98.0\n")
+    r = run("stack", *sorted(map(str, folder.glob("*.cbf"))), "--out", str(out), "--quiet",
+            "--log", f"temperature={csv}", "--log", f"instrument.source.current={current}")
+    assert r.returncode == 0, r.stderr
+    with h5py.File(out, "r") as s:
+        log = s["entry/sample/temperature_log"]
+        assert log.attrs["NX_class"] in (b"NXlog", "NXlog")
+        start = datetime.fromisoformat(log["time"].attrs["start"]).replace(tzinfo=timezone.utc).timestamp()
+        np.testing.assert_allclose(log["time"][:] + start, log_t, atol=1e-6)
+        np.testing.assert_array_equal(log["value"][:], log_v)
+        assert log["value"].attrs["units"] == "K" and log["time"].attrs["units"] == "s"
+        per_frame = s["entry/sample/temperature"][:]
+        np.testing.assert_allclose(per_frame, np.interp(frame_t, log_t, log_v), rtol=1e-12)
+        assert s["entry/sample/temperature"].attrs["units"] == "K"
+        cur = s["entry/instrument/source/current"][:]
+        ct = np.array([datetime.fromisoformat(t).replace(tzinfo=timezone.utc).timestamp() for t in iso])
+        np.testing.assert_allclose(cur, np.interp(frame_t, ct, [100.0, 98.0]), rtol=1e-9)
+        assert s["entry/instrument/source/current_log"].attrs["NX_class"] in (b"NXlog", "NXlog")
+    # a log that is not one
+    bad = tmp_path / "bad.csv"
+    bad.write_text("time,value\n1,2\nabc,def\n")
+    r = run("stack", str(folder / "scan_00001.cbf"), "--out", str(tmp_path / "bad.nxs"), "--quiet", "--log", f"sample.temperature={bad}")
+    assert r.returncode != 0 and str(bad) in r.stderr and "line 3" in r.stderr
