@@ -41,20 +41,18 @@ public final class EventBank {
             _ = d
             return s[0]
         }
-        idField = try field("event_id", "the detector number of each event")
-        tofField = try field("event_time_offset", "the time of flight of each event")
+        let ids = try field("event_id", "the detector number of each event")
+        let tofs = try field("event_time_offset", "the time of flight of each event")
         let etz = try field("event_time_zero", "the time of each pulse")
         let index = try field("event_index", "the first event of each pulse")
-        let nID = try oneD(idField, "event_id"), nTOF = try oneD(tofField, "event_time_offset")
+        let nID = try oneD(ids, "event_id"), nTOF = try oneD(tofs, "event_time_offset")
         guard nID == nTOF else {
             throw EventError("\(place): event_id has \(nID) events but event_time_offset has \(nTOF): one time of flight per event is expected")
         }
-        eventCount = nID
         let nPulse = try oneD(etz, "event_time_zero"), nIndex = try oneD(index, "event_index")
         guard nPulse == nIndex else {
             throw EventError("\(place): event_time_zero has \(nPulse) pulses but event_index has \(nIndex): one first event per pulse is expected")
         }
-        pulseCount = nPulse
         func values(_ f: NXField, _ name: String) throws -> [Double] {
             guard case .array(let a) = try f.read(nil) else { throw EventError("\(place)/\(name): numbers expected") }
             return a.doubles()
@@ -68,10 +66,8 @@ public final class EventBank {
                 throw EventError("\(place)/event_index: entry \(p) (\(s)) is below entry \(p - 1) (\(starts[p - 1])): a non-decreasing index is expected")
             }
         }
-        pulseStarts = starts
         let scale = EventBank.seconds(etz.stringAttribute("units"))
-        pulseTimes = try values(etz, "event_time_zero").map { $0 * scale }
-        tofUnits = tofField.stringAttribute("units") ?? ""
+        let times = try values(etz, "event_time_zero").map { $0 * scale }
         func readType(_ f: NXField, ints: Bool) throws -> DType {
             guard case .numeric(let d) = try f.elementType else { return .float64 }
             if ints {
@@ -82,8 +78,15 @@ public final class EventBank {
             }
             return d == .float32 ? .float32 : .float64
         }
-        idType = try readType(idField, ints: true)
-        tofType = try readType(tofField, ints: false)
+        idType = try readType(ids, ints: true)
+        tofType = try readType(tofs, ints: false)
+        idField = ids
+        tofField = tofs
+        eventCount = nID
+        pulseCount = nPulse
+        pulseStarts = starts
+        pulseTimes = times
+        tofUnits = tofs.stringAttribute("units") ?? ""
     }
 
     /// Seconds per unit of event_time_offset.

@@ -100,11 +100,11 @@ extension EventBank {
             var a = r.lowerBound
             while a < r.upperBound { let b = min(r.upperBound, a + blockSize); pieces.append(a..<b); a = b }
         }
-        let idType: DType? = request.pixels == nil ? nil : idType
-        let tofType: DType? = request.tof == nil ? nil : tofType
-        let buffers = [try Block(blockSize, idType: idType, tofType: tofType), try Block(blockSize, idType: idType, tofType: tofType)]
-        let idReader = idType == nil ? nil : try idField.rowReader()
-        let tofReader = tofType == nil ? nil : try tofField.rowReader()
+        let readIDs: DType? = request.pixels == nil ? nil : self.idType
+        let readTOFs: DType? = request.tof == nil ? nil : self.tofType
+        let buffers = [try Block(blockSize, idType: readIDs, tofType: readTOFs), try Block(blockSize, idType: readIDs, tofType: readTOFs)]
+        let idReader = readIDs == nil ? nil : try idField.rowReader()
+        let tofReader = readTOFs == nil ? nil : try tofField.rowReader()
         let here = place
         let read: @Sendable (Range<Int>, Block) throws -> Void = { r, block in
             do {
@@ -129,22 +129,22 @@ extension EventBank {
             let lookup: UnsafeBufferPointer<Int32>? = request.pixels == nil ? nil : lookupBuffer
             let first = request.pixels?.first ?? 0
             let bins = request.tof
-            func kernel(_ w: Int) -> Kernel {
-                let mine = privateCopies || workers == 1 ? 0..<rows : slice(0..<rows, workers, w)
-                return Kernel(bins: bins, nb: nb, lookup: lookup, first: first, rows: mine)
+            let split = !(privateCopies || workers == 1)
+            let kernels = (0..<workers).map { w in
+                Kernel(bins: bins, nb: nb, lookup: lookup, first: first, rows: split ? slice(0..<rows, workers, w) : 0..<rows)
             }
+            // private copies: each worker bins its share of the events into its own
+            // histogram; split by rows: each worker sees every event, writes only its rows
             func bin(_ block: Block) -> Int {
                 let n = block.count
-                nonisolated(unsafe) var counts = [Int](repeating: 0, count: workers)
-                let work: @Sendable (Int) -> Void = { w in
-                    let k = kernel(w)
-                    // private copies: each worker a share of the events; split rows: all events
-                    let events = privateCopies || workers == 1 ? slice(0..<n, workers, w) : 0..<n
-                    let hist = privateCopies || workers == 1 ? histPointers[w] : histPointers[0]
-                    counts[w] = EventBank.dispatch(k, block, events, hist)
+                let counts = UnsafeMutablePointer<Int>.allocate(capacity: workers)
+                defer { counts.deallocate() }
+                nonisolated(unsafe) let c = counts
+                DispatchQueue.concurrentPerform(iterations: workers) { w in
+                    let events = split ? 0..<n : slice(0..<n, workers, w)
+                    c[w] = EventBank.dispatch(kernels[w], block, events, split ? histPointers[0] : histPointers[w])
                 }
-                if workers == 1 { work(0) } else { DispatchQueue.concurrentPerform(iterations: workers, execute: work) }
-                return counts.reduce(0, +)
+                return (0..<workers).reduce(0) { $0 + counts[$1] }
             }
             guard !pieces.isEmpty else { return }
             try read(pieces[0], buffers[0])
@@ -168,10 +168,10 @@ extension EventBank {
         }
         // merge the private histograms
         if !privates.isEmpty {
-            let parts = histPointers
-            DispatchQueue.concurrentPerform(iterations: min(threads, max(1, cells >> 16))) { w in
-                let r = slice(0..<cells, min(threads, max(1, cells >> 16)), w)
-                for p in parts.dropFirst() { for c in r { parts[0][c] &+= p[c] } }
+            let parts = min(threads, max(1, cells >> 16))
+            DispatchQueue.concurrentPerform(iterations: parts) { w in
+                let r = slice(0..<cells, parts, w)
+                for p in histPointers.dropFirst() { for c in r { histPointers[0][c] &+= p[c] } }
             }
         }
         let counts = outShape.isEmpty ? try result.reshapedView([]) : result
@@ -179,7 +179,7 @@ extension EventBank {
     }
 
     /// The kernel for the block's dtypes.
-    private static func dispatch(_ k: Kernel, _ block: Block, _ events: Range<Int>, _ hist: UnsafeMutablePointer<Int64>) -> Int {
+    fileprivate static func dispatch(_ k: Kernel, _ block: Block, _ events: Range<Int>, _ hist: UnsafeMutablePointer<Int64>) -> Int {
         let ids = block.ids?.storage.bytes, tofs = block.tofs?.storage.bytes
         switch (block.ids?.dtype, block.tofs?.dtype) {
         case (.int32?, .float32?): return k.run(ids!.assumingMemoryBound(to: Int32.self), tofs!.assumingMemoryBound(to: Float.self), events, hist)
