@@ -187,7 +187,7 @@ let package = Package(
 
         // Swift-side micro-benchmarks for scripts/bench (not part of the product).
         .target(name: "CBenchmarkShims", dependencies: ["CLua"]),
-        .executableTarget(name: "nxlua-bench", dependencies: ["LuaBridge", "CLua", "CBenchmarkShims", "NDArray", "Events", "Catalog"]),
+        .executableTarget(name: "nxlua-bench", dependencies: ["LuaBridge", "CLua", "CBenchmarkShims", "NDArray", "NeXus", "Events", "Catalog"]),
 
         .testTarget(name: "LuaBridgeTests", dependencies: ["LuaBridge"]),
         .testTarget(name: "NDArrayTests", dependencies: ["NDArray"]),
@@ -197,7 +197,7 @@ let package = Package(
         .testTarget(name: "RemoteServerTests", dependencies: ["RemoteServer", "NeXus", "NDArray"]),
         .testTarget(name: "RemoteClientTests", dependencies: ["RemoteClient", "NeXus", "NDArray"]),
         .testTarget(name: "EventsTests", dependencies: ["Events"]),
-        .testTarget(name: "CatalogTests", dependencies: ["Catalog"]),
+        .testTarget(name: "CatalogTests", dependencies: ["Catalog", "NeXus"]),
         .testTarget(name: "TerminalGraphicsTests", dependencies: ["TerminalGraphics"]),
         .testTarget(name: "CrystalTests", dependencies: ["Crystal", "NeXus", "NDArray"]),
         .testTarget(name: "PlotTests", dependencies: ["Plot", "NDArray"]),

@@ -108,7 +108,7 @@ final class StackFile {
                 if let logPath = f.stringAttribute("log"), let log = try root.resolve(logPath) as? NXGroup,
                    let time = try log.child("time") as? NXField, let value = try log.child("value") as? NXField,
                    case .array(let ts) = try time.read(nil), case .array(let vs) = try value.read(nil) {
-                    let start = time.stringAttribute("start").flatMap { StackTime.seconds($0) } ?? 0
+                    let start = time.stringAttribute("start").flatMap { NXTime.seconds($0) } ?? 0
                     logs[e.name] = (ts.doubles().map { $0 + start }, vs.doubles())
                 }
             }
@@ -444,7 +444,7 @@ final class StackFile {
             for (key, field, dtype) in perFrame {
                 if let log = logs[key] {
                     let values = run.map { i -> Double in
-                        guard let text = byIndex[i]?.time, let t = StackTime.seconds(text) else { return .nan }
+                        guard let text = byIndex[i]?.time, let t = NXTime.seconds(text) else { return .nan }
                         return StackLog.interpolate(log.times, log.values, at: t)
                     }
                     try field.write(.array(NDArray.from(values, shape: [values.count], dtype: dtype)), at: sel)

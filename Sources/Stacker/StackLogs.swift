@@ -49,10 +49,10 @@ public struct StackLog: Sendable {
             let cols = line.split(whereSeparator: { $0 == "," || $0 == "\t" || $0 == ";" }).map { String($0).trimmingBlanks }
             let parts = cols.count >= 2 ? cols : line.split(separator: " ", omittingEmptySubsequences: true).map(String.init)
             guard parts.count >= 2 else { throw StackError("\(file): line \(n + 1): time,value expected, got '\(line)'") }
-            let t = Double(parts[0]) ?? StackTime.seconds(parts[0])
+            let t = Double(parts[0]) ?? NXTime.seconds(parts[0])
             guard let t, let v = Double(parts[1]) else {
                 if times.isEmpty && values.isEmpty && units == nil {  // the header
-                    units = StackTime.units(in: parts[1]) ?? ""
+                    units = StackLog.units(in: parts[1]) ?? ""
                     continue
                 }
                 throw StackError("\(file): line \(n + 1): a time (seconds or ISO 8601) and a number expected, got '\(line)'")
@@ -95,7 +95,7 @@ public struct StackLog: Sendable {
         let t0 = (times[0] * 1000).rounded() / 1000  // the start attribute's milliseconds, exactly
         let time = try log.makeField("time", value: .array(try NDArray.from(times.map { $0 - t0 }, shape: [times.count])))
         try time.setAttribute("units", .string("s"))
-        try time.setAttribute("start", .string(StackTime.iso(t0)))
+        try time.setAttribute("start", .string(NXTime.iso(t0, milliseconds: true)))
         let value = try log.makeField("value", value: .array(try NDArray.from(values, shape: [values.count])))
         if let units { try value.setAttribute("units", .string(units)) }
         try log.setAttribute("source", .string(source))
@@ -103,71 +103,7 @@ public struct StackLog: Sendable {
     }
 }
 
-/// Time stamps as text: ISO 8601 (frame headers "2024-03-01T12:00:01.100", with an
-/// optional zone) and SLS's "2007/Jun/17 15:12:36.928"; seconds since 1970.
-public enum StackTime {
-    public static func seconds(_ text: String) -> Double? {
-        let s = Array(text.trimmingBlanks.utf8)
-        var i = 0
-        func digits(_ n: Int) -> Int? {
-            guard i + n <= s.count else { return nil }
-            var v = 0
-            for k in 0..<n { let c = s[i + k]; guard c >= 48 && c <= 57 else { return nil }; v = v * 10 + Int(c - 48) }
-            i += n
-            return v
-        }
-        func eat(_ c: Character) -> Bool { if i < s.count, s[i] == c.asciiValue! { i += 1; return true }; return false }
-        guard let year = digits(4) else { return nil }
-        var month: Int
-        if eat("-") {
-            guard let m = digits(2), eat("-") else { return nil }
-            month = m
-        } else if eat("/") {
-            guard i + 3 <= s.count else { return nil }
-            let name = String(decoding: s[i..<(i + 3)], as: UTF8.self).lowercased()
-            guard let k = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"].firstIndex(of: name) else { return nil }
-            month = k + 1
-            i += 3
-            guard eat("/") else { return nil }
-        } else { return nil }
-        guard let day = digits(2), eat("T") || eat(" "), let hour = digits(2), eat(":"), let minute = digits(2) else { return nil }
-        var second = 0.0
-        if eat(":") {
-            let start = i
-            while i < s.count, (s[i] >= 48 && s[i] <= 57) || s[i] == 46 { i += 1 }
-            guard let x = Double(String(decoding: s[start..<i], as: UTF8.self)) else { return nil }
-            second = x
-        }
-        var zone = 0
-        if eat("Z") {
-        } else if i < s.count, s[i] == 43 || s[i] == 45 {
-            let sign = s[i] == 45 ? -1 : 1
-            i += 1
-            guard let zh = digits(2) else { return nil }
-            _ = eat(":")
-            zone = sign * (zh * 3600 + (digits(2) ?? 0) * 60)
-        }
-        guard i == s.count else { return nil }
-        var t = tm()
-        t.tm_year = Int32(year - 1900)
-        t.tm_mon = Int32(month - 1)
-        t.tm_mday = Int32(day)
-        t.tm_hour = Int32(hour)
-        t.tm_min = Int32(minute)
-        return Double(timegm(&t)) + second - Double(zone)
-    }
-
-    /// Seconds since 1970 as ISO 8601 text (UTC, milliseconds).
-    public static func iso(_ seconds: Double) -> String {
-        var whole = time_t(seconds.rounded(.down))
-        let ms = Int(((seconds - Double(whole)) * 1000).rounded())
-        var parts = tm()
-        gmtime_r(&whole, &parts)
-        func two(_ v: Int32) -> String { v < 10 ? "0\(v)" : "\(v)" }
-        let frac = ms == 0 ? "" : "." + String(1000 + min(ms, 999)).dropFirst()
-        return "\(parts.tm_year + 1900)-\(two(parts.tm_mon + 1))-\(two(parts.tm_mday))T\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec))\(frac)"
-    }
-
+extension StackLog {
     /// "temperature (K)" -> "K", "current [mA]" -> "mA".
     static func units(in header: String) -> String? {
         for (open, close) in [("(", ")"), ("[", "]")] {
