@@ -145,8 +145,11 @@ let package = Package(
         // SPEC data files (scans, columns straight into arrays, positions, metadata) and their
         // conversion to NeXus in spec2nexus's layout. No Lua inside.
         .target(name: "SpecFile", dependencies: ["NDArray", "NeXus"]),
+        // Neutron event data (NXevent_data): banks read lazily, histograms streamed over
+        // the file in blocks by worker threads (pixel x tof, spectra, detector images). No Lua inside.
+        .target(name: "NeutronEvents", dependencies: ["NDArray", "NeXus"]),
         // The Lua modules nxlua provides (bindings only; cores live in their own modules).
-        .target(name: "NXLuaRuntime", dependencies: ["LuaBridge", "NativeLibraries", "NDArray", "NeXus", "Detector", "Stacker", "TerminalProgress", "RemoteServer", "RemoteClient", "Events", "Plot", "FolderListing", "Catalog", "Crystal", "SpecFile"]),
+        .target(name: "NXLuaRuntime", dependencies: ["LuaBridge", "NativeLibraries", "NDArray", "NeXus", "Detector", "Stacker", "TerminalProgress", "RemoteServer", "RemoteClient", "Events", "Plot", "FolderListing", "Catalog", "Crystal", "SpecFile", "NeutronEvents"]),
         // `nxlua macros`: one worker thread and one Lua state per macro file, fed from the
         // journal with durable cursors, limits, failure counting and live reload.
         .target(name: "Macros", dependencies: ["Events", "NXLuaRuntime", "LuaBridge", "NDArray", "NeXus",
@@ -184,7 +187,7 @@ let package = Package(
 
         // Swift-side micro-benchmarks for scripts/bench (not part of the product).
         .target(name: "CBenchmarkShims", dependencies: ["CLua"]),
-        .executableTarget(name: "nxlua-bench", dependencies: ["LuaBridge", "CLua", "CBenchmarkShims", "NDArray", "Events", "Catalog"]),
+        .executableTarget(name: "nxlua-bench", dependencies: ["LuaBridge", "CLua", "CBenchmarkShims", "NDArray", "NeXus", "Events", "Catalog"]),
 
         .testTarget(name: "LuaBridgeTests", dependencies: ["LuaBridge"]),
         .testTarget(name: "NDArrayTests", dependencies: ["NDArray"]),
@@ -194,7 +197,7 @@ let package = Package(
         .testTarget(name: "RemoteServerTests", dependencies: ["RemoteServer", "NeXus", "NDArray"]),
         .testTarget(name: "RemoteClientTests", dependencies: ["RemoteClient", "NeXus", "NDArray"]),
         .testTarget(name: "EventsTests", dependencies: ["Events"]),
-        .testTarget(name: "CatalogTests", dependencies: ["Catalog"]),
+        .testTarget(name: "CatalogTests", dependencies: ["Catalog", "NeXus"]),
         .testTarget(name: "TerminalGraphicsTests", dependencies: ["TerminalGraphics"]),
         .testTarget(name: "CrystalTests", dependencies: ["Crystal", "NeXus", "NDArray"]),
         .testTarget(name: "PlotTests", dependencies: ["Plot", "NDArray"]),

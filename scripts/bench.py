@@ -2133,6 +2133,104 @@ def bench_transform(root):
              f"{ours / theirs:.1f}x faster", ">= 10x", ours >= 10 * theirs),
             ("  the same, against the detector", f"{ours / 1e6:.1f} Mpixel/s", "Pilatus 2M at 10 Hz", "25 Mpixel/s",
              f"{ours / 25e6:.2f}x", ">= 1x", ours >= 25e6)]
+def event_file(events=100_000_000, banks=4):
+    """Neutron events in the ESS layout scippnexus groups by pixel: `banks` NXdetector groups
+    (128 x 128 pixels each, detector_number) holding an NXevent_data of events/banks events
+    (uint32 event_id, float32 event_time_offset in us, 14 Hz pulses), chunked, uncompressed."""
+    def write(path):
+        import h5py
+        import numpy as np
+        rng = np.random.default_rng(1)
+        per = events // banks
+        with h5py.File(path, "w") as f:
+            entry = f.create_group("entry")
+            entry.attrs["NX_class"] = "NXentry"
+            inst = entry.create_group("instrument")
+            inst.attrs["NX_class"] = "NXinstrument"
+            for b in range(banks):
+                det = inst.create_group(f"bank{b + 1}")
+                det.attrs["NX_class"] = "NXdetector"
+                first = 1 + b * 16384
+                det.create_dataset("detector_number", data=(first + np.arange(16384)).reshape(128, 128).astype("i4"))
+                ev = det.create_group("events")
+                ev.attrs["NX_class"] = "NXevent_data"
+                pulses = 14 * 600
+                counts = np.full(pulses, per // pulses)
+                counts[: per - counts.sum()] += 1
+                z = ev.create_dataset("event_time_zero", data=(np.arange(pulses) * (1e9 / 14)).astype("i8"))
+                z.attrs["units"] = "ns"
+                z.attrs["offset"] = "2026-12-05T00:00:00"
+                ev.create_dataset("event_index", data=np.concatenate([[0], np.cumsum(counts)[:-1]]).astype("i8"))
+                ids = ev.create_dataset("event_id", shape=(per,), dtype="u4", chunks=(1 << 20,))
+                tof = ev.create_dataset("event_time_offset", shape=(per,), dtype="f4", chunks=(1 << 20,))
+                tof.attrs["units"] = "us"
+                step = 1 << 24
+                for a in range(0, per, step):
+                    n = min(step, per - a)
+                    ids[a:a + n] = first + rng.integers(0, 16384, n).astype("u4")
+                    tof[a:a + n] = rng.uniform(0, 71000, n).astype("f4")
+    return cached_file(f"events_{events}_v1.nxs", write)
+
+
+def bench_events(root):
+    """Histogramming neutron events (issue 20): 1e8 events in 4 banks to (pixel x tof, 200
+    bins) with nxlua (f.entry:histogram, streamed, threads) against scippnexus + scipp (load
+    each bank grouped by pixel, then hist), warm page cache, medians of 3; the GB/s of both
+    next to a plain sequential read of the same file; nxlua's peak RSS."""
+    import resource
+    path = event_file()
+    size = path.stat().st_size
+    nxlua = str(root / ".build/release/nxlua")
+    py = str(pathlib.Path.home() / ".cache/nxlua/venv/bin/python")
+    script = f"""
+        local f = nx.load({json.dumps(str(path))})
+        local t = nxlua.time()
+        local c, info = f.entry:histogram{{tof = events.edges(0, 71000, 200), pixels = true}}
+        print((nxlua.time() - t), info.events, c:sum())
+    """
+    anchor = f"""
+import time, scipp as sc, scippnexus as snx
+t = time.perf_counter()
+total = 0
+with snx.File({json.dumps(str(path))}) as f:
+    for b in range(4):
+        h = f[f"entry/instrument/bank{{b + 1}}"][()]["events"].hist(
+            event_time_offset=sc.linspace("event_time_offset", 0.0, 71000.0, 201, unit="us", dtype="float32"))
+        total += h.sum().value
+print(time.perf_counter() - t, total)
+"""
+
+    def plain_read():
+        buf = bytearray(16 << 20)
+        view = memoryview(buf)
+        t = time.perf_counter()
+        with open(path, "rb", buffering=0) as f:
+            while f.readinto(view):
+                pass
+        return time.perf_counter() - t
+
+    plain_read()  # warm the page cache
+    ours, theirs, counts = [], [], set()
+    for _ in range(3):
+        out = subprocess.run([nxlua, "-e", script], check=True, capture_output=True, text=True).stdout.split()
+        ours.append(float(out[0]))
+        counts.add(round(float(out[2])))
+        peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    for _ in range(3):
+        out = subprocess.run([py, "-c", anchor], check=True, capture_output=True, text=True).stdout.split()
+        theirs.append(float(out[0]))
+        counts.add(round(float(out[1])))
+    read_s = statistics.median([plain_read() for _ in range(3)])
+    n = 100_000_000
+    o, a = statistics.median(ours), statistics.median(theirs)
+    same = "same counts" if len(counts) == 1 else f"COUNTS DIFFER {sorted(counts)}"
+    return [(f"events -> (pixel x tof), 1e8 events, {size / o / 1e9:.2f} GB/s ({same})", f"{n / o / 1e6:.0f} M events/s",
+             "scippnexus + scipp hist", f"{n / a / 1e6:.1f} M events/s", f"{a / o:.1f}x", ">= 5x", a / o >= 5),
+            (f"  against a plain read of the file ({size / 1e9:.2f} GB, warm cache)", f"{o * 1e3:.0f} ms",
+             f"read ({size / read_s / 1e9:.2f} GB/s)", f"{read_s * 1e3:.0f} ms", f"{100 * read_s / o:.0f}% of read speed",
+             "(no target)", True),
+            ("  peak RSS of the nxlua processes", f"{peak_mb:.0f} MB", "(the events are 0.8 GB)", "", "", "< 300 MB",
+             peak_mb < 300)]
 
 
 BENCHES = {"startup": bench_startup, "bridge": bench_bridge, "sums": bench_sums,
@@ -2143,7 +2241,7 @@ BENCHES = {"startup": bench_startup, "bridge": bench_bridge, "sums": bench_sums,
            "macro_latency_postgres": bench_macro_latency_postgres, "scaleout": bench_scaleout, "live": bench_live,
            "catalog_register": bench_catalog_register, "catalog_query": bench_catalog_query,
            "crystal": bench_crystal, "transform": bench_transform, "spec": bench_spec,
-           "stack_hdf5": bench_stack_hdf5}
+           "stack_hdf5": bench_stack_hdf5, "events": bench_events}
 
 
 def main():

@@ -58,7 +58,7 @@ public struct Harvester: Sendable {
         var base: [String: FieldValue] = [:]
         if let s = Harvester.fileStamp(path) {
             base["size"] = .integer(s.size)
-            base["mtime"] = .time(CatalogTime.iso(s.mtime), seconds: s.mtime)
+            base["mtime"] = .time(NXTime.iso(s.mtime), seconds: s.mtime)
         }
         if checksum, let sum = Harvester.sha256(path) { base["sha256"] = .text(sum) }
         // a SPEC data file (text starting with '#'): one entry per scan
@@ -199,7 +199,7 @@ public struct Harvester: Sendable {
             let si = try Units.toSI(mean, unit: units, dimension: declared.dimension)
             return .number(mean, units: units, si: si)
         case .time:
-            guard let s = describe(v), let t = CatalogTime.parse(s) else { return nil }
+            guard let s = describe(v), let t = NXTime.seconds(s) else { return nil }
             return .time(s, seconds: t)
         }
     }
@@ -241,72 +241,3 @@ public struct Harvester: Sendable {
     }
 }
 
-/// ISO 8601 instants (what NeXus's NX_DATE_TIME says) and the forms files use besides.
-public enum CatalogTime {
-    /// Seconds since 1970 (UTC) of "2026-12-01", "2026-12-01T10:00:00", "...Z",
-    /// "...+02:00", "2026-12-01 10:00:00.5"; a time without a zone is taken as UTC.
-    public static func parse(_ text: String) -> Double? {
-        let s = Array(text.trimmed(" \t\0").utf8)
-        var i = 0
-        func digits(_ n: Int) -> Int? {
-            guard i + n <= s.count else { return nil }
-            var v = 0
-            for k in 0..<n {
-                let c = s[i + k]
-                guard c >= 48 && c <= 57 else { return nil }
-                v = v * 10 + Int(c - 48)
-            }
-            i += n
-            return v
-        }
-        func eat(_ c: Character) -> Bool {
-            if i < s.count, s[i] == c.asciiValue! { i += 1; return true }
-            return false
-        }
-        guard let year = digits(4), eat("-"), let month = digits(2), eat("-"), let day = digits(2),
-              (1...12).contains(month), (1...31).contains(day) else { return nil }
-        var hour = 0, minute = 0, second = 0.0, zone = 0
-        if i < s.count, s[i] == UInt8(ascii: "T") || s[i] == UInt8(ascii: " ") {
-            i += 1
-            guard let h = digits(2), eat(":"), let m = digits(2) else { return nil }
-            hour = h
-            minute = m
-            if eat(":") {
-                guard let sec = digits(2) else { return nil }
-                second = Double(sec)
-                if eat(".") || eat(",") {
-                    var scale = 0.1
-                    while i < s.count, s[i] >= 48 && s[i] <= 57 { second += Double(s[i] - 48) * scale; scale /= 10; i += 1 }
-                }
-            }
-            if eat("Z") {
-            } else if i < s.count, s[i] == UInt8(ascii: "+") || s[i] == UInt8(ascii: "-") {
-                let sign = s[i] == UInt8(ascii: "-") ? -1 : 1
-                i += 1
-                guard let zh = digits(2) else { return nil }
-                _ = eat(":")
-                let zm = digits(2) ?? 0
-                zone = sign * (zh * 3600 + zm * 60)
-            }
-        }
-        guard i == s.count else { return nil }
-        var t = tm()
-        t.tm_year = Int32(year - 1900)
-        t.tm_mon = Int32(month - 1)
-        t.tm_mday = Int32(day)
-        t.tm_hour = Int32(hour)
-        t.tm_min = Int32(minute)
-        t.tm_sec = 0
-        let base = timegm(&t)
-        return Double(base) + second - Double(zone)
-    }
-
-    /// Seconds since 1970 as ISO 8601 UTC text.
-    public static func iso(_ seconds: Double) -> String {
-        var t = time_t(seconds.rounded(.down))
-        var parts = tm()
-        gmtime_r(&t, &parts)
-        func two(_ v: Int32) -> String { v < 10 ? "0\(v)" : "\(v)" }
-        return "\(parts.tm_year + 1900)-\(two(parts.tm_mon + 1))-\(two(parts.tm_mday))T\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec))Z"
-    }
-}

@@ -1,3 +1,4 @@
+import NeXus
 /// The two SQL dialects the catalog speaks. The query model is compiled here, in one
 /// place, for both (tiled's lesson: one query model, two engines, the same answers).
 public enum SQLDialect: Sendable {
@@ -264,11 +265,12 @@ public enum CatalogText {
     }
 }
 
-extension CatalogTime {
+/// Time values in queries.
+public enum CatalogTime {
     /// The instants a time value names: a day is the whole day, a minute the whole minute.
     public static func span(_ text: String) -> (Double, Double)? {
         let t = text.trimmed(" ")
-        guard let start = parse(t) else { return nil }
+        guard let start = NXTime.seconds(t) else { return nil }
         if t.count == 10 { return (start, start + 86400) }
         if t.count == 16 { return (start, start + 60) }
         return (start, start + 1)

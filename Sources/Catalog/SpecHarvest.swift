@@ -1,3 +1,4 @@
+import NeXus
 import NDArray
 import SpecFile
 #if canImport(Glibc)
@@ -54,7 +55,7 @@ extension Harvester {
         e["title"] = .text(scan.title.isEmpty ? scan.command : scan.title)
         e["scan_command"] = .text(scan.command)
         let date = SpecToNeXus.iso8601(scan.date.isEmpty ? scan.header.date : scan.date)
-        if let t = CatalogTime.parse(date) { e["start_time"] = .time(date, seconds: t) }
+        if let t = NXTime.seconds(date) { e["start_time"] = .time(date, seconds: t) }
         let comments = scan.comments + scan.header.comments
         if let s = Harvester.sampleInComments(comments) { e["sample"] = .text(s) }
         if let t = temperature(scan, comments) {

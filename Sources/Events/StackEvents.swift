@@ -169,7 +169,33 @@ public final class StackEventEmitter: StackObserver, @unchecked Sendable {
         e.expectedFrames = options.frames
         if let id = try v.string("scan-id") { e.runFields["scan_id"] = EventValue(parsingText: id) }
         if let p = try v.string("plan") { e.runFields["plan"] = .string(p) }
+        if let run = try v.string("run") { try e.takeRunStart(run, into: &options) }
         options.observer = e
         return e
+    }
+
+    /// The run.start a trigger journaled for this run before the stacker began (`nxlua
+    /// trigger run.start --run UID sample=LaB6 temperature=300K`): its sample and dotted
+    /// values become the stack's metadata (NXsample, NXinstrument, NXuser), under --meta.
+    /// The journal is read from its start (events after the last are not waited for).
+    func takeRunStart(_ run: String, into options: inout StackOptions) throws {
+        var after: Int64 = 0
+        var found: Event?
+        while true {
+            let page = try journal.events(after: after, limit: 5000)
+            guard let last = page.last else { break }
+            if let e = page.last(where: { $0.kind == .runStart && $0.run == run && $0.source != "stack" }) { found = e }
+            after = last.seq
+        }
+        guard let start = found else { return }
+        for (key, value) in start.payload.sorted(by: { $0.key < $1.key }) {
+            switch value {
+            case .int(let i): options.additions.metadata.add(runStartKey: key, integer: i)
+            case .double(let d): options.additions.metadata.add(runStartKey: key, number: d)
+            case .string(let t): options.additions.metadata.add(runStartKey: key, text: t)
+            case .bool(let b): options.additions.metadata.add(runStartKey: key, boolean: b)
+            default: break
+            }
+        }
     }
 }

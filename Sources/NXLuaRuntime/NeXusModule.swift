@@ -344,6 +344,7 @@ enum NeXusModule {
         """,
         methods: groupReadMethods() + [
             renameMethod() as LuaMethodDecl<NXGroup>,
+            EventsModule.histogramMethod(),
             LuaMethodDecl("flush", "f:flush()", "writes buffered data to disk (SWMR readers then see it)") { call, g in
                 try wrap { try g.file.flush() }
                 return 0

@@ -35,6 +35,7 @@ public final class Runtime {
         try state.install(lazy: "plot") { PlotModule.declaration }
         try state.install(lazy: "crystal") { CrystalModule.declaration }
         try state.install(lazy: "spec") { SpecModule.declaration }
+        try state.install(lazy: "events") { EventsModule.declaration }
         try PlotModule.installGlobals(lua)
         try lua.setGlobal(CoreModule.help)
     }

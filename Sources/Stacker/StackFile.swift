@@ -48,6 +48,8 @@ final class StackFile {
     /// Per-frame header values, by header key ("start_angle"), with their dtype.
     let perFrame: [(key: String, field: NXField, dtype: DType)]
     let timeField: NXField?
+    /// Per-frame fields of logs (--log), by key: the log's absolute times and values.
+    let logs: [String: (times: [Double], values: [Double])]
     let frameShape: [Int]
     let dtype: DType
     let firstNumber: Int
@@ -96,15 +98,24 @@ final class StackFile {
         self.firstNumber = firstNumber
         var perFrame: [(String, NXField, DType)] = []
         var timeField: NXField? = nil
+        var logs: [String: (times: [Double], values: [Double])] = [:]
         if let g = try root.resolve("\(entry)/instrument/NDAttributes") as? NXGroup {
             for e in try g.entries() where e.name != "frame_number" {
                 guard let f = try g.child(e.name) as? NXField else { continue }
                 if e.name == "time" { timeField = f; continue }
                 if case .numeric(let t) = try f.elementType { perFrame.append((e.name, f, t)) }
+                // a log's per-frame field: the NXlog it interpolates
+                if let logPath = f.stringAttribute("log"), let log = try root.resolve(logPath) as? NXGroup,
+                   let time = try log.child("time") as? NXField, let value = try log.child("value") as? NXField,
+                   case .array(let ts) = try time.read(nil), case .array(let vs) = try value.read(nil) {
+                    let start = time.stringAttribute("start").flatMap { NXTime.seconds($0) } ?? 0
+                    logs[e.name] = (ts.doubles().map { $0 + start }, vs.doubles())
+                }
             }
         }
         self.perFrame = perFrame
         self.timeField = timeField
+        self.logs = logs
         encoder = try NXChunkEncoder(for: data)
         extent = try status.shape[0]
         statuses = []
@@ -344,6 +355,18 @@ final class StackFile {
             try m.setAttribute("description", .string(additions.pixelMaskSource ?? "pixel mask"))
         }
         try additions.metadata.write(into: e)
+        // logs: the NXlog, and a per-frame field of its value at each frame's time stamp
+        for log in additions.logs {
+            let (group, name) = try log.write(into: e)
+            let key = log.path.joined(separator: "_")
+            if try nd.child(key) != nil { try nd.delete(key) }
+            let f = try nd.makeField(key, value: nil, options: perFrameOptions(.float64, fill: .nan))
+            if let u = log.units { try f.setAttribute("units", .string(u)) }
+            try f.setAttribute("log", .string("\(group.path)/\(name)_log"))
+            try f.setAttribute("description", .string("\(log.path.joined(separator: ".")) at the frame's time stamp, interpolated in the log \(log.source)"))
+            if try group.child(name) != nil { try group.delete(name) }
+            try group.link(name, to: f)
+        }
     }
 
     // MARK: writing
@@ -419,6 +442,14 @@ final class StackFile {
         for run in readyRuns {
             let sel = Selection([.range(.int(run.lowerBound), .int(run.upperBound), nil)])
             for (key, field, dtype) in perFrame {
+                if let log = logs[key] {
+                    let values = run.map { i -> Double in
+                        guard let text = byIndex[i]?.time, let t = NXTime.seconds(text) else { return .nan }
+                        return StackLog.interpolate(log.times, log.values, at: t)
+                    }
+                    try field.write(.array(NDArray.from(values, shape: [values.count], dtype: dtype)), at: sel)
+                    continue
+                }
                 let values = run.map { i -> Double in
                     switch byIndex[i]?.values[key] {
                     case .integer(let v)?: return Double(v)

@@ -8,6 +8,8 @@ public struct StackAdditions: @unchecked Sendable {
     public var pixelMask: NDArray?
     public var pixelMaskSource: String?
     public var metadata = StackMetadata()
+    /// Time-stamped logs (--log): NXlog groups and per-frame values.
+    public var logs: [StackLog] = []
     public init() {}
 }
 
@@ -92,6 +94,39 @@ public struct StackMetadata: Sendable {
         let key = String(assignment[..<eq]).trimmingBlanks
         let (v, u) = StackMetadata.parse(String(assignment[assignment.index(after: eq)...]))
         set(Item(path: try StackMetadata.path(key, "--meta \(assignment)"), value: v, units: u))
+    }
+
+    /// NXsample's own fields: a run.start key with one of these names (temperature=300K)
+    /// goes into the sample; `sample=LaB6` names it.
+    static let sampleFields: Set<String> = [
+        "name", "chemical_formula", "temperature", "pressure", "magnetic_field", "electric_field",
+        "stress_field", "description", "type", "situation", "preparation_date", "mass", "density",
+        "relative_molecular_mass", "concentration", "volume_fraction", "thickness", "sample_id",
+        "unit_cell", "orientation_matrix", "ub_matrix", "sample_component", "short_title", "rotation_angle",
+    ]
+
+    /// A value of a run's run.start event (`nxlua trigger run.start --run UID sample=LaB6
+    /// temperature=300K`): `sample` names the sample, NXsample's field names go into it,
+    /// dotted keys (sample.x, instrument.source.current, user.name) as --meta has them; other
+    /// keys (scan_id, plan, file) are the run's, not the sample's, and are left out. Values
+    /// already set (--meta, --meta-file) win. Returns whether the key was taken.
+    @discardableResult
+    public mutating func add(runStartKey key: String, number: Double? = nil, integer: Int? = nil, text: String? = nil,
+                             boolean: Bool? = nil) -> Bool {
+        let path: [String]
+        if key == "sample" { path = ["sample", "name"] }
+        else if StackMetadata.sampleFields.contains(key) { path = ["sample", key] }
+        else if key.contains("."), let p = try? StackMetadata.path(key, "run.start") { path = p }
+        else { return false }
+        guard !items.contains(where: { $0.path == path }) else { return false }
+        if let integer { set(Item(path: path, value: .integer(integer), units: nil)) }
+        else if let number { set(Item(path: path, value: .number(number), units: nil)) }
+        else if let boolean { set(Item(path: path, value: .boolean(boolean), units: nil)) }
+        else if let text {
+            let (v, u) = StackMetadata.parse(text)
+            set(Item(path: path, value: v, units: u))
+        } else { return false }
+        return true
     }
 
     mutating func set(_ item: Item) {

@@ -60,6 +60,7 @@ extension StackOptions {
         .init("no-sync", nil, "do not wait for the disk at each commit: faster, but a power cut or OS crash (not a killed stacker) can lose frames marked stored"),
         .init("quiet", nil, "no progress bar"),
         .init("meta", "KEY=VALUE", "a value from outside the frames, written into the new stack: sample.name=LaB6, sample.temperature=300K (units after the number), instrument.source.current=100mA, user.name=..., experiment.identifier=...; repeatable"),
+        .init("log", "NAME=FILE.csv", "a time-stamped log (CSV of time,value; times in seconds since 1970 or ISO 8601; a header 'time,temperature (K)' gives units): NXlog NAME_log in the sample (sample.temperature or temperature) or instrument (instrument.source.current), and NAME per frame, interpolated at each frame's time stamp; repeatable"),
         .init("meta-file", "FILE.toml", "values from a TOML file: [sample] name = \"LaB6\", temperature = 300, temperature_units = \"K\" (--meta wins over it)"),
     ]
 
@@ -91,6 +92,7 @@ extension StackOptions {
         do {
             for f in try v.strings("meta-file") { try o.additions.metadata.add(tomlFile: f) }
             for m in try v.strings("meta") { try o.additions.metadata.add(assignment: m) }
+            for l in try v.strings("log") { o.additions.logs.append(try StackLog.parse(l)) }
         } catch let e as StackError { throw StackSettingError(message: e.message) }
         return o
     }

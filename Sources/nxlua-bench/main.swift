@@ -1,3 +1,4 @@
+import NeXus
 // nxlua-bench: Swift-side micro-benchmarks that scripts/bench runs next to their anchors.
 // Prints one JSON object per benchmark on stdout.
 //
@@ -125,7 +126,7 @@ func catalogBench(path: String, entries: Int, batch: Int) throws {
             let kelvin = 10 + Double(rng.next() % 4000) / 10
             e["temperature"] = k % 3 == 0 ? .number(kelvin - 273.15, units: "degC", si: kelvin) : .number(kelvin, units: "K", si: kelvin)
             let t = start0 + Double(k) * 30
-            e["start_time"] = .time(CatalogTime.iso(t), seconds: t)
+            e["start_time"] = .time(NXTime.iso(t), seconds: t)
             e["instrument"] = .text("beamline-\(k % 20)")
             e["title"] = .text((0..<4).map { _ in words[Int(rng.next() % UInt64(words.count))] }.joined(separator: " ") + " \(k)")
             e["kind"] = .text("raw")

@@ -112,7 +112,7 @@ final class StackRegistrar: StackObserver {
         do {
             try catalog.record(file, entry: entry, fields: [
                 "kind": .text("stack"), "status": .text("running"), "signal_shape": .text((["0"] + frameShape.map(String.init)).joined(separator: "x")),
-                "start_time": .time(CatalogTime.iso(Double(time(nil))), seconds: Double(time(nil))),
+                "start_time": .time(NXTime.iso(Double(time(nil))), seconds: Double(time(nil))),
             ], harvest: false)
         } catch { log("catalog: \(error)") }
     }

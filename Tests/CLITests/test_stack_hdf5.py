@@ -205,3 +205,91 @@ identifier = "2026-3-1234"
     assert r.returncode == 1 and "'temperature' is not a dotted NeXus name" in r.stderr, r.stderr
     r = run("stack", str(path), "--out", str(tmp_path / "n.nxs"), "--meta", "detector.x=1")
     assert r.returncode == 1 and "must start with sample, instrument, user, experiment or entry" in r.stderr, r.stderr
+
+
+def test_run_start_metadata_fills_the_sample(tmp_path):
+    """`nxlua trigger run.start --run UID sample=LaB6 temperature=300K` before the stacker
+    starts: the stack of that run (--journal, --run) has them in NXsample, --meta wins."""
+    frames = np.ones((2, 8, 8), dtype="int32")
+    path = tmp_path / "r.h5"
+    with h5py.File(path, "w") as f:
+        f["entry/data/data"] = frames
+    journal = tmp_path / "j.sqlite"
+    r = run("trigger", "run.start", "--run", "run-42", "--journal", str(journal), "sample=LaB6",
+            "temperature=300K", "pressure=1.5 bar", "instrument.source.current=100mA", "scan_id=7",
+            "chemical_formula=not this")
+    assert r.returncode == 0, r.stderr
+    # another run's run.start is not taken
+    r = run("trigger", "run.start", "--run", "run-41", "--journal", str(journal), "sample=Si")
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "r.nxs"
+    r = run("stack", str(path), "--out", str(out), "--quiet", "--journal", str(journal), "--run", "run-42",
+            "--meta", "sample.chemical_formula=LaB6")
+    assert r.returncode == 0, r.stderr
+    with h5py.File(out, "r") as s:
+        sample = s["entry/sample"]
+        assert sample.attrs["NX_class"] in (b"NXsample", "NXsample")
+        assert sample["name"][()].decode() == "LaB6"
+        assert sample["temperature"][()] == 300 and sample["temperature"].attrs["units"] == "K"
+        assert sample["pressure"][()] == 1.5 and sample["pressure"].attrs["units"] == "bar"
+        assert sample["chemical_formula"][()].decode() == "LaB6"
+        assert s["entry/instrument/source/current"][()] == 100
+        assert "scan_id" not in sample
+    # without --run (a new uid), nothing of run-42
+    out2 = tmp_path / "r2.nxs"
+    r = run("stack", str(path), "--out", str(out2), "--quiet", "--journal", str(journal))
+    assert r.returncode == 0, r.stderr
+    with h5py.File(out2, "r") as s:
+        assert "name" not in s["entry"].get("sample", {})
+
+
+def test_logs_become_nxlog_and_per_frame_values(tmp_path):
+    """--log sample.temperature=FILE.csv: an NXlog (time from its start, value with units)
+    in NXsample, and the temperature at each frame's time stamp, as numpy.interp gives it."""
+    from datetime import datetime, timezone
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    code = f"""
+    for n = 1, 6 do
+      local f, h = detector.synthetic{{seed = n, frame = n, modules = {{1, 1}}, spots = 5}}
+      detector.write(string.format("{folder}/scan_%05d.cbf", n), f, h)
+    end"""
+    r = run("-e", code)
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "log.nxs"
+    # the frames' time stamps, from a first stack
+    r = run("stack", *sorted(map(str, folder.glob("*.cbf"))), "--out", str(tmp_path / "first.nxs"), "--quiet")
+    assert r.returncode == 0, r.stderr
+    with h5py.File(tmp_path / "first.nxs", "r") as s:
+        stamps = [t.decode() for t in s["entry/instrument/NDAttributes/time"][:]]
+    frame_t = np.array([datetime.fromisoformat(t).replace(tzinfo=timezone.utc).timestamp() for t in stamps])
+    t0 = frame_t[0] - 2.5
+    log_t = t0 + np.array([0, 1.7, 3.1, 4.0, 6.2, 9.0])
+    log_v = np.array([300.0, 301.5, 299.0, 305.25, 310.0, 311.0])
+    csv = tmp_path / "temperature.csv"
+    csv.write_text("time,temperature (K)\n" + "".join(f"{t:.6f},{v}\n" for t, v in zip(log_t, log_v)))
+    current = tmp_path / "current.csv"
+    iso = [datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] for t in (frame_t[0] - 10, frame_t[-1] + 10)]
+    current.write_text(f"# ring current\n{iso[0]}\t100.0\n{iso[1]}\t98.0\n")
+    r = run("stack", *sorted(map(str, folder.glob("*.cbf"))), "--out", str(out), "--quiet",
+            "--log", f"temperature={csv}", "--log", f"instrument.source.current={current}")
+    assert r.returncode == 0, r.stderr
+    with h5py.File(out, "r") as s:
+        log = s["entry/sample/temperature_log"]
+        assert log.attrs["NX_class"] in (b"NXlog", "NXlog")
+        start = datetime.fromisoformat(log["time"].attrs["start"]).replace(tzinfo=timezone.utc).timestamp()
+        np.testing.assert_allclose(log["time"][:] + start, log_t, atol=1e-6)
+        np.testing.assert_array_equal(log["value"][:], log_v)
+        assert log["value"].attrs["units"] == "K" and log["time"].attrs["units"] == "s"
+        per_frame = s["entry/sample/temperature"][:]
+        np.testing.assert_allclose(per_frame, np.interp(frame_t, log_t, log_v), rtol=1e-12)
+        assert s["entry/sample/temperature"].attrs["units"] == "K"
+        cur = s["entry/instrument/source/current"][:]
+        ct = np.array([datetime.fromisoformat(t).replace(tzinfo=timezone.utc).timestamp() for t in iso])
+        np.testing.assert_allclose(cur, np.interp(frame_t, ct, [100.0, 98.0]), rtol=1e-9)
+        assert s["entry/instrument/source/current_log"].attrs["NX_class"] in (b"NXlog", "NXlog")
+    # a log that is not one
+    bad = tmp_path / "bad.csv"
+    bad.write_text("time,value\n1,2\nabc,def\n")
+    r = run("stack", str(folder / "scan_00001.cbf"), "--out", str(tmp_path / "bad.nxs"), "--quiet", "--log", f"sample.temperature={bad}")
+    assert r.returncode != 0 and str(bad) in r.stderr and "line 3" in r.stderr

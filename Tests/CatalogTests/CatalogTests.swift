@@ -1,5 +1,6 @@
 import XCTest
 @testable import Catalog
+import NeXus
 
 final class UnitsTests: XCTestCase {
     func testTemperaturesNormaliseToKelvin() throws {
@@ -23,13 +24,21 @@ final class UnitsTests: XCTestCase {
     }
 
     func testTimes() {
-        XCTAssertEqual(CatalogTime.parse("1970-01-02"), 86400)
-        XCTAssertEqual(CatalogTime.parse("1970-01-01T01:00:00Z"), 3600)
-        XCTAssertEqual(CatalogTime.parse("1970-01-01T01:00:00+01:00"), 0)
-        XCTAssertEqual(CatalogTime.parse("1970-01-01 00:00:01.5"), 1.5)
-        XCTAssertNil(CatalogTime.parse("yesterday"))
-        XCTAssertNil(CatalogTime.parse("2026-13-01"))
-        XCTAssertEqual(CatalogTime.iso(86400), "1970-01-02T00:00:00Z")
+        XCTAssertEqual(NXTime.seconds("1970-01-02"), 86400)
+        XCTAssertEqual(NXTime.seconds("1970-01-01T01:00:00Z"), 3600)
+        XCTAssertEqual(NXTime.seconds("1970-01-01T01:00:00+01:00"), 0)
+        XCTAssertEqual(NXTime.seconds("1970-01-01 00:00:01.5"), 1.5)
+        XCTAssertNil(NXTime.seconds("yesterday"))
+        XCTAssertNil(NXTime.seconds("2026-13-01"))
+        XCTAssertEqual(NXTime.iso(86400), "1970-01-02T00:00:00Z")
+        // the forms frame headers and logs use (one parser for the stacker and the catalog)
+        XCTAssertEqual(NXTime.seconds("1970/Jan/02 00:00:01.250"), 86401.25)
+        XCTAssertEqual(NXTime.seconds(" 1970-01-01T00:01 "), 60)
+        XCTAssertEqual(NXTime.seconds("1970-01-01T00:00:02,5-01:00"), 3602.5)
+        XCTAssertNil(NXTime.seconds("1970/Foo/02 00:00:01"))
+        XCTAssertNil(NXTime.seconds("1970-01-01T25:00:00"))
+        XCTAssertEqual(NXTime.iso(86400.25, milliseconds: true), "1970-01-02T00:00:00.250Z")
+        XCTAssertEqual(NXTime.iso(86400.9996, milliseconds: true), "1970-01-02T00:00:01Z")
     }
 }
 
@@ -174,7 +183,7 @@ final class SQLiteCatalogTests: XCTestCase {
         e["sample"] = .text(sample)
         if let k = kelvin { e["temperature"] = .number(k, units: "K", si: k) }
         if let c = celsius { e["temperature"] = .number(c, units: "degC", si: c + 273.15) }
-        e["start_time"] = .time(start, seconds: CatalogTime.parse(start)!)
+        e["start_time"] = .time(start, seconds: NXTime.seconds(start)!)
         e["title"] = .text(text)
         e["kind"] = .text("raw")
         e["instrument"] = .text("6-ID-D")

@@ -1,0 +1,222 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Dispatch
+import NDArray
+import NeXus
+
+/// What to histogram: time of flight bins (nil: no time axis, events counted whatever
+/// their time), pixels (nil: summed over pixels), a pulse time range in seconds.
+public struct EventRequest: Sendable {
+    public var tof: EventBins?
+    public var pixels: PixelMap?
+    public var pulses: (Double, Double)?
+    /// Worker threads (0: the cores).
+    public var threads: Int = 0
+    /// Events per block read (two blocks are in memory at once).
+    public var blockEvents: Int = 1 << 22
+    /// Bytes the workers' private histograms may take together; a larger histogram is
+    /// split among the workers by rows instead (each bins only its own rows).
+    public var privateBytes: Int = 256 << 20
+    public init() {}
+}
+
+/// A histogram of events: counts of shape pixels (or image rows, columns) by tof bins.
+public struct EventHistogram: @unchecked Sendable {
+    public let counts: NDArray
+    /// Events read (in the pulses selected) and events that fell into a bin.
+    public let eventsRead: Int
+    public let eventsBinned: Int
+}
+
+/// A block of events read: the ids and times as the buffers' dtypes hold them.
+private final class Block: @unchecked Sendable {
+    let ids: NDArray?, tofs: NDArray?
+    var count = 0
+    init(_ n: Int, idType: DType?, tofType: DType?) throws {
+        ids = try idType.map { try NDArray(uninitialized: [n], dtype: $0) }
+        tofs = try tofType.map { try NDArray(uninitialized: [n], dtype: $0) }
+    }
+}
+
+/// The binning of one slice of a block into one histogram (a worker's share).
+private struct Kernel: @unchecked Sendable {
+    let bins: EventBins?
+    let nb: Int
+    let lookup: UnsafeBufferPointer<Int32>?
+    let first: Int
+    let rows: Range<Int>   // output rows this worker may write (all, unless split by rows)
+
+    @inline(__always)
+    func run<I: FixedWidthInteger, F: BinaryFloatingPoint>(_ ids: UnsafePointer<I>?, _ tofs: UnsafePointer<F>?,
+                                                           _ range: Range<Int>, _ hist: UnsafeMutablePointer<Int64>) -> Int {
+        var binned = 0
+        let lo = rows.lowerBound, hi = rows.upperBound
+        for k in range {
+            var b = 0
+            if let tofs, let bins {
+                b = bins.index(Double(tofs[k]))
+                if b < 0 { continue }
+            }
+            var r = 0
+            if let ids, let lookup {
+                let j = Int(ids[k]) &- first
+                if j < 0 || j >= lookup.count { continue }
+                r = Int(lookup[j])
+                if r < lo || r >= hi { continue }
+            }
+            hist[r &* nb &+ b] &+= 1
+            binned &+= 1
+        }
+        return binned
+    }
+}
+
+extension EventBank {
+    /// Histograms the bank's events as `request` says, streaming blocks of events: the
+    /// next block is read by another thread while the workers bin the current one into
+    /// private histograms (merged at the end), or, for a histogram too large to copy per
+    /// worker, each worker bins its share of the rows. Only the fields needed are read
+    /// (no event_id for a summed spectrum, no event_time_offset without tof bins).
+    /// `progress(events done, events)` runs between blocks and may throw to stop.
+    public func histogram(_ request: EventRequest, progress: ((Int, Int) throws -> Void)? = nil) throws -> EventHistogram {
+        let nb = request.tof?.count ?? 1
+        let rows = request.pixels?.rows ?? 1
+        let (cells, overflow) = rows.multipliedReportingOverflow(by: nb)
+        guard !overflow, cells < 1 << 34 else { throw EventError("\(place): a histogram of \(rows) x \(nb) bins is too large") }
+        let outShape = (request.pixels?.shape ?? []) + (request.tof == nil ? [] : [nb])
+        let ranges = eventRanges(pulses: request.pulses)
+        let total = ranges.reduce(0) { $0 + $1.count }
+        let threads = max(1, request.threads > 0 ? request.threads : Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+        let privateCopies = threads > 1 && cells * 8 * threads <= request.privateBytes
+        let workers = total < 1 << 16 ? 1 : threads
+        let result = try NDArray(zeros: outShape.isEmpty ? [1] : outShape, dtype: .int64)
+        let resultPointer = result.storage.bytes.assumingMemoryBound(to: Int64.self)
+
+        // the blocks: runs of events cut to blockEvents
+        let blockSize = max(1, min(request.blockEvents, max(total, 1)))
+        var pieces: [Range<Int>] = []
+        for r in ranges {
+            var a = r.lowerBound
+            while a < r.upperBound { let b = min(r.upperBound, a + blockSize); pieces.append(a..<b); a = b }
+        }
+        let readIDs: DType? = request.pixels == nil ? nil : self.idType
+        let readTOFs: DType? = request.tof == nil ? nil : self.tofType
+        let buffers = [try Block(blockSize, idType: readIDs, tofType: readTOFs), try Block(blockSize, idType: readIDs, tofType: readTOFs)]
+        let idReader = readIDs == nil ? nil : try idField.rowReader()
+        let tofReader = readTOFs == nil ? nil : try tofField.rowReader()
+        let here = place
+        let read: @Sendable (Range<Int>, Block) throws -> Void = { r, block in
+            do {
+                if let idReader, let ids = block.ids { try idReader(r, ids) }
+                if let tofReader, let tofs = block.tofs { try tofReader(r, tofs) }
+            } catch let e as NeXusError {
+                throw EventError("\(e.message) (events \(r.lowerBound):\(r.upperBound) of \(here))")
+            }
+            block.count = r.count
+        }
+
+        // private histograms (worker 0 writes straight into the result)
+        var privates: [NDArray] = []
+        if privateCopies && workers > 1 {
+            for _ in 1..<workers { privates.append(try NDArray(zeros: [cells], dtype: .int64)) }
+        }
+        nonisolated(unsafe) let histPointers: [UnsafeMutablePointer<Int64>] =
+            [resultPointer] + privates.map { $0.storage.bytes.assumingMemoryBound(to: Int64.self) }
+        let lookupArray = request.pixels?.lookup ?? []
+        var binned = 0
+        try lookupArray.withUnsafeBufferPointer { lookupBuffer in
+            let lookup: UnsafeBufferPointer<Int32>? = request.pixels == nil ? nil : lookupBuffer
+            let first = request.pixels?.first ?? 0
+            let bins = request.tof
+            let split = !(privateCopies || workers == 1)
+            let kernels = (0..<workers).map { w in
+                Kernel(bins: bins, nb: nb, lookup: lookup, first: first, rows: split ? slice(0..<rows, workers, w) : 0..<rows)
+            }
+            // private copies: each worker bins its share of the events into its own
+            // histogram; split by rows: each worker sees every event, writes only its rows
+            func bin(_ block: Block) -> Int {
+                let n = block.count
+                let counts = UnsafeMutablePointer<Int>.allocate(capacity: workers)
+                defer { counts.deallocate() }
+                nonisolated(unsafe) let c = counts
+                DispatchQueue.concurrentPerform(iterations: workers) { w in
+                    let events = split ? 0..<n : slice(0..<n, workers, w)
+                    c[w] = EventBank.dispatch(kernels[w], block, events, split ? histPointers[0] : histPointers[w])
+                }
+                return (0..<workers).reduce(0) { $0 + counts[$1] }
+            }
+            guard !pieces.isEmpty else { return }
+            try read(pieces[0], buffers[0])
+            var done = 0
+            for (i, piece) in pieces.enumerated() {
+                let current = buffers[i & 1], next = buffers[(i + 1) & 1]
+                nonisolated(unsafe) var readError: Error? = nil
+                let group = DispatchGroup()
+                if i + 1 < pieces.count {
+                    let r = pieces[i + 1]
+                    DispatchQueue.global().async(group: group) {
+                        do { try read(r, next) } catch { readError = error }
+                    }
+                }
+                binned += bin(current)
+                group.wait()
+                if let readError { throw readError }
+                done += piece.count
+                try progress?(done, total)
+            }
+        }
+        // merge the private histograms
+        if !privates.isEmpty {
+            let parts = min(threads, max(1, cells >> 16))
+            DispatchQueue.concurrentPerform(iterations: parts) { w in
+                let r = slice(0..<cells, parts, w)
+                for p in histPointers.dropFirst() { for c in r { histPointers[0][c] &+= p[c] } }
+            }
+        }
+        let counts = outShape.isEmpty ? try result.reshapedView([]) : result
+        return EventHistogram(counts: counts, eventsRead: total, eventsBinned: binned)
+    }
+
+    /// The kernel for the block's dtypes.
+    fileprivate static func dispatch(_ k: Kernel, _ block: Block, _ events: Range<Int>, _ hist: UnsafeMutablePointer<Int64>) -> Int {
+        let ids = block.ids?.storage.bytes, tofs = block.tofs?.storage.bytes
+        switch (block.ids?.dtype, block.tofs?.dtype) {
+        case (.int32?, .float32?): return k.run(ids!.assumingMemoryBound(to: Int32.self), tofs!.assumingMemoryBound(to: Float.self), events, hist)
+        case (.int32?, .float64?): return k.run(ids!.assumingMemoryBound(to: Int32.self), tofs!.assumingMemoryBound(to: Double.self), events, hist)
+        case (.int64?, .float32?): return k.run(ids!.assumingMemoryBound(to: Int64.self), tofs!.assumingMemoryBound(to: Float.self), events, hist)
+        case (.int64?, .float64?): return k.run(ids!.assumingMemoryBound(to: Int64.self), tofs!.assumingMemoryBound(to: Double.self), events, hist)
+        case (.int32?, nil): return k.run(ids!.assumingMemoryBound(to: Int32.self), nil as UnsafePointer<Float>?, events, hist)
+        case (.int64?, nil): return k.run(ids!.assumingMemoryBound(to: Int64.self), nil as UnsafePointer<Float>?, events, hist)
+        case (nil, .float32?): return k.run(nil as UnsafePointer<Int32>?, tofs!.assumingMemoryBound(to: Float.self), events, hist)
+        case (nil, .float64?): return k.run(nil as UnsafePointer<Int32>?, tofs!.assumingMemoryBound(to: Double.self), events, hist)
+        default: return k.run(nil as UnsafePointer<Int32>?, nil as UnsafePointer<Float>?, events, hist)
+        }
+    }
+
+    /// The smallest and largest event_id (a pass over event_id alone), nil without events.
+    public func idRange(progress: ((Int, Int) throws -> Void)? = nil) throws -> (Int, Int)? {
+        guard eventCount > 0 else { return nil }
+        var lo = Int.max, hi = Int.min
+        let block = 1 << 22
+        let buffer = try NDArray(uninitialized: [min(block, eventCount)], dtype: .int64)
+        let reader = try idField.rowReader()
+        let p = buffer.storage.bytes.assumingMemoryBound(to: Int64.self)
+        var a = 0
+        while a < eventCount {
+            let b = min(eventCount, a + block)
+            try reader(a..<b, buffer)
+            for k in 0..<(b - a) { let v = Int(p[k]); if v < lo { lo = v }; if v > hi { hi = v } }
+            a = b
+            try progress?(a, eventCount)
+        }
+        return (lo, hi)
+    }
+}
+
+/// Part k of `parts` near-equal parts of a range.
+func slice(_ r: Range<Int>, _ parts: Int, _ k: Int) -> Range<Int> {
+    let total = r.count, base = total / parts, extra = total % parts
+    let lo = r.lowerBound + k * base + min(k, extra)
+    return lo..<(lo + base + (k < extra ? 1 : 0))
+}
