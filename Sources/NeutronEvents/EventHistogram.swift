@@ -39,6 +39,20 @@ private final class Block: @unchecked Sendable {
     }
 }
 
+/// A worker's buffers for binning in two steps (see `Kernel.scratch`).
+private final class SortScratch: @unchecked Sendable {
+    let cells: UnsafeMutablePointer<UInt32>, sorted: UnsafeMutablePointer<UInt32>
+    var starts: [Int]
+    let shift: Int
+    init(capacity: Int, cells total: Int, shift: Int) {
+        cells = .allocate(capacity: max(capacity, 1))
+        sorted = .allocate(capacity: max(capacity, 1))
+        self.shift = shift
+        starts = [Int](repeating: 0, count: (total >> shift) + 2)
+    }
+    deinit { cells.deallocate(); sorted.deallocate() }
+}
+
 /// The binning of one slice of a block into one histogram (a worker's share).
 private struct Kernel: @unchecked Sendable {
     let bins: EventBins?
@@ -46,6 +60,31 @@ private struct Kernel: @unchecked Sendable {
     let lookup: UnsafeBufferPointer<Int32>?
     let first: Int
     let rows: Range<Int>   // output rows this worker may write (all, unless split by rows)
+    /// For a histogram far larger than a core's cache (pixels x tof: 16384 x 200 counts
+    /// are 26 MB), incrementing it event by event waits on memory at every event. With
+    /// scratch, the events' cells are listed first, sorted by slices of the histogram that
+    /// fit the cache (a counting sort on the cell's high bits), and counted slice by slice.
+    let scratch: SortScratch?
+
+    /// Counts the listed cells through the scratch's slices.
+    @inline(__always)
+    func countSorted(_ n: Int, _ hist: UnsafeMutablePointer<Int64>) {
+        guard let sc = scratch else { return }
+        let shift = sc.shift
+        let cells = sc.cells, sorted = sc.sorted
+        sc.starts.withUnsafeMutableBufferPointer { starts in
+            for i in starts.indices { starts[i] = 0 }
+            for k in 0..<n { starts[Int(cells[k] >> UInt32(shift)) &+ 1] &+= 1 }
+            for i in 1..<starts.count { starts[i] &+= starts[i - 1] }
+            for k in 0..<n {
+                let c = cells[k]
+                let slot = Int(c >> UInt32(shift))
+                sorted[starts[slot]] = c
+                starts[slot] &+= 1
+            }
+        }
+        for k in 0..<n { hist[Int(sorted[k])] &+= 1 }
+    }
 
     @inline(__always)
     func run<I: FixedWidthInteger, F: BinaryFloatingPoint>(_ ids: UnsafePointer<I>?, _ tofs: UnsafePointer<F>?,
@@ -65,9 +104,14 @@ private struct Kernel: @unchecked Sendable {
                 r = Int(lookup[j])
                 if r < lo || r >= hi { continue }
             }
-            hist[r &* nb &+ b] &+= 1
+            if let sc = scratch {
+                sc.cells[binned] = UInt32(truncatingIfNeeded: r &* nb &+ b)
+            } else {
+                hist[r &* nb &+ b] &+= 1
+            }
             binned &+= 1
         }
+        if scratch != nil { countSorted(binned, hist) }
         return binned
     }
 }
@@ -130,8 +174,13 @@ extension EventBank {
             let first = request.pixels?.first ?? 0
             let bins = request.tof
             let split = !(privateCopies || workers == 1)
+            // sorted binning when each worker has its own histogram, larger than ~1 MB
+            // (slices of 2^17 counts), with cell numbers that fit 32 bits
+            let sorted = !split && cells > 1 << 17 && cells < Int(UInt32.max)
+            let perWorker = (blockSize + workers - 1) / workers
             let kernels = (0..<workers).map { w in
-                Kernel(bins: bins, nb: nb, lookup: lookup, first: first, rows: split ? slice(0..<rows, workers, w) : 0..<rows)
+                Kernel(bins: bins, nb: nb, lookup: lookup, first: first, rows: split ? slice(0..<rows, workers, w) : 0..<rows,
+                       scratch: sorted ? SortScratch(capacity: perWorker, cells: cells, shift: 17) : nil)
             }
             // private copies: each worker bins its share of the events into its own
             // histogram; split by rows: each worker sees every event, writes only its rows
@@ -186,6 +235,9 @@ extension EventBank {
         case (.int32?, .float64?): return k.run(ids!.assumingMemoryBound(to: Int32.self), tofs!.assumingMemoryBound(to: Double.self), events, hist)
         case (.int64?, .float32?): return k.run(ids!.assumingMemoryBound(to: Int64.self), tofs!.assumingMemoryBound(to: Float.self), events, hist)
         case (.int64?, .float64?): return k.run(ids!.assumingMemoryBound(to: Int64.self), tofs!.assumingMemoryBound(to: Double.self), events, hist)
+        case (.uint32?, .float32?): return k.run(ids!.assumingMemoryBound(to: UInt32.self), tofs!.assumingMemoryBound(to: Float.self), events, hist)
+        case (.uint32?, .float64?): return k.run(ids!.assumingMemoryBound(to: UInt32.self), tofs!.assumingMemoryBound(to: Double.self), events, hist)
+        case (.uint32?, nil): return k.run(ids!.assumingMemoryBound(to: UInt32.self), nil as UnsafePointer<Float>?, events, hist)
         case (.int32?, nil): return k.run(ids!.assumingMemoryBound(to: Int32.self), nil as UnsafePointer<Float>?, events, hist)
         case (.int64?, nil): return k.run(ids!.assumingMemoryBound(to: Int64.self), nil as UnsafePointer<Float>?, events, hist)
         case (nil, .float32?): return k.run(nil as UnsafePointer<Int32>?, tofs!.assumingMemoryBound(to: Float.self), events, hist)

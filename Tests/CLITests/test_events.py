@@ -122,6 +122,10 @@ def test_spectrum_pixels_and_log_bins_match_numpy(events_file, tmp_path):
         out.counts_only = f.entry.bank1_events:histogram{pixels = true}
         out.threads1 = f.entry.bank1_events:histogram{tof = tof, pixels = true, threads = 1, block = 777}
         out.threads3 = f.entry.bank1_events:histogram{tof = tof, pixels = true, threads = 3, block = 5000}
+        -- 128 pixels x 2000 bins: more counts than a cache slice (2^17), binned sorted by slice
+        local fine = events.edges(0, 20000, 2000)
+        out.fine = f.entry.bank1_events:histogram{tof = fine, pixels = true}
+        out.fine1 = f.entry.bank1_events:histogram{tof = fine, pixels = true, threads = 1, block = 999}
     """)
     t = truth["/entry/bank1_events"]
     edges = np.linspace(0, 20000, 201)
@@ -142,6 +146,12 @@ def test_spectrum_pixels_and_log_bins_match_numpy(events_file, tmp_path):
     assert got["read"] == t["ids"].size and got["binned"] == keep.sum()
     np.testing.assert_array_equal(got["threads1"], ref2)
     np.testing.assert_array_equal(got["threads3"], ref2)
+    fine = np.linspace(0, 20000, 2001)
+    bf = tof_bin(t["tofs"], fine)
+    keepf = known & (bf >= 0)
+    ref_fine = np.bincount(pix[keepf] * 2000 + bf[keepf], minlength=numbers.size * 2000).reshape(numbers.size, 2000)
+    np.testing.assert_array_equal(got["fine"], ref_fine)
+    np.testing.assert_array_equal(got["fine1"], ref_fine)
     # and against histogram2d over (pixel index, tof)
     h2, _, _ = np.histogram2d(pix[known], t["tofs"][known], bins=[np.arange(numbers.size + 1) - 0.5, edges])
     np.testing.assert_array_equal(got["pixels"], h2.astype(np.int64))
