@@ -94,7 +94,7 @@ extension CrystalModule {
         itself: equal steps on axes an operator mixes and origins whole steps from 0 (a grid
         symmetric about 0 is). options: output (a path: a new file with entry/transform in
         NXRefine's layout), geometry (the cell written with a table's transform).
-        result: {v, n, grid, order, output}.
+        result: {v, n, grid, order, seconds, output}.
         """) { call in
             let lua = call.lua
             var (t, source) = try transformInput(call, 1)
@@ -108,10 +108,12 @@ extension CrystalModule {
             }
             if output != nil, PlotModule.isSandboxed(lua) { throw LuaError.runtime("writing a transform is not available here (no files)") }
             var r = t
+            let started = nxTime()
             try wrap {
                 r.v = try group.symmetrize(t.v, grid: t.grid)
                 r.n = try group.symmetrize(t.n, grid: t.grid)
             }
+            let seconds = nxTime() - started
             if let output {
                 try wrap {
                     let file = try NXFile(path: output, mode: .write)
@@ -122,6 +124,7 @@ extension CrystalModule {
             lua.newTable(recordCount: 5)
             try pushTransform(r, lua)
             lua.push(group.order); lua.rawSet(at: -2, key: "order")
+            lua.push(seconds); lua.rawSet(at: -2, key: "seconds")
             if let output { lua.push(output); lua.rawSet(at: -2, key: "output") }
             return 1
         }
@@ -139,7 +142,7 @@ extension CrystalModule {
         are in lattice units). The data is v / n (0 where n = 0). result: {total, difference
         (real parts, (z, y, x)), total_imag, difference_imag, total_input, difference_input
         (the arrays transformed), x, y, z (ndarrays, Angstrom or lattice units), units, punched
-        (voxels), holes (filled), output}.
+        (voxels), holes (filled), seconds, output}.
         """) { call in
             let lua = call.lua
             var (t, source) = try transformInput(call, 1)
@@ -155,7 +158,9 @@ extension CrystalModule {
                 try cellOption(call, lua.absIndex(2), into: &t)
             }
             if output != nil, PlotModule.isSandboxed(lua) { throw LuaError.runtime("writing a PDF is not available here (no files)") }
+            let started = nxTime()
             let r = try wrap { try ReciprocalPDF.run(v: t.v, n: t.n, grid: t.grid, options: options) }
+            let seconds = nxTime() - started
             let lengths = try wrap { try t.directLengths() }
             if let output {
                 try wrap {
@@ -178,6 +183,7 @@ extension CrystalModule {
             lua.push(lengths == nil ? "lattice units" : "Angstrom"); lua.rawSet(at: -2, key: "units")
             lua.push(r.punched); lua.rawSet(at: -2, key: "punched")
             lua.push(r.holes); lua.rawSet(at: -2, key: "holes")
+            lua.push(seconds); lua.rawSet(at: -2, key: "seconds")
             if let output { lua.push(output); lua.rawSet(at: -2, key: "output") }
             return 1
         }
