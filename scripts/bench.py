@@ -2188,9 +2188,10 @@ d2 = H * H + K * K + L * L
 span = [int(x[-1] - x[0]) + 1 for x in near]
 key = (((near[2] - near[2][0]).astype(int)[:, None, None] * span[1] + (near[1] - near[1][0]).astype(int)[None, :, None]) * span[0]
        + (near[0] - near[0][0]).astype(int)[None, None, :])
-shell = (d2 > punch ** 2) & (d2 <= (2 * punch) ** 2) & (n > 0)
+r2, outer = punch ** 2 * (1 + 1e-9), (2 * punch) ** 2 * (1 + 1e-9)
+shell = (d2 > r2) & (d2 <= outer) & (n > 0)
 sums = np.bincount(key[shell], weights=data[shell], minlength=np.prod(span)); counts = np.bincount(key[shell], minlength=np.prod(span))
-hole = np.broadcast_to(d2 <= punch ** 2, data.shape)
+hole = np.broadcast_to(d2 <= r2, data.shape)
 punched = data.copy(); punched[hole] = np.where(counts > 0, sums / np.maximum(counts, 1), 0)[key[hole]]
 w = tukey(v.shape[0], taper)[:, None, None] * tukey(v.shape[1], taper)[None, :, None] * tukey(v.shape[2], taper)[None, None, :]
 total = np.fft.fftshift(np.fft.fftn(np.fft.ifftshift(data * w)))

@@ -65,7 +65,9 @@ public enum ReciprocalPDF {
         let lo = nearest.map { Int($0.first!) }, hi = nearest.map { Int($0.last!) }
         let span = (0..<3).map { hi[$0] - lo[$0] + 1 }
         var sums = [Double](repeating: 0, count: span[0] * span[1] * span[2]), counts = sums
-        let r2 = radius * radius, outer = (radius + shell) * (radius + shell)
+        // boundaries included to 1e-9 (relative): a voxel exactly on a sphere in exact
+        // arithmetic is in it whatever the rounding of its coordinates
+        let r2 = radius * radius * (1 + 1e-9), outer = (radius + shell) * (radius + shell) * (1 + 1e-9)
         let op = out.base(Double.self)
         let mp = mm?.base(Double.self)
         let nh = grid.size[0], nk = grid.size[1], nl = grid.size[2]

@@ -233,10 +233,11 @@ def np_pdf_inputs(v, n, origin, step, punch, shell, taper):
     d2 = H * H + K * K + L * L
     NL, NK, NH = np.meshgrid(near[2], near[1], near[0], indexing="ij")
     key = np.unique(np.stack([NL.ravel(), NK.ravel(), NH.ravel()]), axis=1, return_inverse=True)[1].reshape(v.shape)
-    in_shell = (d2 > punch ** 2) & (d2 <= (punch + shell) ** 2) & (n > 0)
+    r2, outer = punch * punch * (1 + 1e-9), (punch + shell) ** 2 * (1 + 1e-9)  # surfaces included
+    in_shell = (d2 > r2) & (d2 <= outer) & (n > 0)
     sums = np.bincount(key[in_shell], weights=data[in_shell], minlength=key.max() + 1)
     counts = np.bincount(key[in_shell], minlength=key.max() + 1)
-    hole = d2 <= punch ** 2
+    hole = d2 <= r2
     fill = np.where(counts > 0, sums / np.maximum(counts, 1), 0.0)
     punched = data.copy()
     punched[hole] = fill[key[hole]]
@@ -297,17 +298,20 @@ def test_pdf_equals_numpy_fft_of_the_same_input(tmp_path):
 
 
 def test_punch_removes_exactly_the_voxels_within_the_radius(tmp_path):
+    """Counted in exact arithmetic (fractions): h = -3 + i / 10, l = -2 + j / 8; a radius of
+    0.3 r.l.u. has voxels exactly on its surface (h offset 0.3), which are punched."""
+    from fractions import Fraction
+    nl, nk, nh = PDF_SHAPE
+    off = lambda x: (x - round(x)) ** 2  # noqa: E731  (round: half to even, as np.rint)
+    oh = [off(Fraction(-30 + i, 10)) for i in range(nh)]
+    ol = [off(Fraction(-16 + j, 8)) for j in range(nl)]
+    r2 = Fraction(3, 10) ** 2
+    within = np.array([[[ol[j] + oh[k] + oh[i] <= r2 for i in range(nh)] for k in range(nk)] for j in range(nl)])
+    assert (np.array([[[ol[j] + oh[k] + oh[i] == r2 for i in range(nh)] for k in range(nk)] for j in range(nl)])).sum() > 0
     v = np.full(PDF_SHAPE, 5.0)
     n = np.ones(PDF_SHAPE)
-    nl, nk, nh = PDF_SHAPE
-    H = PDF_O[0] + PDF_S[0] * np.arange(nh)
-    K = PDF_O[1] + PDF_S[1] * np.arange(nk)
-    L = PDF_O[2] + PDF_S[2] * np.arange(nl)
-    LL, KK, HH = np.meshgrid(L, K, H, indexing="ij")
-    d2 = (HH - np.rint(HH)) ** 2 + (KK - np.rint(KK)) ** 2 + (LL - np.rint(LL)) ** 2
-    within = d2 <= 0.27 ** 2
     v[within] = 1000.0  # Bragg peaks
-    words, got, _ = pdf_file(tmp_path, v, n, PDF_O, PDF_S, "punch = 0.27, shell = 0.1, taper = 0")
+    words, got, _ = pdf_file(tmp_path, v, n, PDF_O, PDF_S, "punch = 0.3, shell = 0.1, taper = 0")
     assert int(words[0]) == within.sum()
     # filled from the shell (all 5), the rest untouched
     assert np.array_equal(got["difference_input"], np.full(PDF_SHAPE, 5.0))
