@@ -345,3 +345,22 @@ def test_pdf_errors(tmp_path):
                        ("bogus = 1", "bogus")):
         r = run(f"crystal.pdf({json.dumps(str(src))}, {{{opts}}})")
         assert r.returncode != 0 and part in r.stderr, (opts, r.stderr)
+
+
+def test_pdf_of_a_grid_off_centre_is_the_direct_sum(tmp_path):
+    """P(x) = sum over voxels of D(h) exp(-2 pi i h . x) by the definition (dense DFT
+    matrices in numpy), on a grid whose h = 0 is not at index N // 2 (nor on a voxel along l)."""
+    shape = (9, 14, 16)  # (l, k, h)
+    origin, step = (-0.7, -0.9, -0.35), (0.1, 0.1, 0.2)
+    rng = np.random.default_rng(9)
+    v, n = rng.uniform(0, 10, shape), np.ones(shape)
+    _, got, _ = pdf_file(tmp_path, v, n, origin, step, "punch = 0, taper = 0")
+    want = v.astype(complex)
+    for axis, (o, s, count) in enumerate(zip(origin, step, (16, 14, 9))):
+        h = o + s * np.arange(count)
+        x = (np.arange(count) - count // 2) / (count * s)
+        e = np.exp(-2j * np.pi * np.outer(x, h))  # (x, h)
+        want = np.moveaxis(np.tensordot(e, want, axes=([1], [2 - axis])), 0, 2 - axis)
+    scale = np.abs(want).max()
+    assert np.abs(got["total"] - want.real).max() <= 1e-9 * scale
+    assert np.abs(got["total_imag"] - want.imag).max() <= 1e-9 * scale
