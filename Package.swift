@@ -57,6 +57,8 @@ let package = Package(
                 linkerSettings: [.linkedLibrary("dl")]),
         // libcminpack (Levenberg-Marquardt) opened with dlopen for the crystal refinement.
         .target(name: "CMinpackShims", linkerSettings: [.linkedLibrary("dl")]),
+        // FFTW3 (3-D DFTs of the crystal module's PDF), opened with dlopen on first use.
+        .target(name: "CFFTWShims", linkerSettings: [.linkedLibrary("dl")]),
         // Bitshuffle+LZ4 chunks in the HDF5 plugin's format with an AVX2 bit transpose
         // (the stacker's hot path); liblz4 opened with dlopen.
         .target(name: "CBitshuffle", linkerSettings: [.linkedLibrary("dl")]),
@@ -141,7 +143,7 @@ let package = Package(
                                                .product(name: "Crypto", package: "swift-crypto")]),
                 // Single-crystal analysis: the scan geometry (pixel -> Q -> hkl), a crystal simulator,
         // streaming frame statistics and 3-D peak search, in NXRefine's conventions. No Lua inside.
-        .target(name: "Crystal", dependencies: ["NDArray", "NeXus", "Detector", "CMinpackShims"]),
+        .target(name: "Crystal", dependencies: ["NDArray", "NeXus", "Detector", "CMinpackShims", "CFFTWShims"]),
         // SPEC data files (scans, columns straight into arrays, positions, metadata) and their
         // conversion to NeXus in spec2nexus's layout. No Lua inside.
         .target(name: "SpecFile", dependencies: ["NDArray", "NeXus"]),

@@ -601,3 +601,96 @@ extension ReciprocalTransform {
         return shape
     }
 }
+
+// MARK: reading a transform back, writing any grid (symmetrized) in the same layout
+
+/// A transform in memory: v and n (l, k, h) on a grid, with the reciprocal lattice the file
+/// records (Qh, Qk, Ql @scaling_factor, 1/Angstrom with 2 pi, and @angles gamma*, beta*,
+/// alpha*) when it does.
+public struct TransformGrid {
+    public var v: NDArray
+    public var n: NDArray
+    public var grid: ReciprocalGrid
+    /// a*, b*, c* (with 2 pi) and alpha*, beta*, gamma*, when known.
+    public var reciprocalLengths: [Double]?
+    public var reciprocalAngles: [Double]?
+
+    public init(v: NDArray, n: NDArray, grid: ReciprocalGrid, reciprocalLengths: [Double]? = nil, reciprocalAngles: [Double]? = nil) {
+        self.v = v; self.n = n; self.grid = grid
+        self.reciprocalLengths = reciprocalLengths; self.reciprocalAngles = reciprocalAngles
+    }
+
+    /// The reciprocal lattice of a direct cell.
+    public mutating func setCell(_ cell: UnitCell) throws {
+        let (l, a) = try ReciprocalTransform.reciprocalLattice(cell)
+        reciprocalLengths = l; reciprocalAngles = a
+    }
+
+    /// The direct cell lengths a, b, c (Angstrom), when the reciprocal lattice is known
+    /// (angles default to 90).
+    public func directLengths() throws -> [Double]? {
+        guard let l = reciprocalLengths else { return nil }
+        let a = reciprocalAngles ?? [90, 90, 90]
+        return try ReciprocalTransform.reciprocalLattice(UnitCell(a: l[0], b: l[1], c: l[2], alpha: a[0], beta: a[1], gamma: a[2])).lengths
+    }
+
+    /// Reads a transform group (NXRefine's layout: data, weights, Ql, Qk, Qh), whole.
+    public static func read(_ g: NXGroup) throws -> TransformGrid {
+        let p = try ReciprocalTransform.parts(g)
+        let v = try ReciprocalTransform.doubles(p.v), n = try ReciprocalTransform.doubles(p.n)
+        var origin = [0.0, 0, 0], step = [1.0, 1, 1], size = [0, 0, 0], lengths: [Double] = [0, 0, 0]
+        var haveLengths = true
+        for (axisIndex, a) in [(2, p.axes[0]), (1, p.axes[1]), (0, p.axes[2])] {
+            let values = try ReciprocalTransform.doubles(a).doubles()
+            origin[axisIndex] = values[0]
+            size[axisIndex] = values.count
+            if values.count > 1 { step[axisIndex] = (values[values.count - 1] - values[0]) / Double(values.count - 1) }
+            if let s = try a.attribute("scaling_factor"), case .array(let x) = s, let f = x.doubles().first, f > 0 {
+                lengths[axisIndex] = f
+            } else { haveLengths = false }
+        }
+        var angles: [Double]?
+        if let at = try g.attribute("angles"), case .array(let x) = at, x.count == 3 {
+            let d = x.doubles()
+            angles = [d[2], d[1], d[0]]
+        }
+        return TransformGrid(v: v, n: n, grid: try ReciprocalGrid(origin: origin, step: step, size: size),
+                             reciprocalLengths: haveLengths ? lengths : nil, reciprocalAngles: angles)
+    }
+
+    /// Writes `entry/name` in NXRefine's layout (as ReciprocalTransform.write, with CCTW's
+    /// entry/data/v and n links when there is no entry/data yet).
+    public func write(_ file: NXFile, entry: String = "entry", name: String = "transform", command: String) throws {
+        let root = file.root
+        let e: NXGroup
+        if let g = try root.resolve(entry) as? NXGroup { e = g } else { e = try root.makeGroup(entry, nxclass: "NXentry") }
+        if try e.child(name) != nil { try e.delete(name) }
+        let d = try e.makeGroup(name, nxclass: "NXdata")
+        var o = NXFieldOptions()
+        o.chunks = [min(32, grid.size[2]), min(32, grid.size[1]), min(32, grid.size[0])]
+        let vf = try d.makeField("data", value: .array(v), options: o)
+        let nf = try d.makeField("weights", value: .array(n), options: o)
+        try vf.setAttribute("long_name", .string("sum of intensity x weight"))
+        try nf.setAttribute("long_name", .string("sum of weights"))
+        for (axis, label, i) in [("Ql", "L", 2), ("Qk", "K", 1), ("Qh", "H", 0)] {
+            let values = grid.axis(i)
+            let f = try d.makeField(axis, value: .array(try arrayWork { try NDArray.from(values, shape: [values.count]) }))
+            if let l = reciprocalLengths { try f.setAttribute("scaling_factor", .array(try arrayWork { try NDArray.full([], l[i]) })) }
+            try f.setAttribute("long_name", .string("\(label) (r.l.u.)"))
+        }
+        try d.setAttribute("signal", .string("data"))
+        try d.setAttribute("axes", .strings(["Ql", "Qk", "Qh"], shape: [3]))
+        if let a = reciprocalAngles {
+            try d.setAttribute("angles", .array(try arrayWork { try NDArray.from([a[2], a[1], a[0]], shape: [3]) }))
+        }
+        _ = try d.makeField("command", value: .string(command))
+        try e.setAttribute("default", .string(name))
+        if try root.attribute("default") == nil { try root.setAttribute("default", .string(e.name)) }
+        if try e.child("data") == nil {
+            let cctw = try e.makeGroup("data", nxclass: "NXdata")
+            try cctw.link("v", to: vf)
+            try cctw.link("n", to: nf)
+            try cctw.setAttribute("signal", .string("v"))
+        }
+    }
+}

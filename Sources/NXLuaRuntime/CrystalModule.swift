@@ -1005,6 +1005,9 @@ enum CrystalModule {
             transformFunction,
             gridFunction,
             mergeFunction,
+            laueFunction,
+            symmetrizeFunction,
+            pdfFunction,
         ],
         classes: [geometryClass, simulationClass, statsClass, peaksClass])
 }

@@ -695,6 +695,9 @@ def test_docs_pictures_script_runs(tmp_path):
     geometry = Image.open(tmp_path / "crystal_geometry.png").convert("RGB")
     peaks = Image.open(tmp_path / "crystal_peaks.png").convert("RGB")
     assert geometry.size == (980, 560) and peaks.size == (980, 330)
+    # the reciprocal-space picture: before and after symmetrization, the PDF's input
+    space = Image.open(tmp_path / "crystal_pdf.png").convert("RGB")
+    assert space.size == (980, 360) and len(space.getcolors(1 << 20)) > 100
     assert len(geometry.getcolors(1 << 20)) > 100 and len(peaks.getcolors(1 << 20)) > 100
     # the red markers of the found peaks (and of the beam centre) are drawn
     red = [c for n, c in peaks.getcolors(1 << 20) if c[0] > 200 and c[1] < 60 and c[2] < 60]

@@ -48,4 +48,25 @@ frame:line(fx, fy, {marker = "x", line = false, color = "red", label = "found by
 frame.title = string.format("frame %d of the simulated scan (log scale)", z)
 frame.xlabel, frame.ylabel = "x (column)", "y (row)"
 assert(frame:save(out .. "/crystal_peaks.png"))
+
+-- the scan in reciprocal space: the l = 0 plane of v / n (gray: not measured), the same
+-- after symmetrizing by 6/mmm, and what crystal.pdf transforms for the difference PDF:
+-- the Bragg peaks punched, the holes filled from their shells, the edges tapered
+local r = crystal.transform(data, {geometry = g, grid = {start = {-4, -4, -3}, stop = {4, 4, 3}, step = {0.04, 0.04, 0.1}}})
+local sym = crystal.symmetrize(r, "6/mmm")
+local pdf = crystal.pdf(sym, {punch = 0.2, taper = 0.1, geometry = g})
+local l0 = r.v.shape[1] // 2
+local space = plot.figure{rows = 1, cols = 3, width = 980, height = 360}
+space:image(r.v[l0] / r.n[l0], {scale = "log", cmap = "viridis", colorbar = false})
+space.title = "v / n at l = 0 (h, k from -4 to 4)"
+space.xlabel, space.ylabel = "h index", "k index"
+space:panel(1)
+space:image(sym.v[l0] / sym.n[l0], {scale = "log", cmap = "viridis", colorbar = false})
+space.title = "symmetrized by 6/mmm"
+space.xlabel, space.ylabel = "h index", "k index"
+space:panel(2)
+space:image(pdf.difference_input[l0], {scale = "log", cmap = "viridis", colorbar = false})
+space.title = "punched, filled, tapered (pdf input)"
+space.xlabel, space.ylabel = "h index", "k index"
+assert(space:save(out .. "/crystal_pdf.png"))
 os.remove(stack)
