@@ -460,38 +460,10 @@ public final class ReciprocalTransform: @unchecked Sendable {
     /// @angles (gamma*, beta*, alpha*); and CCTW's `entry/data` with `v` and `n` (the same
     /// datasets, hard links). `command` records how it was made.
     public func write(_ file: NXFile, entry: String = "entry", name: String = "transform", command: String) throws {
-        let root = file.root
-        let e: NXGroup
-        if let g = try root.resolve(entry) as? NXGroup { e = g } else { e = try root.makeGroup(entry, nxclass: "NXentry") }
-        if try e.child(name) != nil { try e.delete(name) }
-        let d = try e.makeGroup(name, nxclass: "NXdata")
-        let g = options.grid
-        var o = NXFieldOptions()
-        o.chunks = [min(32, g.size[2]), min(32, g.size[1]), min(32, g.size[0])]
-        let vf = try d.makeField("data", value: .array(v), options: o)
-        let nf = try d.makeField("weights", value: .array(n), options: o)
-        try vf.setAttribute("long_name", .string("sum of intensity x weight"))
-        try nf.setAttribute("long_name", .string("sum of weights"))
         let cell = geometry.unitCell ?? UnitCell(a: 1, b: 1, c: 1)
         let (lengths, angles) = try ReciprocalTransform.reciprocalLattice(cell)
-        for (axis, label, i) in [("Ql", "L", 2), ("Qk", "K", 1), ("Qh", "H", 0)] {
-            let values = g.axis(i)
-            let f = try d.makeField(axis, value: .array(try arrayWork { try NDArray.from(values, shape: [values.count]) }))
-            try f.setAttribute("scaling_factor", .array(try arrayWork { try NDArray.full([], lengths[i]) }))
-            try f.setAttribute("long_name", .string("\(label) (r.l.u.)"))
-        }
-        try d.setAttribute("signal", .string("data"))
-        try d.setAttribute("axes", .strings(["Ql", "Qk", "Qh"], shape: [3]))
-        try d.setAttribute("angles", .array(try arrayWork { try NDArray.from([angles[2], angles[1], angles[0]], shape: [3]) }))
-        _ = try d.makeField("command", value: .string(command))
-        try e.setAttribute("default", .string(name))
-        if try root.attribute("default") == nil { try root.setAttribute("default", .string(e.name)) }
-        if try e.child("data") == nil {
-            let cctw = try e.makeGroup("data", nxclass: "NXdata")
-            try cctw.link("v", to: vf)
-            try cctw.link("n", to: nf)
-            try cctw.setAttribute("signal", .string("v"))
-        }
+        try TransformGrid(v: v, n: n, grid: options.grid, reciprocalLengths: lengths, reciprocalAngles: angles)
+            .write(file, entry: entry, name: name, command: command)
     }
 }
 

@@ -41,7 +41,7 @@ public struct StackLog: Sendable {
     /// numbers is a header, whose second column may carry units: "temperature (K)",
     /// "current [mA]". Times are seconds since 1970 or ISO 8601 text.
     public static func read(csv file: String, path: [String]) throws -> StackLog {
-        guard let text = readWholeText(file) else { throw StackError("\(file): cannot read the log") }
+        guard let text = readText(file, limit: 256 << 20) else { throw StackError("\(file): cannot read the log (at most 256 MB)") }
         var times: [Double] = [], values: [Double] = [], units: String? = nil
         for (n, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
             let line = String(raw).trimmingBlanks
@@ -116,7 +116,8 @@ extension StackLog {
     }
 }
 
-func readWholeText(_ path: String) -> String? {
+/// A text file read whole, nil when it cannot be read or is larger than `limit` bytes.
+func readText(_ path: String, limit: Int) -> String? {
     guard let f = fopen(path, "r") else { return nil }
     defer { fclose(f) }
     var bytes: [UInt8] = []
@@ -125,6 +126,7 @@ func readWholeText(_ path: String) -> String? {
         let n = fread(&buf, 1, buf.count, f)
         if n <= 0 { break }
         bytes += buf[..<n]
+        if bytes.count > limit { return nil }
     }
     return String(decoding: bytes, as: UTF8.self)
 }

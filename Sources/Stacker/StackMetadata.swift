@@ -137,7 +137,7 @@ public struct StackMetadata: Sendable {
     /// A TOML file: tables ([sample], [instrument.source]), key = value with strings, numbers,
     /// booleans and arrays of numbers; `key_units = "K"` (or a string "300 K") gives units.
     public mutating func add(tomlFile path: String) throws {
-        guard let text = readText(path) else { throw StackError("\(path): cannot read the metadata file") }
+        guard let text = readText(path, limit: 1 << 20) else { throw StackError("\(path): cannot read the metadata file (at most 1 MB)") }
         var table: [String] = []
         var pending: [Item] = []
         var units: [[String]: String] = [:]
@@ -196,20 +196,6 @@ public struct StackMetadata: Sendable {
             if let q = quote { if c == q { quote = nil } } else if c == "\"" || c == "'" { quote = c } else if c == "#" { return String(line[..<i]) }
         }
         return line
-    }
-
-    private func readText(_ path: String) -> String? {
-        guard let f = fopen(path, "r") else { return nil }
-        defer { fclose(f) }
-        var bytes: [UInt8] = []
-        var buf = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = fread(&buf, 1, buf.count, f)
-            if n <= 0 { break }
-            bytes += buf[..<n]
-            if bytes.count > 1 << 20 { return nil }
-        }
-        return String(decoding: bytes, as: UTF8.self)
     }
 
     /// Writes the values under `entry` (a value already there is replaced).
