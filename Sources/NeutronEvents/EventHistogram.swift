@@ -42,15 +42,19 @@ private final class Block: @unchecked Sendable {
 /// A worker's buffers for binning in two steps (see `Kernel.scratch`).
 private final class SortScratch: @unchecked Sendable {
     let cells: UnsafeMutablePointer<UInt32>, sorted: UnsafeMutablePointer<UInt32>
-    var starts: [Int]
+    /// Per slice: the cells listed in it, then where its cells go in `sorted`.
+    let starts: UnsafeMutablePointer<Int>
+    let slices: Int
     let shift: Int
     init(capacity: Int, cells total: Int, shift: Int) {
         cells = .allocate(capacity: max(capacity, 1))
         sorted = .allocate(capacity: max(capacity, 1))
         self.shift = shift
-        starts = [Int](repeating: 0, count: (total >> shift) + 2)
+        slices = (total >> shift) + 1
+        starts = .allocate(capacity: slices + 1)
+        starts.initialize(repeating: 0, count: slices + 1)
     }
-    deinit { cells.deallocate(); sorted.deallocate() }
+    deinit { cells.deallocate(); sorted.deallocate(); starts.deallocate() }
 }
 
 /// The binning of one slice of a block into one histogram (a worker's share).
@@ -66,24 +70,21 @@ private struct Kernel: @unchecked Sendable {
     /// fit the cache (a counting sort on the cell's high bits), and counted slice by slice.
     let scratch: SortScratch?
 
-    /// Counts the listed cells through the scratch's slices.
+    /// Counts the listed cells (their slices already counted) through the scratch's slices.
     @inline(__always)
     func countSorted(_ n: Int, _ hist: UnsafeMutablePointer<Int64>) {
         guard let sc = scratch else { return }
-        let shift = sc.shift
-        let cells = sc.cells, sorted = sc.sorted
-        sc.starts.withUnsafeMutableBufferPointer { starts in
-            for i in starts.indices { starts[i] = 0 }
-            for k in 0..<n { starts[Int(cells[k] >> UInt32(shift)) &+ 1] &+= 1 }
-            for i in 1..<starts.count { starts[i] &+= starts[i - 1] }
-            for k in 0..<n {
-                let c = cells[k]
-                let slot = Int(c >> UInt32(shift))
-                sorted[starts[slot]] = c
-                starts[slot] &+= 1
-            }
+        let shift = UInt32(sc.shift)
+        let cells = sc.cells, sorted = sc.sorted, starts = sc.starts
+        for i in 1...sc.slices { starts[i] &+= starts[i - 1] }
+        for k in 0..<n {
+            let c = cells[k]
+            let slot = Int(c >> shift)
+            sorted[starts[slot]] = c
+            starts[slot] &+= 1
         }
         for k in 0..<n { hist[Int(sorted[k])] &+= 1 }
+        for i in 0...sc.slices { starts[i] = 0 }
     }
 
     @inline(__always)
@@ -91,6 +92,7 @@ private struct Kernel: @unchecked Sendable {
                                                            _ range: Range<Int>, _ hist: UnsafeMutablePointer<Int64>) -> Int {
         var binned = 0
         let lo = rows.lowerBound, hi = rows.upperBound
+        let listed = scratch?.cells, slices = scratch?.starts, shift = UInt32(scratch?.shift ?? 0)
         for k in range {
             var b = 0
             if let tofs, let bins {
@@ -104,8 +106,10 @@ private struct Kernel: @unchecked Sendable {
                 r = Int(lookup[j])
                 if r < lo || r >= hi { continue }
             }
-            if let sc = scratch {
-                sc.cells[binned] = UInt32(truncatingIfNeeded: r &* nb &+ b)
+            if let cells = listed {
+                let c = UInt32(truncatingIfNeeded: r &* nb &+ b)
+                cells[binned] = c
+                slices.unsafelyUnwrapped[Int(c >> shift) &+ 1] &+= 1
             } else {
                 hist[r &* nb &+ b] &+= 1
             }
