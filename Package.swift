@@ -78,7 +78,7 @@ let package = Package(
         .target(name: "Detector", dependencies: ["NDArray", "CTIFF", "CTIFFShims", "CCBFShims"]),
         // Detector frames into growing NeXus files: folder watching, worker threads that
         // decode and compress, one HDF5 writer, resumable commits. No Lua inside.
-        .target(name: "Stacker", dependencies: ["Detector", "NeXus", "NDArray", "TerminalProgress", "FolderListing"]),
+        .target(name: "Stacker", dependencies: ["Detector", "NeXus", "NDArray", "TerminalProgress", "FolderListing", "SpecFile"]),
         // Figures drawn with cairo (PNG, SVG, PDF, RGBA): colormaps, norms, masks, ticks,
         // images reduced to the output's pixels before colour mapping. No Lua inside.
         .target(name: "Plot", dependencies: ["NDArray", "CCairo", "CCairoShims"]),

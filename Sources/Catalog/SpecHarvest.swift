@@ -7,13 +7,12 @@ import Glibc
 
 /// SPEC data files in the catalog: one entry per scan, named as spec2nexus names its
 /// NXentry ("S12", "S12.1" for a repeated number), so an entry found here is the same
-/// entry in the converted file. SPEC has no sample or temperature fields: CHESS and APS
-/// users put them in comments and counters, so they are read from there (see
-/// `sampleInComments` and `temperatureNames`).
+/// entry in the converted file. The sample and its temperature come from comments, columns
+/// and motors by SpecFile's rules (SpecSample.swift), which the stacker's --spec shares.
 extension Harvester {
-    /// Column or motor names that hold the sample temperature (compared lower-cased).
-    static let temperatureNames: Set<String> = ["temperature", "temp", "tsample", "t_sample", "sample_temp", "sampletemp",
-                                                "sample_t", "tsam", "t_sam"]
+    static func isTemperatureUnit(_ unit: String) -> Bool {
+        (try? Units.toSI(1, unit: unit, dimension: .temperature)) != nil
+    }
 
     /// True when the file begins like a SPEC data file (its first non-blank byte is '#').
     public static func looksLikeSpec(_ path: String) -> Bool {
@@ -56,9 +55,9 @@ extension Harvester {
         e["scan_command"] = .text(scan.command)
         let date = SpecToNeXus.iso8601(scan.date.isEmpty ? scan.header.date : scan.date)
         if let t = NXTime.seconds(date) { e["start_time"] = .time(date, seconds: t) }
-        let comments = scan.comments + scan.header.comments
-        if let s = Harvester.sampleInComments(comments) { e["sample"] = .text(s) }
-        if let t = temperature(scan, comments) {
+        let comments = scan.allComments
+        if let s = scan.sampleName { e["sample"] = .text(s) }
+        if let t = scan.sampleTemperature(isTemperatureUnit: Harvester.isTemperatureUnit) {
             e["temperature"] = .number(t.value, units: t.units, si: (try? Units.toSI(t.value, unit: t.units, dimension: .temperature)) ?? t.value)
         }
         e["frames"] = .integer(Int64(scan.rowCount))
@@ -79,48 +78,5 @@ extension Harvester {
         if let t = scan.countTime { put("spec/count_time", String(t)) }
         if let m = scan.monitor { put("spec/monitor", String(m)) }
         for (motor, value) in scan.positions { put("positioners/" + motor, String(value)) }
-    }
-
-    /// "sample: LaB6", "Sample = LaB6 powder", "#C sample LaB6" in comments: the value
-    /// after the word (up to a comma or semicolon).
-    static func sampleInComments(_ comments: [String]) -> String? {
-        for c in comments {
-            let words = c.split(whereSeparator: { $0 == " " || $0 == "\t" })
-            guard let i = words.firstIndex(where: { $0.lowercased().trimmed(":=") == "sample" }) else { continue }
-            var rest = words[(i + 1)...].joined(separator: " ")
-            while let f = rest.first, f == ":" || f == "=" || f == " " { rest.removeFirst() }
-            if let cut = rest.firstIndex(where: { $0 == "," || $0 == ";" }) { rest = String(rest[..<cut]) }
-            rest = rest.trimmed(" ")
-            if !rest.isEmpty { return rest }
-        }
-        return nil
-    }
-
-    /// The sample temperature: the mean of a temperature column, else a temperature motor's
-    /// position, else "temperature = 300 K" in a comment. Columns and motors are in kelvin
-    /// (SPEC keeps no units); a comment's units are its own (K without any).
-    func temperature(_ scan: SpecScan, _ comments: [String]) -> (value: Double, units: String)? {
-        for (label, column) in zip(scan.labels, scan.columns) where Harvester.temperatureNames.contains(label.lowercased()) {
-            let xs = column.doubles().filter { $0.isFinite }
-            if !xs.isEmpty { return (xs.reduce(0, +) / Double(xs.count), "K") }
-        }
-        for (motor, value) in scan.positions where Harvester.temperatureNames.contains(motor.lowercased()) && value.isFinite {
-            return (value, "K")
-        }
-        for c in comments {
-            let words = c.split(whereSeparator: { $0 == " " || $0 == "\t" }).map(String.init)
-            guard let i = words.firstIndex(where: { Harvester.temperatureNames.contains($0.lowercased().trimmed(":=")) }) else { continue }
-            var rest = Array(words[(i + 1)...])
-            while let f = rest.first, f == "=" || f == ":" { rest.removeFirst() }
-            guard let first = rest.first else { continue }
-            // "300", "300K", "300 K", "25 degC"
-            let digits = first.prefix(while: { $0.isNumber || $0 == "." || $0 == "-" || $0 == "+" || $0 == "e" || $0 == "E" })
-            guard let v = Double(digits), v.isFinite else { continue }
-            var units = String(first.dropFirst(digits.count))
-            if units.isEmpty, rest.count > 1, (try? Units.toSI(1, unit: rest[1], dimension: .temperature)) != nil { units = rest[1] }
-            if units.isEmpty || (try? Units.toSI(1, unit: units, dimension: .temperature)) == nil { units = "K" }
-            return (v, units)
-        }
-        return nil
     }
 }

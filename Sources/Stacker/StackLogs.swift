@@ -23,7 +23,8 @@ public struct StackLog: Sendable {
         self.path = path; self.times = times; self.values = values; self.units = units; self.source = source
     }
 
-    /// `--log sample.temperature=FILE.csv` (a name without a dot goes into the sample).
+    /// `--log sample.temperature=FILE.csv` or `=FILE.spec:SCAN:COLUMN` (a name without a dot
+    /// goes into the sample).
     public static func parse(_ spec: String) throws -> StackLog {
         guard let eq = spec.firstIndex(of: "="), eq != spec.startIndex else {
             throw StackError("--log \(spec): name=FILE.csv expected (like sample.temperature=temperature.csv)")
@@ -33,6 +34,10 @@ public struct StackLog: Sendable {
         let path = key.contains(".") ? try StackMetadata.path(key, "--log \(spec)") : try StackMetadata.path("sample." + key, "--log \(spec)")
         guard ["sample", "instrument"].contains(path[0]) else {
             throw StackError("--log \(spec): logs go into the sample or the instrument (sample.temperature, instrument.source.current)")
+        }
+        // FILE:SCAN:COLUMN of a SPEC file (a file of that whole name is a CSV)
+        if access(file, F_OK) != 0, let c = file.firstIndex(of: ":"), access(String(file[..<c]), F_OK) == 0 {
+            return try StackSpec.log(file, path: path, "--log \(spec)")
         }
         return try read(csv: file, path: path)
     }

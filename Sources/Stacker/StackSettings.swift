@@ -60,7 +60,8 @@ extension StackOptions {
         .init("no-sync", nil, "do not wait for the disk at each commit: faster, but a power cut or OS crash (not a killed stacker) can lose frames marked stored"),
         .init("quiet", nil, "no progress bar"),
         .init("meta", "KEY=VALUE", "a value from outside the frames, written into the new stack: sample.name=LaB6, sample.temperature=300K (units after the number), instrument.source.current=100mA, user.name=..., experiment.identifier=...; repeatable"),
-        .init("log", "NAME=FILE.csv", "a time-stamped log (CSV of time,value; times in seconds since 1970 or ISO 8601; a header 'time,temperature (K)' gives units): NXlog NAME_log in the sample (sample.temperature or temperature) or instrument (instrument.source.current), and NAME per frame, interpolated at each frame's time stamp; repeatable"),
+        .init("log", "NAME=FILE.csv", "a time-stamped log (CSV of time,value, or FILE.spec:SCAN:COLUMN timed by its Epoch column; times in seconds since 1970 or ISO 8601; a header 'time,temperature (K)' gives units): NXlog NAME_log in the sample (sample.temperature or temperature) or instrument (instrument.source.current), and NAME per frame, interpolated at each frame's time stamp; repeatable"),
+        .init("spec", "FILE:SCAN", "the SPEC scan that goes with the stack (data.spec:12): the sample's name and temperature from its comments, a temperature column or motor, its title, its motors' positions (instrument/positioners); --meta wins over it"),
         .init("meta-file", "FILE.toml", "values from a TOML file: [sample] name = \"LaB6\", temperature = 300, temperature_units = \"K\" (--meta wins over it)"),
     ]
 
@@ -92,6 +93,7 @@ extension StackOptions {
         do {
             for f in try v.strings("meta-file") { try o.additions.metadata.add(tomlFile: f) }
             for m in try v.strings("meta") { try o.additions.metadata.add(assignment: m) }
+            if let spec = try v.string("spec") { try o.additions.metadata.add(specScan: spec) }
             for l in try v.strings("log") { o.additions.logs.append(try StackLog.parse(l)) }
         } catch let e as StackError { throw StackSettingError(message: e.message) }
         return o

@@ -293,3 +293,96 @@ def test_logs_become_nxlog_and_per_frame_values(tmp_path):
     bad.write_text("time,value\n1,2\nabc,def\n")
     r = run("stack", str(folder / "scan_00001.cbf"), "--out", str(tmp_path / "bad.nxs"), "--quiet", "--log", f"sample.temperature={bad}")
     assert r.returncode != 0 and str(bad) in r.stderr and "line 3" in r.stderr
+
+
+SPEC_FILE = """#F scan.spec
+#E {epoch}
+#D Sat Dec 05 10:00:00 2026
+#C sample: LaB6 powder, capillary 0.3 mm
+#O0 Two Theta  th  chi  phi
+#o0 tth th chi phi
+
+#S 12  ascan  th 0 1 5 1
+#D Sat Dec 05 10:00:00 2026
+#C temperature = 20 degC
+#P0 30.5 15.25 -90 0
+#N 4
+#L th  Epoch  Temp  I0
+{rows}
+#S 13  timescan 1
+#D Sat Dec 05 10:05:00 2026
+#P0 30.5 15.25 -90 0
+#N 2
+#L Epoch  I0
+1 2
+"""
+
+
+def test_spec_scan_fills_the_metadata_and_its_columns_become_logs(tmp_path):
+    """--spec FILE:SCAN: the sample's name and temperature by the catalog's rules, the scan's
+    title, the motors' positions; --log NAME=FILE:SCAN:COLUMN: a column timed by the Epoch
+    column (seconds from #E) as an NXlog, interpolated at each frame's time stamp."""
+    from datetime import datetime, timezone
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    r = run("-e", f"""
+    for n = 1, 4 do
+      local f, h = detector.synthetic{{seed = n, frame = n, modules = {{1, 1}}, spots = 3}}
+      detector.write(string.format("{folder}/scan_%05d.cbf", n), f, h)
+    end""")
+    assert r.returncode == 0, r.stderr
+    frames = sorted(map(str, folder.glob("*.cbf")))
+    r = run("stack", *frames, "--out", str(tmp_path / "first.nxs"), "--quiet")
+    assert r.returncode == 0, r.stderr
+    with h5py.File(tmp_path / "first.nxs", "r") as s:
+        stamps = [t.decode() for t in s["entry/instrument/NDAttributes/time"][:]]
+    frame_t = np.array([datetime.fromisoformat(t).replace(tzinfo=timezone.utc).timestamp() for t in stamps])
+    epoch = int(frame_t[0]) - 100
+    rel = frame_t[0] - epoch + np.array([-3.0, -1.0, 0.5, 2.0, 5.0])
+    temps = np.array([290.0, 292.5, 291.0, 295.0, 299.0])
+    rows = "\n".join(f"{i * 0.25} {t:.6f} {v} {1000 + i}" for i, (t, v) in enumerate(zip(rel, temps)))
+    spec = tmp_path / "scan.spec"
+    spec.write_text(SPEC_FILE.format(epoch=epoch, rows=rows))
+    out = tmp_path / "s.nxs"
+    r = run("stack", *frames, "--out", str(out), "--quiet", "--spec", f"{spec}:12",
+            "--meta", "instrument.positioners.chi=-89.5")
+    assert r.returncode == 0, r.stderr
+    with h5py.File(out, "r") as s:
+        e = s["entry"]
+        assert e["sample/name"][()].decode() == "LaB6 powder"
+        # a Temp column wins over the comment, as in the catalog (columns are in kelvin)
+        assert e["sample/temperature"][()] == pytest.approx(temps.mean()) and e["sample/temperature"].attrs["units"] == "K"
+        assert e["title"][()].decode() == "12  ascan  th 0 1 5 1"
+        pos = e["instrument/positioners"]
+        assert pos["Two_Theta"][()] == 30.5 and pos["th"][()] == 15.25 and pos["phi"][()] == 0
+        assert pos["chi"][()] == -89.5  # --meta wins
+    # a column as a log: per frame, it takes the place of --spec's mean
+    r = run("stack", *frames, "--out", str(tmp_path / "log.nxs"), "--quiet", "--spec", f"{spec}:12",
+            "--log", f"temperature={spec}:12:Temp")
+    assert r.returncode == 0, r.stderr
+    with h5py.File(tmp_path / "log.nxs", "r") as s:
+        e = s["entry"]
+        log = e["sample/temperature_log"]
+        start = datetime.fromisoformat(log["time"].attrs["start"]).timestamp()
+        np.testing.assert_allclose(log["time"][:] + start, epoch + rel, atol=1e-6)
+        np.testing.assert_array_equal(log["value"][:], temps)
+        assert "(SPEC scan 12)" in log.attrs["source"]
+        np.testing.assert_allclose(e["sample/temperature"][:], np.interp(frame_t, epoch + rel, temps), rtol=1e-9)
+    # the comment's temperature with its own units when there is no column
+    spec13 = tmp_path / "c.spec"
+    spec13.write_text(SPEC_FILE.format(epoch=epoch, rows=rows).replace("Temp", "Tx"))
+    r = run("stack", *frames, "--out", str(tmp_path / "c.nxs"), "--quiet", "--spec", f"{spec13}:12")
+    assert r.returncode == 0, r.stderr
+    with h5py.File(tmp_path / "c.nxs", "r") as s:
+        assert s["entry/sample/temperature"][()] == 20 and s["entry/sample/temperature"].attrs["units"] == "degC"
+    # faults name the file and what was expected
+    for args, words in [(["--spec", f"{spec}:99"], ["has no scan 99", "12, 13"]),
+                        (["--spec", str(tmp_path / "none.spec") + ":1"], ["none.spec"]),
+                        (["--log", f"temperature={spec}:12:Nope"], ["no column 'Nope'", "Epoch, Temp"])]:
+        r = run("stack", *frames, "--out", str(tmp_path / "bad.nxs"), "--quiet", *args)
+        assert r.returncode != 0 and all(w in r.stderr for w in words), (args, r.stderr)
+    # a scan without an Epoch column cannot be a log
+    spec2 = tmp_path / "noepoch.spec"
+    spec2.write_text(SPEC_FILE.format(epoch=epoch, rows=rows).replace("Epoch", "Seconds"))
+    r = run("stack", *frames, "--out", str(tmp_path / "bad2.nxs"), "--quiet", "--log", f"temperature={spec2}:12:Temp")
+    assert r.returncode != 0 and "no Epoch column" in r.stderr, r.stderr
