@@ -28,17 +28,17 @@ final class HDF5Frames {
 
     private(set) var blocks: [Block] = []
     private var files: [NXFile] = []
-    let frameShape: [Int]
-    let dtype: DType
-    let frameCount: Int
+    private(set) var frameShape: [Int] = []
+    private(set) var dtype: DType = .int32
+    private(set) var frameCount = 0
     /// The number of frame 0 (Eiger's image_nr_low; else 0).
-    let firstNumber: Int
-    /// Constant values, as header entries (Pilatus key names where one exists).
-    let constants: [HeaderEntry]
+    private(set) var firstNumber = 0
+    /// Constant values, as header entries (Pilatus key names where one exists): the first input's.
+    private(set) var constants: [HeaderEntry] = []
     /// Per-frame values (NDAttributes, Eiger goniometer arrays): one number per frame.
-    let perFrame: [(key: String, values: [Double], units: String?, integer: Bool)]
-    let pixelMask: NDArray?
-    let description: String
+    private(set) var perFrame: [(key: String, values: [Double], units: String?, integer: Bool)] = []
+    private(set) var pixelMask: NDArray?
+    private(set) var description: String
 
     /// "file.h5", "file.h5:/entry/data/data", or a file whose first bytes are HDF5's signature.
     static func isHDF5(_ spec: String) -> Bool {
@@ -65,70 +65,87 @@ final class HDF5Frames {
         return (spec, nil)
     }
 
+    /// A list of inputs, all there now.
     init(inputs: [String]) throws {
-        var shape: [Int]? = nil, type: DType? = nil
-        var constants: [HeaderEntry] = []
-        var perFrame: [String: (values: [Double], units: String?, integer: Bool)] = [:]
-        var perFrameOrder: [String] = []
-        var mask: NDArray? = nil
-        var first: Int? = nil
-        var total = 0
-        for spec in inputs {
-            let (path, datasetPath) = HDF5Frames.split(spec)
-            let file: NXFile
-            do { file = try NXFile(path: path, mode: .read) } catch {
-                throw StackError("\(path): cannot open as HDF5: \(error)")
-            }
-            files.append(file)
-            let found = try HDF5Frames.datasets(in: file, path: path, explicit: datasetPath)
-            let before = total
-            for (field, label) in found {
-                let s = try field.shape
-                let frameShape = s.count == 3 ? Array(s.dropFirst()) : s
-                let frames = s.count == 3 ? s[0] : 1
-                guard case .numeric(let dt) = try field.elementType else {
-                    throw StackError("\(path):\(field.path): not numbers (frames of numbers expected)")
-                }
-                if let shape, shape != frameShape {
-                    throw StackError("\(path):\(field.path): frames of \(NDArray.describe(frameShape)) where the first input has \(NDArray.describe(shape))")
-                }
-                if let type, type != dt {
-                    throw StackError("\(path):\(field.path): \(dt.rawValue) pixels where the first input has \(type.rawValue)")
-                }
-                shape = frameShape; type = dt
-                if first == nil, case .array(let a)? = try? field.attribute("image_nr_low"), a.count == 1 {
-                    first = Int(a.doubles()[0])
-                }
-                blocks.append(Block(field: field, frames: frames, first: total, label: HDF5Frames.name(path)))
-                total += frames
-            }
-            // metadata: the first input's constants; per-frame arrays of every input, in order
-            let meta = try HDF5Frames.metadata(in: file, frames: total - before)
-            if constants.isEmpty { constants = meta.constants }
-            for (key, values, units, integer) in meta.perFrame {
-                if perFrame[key] == nil {
-                    perFrameOrder.append(key)
-                    perFrame[key] = ([Double](repeating: .nan, count: before), units, integer)
-                }
-                perFrame[key]!.values += values
-            }
-            for key in perFrameOrder where perFrame[key]!.values.count < total {
-                perFrame[key]!.values += [Double](repeating: .nan, count: total - perFrame[key]!.values.count)
-            }
-            if mask == nil { mask = meta.mask }
-        }
-        guard let shape, let type, total > 0 else { throw StackError("\(inputs.joined(separator: ", ")): no frames found") }
-        frameShape = shape
-        dtype = type
-        frameCount = total
-        firstNumber = first ?? 0
-        self.constants = constants
-        self.perFrame = perFrameOrder.map { ($0, perFrame[$0]!.values, perFrame[$0]!.units, perFrame[$0]!.integer) }
-        if let m = mask, m.shape != shape {
-            throw StackError("\(inputs[0]): pixel_mask of \(NDArray.describe(m.shape)) where frames are \(NDArray.describe(shape))")
-        }
-        pixelMask = mask
         description = inputs.count == 1 ? inputs[0] : "\(inputs.count) HDF5 files from \(inputs[0])"
+        for spec in inputs { _ = try add(spec) }
+        guard frameCount > 0 else { throw StackError("\(inputs.joined(separator: ", ")): no frames found") }
+    }
+
+    /// Files that arrive one by one (`--watch` with HDF5 names), added with `add`.
+    init(watching folder: String) {
+        description = "HDF5 files in \(folder)"
+    }
+
+    /// Adds an input's frames after those already there: their indices, and the number of
+    /// the input's first image when it says (Eiger's image_nr_low). The first input sets the
+    /// frame shape, dtype, constants and pixel mask; later ones must agree.
+    func add(_ spec: String) throws -> (frames: Range<Int>, imageNumber: Int?) {
+        let (path, datasetPath) = HDF5Frames.split(spec)
+        let file: NXFile
+        do { file = try NXFile(path: path, mode: .read) } catch {
+            throw StackError("\(path): cannot open as HDF5: \(error)")
+        }
+        let found: [(NXField, String)]
+        do { found = try HDF5Frames.datasets(in: file, path: path, explicit: datasetPath) } catch {
+            try? file.close()
+            throw error
+        }
+        var added: [Block] = []
+        var total = frameCount
+        var imageNumber: Int? = nil
+        for (field, _) in found {
+            let s = try field.shape
+            let frameShape = s.count == 3 ? Array(s.dropFirst()) : s
+            let frames = s.count == 3 ? s[0] : 1
+            guard case .numeric(let dt) = try field.elementType else {
+                try? file.close()
+                throw StackError("\(path):\(field.path): not numbers (frames of numbers expected)")
+            }
+            if frameCount > 0 || !added.isEmpty {
+                guard self.frameShape == frameShape else {
+                    try? file.close()
+                    throw StackError("\(path):\(field.path): frames of \(NDArray.describe(frameShape)) where the first input has \(NDArray.describe(self.frameShape))")
+                }
+                guard dtype == dt else {
+                    try? file.close()
+                    throw StackError("\(path):\(field.path): \(dt.rawValue) pixels where the first input has \(dtype.rawValue)")
+                }
+            }
+            self.frameShape = frameShape
+            dtype = dt
+            if imageNumber == nil, case .array(let a)? = try? field.attribute("image_nr_low"), a.count == 1 {
+                imageNumber = Int(a.doubles()[0])
+            }
+            added.append(Block(field: field, frames: frames, first: total, label: HDF5Frames.name(path)))
+            total += frames
+        }
+        // metadata: the first input's constants and mask; per-frame arrays of every input, in order
+        let meta = try HDF5Frames.metadata(in: file, frames: total - frameCount)
+        if let m = meta.mask, pixelMask == nil, m.shape != frameShape {
+            try? file.close()
+            throw StackError("\(path): pixel_mask of \(NDArray.describe(m.shape)) where frames are \(NDArray.describe(frameShape))")
+        }
+        let before = frameCount
+        if blocks.isEmpty {
+            constants = meta.constants
+            pixelMask = meta.mask
+            firstNumber = imageNumber ?? 0
+        }
+        for (key, values, units, integer) in meta.perFrame {
+            if let i = perFrame.firstIndex(where: { $0.key == key }) {
+                perFrame[i].values += values
+            } else {
+                perFrame.append((key, [Double](repeating: .nan, count: before) + values, units, integer))
+            }
+        }
+        for i in perFrame.indices where perFrame[i].values.count < total {
+            perFrame[i].values += [Double](repeating: .nan, count: total - perFrame[i].values.count)
+        }
+        blocks += added
+        files.append(file)
+        frameCount = total
+        return (before..<total, imageNumber)
     }
 
     func close() { for f in files { try? f.close() }; files = [] }
@@ -166,7 +183,8 @@ final class HDF5Frames {
             }
         }
         for p in ["/entry/instrument/detector/data", "/entry/data/data"] {
-            if let f = try field(p), try f.shape.count == 3 { return [(f, p)] }
+            // 3-D: frames; 2-D: one frame (areaDetector's single mode)
+            if let f = try field(p), [2, 3].contains(try f.shape.count) { return [(f, p)] }
         }
         throw StackError("\(path): no frames found (looked for an Eiger master's /entry/data/data_NNNNNN, areaDetector's /entry/instrument/detector/data and /entry/data/data; name a 3-D dataset as \(path):/path/to/data)")
     }
@@ -244,6 +262,11 @@ final class HDF5Frames {
     /// The placeholder path of frame k in the stacker's list (never opened as a file).
     static func virtualPath(_ k: Int) -> String { "hdf5-frame:\(k)" }
 
+    /// k of a placeholder path.
+    static func frameIndex(_ path: String) -> Int? {
+        path.hasPrefix("hdf5-frame:") ? Int(path.dropFirst("hdf5-frame:".count)) : nil
+    }
+
     /// The name a frame is recorded under (stacking/source_file).
     func sourceName(_ k: Int) -> String {
         let (b, i) = block(of: k)
@@ -266,8 +289,19 @@ final class HDF5Frames {
         return try b.field.readChunk(at: [i, 0, 0])
     }
 
-    /// Whether every block's chunks can go into `target` as stored.
-    func chunksFit(_ target: NXField) -> Bool {
+    /// Whether frame k's chunk can go into `target` as stored (asked once per block: watched
+    /// files come one by one, each with its own layout).
+    func chunkFits(_ k: Int, into target: NXField) -> Bool {
+        let (b, _) = block(of: k)
+        if let known = fits[b.first] { return known }
+        let answer = HDF5Frames.chunksFit([b], target)
+        fits[b.first] = answer
+        return answer
+    }
+    private var fits: [Int: Bool] = [:]
+
+    /// Whether the blocks' chunks can go into `target` as stored.
+    static func chunksFit(_ blocks: [Block], _ target: NXField) -> Bool {
         guard let want = try? target.chunks, let wantFilters = try? target.storedFilters else { return false }
         for b in blocks {
             guard let s = try? b.field.shape, s.count == 3, let c = try? b.field.chunks, c == want,

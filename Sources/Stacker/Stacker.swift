@@ -160,6 +160,7 @@ public final class Stacker {
         var source: FrameSource
         var listFirst: Int? = nil
         var hdf5: HDF5Frames? = nil
+        var watchingHDF5 = false
         defer { hdf5?.close() }
         switch o.source {
         case .files(let paths):
@@ -183,6 +184,8 @@ public final class Stacker {
         case .watch(let dir):
             source = try DirectorySource(directory: dir, pattern: o.pattern, endMarker: o.endMarker,
                                          poll: o.poll, pollInterval: o.pollInterval)
+            // --pattern '*.h5': HDF5 files, each added as it is closed or renamed into place
+            if let p = o.pattern, HDF5Frames.isHDF5(p) { hdf5 = HDF5Frames(watching: dir); watchingHDF5 = true }
         case .generated(let names, _):
             guard !names.isEmpty else { throw StackError("no frames to generate") }
             let list = ListSource(paths: names)
@@ -222,7 +225,7 @@ public final class Stacker {
         var draining = false
         let results = OutcomeQueue()
         let total: Int? = {
-            if let h = hdf5 { return o.frames ?? h.frameCount }
+            if let h = hdf5, !watchingHDF5 { return o.frames ?? h.frameCount }
             if case .files(let p) = o.source { return o.frames ?? p.count }
             if case .generated(let p, _) = o.source { return o.frames ?? p.count }
             return o.frames
@@ -280,13 +283,11 @@ public final class Stacker {
 
         /// HDF5 frames are read here (this thread alone talks to HDF5): a chunk already in
         /// the stack's format goes in as stored; another is decoded here and encoded by a worker.
-        var copyChunks: Bool? = nil
         func takeHDF5(_ f: FrameFile, index i: Int, from h: HDF5Frames, into s: StackFile, job: Job) {
-            let k = f.number - h.firstNumber
+            let k = HDF5Frames.frameIndex(f.path) ?? f.number - h.firstNumber
             let name = h.sourceName(k)
-            if copyChunks == nil { copyChunks = h.chunksFit(s.data) }
             do {
-                if copyChunks!, let chunk = try h.storedChunk(k) {
+                if h.chunkFits(k, into: s.data), let chunk = try h.storedChunk(k) {
                     handle(.ready(StackFile.Ready(index: i, chunk: chunk, values: Stacker.perFrameValues(h.values(k), for: job),
                                                   time: nil, sourceName: name)))
                     return
@@ -306,7 +307,7 @@ public final class Stacker {
         func startStack(with f: FrameFile) throws {
             let i = index(of: f)
             if let h = hdf5 {
-                let k = f.number - h.firstNumber
+                let k = HDF5Frames.frameIndex(f.path) ?? f.number - h.firstNumber
                 var additions = o.additions
                 if let m = h.pixelMask { additions.pixelMask = m; additions.pixelMaskSource = "the pixel mask of \(h.description)" }
                 let frame: Frame
@@ -341,12 +342,43 @@ public final class Stacker {
             }
         }
 
+        /// A watched HDF5 file, closed by its writer or renamed into place: its frames, numbered
+        /// by the file's image_nr_low (Eiger) or, for a file of one frame, by the number in
+        /// its name (areaDetector's single mode). A file that cannot be opened yet (its
+        /// writer's HDF5 lock, a partial file) is tried again while it is younger than --settle.
+        var waitingFiles: [(due: Double, file: FrameFile)] = []
+        func watchedHDF5(_ f: FrameFile, into h: HDF5Frames) -> [FrameFile] {
+            do {
+                let (frames, image) = try h.add(f.path)
+                if let image { return frames.map { FrameFile(path: HDF5Frames.virtualPath($0), number: image + $0 - frames.lowerBound) } }
+                guard frames.count == 1 else {
+                    o.log("skipped \(f.path): \(frames.count) frames and no image_nr_low to number them (a watched HDF5 file holds one frame, or says its first image's number)")
+                    return []
+                }
+                return [FrameFile(path: HDF5Frames.virtualPath(frames.lowerBound), number: f.number)]
+            } catch {
+                var st = stat()
+                if stat(f.path, &st) == 0, Double(time(nil) - st.st_mtim.tv_sec) < o.settleTime {
+                    waitingFiles.append((StackClock.now() + 0.2, f))
+                } else {
+                    o.log("skipped \(f.path): \(error)")
+                }
+                return []
+            }
+        }
+
         while true {
             if !draining && o.shouldStop() { draining = true; stopReason = "interrupted" }
             // Intake.
             if !draining {
                 let busy = inFlight > 0 || !queue.isEmpty || !pendingReady.isEmpty
-                let found = try source.next(timeout: busy ? 0 : 0.05)
+                var found = try source.next(timeout: busy || !waitingFiles.isEmpty ? 0 : 0.05)
+                if watchingHDF5, let h = hdf5 {
+                    let now = StackClock.now()
+                    let due = waitingFiles.filter { $0.due <= now }.map(\.file)
+                    waitingFiles.removeAll { $0.due <= now }
+                    found = (due + found).flatMap { HDF5Frames.isHDF5($0.path) ? watchedHDF5($0, into: h) : [$0] }
+                }
                 if !found.isEmpty { lastActivity = StackClock.now() }
                 if base == nil, let lowest = found.map(\.number).min() { base = min(1, lowest) }
                 for f in found {

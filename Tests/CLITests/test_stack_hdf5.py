@@ -6,6 +6,7 @@ Files are written here by h5py + hdf5plugin and the stacks read back by them."""
 import os
 import pathlib
 import subprocess
+import sys
 
 import h5py
 import hdf5plugin  # scripts/requirements-peers.txt: bitshuffle+LZ4 for h5py
@@ -386,3 +387,62 @@ def test_spec_scan_fills_the_metadata_and_its_columns_become_logs(tmp_path):
     spec2.write_text(SPEC_FILE.format(epoch=epoch, rows=rows).replace("Epoch", "Seconds"))
     r = run("stack", *frames, "--out", str(tmp_path / "bad2.nxs"), "--quiet", "--log", f"temperature={spec2}:12:Temp")
     assert r.returncode != 0 and "no Epoch column" in r.stderr, r.stderr
+
+
+# A detector process writing HDF5 files into a watched folder, as areaDetector's NDFileHDF5
+# in single mode (one frame per file, (rows, columns), NDAttributes of one value, a
+# temporary name renamed when closed) and as an Eiger data file (several frames, numbered
+# by image_nr_low), one of them written slowly in place: a polling stacker sees it while
+# h5py still holds it open.
+HDF5_DETECTOR = """
+import os, sys, time, h5py, hdf5plugin, numpy as np
+folder, slow = sys.argv[1], float(sys.argv[2])
+rng = np.random.default_rng(5)
+frames = rng.poisson(30, size=(7, 40, 56)).astype("int32")
+np.save(os.path.join(folder, "..", "truth.npy"), frames)
+for n in range(1, 5):
+    tmp = os.path.join(folder, f"scan_{n:05d}.h5.tmp")
+    with h5py.File(tmp, "w") as f:
+        f["entry/instrument/detector/data"] = frames[n - 1]
+        f["entry/instrument/NDAttributes/temperature"] = np.array([290.0 + n])
+    os.rename(tmp, os.path.join(folder, f"scan_{n:05d}.h5"))
+    time.sleep(0.1)
+with h5py.File(os.path.join(folder, "series_data_000002.h5"), "w") as f:
+    d = f.create_dataset("entry/data/data", shape=(3, 40, 56), dtype="int32", chunks=(1, 40, 56),
+                         **hdf5plugin.Bitshuffle(cname="lz4"))
+    d.attrs["image_nr_low"] = np.int32(5)
+    f.flush()
+    time.sleep(slow)
+    d[...] = frames[4:]
+print("done", flush=True)
+"""
+
+
+@pytest.mark.parametrize("poll", [False, True])
+def test_watch_follows_hdf5_files_as_their_writers_close_them(tmp_path, poll):
+    """--watch DIR --pattern '*.h5': each file is stacked once its writer has closed it
+    (inotify) or once it can be opened (polling: h5py's lock refuses a reader meanwhile);
+    single-frame files take the number in their name, Eiger data files their image_nr_low;
+    the temporary names areaDetector writes under are not matched."""
+    folder = tmp_path / "watched"
+    folder.mkdir()
+    out = tmp_path / "w.nxs"
+    cmd = [BIN, "stack", "--watch", str(folder), "--pattern", "*.h5", "--out", str(out), "--frames", "7",
+           "--quiet", "--idle", "60"] + (["--poll", "--poll-interval", "0.05"] if poll else [])
+    stacker = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    script = tmp_path / "detector.py"
+    script.write_text(HDF5_DETECTOR)
+    det = subprocess.run([sys.executable, str(script), str(folder), "1.5"], capture_output=True, text=True, timeout=120)
+    assert det.returncode == 0, det.stderr
+    _, err = stacker.communicate(timeout=120)
+    assert stacker.returncode == 0, err
+    assert "skipped" not in err, err
+    truth = np.load(tmp_path / "truth.npy")
+    with h5py.File(out, "r") as s:
+        np.testing.assert_array_equal(s["entry/instrument/detector/data"][:], truth)
+        assert (s["entry/stacking/frame_status"][:] == 1).all()
+        t = s["entry/instrument/NDAttributes/temperature"][:]
+        np.testing.assert_array_equal(t[:4], 290.0 + np.arange(1, 5))
+        assert np.isnan(t[4:]).all()
+        names = [n.decode() for n in s["entry/stacking/source_file"][:]]
+        assert names[0] == "scan_00001.h5[0]" and names[6] == "series_data_000002.h5[6]", names
