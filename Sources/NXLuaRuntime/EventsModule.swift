@@ -115,53 +115,51 @@ enum EventsModule {
         let total = list.reduce(0) { $0 + $1.eventCount }
         let bar = ProgressBar(label: "histogram \(g.name)", total: total, unit: "events")
         var before = 0
-        var parts: [EventHistogram] = [], maps: [PixelMap?] = []
-        for bank in list {
+        var parts: [EventHistogram] = []
+        let maps: [PixelMap?] = try list.map { bank in try wrap { try pixelMap(bank, opts) } }
+        // one result for all banks: each bank's counts go into its rows (pixels), or add up
+        // (spectra, counts), with no per-bank copy
+        var combined: NDArray? = nil
+        if list.count > 1 {
+            let nb = opts.tof?.count ?? 1
+            if opts.pixels {
+                let rows = maps.reduce(0) { $0 + ($1?.rows ?? 1) }
+                combined = try wrap { try NDArray(zeros: opts.tof == nil ? [rows] : [rows, nb], dtype: .int64) }
+            } else {
+                combined = try wrap { try NDArray(zeros: opts.tof == nil ? [1] : [nb], dtype: .int64) }
+            }
+        }
+        var row = 0
+        for (bank, map) in zip(list, maps) {
             var request = opts.request
             // edges are in the first bank's units (or tof_units); other banks' times convert
             if let tof = opts.tof {
                 let unit = opts.tofUnits.map { EventBank.seconds($0) } ?? list[0].tofSeconds
                 request.tof = try wrap { try tof.scaled(by: unit / bank.tofSeconds) }
             }
-            let map = try wrap { try pixelMap(bank, opts) }
             request.pixels = map
+            var into: NDArray? = combined
+            if let c = combined, opts.pixels {
+                let r = map?.rows ?? 1
+                into = try wrap { try c.view("\(row):\(row + r)") }
+                row += r
+            }
             let base = before
             let h = try wrap {
-                try bank.histogram(request) { done, _ in
+                try bank.histogram(request, into: into) { done, _ in
                     try CoreModule.checkStopped("histogram")
                     bar.update(base + done)
                 }
             }
             before += bank.eventCount
             parts.append(h)
-            maps.append(map)
         }
         bar.finish()
-        // combine: spectra (and counts) add up, pixel rows follow one another
         let counts: NDArray
-        if parts.count == 1 {
-            counts = parts[0].counts
-        } else if opts.pixels {
-            let nb = opts.tof?.count ?? 1
-            let rows = parts.reduce(0) { $0 + $1.counts.shape[0] }
-            let out = try wrap { try NDArray(zeros: opts.tof == nil ? [rows] : [rows, nb], dtype: .int64) }
-            let p = out.storage.bytes.assumingMemoryBound(to: Int64.self)
-            var at = 0
-            for part in parts {
-                let n = part.counts.count
-                let q = part.counts.storage.bytes.assumingMemoryBound(to: Int64.self)
-                for k in 0..<n { p[at + k] = q[k] }
-                at += n
-            }
-            counts = out
+        if let c = combined {
+            counts = opts.tof == nil && !opts.pixels ? try wrap { try c.reshapedView([]) } : c
         } else {
-            let out = try wrap { try NDArray(zeros: parts[0].counts.shape, dtype: .int64) }
-            let p = out.storage.bytes.assumingMemoryBound(to: Int64.self)
-            for part in parts {
-                let q = part.counts.storage.bytes.assumingMemoryBound(to: Int64.self)
-                for k in 0..<part.counts.count { p[k] += q[k] }
-            }
-            counts = out
+            counts = parts[0].counts
         }
         let lua = call.lua
         try ArrayModule.push(counts, lua, scalarIfZeroD: false)

@@ -70,9 +70,8 @@ private struct Kernel: @unchecked Sendable {
     /// fit the cache (a counting sort on the cell's high bits), and counted slice by slice.
     let scratch: SortScratch?
 
-    /// Counts the listed cells (their slices already counted) through the scratch's slices.
-    @inline(__always)
-    func countSorted(_ n: Int, _ hist: UnsafeMutablePointer<Int64>) {
+    /// Sorts the listed cells by slice (their slices already counted while listing).
+    func sortListed(_ n: Int) {
         guard let sc = scratch else { return }
         let shift = UInt32(sc.shift)
         let cells = sc.cells, sorted = sc.sorted, starts = sc.starts
@@ -83,8 +82,21 @@ private struct Kernel: @unchecked Sendable {
             sorted[starts[slot]] = c
             starts[slot] &+= 1
         }
-        for k in 0..<n { hist[Int(sorted[k])] &+= 1 }
-        for i in 0...sc.slices { starts[i] = 0 }
+        // now starts[s] is the end of slice s, and starts[s - 1] its start
+    }
+
+    /// Counts this worker's sorted cells of slice s (another worker may count another slice
+    /// of the same histogram at the same time: the slices do not overlap).
+    func countSlice(_ s: Int, _ hist: UnsafeMutablePointer<Int64>) {
+        guard let sc = scratch else { return }
+        let lo = s == 0 ? 0 : sc.starts[s - 1], hi = sc.starts[s]
+        let sorted = sc.sorted
+        for k in lo..<hi { hist[Int(sorted[k])] &+= 1 }
+    }
+
+    func resetSlices() {
+        guard let sc = scratch else { return }
+        for i in 0...sc.slices { sc.starts[i] = 0 }
     }
 
     @inline(__always)
@@ -115,7 +127,6 @@ private struct Kernel: @unchecked Sendable {
             }
             binned &+= 1
         }
-        if scratch != nil { countSorted(binned, hist) }
         return binned
     }
 }
@@ -127,7 +138,10 @@ extension EventBank {
     /// worker, each worker bins its share of the rows. Only the fields needed are read
     /// (no event_id for a summed spectrum, no event_time_offset without tof bins).
     /// `progress(events done, events)` runs between blocks and may throw to stop.
-    public func histogram(_ request: EventRequest, progress: ((Int, Int) throws -> Void)? = nil) throws -> EventHistogram {
+    /// `into`: a contiguous int64 array of the histogram's shape (zeros, or counts to add
+    /// to: rows of several banks' histogram) used as the result, so nothing is copied.
+    public func histogram(_ request: EventRequest, into: NDArray? = nil,
+                          progress: ((Int, Int) throws -> Void)? = nil) throws -> EventHistogram {
         let nb = request.tof?.count ?? 1
         let rows = request.pixels?.rows ?? 1
         let (cells, overflow) = rows.multipliedReportingOverflow(by: nb)
@@ -136,10 +150,22 @@ extension EventBank {
         let ranges = eventRanges(pulses: request.pulses)
         let total = ranges.reduce(0) { $0 + $1.count }
         let threads = max(1, request.threads > 0 ? request.threads : Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
-        let privateCopies = threads > 1 && cells * 8 * threads <= request.privateBytes
+        // a histogram larger than a cache slice (2^17 counts) is binned sorted by slices
+        // (`Kernel.scratch`), every worker counting its own slices of the one result;
+        // a smaller one in private copies merged at the end
+        let sorted = cells > 1 << 17 && cells < Int(UInt32.max)
+        let privateCopies = !sorted && threads > 1 && cells * 8 * threads <= request.privateBytes
         let workers = total < 1 << 16 ? 1 : threads
-        let result = try NDArray(zeros: outShape.isEmpty ? [1] : outShape, dtype: .int64)
-        let resultPointer = result.storage.bytes.assumingMemoryBound(to: Int64.self)
+        let result: NDArray
+        if let into {
+            guard into.dtype == .int64, into.isContiguous, into.count == max(cells, 1) else {
+                throw EventError("\(place): the output must be contiguous int64 of \(max(cells, 1)) counts, got \(into.dtype.rawValue) of \(into.count)")
+            }
+            result = into
+        } else {
+            result = try NDArray(zeros: outShape.isEmpty ? [1] : outShape, dtype: .int64)
+        }
+        let resultPointer = (result.storage.bytes + result.offset * 8).assumingMemoryBound(to: Int64.self)
 
         // the blocks: runs of events cut to blockEvents
         let blockSize = max(1, min(request.blockEvents, max(total, 1)))
@@ -177,10 +203,7 @@ extension EventBank {
             let lookup: UnsafeBufferPointer<Int32>? = request.pixels == nil ? nil : lookupBuffer
             let first = request.pixels?.first ?? 0
             let bins = request.tof
-            let split = !(privateCopies || workers == 1)
-            // sorted binning when each worker has its own histogram, larger than ~1 MB
-            // (slices of 2^17 counts), with cell numbers that fit 32 bits
-            let sorted = !split && cells > 1 << 17 && cells < Int(UInt32.max)
+            let split = !sorted && !(privateCopies || workers == 1)
             let perWorker = (blockSize + workers - 1) / workers
             let kernels = (0..<workers).map { w in
                 Kernel(bins: bins, nb: nb, lookup: lookup, first: first, rows: split ? slice(0..<rows, workers, w) : 0..<rows,
@@ -195,7 +218,16 @@ extension EventBank {
                 nonisolated(unsafe) let c = counts
                 DispatchQueue.concurrentPerform(iterations: workers) { w in
                     let events = split ? 0..<n : slice(0..<n, workers, w)
-                    c[w] = EventBank.dispatch(kernels[w], block, events, split ? histPointers[0] : histPointers[w])
+                    c[w] = EventBank.dispatch(kernels[w], block, events, split || sorted ? histPointers[0] : histPointers[w])
+                    if sorted { kernels[w].sortListed(c[w]) }
+                }
+                if sorted {
+                    // each worker counts its share of the slices, from every worker's list
+                    let slices = (cells >> 17) + 1
+                    DispatchQueue.concurrentPerform(iterations: workers) { w in
+                        for sl in slice(0..<slices, workers, w) { for k in kernels { k.countSlice(sl, histPointers[0]) } }
+                    }
+                    for k in kernels { k.resetSlices() }
                 }
                 return (0..<workers).reduce(0) { $0 + counts[$1] }
             }
