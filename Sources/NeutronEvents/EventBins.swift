@@ -18,7 +18,7 @@ public struct EventBins: Sendable {
     public let edges: [Double]
     public enum Spacing: Sendable { case linear, logarithmic, irregular }
     public let spacing: Spacing
-    let lo: Double, hi: Double, scale: Double, logLo: Double
+    let lo: Double, hi: Double, scale: Double, logLo: Double  // read by the histogram kernel too
 
     public var count: Int { edges.count - 1 }
 

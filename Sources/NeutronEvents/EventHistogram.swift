@@ -60,6 +60,10 @@ private final class SortScratch: @unchecked Sendable {
 /// The binning of one slice of a block into one histogram (a worker's share).
 private struct Kernel: @unchecked Sendable {
     let bins: EventBins?
+    /// Equal-width bins found here by arithmetic, checked against the edges (as
+    /// EventBins.index, without its per-call array access): the hot path of a histogram.
+    let edges: UnsafeBufferPointer<Double>
+    let linear: Bool
     let nb: Int
     let lookup: UnsafeBufferPointer<Int32>?
     let first: Int
@@ -108,8 +112,20 @@ private struct Kernel: @unchecked Sendable {
         for k in range {
             var b = 0
             if let tofs, let bins {
-                b = bins.index(Double(tofs[k]))
-                if b < 0 { continue }
+                let x = Double(tofs[k])
+                if linear {
+                    guard x >= bins.lo && x < bins.hi else { continue }
+                    var i = Int((x - bins.lo) * bins.scale)
+                    let last = edges.count - 2
+                    if i > last { i = last }
+                    if i < 0 { i = 0 }
+                    while i > 0 && x < edges[i] { i -= 1 }
+                    while i < last && x >= edges[i + 1] { i += 1 }
+                    b = i
+                } else {
+                    b = bins.index(x)
+                    if b < 0 { continue }
+                }
             }
             var r = 0
             if let ids, let lookup {
@@ -153,7 +169,8 @@ extension EventBank {
         // a histogram larger than a cache slice (2^17 counts) is binned sorted by slices
         // (`Kernel.scratch`), every worker counting its own slices of the one result;
         // a smaller one in private copies merged at the end
-        let sorted = cells > 1 << 17 && cells < Int(UInt32.max)
+        let sliceShift = 17  // 2^17 counts: 1 MB, half of a core's L2
+        let sorted = cells > 1 << sliceShift && cells < Int(UInt32.max)
         let privateCopies = !sorted && threads > 1 && cells * 8 * threads <= request.privateBytes
         let workers = total < 1 << 16 ? 1 : threads
         let result: NDArray
@@ -199,6 +216,8 @@ extension EventBank {
             [resultPointer] + privates.map { $0.storage.bytes.assumingMemoryBound(to: Int64.self) }
         let lookupArray = request.pixels?.lookup ?? []
         var binned = 0
+        let edgeArray = request.tof?.edges ?? []
+        try edgeArray.withUnsafeBufferPointer { edgeBuffer in
         try lookupArray.withUnsafeBufferPointer { lookupBuffer in
             let lookup: UnsafeBufferPointer<Int32>? = request.pixels == nil ? nil : lookupBuffer
             let first = request.pixels?.first ?? 0
@@ -206,8 +225,9 @@ extension EventBank {
             let split = !sorted && !(privateCopies || workers == 1)
             let perWorker = (blockSize + workers - 1) / workers
             let kernels = (0..<workers).map { w in
-                Kernel(bins: bins, nb: nb, lookup: lookup, first: first, rows: split ? slice(0..<rows, workers, w) : 0..<rows,
-                       scratch: sorted ? SortScratch(capacity: perWorker, cells: cells, shift: 17) : nil)
+                Kernel(bins: bins, edges: edgeBuffer, linear: bins?.spacing == .linear, nb: nb, lookup: lookup, first: first,
+                       rows: split ? slice(0..<rows, workers, w) : 0..<rows,
+                       scratch: sorted ? SortScratch(capacity: perWorker, cells: cells, shift: sliceShift) : nil)
             }
             // private copies: each worker bins its share of the events into its own
             // histogram; split by rows: each worker sees every event, writes only its rows
@@ -223,7 +243,7 @@ extension EventBank {
                 }
                 if sorted {
                     // each worker counts its share of the slices, from every worker's list
-                    let slices = (cells >> 17) + 1
+                    let slices = (cells >> sliceShift) + 1
                     DispatchQueue.concurrentPerform(iterations: workers) { w in
                         for sl in slice(0..<slices, workers, w) { for k in kernels { k.countSlice(sl, histPointers[0]) } }
                     }
@@ -250,6 +270,7 @@ extension EventBank {
                 done += piece.count
                 try progress?(done, total)
             }
+        }
         }
         // merge the private histograms
         if !privates.isEmpty {

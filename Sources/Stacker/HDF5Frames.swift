@@ -121,7 +121,11 @@ final class HDF5Frames {
             total += frames
         }
         // metadata: the first input's constants and mask; per-frame arrays of every input, in order
-        let meta = try HDF5Frames.metadata(in: file, frames: total - frameCount)
+        let meta: (constants: [HeaderEntry], perFrame: [(String, [Double], String?, Bool)], mask: NDArray?)
+        do { meta = try HDF5Frames.metadata(in: file, frames: total - frameCount) } catch {
+            try? file.close()
+            throw error
+        }
         if let m = meta.mask, pixelMask == nil, m.shape != frameShape {
             try? file.close()
             throw StackError("\(path): pixel_mask of \(NDArray.describe(m.shape)) where frames are \(NDArray.describe(frameShape))")
