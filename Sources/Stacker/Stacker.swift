@@ -372,7 +372,9 @@ public final class Stacker {
             // Intake.
             if !draining {
                 let busy = inFlight > 0 || !queue.isEmpty || !pendingReady.isEmpty
-                var found = try source.next(timeout: busy || !waitingFiles.isEmpty ? 0 : 0.05)
+                // a file waiting for its writer is tried when due, without spinning meanwhile
+                let wait = waitingFiles.map { $0.due - StackClock.now() }.min().map { max(0, min(0.05, $0)) } ?? 0.05
+                var found = try source.next(timeout: busy ? 0 : wait)
                 if watchingHDF5, let h = hdf5 {
                     let now = StackClock.now()
                     let due = waitingFiles.filter { $0.due <= now }.map(\.file)
