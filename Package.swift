@@ -45,7 +45,7 @@ let package = Package(
         .target(name: "CLuaShims", dependencies: ["CLua"]),
         .target(name: "CHDF5Shims", dependencies: ["CHDF5"], linkerSettings: [.linkedLibrary("dl")]),
         // Per-thread scheduling (nice values of single threads: gettid is not imported).
-        .target(name: "CThreadShims"),
+        .target(name: "CProcessShims"),
         .target(name: "CEditShims", dependencies: ["CEdit"],
                 linkerSettings: [.linkedLibrary("dl")]),
         .target(name: "CTIFFShims", dependencies: ["CTIFF"], linkerSettings: [.linkedLibrary("dl")]),
@@ -105,7 +105,7 @@ let package = Package(
         // the files of a folder. No Lua inside: remote evaluation goes through the
         // RemoteEvaluator protocol, which NXLuaRuntime's sandbox implements.
         .target(name: "RemoteServer", dependencies: [
-            "NeXus", "NDArray", "Events", "FolderListing", "Plot", "ViewerAssets", "Catalog", "CThreadShims",
+            "NeXus", "NDArray", "Events", "FolderListing", "Plot", "ViewerAssets", "Catalog", "CProcessShims",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdCore", package: "hummingbird"),
             .product(name: "HummingbirdTLS", package: "hummingbird"),

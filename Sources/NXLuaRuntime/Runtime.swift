@@ -78,7 +78,8 @@ public final class Runtime {
         return nil
     }
 
-    static func executablePath() -> String? {
+    /// This process's executable (a server starts its evaluation workers from it).
+    public static func executablePath() -> String? {
         var buf = [CChar](repeating: 0, count: 4096)
         let n = readlink("/proc/self/exe", &buf, buf.count - 1)
         guard n > 0 else { return nil }

@@ -5,6 +5,12 @@ public protocol RemoteEvaluator: Sendable {
     /// Runs one request to the end (the evaluator enforces the limits); called on a
     /// thread of the server's evaluation pool, never on the HDF5 gate's thread.
     func evaluate(_ request: EvaluationRequest) throws -> EvaluationResult
+    /// Called once when the server stops, after its last request.
+    func shutdown()
+}
+
+extension RemoteEvaluator {
+    public func shutdown() {}
 }
 
 public struct EvaluationRequest: Sendable {
@@ -14,6 +20,8 @@ public struct EvaluationRequest: Sendable {
     public let arguments: JSON
     /// The authenticated user.
     public let user: String
+    /// What the user may read (the evaluation's `nx.load` is held to it).
+    public let access: FolderAccess
     /// Wall-time limit in seconds (also enforced inside pcall).
     public let timeLimit: Double
     /// Instructions at most.
@@ -24,15 +32,33 @@ public struct EvaluationRequest: Sendable {
     /// throwing for anything outside it (the same rules as the HTTP routes).
     public let resolveFile: @Sendable (String) throws -> String
 
-    public init(code: String, arguments: JSON, user: String, timeLimit: Double, instructionLimit: Int,
+    public init(code: String, arguments: JSON, user: String, access: FolderAccess, timeLimit: Double, instructionLimit: Int,
                 memoryLimit: Int, resolveFile: @escaping @Sendable (String) throws -> String) {
         self.code = code
         self.arguments = arguments
         self.user = user
+        self.access = access
         self.timeLimit = timeLimit
         self.instructionLimit = instructionLimit
         self.memoryLimit = memoryLimit
         self.resolveFile = resolveFile
+    }
+}
+
+extension EvaluationRequest {
+    /// `resolveFile` by the rules of the server's routes: the domain must be a file the
+    /// user may read, inside the served folder.
+    public static func fileResolver(_ resolver: DomainResolver, _ access: FolderAccess,
+                                    user: String) -> @Sendable (String) throws -> String {
+        return { domain in
+            let r: DomainResolver.Resolved
+            do {
+                try resolver.check(domain, access, user: user)
+                r = try resolver.resolve(domain)
+            } catch let e as DomainError { throw EvaluationError(e.message) }
+            if r.isFolder { throw EvaluationError("'\(domain)' is a folder, not a file") }
+            return r.path
+        }
     }
 }
 

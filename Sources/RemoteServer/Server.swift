@@ -1,4 +1,3 @@
-import CThreadShims
 import Catalog
 import CompressNIO
 import HTTPTypes
@@ -58,8 +57,8 @@ public final class RemoteServer: Sendable {
     let evaluator: RemoteEvaluator?
     let journal: (any JournalStore)?
     let catalog: Catalog?
-    /// Evaluations (POST /nxlua/eval): batch work, on threads of lower priority (see
-    /// `evaluationNice`).
+    /// Evaluations (POST /nxlua/eval): each thread waits for the evaluator (nxlua's runs
+    /// each evaluation in a worker process, see EvaluationWorkers).
     let evalPool: NIOThreadPool
     /// Catalog queries: milliseconds each, at normal priority, never behind an evaluation.
     let queryPool: NIOThreadPool
@@ -152,22 +151,13 @@ public final class RemoteServer: Sendable {
         try await app.runService()  // graceful shutdown on SIGTERM and SIGINT
         try? await gate.run { [store] in store.closeAll() }
         await gate.shutdown()
+        // before the pool's threads end: a worker process is killed with the thread that started it
+        try? await evalPool.runIfActive { [evaluator] in evaluator?.shutdown() }
         try? await evalPool.shutdownGracefully()
         try? await queryPool.shutdownGracefully()
         try? await journalPool.shutdownGracefully()
         try? await authPool.shutdownGracefully()
         logger.info("stopped")
-    }
-
-    /// The nice value of evaluation threads. On a shared machine at a beamline the
-    /// stacker, the macros and the REST reads of a live scan come first: a client looping
-    /// r:eval over a whole stack took half of two cores and pushed frame-to-remote latency
-    /// to seconds. At nice 10 an evaluation gets about a tenth of a contended core and all
-    /// of an idle one.
-    static let evaluationNice: Int32 = 10
-
-    static func lowerThisThreadForEvaluations() {
-        if nx_thread_nice() < evaluationNice { _ = nx_set_thread_nice(evaluationNice) }
     }
 
     var limitsJSON: JSON {
@@ -629,22 +619,12 @@ struct Responder: HTTPResponder {
         let resolver = server.resolver
         let o = server.options
         let access = c.access
-        let req = EvaluationRequest(code: code, arguments: parsed["args"] ?? .null, user: user,
-                                    timeLimit: o.evalTimeLimit, instructionLimit: o.evalInstructionLimit, memoryLimit: o.evalMemoryLimit) { domain in
-            let r: DomainResolver.Resolved
-            do {
-                try resolver.check(domain, access, user: user)
-                r = try resolver.resolve(domain)
-            } catch let e as DomainError { throw EvaluationError(e.message) }
-            if r.isFolder { throw EvaluationError("'\(domain)' is a folder, not a file") }
-            return r.path
-        }
+        let req = EvaluationRequest(code: code, arguments: parsed["args"] ?? .null, user: user, access: access,
+                                    timeLimit: o.evalTimeLimit, instructionLimit: o.evalInstructionLimit, memoryLimit: o.evalMemoryLimit,
+                                    resolveFile: EvaluationRequest.fileResolver(resolver, access, user: user))
         let result: EvaluationResult
         do {
-            result = try await server.evalPool.runIfActive {
-                RemoteServer.lowerThisThreadForEvaluations()
-                return try evaluator.evaluate(req)
-            }
+            result = try await server.evalPool.runIfActive { try evaluator.evaluate(req) }
         } catch let e as EvaluationError {
             // messages name files by their real paths: show them as domains
             throw ServeError(400, "eval: " + replacing(resolver.root + "/", with: "/", in: e.message))

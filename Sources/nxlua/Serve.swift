@@ -16,7 +16,7 @@ enum ServeCommand {
         .init(name: "allow-anonymous", valueName: nil, help: "serve requests without credentials too"),
         .init(name: "tls-cert", valueName: "F", help: "serve HTTPS with this PEM certificate chain (and --tls-key)"),
         .init(name: "tls-key", valueName: "F", help: "the PEM private key of --tls-cert"),
-        .init(name: "allow-eval", valueName: nil, help: "allow authenticated users to run Lua next to the data (POST /nxlua/eval, sandboxed)"),
+        .init(name: "allow-eval", valueName: nil, help: "allow authenticated users to run Lua next to the data (POST /nxlua/eval, sandboxed, in worker processes at nice 10)"),
         .init(name: "eval-timeout", valueName: "S", help: "wall-time limit of one evaluation (default 120 seconds: a sum over a 3600-frame Pilatus 2M stack fits)"),
         .init(name: "eval-memory", valueName: "MB", help: "Lua memory limit of one evaluation (default 256)"),
         .init(name: "journal", valueName: "FILE", help: "accept scan events from authenticated users (POST /nxlua/events) into this journal (docs/macros.md)"),
@@ -70,6 +70,10 @@ enum ServeCommand {
     }
 
     static func run(_ args: [String]) -> Int32 {
+        // started by a server with --allow-eval (EvaluationWorkers): FOLDER PARENT-PID
+        if args.first == "eval-worker", args.count == 3, let parent = Int32(args[2]) {
+            return EvaluationWorkers.serve(folder: args[1], parent: parent, evaluator: LuaSandbox())
+        }
         if args.first == "adduser" {
             var rest = Array(args.dropFirst())
             var folders: [String]? = nil
@@ -129,7 +133,9 @@ enum ServeCommand {
         }
         let server: RemoteServer
         do {
-            server = try RemoteServer(options: options, evaluator: options.allowEval ? LuaSandbox() : nil)
+            let evaluator = options.allowEval
+                ? EvaluationWorkers(executable: Runtime.executablePath() ?? CommandLine.arguments[0], arguments: ["serve", "eval-worker", options.folder]) : nil
+            server = try RemoteServer(options: options, evaluator: evaluator)
         } catch {
             Console.writeError("nxlua serve: \(error)\n")
             return 1
