@@ -130,7 +130,7 @@ def test_live_scenario_end_to_end(tmp_path):
     else:
         frames, rate, modules = 120, 40.0, None
     r = live_scenario.run(frames=frames, rate=rate, modules=modules, nxlua=BIN, work=tmp_path / "work",
-                          frames_dir=tmp_path / "made", converge_timeout=30, macro_timeout=120,
+                          frames_dir=tmp_path / "made", converge_timeout=90 if SANITIZED else 30, macro_timeout=120,
                           log=lambda m: print("live:", m))
     print("\n".join(live_scenario.table(r)))
     rs = r["restart"]
