@@ -44,15 +44,21 @@ GROWING = textwrap.dedent("""
 """)
 
 
-@pytest.fixture(scope="module")
-def live(tmp_path_factory):
-    base = tmp_path_factory.mktemp("live_serve")
+def served_folder(base):
+    """An empty folder to serve and a users file with the test user: (folder, users)."""
     root = base / "data"
     root.mkdir()
     users = base / "users"
     r = subprocess.run([BIN, "serve", "adduser", str(users), USER], input=PASSWORD + "\n",
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
+    return root, users
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    base = tmp_path_factory.mktemp("live_serve")
+    root, users = served_folder(base)
     s = Server(root, users, "--allow-eval", "--eval-timeout", "120", log=base / "serve.log")
     yield {"root": root, "base": base, "server": s}
     assert s.stop() == 0
@@ -301,7 +307,13 @@ def busy_evaluation(server, seconds):
     """Starts an evaluation that spins about `seconds` in Lua; returns (thread, result dict)."""
     result = {}
     code = "local n = 0 for i = 1, %d do n = n + 1 end return 1" % int(seconds * 2e7)
-    t = threading.Thread(target=lambda: result.setdefault("r", evaluate(server, code, {})))
+
+    def run():
+        try:
+            result["r"] = evaluate(server, code, {})
+        except requests.RequestException as e:   # the server was killed meanwhile
+            result["error"] = e
+    t = threading.Thread(target=run)
     t.start()
     return t, result
 
@@ -373,12 +385,7 @@ def test_a_worker_killed_in_an_evaluation_is_a_clear_error_and_replaced(live):
 def test_workers_end_with_a_killed_server(tmp_path):
     """A server killed with SIGKILL (no chance to stop anything) takes its evaluation
     workers with it, busy or idle."""
-    root = tmp_path / "data"
-    root.mkdir()
-    users = tmp_path / "users"
-    r = subprocess.run([BIN, "serve", "adduser", str(users), USER], input=PASSWORD + "\n",
-                       capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
+    root, users = served_folder(tmp_path)
     s = Server(root, users, "--allow-eval", log=tmp_path / "serve.log")
     try:
         t, _ = busy_evaluation(s, 30)                                  # a busy worker
