@@ -64,9 +64,6 @@ public final class EvaluationWorkers: RemoteEvaluator, @unchecked Sendable {
         }
     }
 
-    /// The process ids of the workers waiting for a request.
-    public var idleWorkerIDs: [Int32] { idle.withLockedValue { $0.map(\.pid) } }
-
     public func evaluate(_ request: EvaluationRequest) throws -> EvaluationResult {
         var message: [JSON.Member] = [
             .init("code", .string(request.code)), .init("args", request.arguments), .init("user", .string(request.user)),
@@ -172,10 +169,15 @@ public final class EvaluationWorkers: RemoteEvaluator, @unchecked Sendable {
               let memory = head["memory"]?.intValue else {
             throw EvaluationError("the server's request to its evaluation process is incomplete")
         }
+        // null: everything; otherwise folders as lists of names (anything else is refused:
+        // an empty list would read as the whole tree)
         var folders: [[String]]? = nil
-        if case .array(let list)? = head["access"] {
-            folders = list.map { item in
-                guard case .array(let parts) = item else { return [] }
+        if let given = head["access"], given != .null {
+            guard case .array(let list) = given else { throw EvaluationError("the server's request names no readable folders") }
+            folders = try list.map { item in
+                guard case .array(let parts) = item, !parts.isEmpty, parts.allSatisfy({ $0.stringValue != nil }) else {
+                    throw EvaluationError("the server's request names a readable folder wrongly")
+                }
                 return parts.compactMap(\.stringValue)
             }
         }
