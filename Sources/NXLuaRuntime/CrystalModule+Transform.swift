@@ -126,7 +126,7 @@ extension CrystalModule {
             var output: String?, entryName = "entry"
             if let t {
                 if lua.rawGet(at: t.index, key: "mask3d") != .nil {
-                    if let mf = NeXusModule.localField(at: lua.absIndex(-1), in: lua) { mask3d = mf } else {
+                    if let mf = NeXusModule.readableField(at: lua.absIndex(-1), in: lua) { mask3d = mf } else {
                         mask3dArray = try array(call, lua.absIndex(-1), what: "mask3d")
                     }
                 }

@@ -51,6 +51,13 @@ METAMETHODS = {"__gc", "__name", "__methods", "__index", "__newindex", "__close"
                "__tostring", "__complete", "__len", "__pairs", "__pretty"}
 
 
+# What the protocol cannot carry: the HDF REST API writes an unlimited maximum as 0, so a
+# dimension whose maximum is 0 (an empty fixed-size field) reads as unlimited remotely.
+KNOWN_DIFFERENCES = {
+    ("/entry/empty", ".maxshape\t{1=0,2=3}", ".maxshape\t{1=-1,2=3}"),
+}
+
+
 def make_binding_file(path):
     with h5py.File(path, "w") as f:
         f.attrs["NX_class"] = "NXroot"
@@ -179,11 +186,14 @@ end
 
 -- pcall'd: the value, or the error message (locations normalized by emit)
 local function try(f, ...)
-  local r = table.pack(pcall(f, ...))
-  if not r[1] then return "error: " .. tostring(r[2]) end
-  local parts = {}
-  for i = 2, r.n do parts[#parts + 1] = ser(r[i]) end
-  return table.concat(parts, " ; ")
+  local args = table.pack(...)
+  local ok, text = pcall(function()  -- serializing may raise too (a figure's png)
+    local r = table.pack(f(table.unpack(args, 1, args.n)))
+    local parts = {}
+    for i = 1, r.n do parts[#parts + 1] = ser(r[i]) end
+    return table.concat(parts, " ; ")
+  end)
+  return ok and text or "error: " .. tostring(text)
 end
 
 -- print captured (tree() prints)
@@ -216,18 +226,24 @@ local function props_of(obj)
   return out
 end
 
-local function probe_group(g)
-  emit("GROUP", g.nxpath)
-  local names, mm = methods_of(g)
+-- what groups and fields share: the class's methods, metamethods and properties (from
+-- completion, less children and attributes), #, tostring, __pretty, completion
+local function probe_object(kind, obj)
+  emit(kind, obj.nxpath)
+  local names, mm = methods_of(obj)
   emit("methods", table.concat(names, ","))
   emit("metamethods", table.concat(mm, ","))
-  emit("props", table.concat(props_of(g), ","))
-  for _, p in ipairs(props_of(g)) do emit("." .. p, try(function() return g[p] end)) end
-  emit("#", try(function() return #g end))
-  emit("tostring", tostring(g))
-  emit("__pretty", try(getmetatable(g).__pretty, g))
-  local comp = getmetatable(g).__complete(g); table.sort(comp)
+  emit("props", table.concat(props_of(obj), ","))
+  for _, p in ipairs(props_of(obj)) do emit("." .. p, try(function() return obj[p] end)) end
+  emit("#", try(function() return #obj end))
+  emit("tostring", tostring(obj))
+  emit("__pretty", try(getmetatable(obj).__pretty, obj))
+  local comp = getmetatable(obj).__complete(obj); table.sort(comp)
   emit("__complete", table.concat(comp, ","))
+end
+
+local function probe_group(g)
+  probe_object("GROUP", g)
   local pairs_out = {}
   for name, obj in pairs(g) do pairs_out[#pairs_out + 1] = name .. "=" .. ser(obj) end
   emit("pairs", table.concat(pairs_out, " "))
@@ -273,20 +289,10 @@ local function probe_group(g)
 end
 
 local function probe_field(f)
-  emit("FIELD", f.nxpath)
-  local names, mm = methods_of(f)
-  emit("methods", table.concat(names, ","))
-  emit("metamethods", table.concat(mm, ","))
-  emit("props", table.concat(props_of(f), ","))
-  for _, p in ipairs(props_of(f)) do emit("." .. p, try(function() return f[p] end)) end
+  probe_object("FIELD", f)
   emit(".units", try(function() return f.units end))
   emit(".long_name", try(function() return f.long_name end))
   emit(".nope", try(function() return f.nope end))
-  emit("#", try(function() return #f end))
-  emit("tostring", tostring(f))
-  emit("__pretty", try(getmetatable(f).__pretty, f))
-  local comp = getmetatable(f).__complete(f); table.sort(comp)
-  emit("__complete", table.concat(comp, ","))
   emit("read", try(f.read, f))
   for _, sel in ipairs({0, 1, -1, 99, 0.5, "0", "0:2", "::2", "-1", "..., -1", "0:2, 1", "1, ::3, 2:5",
                         ":0", "5:", "0, 0, 0, 0", "bad["}) do
@@ -374,7 +380,12 @@ def test_local_and_remote_read_the_same(server, folder, tmp_path, name):
     local = probe(server, folder, tmp_path, name, "local").splitlines()
     remote = probe(server, folder, tmp_path, name, "remote").splitlines()
     assert len(local) > 100
+    where = None
     for i, (a, b) in enumerate(zip(local, remote)):
+        if a.startswith(("GROUP\t", "FIELD\t")):
+            where = a.split("\t")[1]
+        if (where, a, b) in KNOWN_DIFFERENCES:
+            continue
         assert a == b, f"line {i} differs\nlocal:  {a[:2000]}\nremote: {b[:2000]}\n(before: {local[max(0, i - 3):i]})"
     assert len(local) == len(remote)
     text = "\n".join(local)
@@ -395,9 +406,11 @@ def test_every_method_is_probed(server, folder, tmp_path):
     gm, fm = set(groups.pop().split(",")), set(fields.pop().split(","))
     assert gm == GROUP_READ | GROUP_WRITE | GROUP_LOCAL_ONLY | COMMON, f"not probed: {gm - GROUP_READ - GROUP_WRITE - GROUP_LOCAL_ONLY - COMMON}"
     assert fm == FIELD_READ | FIELD_WRITE | COMMON, f"not probed: {fm - FIELD_READ - FIELD_WRITE - COMMON}"
-    for line in out.splitlines():
+    lines = out.splitlines()
+    for i, line in enumerate(lines):
         if line.startswith("metamethods\t"):
-            assert set(line.split("\t")[1].split(",")) == METAMETHODS, line
+            want = METAMETHODS if "child" in lines[i - 1] else METAMETHODS - {"__pairs"}  # fields: no pairs
+            assert set(line.split("\t")[1].split(",")) == want, line
     gp = {line.split("\t")[1] for line in out.splitlines() if line.startswith("props\t") and "nxsignal" in line}
     fp = {line.split("\t")[1] for line in out.splitlines() if line.startswith("props\t") and "shape" in line}
     assert gp == {",".join(sorted(GROUP_PROPS))}, gp
