@@ -264,7 +264,7 @@ extension NeXusModule {
     }
 
     /// Where the reductions stream from, in their help.
-    static let through = "the file (or the server, over nx.remote)"
+    static let through = "the file or, over nx.remote, the server"
 
     /// The methods every field has, whatever its tree.
     static let fieldReadMethods: [LuaMethodDecl<any NXReadableField>] = [

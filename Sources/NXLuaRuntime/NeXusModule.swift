@@ -302,7 +302,7 @@ enum NeXusModule {
     // MARK: writing (local files only; the classes are in NeXusModule+Read.swift)
 
     static func renameMethod<T>(_ node: @escaping @Sendable (T) -> any NXReadableNode) -> LuaMethodDecl<T> {
-        LuaMethodDecl("rename", "obj:rename(newname) -> obj", "renames the object within its group; returns it under the new name") { call, obj in
+        LuaMethodDecl("rename", "obj:rename(newname) -> obj", "renames the object within its group; returns it under the new name (local files)") { call, obj in
             let node: NXNode = try writable(node(obj), "renaming")
             let newName = try call.string(2)
             let parent = node.parent
@@ -316,12 +316,12 @@ enum NeXusModule {
     /// The methods of a local file's groups (another tree's refuse: read-only).
     static let groupWriteMethods: [LuaMethodDecl<any NXReadableGroup>] = [
         renameMethod { $0 },
-        LuaMethodDecl("flush", "f:flush()", "writes buffered data to disk (SWMR readers then see it)") { call, g in
+        LuaMethodDecl("flush", "f:flush()", "writes buffered data to disk, SWMR readers then see it (local files)") { call, g in
             let local: NXGroup = try writable(g, "flushing")
             try wrap { try local.file.flush() }
             return 0
         },
-        LuaMethodDecl("swmr", "f:swmr()", "starts SWMR writing (file opened with {swmr = true}; create every object first)") { call, g in
+        LuaMethodDecl("swmr", "f:swmr()", "starts SWMR writing: file opened with {swmr = true}, every object created first (local files)") { call, g in
             let local: NXGroup = try writable(g, "SWMR writing")
             try wrap { try local.file.startSWMRWrite() }
             return 0
@@ -344,18 +344,18 @@ enum NeXusModule {
 
     /// The methods of a local file's fields (another tree's refuse: read-only).
     static let fieldWriteMethods: [LuaMethodDecl<any NXReadableField>] = [
-        LuaMethodDecl("append", "c:append(frame)", "appends a frame (or a block of frames) along the first, unlimited axis") { call, f in
+        LuaMethodDecl("append", "c:append(frame)", "appends a frame (or a block of frames) along the first, unlimited axis (local files)") { call, f in
             let local: NXField = try writable(f, "appending")
             let v = try value(call, 2)
             try wrap { try local.append(v) }
             return 0
         },
-        LuaMethodDecl("resize", "c:resize(n)", "sets the length of the first axis (within maxshape)") { call, f in
+        LuaMethodDecl("resize", "c:resize(n)", "sets the length of the first axis, within maxshape (local files)") { call, f in
             let local: NXField = try writable(f, "resizing")
             try wrap { try local.resize(firstAxis: try call.integer(2)) }
             return 0
         },
-        LuaMethodDecl("flush", "c:flush()", "flushes this field (SWMR writers: once per frame)") { call, f in
+        LuaMethodDecl("flush", "c:flush()", "flushes this field, SWMR writers once per frame (local files)") { call, f in
             let local: NXField = try writable(f, "flushing")
             try wrap { try local.flush() }
             return 0
