@@ -9,7 +9,12 @@ import CLuaShims
 /// runs the type's close action and releases the reference at once; from then on the
 /// value is in the closed state and every method raises "attempt to use a closed X",
 /// as Lua's own files do. __gc releases what is left.
-public final class LuaClass<Object: AnyObject>: @unchecked Sendable {
+///
+/// `Object` is a class, or a class-bound protocol's existential (`any P` with P:
+/// AnyObject): one Lua type then serves every class conforming to P (Swift does not let
+/// such an existential satisfy `AnyObject`, hence no constraint; the value is boxed with
+/// `as AnyObject`, which for a class-bound existential is the instance itself).
+public final class LuaClass<Object>: @unchecked Sendable {
     /// Metatable __name, e.g. "nx.File". Shown in errors and by tostring.
     public let name: String
     public let summary: String
@@ -215,7 +220,7 @@ extension LuaCall {
 
 /// One method of a `LuaClass`, declared once like a function; the body gets the checked
 /// `self` object (argument 1).
-public struct LuaMethodDecl<Object: AnyObject>: Sendable {
+public struct LuaMethodDecl<Object>: Sendable {
     public let name: String
     public let signature: String
     public let summary: String

@@ -121,7 +121,7 @@ enum CatalogModule {
             LuaMethodDecl("load", "e:load() -> root", "opens the entry's file read-only (as a SWMR reader when a stacker may still write it; through nx.remote for a server's catalog); a SPEC file's entry gives its scan, as spec.load(path):scan(n)") { call, box in
                 if let r = box.remote {
                     let root = try wrap { try r.load(box.entry.path, eagerLimit: NeXusModule.config.eagerLimit) }
-                    NeXusModule.remoteGroup.push(root, to: call.lua)
+                    NeXusModule.group.push(root, to: call.lua)
                     return 1
                 }
                 let path = box.entry.path

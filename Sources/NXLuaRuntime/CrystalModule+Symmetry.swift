@@ -11,7 +11,7 @@ extension CrystalModule {
     /// (a crystal.geometry) supplies the cell of a table.
     static func transformInput(_ call: LuaCall, _ i: Int32) throws -> (TransformGrid, String) {
         let lua = call.lua
-        if let g = NeXusModule.group.object(at: i, in: lua) {
+        if let g = NeXusModule.localGroup(at: i, in: lua) {
             let t: NXGroup
             if g.nxclass == "NXdata" { t = g } else {
                 guard let r = try wrap({ try g.resolve("entry/transform") ?? (try g.resolve("transform")) }) as? NXGroup else {
@@ -31,7 +31,7 @@ extension CrystalModule {
             }
             return (try wrap { try TransformGrid.read(t) }, "\(path)#/entry/transform")
         }
-        guard lua.type(at: i) == .table else { throw call.typeError(i, expected: "transform ({v, n, grid}, a group, a file or a path)") }
+        guard lua.type(at: i) == .table else { throw NeXusModule.typeError(call, i, expected: "transform ({v, n, grid}, a group, a file or a path)") }
         var arrays: [NDArray] = []
         for key in ["v", "n"] {
             defer { lua.pop() }

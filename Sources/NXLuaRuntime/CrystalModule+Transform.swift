@@ -126,7 +126,7 @@ extension CrystalModule {
             var output: String?, entryName = "entry"
             if let t {
                 if lua.rawGet(at: t.index, key: "mask3d") != .nil {
-                    if let mf = NeXusModule.field.object(at: lua.absIndex(-1), in: lua) { mask3d = mf } else {
+                    if let mf = NeXusModule.readableField(at: lua.absIndex(-1), in: lua) { mask3d = mf } else {
                         mask3dArray = try array(call, lua.absIndex(-1), what: "mask3d")
                     }
                 }
@@ -222,7 +222,7 @@ extension CrystalModule {
         (about 64 MB), so memory stays small whatever the grid. Returns the shape (l, k, h).
         """) { call in
             let lua = call.lua
-            guard lua.type(at: 1) == .table, NeXusModule.group.object(at: 1, in: lua) == nil else {
+            guard lua.type(at: 1) == .table, NeXusModule.localGroup(at: 1, in: lua) == nil else {
                 throw call.typeError(1, expected: "list of transforms (groups, files or paths)")
             }
             let output = try call.string(2)
@@ -235,7 +235,7 @@ extension CrystalModule {
                 defer { lua.pop() }
                 let type = lua.rawGet(at: 1, index: k)
                 if type == .nil { break }
-                if let g = NeXusModule.group.object(at: lua.absIndex(-1), in: lua) {
+                if let g = NeXusModule.localGroup(at: lua.absIndex(-1), in: lua) {
                     if g.nxclass == "NXdata" { groups.append(g) } else {
                         guard let t = try wrap({ try g.resolve("entry/transform") ?? (try g.resolve("transform")) }) as? NXGroup else {
                             throw LuaError.runtime("\(g.file.path): \(g.path): no transform group (looked for entry/transform and transform)")

@@ -116,8 +116,8 @@ enum CrystalModule {
 
     static func array(_ call: LuaCall, _ i: Int32, what: String) throws -> NDArray {
         if let a = ArrayModule.cls.object(at: i, in: call.lua) { return a.array }
-        if let f = NeXusModule.field.object(at: i, in: call.lua) {
-            guard case .array(let a) = try wrap({ try f.read(nil) }) else { throw LuaError.runtime("\(f.file.path): \(f.path): \(what) must be numeric") }
+        if let f = NeXusModule.readableField(at: i, in: call.lua) {
+            guard case .array(let a) = try wrap({ try f.read(nil) }) else { throw LuaError.runtime("\(f.location): \(f.path): \(what) must be numeric") }
             return a
         }
         if call.lua.type(at: i) == .table { return try ArrayModule.fromTable(call, i, dtype: nil) }
@@ -126,26 +126,26 @@ enum CrystalModule {
 
     /// A file argument: a tree (nx.load's root or any object of it) or a path (opened "r").
     static func file(_ call: LuaCall, _ i: Int32, write: Bool = false) throws -> NXFile {
-        if let g = NeXusModule.group.object(at: i, in: call.lua) { return g.file }
-        if let f = NeXusModule.field.object(at: i, in: call.lua) { return f.file }
+        if let g = NeXusModule.localGroup(at: i, in: call.lua) { return g.file }
+        if let f = NeXusModule.localField(at: i, in: call.lua) { return f.file }
         if call.lua.type(at: i) == .string {
             if PlotModule.isSandboxed(call.lua) { throw LuaError.runtime("opening files by name is not available here") }
             let path = try call.string(i)
             return try wrap { try NXFile(path: path, mode: write ? .readWrite : .read) }
         }
-        throw call.typeError(i, expected: "NeXus file (from nx.load) or path")
+        throw NeXusModule.typeError(call, i, expected: "NeXus file (from nx.load) or path")
     }
 
     static func field(_ call: LuaCall, _ i: Int32) throws -> NXField {
-        if let f = NeXusModule.field.object(at: i, in: call.lua) { return f }
-        if let g = NeXusModule.group.object(at: i, in: call.lua) {
+        if let f = NeXusModule.localField(at: i, in: call.lua) { return f }
+        if let g = NeXusModule.localGroup(at: i, in: call.lua) {
             // an NXdata or NXentry: its signal / detector data
             for path in ["data", "instrument/detector/data", "data/data"] {
                 if let f = try wrap({ try g.resolve(path) }) as? NXField { return f }
             }
             throw LuaError.runtime("\(g.file.path): \(g.path): no frames found (looked for data, instrument/detector/data and data/data); pass the frames field")
         }
-        throw call.typeError(i, expected: "NXfield of frames")
+        throw NeXusModule.typeError(call, i, expected: "NXfield of frames")
     }
 
     static func point(_ call: LuaCall, from i: Int32) throws -> (Double, Double, Double) {
@@ -746,7 +746,7 @@ enum CrystalModule {
                             arrays and from NXmx chains whose rotations move, when they are not a uniform
                             phi rotation at fixed omega and chi.
                             """) { call in
-                if call.lua.type(at: 1) == .table, NeXusModule.group.object(at: 1, in: call.lua) == nil {
+                if call.lua.type(at: 1) == .table, NeXusModule.localGroup(at: 1, in: call.lua) == nil {
                     var g = CrystalGeometry()
                     try apply(call, 1, to: &g)
                     geometryClass.push(GeometryBox(g), to: call.lua)
@@ -985,7 +985,7 @@ enum CrystalModule {
                 return 1
             },
             LuaFunctionDecl("peaks", "crystal.peaks(group) -> p", "peaks read from an NXreflections group in nxfind's layout (f.entry.peaks, or NXRefine's f.f1.peaks)") { call in
-                guard let g = NeXusModule.group.object(at: 1, in: call.lua) else { throw call.typeError(1, expected: "NXreflections group") }
+                guard let g = NeXusModule.localGroup(at: 1, in: call.lua) else { throw NeXusModule.typeError(call, 1, expected: "NXreflections group") }
                 let peaks = try wrap { try PeakFinder.read(g) }
                 let box = PeaksBox(peaks, finder: nil, threshold: (try? g.attribute("threshold")).flatMap { v -> Double? in
                     if case .array(let a) = v { return a.doubles().first } else { return nil } } ?? 0)

@@ -183,13 +183,13 @@ enum EventsModule {
     }
 
     static func groupArgument(_ call: LuaCall, _ i: Int32) throws -> (NXGroup, NXFile?) {
-        if let g = NeXusModule.group.object(at: i, in: call.lua) { return (g, nil) }
+        if let g = NeXusModule.localGroup(at: i, in: call.lua) { return (g, nil) }
         if call.lua.type(at: i) == .string {
             if PlotModule.isSandboxed(call.lua) { throw LuaError.runtime("events: files cannot be opened here; pass an open group") }
             let f = try wrap { try NXFile(path: try call.string(i), mode: .read) }
             return (f.root, f)
         }
-        throw call.typeError(i, expected: "a file name or a local NeXus group")
+        throw NeXusModule.typeError(call, i, expected: "a file name or a local NeXus group")
     }
 
     static let histogramHelp = """
@@ -204,11 +204,16 @@ enum EventsModule {
         [edge, next edge), as scipp's hist. Several banks: spectra add up, pixel rows follow bank order.
         """
 
-    static func histogramMethod() -> LuaMethodDecl<NXGroup> {
+    /// A method of every group; the events core reads local files only, so another tree's
+    /// group (nx.remote) gets an error that says where to run it instead.
+    static func histogramMethod() -> LuaMethodDecl<any NXReadableGroup> {
         LuaMethodDecl("histogram", "g:histogram{tof = edges, pixels = true, image = true, pulses = {t0, t1}} -> counts, info",
-                      "histograms the neutron events of an NXevent_data group (or of every bank below g), streaming",
+                      "histograms the neutron events of an NXevent_data group (or of every bank below g), streaming; local files",
                       help: histogramHelp) { call, g in
-            try histogram(call, g, 2)
+            guard let local = g as? NXGroup else {
+                throw LuaError.runtime("\(g.location): \(g.path): histogram reads the events of a local file; over nx.remote, run it next to the data: r:eval(code, args)")
+            }
+            return try histogram(call, local, 2)
         }
     }
 

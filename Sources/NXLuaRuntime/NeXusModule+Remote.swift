@@ -5,53 +5,10 @@ import RemoteClient
 import RemoteServer
 
 /// nx.remote: files of an HDF REST server (nxlua serve, HSDS). Their groups and fields
-/// are bound by the read side every tree shares (NeXusModule+Read.swift); this file adds
-/// the connection and what only a remote tree has (refusing writes, refreshing a shape).
+/// are NXgroup and NXfield objects, bound once for every tree (NeXusModule+Read.swift:
+/// reads through the NXReadable protocols, writes refused as "read-only remote file");
+/// this file adds only the connection (load, ls, eval).
 extension NeXusModule {
-    static let remoteGroup: LuaClass<RemoteGroup> = LuaClass(
-        "NXremotegroup",
-        summary: "a group of a remote file (nx.remote): the read side of NXgroup",
-        help: """
-        g.entry, g["entry/data"], g.NXdata, pairs(g), #g, g:keys(), g:tree(), g:default()
-        Only the values you index travel; writing raises "read-only remote file".
-        """,
-        methods: groupReadMethods(),
-        metamethods: groupMetamethods { try $0.object(1, remoteGroup) }.merging([
-            "__newindex": { call in
-                let g = try call.object(1, remoteGroup)
-                throw readOnly(g, "assigning '\((try? call.string(2)) ?? "?")'")
-            },
-        ]) { $1 },
-        index: { call, g in try groupIndex(call, g) },
-        completions: { g in groupCompletions(g) },
-        describe: { g in (try? g.tree()) ?? "\(g.location): \(g.path)" }
-    )
-
-    static let remoteField: LuaClass<RemoteField> = LuaClass(
-        "NXremotefield",
-        summary: "a field of a remote file (nx.remote): lazy, indexing fetches exactly the slice asked for",
-        help: """
-        c.shape, c.dtype, c.ndim, c.size, c.maxshape, c.chunks, c.compression, c.units
-        c[100], c["0:50, 100:200, ::2"]   0-based NumPy slices -> ndarray (only those bytes travel)
-        c:read(), c:sum(0), c:mean(), c:blocks(n)   reductions stream blocks of rows over HTTP
-        """,
-        methods: fieldReadMethods(through: "the server") + [
-            LuaMethodDecl("refresh", "c:refresh()", "asks the server again for the shape (a file that grows: new frames)") { call, f in
-                f.refresh()
-                return 0
-            },
-        ],
-        metamethods: fieldMetamethods { try $0.object(1, remoteField) }.merging([
-            "__newindex": { call in
-                let f = try call.object(1, remoteField)
-                throw readOnly(f, "writing into the field")
-            },
-        ]) { $1 },
-        index: { call, f in try fieldIndex(call, f) },
-        completions: { f in fieldCompletions(f) },
-        describe: { f in describeField(f) }
-    )
-
     static let remote: LuaClass<RemoteConnection> = LuaClass(
         "NXremote",
         summary: "a connection to an HDF REST server (nxlua serve or HSDS), made by nx.remote",
@@ -65,7 +22,7 @@ extension NeXusModule {
             LuaMethodDecl("load", "r:load(domain) -> root", "opens a file of the server read-only (one round trip with nxlua serve)") { call, r in
                 let domain = try call.string(2)
                 let root = try wrap { try r.load(domain, eagerLimit: config.eagerLimit) }
-                remoteGroup.push(root, to: call.lua)
+                group.push(root, to: call.lua)
                 return 1
             },
             LuaMethodDecl("ls", "r:ls([folder]) -> {entries}",

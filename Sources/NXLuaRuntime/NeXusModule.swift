@@ -163,9 +163,12 @@ enum NeXusModule {
     static func pending(_ call: LuaCall, _ i: Int32) throws -> Pending {
         let lua = call.lua
         if let s = spec.object(at: i, in: lua) { return .spec(s) }
-        if let g = group.object(at: i, in: lua) { return .node(g) }
-        if let f = field.object(at: i, in: lua) { return .node(f) }
-        return .value(try value(call, i))
+        if let g = localGroup(at: i, in: lua) { return .node(g) }
+        if let f = localField(at: i, in: lua) { return .node(f) }
+        if let g = readableGroup(at: i, in: lua) {
+            throw LuaError.runtime("\(g.location): \(g.path): a group of an nx.remote tree cannot be copied into a file (assign its fields: their values are read)")
+        }
+        return .value(try value(call, i))  // a remote field: its value
     }
 
     static func options(_ call: LuaCall, _ i: Int32) throws -> (NXFieldOptions, [(String, NXValue)], String?) {
@@ -296,19 +299,87 @@ enum NeXusModule {
         try assign(d, name, p)
     }
 
-    // MARK: the types
+    // MARK: writing (local files only; the classes are in NeXusModule+Read.swift)
 
-    static func pushNode(_ n: NXNode, _ lua: Lua) { pushReadable(n, lua) }
-
-    static func renameMethod<T: NXNode>() -> LuaMethodDecl<T> {
-        LuaMethodDecl("rename", "obj:rename(newname) -> obj", "renames the object within its group; returns it under the new name") { call, node in
+    static func renameMethod<T>(_ node: @escaping @Sendable (T) -> any NXReadableNode) -> LuaMethodDecl<T> {
+        LuaMethodDecl("rename", "obj:rename(newname) -> obj", "renames the object within its group; returns it under the new name (local files)") { call, obj in
+            let node: NXNode = try writable(node(obj), "renaming")
             let newName = try call.string(2)
             let parent = node.parent
             try wrap { try node.rename(to: newName) }
             guard let renamed = try wrap({ try parent.child(newName) }) else { return 0 }
-            pushNode(renamed, call.lua)
+            pushReadable(renamed, call.lua)
             return 1
         }
+    }
+
+    /// The methods of a local file's groups (another tree's refuse: read-only).
+    static let groupWriteMethods: [LuaMethodDecl<any NXReadableGroup>] = [
+        renameMethod { $0 },
+        LuaMethodDecl("flush", "f:flush()", "writes buffered data to disk, SWMR readers then see it (local files)") { call, g in
+            let local: NXGroup = try writable(g, "flushing")
+            try wrap { try local.file.flush() }
+            return 0
+        },
+        LuaMethodDecl("swmr", "f:swmr()", "starts SWMR writing: file opened with {swmr = true}, every object created first (local files)") { call, g in
+            let local: NXGroup = try writable(g, "SWMR writing")
+            try wrap { try local.file.startSWMRWrite() }
+            return 0
+        },
+    ]
+
+    /// g.name = value | spec | object, g.name = nil (deletes).
+    static let groupNewIndex: LuaFunctionBody = { call in
+        let g = try groupAt(call)
+        guard let local = g as? NXGroup else { throw readOnly(g, "assigning '\((try? call.string(2)) ?? "?")'") }
+        let name = try call.string(2)
+        if call.isNoneOrNil(3) {
+            try wrap { try local.delete(name) }
+            return 0
+        }
+        let p = try pending(call, 3)
+        try wrap { try assign(local, name, p) }
+        return 0
+    }
+
+    /// The methods of a local file's fields (another tree's refuse: read-only).
+    static let fieldWriteMethods: [LuaMethodDecl<any NXReadableField>] = [
+        LuaMethodDecl("append", "c:append(frame)", "appends a frame (or a block of frames) along the first, unlimited axis (local files)") { call, f in
+            let local: NXField = try writable(f, "appending")
+            let v = try value(call, 2)
+            try wrap { try local.append(v) }
+            return 0
+        },
+        LuaMethodDecl("resize", "c:resize(n)", "sets the length of the first axis, within maxshape (local files)") { call, f in
+            let local: NXField = try writable(f, "resizing")
+            try wrap { try local.resize(firstAxis: try call.integer(2)) }
+            return 0
+        },
+        LuaMethodDecl("flush", "c:flush()", "flushes this field, SWMR writers once per frame (local files)") { call, f in
+            let local: NXField = try writable(f, "flushing")
+            try wrap { try local.flush() }
+            return 0
+        },
+        renameMethod { $0 },
+    ]
+
+    /// c[selection] = value, c.attrname = value | nil.
+    static let fieldNewIndex: LuaFunctionBody = { call in
+        let f = try fieldAt(call)
+        guard let local = f as? NXField else { throw readOnly(f, "writing into the field") }
+        if call.lua.type(at: 2) == .string, let key = call.lua.toString(at: 2),
+           key.first.map({ $0.isLetter || $0 == "_" }) == true {
+            // c.units = "mm": an attribute, as nexusformat's field attributes.
+            if call.isNoneOrNil(3) { try wrap { try local.deleteAttribute(key) } } else {
+                let v = try value(call, 3, what: "attribute '\(key)'")
+                try wrap { try local.setAttribute(key, v) }
+            }
+            return 0
+        }
+        let sel = try selection(call, 2)
+        let v = try value(call, 3)
+        try wrap { try local.write(v, at: sel) }
+        return 0
     }
 
     /// The storage properties local and remote fields share (shape, dtype, ndim, size,
@@ -330,58 +401,6 @@ enum NeXusModule {
         }
         return 1
     }
-
-    static let group: LuaClass<NXGroup> = LuaClass(
-        "NXgroup",
-        summary: "a NeXus group (a file's root is one); children by name, path or class",
-        help: """
-        g.entry, g["entry/data"], g["/entry/data/counts"]   children (0-based data inside)
-        g.NXdata                  the direct children of a class, as a list
-        for name, obj in pairs(g) do ... end                 children in natural order
-        g.attrs.default, g.title  attributes (the shortcut works when no child has the name)
-        g.name = nx.group("NXsample"), g.x = array.arange(5), g.name = nil   (writing)
-        Methods win over child names: reach a child called "tree" by g["./tree"] or g:child("tree").
-        """,
-        methods: groupReadMethods() + [
-            renameMethod() as LuaMethodDecl<NXGroup>,
-            EventsModule.histogramMethod(),
-            LuaMethodDecl("flush", "f:flush()", "writes buffered data to disk (SWMR readers then see it)") { call, g in
-                try wrap { try g.file.flush() }
-                return 0
-            },
-            LuaMethodDecl("swmr", "f:swmr()", "starts SWMR writing (file opened with {swmr = true}; create every object first)") { call, g in
-                try wrap { try g.file.startSWMRWrite() }
-                return 0
-            },
-            LuaMethodDecl("refresh", "g:refresh()", "forgets cached children and shapes, to see what another writer added") { call, g in
-                try wrap { try g.file.refresh(under: g.path) }
-                return 0
-            },
-        ],
-        metamethods: groupMetamethods { try $0.object(1, group) }.merging([
-            "__newindex": { call in
-                let g = try call.object(1, group)
-                let name = try call.string(2)
-                if call.isNoneOrNil(3) {
-                    try wrap { try g.delete(name) }
-                    return 0
-                }
-                let p = try pending(call, 3)
-                try wrap { try assign(g, name, p) }
-                return 0
-            },
-        ]) { $1 },
-        index: { call, g in
-            if g.path == "/", call.lua.type(at: 2) == .string, call.lua.toString(at: 2) == "mode" {
-                call.lua.push(g.file.mode.rawValue)
-                return 1
-            }
-            return try groupIndex(call, g)
-        },
-        completions: { g in groupCompletions(g) },
-        close: { g in if g.path == "/" { try wrap { try g.file.close() } } },
-        describe: { g in (try? g.tree()) ?? "\(g.file.path): \(g.path) (closed file)" }
-    )
 
     static func joined(_ base: String, _ rel: String) -> String {
         rel.hasPrefix("/") ? rel : (base == "/" ? "/" + rel : base + "/" + rel)
@@ -409,67 +428,6 @@ enum NeXusModule {
             if done >= total { bar.finish() }
         }
     }
-
-    static let field: LuaClass<NXField> = LuaClass(
-        "NXfield",
-        summary: "a NeXus field: lazy, indexing reads exactly the slice asked for",
-        help: """
-        c.shape, c.dtype, c.ndim, c.size, c.maxshape, c.chunks, c.compression, c.units
-        c[100], c["0:50, 100:200, ::2"], c["..., -1"]   0-based NumPy slices -> ndarray
-        c:read()                  the whole field;  c.nxvalue  the same
-        c["0:10"] = a; c:append(frame)    writing (mode "rw"/"w"/"a")
-        """,
-        methods: fieldReadMethods(through: "the file") + [
-            LuaMethodDecl("append", "c:append(frame)", "appends a frame (or a block of frames) along the first, unlimited axis") { call, f in
-                let v = try value(call, 2)
-                try wrap { try f.append(v) }
-                return 0
-            },
-            LuaMethodDecl("resize", "c:resize(n)", "sets the length of the first axis (within maxshape)") { call, f in
-                try wrap { try f.resize(firstAxis: try call.integer(2)) }
-                return 0
-            },
-            LuaMethodDecl("refresh", "c:refresh()", "re-reads the shape (SWMR readers see new frames)") { call, f in
-                try wrap { try f.refresh() }
-                return 0
-            },
-            LuaMethodDecl("flush", "c:flush()", "flushes this field (SWMR writers: once per frame)") { call, f in
-                try wrap { try f.flush() }
-                return 0
-            },
-            renameMethod() as LuaMethodDecl<NXField>,
-        ],
-        metamethods: fieldMetamethods { try $0.object(1, field) }.merging([
-            "__newindex": { call in
-                let f = try call.object(1, field)
-                if call.lua.type(at: 2) == .string, let key = call.lua.toString(at: 2),
-                   key.first.map({ $0.isLetter || $0 == "_" }) == true {
-                    // c.units = "mm": an attribute, as nexusformat's field attributes.
-                    if call.isNoneOrNil(3) { try wrap { try f.deleteAttribute(key) } } else {
-                        let v = try value(call, 3, what: "attribute '\(key)'")
-                        try wrap { try f.setAttribute(key, v) }
-                    }
-                    return 0
-                }
-                let sel = try selection(call, 2)
-                let v = try value(call, 3)
-                try wrap { try f.write(v, at: sel) }
-                return 0
-            },
-        ]) { $1 },
-        index: { call, f in
-            if call.lua.type(at: 2) == .string, call.lua.toString(at: 2) == "layout" {
-                call.lua.push(try wrap { try f.layout })
-                return 1
-            }
-            return try fieldIndex(call, f)
-        },
-        completions: { f in fieldCompletions(f) + ["layout"] },
-        describe: { f in
-            guard f.file.isOpen else { return "\(f.file.path): \(f.path) (closed file)" }
-            return describeField(f)
-        }
-    )
 
     static let attrs: LuaClass<AttrsBox> = LuaClass(
         "NXattrs",
@@ -608,8 +566,11 @@ enum NeXusModule {
             LuaFunctionDecl("link", "nx.link(target [, file]) -> new link",
                             "a hard link to an object of the same file (the target gets @target), a soft link to a path, or an external link to a path in another file") { call in
                 let lua = call.lua
-                if let g = group.object(at: 1, in: lua) { spec.push(NXSpec(.hardLink(g)), to: lua); return 1 }
-                if let f = field.object(at: 1, in: lua) { spec.push(NXSpec(.hardLink(f)), to: lua); return 1 }
+                if let g = localGroup(at: 1, in: lua) { spec.push(NXSpec(.hardLink(g)), to: lua); return 1 }
+                if let f = localField(at: 1, in: lua) { spec.push(NXSpec(.hardLink(f)), to: lua); return 1 }
+                if let n: any NXReadableNode = readableGroup(at: 1, in: lua) ?? readableField(at: 1, in: lua) {
+                    throw LuaError.runtime("\(n.location): \(n.path): nx.link links objects of a local file, not of an nx.remote tree")
+                }
                 let path = try call.string(1)
                 if let file = try call.optString(2) {
                     spec.push(NXSpec(.externalLink(file: file, path: path)), to: lua)
@@ -665,7 +626,7 @@ enum NeXusModule {
             remoteFunction,
             CatalogModule.catalogFunction,
         ],
-        classes: [group, field, attrs, spec, remote, remoteGroup, remoteField,
+        classes: [group, field, attrs, spec, remote,
                   CatalogModule.catalogClass, CatalogModule.entryClass]
     )
 }

@@ -438,27 +438,27 @@ enum PlotModule {
 
     // MARK: methods shared by NXdata, fields, arrays and plot.Data
 
-    static func plotMethod<T: AnyObject>() -> LuaMethodDecl<T> {
+    static func plotMethod<T>() -> LuaMethodDecl<T> {
         LuaMethodDecl("plot", "obj:plot([opts]) -> figure",
                       "draws it in a new figure (NXdata by its signal, axes and errors; see help(plot))") { call, _ in
             try plotCall(call, .plot)
         }
     }
 
-    static func oplotMethod<T: AnyObject>() -> LuaMethodDecl<T> {
+    static func oplotMethod<T>() -> LuaMethodDecl<T> {
         LuaMethodDecl("oplot", "obj:oplot([opts]) -> figure", "draws it over the current figure") { call, _ in
             try plotCall(call, .oplot)
         }
     }
 
-    static func logplotMethod<T: AnyObject>() -> LuaMethodDecl<T> {
+    static func logplotMethod<T>() -> LuaMethodDecl<T> {
         LuaMethodDecl("logplot", "obj:logplot([opts]) -> figure",
                       "as plot with a log scale (log y for 1-D, log colours for images)") { call, _ in
             try plotCall(call, .logplot)
         }
     }
 
-    static func projectMethod<T: AnyObject>() -> LuaMethodDecl<T> {
+    static func projectMethod<T>() -> LuaMethodDecl<T> {
         LuaMethodDecl("project", "d:project{axis = 0, range = {10, 50}} -> plot.Data",
                       "sums the signal over a range of one axis (as nexusformat's NXdata.project): plot it with :plot()",
                       help: "range: 0-based positions {start, stop} (stop excluded), or floats by axis value.\nExample:  d:project{axis = 0, range = {10, 50}}:plot()") { call, _ in

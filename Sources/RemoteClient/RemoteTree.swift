@@ -150,6 +150,13 @@ public final class RemoteFile: @unchecked Sendable {  // used by one Lua state's
         return n
     }
 
+    /// Forgets what is cached of the nodes at and below `path` (their JSON, child lists,
+    /// shapes, attributes): the next reads ask the server again.
+    func refresh(under path: String) {
+        let prefix = path == "/" ? "/" : path + "/"
+        for (key, w) in nodes where key == path || key.hasPrefix(prefix) { w.node?.forgetCached() }
+    }
+
     func error(_ path: String, _ problem: String) -> RemoteError { RemoteError("\(location): \(path): \(problem)") }
 }
 
@@ -185,6 +192,12 @@ public class RemoteNode: NXReadableNode, @unchecked Sendable {
     func json() throws -> JSON { try file.object(id, path: path) }
 
     private var attributeCache: [(name: String, value: NXValue)]?
+
+    /// Drops this node's cached JSON and attributes (subclasses drop theirs too).
+    func forgetCached() {
+        file.forget(id)
+        attributeCache = nil
+    }
 
     public func attributes() throws -> [(name: String, value: NXValue)] {
         if let attributeCache { return attributeCache }
@@ -295,6 +308,16 @@ public final class RemoteGroup: RemoteNode, NXReadableGroup, @unchecked Sendable
     }
 
     public func find(_ nxclass: String) throws -> [RemoteNode] { try findNodes(nxclass).compactMap { $0 as? RemoteNode } }
+
+    /// Asks the server again for this group and what is below it (child lists, shapes,
+    /// attributes), as a local group's refresh.
+    public func refresh() { file.refresh(under: path) }
+
+    override func forgetCached() {
+        super.forgetCached()
+        entryCache = nil
+        targets = [:]
+    }
 }
 
 public final class RemoteField: RemoteNode, NXReadableField, @unchecked Sendable {
@@ -319,8 +342,10 @@ public final class RemoteField: RemoteNode, NXReadableField, @unchecked Sendable
 
     /// Asks the server again for the shape and small value (a file another process grows;
     /// nxlua serve answers each request with the writer's last flush).
-    public func refresh() {
-        file.forget(id)
+    public func refresh() { forgetCached() }
+
+    override func forgetCached() {
+        super.forgetCached()
         type_ = nil
         shape_ = nil
         eager = nil
@@ -333,6 +358,18 @@ public final class RemoteField: RemoteNode, NXReadableField, @unchecked Sendable
             guard let layout = try json()["creationProperties"]?["layout"], layout["class"]?.stringValue == "H5D_CHUNKED",
                   case .array(let dims)? = layout["dims"] else { return nil }
             return dims.map { $0.intValue ?? 0 }
+        }
+    }
+
+    /// The storage layout the server lists (creationProperties.layout), in h5py's words.
+    public var layout: String {
+        get throws {
+            switch try json()["creationProperties"]?["layout"]?["class"]?.stringValue {
+            case "H5D_CHUNKED": return "chunked"
+            case "H5D_COMPACT": return "compact"
+            case "H5D_VIRTUAL": return "virtual"
+            default: return "contiguous"
+            }
         }
     }
 

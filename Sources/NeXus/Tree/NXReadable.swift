@@ -32,6 +32,9 @@ public protocol NXReadableGroup: NXReadableNode {
     func entries() throws -> [NXEntry]
     /// The child named `name`, nil if there is none; an error for a link leading nowhere.
     func childNode(_ name: String) throws -> (any NXReadableNode)?
+    /// Forgets what is cached below this group (child lists, shapes, attributes), so that
+    /// the next reads see what another writer added.
+    func refresh() throws
 }
 
 /// Reads rows `range` of the first axis into the leading rows of a contiguous buffer of
@@ -48,12 +51,17 @@ public protocol NXReadableField: NXReadableNode {
     /// The compression, named as nx.field takes it ("gzip", "bitshuffle+lz4", "lz4",
     /// "blosc", "lzf"), nil when there is none.
     var compression: String? { get throws }
+    /// "contiguous", "chunked", "compact" or "virtual" (h5py's layouts), as the storage
+    /// reports it (a server may name a virtual dataset contiguous).
+    var layout: String { get throws }
     /// The value when the field is small (the tree text shows it), nil for big fields.
     func smallValue() throws -> NXValue?
     /// Exactly the selection (nil: everything); integer indices drop their axis.
     func read(_ selection: Selection?) throws -> NXValue
     /// A reader of rows for the streaming reductions (NXBlocks).
     func rowReader() throws -> NXRowReader
+    /// Reads the shape again (a file another process grows: new frames).
+    func refresh() throws
 }
 
 extension NXReadableNode {
@@ -124,6 +132,7 @@ extension NXNode: NXReadableNode {
 
 extension NXGroup: NXReadableGroup {
     public func childNode(_ name: String) throws -> (any NXReadableNode)? { try child(name) }
+    public func refresh() throws { try file.refresh(under: path) }
 }
 
 extension NXField: NXReadableField {
