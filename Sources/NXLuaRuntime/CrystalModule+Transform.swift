@@ -88,7 +88,8 @@ extension CrystalModule {
             var t: Options?
             if !call.isNoneOrNil(2) {
                 try call.options(2, known: ["geometry", "grid", "output", "entry", "mask", "mask3d", "weights", "monitor", "transmission",
-                                            "polarization", "max_value", "frames", "block_mb"])
+                                            "polarization", "max_value", "frames", "block_mb",
+                                            "memory", "checkpoint", "resume", "oversample"])
                 t = Options(call: call, index: lua.absIndex(2))
             }
             var geometry: CrystalGeometry
@@ -124,6 +125,7 @@ extension CrystalModule {
             var frames: Range<Int>?
             var blockMB = 64
             var output: String?, entryName = "entry"
+            var settings = TransformJob.Settings()
             if let t {
                 if lua.rawGet(at: t.index, key: "mask3d") != .nil {
                     if let mf = NeXusModule.field.object(at: lua.absIndex(-1), in: lua) { mask3d = mf } else {
@@ -141,6 +143,26 @@ extension CrystalModule {
                 guard blockMB >= 1 else { throw LuaError.argument(2, "block_mb must be >= 1, got \(blockMB)") }
                 output = try t.string("output")
                 entryName = try t.string("entry") ?? entryName
+                if lua.rawGet(at: t.index, key: "memory") == .string, let text = lua.toString(at: -1) {
+                    lua.pop()
+                    settings.memoryLimit = try wrap { try TransformJob.parseBytes(text) }
+                } else {
+                    lua.pop()
+                    if let m = try t.number("memory") {
+                        guard m >= 1, m.isFinite else { throw LuaError.argument(2, "memory must be a positive number of bytes or a size like \"2GB\", got \(m)") }
+                        settings.memoryLimit = Int(m)
+                    }
+                }
+                if let c = try t.number("checkpoint") {
+                    guard c >= 0, c.isFinite else { throw LuaError.argument(2, "checkpoint must be seconds >= 0, got \(c)") }
+                    settings.checkpointSeconds = c
+                }
+                if lua.rawGet(at: t.index, key: "resume") == .boolean { settings.resume = lua.toBoolean(at: -1) }
+                lua.pop()
+                if let k = try t.integer("oversample") {
+                    guard k >= 1, k <= 16 else { throw LuaError.argument(2, "oversample must be an integer from 1 to 16, got \(k)") }
+                    o.oversample = k
+                }
             }
             if o.frameWeights == nil, let e = entryGroup(of: f),
                let w = try wrap({ try e.resolve("data/monitor_weight") }) as? NXField,
@@ -152,51 +174,48 @@ extension CrystalModule {
             }
             if output != nil, PlotModule.isSandboxed(lua) { throw LuaError.runtime("writing a transform is not available here (no files)") }
             let started = nxTime()
-            let result: ReciprocalTransform
-            if let m = mask3dArray {
-                // an array mask: frames block by block against views of it
-                result = try wrap {
-                    let t = try ReciprocalTransform(geometry: geometry, rows: shape[1], columns: shape[2], options: o)
-                    t.shouldStop = { LuaInterrupt.isPending }
-                    let range = frames ?? 0..<shape[0]
-                    let bar = progress("transform", f)
-                    let rows = try f.blockRows(targetBytes: blockMB << 20)
-                    var lo = range.lowerBound
-                    while lo < range.upperBound {
-                        let hi = min(range.upperBound, lo + rows)
-                        guard case .array(let block) = try f.read(Selection([.range(.int(lo), .int(hi), 1)])) else {
-                            throw CrystalError("\(f.file.path): \(f.path): frames must be numeric")
-                        }
-                        try t.add(block, firstFrame: lo, mask3d: try m.view(Selection([.range(.int(lo), .int(hi), 1)])))
-                        try bar(hi - range.lowerBound, range.count)
-                        lo = hi
-                    }
-                    return t
-                }
-            } else {
-                result = try wrap {
-                    try ReciprocalTransform.run(f, geometry: geometry, options: o, mask3d: mask3d, frames: frames, blockBytes: blockMB << 20,
-                                                shouldStop: { LuaInterrupt.isPending }, progress: progress("transform", f))
-                }
+            settings.output = output
+            settings.entry = entryName
+            settings.blockBytes = blockMB << 20
+            settings.frames = frames
+            settings.command = "nxlua crystal.transform \(f.file.path)#\(f.path) (nxlua \(CoreModule.version))"
+            if let mf = mask3d { settings.mask3dName = "\(mf.location)#\(mf.path)" } else if mask3dArray != nil { settings.mask3dName = "an array" }
+            let outcome = try wrap {
+                try TransformJob.run(f, geometry: geometry, options: o, mask3d: mask3d, mask3dArray: mask3dArray, settings: settings,
+                                     shouldStop: { LuaInterrupt.isPending }, progress: progress("transform", f))
             }
+            let result = outcome.transform
             try LuaInterrupt.check()
             let seconds = nxTime() - started
-            if let output {
-                try wrap {
-                    let file = try NXFile(path: output, mode: .write)
-                    defer { try? file.close() }
-                    let command = "nxlua crystal.transform \(f.file.path)#\(f.path) (nxlua \(CoreModule.version))"
-                    try result.write(file, entry: entryName, command: command)
+            lua.newTable(recordCount: 14)
+            if outcome.slabs == 1 {
+                try ArrayModule.push(result.v, lua, view: true); lua.rawSet(at: -2, key: "v")
+                try ArrayModule.push(result.n, lua, view: true); lua.rawSet(at: -2, key: "n")
+            } else if let output {
+                // out of core: the fields of the output (read lazily, slab by slab)
+                let file = try wrap { try NXFile(path: output, mode: .read) }
+                for (key, name) in [("v", "data"), ("n", "weights")] {
+                    guard let fld = try wrap({ try file.root.resolve("/\(entryName)/transform/\(name)") }) else {
+                        throw LuaError.runtime("\(output): /\(entryName)/transform/\(name): missing after the transform")
+                    }
+                    NeXusModule.pushNode(fld, lua); lua.rawSet(at: -2, key: key)
                 }
             }
-            lua.newTable(recordCount: 10)
-            try ArrayModule.push(result.v, lua, view: true); lua.rawSet(at: -2, key: "v")
-            try ArrayModule.push(result.n, lua, view: true); lua.rawSet(at: -2, key: "n")
             pushGrid(result.grid, lua); lua.rawSet(at: -2, key: "grid")
-            lua.push(result.framesAdded); lua.rawSet(at: -2, key: "frames")
-            lua.push(result.pixelsAdded); lua.rawSet(at: -2, key: "pixels")
-            lua.push(result.pixelsMasked); lua.rawSet(at: -2, key: "masked")
-            lua.push(result.pixelsOutside); lua.rawSet(at: -2, key: "outside")
+            lua.push(outcome.frames); lua.rawSet(at: -2, key: "frames")
+            lua.push(outcome.pixels); lua.rawSet(at: -2, key: "pixels")
+            lua.push(outcome.masked); lua.rawSet(at: -2, key: "masked")
+            lua.push(outcome.outside); lua.rawSet(at: -2, key: "outside")
+            lua.push(outcome.slabs); lua.rawSet(at: -2, key: "slabs")
+            lua.push(outcome.slabPlanes); lua.rawSet(at: -2, key: "slab_planes")
+            lua.push(outcome.checkpoints); lua.rawSet(at: -2, key: "checkpoints")
+            lua.push(outcome.framesSkipped); lua.rawSet(at: -2, key: "skipped")
+            if let r = outcome.resumedFrom {
+                lua.newTable(recordCount: 2)
+                lua.push(r.slab); lua.rawSet(at: -2, key: "slab")
+                lua.push(r.frame); lua.rawSet(at: -2, key: "frame")
+                lua.rawSet(at: -2, key: "resumed")
+            }
             lua.push(seconds); lua.rawSet(at: -2, key: "seconds")
             if let output { lua.push(output); lua.rawSet(at: -2, key: "output") }
             return 1
