@@ -322,7 +322,7 @@ public final class TransformJob {
             guard v.count == 8, let sp = planesAttr.map({ Int($0) }), sp > 0 else { try? probe.close(); return nil }
             let slabs = { (l: Int) in (l + sp - 1) / sp }
             for (k, want) in record.entries {
-                let have: String? = { if case .string(let s)? = try? p.attribute(k) { return s }; return nil }()
+                let have: String? = { if case .strings(let s, _)? = try? p.attribute(k) { return s.first }; return nil }()
                 if have != want {
                     try? probe.close()
                     let limit = 300

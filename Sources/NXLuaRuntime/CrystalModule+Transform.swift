@@ -291,3 +291,108 @@ extension CrystalModule {
         return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
     }
 }
+
+// MARK: the transform fed block by block (a macro following a scan)
+
+extension CrystalModule {
+    final class TransformerBox: @unchecked Sendable {
+        let transform: ReciprocalTransform
+        init(_ t: ReciprocalTransform) { transform = t }
+    }
+
+    static let transformerClass: LuaClass<TransformerBox> = LuaClass(
+        "crystal.Transformer",
+        summary: "a transform to reciprocal space fed frame block by frame block (t:add(frames, first)), e.g. from a macro on each frames.ready",
+        help: """
+        t:add(frames, first [, mask3d]) maps a block (frames, rows, columns) or one frame, the first
+        of them frame index first (0-based: its goniometer angles and weight); t:write(file [, entry])
+        writes entry/transform in NXRefine's layout (file opened "w" or "rw"). t.v, t.n (ndarrays
+        (l, k, h)), t.grid, t.frames, t.pixels, t.masked, t.outside.
+        """,
+        methods: [
+            LuaMethodDecl("add", "t:add(frames, first [, mask3d])", "adds a block (frames, rows, columns) or one frame starting at frame index first (0-based)") { call, box in
+                let a = try array(call, 2, what: "frames")
+                let first = try call.integer(3)
+                let m = call.isNoneOrNil(4) ? nil : try array(call, 4, what: "mask3d")
+                try wrap { try box.transform.add(a, firstFrame: first, mask3d: m) }
+                try LuaInterrupt.check()
+                return 0
+            },
+            LuaMethodDecl("write", "t:write(file [, entry])", "writes entry/transform (data = v, weights = n, axes Ql, Qk, Qh) and entry/data/v, n as NXRefine does") { call, box in
+                let f = try file(call, 2, write: true)
+                let entry = try call.optString(3) ?? "entry"
+                try wrap { try box.transform.write(f, entry: entry, command: "nxlua crystal.transformer (nxlua \(CoreModule.version))") }
+                return 0
+            },
+        ],
+        index: { call, box in
+            let t = box.transform, lua = call.lua
+            switch try call.string(2) {
+            case "v": try ArrayModule.push(t.v, lua, view: true)
+            case "n": try ArrayModule.push(t.n, lua, view: true)
+            case "grid": pushGrid(t.grid, lua)
+            case "frames": lua.push(t.framesAdded)
+            case "pixels": lua.push(t.pixelsAdded)
+            case "masked": lua.push(t.pixelsMasked)
+            case "outside": lua.push(t.pixelsOutside)
+            default: return 0
+            }
+            return 1
+        },
+        describe: { box in
+            let t = box.transform
+            return "crystal.Transformer: \(t.framesAdded) frames of \(t.rows) x \(t.columns) into \(t.grid.size[0]) x \(t.grid.size[1]) x \(t.grid.size[2]) voxels"
+        })
+
+    static let transformerFunction = LuaFunctionDecl(
+        "transformer", "crystal.transformer(g, rows, columns [, options]) -> t",
+        "an empty transform to reciprocal space to feed block by block (t:add(frames, first)), e.g. from a macro on each frames.ready",
+        help: """
+        g: the geometry (with a unit cell and U). options: grid (default crystal.grid(g, rows, columns)),
+        mask (2-D array, 1 = masked), weights and monitor (per frame of the scan), transmission,
+        polarization, max_value, oversample: as crystal.transform. The grid is held in memory.
+        """) { call in
+            let lua = call.lua
+            let geometry = try call.object(1, geometryClass).geometry
+            let rows = try call.integer(2), cols = try call.integer(3)
+            guard rows > 0, cols > 0 else { throw LuaError.runtime("crystal.transformer: rows and columns must be positive, got \(rows), \(cols)") }
+            if geometry.unitCell == nil || geometry.orientationMatrix == nil {
+                throw LuaError.runtime("crystal.transformer: the geometry needs a unit cell and an orientation matrix U (crystal.orient finds U), got \(geometry.unitCell == nil ? "no cell" : "no U")")
+            }
+            var t: Options?
+            if !call.isNoneOrNil(4) {
+                try call.options(4, known: ["grid", "mask", "weights", "monitor", "transmission", "polarization", "max_value", "oversample"])
+                t = Options(call: call, index: lua.absIndex(4))
+            }
+            var grid: ReciprocalGrid
+            if let t, lua.rawGet(at: t.index, key: "grid") != .nil {
+                defer { lua.pop() }
+                grid = try CrystalModule.grid(call, lua.absIndex(-1))
+            } else {
+                if t != nil { lua.pop() }
+                grid = try wrap { try ReciprocalGrid.nxrefineDefault(geometry: geometry, rows: rows, columns: cols) }
+            }
+            var o = ReciprocalTransform.Options(grid: grid)
+            if let t {
+                if let m = try t.array("mask") {
+                    guard m.shape == [rows, cols] else {
+                        throw LuaError.runtime("crystal.transformer: the pixel mask has shape \(NDArray.describe(m.shape)), the frames (\(rows), \(cols))")
+                    }
+                    o.mask = m.doubles().map { $0 != 0 ? 1 : 0 }
+                }
+                o.frameWeights = try perFrame(t, "weights")
+                o.monitor = try perFrame(t, "monitor")
+                o.transmission = try t.number("transmission") ?? 1
+                o.polarization = try t.number("polarization")
+                o.maxValue = try t.number("max_value")
+                if let k = try t.integer("oversample") {
+                    guard k >= 1, k <= 16 else { throw LuaError.argument(4, "oversample must be an integer from 1 to 16, got \(k)") }
+                    o.oversample = k
+                }
+            }
+            let tr = try wrap { try ReciprocalTransform(geometry: geometry, rows: rows, columns: cols, options: o) }
+            tr.shouldStop = { LuaInterrupt.isPending }
+            transformerClass.push(TransformerBox(tr), to: lua)
+            return 1
+        }
+}

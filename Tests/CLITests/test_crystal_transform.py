@@ -434,3 +434,28 @@ def test_oversampled_pixels_equal_numpy(scan):
     vp, np_ = read_transform(scan["tmp"] / "plain.nxs") if (scan["tmp"] / "plain.nxs").exists() else (None, None)
     if np_ is not None:
         assert np.count_nonzero(n) > np.count_nonzero(np_)
+
+
+def test_transformer_fed_block_by_block_equals_the_transform(scan):
+    """crystal.transformer (what a macro feeds on each frames.ready): blocks out of order,
+    the same v and n as crystal.transform and numpy; written in the same layout."""
+    out = scan["tmp"] / "fed.nxs"
+    grid = f"{{origin = {lua_table(GRID['origin'])}, step = {lua_table(GRID['step'])}, size = {lua_table(GRID['size'])}}}"
+    r = run(f"""
+        local f <close> = nx.load({json.dumps(str(scan["stack"]))})
+        local d = f.entry.instrument.detector
+        local t = crystal.transformer(crystal.geometry{lua_table(GEOMETRY)}, {ROWS}, {COLS}, {{grid = {grid}, mask = d.pixel_mask:read()}})
+        for _, first in ipairs({{16, 0, 8}}) do t:add(d.data[string.format("%d:%d", first, first + 8)], first) end
+        local o <close> = nx.load({json.dumps(str(out))}, "w")
+        t:write(o)
+        print(t.frames, t.pixels, t.masked, t.outside, t.v.shape[1])
+        print(pcall(t.add, t, d.pixel_mask:read(), 0))
+    """)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    frames, pixels, masked, outside, planes = (int(x) for x in lines[0].split())
+    vr, nr = numpy_splat(scan["frames"], GEOMETRY, GRID, mask2d=scan["mask"])
+    assert frames == FRAMES and planes == 61 and pixels == int(nr.sum()) and pixels + masked + outside == FRAMES * ROWS * COLS
+    v, n = read_transform(out)
+    assert np.array_equal(n, nr) and np.allclose(v, vr, rtol=1e-12, atol=0)
+    assert lines[1].startswith("false") and "cannot be transformed with (195, 487) frames" in lines[1], lines[1]
