@@ -27,7 +27,8 @@ public final class TransformJob {
         public var entry = "entry"
         /// Bytes; nil: no limit (the grid in memory).
         public var memoryLimit: Int?
-        /// At least this long between checkpoints (and at least 4 times the last one took).
+        /// At least this long between checkpoints (and at least 4 times the last one took);
+        /// 0: after every frame.
         public var checkpointSeconds = 30.0
         /// false: an interrupted transform in the output is overwritten rather than resumed.
         public var resume = true
@@ -154,6 +155,10 @@ public final class TransformJob {
                 else { s.frames = base.frames; s.masked = base.masked; s.outside = base.outside }
                 return s
             }
+            func interruptedMessage(_ next: Int) -> String {
+                guard let output = settings.output else { return "interrupted" }
+                return "interrupted: \(output) holds the transform up to frame \(next) of \(range.upperBound) (l planes \(planes.lowerBound):\(planes.upperBound), slab \(slab + 1) of \(slabs)); run it again with the same options to resume"
+            }
             func checkpoint() throws {
                 guard let store else { return }
                 let started = nxNow()
@@ -195,15 +200,22 @@ public final class TransformJob {
                         let stop = Interruption.isRequested || shouldStop?() == true
                         if stop {
                             if store != nil { try checkpoint() }
-                            throw CrystalError(store == nil ? "interrupted"
-                                : "interrupted: \(settings.output!) holds the transform up to frame \(next) of \(range.upperBound) (l planes \(planes.lowerBound):\(planes.upperBound), slab \(slab + 1) of \(slabs)); run it again with the same options to resume")
+                            throw CrystalError(interruptedMessage(next))
                         }
                         if store != nil, next < range.upperBound {
                             let now = nxNow()
-                            if now - lastCommit >= settings.checkpointSeconds, now - lastCommit >= 4 * lastCommitTook { try checkpoint() }
+                            if settings.checkpointSeconds == 0
+                                || (now - lastCommit >= settings.checkpointSeconds && now - lastCommit >= 4 * lastCommitTook) { try checkpoint() }
                         }
                     }
-                    try progress?(slab * range.count + (next - range.lowerBound), total)
+                    do {
+                        try progress?(slab * range.count + (next - range.lowerBound), total)
+                    } catch {
+                        // the bar stops on Ctrl-C: checkpoint first, and say how to resume
+                        guard Interruption.isRequested || shouldStop?() == true else { throw error }
+                        if store != nil { try checkpoint() }
+                        throw CrystalError(interruptedMessage(next))
+                    }
                 }
             }
             let s = current()

@@ -180,9 +180,19 @@ extension CrystalModule {
             settings.frames = frames
             settings.command = "nxlua crystal.transform \(f.file.path)#\(f.path) (nxlua \(CoreModule.version))"
             if let mf = mask3d { settings.mask3dName = "\(mf.location)#\(mf.path)" } else if mask3dArray != nil { settings.mask3dName = "an array" }
-            let outcome = try wrap {
-                try TransformJob.run(f, geometry: geometry, options: o, mask3d: mask3d, mask3dArray: mask3dArray, settings: settings,
-                                     shouldStop: { LuaInterrupt.isPending }, progress: progress("transform", f))
+            let bar = progress("transform", f)
+            let outcome: TransformJob.Outcome
+            do {
+                outcome = try TransformJob.run(f, geometry: geometry, options: o, mask3d: mask3d, mask3dArray: mask3dArray, settings: settings,
+                                               shouldStop: { LuaInterrupt.isPending },
+                                               progress: { done, total in try bar(done * shape[0] / max(1, total), shape[0]) })
+            } catch let e as CrystalError where e.message.hasPrefix("interrupted: ") && LuaInterrupt.isPending {
+                // Ctrl-C's hook replaces the error by "interrupted!": say how to resume first
+                let note = Array("nxlua: crystal.transform \(e.message)\n".utf8)
+                _ = note.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
+                throw fail(e)
+            } catch {
+                throw fail(error)
             }
             let result = outcome.transform
             try LuaInterrupt.check()
