@@ -67,11 +67,17 @@ extension CrystalModule {
         if present), monitor (per frame: intensities divided by monitor / mean), transmission
         (1), polarization (nil: none; 0.99 divides by the factor of a horizontally polarized
         beam), max_value (pixels at or above are left out; negative pixels and the integer
-        maximum always are), frames {first, last} (0-based, last excluded), block_mb (64).
+        maximum always are), frames {first, last} (0-based, last excluded), block_mb (64),
+        memory ("2GB" or bytes: above it the grid goes slab by slab of l through output),
+        checkpoint (30 s between checkpoints of output; 0 after every frame), resume (true: an
+        interrupted transform in output with the same options continues; false starts anew),
+        oversample (n: n x n sub-pixels per pixel, each I / n^2 and w / n^2).
         Per pixel of weight w (the frame's): v += I w / (monitor x transmission x polarization),
         n += w. result: {v = ndarray (l, k, h), n = ndarray, grid = {origin, step, size, stop},
-        frames, pixels (added), masked, outside (beyond the grid), seconds, output}.
-        Ctrl-C stops it; a bar shows on a terminal.
+        frames, pixels (added), masked, outside (beyond the grid), seconds, output, slabs, slab_planes,
+        checkpoints, skipped (frame passes skipped as out of a slab's reach), resumed {slab, frame}}.
+        With more than one slab, v and n are the output's fields. Ctrl-C checkpoints the output
+        and stops (rerun to resume); a bar shows on a terminal.
         """) { call in
             let lua = call.lua
             let f: NXField
