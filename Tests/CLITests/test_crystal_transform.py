@@ -325,17 +325,17 @@ def test_merge_of_two_halves_equals_the_whole_scan(scan):
 
 # --- memory bound (out of core), resuming, Ctrl-C, oversampling ---------------------------
 
-BIG = {"origin": [-4, -4, -3], "step": [0.025, 0.025, 0.1], "size": [321, 321, 61]}   # 6.3 M voxels: v and n 100 MB
+BIG = {"origin": [-4, -4, -3], "step": [0.02, 0.02, 0.1], "size": [401, 401, 61]}   # 9.8 M voxels: v and n 157 MB
 
 
 def test_grid_larger_than_the_memory_limit_equals_in_memory(scan):
-    """A 100 MB grid under a 96 MB limit goes slab by slab of l through the output file:
+    """A 157 MB grid under a 128 MB limit goes slab by slab of l through the output file:
     v and n equal the in-memory transform's, bit for bit, and numpy's."""
     whole, ooc = scan["tmp"] / "inmem.nxs", scan["tmp"] / "ooc.nxs"
     r = run(transform_lua(scan["stack"], GEOMETRY, BIG, whole) + "print(r.slabs, r.v.shape[1])")
     assert r.returncode == 0, r.stderr
     assert r.stdout.split()[-2:] == ["1", "61"]
-    r = run(transform_lua(scan["stack"], GEOMETRY, BIG, ooc, ', memory = "96MB"') +
+    r = run(transform_lua(scan["stack"], GEOMETRY, BIG, ooc, ', memory = "128MB"') +
             "print(r.slabs, r.slab_planes, r.v.shape[1], r.skipped, r.v['30, 160, 160'] == r.v:read()['30, 160, 160'])")
     assert r.returncode == 0, r.stderr
     counts, info = r.stdout.splitlines()[0].split(), r.stdout.splitlines()[1].split()
@@ -348,7 +348,7 @@ def test_grid_larger_than_the_memory_limit_equals_in_memory(scan):
     assert np.array_equal(n, nr) and np.allclose(v, vr, rtol=1e-12, atol=0)
     assert int(counts[1]) == int(nr.sum()) and int(counts[1]) + int(counts[2]) + int(counts[3]) == FRAMES * ROWS * COLS
     # without an output, a grid above the limit is refused, saying why
-    r = run(transform_lua(scan["stack"], GEOMETRY, BIG, ooc, ', memory = "96MB"').replace(f"output = {json.dumps(str(ooc))},", ""))
+    r = run(transform_lua(scan["stack"], GEOMETRY, BIG, ooc, ', memory = "128MB"').replace(f"output = {json.dumps(str(ooc))},", ""))
     assert r.returncode != 0 and "does not fit in the memory limit" in r.stderr and "scan.nxs" in r.stderr, r.stderr
     r = run(transform_lua(scan["stack"], GEOMETRY, BIG, ooc, ', memory = "10MB"'))
     assert r.returncode != 0 and "memory limit 10 MB is too small" in r.stderr and "/entry/instrument/detector/data" in r.stderr, r.stderr
@@ -360,7 +360,7 @@ def test_killed_transform_resumes_without_double_counting(scan):
     import random
     import time
     ref = scan["tmp"] / "ref_resume.nxs"
-    extra = ', memory = "96MB", checkpoint = 0'
+    extra = ', memory = "128MB", checkpoint = 0'
     r = run(transform_lua(scan["stack"], GEOMETRY, BIG, ref, extra))
     assert r.returncode == 0, r.stderr
     vm, nm = read_transform(ref)
@@ -394,7 +394,7 @@ def test_interrupted_transform_refuses_other_options_and_resumes(scan):
     import signal
     import time
     out = scan["tmp"] / "sigint.nxs"
-    extra = ', memory = "96MB", checkpoint = 0'
+    extra = ', memory = "128MB", checkpoint = 0'
     code = transform_lua(scan["stack"], GEOMETRY, BIG, out, extra)
     for delay in (0.8, 0.4, 0.2, 0.1):
         p = subprocess.Popen([BIN, "-e", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -409,7 +409,7 @@ def test_interrupted_transform_refuses_other_options_and_resumes(scan):
     with h5py.File(out) as f:
         state = f["entry/transform_progress/state"][()]
     assert state[1] >= 0
-    other = dict(BIG, step=[0.025, 0.025, 0.05], size=[321, 321, 121])
+    other = dict(BIG, step=[0.02, 0.02, 0.05], size=[401, 401, 121])
     r = run(transform_lua(scan["stack"], GEOMETRY, other, out, extra))
     assert r.returncode != 0 and "sigint.nxs" in r.stderr and "transform_progress" in r.stderr and "grid:" in r.stderr, r.stderr
     r = run(transform_lua(scan["stack"], GEOMETRY, BIG, out, extra))
