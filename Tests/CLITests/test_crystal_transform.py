@@ -330,11 +330,12 @@ BIG = {"origin": [-4, -4, -3], "step": [0.02, 0.02, 0.1], "size": [401, 401, 61]
 
 def test_grid_larger_than_the_memory_limit_equals_in_memory(scan):
     """A 157 MB grid under a 128 MB limit goes slab by slab of l through the output file:
-    v and n equal the in-memory transform's, bit for bit, and numpy's."""
+    v and n equal the in-memory transform's, bit for bit (itself equal to numpy's above)."""
     whole, ooc = scan["tmp"] / "inmem.nxs", scan["tmp"] / "ooc.nxs"
     r = run(transform_lua(scan["stack"], GEOMETRY, BIG, whole) + "print(r.slabs, r.v.shape[1])")
     assert r.returncode == 0, r.stderr
     assert r.stdout.split()[-2:] == ["1", "61"]
+    in_memory_counts = r.stdout.splitlines()[0].split()
     r = run(transform_lua(scan["stack"], GEOMETRY, BIG, ooc, ', memory = "128MB"') +
             "print(r.slabs, r.slab_planes, r.v.shape[1], r.skipped, r.v['30, 160, 160'] == r.v:read()['30, 160, 160'])")
     assert r.returncode == 0, r.stderr
@@ -344,14 +345,16 @@ def test_grid_larger_than_the_memory_limit_equals_in_memory(scan):
     v, n = read_transform(ooc)
     vm, nm = read_transform(whole)
     assert np.array_equal(n, nm) and np.array_equal(v, vm)
-    vr, nr = numpy_splat(scan["frames"], GEOMETRY, BIG, mask2d=scan["mask"])
-    assert np.array_equal(n, nr) and np.allclose(v, vr, rtol=1e-12, atol=0)
-    assert int(counts[1]) == int(nr.sum()) and int(counts[1]) + int(counts[2]) + int(counts[3]) == FRAMES * ROWS * COLS
+    assert counts == in_memory_counts and int(counts[1]) == int(nm.sum())
+    assert int(counts[1]) + int(counts[2]) + int(counts[3]) == FRAMES * ROWS * COLS
     # without an output, a grid above the limit is refused, saying why
     r = run(transform_lua(scan["stack"], GEOMETRY, BIG, ooc, ', memory = "128MB"').replace(f"output = {json.dumps(str(ooc))},", ""))
     assert r.returncode != 0 and "does not fit in the memory limit" in r.stderr and "scan.nxs" in r.stderr, r.stderr
     r = run(transform_lua(scan["stack"], GEOMETRY, BIG, ooc, ', memory = "10MB"'))
     assert r.returncode != 0 and "memory limit 10 MB is too small" in r.stderr and "/entry/instrument/detector/data" in r.stderr, r.stderr
+
+
+SLABBED = ', memory = "104MB", checkpoint = 0'   # GRID (25 MB) in 13 slabs of 5 l planes, checkpoints after every frame
 
 
 def test_killed_transform_resumes_without_double_counting(scan):
@@ -360,18 +363,22 @@ def test_killed_transform_resumes_without_double_counting(scan):
     import random
     import time
     ref = scan["tmp"] / "ref_resume.nxs"
-    extra = ', memory = "128MB", checkpoint = 0'
-    r = run(transform_lua(scan["stack"], GEOMETRY, BIG, ref, extra))
+    extra = SLABBED
+    r = run(transform_lua(scan["stack"], GEOMETRY, GRID, ref, extra) + "print(r.slabs)")
     assert r.returncode == 0, r.stderr
+    assert int(r.stdout.split()[-1]) > 4
+    r = run(transform_lua(scan["stack"], GEOMETRY, GRID, ref, extra))
+    assert r.returncode == 0, r.stderr
+    counts = r.stdout.split()[:4]
     vm, nm = read_transform(ref)
     out = scan["tmp"] / "killed.nxs"
     rnd = random.Random(7)
-    code = transform_lua(scan["stack"], GEOMETRY, BIG, out, extra) + "print(r.resumed and r.resumed.slab or -1, r.resumed and r.resumed.frame or -1)"
+    code = transform_lua(scan["stack"], GEOMETRY, GRID, out, extra) + "print(r.resumed and r.resumed.slab or -1, r.resumed and r.resumed.frame or -1)"
     kills = 0
     resumed = []
     for attempt in range(4):
         p = subprocess.Popen([BIN, "-e", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        time.sleep(rnd.uniform(0.3, 1.5))
+        time.sleep(rnd.uniform(0.2, 1.0))
         if p.poll() is None:
             p.kill()
             kills += 1
@@ -384,7 +391,7 @@ def test_killed_transform_resumes_without_double_counting(scan):
     assert kills >= 1
     v, n = read_transform(out)
     assert np.array_equal(n, nm) and np.array_equal(v, vm)
-    assert r.stdout.split()[:4] == run(transform_lua(scan["stack"], GEOMETRY, BIG, ref, extra)).stdout.split()[:4]
+    assert r.stdout.split()[:4] == counts
     assert not (scan["tmp"] / "killed.nxs.partial").exists()
 
 
@@ -394,8 +401,8 @@ def test_interrupted_transform_refuses_other_options_and_resumes(scan):
     import signal
     import time
     out = scan["tmp"] / "sigint.nxs"
-    extra = ', memory = "128MB", checkpoint = 0'
-    code = transform_lua(scan["stack"], GEOMETRY, BIG, out, extra)
+    extra = SLABBED
+    code = transform_lua(scan["stack"], GEOMETRY, GRID, out, extra)
     for delay in (0.8, 0.4, 0.2, 0.1):
         p = subprocess.Popen([BIN, "-e", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         time.sleep(delay)
@@ -409,27 +416,27 @@ def test_interrupted_transform_refuses_other_options_and_resumes(scan):
     with h5py.File(out) as f:
         state = f["entry/transform_progress/state"][()]
     assert state[1] >= 0
-    other = dict(BIG, step=[0.02, 0.02, 0.05], size=[401, 401, 121])
+    other = dict(GRID, step=[0.05, 0.05, 0.05], size=[161, 161, 121])
     r = run(transform_lua(scan["stack"], GEOMETRY, other, out, extra))
     assert r.returncode != 0 and "sigint.nxs" in r.stderr and "transform_progress" in r.stderr and "grid:" in r.stderr, r.stderr
-    r = run(transform_lua(scan["stack"], GEOMETRY, BIG, out, extra))
+    r = run(transform_lua(scan["stack"], GEOMETRY, GRID, out, extra))
     assert r.returncode == 0, r.stderr
     v, n = read_transform(out)
-    vr, nr = numpy_splat(scan["frames"], GEOMETRY, BIG, mask2d=scan["mask"])
+    vr, nr = numpy_splat(scan["frames"], GEOMETRY, GRID, mask2d=scan["mask"])
     assert np.array_equal(n, nr) and np.allclose(v, vr, rtol=1e-12, atol=0)
 
 
 def test_oversampled_pixels_equal_numpy(scan):
     out = scan["tmp"] / "over.nxs"
-    r = run(transform_lua(scan["stack"], GEOMETRY, GRID, out, ", oversample = 3, polarization = 0.95"))
+    r = run(transform_lua(scan["stack"], GEOMETRY, GRID, out, ", oversample = 2, polarization = 0.95"))
     assert r.returncode == 0, r.stderr
     frames, pixels, masked, outside = (int(x) for x in r.stdout.split())
-    assert pixels + masked + outside == FRAMES * ROWS * COLS * 9
+    assert pixels + masked + outside == FRAMES * ROWS * COLS * 4
     v, n = read_transform(out)
-    vr, nr = numpy_splat(scan["frames"], GEOMETRY, GRID, mask2d=scan["mask"], polarization=0.95, oversample=3)
+    vr, nr = numpy_splat(scan["frames"], GEOMETRY, GRID, mask2d=scan["mask"], polarization=0.95, oversample=2)
     assert np.allclose(n, nr, rtol=1e-12, atol=1e-12)
     assert np.allclose(v, vr, rtol=1e-11, atol=1e-9)
-    assert abs(n.sum() * 9 - pixels) < 1e-6 * pixels
+    assert abs(n.sum() * 4 - pixels) < 1e-6 * pixels
     # finer than the pixel: the weight spreads over more voxels than without
     vp, np_ = read_transform(scan["tmp"] / "plain.nxs") if (scan["tmp"] / "plain.nxs").exists() else (None, None)
     if np_ is not None:
