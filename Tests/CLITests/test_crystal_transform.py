@@ -354,7 +354,7 @@ def test_grid_larger_than_the_memory_limit_equals_in_memory(scan):
     assert r.returncode != 0 and "memory limit 10 MB is too small" in r.stderr and "/entry/instrument/detector/data" in r.stderr, r.stderr
 
 
-SLABBED = ', memory = "104MB", checkpoint = 0'   # GRID (25 MB) in 13 slabs of 5 l planes, checkpoints after every frame
+SLABBED = ', memory = "104MB", checkpoint = 0'   # GRID (25 MB) in 8 slabs of l, checkpoints after every frame
 
 
 def test_killed_transform_resumes_without_double_counting(scan):
