@@ -2132,7 +2132,41 @@ def bench_transform(root):
              f"numpy forward splat, np.bincount ({theirs / 1e6:.2f} Mpixel/s on {np_frames} frames)", f"{total / theirs:.0f} s (extrapolated)",
              f"{ours / theirs:.1f}x faster", ">= 10x", ours >= 10 * theirs),
             ("  the same, against the detector", f"{ours / 1e6:.1f} Mpixel/s", "Pilatus 2M at 10 Hz", "25 Mpixel/s",
-             f"{ours / 25e6:.2f}x", ">= 1x", ours >= 25e6)]
+             f"{ours / 25e6:.2f}x", ">= 1x", ours >= 25e6)] + transform_out_of_core(nxlua, stack, geometry)
+
+
+def transform_out_of_core(nxlua, stack, geometry, frames=60, limit_mb=512):
+    """crystal.transform of the first `frames` frames of the bench stack into a 400^3 grid
+    (v and n: 1 GB) under memory = limit_mb: slabs of l through the output file. Peak RSS
+    (/usr/bin/time -f %M) against the limit, and the speed against the same frames held in
+    memory."""
+    import tempfile
+    rows = []
+    with tempfile.TemporaryDirectory(dir=bench_cache()) as tmp:
+        result = {}
+        for label, extra in (("ooc", f', output = "{tmp}/ooc.nxs", memory = "{limit_mb}MB"'), ("mem", "")):
+            code = f"""
+                local g = {geometry}
+                local d = crystal.grid(g, 1679, 1475)
+                local stop = d.stop
+                local grid = {{origin = {{-stop[1], -stop[2], -stop[3]}}, step = {{2 * stop[1] / 399, 2 * stop[2] / 399, 2 * stop[3] / 399}},
+                              size = {{400, 400, 400}}}}
+                local f <close> = nx.load({json.dumps(str(stack))})
+                local r = crystal.transform(f.entry.instrument.detector.data, {{geometry = g, grid = grid, frames = {{0, {frames}}} {extra}}})
+                print(r.seconds, r.pixels, r.slabs, r.slab_planes, r.skipped)
+            """
+            run = subprocess.run(["/usr/bin/time", "-f", "%M", nxlua, "-e", code], check=True, capture_output=True, text=True)
+            seconds, pixels, slabs, planes, skipped = (float(x) for x in run.stdout.split())
+            result[label] = (seconds, pixels, int(slabs), int(planes), int(skipped), int(run.stderr.strip().splitlines()[-1]) / 1024)
+    total = frames * 1679 * 1475
+    s, px, slabs, planes, skipped, rss = result["ooc"]
+    sm, pxm, _, _, _, rssm = result["mem"]
+    rows.append((f"crystal.transform out of core: {frames} 2M frames into 400^3 (1 GB of v, n) under memory = {limit_mb} MB "
+                 f"({slabs} slabs of {planes} l planes, {skipped} frame passes skipped; {total / s / 1e6:.1f} Mpixel/s)",
+                 f"peak RSS {rss:.0f} MB", "the limit", f"{limit_mb} MB", f"{rss / limit_mb:.2f}", "<= 1", rss <= limit_mb and px == pxm))
+    rows.append(("  the same frames with the grid in memory", f"{total / sm / 1e6:.1f} Mpixel/s, peak RSS {rssm:.0f} MB",
+                 "out of core", f"{total / s / 1e6:.1f} Mpixel/s", f"{sm / s:.2f}x the speed", "(cost of the bound)", True))
+    return rows
 def event_file(events=100_000_000, banks=4):
     """Neutron events in the ESS layout scippnexus groups by pixel: `banks` NXdetector groups
     (128 x 128 pixels each, detector_number) holding an NXevent_data of events/banks events

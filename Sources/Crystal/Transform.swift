@@ -107,6 +107,9 @@ public final class ReciprocalTransform: @unchecked Sendable {
         /// Pixels at or above this value are left out (besides negative values and the
         /// integer type's maximum, the gap marker of some detectors).
         public var maxValue: Double?
+        /// n x n sub-pixel positions per pixel (at (i + 0.5) / n - 0.5 of a pixel from its
+        /// centre along x and y), each carrying I / n^2 and weight w / n^2; 1: the centres.
+        public var oversample = 1
         public init(grid: ReciprocalGrid) { self.grid = grid }
     }
 
@@ -114,10 +117,14 @@ public final class ReciprocalTransform: @unchecked Sendable {
     public let rows: Int, columns: Int
     public let options: Options
     public var grid: ReciprocalGrid { options.grid }
-    /// Sum of I c w per voxel, float64 shaped (l, k, h).
-    public let v: NDArray
+    /// Sum of I c w per voxel, float64 shaped (l, k, h) (the l planes `planes` of the grid).
+    public private(set) var v: NDArray
     /// Sum of w per voxel, float64 shaped (l, k, h).
-    public let n: NDArray
+    public private(set) var n: NDArray
+    /// The l planes of the grid held in v and n (all of them unless given): pixels reaching
+    /// other planes are left for another pass (counted in pixelsElsewhere).
+    public private(set) var planes: Range<Int>
+    public private(set) var pixelsElsewhere = 0
     public private(set) var framesAdded = 0
     /// Pixels put into the grid, and those left out (masked or gaps) or outside it.
     public private(set) var pixelsAdded = 0
@@ -125,6 +132,8 @@ public final class ReciprocalTransform: @unchecked Sendable {
     public private(set) var pixelsOutside = 0
     /// Polled after each frame: true stops the transform with an error ("interrupted").
     public var shouldStop: (@Sendable () -> Bool)?
+    /// false: add() leaves Ctrl-C and shouldStop to its caller.
+    public var pollsInterruption = true
 
     private let transform: GeometryTransform
     private let inverseUB: Matrix3
@@ -137,8 +146,17 @@ public final class ReciprocalTransform: @unchecked Sendable {
     private var monitorMean = 1.0
     private var index: [Int32]
     private var value: [Double]
+    /// Bounding box of the pixels' lab vectors (qx, qy, qz), for planeBounds.
+    private var qLow = [0.0, 0, 0], qHigh = [0.0, 0, 0]
 
-    public init(geometry: CrystalGeometry, rows: Int, columns: Int, options: Options) throws {
+    /// Bytes held per pixel (besides v and n): the lab vectors, voxel indices and values of
+    /// each sub-pixel, and the polarization correction.
+    public static func bytesPerPixel(options: Options) -> Int {
+        let s2 = options.oversample * options.oversample
+        return s2 * (3 * 8 + 4 + 8 + (options.polarization == nil ? 0 : 8)) + 1
+    }
+
+    public init(geometry: CrystalGeometry, rows: Int, columns: Int, options: Options, planes: Range<Int>? = nil) throws {
         guard rows > 0, columns > 0 else { throw CrystalError("a transform needs frames of at least 1 x 1 pixels, got \(rows) x \(columns)") }
         self.geometry = geometry
         self.rows = rows
@@ -163,20 +181,29 @@ public final class ReciprocalTransform: @unchecked Sendable {
             guard !good.isEmpty else { throw CrystalError("the monitor has no positive value") }
             monitorMean = good.reduce(0, +) / Double(good.count)
         }
+        guard options.oversample >= 1, options.oversample <= 16 else {
+            throw CrystalError("oversample must be an integer from 1 to 16, got \(options.oversample)")
+        }
         let g = options.grid
-        v = try arrayWork { try NDArray(zeros: [g.size[2], g.size[1], g.size[0]], dtype: .float64) }
-        n = try arrayWork { try NDArray(zeros: [g.size[2], g.size[1], g.size[0]], dtype: .float64) }
+        let held = planes ?? 0..<g.size[2]
+        guard held.lowerBound >= 0, held.upperBound <= g.size[2], !held.isEmpty else {
+            throw CrystalError("planes \(held.lowerBound):\(held.upperBound) are outside the grid's \(g.size[2]) l planes")
+        }
+        self.planes = held
+        v = try arrayWork { try NDArray(zeros: [held.count, g.size[1], g.size[0]], dtype: .float64) }
+        n = try arrayWork { try NDArray(zeros: [held.count, g.size[1], g.size[0]], dtype: .float64) }
         let moves = geometry.sampleOffset != Vector3(0, 0, 0)
         offsetMoves = moves
-        qx = [Double](repeating: 0, count: npix)
+        let sub = options.oversample, s2 = sub * sub
+        qx = [Double](repeating: 0, count: npix * s2)
         qy = qx; qz = qx
-        index = [Int32](repeating: -1, count: npix)
-        value = [Double](repeating: 0, count: npix)
+        index = [Int32](repeating: -1, count: npix * s2)
+        value = [Double](repeating: 0, count: npix * s2)
         // pixel -> lab once: only the rotation changes from frame to frame
         let p2l = tr.pixelToLab, xc = geometry.beamCenterX, yc = geometry.beamCenterY
         let dist = geometry.distance, lambda = geometry.wavelength
         let pol = options.polarization
-        var corr = [Double](repeating: 1, count: pol == nil ? 0 : npix)
+        var corr = [Double](repeating: 1, count: pol == nil ? 0 : npix * s2)
         qx.withUnsafeMutableBufferPointer { xp in
             qy.withUnsafeMutableBufferPointer { yp in
                 qz.withUnsafeMutableBufferPointer { zp in
@@ -186,8 +213,11 @@ public final class ReciprocalTransform: @unchecked Sendable {
                     ReciprocalTransform.rowBands(rows) { lo, hi in
                         for r in lo..<hi {
                             for c in 0..<columns {
-                                let i = r * columns + c
-                                let w = p2l * Vector3(Double(c) - xc, Double(r) - yc, 0) + Vector3(dist, 0, 0)
+                              for sy in 0..<sub {
+                               for sx in 0..<sub {
+                                let i = (r * columns + c) * s2 + sy * sub + sx
+                                let dx = (Double(sx) + 0.5) / Double(sub) - 0.5, dy = (Double(sy) + 0.5) / Double(sub) - 0.5
+                                let w = p2l * Vector3(Double(c) + dx - xc, Double(r) + dy - yc, 0) + Vector3(dist, 0, 0)
                                 let len = w.norm
                                 if moves {
                                     ox[i] = w.x; oy[i] = w.y; oz[i] = w.z
@@ -201,6 +231,8 @@ public final class ReciprocalTransform: @unchecked Sendable {
                                     let cos2chi = perp > 0 ? (w.y * w.y - w.z * w.z) / perp : 1
                                     cp[i] = 1 / (0.5 * (1 + cos2t * cos2t - f * cos2chi * sin2))
                                 }
+                               }
+                              }
                             }
                         }
                     }
@@ -209,6 +241,48 @@ public final class ReciprocalTransform: @unchecked Sendable {
             }
         }
         pixelCorrection = corr
+        for (k, q) in [qx, qy, qz].enumerated() {
+            qLow[k] = q.min() ?? 0; qHigh[k] = q.max() ?? 0
+        }
+    }
+
+    /// Holds the l planes `planes` from now on, all voxels 0 (the pixel state is kept).
+    public func setPlanes(_ planes: Range<Int>) throws {
+        guard planes.lowerBound >= 0, planes.upperBound <= grid.size[2], !planes.isEmpty else {
+            throw CrystalError("planes \(planes.lowerBound):\(planes.upperBound) are outside the grid's \(grid.size[2]) l planes")
+        }
+        if planes.count != self.planes.count {
+            v = try arrayWork { try NDArray(zeros: [1], dtype: .float64) }  // the old planes go first
+            n = v
+            v = try arrayWork { try NDArray(zeros: [planes.count, grid.size[1], grid.size[0]], dtype: .float64) }
+            n = try arrayWork { try NDArray(zeros: [planes.count, grid.size[1], grid.size[0]], dtype: .float64) }
+        } else {
+            memset(v.base(Double.self), 0, v.count * 8)
+            memset(n.base(Double.self), 0, n.count * 8)
+        }
+        self.planes = planes
+        resetCounts()
+    }
+
+    public func resetCounts() {
+        framesAdded = 0; pixelsAdded = 0; pixelsMasked = 0; pixelsOutside = 0; pixelsElsewhere = 0
+    }
+
+    /// The l planes frame z can reach, from the box around the pixels' scattering vectors
+    /// (a bound: the frame's pixels reach some of them), or nil when the sample offset
+    /// makes the vectors move (any plane).
+    public func planeBounds(frame z: Int) -> ClosedRange<Int>? {
+        guard !offsetMoves else { return nil }
+        let m = inverseUB * transform.goniometer(at: Double(z)).transposed
+        let s = 1 / grid.step[2]
+        var lo = 0.5 - grid.origin[2] * s, hi = lo
+        for c in 0..<3 {
+            let a = m.m[2][c] * s * qLow[c], b = m.m[2][c] * s * qHigh[c]
+            lo += min(a, b); hi += max(a, b)
+        }
+        let first = Int(max(-1, min(Double(grid.size[2]), (lo - 1e-9).rounded(.down))))
+        let last = Int(max(-1, min(Double(grid.size[2]), (hi + 1e-9).rounded(.down))))
+        return min(first, last)...max(first, last)
     }
 
     /// Runs body(lo, hi) over row bands on every core (the last bands clipped to the rows).
@@ -265,7 +339,7 @@ public final class ReciprocalTransform: @unchecked Sendable {
                 default: try frame(a.base(Double.self) + f * rows * columns, z: z, weight: weight, scale: c, gap: gap, mask3d: mp)
                 }
                 framesAdded += 1
-                if Interruption.isRequested || shouldStop?() == true { throw CrystalError("interrupted") }
+                if pollsInterruption, Interruption.isRequested || shouldStop?() == true { throw CrystalError("interrupted") }
             }
         }
     }
@@ -283,16 +357,19 @@ public final class ReciprocalTransform: @unchecked Sendable {
         let o0 = 0.5 - g.origin[0] * s[0], o1 = 0.5 - g.origin[1] * s[1], o2 = 0.5 - g.origin[2] * s[2]
         let nh = g.size[0], nk = g.size[1], nl = g.size[2]
         let dh = Double(nh), dk = Double(nk), dl = Double(nl)
+        let p0 = planes.lowerBound, p1 = planes.upperBound
+        let sub = options.oversample, s2 = sub * sub
+        let subWeight = 1 / Double(s2)
         let moves = offsetMoves
         let shift = moves ? rot * geometry.sampleOffset : Vector3(0, 0, 0)
         let lambda = geometry.wavelength
         let cols = columns, rowCount = rows
         let bins = 256
-        let total = g.count
+        let total = planes.count * nk * nh
         let binWidth = (total + bins - 1) / bins
         let parts = max(1, min(rowCount, ProcessInfoCores.count * 8))
         var histogram = [Int](repeating: 0, count: parts * bins)
-        var counts = [Int](repeating: 0, count: parts * 2)
+        var counts = [Int](repeating: 0, count: parts * 3)
         let givenMask = options.mask
         qx.withUnsafeBufferPointer { xb in
             qy.withUnsafeBufferPointer { yb in
@@ -313,12 +390,14 @@ public final class ReciprocalTransform: @unchecked Sendable {
                                         let lo = min(rowCount, part * chunk), hi = min(rowCount, lo + chunk)
                                         guard lo < hi else { return }
                                         let h = hist + part * bins
-                                        var masked = 0, outside = 0
-                                        for i in (lo * cols)..<(hi * cols) {
-                                            let x = data[i].asDouble
-                                            if !(x >= 0 && x < gap) || (givenMask?[i] ?? 0) != 0 || (m3?[i] ?? 0) != 0 {
-                                                idx[i] = -1; masked += 1; continue
-                                            }
+                                        var masked = 0, outside = 0, elsewhere = 0
+                                        for pixel in (lo * cols)..<(hi * cols) {
+                                          let x = data[pixel].asDouble
+                                          if !(x >= 0 && x < gap) || (givenMask?[pixel] ?? 0) != 0 || (m3?[pixel] ?? 0) != 0 {
+                                              for i in (pixel * s2)..<(pixel * s2 + s2) { idx[i] = -1 }
+                                              masked += s2; continue
+                                          }
+                                          for i in (pixel * s2)..<(pixel * s2 + s2) {
                                             var ax = px[i], ay = py[i], az = pz[i]
                                             if moves {
                                                 let wx = ax - shift.x, wy = ay - shift.y, wz = az - shift.z
@@ -331,15 +410,19 @@ public final class ReciprocalTransform: @unchecked Sendable {
                                             guard u0 >= 0, u0 < dh, u1 >= 0, u1 < dk, u2 >= 0, u2 < dl else {
                                                 idx[i] = -1; outside += 1; continue
                                             }
-                                            let linear = (Int(u2) * nk + Int(u1)) * nh + Int(u0)
+                                            let plane = Int(u2)
+                                            guard plane >= p0, plane < p1 else { idx[i] = -1; elsewhere += 1; continue }
+                                            let linear = ((plane - p0) * nk + Int(u1)) * nh + Int(u0)
                                             idx[i] = Int32(truncatingIfNeeded: linear)
-                                            var c = x * scale * weight
+                                            var c = x * scale * weight * subWeight
                                             if let corr { c *= corr[i] }
                                             val[i] = c
                                             h[linear / binWidth] += 1
+                                          }
                                         }
-                                        cnt[part * 2] = masked
-                                        cnt[part * 2 + 1] = outside
+                                        cnt[part * 3] = masked
+                                        cnt[part * 3 + 1] = outside
+                                        cnt[part * 3 + 2] = elsewhere
                                     }
                                   }
                                 }
@@ -352,7 +435,7 @@ public final class ReciprocalTransform: @unchecked Sendable {
         var perBin = [Int](repeating: 0, count: bins)
         for p in 0..<parts { for b in 0..<bins { perBin[b] += histogram[p * bins + b] } }
         let inside = perBin.reduce(0, +)
-        for p in 0..<parts { pixelsMasked += counts[2 * p]; pixelsOutside += counts[2 * p + 1] }
+        for p in 0..<parts { pixelsMasked += counts[3 * p]; pixelsOutside += counts[3 * p + 1]; pixelsElsewhere += counts[3 * p + 2] }
         pixelsAdded += inside
         guard inside > 0 else { return }
         // slabs of voxels with about equal numbers of pixels, one per core
@@ -365,7 +448,8 @@ public final class ReciprocalTransform: @unchecked Sendable {
         }
         while bounds.count <= slabs { bounds.append(total) }
         bounds[slabs] = total
-        let npix = rowCount * cols
+        let npix = rowCount * cols * s2
+        let nw = weight * subWeight
         let vp = v.base(Double.self), np = n.base(Double.self)
         index.withUnsafeBufferPointer { ib in
             value.withUnsafeBufferPointer { vb in
@@ -379,7 +463,7 @@ public final class ReciprocalTransform: @unchecked Sendable {
                         let j = idx[i]
                         if j >= lo && j < hi {
                             vv[Int(j)] += val[i]
-                            nn[Int(j)] += weight
+                            nn[Int(j)] += nw
                         }
                     }
                 }
@@ -633,6 +717,15 @@ public struct TransformGrid {
     /// Writes `entry/name` in NXRefine's layout (as ReciprocalTransform.write, with CCTW's
     /// entry/data/v and n links when there is no entry/data yet).
     public func write(_ file: NXFile, entry: String = "entry", name: String = "transform", command: String) throws {
+        _ = try TransformGrid.layout(file, entry: entry, name: name, grid: grid, values: (v, n), reciprocalLengths: reciprocalLengths,
+                                     reciprocalAngles: reciprocalAngles, command: command)
+    }
+
+    /// NXRefine's layout of a transform on `grid`: with `values` (v, n) written, or without,
+    /// data and weights allocated whole at creation and never filled (zeros in a new file),
+    /// to be written slab by slab. Returns the data and weights fields.
+    public static func layout(_ file: NXFile, entry: String, name: String, grid: ReciprocalGrid, values: (NDArray, NDArray)?,
+                              reciprocalLengths: [Double]?, reciprocalAngles: [Double]?, command: String) throws -> (NXField, NXField) {
         let root = file.root
         let e: NXGroup
         if let g = try root.resolve(entry) as? NXGroup { e = g } else { e = try root.makeGroup(entry, nxclass: "NXentry") }
@@ -640,8 +733,14 @@ public struct TransformGrid {
         let d = try e.makeGroup(name, nxclass: "NXdata")
         var o = NXFieldOptions()
         o.chunks = [min(32, grid.size[2]), min(32, grid.size[1]), min(32, grid.size[0])]
-        let vf = try d.makeField("data", value: .array(v), options: o)
-        let nf = try d.makeField("weights", value: .array(n), options: o)
+        if values == nil {
+            o.shape = [grid.size[2], grid.size[1], grid.size[0]]
+            o.dtype = .float64
+            o.fillValue = 0
+            o.allocateEarly = true
+        }
+        let vf = try d.makeField("data", value: values.map { .array($0.0) }, options: o)
+        let nf = try d.makeField("weights", value: values.map { .array($0.1) }, options: o)
         try vf.setAttribute("long_name", .string("sum of intensity x weight"))
         try nf.setAttribute("long_name", .string("sum of weights"))
         for (axis, label, i) in [("Ql", "L", 2), ("Qk", "K", 1), ("Qh", "H", 0)] {
@@ -664,5 +763,6 @@ public struct TransformGrid {
             try cctw.link("n", to: nf)
             try cctw.setAttribute("signal", .string("v"))
         }
+        return (vf, nf)
     }
 }

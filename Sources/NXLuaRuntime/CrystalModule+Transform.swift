@@ -67,11 +67,17 @@ extension CrystalModule {
         if present), monitor (per frame: intensities divided by monitor / mean), transmission
         (1), polarization (nil: none; 0.99 divides by the factor of a horizontally polarized
         beam), max_value (pixels at or above are left out; negative pixels and the integer
-        maximum always are), frames {first, last} (0-based, last excluded), block_mb (64).
+        maximum always are), frames {first, last} (0-based, last excluded), block_mb (64),
+        memory ("2GB" or bytes: above it the grid goes slab by slab of l through output),
+        checkpoint (30 s between checkpoints of output; 0 after every frame), resume (true: an
+        interrupted transform in output with the same options continues; false starts anew),
+        oversample (n: n x n sub-pixels per pixel, each I / n^2 and w / n^2).
         Per pixel of weight w (the frame's): v += I w / (monitor x transmission x polarization),
         n += w. result: {v = ndarray (l, k, h), n = ndarray, grid = {origin, step, size, stop},
-        frames, pixels (added), masked, outside (beyond the grid), seconds, output}.
-        Ctrl-C stops it; a bar shows on a terminal.
+        frames, pixels (added), masked, outside (beyond the grid), seconds, output, slabs, slab_planes,
+        checkpoints, skipped (frame passes skipped as out of a slab's reach), resumed {slab, frame}}.
+        With more than one slab, v and n are the output's fields. Ctrl-C checkpoints the output
+        and stops (rerun to resume); a bar shows on a terminal.
         """) { call in
             let lua = call.lua
             let f: NXField
@@ -88,7 +94,8 @@ extension CrystalModule {
             var t: Options?
             if !call.isNoneOrNil(2) {
                 try call.options(2, known: ["geometry", "grid", "output", "entry", "mask", "mask3d", "weights", "monitor", "transmission",
-                                            "polarization", "max_value", "frames", "block_mb"])
+                                            "polarization", "max_value", "frames", "block_mb",
+                                            "memory", "checkpoint", "resume", "oversample"])
                 t = Options(call: call, index: lua.absIndex(2))
             }
             var geometry: CrystalGeometry
@@ -124,6 +131,7 @@ extension CrystalModule {
             var frames: Range<Int>?
             var blockMB = 64
             var output: String?, entryName = "entry"
+            var settings = TransformJob.Settings()
             if let t {
                 if lua.rawGet(at: t.index, key: "mask3d") != .nil {
                     if let mf = NeXusModule.readableField(at: lua.absIndex(-1), in: lua) { mask3d = mf } else {
@@ -141,6 +149,26 @@ extension CrystalModule {
                 guard blockMB >= 1 else { throw LuaError.argument(2, "block_mb must be >= 1, got \(blockMB)") }
                 output = try t.string("output")
                 entryName = try t.string("entry") ?? entryName
+                if lua.rawGet(at: t.index, key: "memory") == .string, let text = lua.toString(at: -1) {
+                    lua.pop()
+                    settings.memoryLimit = try wrap { try TransformJob.parseBytes(text) }
+                } else {
+                    lua.pop()
+                    if let m = try t.number("memory") {
+                        guard m >= 1, m.isFinite else { throw LuaError.argument(2, "memory must be a positive number of bytes or a size like \"2GB\", got \(m)") }
+                        settings.memoryLimit = Int(m)
+                    }
+                }
+                if let c = try t.number("checkpoint") {
+                    guard c >= 0, c.isFinite else { throw LuaError.argument(2, "checkpoint must be seconds >= 0, got \(c)") }
+                    settings.checkpointSeconds = c
+                }
+                if lua.rawGet(at: t.index, key: "resume") == .boolean { settings.resume = lua.toBoolean(at: -1) }
+                lua.pop()
+                if let k = try t.integer("oversample") {
+                    guard k >= 1, k <= 16 else { throw LuaError.argument(2, "oversample must be an integer from 1 to 16, got \(k)") }
+                    o.oversample = k
+                }
             }
             if o.frameWeights == nil, let e = entryGroup(of: f),
                let w = try wrap({ try e.resolve("data/monitor_weight") }) as? NXField,
@@ -152,51 +180,58 @@ extension CrystalModule {
             }
             if output != nil, PlotModule.isSandboxed(lua) { throw LuaError.runtime("writing a transform is not available here (no files)") }
             let started = nxTime()
-            let result: ReciprocalTransform
-            if let m = mask3dArray {
-                // an array mask: frames block by block against views of it
-                result = try wrap {
-                    let t = try ReciprocalTransform(geometry: geometry, rows: shape[1], columns: shape[2], options: o)
-                    t.shouldStop = { LuaInterrupt.isPending }
-                    let range = frames ?? 0..<shape[0]
-                    let bar = progress("transform", f)
-                    let rows = try f.blockRows(targetBytes: blockMB << 20)
-                    var lo = range.lowerBound
-                    while lo < range.upperBound {
-                        let hi = min(range.upperBound, lo + rows)
-                        guard case .array(let block) = try f.read(Selection([.range(.int(lo), .int(hi), 1)])) else {
-                            throw CrystalError("\(f.file.path): \(f.path): frames must be numeric")
-                        }
-                        try t.add(block, firstFrame: lo, mask3d: try m.view(Selection([.range(.int(lo), .int(hi), 1)])))
-                        try bar(hi - range.lowerBound, range.count)
-                        lo = hi
-                    }
-                    return t
-                }
-            } else {
-                result = try wrap {
-                    try ReciprocalTransform.run(f, geometry: geometry, options: o, mask3d: mask3d, frames: frames, blockBytes: blockMB << 20,
-                                                shouldStop: { LuaInterrupt.isPending }, progress: progress("transform", f))
-                }
+            settings.output = output
+            settings.entry = entryName
+            settings.blockBytes = blockMB << 20
+            settings.frames = frames
+            settings.command = "nxlua crystal.transform \(f.file.path)#\(f.path) (nxlua \(CoreModule.version))"
+            if let mf = mask3d { settings.mask3dName = "\(mf.location)#\(mf.path)" } else if mask3dArray != nil { settings.mask3dName = "an array" }
+            let bar = progress("transform", f)
+            let outcome: TransformJob.Outcome
+            do {
+                outcome = try TransformJob.run(f, geometry: geometry, options: o, mask3d: mask3d, mask3dArray: mask3dArray, settings: settings,
+                                               shouldStop: { LuaInterrupt.isPending },
+                                               progress: { done, total in try bar(done * shape[0] / max(1, total), shape[0]) })
+            } catch let e as CrystalError where e.message.hasPrefix("interrupted: ") && LuaInterrupt.isPending {
+                // Ctrl-C's hook replaces the error by "interrupted!": say how to resume first
+                let note = Array("nxlua: crystal.transform \(e.message)\n".utf8)
+                _ = note.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
+                throw fail(e)
+            } catch {
+                throw fail(error)
             }
+            let result = outcome.transform
             try LuaInterrupt.check()
             let seconds = nxTime() - started
-            if let output {
-                try wrap {
-                    let file = try NXFile(path: output, mode: .write)
-                    defer { try? file.close() }
-                    let command = "nxlua crystal.transform \(f.file.path)#\(f.path) (nxlua \(CoreModule.version))"
-                    try result.write(file, entry: entryName, command: command)
+            lua.newTable(recordCount: 14)
+            if outcome.slabs == 1 {
+                try ArrayModule.push(result.v, lua, view: true); lua.rawSet(at: -2, key: "v")
+                try ArrayModule.push(result.n, lua, view: true); lua.rawSet(at: -2, key: "n")
+            } else if let output {
+                // out of core: the fields of the output (read lazily, slab by slab)
+                let file = try wrap { try NXFile(path: output, mode: .read) }
+                for (key, name) in [("v", "data"), ("n", "weights")] {
+                    guard let fld = try wrap({ try file.root.resolve("/\(entryName)/transform/\(name)") }) else {
+                        throw LuaError.runtime("\(output): /\(entryName)/transform/\(name): missing after the transform")
+                    }
+                    NeXusModule.pushNode(fld, lua); lua.rawSet(at: -2, key: key)
                 }
             }
-            lua.newTable(recordCount: 10)
-            try ArrayModule.push(result.v, lua, view: true); lua.rawSet(at: -2, key: "v")
-            try ArrayModule.push(result.n, lua, view: true); lua.rawSet(at: -2, key: "n")
             pushGrid(result.grid, lua); lua.rawSet(at: -2, key: "grid")
-            lua.push(result.framesAdded); lua.rawSet(at: -2, key: "frames")
-            lua.push(result.pixelsAdded); lua.rawSet(at: -2, key: "pixels")
-            lua.push(result.pixelsMasked); lua.rawSet(at: -2, key: "masked")
-            lua.push(result.pixelsOutside); lua.rawSet(at: -2, key: "outside")
+            lua.push(outcome.frames); lua.rawSet(at: -2, key: "frames")
+            lua.push(outcome.pixels); lua.rawSet(at: -2, key: "pixels")
+            lua.push(outcome.masked); lua.rawSet(at: -2, key: "masked")
+            lua.push(outcome.outside); lua.rawSet(at: -2, key: "outside")
+            lua.push(outcome.slabs); lua.rawSet(at: -2, key: "slabs")
+            lua.push(outcome.slabPlanes); lua.rawSet(at: -2, key: "slab_planes")
+            lua.push(outcome.checkpoints); lua.rawSet(at: -2, key: "checkpoints")
+            lua.push(outcome.framesSkipped); lua.rawSet(at: -2, key: "skipped")
+            if let r = outcome.resumedFrom {
+                lua.newTable(recordCount: 2)
+                lua.push(r.slab); lua.rawSet(at: -2, key: "slab")
+                lua.push(r.frame); lua.rawSet(at: -2, key: "frame")
+                lua.rawSet(at: -2, key: "resumed")
+            }
             lua.push(seconds); lua.rawSet(at: -2, key: "seconds")
             if let output { lua.push(output); lua.rawSet(at: -2, key: "output") }
             return 1
@@ -271,4 +306,109 @@ extension CrystalModule {
         clock_gettime(CLOCK_MONOTONIC, &ts)
         return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
     }
+}
+
+// MARK: the transform fed block by block (a macro following a scan)
+
+extension CrystalModule {
+    final class TransformerBox: @unchecked Sendable {
+        let transform: ReciprocalTransform
+        init(_ t: ReciprocalTransform) { transform = t }
+    }
+
+    static let transformerClass: LuaClass<TransformerBox> = LuaClass(
+        "crystal.Transformer",
+        summary: "a transform to reciprocal space fed frame block by frame block (t:add(frames, first)), e.g. from a macro on each frames.ready",
+        help: """
+        t:add(frames, first [, mask3d]) maps a block (frames, rows, columns) or one frame, the first
+        of them frame index first (0-based: its goniometer angles and weight); t:write(file [, entry])
+        writes entry/transform in NXRefine's layout (file opened "w" or "rw"). t.v, t.n (ndarrays
+        (l, k, h)), t.grid, t.frames, t.pixels, t.masked, t.outside.
+        """,
+        methods: [
+            LuaMethodDecl("add", "t:add(frames, first [, mask3d])", "adds a block (frames, rows, columns) or one frame starting at frame index first (0-based)") { call, box in
+                let a = try array(call, 2, what: "frames")
+                let first = try call.integer(3)
+                let m = call.isNoneOrNil(4) ? nil : try array(call, 4, what: "mask3d")
+                try wrap { try box.transform.add(a, firstFrame: first, mask3d: m) }
+                try LuaInterrupt.check()
+                return 0
+            },
+            LuaMethodDecl("write", "t:write(file [, entry])", "writes entry/transform (data = v, weights = n, axes Ql, Qk, Qh) and entry/data/v, n as NXRefine does") { call, box in
+                let f = try file(call, 2, write: true)
+                let entry = try call.optString(3) ?? "entry"
+                try wrap { try box.transform.write(f, entry: entry, command: "nxlua crystal.transformer (nxlua \(CoreModule.version))") }
+                return 0
+            },
+        ],
+        index: { call, box in
+            let t = box.transform, lua = call.lua
+            switch try call.string(2) {
+            case "v": try ArrayModule.push(t.v, lua, view: true)
+            case "n": try ArrayModule.push(t.n, lua, view: true)
+            case "grid": pushGrid(t.grid, lua)
+            case "frames": lua.push(t.framesAdded)
+            case "pixels": lua.push(t.pixelsAdded)
+            case "masked": lua.push(t.pixelsMasked)
+            case "outside": lua.push(t.pixelsOutside)
+            default: return 0
+            }
+            return 1
+        },
+        describe: { box in
+            let t = box.transform
+            return "crystal.Transformer: \(t.framesAdded) frames of \(t.rows) x \(t.columns) into \(t.grid.size[0]) x \(t.grid.size[1]) x \(t.grid.size[2]) voxels"
+        })
+
+    static let transformerFunction = LuaFunctionDecl(
+        "transformer", "crystal.transformer(g, rows, columns [, options]) -> t",
+        "an empty transform to reciprocal space to feed block by block (t:add(frames, first)), e.g. from a macro on each frames.ready",
+        help: """
+        g: the geometry (with a unit cell and U). options: grid (default crystal.grid(g, rows, columns)),
+        mask (2-D array, 1 = masked), weights and monitor (per frame of the scan), transmission,
+        polarization, max_value, oversample: as crystal.transform. The grid is held in memory.
+        """) { call in
+            let lua = call.lua
+            let geometry = try call.object(1, geometryClass).geometry
+            let rows = try call.integer(2), cols = try call.integer(3)
+            guard rows > 0, cols > 0 else { throw LuaError.runtime("crystal.transformer: rows and columns must be positive, got \(rows), \(cols)") }
+            if geometry.unitCell == nil || geometry.orientationMatrix == nil {
+                throw LuaError.runtime("crystal.transformer: the geometry needs a unit cell and an orientation matrix U (crystal.orient finds U), got \(geometry.unitCell == nil ? "no cell" : "no U")")
+            }
+            var t: Options?
+            if !call.isNoneOrNil(4) {
+                try call.options(4, known: ["grid", "mask", "weights", "monitor", "transmission", "polarization", "max_value", "oversample"])
+                t = Options(call: call, index: lua.absIndex(4))
+            }
+            var grid: ReciprocalGrid
+            if let t, lua.rawGet(at: t.index, key: "grid") != .nil {
+                defer { lua.pop() }
+                grid = try CrystalModule.grid(call, lua.absIndex(-1))
+            } else {
+                if t != nil { lua.pop() }
+                grid = try wrap { try ReciprocalGrid.nxrefineDefault(geometry: geometry, rows: rows, columns: cols) }
+            }
+            var o = ReciprocalTransform.Options(grid: grid)
+            if let t {
+                if let m = try t.array("mask") {
+                    guard m.shape == [rows, cols] else {
+                        throw LuaError.runtime("crystal.transformer: the pixel mask has shape \(NDArray.describe(m.shape)), the frames (\(rows), \(cols))")
+                    }
+                    o.mask = m.doubles().map { $0 != 0 ? 1 : 0 }
+                }
+                o.frameWeights = try perFrame(t, "weights")
+                o.monitor = try perFrame(t, "monitor")
+                o.transmission = try t.number("transmission") ?? 1
+                o.polarization = try t.number("polarization")
+                o.maxValue = try t.number("max_value")
+                if let k = try t.integer("oversample") {
+                    guard k >= 1, k <= 16 else { throw LuaError.argument(4, "oversample must be an integer from 1 to 16, got \(k)") }
+                    o.oversample = k
+                }
+            }
+            let tr = try wrap { try ReciprocalTransform(geometry: geometry, rows: rows, columns: cols, options: o) }
+            tr.shouldStop = { LuaInterrupt.isPending }
+            transformerClass.push(TransformerBox(tr), to: lua)
+            return 1
+        }
 }

@@ -1003,11 +1003,12 @@ enum CrystalModule {
                 return 1
             },
             transformFunction,
+            transformerFunction,
             gridFunction,
             mergeFunction,
             laueFunction,
             symmetrizeFunction,
             pdfFunction,
         ],
-        classes: [geometryClass, simulationClass, statsClass, peaksClass])
+        classes: [geometryClass, simulationClass, statsClass, peaksClass, transformerClass])
 }

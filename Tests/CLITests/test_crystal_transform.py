@@ -18,8 +18,22 @@ RAD = math.pi / 180
 ROWS, COLS, FRAMES = 195, 487, 24
 
 
-def numpy_splat(frames, p, grid, mask2d=None, mask3d=None, weights=None, monitor=None, transmission=1.0, polarization=None):
-    """The forward splat written from NXRefine's equations (nxrefine.py) with numpy."""
+def numpy_splat(frames, p, grid, mask2d=None, mask3d=None, weights=None, monitor=None, transmission=1.0, polarization=None,
+                oversample=1):
+    """The forward splat written from NXRefine's equations (nxrefine.py) with numpy; with
+    oversample = s, each pixel is s x s sub-pixels at (i + 0.5) / s - 0.5 of a pixel from its
+    centre, each carrying I / s^2 and weight w / s^2."""
+    if oversample > 1:
+        size = np.array(grid["size"], int)
+        v, n = np.zeros((size[2], size[1], size[0])), np.zeros((size[2], size[1], size[0]))
+        for sy in range(oversample):
+            for sx in range(oversample):
+                d = [(sx + 0.5) / oversample - 0.5, (sy + 0.5) / oversample - 0.5]
+                q = dict(p, beam_center_x=p["beam_center_x"] - d[0], beam_center_y=p["beam_center_y"] - d[1])
+                vs, ns = numpy_splat(frames, q, grid, mask2d, mask3d, weights, monitor, transmission, polarization)
+                v += vs / oversample ** 2
+                n += ns / oversample ** 2
+        return v, n
     o, s, size = (np.array(grid[k], float) for k in ("origin", "step", "size"))
     size = size.astype(int)
     nvox = int(np.prod(size))
@@ -307,3 +321,148 @@ def test_merge_of_two_halves_equals_the_whole_scan(scan):
     assert r.returncode == 0, r.stderr
     r = run(f"crystal.merge({{{json.dumps(str(whole))}, {json.dumps(str(other))}}}, {json.dumps(str(scan['tmp'] / 'bad.nxs'))})")
     assert r.returncode != 0 and "other.nxs" in r.stderr and "whole.nxs" in r.stderr and "differs" in r.stderr, r.stderr
+
+
+# --- memory bound (out of core), resuming, Ctrl-C, oversampling ---------------------------
+
+BIG = {"origin": [-4, -4, -3], "step": [0.02, 0.02, 0.1], "size": [401, 401, 61]}   # 9.8 M voxels: v and n 157 MB
+
+
+def test_grid_larger_than_the_memory_limit_equals_in_memory(scan):
+    """A 157 MB grid under a 128 MB limit goes slab by slab of l through the output file:
+    v and n equal the in-memory transform's, bit for bit (itself equal to numpy's above)."""
+    whole, ooc = scan["tmp"] / "inmem.nxs", scan["tmp"] / "ooc.nxs"
+    r = run(transform_lua(scan["stack"], GEOMETRY, BIG, whole) + "print(r.slabs, r.v.shape[1])")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split()[-2:] == ["1", "61"]
+    in_memory_counts = r.stdout.splitlines()[0].split()
+    r = run(transform_lua(scan["stack"], GEOMETRY, BIG, ooc, ', memory = "128MB"') +
+            "print(r.slabs, r.slab_planes, r.v.shape[1], r.skipped, r.v['30, 160, 160'] == r.v:read()['30, 160, 160'])")
+    assert r.returncode == 0, r.stderr
+    counts, info = r.stdout.splitlines()[0].split(), r.stdout.splitlines()[1].split()
+    slabs, planes = int(info[0]), int(info[1])
+    assert slabs > 4 and planes * slabs >= 61 and info[2] == "61" and info[4] == "true"
+    v, n = read_transform(ooc)
+    vm, nm = read_transform(whole)
+    assert np.array_equal(n, nm) and np.array_equal(v, vm)
+    assert counts == in_memory_counts and int(counts[1]) == int(nm.sum())
+    assert int(counts[1]) + int(counts[2]) + int(counts[3]) == FRAMES * ROWS * COLS
+    # without an output, a grid above the limit is refused, saying why
+    r = run(transform_lua(scan["stack"], GEOMETRY, BIG, ooc, ', memory = "128MB"').replace(f"output = {json.dumps(str(ooc))},", ""))
+    assert r.returncode != 0 and "does not fit in the memory limit" in r.stderr and "scan.nxs" in r.stderr, r.stderr
+    r = run(transform_lua(scan["stack"], GEOMETRY, BIG, ooc, ', memory = "10MB"'))
+    assert r.returncode != 0 and "memory limit 10 MB is too small" in r.stderr and "/entry/instrument/detector/data" in r.stderr, r.stderr
+
+
+SLABBED = ', memory = "104MB", checkpoint = 0'   # GRID (25 MB) in 8 slabs of l, checkpoints after every frame
+
+
+def test_killed_transform_resumes_without_double_counting(scan):
+    """kill -9 at random moments (checkpoints after every frame, slab by slab), rerun:
+    v and n equal an uninterrupted run's."""
+    import random
+    import time
+    ref = scan["tmp"] / "ref_resume.nxs"
+    extra = SLABBED
+    r = run(transform_lua(scan["stack"], GEOMETRY, GRID, ref, extra) + "print(r.slabs)")
+    assert r.returncode == 0, r.stderr
+    assert int(r.stdout.split()[-1]) > 4
+    r = run(transform_lua(scan["stack"], GEOMETRY, GRID, ref, extra))
+    assert r.returncode == 0, r.stderr
+    counts = r.stdout.split()[:4]
+    vm, nm = read_transform(ref)
+    out = scan["tmp"] / "killed.nxs"
+    rnd = random.Random(7)
+    code = transform_lua(scan["stack"], GEOMETRY, GRID, out, extra) + "print(r.resumed and r.resumed.slab or -1, r.resumed and r.resumed.frame or -1)"
+    kills = 0
+    resumed = []
+    for attempt in range(4):
+        p = subprocess.Popen([BIN, "-e", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(rnd.uniform(0.2, 1.0))
+        if p.poll() is None:
+            p.kill()
+            kills += 1
+        out_, err = p.communicate()
+        if p.returncode == 0:
+            resumed.append(out_.split())
+            break
+    r = run(code)
+    assert r.returncode == 0, r.stderr
+    assert kills >= 1
+    v, n = read_transform(out)
+    assert np.array_equal(n, nm) and np.array_equal(v, vm)
+    assert r.stdout.split()[:4] == counts
+    assert not (scan["tmp"] / "killed.nxs.partial").exists()
+
+
+def test_interrupted_transform_refuses_other_options_and_resumes(scan):
+    """SIGINT (Ctrl-C) stops it with a checkpoint: the error says how to resume; a rerun
+    with another grid is refused, naming the file and what differs; the same one finishes."""
+    import signal
+    import time
+    out = scan["tmp"] / "sigint.nxs"
+    extra = SLABBED
+    code = transform_lua(scan["stack"], GEOMETRY, GRID, out, extra)
+    for delay in (0.8, 0.4, 0.2, 0.1):
+        p = subprocess.Popen([BIN, "-e", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(delay)
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate()
+        if p.returncode != 0:
+            break
+    else:
+        pytest.skip("the transform finished before each Ctrl-C")
+    assert "interrupted" in err and "sigint.nxs" in err and "to resume" in err, err
+    with h5py.File(out) as f:
+        state = f["entry/transform_progress/state"][()]
+    assert state[1] >= 0
+    other = dict(GRID, step=[0.05, 0.05, 0.05], size=[161, 161, 121])
+    r = run(transform_lua(scan["stack"], GEOMETRY, other, out, extra))
+    assert r.returncode != 0 and "sigint.nxs" in r.stderr and "transform_progress" in r.stderr and "grid:" in r.stderr, r.stderr
+    r = run(transform_lua(scan["stack"], GEOMETRY, GRID, out, extra))
+    assert r.returncode == 0, r.stderr
+    v, n = read_transform(out)
+    vr, nr = numpy_splat(scan["frames"], GEOMETRY, GRID, mask2d=scan["mask"])
+    assert np.array_equal(n, nr) and np.allclose(v, vr, rtol=1e-12, atol=0)
+
+
+def test_oversampled_pixels_equal_numpy(scan):
+    out = scan["tmp"] / "over.nxs"
+    r = run(transform_lua(scan["stack"], GEOMETRY, GRID, out, ", oversample = 2, polarization = 0.95"))
+    assert r.returncode == 0, r.stderr
+    frames, pixels, masked, outside = (int(x) for x in r.stdout.split())
+    assert pixels + masked + outside == FRAMES * ROWS * COLS * 4
+    v, n = read_transform(out)
+    vr, nr = numpy_splat(scan["frames"], GEOMETRY, GRID, mask2d=scan["mask"], polarization=0.95, oversample=2)
+    assert np.allclose(n, nr, rtol=1e-12, atol=1e-12)
+    assert np.allclose(v, vr, rtol=1e-11, atol=1e-9)
+    assert abs(n.sum() * 4 - pixels) < 1e-6 * pixels
+    # finer than the pixel: the weight spreads over more voxels than without
+    vp, np_ = read_transform(scan["tmp"] / "plain.nxs") if (scan["tmp"] / "plain.nxs").exists() else (None, None)
+    if np_ is not None:
+        assert np.count_nonzero(n) > np.count_nonzero(np_)
+
+
+def test_transformer_fed_block_by_block_equals_the_transform(scan):
+    """crystal.transformer (what a macro feeds on each frames.ready): blocks out of order,
+    the same v and n as crystal.transform and numpy; written in the same layout."""
+    out = scan["tmp"] / "fed.nxs"
+    grid = f"{{origin = {lua_table(GRID['origin'])}, step = {lua_table(GRID['step'])}, size = {lua_table(GRID['size'])}}}"
+    r = run(f"""
+        local f <close> = nx.load({json.dumps(str(scan["stack"]))})
+        local d = f.entry.instrument.detector
+        local t = crystal.transformer(crystal.geometry{lua_table(GEOMETRY)}, {ROWS}, {COLS}, {{grid = {grid}, mask = d.pixel_mask:read()}})
+        for _, first in ipairs({{16, 0, 8}}) do t:add(d.data[string.format("%d:%d", first, first + 8)], first) end
+        local o <close> = nx.load({json.dumps(str(out))}, "w")
+        t:write(o)
+        print(t.frames, t.pixels, t.masked, t.outside, t.v.shape[1])
+        print(pcall(t.add, t, array.zeros({{3, 4}}), 0))
+    """)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    frames, pixels, masked, outside, planes = (int(x) for x in lines[0].split())
+    vr, nr = numpy_splat(scan["frames"], GEOMETRY, GRID, mask2d=scan["mask"])
+    assert frames == FRAMES and planes == 61 and pixels == int(nr.sum()) and pixels + masked + outside == FRAMES * ROWS * COLS
+    v, n = read_transform(out)
+    assert np.array_equal(n, nr) and np.allclose(v, vr, rtol=1e-12, atol=0)
+    assert lines[1].startswith("false") and "(3, 4) cannot be transformed with (195, 487) frames" in lines[1], lines[1]

@@ -24,7 +24,7 @@
     X(H5Fopen) X(H5Fcreate) X(H5Fclose) X(H5Fflush) X(H5Fis_hdf5) X(H5Fstart_swmr_write) \
     X(H5Fget_intent) X(H5Fget_obj_count) X(H5Fget_obj_ids) X(H5Fincrement_filesize) X(H5Fget_eoa) X(H5Fget_vfd_handle) \
     X(H5Pcreate) X(H5Pclose) X(H5Pset_libver_bounds) X(H5Pset_fclose_degree) X(H5Pset_chunk) \
-    X(H5Pset_deflate) X(H5Pset_filter) X(H5Pset_shuffle) X(H5Pset_fill_value) X(H5Pget_layout) \
+    X(H5Pset_deflate) X(H5Pset_filter) X(H5Pset_shuffle) X(H5Pset_fill_value) X(H5Pset_alloc_time) X(H5Pset_fill_time) X(H5Pget_layout) \
     X(H5Pget_chunk) X(H5Pget_nfilters) X(H5Pget_filter2) X(H5Pset_link_creation_order) \
     X(H5Pset_attr_creation_order) X(H5Pset_create_intermediate_group) X(H5Pset_chunk_cache) \
     X(H5Pget_fill_value) X(H5Pfill_value_defined) X(H5Pset_virtual_view) X(H5Pset_virtual_prefix) \

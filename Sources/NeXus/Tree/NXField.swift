@@ -59,6 +59,10 @@ public struct NXFieldOptions: Sendable {
     /// than variable-length: what SWMR writers use, since variable-length data lives in
     /// HDF5's global heap, which SWMR readers cannot follow safely.
     public var stringLength: Int?
+    /// All of the field's storage allocated when it is created, and never filled (a new
+    /// file reads zeros where nothing was written): later writes of its data change no
+    /// metadata, so a process killed between flushes leaves the file's structure intact.
+    public var allocateEarly = false
     public init() {}
 }
 
@@ -497,6 +501,10 @@ public final class NXField: NXNode, @unchecked Sendable {
         if let fill = o.fillValue, case .numeric(let d) = elementType {
             let fv = try H5Values.arrayOrThrow { try NDArray.full([], fill, dtype: d) }
             try H5.check(h.pointee.H5Pset_fill_value(dcpl.id, H5Types.memoryType(d), fv.storage.bytes), context)
+        }
+        if o.allocateEarly {
+            try H5.check(h.pointee.H5Pset_alloc_time(dcpl.id, H5D_ALLOC_TIME_EARLY), context)
+            try H5.check(h.pointee.H5Pset_fill_time(dcpl.id, H5D_FILL_TIME_NEVER), context)
         }
         let space = try H5Space.simple(shape, maxdims: maxshape)
         let did = try H5Handle(checking: h.pointee.H5Dcreate2(gid, name, fileType, space.id, 0, dcpl.id, 0), .dataset, context)

@@ -142,7 +142,8 @@ public final class NXBlocks: @unchecked Sendable {  // used by one thread (its L
     private var pending: (range: Range<Int>, buffer: NDArray)?
     private var handedOut: NDArray?
 
-    public init(_ field: any NXReadableField, rows: Int, reuse: Bool) throws {
+    /// `start`: the first row handed out (blocks then start there).
+    public init(_ field: any NXReadableField, rows: Int, reuse: Bool, start: Int = 0) throws {
         let shape = try field.shape
         guard !shape.isEmpty else { throw field.nodeError("a scalar field has no rows to stream") }
         guard rows > 0 else { throw field.nodeError("block size must be positive, got \(rows)") }
@@ -153,6 +154,7 @@ public final class NXBlocks: @unchecked Sendable {  // used by one thread (its L
         self.total = shape[0]
         self.rows = min(rows, max(1, shape[0]))
         self.reuse = reuse
+        self.position = max(0, min(start, shape[0]))
     }
 
     deinit { try? reader.wait() }  // a read in flight still writes into its buffer
