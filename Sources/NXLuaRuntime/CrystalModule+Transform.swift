@@ -214,7 +214,7 @@ extension CrystalModule {
                     guard let fld = try wrap({ try file.root.resolve("/\(entryName)/transform/\(name)") }) else {
                         throw LuaError.runtime("\(output): /\(entryName)/transform/\(name): missing after the transform")
                     }
-                    NeXusModule.pushNode(fld, lua); lua.rawSet(at: -2, key: key)
+                    NeXusModule.pushReadable(fld, lua); lua.rawSet(at: -2, key: key)
                 }
             }
             pushGrid(result.grid, lua); lua.rawSet(at: -2, key: "grid")
