@@ -29,7 +29,10 @@ let package = Package(
     ],
     targets: [
         // System libraries (Debian -dev packages; scripts/setup installs them).
-        .systemLibrary(name: "CLua", pkgConfig: "lua5.4", providers: [.apt(["liblua5.4-dev"])]),
+        // No pkgConfig: lua5.4.pc's "-L/usr/lib/x86_64-linux-gnu" would come first on the link
+        // line and make the release link take libsqlite3.so over the archive in
+        // .build/static-libs (start-up, docs/architecture.md); the headers are named by path.
+        .systemLibrary(name: "CLua", providers: [.apt(["liblua5.4-dev"])]),
         // HDF5 declarations only: CHDF5Shims opens libhdf5 with dlopen (start-up, see its header).
         .systemLibrary(name: "CHDF5", providers: [.apt(["libhdf5-dev"])]),
         // libedit declarations only: CEditShims opens libedit with dlopen for the first line
@@ -53,7 +56,7 @@ let package = Package(
         // cbflib (libcbf-dev) ships no .pc file and its cbf.h includes hdf5.h: only the shim's C
         // file sees cbflib's headers, with HDF5's serial folder on its include path (the folder
         // CHDF5 names too); linking nothing, it opens libcbf with dlopen (see its header).
-        .target(name: "CCBFShims", cSettings: [.unsafeFlags(["-I/usr/include/hdf5/serial"])],
+        .target(name: "CCBFShims", dependencies: ["CCPUFeatures"], cSettings: [.unsafeFlags(["-I/usr/include/hdf5/serial"])],
                 linkerSettings: [.linkedLibrary("dl")]),
         // libcminpack (Levenberg-Marquardt) opened with dlopen for the crystal refinement.
         .target(name: "CMinpackShims", linkerSettings: [.linkedLibrary("dl")]),
@@ -61,7 +64,8 @@ let package = Package(
         .target(name: "CFFTWShims", linkerSettings: [.linkedLibrary("dl")]),
         // Bitshuffle+LZ4 chunks in the HDF5 plugin's format with an AVX2 bit transpose
         // (the stacker's hot path); liblz4 opened with dlopen.
-        .target(name: "CBitshuffle", linkerSettings: [.linkedLibrary("dl")]),
+        .target(name: "CBitshuffle", dependencies: ["CCPUFeatures"], linkerSettings: [.linkedLibrary("dl")]),
+        .target(name: "CCPUFeatures"),
         // OpenBLAS (cblas_dgemm/sgemm) for large float matrix products, opened with dlopen
         // when installed; NDArray's own kernel otherwise.
         .target(name: "CBLASShims", linkerSettings: [.linkedLibrary("dl")]),
@@ -183,7 +187,7 @@ let package = Package(
             // python3 long were built; docs/architecture.md, "Start-up".
             .unsafeFlags(["-use-ld=lld", "-Xlinker", "--no-pie", "-Xlinker", "-z", "-Xlinker", "pack-relative-relocs",
                           "-Xlinker", "--version-script=Sources/nxlua/exports.map", "-Xlinker", "--strip-all",
-                          "-L.build/static-libs"],
+                          "-L.build/static-libs", "-Xclang-linker", "-static-libgcc"],
                          .when(configuration: .release)),
         ]),
 

@@ -1,6 +1,7 @@
 // Bitshuffle+LZ4 chunk encoder and decoder (see nx_bitshuffle.h for the format and why
 // they exist).
 #include "nx_bitshuffle.h"
+#include "CCPUFeatures.h"
 
 #include <dlfcn.h>
 #include <pthread.h>
@@ -122,14 +123,7 @@ static void bitshuffle_any_avx2(const uint8_t *in, uint8_t *out, size_t count, s
     if (done < count) bitshuffle_scalar(in, out, count, elem_size, done / 8);
 }
 
-static int has_avx2(void) {
-    static int cached = -1;
-    if (cached < 0) {
-        __builtin_cpu_init();
-        cached = __builtin_cpu_supports("avx2") ? 1 : 0;
-    }
-    return cached;
-}
+static int has_avx2(void) { return nxl_cpu_has_avx2(); }
 
 int nx_bitshuffle_uses_avx2(void) { return has_avx2(); }
 

@@ -4,6 +4,7 @@
 // lanes (at most 16 * 127 in size) by three shifted adds, are widened to int32 and added
 // to the running value, which moves on by one add per 16 elements.
 #include "CCBFShims.h"
+#include "CCPUFeatures.h"
 #include <immintrin.h>
 #include <stdint.h>
 
@@ -56,11 +57,7 @@ static size_t run_avx2(const uint8_t *src, size_t n, int32_t *dst, int32_t *valu
     return i;
 }
 
-int nxbo_run_available(void) {
-    static int cached = -1;
-    if (cached < 0) cached = __builtin_cpu_supports("avx2") ? 1 : 0;
-    return cached;
-}
+int nxbo_run_available(void) { return nxl_cpu_has_avx2(); }
 
 size_t nxbo_run(const unsigned char *src, size_t avail, int *dst, size_t count, int *value) {
     if (!nxbo_run_available()) return 0;

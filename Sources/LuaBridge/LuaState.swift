@@ -144,8 +144,14 @@ public final class LuaState {
         try lua.getField(at: -1, "path")
         let old = lua.toString(at: -1) ?? ""
         lua.pop()
-        let ours = dirs.flatMap { ["\($0)/?.lua", "\($0)/?/init.lua"] }.joined(separator: ";")
-        lua.push(old.isEmpty ? ours : ours + ";" + old)
+        // a plain loop, not [String].joined: that generic call makes the Swift runtime look
+        // up a protocol conformance, a scan of all ~10,800 conformance records that was a
+        // quarter of the instructions of `nxlua -e ''` (docs/architecture.md, "Start-up")
+        var path = ""
+        for dir in dirs { path += "\(dir)/?.lua;\(dir)/?/init.lua;" }
+        path += old
+        if old.isEmpty { path.removeLast() }
+        lua.push(path)
         try lua.setField(at: -2, "path")
     }
 

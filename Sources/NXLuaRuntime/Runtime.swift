@@ -60,17 +60,19 @@ public final class Runtime {
     /// next to an installed binary (PREFIX/share/nxlua/stdlib, BINDIR/stdlib), then the
     /// source tree the binary was built in (a parent folder holding stdlib/nxlua/).
     public static func locateStdlib() -> String? {
-        let marker = "nxlua/pretty.lua"
+        // runs at every start: plain concatenation and byte-wise searches (interpolation
+        // and Character-wise lastIndex cost ~90,000 instructions here; "Start-up" in
+        // docs/architecture.md)
+        let marker = "/nxlua/pretty.lua"
         if let env = getenv("NXLUA_STDLIB") {
             let dir = String(cString: env)
-            if exists("\(dir)/\(marker)") { return dir }
+            if exists(dir + marker) { return dir }
         }
         guard let exe = executablePath() else { return nil }
         var dir = parent(exe)
-        let candidates = ["\(parent(dir))/share/nxlua/stdlib", "\(dir)/stdlib"]
-        for c in candidates where exists("\(c)/\(marker)") { return c }
+        for c in [parent(dir) + "/share/nxlua/stdlib", dir + "/stdlib"] where exists(c + marker) { return c }
         for _ in 0..<6 {
-            if exists("\(dir)/stdlib/\(marker)") { return "\(dir)/stdlib" }
+            if exists(dir + "/stdlib" + marker) { return dir + "/stdlib" }
             let up = parent(dir)
             if up == dir { break }
             dir = up
@@ -80,15 +82,18 @@ public final class Runtime {
 
     /// This process's executable (a server starts its evaluation workers from it).
     public static func executablePath() -> String? {
-        var buf = [CChar](repeating: 0, count: 4096)
-        let n = readlink("/proc/self/exe", &buf, buf.count - 1)
-        guard n > 0 else { return nil }
-        return String(decoding: buf[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        withUnsafeTemporaryAllocation(of: CChar.self, capacity: 4096) { buf -> String? in
+            let n = readlink("/proc/self/exe", buf.baseAddress!, buf.count - 1)
+            guard n > 0 else { return nil }
+            buf[n] = 0
+            return String(cString: buf.baseAddress!)
+        }
     }
 
     static func parent(_ path: String) -> String {
-        guard let slash = path.lastIndex(of: "/") else { return "." }
-        return slash == path.startIndex ? "/" : String(path[..<slash])
+        let bytes = path.utf8
+        guard let slash = bytes.lastIndex(of: UInt8(ascii: "/")) else { return "." }
+        return slash == bytes.startIndex ? "/" : String(path[..<slash])
     }
 
     static func exists(_ path: String) -> Bool { access(path, F_OK) == 0 }

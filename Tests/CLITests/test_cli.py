@@ -1,5 +1,6 @@
 """The script runner and the command line, as `lua` behaves."""
 import os
+import subprocess
 import textwrap
 
 from conftest import BIN, ROOT
@@ -11,6 +12,32 @@ def test_version_names_the_libraries(nxlua):
     assert r.stdout.startswith("nxlua ")
     for lib in ("Lua 5.4", "HDF5 1.10", "libtiff 4", "cbflib libcbf.so.1"):
         assert lib in r.stdout
+
+
+def test_lua_c_module_loads_with_require(nxlua, tmp_path):
+    """A Lua C module built as Debian builds them (not linked against liblua: the host
+    provides the Lua API) loads with require and shares nxlua's Lua state. Guards the
+    release link: a Lua linked in without its API exported would break every C module."""
+    src = tmp_path / "twice.c"
+    src.write_text(textwrap.dedent("""\
+        #include <lua5.4/lua.h>
+        #include <lua5.4/lauxlib.h>
+        static int twice(lua_State *L) { lua_pushnumber(L, 2 * luaL_checknumber(L, 1)); return 1; }
+        int luaopen_twice(lua_State *L) {
+            lua_newtable(L);
+            lua_pushcfunction(L, twice);
+            lua_setfield(L, -2, "twice");
+            return 1;
+        }
+        """))
+    subprocess.run(["cc", "-shared", "-fPIC", "-O1", "-o", str(tmp_path / "twice.so"), str(src)], check=True)
+    r = nxlua("-e", f"package.cpath = '{tmp_path}/?.so'; local t = require('twice'); "
+                    "print(t.twice(21)); "
+                    "print(pcall(t.twice, 'x'))")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == "42.0"
+    assert lines[1].startswith("false\t") and "number expected" in lines[1]
 
 
 def test_help_shows_usage(nxlua):

@@ -2,6 +2,6 @@
 // function against (the same work: check two numbers, return their sum).
 #ifndef NXLUA_CBENCHMARKSHIMS_H
 #define NXLUA_CBENCHMARKSHIMS_H
-#include <lua.h>
+#include <lua5.4/lua.h>
 int nxbench_add(lua_State *L);
 #endif

@@ -12,9 +12,9 @@
 #ifndef NXLUA_CLUASHIMS_H
 #define NXLUA_CLUASHIMS_H
 
-#include <lua.h>
-#include <lauxlib.h>
-#include <lualib.h>
+#include <lua5.4/lua.h>
+#include <lua5.4/lauxlib.h>
+#include <lua5.4/lualib.h>
 #include <stddef.h>
 
 // ---- state ---------------------------------------------------------------------------
