@@ -13,6 +13,9 @@ public struct ArrayError: Error, CustomStringConvertible, Equatable {
 public final class Storage: @unchecked Sendable {
     public let bytes: UnsafeMutableRawPointer
     public let byteCount: Int
+    /// The size of the block behind `bytes` (large blocks are whole 2 MB pages, or a
+    /// cached block a little larger than asked for).
+    private let blockSize: Int
     /// The budget this storage is charged to (sandboxed evaluation), if any.
     private let budget: ArrayMemoryBudget?
 
@@ -22,19 +25,24 @@ public final class Storage: @unchecked Sendable {
         self.byteCount = byteCount
         budget = ArrayMemoryBudget.current
         try budget?.charge(byteCount)
-        if let p = BlockCache.shared.take(byteCount) {
+        if let (p, size) = BlockCache.shared.take(byteCount) {
             bytes = p
+            blockSize = size
         } else {
             var p: UnsafeMutableRawPointer?
             // Large arrays are 2 MB aligned and asked to use huge pages (as NumPy does):
-            // a new 80 MB array then faults 40 pages in instead of 20,000.
+            // a new 80 MB array then faults 40 pages in instead of 20,000. Their size is
+            // rounded up to whole huge pages, so that a cached block serves the next array
+            // of about the same size.
             let huge = byteCount >= BlockCache.minimum
-            guard posix_memalign(&p, huge ? 2 << 20 : 64, max(byteCount, 64)) == 0, let p else {
+            let size = huge ? (byteCount + (2 << 20) - 1) & ~((2 << 20) - 1) : max(byteCount, 64)
+            guard posix_memalign(&p, huge ? 2 << 20 : 64, size) == 0, let p else {
                 budget?.release(byteCount)
                 throw ArrayError("cannot allocate \(byteCount) bytes for an array")
             }
-            if huge { _ = madvise(p, byteCount, 14 /* MADV_HUGEPAGE */) }
+            if huge { _ = madvise(p, size, 14 /* MADV_HUGEPAGE */) }
             bytes = p
+            blockSize = size
         }
         if zeroed { memset(bytes, 0, max(byteCount, 64)) }
     }
@@ -51,17 +59,29 @@ public final class Storage: @unchecked Sendable {
 
     deinit {
         budget?.release(byteCount)
-        if owned && !BlockCache.shared.keep(bytes, byteCount) { free(bytes) }
+        if owned && !BlockCache.shared.keep(bytes, blockSize) { free(bytes) }
     }
 }
 
-/// Keeps a few recently freed large blocks for the next array of the same size, as
+/// Keeps recently freed large blocks for the next arrays of about the same size, as
 /// PyTorch's caching allocator does: frame-by-frame work allocates the same shapes over
-/// and over, and a fresh block costs page faults plus the kernel zeroing every page.
+/// and over, and a fresh block costs page faults plus the kernel zeroing every page (on
+/// a virtual machine the host's faults too). A block serves an array of at least half its
+/// size: the macro runner's blocks of 1 to 5 Pilatus 2M frames (10-50 MB), their copies
+/// and results came in sizes the cache did not hold when it matched sizes exactly in 8
+/// blocks and 512 MB, and zeroing fresh pages took 42-61% of the runner's CPU at
+/// 100 frames/s.
 final class BlockCache: @unchecked Sendable {
     static let shared = BlockCache()
     static let minimum = 4 << 20        // only blocks of 4 MB and more
-    static let capacity = 512 << 20     // at most this much kept, in at most 8 blocks
+    /// At most this much kept (1 GB, or a sixteenth of the machine's memory if less), in
+    /// at most 32 blocks of at most a quarter of it each.
+    static let capacity: Int = {
+        let pages = sysconf(Int32(_SC_PHYS_PAGES)), pageSize = sysconf(Int32(_SC_PAGESIZE))
+        let ram = pages > 0 && pageSize > 0 ? Int(pages) * Int(pageSize) : 16 << 30
+        return max(256 << 20, min(1 << 30, ram / 16))
+    }()
+    static let slots = 32
 
     private var blocks: [(size: Int, pointer: UnsafeMutableRawPointer)] = []
     private var total = 0
@@ -69,21 +89,26 @@ final class BlockCache: @unchecked Sendable {
 
     init() { pthread_mutex_init(&lock, nil) }
 
-    func take(_ size: Int) -> UnsafeMutableRawPointer? {
+    /// The smallest kept block that holds `size` bytes without wasting more than half.
+    func take(_ size: Int) -> (UnsafeMutableRawPointer, Int)? {
         guard size >= BlockCache.minimum else { return nil }
         pthread_mutex_lock(&lock)
         defer { pthread_mutex_unlock(&lock) }
-        guard let i = blocks.lastIndex(where: { $0.size == size }) else { return nil }
-        let p = blocks.remove(at: i).pointer
-        total -= size
-        return p
+        var best: Int? = nil
+        for (i, b) in blocks.enumerated() where b.size >= size && b.size / 2 <= size {
+            if best == nil || b.size < blocks[best!].size { best = i }
+        }
+        guard let i = best else { return nil }
+        let b = blocks.remove(at: i)
+        total -= b.size
+        return (b.pointer, b.size)
     }
 
     func keep(_ p: UnsafeMutableRawPointer, _ size: Int) -> Bool {
         guard size >= BlockCache.minimum, size <= BlockCache.capacity / 4 else { return false }
         pthread_mutex_lock(&lock)
         defer { pthread_mutex_unlock(&lock) }
-        while !blocks.isEmpty && (total + size > BlockCache.capacity || blocks.count >= 8) {
+        while !blocks.isEmpty && (total + size > BlockCache.capacity || blocks.count >= BlockCache.slots) {
             let old = blocks.removeFirst()
             total -= old.size
             free(old.pointer)

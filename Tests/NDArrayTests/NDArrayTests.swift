@@ -347,6 +347,31 @@ final class UnaryTests: XCTestCase {
         XCTAssertEqual(try f32.apply(.sqrt).dtype, .float32)
     }
 
+    /// A freed large block serves the next array of about its size, not one much smaller,
+    /// and the smallest block that fits is taken (a cache of its own, not the shared one).
+    func testLargeBlocksAreReusedForArraysOfAboutTheirSize() throws {
+        let cache = BlockCache()
+        let ten = malloc(10 << 20)!, twelve = malloc(12 << 20)!, thirty = malloc(30 << 20)!
+        XCTAssertTrue(cache.keep(thirty, 30 << 20))
+        XCTAssertTrue(cache.keep(twelve, 12 << 20))
+        XCTAssertTrue(cache.keep(ten, 10 << 20))
+        XCTAssertNil(cache.take(4 << 20).map { $0.0 }, "a block more than twice the size wastes too much")
+        let six = try XCTUnwrap(cache.take(6 << 20))
+        XCTAssertEqual(six.0, ten)
+        XCTAssertEqual(six.1, 10 << 20)
+        XCTAssertEqual(cache.take(11 << 20)?.0, twelve)
+        XCTAssertNil(cache.take(11 << 20).map { $0.0 }, "30 MB for 11 MB")
+        XCTAssertEqual(cache.take(15 << 20)?.0, thirty)
+        XCTAssertFalse(cache.keep(ten, 1 << 20), "small blocks are malloc's")
+        free(ten); free(twelve); free(thirty)
+        // through arrays: a reused block is zeroed when asked
+        var a: NDArray? = try NDArray.ones([5 << 20], dtype: .uint8)
+        a = nil
+        let b = try NDArray(zeros: [(5 << 20) - 4096], dtype: .uint8)
+        XCTAssertEqual(try b.sum().integer(at: []), 0)
+        _ = a
+    }
+
     /// Long kernels stop between blocks once the thread's check asks (Ctrl-C, a limit).
     func testKernelsStopWhenInterrupted() throws {
         let n = 8 << 20

@@ -157,6 +157,21 @@ final class SelectTests: XCTestCase {
         XCTAssertEqual(blocks.map { $0[0] }, [[NXRun(start: 0, step: 3, count: 2)], [NXRun(start: 6, step: 3, count: 2)]])
         XCTAssertEqual(split(try ValueSelection.parse("[1, 0:4]", dims: [10, 4]), bytesPerElement: 4, blockBytes: 8).count, 2)
     }
+
+    func testBlocksNeverCutAChunk() throws {
+        // a Pilatus 2M stack chunked by frame: one frame (9.9 MB) is one block even though
+        // the stream block is 8 MB, and three frames are three blocks of one whole frame
+        let dims = [600, 1679, 1475], chunk = [1, 1679, 1475], eight = 8 << 20
+        let one = try ValueSelection.parse("[5, :, :]", dims: dims)
+        XCTAssertEqual(split(one, bytesPerElement: 4, blockBytes: eight).count, 2)  // without the chunk: cut
+        XCTAssertEqual(split(one, bytesPerElement: 4, blockBytes: eight, chunk: chunk).count, 1)
+        let three = try ValueSelection.parse("[5:8, :, :]", dims: dims)
+        let blocks = split(three, bytesPerElement: 4, blockBytes: eight, chunk: chunk)
+        XCTAssertEqual(blocks.map { $0[0] }, (5..<8).map { [NXRun(start: $0, step: 1, count: 1)] })
+        XCTAssertTrue(blocks.allSatisfy { $0[1] == [NXRun(start: 0, step: 1, count: 1679)] })
+        // small chunks change nothing
+        XCTAssertEqual(split(one, bytesPerElement: 4, blockBytes: eight, chunk: [1, 64, 64]).count, 2)
+    }
 }
 
 /// A fresh temporary folder (no Foundation in this package).
