@@ -347,7 +347,7 @@ public final class ReciprocalTransform: @unchecked Sendable {
                                     nonisolated(unsafe) let px = xb.baseAddress!, py = yb.baseAddress!, pz = zb.baseAddress!
                                     nonisolated(unsafe) let idx = ib.baseAddress!, val = vb.baseAddress!
                                     nonisolated(unsafe) let hist = hb.baseAddress!, cnt = cb.baseAddress!
-                                    nonisolated(unsafe) let marks = tb.baseAddress
+                                    nonisolated(unsafe) let marks = bricked ? tb.baseAddress : nil  // an empty array may have an address
                                     nonisolated(unsafe) let data = pixels
                                     nonisolated(unsafe) let m3 = mask3d
                                     nonisolated(unsafe) let corr: UnsafePointer<Double>? = pcb.isEmpty ? nil : pcb.baseAddress
