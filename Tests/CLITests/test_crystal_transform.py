@@ -386,17 +386,22 @@ def test_killed_transform_resumes_without_double_counting(scan):
     code = transform_lua(scan["stack"], GEOMETRY, GRID, out, extra) + "print(r.resumed or -1)"
     kills = 0
     states = []
-    for attempt in range(8):
+    scale = 1.0
+    for attempt in range(10):
         p = subprocess.Popen([BIN, "-e", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        time.sleep(rnd.uniform(0.2, 0.7) * took)  # each run resumes, so it has less to do
+        time.sleep(rnd.uniform(0.2, 0.7) * took * scale)  # each run resumes, so it has less to do
         if p.poll() is None:
             p.kill()
             kills += 1
         p.communicate()
-        if p.returncode == 0 or kills == 4:
-            break
+        if p.returncode == 0:  # finished first (a noisy machine): start again, kill sooner
+            out.unlink()
+            scale /= 2
+            continue
         with h5py.File(out) as f:
             states.append(f["entry/transform_progress/state"][()])
+        if kills >= 3:
+            break
     r = run(code)
     assert r.returncode == 0, r.stderr
     assert kills >= 1 and any(st[1] > 0 for st in states), states  # killed after a checkpoint at least once
