@@ -485,3 +485,62 @@ def test_transformer_fed_block_by_block_equals_the_transform(scan):
     v, n = read_transform(out)
     assert np.array_equal(n, nr) and np.allclose(v, vr, rtol=1e-12, atol=0)
     assert lines[1].startswith("false") and "(3, 4) cannot be transformed with (195, 487) frames" in lines[1], lines[1]
+
+
+LIVE_MACRO = """
+local g = crystal.geometry{geometry}
+local live = {{}}
+
+on("frames.ready", "transform", function(e)
+  local frames = macro.frames(e)
+  local t = live[e.run]
+  if t == nil then
+    t = crystal.transformer(g, frames.shape[2], frames.shape[3], {{grid = {grid}}})
+    live[e.run] = t
+  end
+  t:add(frames, e.first)
+  local f = assert(io.open({log}, "a"))
+  f:write(e.first, " ", frames.shape[1], " ", t.frames, "\\n")
+  f:close()
+end)
+
+on("run.stop", "transform", function(e)
+  local t = assert(live[e.run], "no frames before run.stop")
+  live[e.run] = nil
+  local out <close> = nx.load({out}, "w")
+  t:write(out)
+end)
+"""
+
+
+def test_transformer_in_a_macro_follows_a_live_stack(tmp_path):
+    """`nxlua macros` with crystal.transformer on frames.ready while `nxlua stack` writes a
+    stack: block by block as the stacker announces them, the grid written on run.stop
+    equals the offline crystal.transform of the finished stack."""
+    from test_macros import Runner, feed, stack_live, wait_caught_up
+    journal = str(tmp_path / "j.sqlite")
+    n = 12
+    p, made, watched, stack = stack_live(tmp_path, journal, n)
+    folder = tmp_path / "macros"
+    folder.mkdir()
+    live, log = tmp_path / "live_transform.nxs", tmp_path / "blocks.log"
+    grid = f"{{origin = {lua_table(GRID['origin'])}, step = {lua_table(GRID['step'])}, size = {lua_table(GRID['size'])}}}"
+    (folder / "transform_live.lua").write_text(LIVE_MACRO.format(geometry=lua_table(GEOMETRY), grid=grid,
+                                                                  log=json.dumps(str(log)), out=json.dumps(str(live))))
+    runner = Runner(folder, journal)
+    try:
+        feed(p, made, watched)
+        wait_caught_up(journal, ["transform_live"], runner)
+    finally:
+        text = runner.stop()
+    assert "error" not in text.lower(), text
+    blocks = [tuple(int(x) for x in line.split()) for line in log.read_text().splitlines()]
+    assert len(blocks) > 1 and sorted(b[0] for b in blocks) == [b[0] for b in blocks]   # followed in order, block by block
+    assert sum(b[1] for b in blocks) == n and blocks[-1][2] == n
+    offline = tmp_path / "offline.nxs"
+    r = run(transform_lua(stack, GEOMETRY, GRID, offline, ", mask = false"))
+    assert r.returncode == 0, r.stderr
+    assert int(r.stdout.split()[0]) == n
+    v, w = read_transform(live)
+    vo, wo = read_transform(offline)
+    assert w.sum() > 0 and np.array_equal(w, wo) and np.array_equal(v, vo)
