@@ -379,23 +379,26 @@ public final class TransformJob {
         }
 
         func writeSide(_ p: UnsafeRawPointer, count: Int, at offset: Int) throws {
-            try openSide()
-            var done = 0
-            while done < count {
-                let r = pwrite(side, p + done, count - done, off_t(offset + done))
-                if r < 0 && errno == EINTR { continue }
-                guard r > 0 else { throw CrystalError("\(sidePath): cannot write the transform's checkpoint: \(String(cString: strerror(errno)))") }
-                done += r
-            }
+            try sideIO(UnsafeMutableRawPointer(mutating: p), count: count, at: offset, write: true)
         }
 
         func readSide(_ p: UnsafeMutableRawPointer, count: Int, at offset: Int) throws {
+            try sideIO(p, count: count, at: offset, write: false)
+        }
+
+        /// Reads or writes all `count` bytes of the side file at `offset`.
+        private func sideIO(_ p: UnsafeMutableRawPointer, count: Int, at offset: Int, write: Bool) throws {
             try openSide()
             var done = 0
             while done < count {
-                let r = pread(side, p + done, count - done, off_t(offset + done))
+                let at = off_t(offset + done)
+                let r = write ? pwrite(side, p + done, count - done, at) : pread(side, p + done, count - done, at)
                 if r < 0 && errno == EINTR { continue }
-                guard r > 0 else { throw CrystalError("\(sidePath): the transform's checkpoint is short or unreadable (\(r < 0 ? String(cString: strerror(errno)) : "ends early")): delete \(path) and \(sidePath) to start anew") }
+                guard r > 0 else {
+                    let why = r < 0 ? String(cString: strerror(errno)) : "ends early"
+                    throw CrystalError(write ? "\(sidePath): cannot write the transform's checkpoint: \(why)"
+                        : "\(sidePath): the transform's checkpoint is short or unreadable (\(why)): delete \(path) and \(sidePath) to start anew")
+                }
                 done += r
             }
         }
