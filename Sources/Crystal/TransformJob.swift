@@ -152,7 +152,10 @@ public final class TransformJob {
             store = s; cache = c
             if let found { state = found; resumed = true }
         }
-        defer { store?.close() }
+        defer {
+            store?.close()
+            cache?.spill = { _, _ in throw CrystalError("the transform's output is closed: its bricks can take no more frames") }
+        }
         let t = try ReciprocalTransform(geometry: geometry, rows: rows, columns: columns, options: options, bricks: cache)
         t.pollsInterruption = false  // polled here, after whole frames, to checkpoint first
         var out = Outcome(transform: t, bricks: layout?.count ?? 0, bricksHeld: cache?.capacity ?? 0)
