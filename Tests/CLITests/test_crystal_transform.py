@@ -335,19 +335,21 @@ def test_grid_larger_than_the_memory_limit_equals_in_memory(scan):
     stays under the limit."""
     import os
     whole, ooc = scan["tmp"] / "inmem.nxs", scan["tmp"] / "ooc.nxs"
-    r = run(transform_lua(scan["stack"], GEOMETRY, BIG, whole) + "print(r.bricks, r.bricks_held, r.evictions, r.v.shape[1])")
+    r = run(transform_lua(scan["stack"], GEOMETRY, BIG, whole) +
+            "print(r.bricks, r.bricks_held, r.evictions, r.v.shape[1], getmetatable(r.v).__name, getmetatable(r.n).__name)")
     assert r.returncode == 0, r.stderr
-    assert r.stdout.split()[-4:] == ["338", "338", "0", "61"]
+    # with an output, v and n are its fields whether the grid fitted in memory or not
+    assert r.stdout.split()[-6:] == ["338", "338", "0", "61", "NXfield", "NXfield"]
     in_memory_counts = r.stdout.splitlines()[0].split()
     code = transform_lua(scan["stack"], GEOMETRY, BIG, ooc, ', memory = "128MB"') + \
-        "print(r.bricks, r.bricks_held, r.evictions, r.v.shape[1], string.format('%.17g', r.v['30']:sum()))"
+        "print(r.bricks, r.bricks_held, r.evictions, r.v.shape[1], string.format('%.17g', r.v['30']:sum()), getmetatable(r.v).__name)"
     # /usr/bin/time forks from a small process: Python's fork would count pytest's memory
     p = subprocess.run(["/usr/bin/time", "-f", "peak %M", BIN, "-e", code], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
     out, peak_kb = p.stdout, int(p.stderr.strip().splitlines()[-1].split()[-1])
     counts, info = out.splitlines()[0].split(), out.splitlines()[1].split()
     bricks, held, evictions = int(info[0]), int(info[1]), int(info[2])
-    assert bricks == 338 and 4 <= held < bricks and evictions > 0 and info[3] == "61"
+    assert bricks == 338 and 4 <= held < bricks and evictions > 0 and info[3] == "61" and info[5] == "NXfield"
     if not os.environ.get("NXLUA_SANITIZED"):  # AddressSanitizer's shadow memory is not the program's
         assert peak_kb / 1024 <= 128, peak_kb
     v, n = read_transform(ooc)
@@ -356,7 +358,11 @@ def test_grid_larger_than_the_memory_limit_equals_in_memory(scan):
     assert float(info[4]) == pytest.approx(vm[30].sum(), rel=1e-12) and vm[30].sum() > 0  # r.v: the output's field, read where indexed
     assert counts == in_memory_counts and int(counts[1]) == int(nm.sum())
     assert int(counts[1]) + int(counts[2]) + int(counts[3]) == FRAMES * ROWS * COLS
-    # without an output, a grid above the limit is refused, saying why
+    # without an output, v and n are ndarrays (no bricks), and a grid above the limit is refused, saying why
+    r = run(transform_lua(scan["stack"], GEOMETRY, GRID, ooc).replace(f"output = {json.dumps(str(ooc))},", "") +
+            "print(r.bricks, getmetatable(r.v).__name, getmetatable(r.n).__name, r.v.shape[1])")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split()[-4:] == ["0", "ndarray", "ndarray", "61"]
     r = run(transform_lua(scan["stack"], GEOMETRY, BIG, ooc, ', memory = "128MB"').replace(f"output = {json.dumps(str(ooc))},", ""))
     assert r.returncode != 0 and "does not fit in the memory limit" in r.stderr and "scan.nxs" in r.stderr, r.stderr
     r = run(transform_lua(scan["stack"], GEOMETRY, BIG, ooc, ', memory = "10MB"'))
