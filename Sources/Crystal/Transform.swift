@@ -91,7 +91,9 @@ public struct ReciprocalGrid: Equatable, Sendable {
 /// Frames come in blocks in any order; each frame's pixels are mapped on every core
 /// (row bands), then added to the grid by slabs of voxels, one core per slab, so no two
 /// threads touch the same voxel (no locks, no private grids). Memory: the grid (v and n,
-/// 16 bytes a voxel) plus about 36 bytes a pixel.
+/// 16 bytes a voxel) plus about 36 bytes a pixel. With a BrickCache the grid is held as
+/// bricks of 32^3 voxels instead, a bounded number at a time (TransformJob spills the
+/// others to the output file); each core then adds to whole bricks of its own.
 public final class ReciprocalTransform: @unchecked Sendable {
     public struct Options: Sendable {
         public var grid: ReciprocalGrid
@@ -117,14 +119,12 @@ public final class ReciprocalTransform: @unchecked Sendable {
     public let rows: Int, columns: Int
     public let options: Options
     public var grid: ReciprocalGrid { options.grid }
-    /// Sum of I c w per voxel, float64 shaped (l, k, h) (the l planes `planes` of the grid).
+    /// Sum of I c w per voxel, float64 shaped (l, k, h) (empty when the grid is in bricks).
     public private(set) var v: NDArray
-    /// Sum of w per voxel, float64 shaped (l, k, h).
+    /// Sum of w per voxel, float64 shaped (l, k, h) (empty when the grid is in bricks).
     public private(set) var n: NDArray
-    /// The l planes of the grid held in v and n (all of them unless given): pixels reaching
-    /// other planes are left for another pass (counted in pixelsElsewhere).
-    public private(set) var planes: Range<Int>
-    public private(set) var pixelsElsewhere = 0
+    /// The grid's bricks, when it is held that way rather than whole in v and n.
+    public let bricks: BrickCache?
     public private(set) var framesAdded = 0
     /// Pixels put into the grid, and those left out (masked or gaps) or outside it.
     public private(set) var pixelsAdded = 0
@@ -146,8 +146,6 @@ public final class ReciprocalTransform: @unchecked Sendable {
     private var monitorMean = 1.0
     private var index: [Int32]
     private var value: [Double]
-    /// Bounding box of the pixels' lab vectors (qx, qy, qz), for planeBounds.
-    private var qLow = [0.0, 0, 0], qHigh = [0.0, 0, 0]
 
     /// Bytes held per pixel (besides v and n): the lab vectors, voxel indices and values of
     /// each sub-pixel, and the polarization correction.
@@ -156,7 +154,7 @@ public final class ReciprocalTransform: @unchecked Sendable {
         return s2 * (3 * 8 + 4 + 8 + (options.polarization == nil ? 0 : 8)) + 1
     }
 
-    public init(geometry: CrystalGeometry, rows: Int, columns: Int, options: Options, planes: Range<Int>? = nil) throws {
+    public init(geometry: CrystalGeometry, rows: Int, columns: Int, options: Options, bricks: BrickCache? = nil) throws {
         guard rows > 0, columns > 0 else { throw CrystalError("a transform needs frames of at least 1 x 1 pixels, got \(rows) x \(columns)") }
         self.geometry = geometry
         self.rows = rows
@@ -185,13 +183,11 @@ public final class ReciprocalTransform: @unchecked Sendable {
             throw CrystalError("oversample must be an integer from 1 to 16, got \(options.oversample)")
         }
         let g = options.grid
-        let held = planes ?? 0..<g.size[2]
-        guard held.lowerBound >= 0, held.upperBound <= g.size[2], !held.isEmpty else {
-            throw CrystalError("planes \(held.lowerBound):\(held.upperBound) are outside the grid's \(g.size[2]) l planes")
-        }
-        self.planes = held
-        v = try arrayWork { try NDArray(zeros: [held.count, g.size[1], g.size[0]], dtype: .float64) }
-        n = try arrayWork { try NDArray(zeros: [held.count, g.size[1], g.size[0]], dtype: .float64) }
+        if let b = bricks, b.layout.size != g.size { throw CrystalError("the brick cache is for another grid") }
+        self.bricks = bricks
+        let shape = bricks == nil ? [g.size[2], g.size[1], g.size[0]] : [0, g.size[1], g.size[0]]
+        v = try arrayWork { try NDArray(zeros: shape, dtype: .float64) }
+        n = try arrayWork { try NDArray(zeros: shape, dtype: .float64) }
         let moves = geometry.sampleOffset != Vector3(0, 0, 0)
         offsetMoves = moves
         let sub = options.oversample, s2 = sub * sub
@@ -241,48 +237,10 @@ public final class ReciprocalTransform: @unchecked Sendable {
             }
         }
         pixelCorrection = corr
-        for (k, q) in [qx, qy, qz].enumerated() {
-            qLow[k] = q.min() ?? 0; qHigh[k] = q.max() ?? 0
-        }
-    }
-
-    /// Holds the l planes `planes` from now on, all voxels 0 (the pixel state is kept).
-    public func setPlanes(_ planes: Range<Int>) throws {
-        guard planes.lowerBound >= 0, planes.upperBound <= grid.size[2], !planes.isEmpty else {
-            throw CrystalError("planes \(planes.lowerBound):\(planes.upperBound) are outside the grid's \(grid.size[2]) l planes")
-        }
-        if planes.count != self.planes.count {
-            v = try arrayWork { try NDArray(zeros: [1], dtype: .float64) }  // the old planes go first
-            n = v
-            v = try arrayWork { try NDArray(zeros: [planes.count, grid.size[1], grid.size[0]], dtype: .float64) }
-            n = try arrayWork { try NDArray(zeros: [planes.count, grid.size[1], grid.size[0]], dtype: .float64) }
-        } else {
-            memset(v.base(Double.self), 0, v.count * 8)
-            memset(n.base(Double.self), 0, n.count * 8)
-        }
-        self.planes = planes
-        resetCounts()
     }
 
     public func resetCounts() {
-        framesAdded = 0; pixelsAdded = 0; pixelsMasked = 0; pixelsOutside = 0; pixelsElsewhere = 0
-    }
-
-    /// The l planes frame z can reach, from the box around the pixels' scattering vectors
-    /// (a bound: the frame's pixels reach some of them), or nil when the sample offset
-    /// makes the vectors move (any plane).
-    public func planeBounds(frame z: Int) -> ClosedRange<Int>? {
-        guard !offsetMoves else { return nil }
-        let m = inverseUB * transform.goniometer(at: Double(z)).transposed
-        let s = 1 / grid.step[2]
-        var lo = 0.5 - grid.origin[2] * s, hi = lo
-        for c in 0..<3 {
-            let a = m.m[2][c] * s * qLow[c], b = m.m[2][c] * s * qHigh[c]
-            lo += min(a, b); hi += max(a, b)
-        }
-        let first = Int(max(-1, min(Double(grid.size[2]), (lo - 1e-9).rounded(.down))))
-        let last = Int(max(-1, min(Double(grid.size[2]), (hi + 1e-9).rounded(.down))))
-        return min(first, last)...max(first, last)
+        framesAdded = 0; pixelsAdded = 0; pixelsMasked = 0; pixelsOutside = 0
     }
 
     /// Runs body(lo, hi) over row bands on every core (the last bands clipped to the rows).
@@ -357,19 +315,25 @@ public final class ReciprocalTransform: @unchecked Sendable {
         let o0 = 0.5 - g.origin[0] * s[0], o1 = 0.5 - g.origin[1] * s[1], o2 = 0.5 - g.origin[2] * s[2]
         let nh = g.size[0], nk = g.size[1], nl = g.size[2]
         let dh = Double(nh), dk = Double(nk), dl = Double(nl)
-        let p0 = planes.lowerBound, p1 = planes.upperBound
         let sub = options.oversample, s2 = sub * sub
         let subWeight = 1 / Double(s2)
         let moves = offsetMoves
         let shift = moves ? rot * geometry.sampleOffset : Vector3(0, 0, 0)
         let lambda = geometry.wavelength
         let cols = columns, rowCount = rows
+        // voxel indices: l-major over the whole grid, or with bricks brick << 15 | place in
+        // the brick (so a range of indices is a range of whole bricks)
+        let bricked = bricks != nil
+        let nbh = bricks?.layout.bricks[0] ?? 1, nbk = bricks?.layout.bricks[1] ?? 1
+        let brickCount = bricks?.layout.count ?? 0
         let bins = 256
-        let total = planes.count * nk * nh
-        let binWidth = (total + bins - 1) / bins
+        let total = bricked ? brickCount << 15 : nl * nk * nh
+        let binWidth = bricked ? ((brickCount + bins - 1) / bins) << 15 : (total + bins - 1) / bins
         let parts = max(1, min(rowCount, ProcessInfoCores.count * 8))
         var histogram = [Int](repeating: 0, count: parts * bins)
-        var counts = [Int](repeating: 0, count: parts * 3)
+        var counts = [Int](repeating: 0, count: parts * 2)
+        let words = (brickCount + 63) / 64
+        var touched = [UInt64](repeating: 0, count: bricked ? parts * words : 0)
         let givenMask = options.mask
         qx.withUnsafeBufferPointer { xb in
             qy.withUnsafeBufferPointer { yb in
@@ -378,10 +342,12 @@ public final class ReciprocalTransform: @unchecked Sendable {
                         value.withUnsafeMutableBufferPointer { vb in
                             histogram.withUnsafeMutableBufferPointer { hb in
                                 counts.withUnsafeMutableBufferPointer { cb in
+                                  touched.withUnsafeMutableBufferPointer { tb in
                                   pixelCorrection.withUnsafeBufferPointer { pcb in
                                     nonisolated(unsafe) let px = xb.baseAddress!, py = yb.baseAddress!, pz = zb.baseAddress!
                                     nonisolated(unsafe) let idx = ib.baseAddress!, val = vb.baseAddress!
                                     nonisolated(unsafe) let hist = hb.baseAddress!, cnt = cb.baseAddress!
+                                    nonisolated(unsafe) let marks = bricked ? tb.baseAddress : nil  // an empty array may have an address
                                     nonisolated(unsafe) let data = pixels
                                     nonisolated(unsafe) let m3 = mask3d
                                     nonisolated(unsafe) let corr: UnsafePointer<Double>? = pcb.isEmpty ? nil : pcb.baseAddress
@@ -390,7 +356,8 @@ public final class ReciprocalTransform: @unchecked Sendable {
                                         let lo = min(rowCount, part * chunk), hi = min(rowCount, lo + chunk)
                                         guard lo < hi else { return }
                                         let h = hist + part * bins
-                                        var masked = 0, outside = 0, elsewhere = 0
+                                        let mark = marks.map { $0 + part * words }
+                                        var masked = 0, outside = 0
                                         for pixel in (lo * cols)..<(hi * cols) {
                                           let x = data[pixel].asDouble
                                           if !(x >= 0 && x < gap) || (givenMask?[pixel] ?? 0) != 0 || (m3?[pixel] ?? 0) != 0 {
@@ -410,9 +377,15 @@ public final class ReciprocalTransform: @unchecked Sendable {
                                             guard u0 >= 0, u0 < dh, u1 >= 0, u1 < dk, u2 >= 0, u2 < dl else {
                                                 idx[i] = -1; outside += 1; continue
                                             }
-                                            let plane = Int(u2)
-                                            guard plane >= p0, plane < p1 else { idx[i] = -1; elsewhere += 1; continue }
-                                            let linear = ((plane - p0) * nk + Int(u1)) * nh + Int(u0)
+                                            let ih = Int(u0), ik = Int(u1), il = Int(u2)
+                                            let linear: Int
+                                            if let mark {
+                                                let brick = ((il >> 5) * nbk + (ik >> 5)) * nbh + (ih >> 5)
+                                                mark[brick >> 6] |= 1 << UInt64(brick & 63)
+                                                linear = brick << 15 | (il & 31) << 10 | (ik & 31) << 5 | (ih & 31)
+                                            } else {
+                                                linear = (il * nk + ik) * nh + ih
+                                            }
                                             idx[i] = Int32(truncatingIfNeeded: linear)
                                             var c = x * scale * weight * subWeight
                                             if let corr { c *= corr[i] }
@@ -420,10 +393,10 @@ public final class ReciprocalTransform: @unchecked Sendable {
                                             h[linear / binWidth] += 1
                                           }
                                         }
-                                        cnt[part * 3] = masked
-                                        cnt[part * 3 + 1] = outside
-                                        cnt[part * 3 + 2] = elsewhere
+                                        cnt[part * 2] = masked
+                                        cnt[part * 2 + 1] = outside
                                     }
+                                  }
                                   }
                                 }
                             }
@@ -435,10 +408,10 @@ public final class ReciprocalTransform: @unchecked Sendable {
         var perBin = [Int](repeating: 0, count: bins)
         for p in 0..<parts { for b in 0..<bins { perBin[b] += histogram[p * bins + b] } }
         let inside = perBin.reduce(0, +)
-        for p in 0..<parts { pixelsMasked += counts[3 * p]; pixelsOutside += counts[3 * p + 1]; pixelsElsewhere += counts[3 * p + 2] }
+        for p in 0..<parts { pixelsMasked += counts[2 * p]; pixelsOutside += counts[2 * p + 1] }
         pixelsAdded += inside
         guard inside > 0 else { return }
-        // slabs of voxels with about equal numbers of pixels, one per core
+        // ranges of voxels (of whole bricks) with about equal numbers of pixels, one per core
         let slabs = min(ProcessInfoCores.count, bins)
         var bounds = [0]
         var running = 0
@@ -450,20 +423,64 @@ public final class ReciprocalTransform: @unchecked Sendable {
         bounds[slabs] = total
         let npix = rowCount * cols * s2
         let nw = weight * subWeight
+        guard let cache = bricks else {
+            accumulate(bounds, npix: npix, nw: nw, table: nil)
+            return
+        }
+        var list: [Int32] = []
+        for w in 0..<words {
+            var bits: UInt64 = 0
+            for p in 0..<parts { bits |= touched[p * words + w] }
+            while bits != 0 {
+                list.append(Int32(w * 64 + bits.trailingZeroBitCount))
+                bits &= bits - 1
+            }
+        }
+        // the bricks this frame touches, as many at a time as the cache holds (one round unless
+        // the memory limit is tight)
+        var start = 0
+        while start < list.count {
+            let group = list[start..<min(list.count, start + cache.capacity)]
+            try cache.hold(group)
+            var b = bounds
+            if group.count < list.count {
+                let first = Int(group.first!), last = Int(group.last!) + 1
+                b = (0...slabs).map { k in k == slabs ? last << 15 : Int(group[group.startIndex + k * group.count / slabs]) << 15 }
+                b[0] = first << 15
+            }
+            accumulate(b, npix: npix, nw: nw, table: cache.table)
+            start += group.count
+        }
+    }
+
+    /// Adds each pixel's value and weight at its voxel index (into v and n, or the bricks of
+    /// `table`), one core per range of indices `bounds[k]..<bounds[k + 1]`: each core scans
+    /// all pixels, so no two share a voxel.
+    private func accumulate(_ bounds: [Int], npix: Int, nw: Double, table: UnsafeMutablePointer<UnsafeMutablePointer<Double>?>?) {
         let vp = v.base(Double.self), np = n.base(Double.self)
         index.withUnsafeBufferPointer { ib in
             value.withUnsafeBufferPointer { vb in
                 nonisolated(unsafe) let idx = ib.baseAddress!, val = vb.baseAddress!
-                nonisolated(unsafe) let vv = vp, nn = np
-                let b = bounds
-                DispatchQueue.concurrentPerform(iterations: slabs) { k in
-                    let lo = Int32(b[k]), hi = Int32(b[k + 1])
+                nonisolated(unsafe) let vv = vp, nn = np, bricks = table
+                DispatchQueue.concurrentPerform(iterations: bounds.count - 1) { k in
+                    let lo = UInt32(bounds[k]), hi = UInt32(bounds[k + 1])
                     guard lo < hi else { return }
-                    for i in 0..<npix {
-                        let j = idx[i]
-                        if j >= lo && j < hi {
-                            vv[Int(j)] += val[i]
-                            nn[Int(j)] += nw
+                    if let bricks {
+                        for i in 0..<npix {
+                            let j = UInt32(bitPattern: idx[i])
+                            if j >= lo && j < hi {
+                                let p = bricks[Int(j >> 15)].unsafelyUnwrapped + Int(j & 32767)
+                                p[0] += val[i]
+                                p[BrickLayout.slotVoxels] += nw
+                            }
+                        }
+                    } else {
+                        for i in 0..<npix {
+                            let j = UInt32(bitPattern: idx[i])
+                            if j >= lo && j < hi {
+                                vv[Int(j)] += val[i]
+                                nn[Int(j)] += nw
+                            }
                         }
                     }
                 }

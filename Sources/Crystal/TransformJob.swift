@@ -5,27 +5,32 @@ import Dispatch
 import NDArray
 import NeXus
 
-/// A whole transform of a stack into a file: memory bounded, resumable after a kill.
+/// A whole transform of a stack into a file: memory bounded, one pass over the frames,
+/// resumable after a kill.
 ///
-/// - **Memory**: with `memoryLimit`, the grid is held in slabs of l planes that fit in it
-///   (besides the per-pixel state and the frame blocks); each slab takes one pass over the
-///   frames (a frame whose pixels cannot reach the slab, by a bound on its scattering
-///   vectors, is not mapped) and is then written into the output's data and weights, which
-///   are allocated whole when the file is made. One slab: the grid in memory, as before.
-/// - **Resuming**: the output records in `entry/transform_progress` the options of the run
-///   and its state (the slab, the frames of it accumulated, where that partial sum lies).
-///   A checkpoint writes the partial sums of the slab into the slot that is not the valid
-///   one (the slab's place in data/weights, or the side file `<output>.partial`), flushes,
-///   and only then writes the state (one small in-place write) and flushes again, so a
-///   kill at any moment leaves the last checkpoint whole: rerun, it continues from there,
-///   no frame counted twice. Every write after the file is made is raw data of datasets
-///   allocated at creation, so no metadata changes between flushes.
+/// - **Memory**: without an output the grid is held whole (refused above `memoryLimit`).
+///   With an output it is held as bricks of 32^3 voxels (the output's HDF5 chunks) in a
+///   BrickCache of as many as fit in `memoryLimit` (all of them without a limit): each frame
+///   is read and mapped once and its pixels added to the bricks it touches; a brick pushed
+///   out (least recently used) has its sums added to its total on disk. Consecutive frames
+///   of a rotation touch nearly the same bricks, so that is rare.
+/// - **Resuming**: `entry/transform_progress` records the options of the run and its state
+///   (the next frame, the counts so far, a phase). Until a checkpoint, the output's data
+///   and weights hold the totals of the frames before `next` and nothing else: a brick
+///   pushed out goes (as its new total) to the side file `<output>.partial`. A checkpoint
+///   puts every brick with sums there too, writes the list of those bricks after them,
+///   commits the state (phase 1: "copying"), copies them into data and weights, flushes,
+///   and commits phase 0. A kill before the first commit leaves the last checkpoint; a
+///   kill after it is finished on the rerun by copying again (the side file holds totals,
+///   so copying twice is harmless): no frame is counted twice. Every write after the file
+///   is made is raw data of datasets allocated at creation, so no metadata changes between
+///   flushes.
 public final class TransformJob {
     public struct Settings {
         /// The output file (nil: in memory only, and no resuming).
         public var output: String?
         public var entry = "entry"
-        /// Bytes; nil: no limit (the grid in memory).
+        /// Bytes; nil: no limit.
         public var memoryLimit: Int?
         /// At least this long between checkpoints (and at least 4 times the last one took);
         /// 0: after every frame.
@@ -41,21 +46,25 @@ public final class TransformJob {
     }
 
     public struct Outcome {
-        /// The transform; v and n are the whole grid when `slabs` is 1.
+        /// The transform; v and n are the whole grid when it was held in memory (no output).
         public var transform: ReciprocalTransform
         public var frames = 0, pixels = 0, masked = 0, outside = 0
-        public var slabs = 1, slabPlanes = 0
-        /// Frames (of the frame range, in slab passes) found accumulated in the output at
-        /// the start; nil when it started anew.
-        public var resumedFrom: (slab: Int, frame: Int)?
-        /// Frames mapped over all passes, and those skipped in slab passes as out of reach.
-        public var framesMapped = 0, framesSkipped = 0
+        /// The grid's bricks and how many were held at most (0, 0: the grid held whole).
+        public var bricks = 0, bricksHeld = 0
+        /// Bricks pushed out of memory to make room (each added to the output).
+        public var evictions = 0
+        /// The frame the run started from, when it resumed an interrupted transform.
+        public var resumedFrom: Int?
         public var checkpoints = 0
     }
 
     /// Fixed memory besides the grid and the pixels: the program, HDF5, Lua (measured
     /// peak of a tiny transform: about 40 MB).
     public static let baseBytes = 48 << 20
+    /// Bytes per brick held: v and n of 32^3 voxels.
+    public static let brickBytes = BrickCache.slotDoubles * 8
+    /// The fewest bricks worth working with out of core.
+    static let minimumBricks = 4
 
     /// Parses "2GB", "512 MB", "1.5G", "100000" (bytes; powers of 1024).
     public static func parseBytes(_ text: String) throws -> Int {
@@ -91,23 +100,32 @@ public final class TransformJob {
         }
         let rows = shape[1], columns = shape[2]
         let g = options.grid
-        let planeBytes = 16 * g.size[0] * g.size[1]
+        let gridBytes = 16 * g.count
         var blockBytes = settings.blockBytes
-        var slabPlanes = g.size[2]
+        var layout: BrickLayout?
+        var held = 0
+        if settings.output != nil {
+            let l = try BrickLayout(grid: g)
+            layout = l
+            held = l.count
+        }
         if let limit = settings.memoryLimit {
             blockBytes = max(1 << 20, min(blockBytes, limit / 8))
             let frameBytes = rows * columns * 8
-            let fixed = baseBytes + rows * columns * ReciprocalTransform.bytesPerPixel(options: options) + 3 * max(blockBytes, frameBytes)
-            // a tenth kept for what is not counted: HDF5's chunk cache and filter buffers, the
-            // write of a slab (measured: 541 MB peak under 512 MB without it)
+            let pixelBytes = rows * columns * ReciprocalTransform.bytesPerPixel(options: options)
+            let fixed = baseBytes + pixelBytes + 3 * max(blockBytes, frameBytes)
+            // a tenth kept for what is not counted: HDF5's chunk cache and filter buffers
             let room = limit - limit / 10 - fixed
-            guard room >= planeBytes else {
-                throw CrystalError("\(place): memory limit \(describeBytes(limit)) is too small for this transform: it needs \(describeBytes(fixed)) besides the grid (\(describeBytes(rows * columns * ReciprocalTransform.bytesPerPixel(options: options))) for the pixels, \(describeBytes(3 * max(blockBytes, frameBytes))) for frame blocks) and \(describeBytes(planeBytes)) per l plane of the grid")
-            }
-            slabPlanes = min(g.size[2], room / planeBytes)
-            if slabPlanes < g.size[2], slabPlanes >= 32 { slabPlanes = slabPlanes / 32 * 32 }  // whole chunks of the output
-            if slabPlanes < g.size[2], settings.output == nil {
-                throw CrystalError("\(place): the grid (\(g.size[0]) x \(g.size[1]) x \(g.size[2]), \(describeBytes(planeBytes * g.size[2])) for v and n) does not fit in the memory limit \(describeBytes(limit)): give an output file to work out of core, slab by slab of l")
+            if settings.output == nil {
+                guard room >= gridBytes else {
+                    throw CrystalError("\(place): the grid (\(g.size[0]) x \(g.size[1]) x \(g.size[2]), \(describeBytes(gridBytes)) for v and n) does not fit in the memory limit \(describeBytes(limit)): give an output file to work out of core, brick by brick")
+                }
+            } else {
+                let bricks = room / brickBytes
+                guard bricks >= minimumBricks || bricks >= held else {
+                    throw CrystalError("\(place): memory limit \(describeBytes(limit)) is too small for this transform: it needs \(describeBytes(fixed)) besides the grid (\(describeBytes(pixelBytes)) for the pixels, \(describeBytes(3 * max(blockBytes, frameBytes))) for frame blocks) and at least \(describeBytes(minimumBricks * brickBytes)) for \(minimumBricks) bricks of 32^3 voxels of the grid")
+                }
+                held = min(held, bricks)
             }
         }
         let record = Record(
@@ -120,125 +138,93 @@ public final class TransformJob {
                 ("weights", digest(options.frameWeights)), ("monitor", digest(options.monitor)),
                 ("transmission", "\(options.transmission)"), ("polarization", "\(options.polarization.map { "\($0)" } ?? "none")"),
                 ("max_value", "\(options.maxValue.map { "\($0)" } ?? "none")"), ("oversample", "\(options.oversample)"),
+                ("layout", "bricks of 32^3 voxels, side file .partial"),
             ])
         var store: Store?
-        var resumed: Store.State?
-        if let output = settings.output {
-            let (s, state) = try Store.open(output, entry: settings.entry, grid: g, geometry: geometry, record: record,
-                                            slabPlanes: slabPlanes, resume: settings.resume, command: settings.command)
-            store = s; resumed = state
-            slabPlanes = s.slabPlanes
+        var cache: BrickCache?
+        var state = Store.State(next: range.lowerBound)
+        var resumed = false
+        if let output = settings.output, let layout {
+            let c = try BrickCache(layout: layout, capacity: held)
+            let (s, found) = try Store.open(output, entry: settings.entry, grid: g, layout: layout, geometry: geometry, record: record,
+                                            resume: settings.resume, command: settings.command)
+            c.spill = { [unowned s] b, slot in try s.spill(b, slot) }
+            store = s; cache = c
+            if let found { state = found; resumed = true }
         }
-        defer { store?.close() }
-        let slabs = (g.size[2] + slabPlanes - 1) / slabPlanes
-        let t = try ReciprocalTransform(geometry: geometry, rows: rows, columns: columns, options: options, planes: 0..<min(g.size[2], slabPlanes))
+        defer {
+            store?.close()
+            cache?.spill = { _, _ in throw CrystalError("the transform's output is closed: its bricks can take no more frames") }
+        }
+        let t = try ReciprocalTransform(geometry: geometry, rows: rows, columns: columns, options: options, bricks: cache)
         t.pollsInterruption = false  // polled here, after whole frames, to checkpoint first
-        var out = Outcome(transform: t, slabs: slabs, slabPlanes: slabPlanes)
-        var state = resumed ?? Store.State(slab: 0, next: range.lowerBound, slot: 0)
-        if let r = resumed { out.resumedFrom = (r.slab, r.next) }
-        out.frames = state.frames; out.pixels = state.pixels; out.masked = state.masked; out.outside = state.outside
-        var lastCommit = nxNow(), lastCommitTook = 0.0
-        let total = range.count * slabs
-        var slab = state.slab
-        while slab < slabs {
-            let planes = (slab * slabPlanes)..<min(g.size[2], (slab + 1) * slabPlanes)
-            if slab > 0 || planes.count != t.planes.count { try t.setPlanes(planes) } else { t.resetCounts() }
-            var next = range.lowerBound
-            if let store, state.slab == slab, state.slot != 0 {
-                try store.load(t, slot: state.slot, planes: planes)
-                next = state.next
-            }
-            // stats carried by the state: those of the frames before `next` in this pass
-            let base = (frames: out.frames, pixels: out.pixels, masked: out.masked, outside: out.outside)
-            func current() -> Store.State {
-                var s = Store.State(slab: slab, next: next, slot: state.slot)
-                s.pixels = base.pixels + t.pixelsAdded
-                if slab == 0 { s.frames = base.frames + t.framesAdded; s.masked = base.masked + t.pixelsMasked; s.outside = base.outside + t.pixelsOutside }
-                else { s.frames = base.frames; s.masked = base.masked; s.outside = base.outside }
-                return s
-            }
-            func interruptedMessage(_ next: Int) -> String {
-                guard let output = settings.output else { return "interrupted" }
-                return "interrupted: \(output) holds the transform up to frame \(next) of \(range.upperBound) (l planes \(planes.lowerBound):\(planes.upperBound), slab \(slab + 1) of \(slabs)); run it again with the same options to resume"
-            }
-            func checkpoint() throws {
-                guard let store else { return }
-                let started = nxNow()
-                var s = current()
-                s.slot = state.slot == 1 ? 2 : 1
-                try store.save(t, slot: s.slot, planes: planes)
-                try store.commit(s)
-                state = s
-                out.checkpoints += 1
-                lastCommit = nxNow(); lastCommitTook = lastCommit - started
-            }
-            if next < range.upperBound {
-                let blockRows = try field.blockRows(targetBytes: blockBytes)
-                let blocks = try NXBlocks(field, rows: blockRows, reuse: true, start: next)
-                blockLoop: while let (first, block) = try blocks.next() {
-                    for f in 0..<block.shape[0] {
-                        let z = first + f
-                        if z < next { continue }
-                        if z >= range.upperBound { break blockLoop }
-                        var reach = true
-                        if slab > 0, let b = t.planeBounds(frame: z), b.upperBound < planes.lowerBound || b.lowerBound >= planes.upperBound { reach = false }
-                        if reach {
-                            let frame = try arrayWork { try block.view(Selection([.range(.int(f), .int(f + 1), 1)])) }
-                            var m: NDArray?
-                            if let mask3d {
-                                guard case .array(let a) = try mask3d.read(Selection([.range(.int(z), .int(z + 1), 1)])) else {
-                                    throw CrystalError("\(mask3d.location): \(mask3d.path): the 3-D mask must be numeric")
-                                }
-                                m = a
-                            } else if let ma = mask3dArray {
-                                m = try arrayWork { try ma.view(Selection([.range(.int(z), .int(z + 1), 1)])) }
-                            }
-                            try t.add(frame, firstFrame: z, mask3d: m)
-                            out.framesMapped += 1
-                        } else {
-                            out.framesSkipped += 1
-                        }
-                        next = z + 1
-                        let stop = Interruption.isRequested || shouldStop?() == true
-                        if stop {
-                            if store != nil { try checkpoint() }
-                            throw CrystalError(interruptedMessage(next))
-                        }
-                        if store != nil, next < range.upperBound {
-                            let now = nxNow()
-                            if settings.checkpointSeconds == 0
-                                || (now - lastCommit >= settings.checkpointSeconds && now - lastCommit >= 4 * lastCommitTook) { try checkpoint() }
-                        }
-                    }
-                    do {
-                        try progress?(slab * range.count + (next - range.lowerBound), total)
-                    } catch {
-                        // the bar stops on Ctrl-C: checkpoint first, and say how to resume
-                        guard Interruption.isRequested || shouldStop?() == true else { throw error }
-                        if store != nil { try checkpoint() }
-                        throw CrystalError(interruptedMessage(next))
-                    }
-                }
-            }
-            let s = current()
-            out.frames = s.frames; out.pixels = s.pixels; out.masked = s.masked; out.outside = s.outside
-            if let store {
-                // the finished slab into its place: never over the valid checkpoint
-                if state.slab == slab && state.slot == 1 {
-                    var c = s; c.slot = 2
-                    try store.save(t, slot: 2, planes: planes)
-                    try store.commit(c)
-                    state = c
-                }
-                try store.save(t, slot: 1, planes: planes)
-                var done = Store.State(slab: slab + 1, next: range.lowerBound, slot: 0)
-                done.frames = s.frames; done.pixels = s.pixels; done.masked = s.masked; done.outside = s.outside
-                try store.commit(done)
-                state = done
-                lastCommit = nxNow()
-            }
-            slab += 1
+        var out = Outcome(transform: t, bricks: layout?.count ?? 0, bricksHeld: cache?.capacity ?? 0)
+        if resumed { out.resumedFrom = state.next }
+        let base = state
+        var next = state.next
+        func current() -> Store.State {
+            var s = Store.State(next: next)
+            s.frames = base.frames + t.framesAdded; s.pixels = base.pixels + t.pixelsAdded
+            s.masked = base.masked + t.pixelsMasked; s.outside = base.outside + t.pixelsOutside
+            return s
         }
+        var lastCommit = nxNow(), lastCommitTook = 0.0
+        func checkpoint() throws {
+            guard let store, let cache else { return }
+            let started = nxNow()
+            try cache.spillAll()
+            try store.commit(current())
+            out.checkpoints += 1
+            lastCommit = nxNow(); lastCommitTook = lastCommit - started
+        }
+        func interrupted() -> CrystalError {
+            guard let output = settings.output else { return CrystalError("interrupted") }
+            return CrystalError("interrupted: \(output) holds the transform up to frame \(next) of \(range.upperBound); run it again with the same options to resume")
+        }
+        if next < range.upperBound {
+            let blockRows = try field.blockRows(targetBytes: blockBytes)
+            let blocks = try NXBlocks(field, rows: blockRows, reuse: true, start: next)
+            blockLoop: while let (first, block) = try blocks.next() {
+                for f in 0..<block.shape[0] {
+                    let z = first + f
+                    if z < next { continue }
+                    if z >= range.upperBound { break blockLoop }
+                    let frame = try arrayWork { try block.view(Selection([.range(.int(f), .int(f + 1), 1)])) }
+                    var m: NDArray?
+                    if let mask3d {
+                        guard case .array(let a) = try mask3d.read(Selection([.range(.int(z), .int(z + 1), 1)])) else {
+                            throw CrystalError("\(mask3d.location): \(mask3d.path): the 3-D mask must be numeric")
+                        }
+                        m = a
+                    } else if let ma = mask3dArray {
+                        m = try arrayWork { try ma.view(Selection([.range(.int(z), .int(z + 1), 1)])) }
+                    }
+                    try t.add(frame, firstFrame: z, mask3d: m)
+                    next = z + 1
+                    if Interruption.isRequested || shouldStop?() == true {
+                        try checkpoint()
+                        throw interrupted()
+                    }
+                    if store != nil, next < range.upperBound {
+                        let now = nxNow()
+                        if settings.checkpointSeconds == 0
+                            || (now - lastCommit >= settings.checkpointSeconds && now - lastCommit >= 4 * lastCommitTook) { try checkpoint() }
+                    }
+                }
+                do {
+                    try progress?(next - range.lowerBound, range.count)
+                } catch {
+                    // the bar stops on Ctrl-C: checkpoint first, and say how to resume
+                    guard Interruption.isRequested || shouldStop?() == true else { throw error }
+                    try checkpoint()
+                    throw interrupted()
+                }
+            }
+        }
+        try checkpoint()
+        let s = current()
+        out.frames = s.frames; out.pixels = s.pixels; out.masked = s.masked; out.outside = s.outside
+        out.evictions = cache?.evictions ?? 0
         try store?.finish()
         return out
     }
@@ -269,36 +255,48 @@ public final class TransformJob {
         return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
     }
 
-    /// The output file and its side file of checkpoints.
+    /// The output file and its side file: bricks' totals waiting to be copied into it.
     final class Store {
         struct State {
-            var slab: Int, next: Int, slot: Int  // slot 0: no partial sum, 1: in data/weights, 2: in the side file
+            var next: Int
             var frames = 0, pixels = 0, masked = 0, outside = 0
-            init(slab: Int, next: Int, slot: Int) { self.slab = slab; self.next = next; self.slot = slot }
-            var values: [Double] { [Double(slab), Double(next), Double(slot), Double(frames), Double(pixels), Double(masked), Double(outside), 0] }
+            init(next: Int) { self.next = next }
+            /// phase 0: data and weights hold the totals up to next; 1: `pending` bricks of the
+            /// side file (listed after the bricks) must be copied into them first.
+            func values(phase: Int, pending: Int) -> [Double] {
+                [Double(phase), Double(next), Double(pending), Double(frames), Double(pixels), Double(masked), Double(outside), 0]
+            }
         }
 
         let file: NXFile
         let path: String
         let data: NXField, weights: NXField
         let stateField: NXField
-        let slabPlanes: Int
-        let planeCount: Int  // doubles per l plane
+        let layout: BrickLayout
         let sidePath: String
         var side: Int32 = -1
+        /// Bricks whose current total is in the side file rather than data/weights.
+        var inSide: [Bool]
+        var pending: [Int32] = []
+        /// One slot's worth of doubles (v then n) for reading and adding a brick.
+        let scratch: UnsafeMutablePointer<Double>
 
-        init(file: NXFile, path: String, data: NXField, weights: NXField, state: NXField, slabPlanes: Int, planeCount: Int) {
+        init(file: NXFile, path: String, data: NXField, weights: NXField, state: NXField, layout: BrickLayout) {
             self.file = file; self.path = path; self.data = data; self.weights = weights; self.stateField = state
-            self.slabPlanes = slabPlanes; self.planeCount = planeCount; self.sidePath = path + ".partial"
+            self.layout = layout; self.sidePath = path + ".partial"
+            inSide = [Bool](repeating: false, count: layout.count)
+            scratch = .allocate(capacity: BrickCache.slotDoubles)
         }
 
+        deinit { scratch.deallocate() }
+
         static let progressName = "transform_progress"
+        static let slotBytes = BrickCache.slotDoubles * 8
 
         /// Opens an interrupted transform of the same options to resume, or makes the file anew.
-        static func open(_ path: String, entry: String, grid g: ReciprocalGrid, geometry: CrystalGeometry, record: Record,
-                         slabPlanes: Int, resume: Bool, command: String) throws -> (Store, State?) {
-            let planeCount = g.size[0] * g.size[1]
-            if resume, access(path, F_OK) == 0, let found = try resumable(path, entry: entry, record: record, planeCount: planeCount) {
+        static func open(_ path: String, entry: String, grid g: ReciprocalGrid, layout: BrickLayout, geometry: CrystalGeometry, record: Record,
+                         resume: Bool, command: String) throws -> (Store, State?) {
+            if resume, access(path, F_OK) == 0, let found = try resumable(path, entry: entry, record: record, layout: layout) {
                 return found
             }
             unlink(path + ".partial")
@@ -311,11 +309,10 @@ public final class TransformJob {
                 guard let e = try file.root.resolve(entry) as? NXGroup else { throw CrystalError("\(path): no \(entry) after writing it") }
                 let p = try e.makeGroup(progressName, nxclass: "NXcollection")
                 for (k, v) in record.entries { try p.setAttribute(k, .string(v)) }
-                try p.setAttribute("slab_planes", .array(try arrayWork { try NDArray.full([], Double(slabPlanes)) }))
-                try p.setAttribute("description", .string("state: slab, next frame, slot (0 none, 1 data/weights, 2 the side file .partial), frames, pixels, masked, outside of the transform so far; complete when slab = ceil(l planes / slab_planes)"))
-                let st = try p.makeField("state", value: .array(try arrayWork { try NDArray.from(State(slab: 0, next: -1, slot: 0).values, shape: [8]) }))
+                try p.setAttribute("description", .string("state: phase (0: data/weights hold the transform up to the next frame; 1: first copy the bricks listed in the side file <output>.partial), next frame, bricks listed, frames, pixels, masked, outside of the transform so far; complete when next is the end of the frames and phase 0"))
+                let st = try p.makeField("state", value: .array(try arrayWork { try NDArray.from(State(next: -1).values(phase: 0, pending: 0), shape: [8]) }))
                 try file.flush()
-                return (Store(file: file, path: path, data: vf, weights: nf, state: st, slabPlanes: slabPlanes, planeCount: planeCount), nil)
+                return (Store(file: file, path: path, data: vf, weights: nf, state: st, layout: layout), nil)
             } catch {
                 try? file.close()
                 throw error
@@ -323,7 +320,7 @@ public final class TransformJob {
         }
 
         /// An interrupted transform in `path` (nil if it holds none, or a finished one); refused when its options differ.
-        static func resumable(_ path: String, entry: String, record: Record, planeCount: Int) throws -> (Store, State?)? {
+        static func resumable(_ path: String, entry: String, record: Record, layout: BrickLayout) throws -> (Store, State?)? {
             // a file that is not ours (or damaged) is overwritten as before only if it holds no progress record
             guard let probe = try? NXFile(path: path, mode: .read) else { return nil }
             let progressPath = "/\(entry)/\(progressName)"
@@ -332,9 +329,7 @@ public final class TransformJob {
                 try? probe.close(); return nil
             }
             let v = a.doubles()
-            let planesAttr: Double? = { if case .array(let x)? = try? p.attribute("slab_planes") { return x.doubles().first }; return nil }()
-            guard v.count == 8, let sp = planesAttr.map({ Int($0) }), sp > 0 else { try? probe.close(); return nil }
-            let slabs = { (l: Int) in (l + sp - 1) / sp }
+            guard v.count == 8 else { try? probe.close(); return nil }
             for (k, want) in record.entries {
                 let have: String? = { if case .strings(let s, _)? = try? p.attribute(k) { return s.first }; return nil }()
                 if have != want {
@@ -345,6 +340,12 @@ public final class TransformJob {
                 }
             }
             try probe.close()
+            var state = State(next: Int(v[1]))
+            state.frames = Int(v[3]); state.pixels = Int(v[4]); state.masked = Int(v[5]); state.outside = Int(v[6])
+            let phase = Int(v[0]), listed = Int(v[2])
+            let frames = record.entries.first { $0.0 == "frames" }.map { $0.1.split(separator: ":").compactMap { Int($0) } } ?? []
+            let finished = frames.count == 2 && state.next >= frames[1] && phase == 0
+            if state.next < 0 || finished { return nil }  // never started, or finished: anew
             let file = try NXFile(path: path, mode: .readWrite)
             do {
                 guard let d = try file.root.resolve("/\(entry)/transform/data") as? NXField,
@@ -352,13 +353,18 @@ public final class TransformJob {
                       let st = try file.root.resolve("\(progressPath)/state") as? NXField else {
                     throw CrystalError("\(path): /\(entry)/transform: data and weights are missing beside \(progressPath)")
                 }
-                let lPlanes = try d.shape.first ?? 0
-                var state = State(slab: Int(v[0]), next: Int(v[1]), slot: Int(v[2]))
-                state.frames = Int(v[3]); state.pixels = Int(v[4]); state.masked = Int(v[5]); state.outside = Int(v[6])
-                let store = Store(file: file, path: path, data: d, weights: w, state: st, slabPlanes: sp, planeCount: planeCount)
-                if state.next < 0 || state.slab >= slabs(lPlanes) {  // never started, or finished: anew
-                    try? file.close()
-                    return nil
+                let store = Store(file: file, path: path, data: d, weights: w, state: st, layout: layout)
+                if phase == 1 {  // killed while copying a checkpoint in: finish that first
+                    try store.openSide()
+                    var ids = [Int64](repeating: -1, count: listed)
+                    try ids.withUnsafeMutableBytes { try store.readSide($0.baseAddress!, count: $0.count, at: store.listOffset) }
+                    guard ids.allSatisfy({ $0 >= 0 && $0 < layout.count }) else {
+                        throw CrystalError("\(store.sidePath): the transform's checkpoint lists bricks outside the grid: delete \(path) and \(store.sidePath) to start anew")
+                    }
+                    store.pending = ids.map { Int32($0) }
+                    try store.copyIn()
+                    try store.commit(state, copying: false)
+                    store.clearPending()
                 }
                 return (store, state)
             } catch {
@@ -367,65 +373,101 @@ public final class TransformJob {
             }
         }
 
+        var listOffset: Int { layout.count * Store.slotBytes }
+
         func openSide() throws {
             guard side < 0 else { return }
             side = Glibc.open(sidePath, O_RDWR | O_CREAT, 0o644)
             guard side >= 0 else { throw CrystalError("\(sidePath): cannot open the transform's checkpoint file: \(String(cString: strerror(errno)))") }
         }
 
-        /// Writes the slab's v and n into a slot.
-        func save(_ t: ReciprocalTransform, slot: Int, planes: Range<Int>) throws {
-            let count = planes.count * planeCount
-            if slot == 1 {
-                let sel = Selection([.range(.int(planes.lowerBound), .int(planes.upperBound), 1)])
-                try data.write(.array(t.v), at: sel)
-                try weights.write(.array(t.n), at: sel)
-                try file.flush()
-            } else {
-                try openSide()
-                for (k, a) in [t.v, t.n].enumerated() {
-                    var done = 0
-                    let bytes = count * 8
-                    let base = UnsafeRawPointer(a.base(Double.self))
-                    while done < bytes {
-                        let r = pwrite(side, base + done, bytes - done, off_t(k * bytes + done))
-                        if r < 0 && errno == EINTR { continue }
-                        guard r > 0 else { throw CrystalError("\(sidePath): cannot write the transform's checkpoint: \(String(cString: strerror(errno)))") }
-                        done += r
-                    }
+        func writeSide(_ p: UnsafeRawPointer, count: Int, at offset: Int) throws {
+            try sideIO(UnsafeMutableRawPointer(mutating: p), count: count, at: offset, write: true)
+        }
+
+        func readSide(_ p: UnsafeMutableRawPointer, count: Int, at offset: Int) throws {
+            try sideIO(p, count: count, at: offset, write: false)
+        }
+
+        /// Reads or writes all `count` bytes of the side file at `offset`.
+        private func sideIO(_ p: UnsafeMutableRawPointer, count: Int, at offset: Int, write: Bool) throws {
+            try openSide()
+            var done = 0
+            while done < count {
+                let at = off_t(offset + done)
+                let r = write ? pwrite(side, p + done, count - done, at) : pread(side, p + done, count - done, at)
+                if r < 0 && errno == EINTR { continue }
+                guard r > 0 else {
+                    let why = r < 0 ? String(cString: strerror(errno)) : "ends early"
+                    throw CrystalError(write ? "\(sidePath): cannot write the transform's checkpoint: \(why)"
+                        : "\(sidePath): the transform's checkpoint is short or unreadable (\(why)): delete \(path) and \(sidePath) to start anew")
                 }
+                done += r
             }
         }
 
-        /// Reads a slot back into the slab's v and n.
-        func load(_ t: ReciprocalTransform, slot: Int, planes: Range<Int>) throws {
-            let count = planes.count * planeCount
-            if slot == 1 {
-                let sel = Selection([.range(.int(planes.lowerBound), .int(planes.upperBound), 1)])
-                for (target, f) in [(t.v, data), (t.n, weights)] {
+        func selection(_ b: Int) -> (Selection, [Int]) {
+            let (start, extent) = layout.box(b)
+            let sel = Selection((0..<3).reversed().map { .range(.int(start[$0]), .int(start[$0] + extent[$0]), 1) })
+            return (sel, extent)
+        }
+
+        /// Adds a brick's sums to its total (in the side file, or else in data/weights) and
+        /// puts the new total in the side file: data and weights stay as the last checkpoint left them.
+        func spill(_ b: Int, _ sums: UnsafeMutablePointer<Double>) throws {
+            let count = BrickCache.slotDoubles
+            if inSide[b] {
+                try readSide(scratch, count: Store.slotBytes, at: b * Store.slotBytes)
+            } else {
+                memset(scratch, 0, Store.slotBytes)
+                let (sel, extent) = selection(b)
+                for (k, f) in [data, weights].enumerated() {
                     let a = try ReciprocalTransform.doubles(f, sel)
-                    guard a.count == count else { throw CrystalError("\(path): \(f.path): \(a.count) values for l planes \(planes.lowerBound):\(planes.upperBound), expected \(count)") }
-                    memcpy(target.base(Double.self), a.base(Double.self), count * 8)
-                }
-            } else {
-                try openSide()
-                for (k, a) in [t.v, t.n].enumerated() {
-                    var done = 0
-                    let bytes = count * 8
-                    let base = UnsafeMutableRawPointer(a.base(Double.self))
-                    while done < bytes {
-                        let r = pread(side, base + done, bytes - done, off_t(k * bytes + done))
-                        if r < 0 && errno == EINTR { continue }
-                        guard r > 0 else { throw CrystalError("\(sidePath): the transform's checkpoint is short or unreadable (\(r < 0 ? String(cString: strerror(errno)) : "ends early")): delete \(path) and \(sidePath) to start anew") }
-                        done += r
-                    }
+                    BrickCache.add(compact: a.base(Double.self), to: scratch + k * BrickLayout.slotVoxels, extent: extent)
                 }
             }
+            for i in 0..<count { scratch[i] += sums[i] }
+            try writeSide(scratch, count: Store.slotBytes, at: b * Store.slotBytes)
+            if !inSide[b] { inSide[b] = true; pending.append(Int32(b)) }
         }
 
-        /// Records the state (one small write in place), after the slot it names was flushed.
+        /// Copies the pending bricks' totals from the side file into data and weights, and flushes.
+        func copyIn() throws {
+            for b in pending {
+                try readSide(scratch, count: Store.slotBytes, at: Int(b) * Store.slotBytes)
+                let (sel, extent) = selection(Int(b))
+                for (k, f) in [data, weights].enumerated() {
+                    let a = try arrayWork { try NDArray(uninitialized: [extent[2], extent[1], extent[0]], dtype: .float64) }
+                    BrickCache.compact(scratch + k * BrickLayout.slotVoxels, into: a.base(Double.self), extent: extent)
+                    try f.write(.array(a), at: sel)
+                }
+            }
+            try file.flush()
+        }
+
+        /// A checkpoint, once every brick with sums was spilled: lists the pending bricks,
+        /// commits (copying), copies them in, commits (done).
         func commit(_ s: State) throws {
-            try stateField.write(.array(try arrayWork { try NDArray.from(s.values, shape: [8]) }), at: nil)
+            if !pending.isEmpty {
+                let ids = pending.map { Int64($0) }
+                try ids.withUnsafeBytes { try writeSide($0.baseAddress!, count: $0.count, at: listOffset) }
+                try commit(s, copying: true)
+                try copyIn()
+            }
+            try commit(s, copying: false)
+            clearPending()
+        }
+
+        func clearPending() {
+            for b in pending { inSide[Int(b)] = false }
+            pending.removeAll(keepingCapacity: true)
+            if side >= 0 { _ = ftruncate(side, 0) }  // the totals are in the output now
+        }
+
+        /// Records the state (one small write in place) and flushes.
+        func commit(_ s: State, copying: Bool) throws {
+            let values = s.values(phase: copying ? 1 : 0, pending: copying ? pending.count : 0)
+            try stateField.write(.array(try arrayWork { try NDArray.from(values, shape: [8]) }), at: nil)
             try file.flush()
         }
 

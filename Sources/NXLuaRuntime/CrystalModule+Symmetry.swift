@@ -36,10 +36,17 @@ extension CrystalModule {
         for key in ["v", "n"] {
             defer { lua.pop() }
             _ = lua.rawGet(at: i, key: key)
-            guard let a = ArrayModule.cls.object(at: lua.absIndex(-1), in: lua) else {
-                throw LuaError.argument(i, "a transform table needs \(key) (an ndarray), as crystal.transform returns")
+            if let a = ArrayModule.cls.object(at: lua.absIndex(-1), in: lua) {
+                arrays.append(a.array)
+            } else if let f = NeXusModule.readableField(at: lua.absIndex(-1), in: lua) {
+                // with an output, crystal.transform's v and n are the output's fields
+                guard case .array(let a) = try wrap({ try f.read(nil) }) else {
+                    throw LuaError.runtime("\(f.location): \(f.path): \(key) of a transform must be numeric")
+                }
+                arrays.append(try wrap { try a.contiguous(as: .float64) })
+            } else {
+                throw LuaError.argument(i, "a transform table needs \(key) (an ndarray or a field), as crystal.transform returns")
             }
-            arrays.append(a.array)
         }
         defer { lua.pop() }
         guard lua.rawGet(at: i, key: "grid") == .table else { throw LuaError.argument(i, "a transform table needs its grid {origin, step, size}") }

@@ -43,6 +43,30 @@ extension CrystalModule {
         return a.doubles()
     }
 
+    /// The grid option of crystal.transform and crystal.transformer, NXRefine's default without it.
+    static func gridOption(_ call: LuaCall, _ t: Options?, geometry: CrystalGeometry, rows: Int, columns: Int) throws -> ReciprocalGrid {
+        let lua = call.lua
+        if let t, lua.rawGet(at: t.index, key: "grid") != .nil {
+            defer { lua.pop() }
+            return try CrystalModule.grid(call, lua.absIndex(-1))
+        }
+        if t != nil { lua.pop() }
+        return try wrap { try ReciprocalGrid.nxrefineDefault(geometry: geometry, rows: rows, columns: columns) }
+    }
+
+    /// The per-pixel options crystal.transform and crystal.transformer share.
+    static func corrections(_ t: Options, into o: inout ReciprocalTransform.Options, argument: Int32) throws {
+        o.frameWeights = try perFrame(t, "weights")
+        o.monitor = try perFrame(t, "monitor")
+        o.transmission = try t.number("transmission") ?? 1
+        o.polarization = try t.number("polarization")
+        o.maxValue = try t.number("max_value")
+        if let k = try t.integer("oversample") {
+            guard k >= 1, k <= 16 else { throw LuaError.argument(argument, "oversample must be an integer from 1 to 16, got \(k)") }
+            o.oversample = k
+        }
+    }
+
     /// The frames' entry (the NXentry above the field), for its defaults.
     static func entryGroup(of f: NXField) -> NXGroup? {
         var node: NXNode = f
@@ -68,15 +92,18 @@ extension CrystalModule {
         (1), polarization (nil: none; 0.99 divides by the factor of a horizontally polarized
         beam), max_value (pixels at or above are left out; negative pixels and the integer
         maximum always are), frames {first, last} (0-based, last excluded), block_mb (64),
-        memory ("2GB" or bytes: above it the grid goes slab by slab of l through output),
+        memory ("2GB" or bytes: the bound; with output the grid is held as bricks of 32^3 voxels,
+        as many as fit, the others in the output; without, a grid above it is refused),
         checkpoint (30 s between checkpoints of output; 0 after every frame), resume (true: an
         interrupted transform in output with the same options continues; false starts anew),
         oversample (n: n x n sub-pixels per pixel, each I / n^2 and w / n^2).
         Per pixel of weight w (the frame's): v += I w / (monitor x transmission x polarization),
-        n += w. result: {v = ndarray (l, k, h), n = ndarray, grid = {origin, step, size, stop},
-        frames, pixels (added), masked, outside (beyond the grid), seconds, output, slabs, slab_planes,
-        checkpoints, skipped (frame passes skipped as out of a slab's reach), resumed {slab, frame}}.
-        With more than one slab, v and n are the output's fields. Ctrl-C checkpoints the output
+        n += w. result: {v, n (l, k, h): with output the output's fields entry/transform/data and
+        weights (lazy, as nxload gives them), without it ndarrays; grid = {origin, step, size,
+        stop}, frames, pixels (added), masked, outside (beyond the grid), seconds, output, bricks
+        (of the grid, 0 in memory), bricks_held (at most at once), evictions (bricks pushed out
+        to the output to make room), checkpoints, resumed (the frame it went on from)}. Ctrl-C
+        checkpoints the output
         and stops (rerun to resume); a bar shows on a terminal.
         """) { call in
             let lua = call.lua
@@ -111,15 +138,7 @@ extension CrystalModule {
             if geometry.unitCell == nil || geometry.orientationMatrix == nil {
                 throw LuaError.runtime("crystal.transform: the geometry needs a unit cell and an orientation matrix U (crystal.orient finds U), got \(geometry.unitCell == nil ? "no cell" : "no U")")
             }
-            var grid: ReciprocalGrid
-            if let t, lua.rawGet(at: t.index, key: "grid") != .nil {
-                defer { lua.pop() }
-                grid = try CrystalModule.grid(call, lua.absIndex(-1))
-            } else {
-                if t != nil { lua.pop() }
-                grid = try wrap { try ReciprocalGrid.nxrefineDefault(geometry: geometry, rows: shape[1], columns: shape[2]) }
-            }
-            var o = ReciprocalTransform.Options(grid: grid)
+            var o = ReciprocalTransform.Options(grid: try gridOption(call, t, geometry: geometry, rows: shape[1], columns: shape[2]))
             if let m = try mask(t, for: f) {
                 guard m.shape == [shape[1], shape[2]] else {
                     throw LuaError.runtime("\(f.file.path): \(f.path): the pixel mask has shape \(NDArray.describe(m.shape)), the frames (\(shape[1]), \(shape[2]))")
@@ -139,11 +158,7 @@ extension CrystalModule {
                     }
                 }
                 lua.pop()
-                o.frameWeights = try perFrame(t, "weights")
-                o.monitor = try perFrame(t, "monitor")
-                o.transmission = try t.number("transmission") ?? 1
-                o.polarization = try t.number("polarization")
-                o.maxValue = try t.number("max_value")
+                try corrections(t, into: &o, argument: 2)
                 frames = try frameRange(t)
                 blockMB = try t.integer("block_mb") ?? 64
                 guard blockMB >= 1 else { throw LuaError.argument(2, "block_mb must be >= 1, got \(blockMB)") }
@@ -165,10 +180,6 @@ extension CrystalModule {
                 }
                 if lua.rawGet(at: t.index, key: "resume") == .boolean { settings.resume = lua.toBoolean(at: -1) }
                 lua.pop()
-                if let k = try t.integer("oversample") {
-                    guard k >= 1, k <= 16 else { throw LuaError.argument(2, "oversample must be an integer from 1 to 16, got \(k)") }
-                    o.oversample = k
-                }
             }
             if o.frameWeights == nil, let e = entryGroup(of: f),
                let w = try wrap({ try e.resolve("data/monitor_weight") }) as? NXField,
@@ -204,11 +215,8 @@ extension CrystalModule {
             try LuaInterrupt.check()
             let seconds = nxTime() - started
             lua.newTable(recordCount: 14)
-            if outcome.slabs == 1 {
-                try ArrayModule.push(result.v, lua, view: true); lua.rawSet(at: -2, key: "v")
-                try ArrayModule.push(result.n, lua, view: true); lua.rawSet(at: -2, key: "n")
-            } else if let output {
-                // out of core: the fields of the output (read lazily, slab by slab)
+            if let output {
+                // as nexusformat's nxload(output).entry.transform: the fields, read lazily
                 let file = try wrap { try NXFile(path: output, mode: .read) }
                 for (key, name) in [("v", "data"), ("n", "weights")] {
                     guard let fld = try wrap({ try file.root.resolve("/\(entryName)/transform/\(name)") }) else {
@@ -216,22 +224,20 @@ extension CrystalModule {
                     }
                     NeXusModule.pushReadable(fld, lua); lua.rawSet(at: -2, key: key)
                 }
+            } else {
+                try ArrayModule.push(result.v, lua, view: true); lua.rawSet(at: -2, key: "v")
+                try ArrayModule.push(result.n, lua, view: true); lua.rawSet(at: -2, key: "n")
             }
             pushGrid(result.grid, lua); lua.rawSet(at: -2, key: "grid")
             lua.push(outcome.frames); lua.rawSet(at: -2, key: "frames")
             lua.push(outcome.pixels); lua.rawSet(at: -2, key: "pixels")
             lua.push(outcome.masked); lua.rawSet(at: -2, key: "masked")
             lua.push(outcome.outside); lua.rawSet(at: -2, key: "outside")
-            lua.push(outcome.slabs); lua.rawSet(at: -2, key: "slabs")
-            lua.push(outcome.slabPlanes); lua.rawSet(at: -2, key: "slab_planes")
+            lua.push(outcome.bricks); lua.rawSet(at: -2, key: "bricks")
+            lua.push(outcome.bricksHeld); lua.rawSet(at: -2, key: "bricks_held")
+            lua.push(outcome.evictions); lua.rawSet(at: -2, key: "evictions")
             lua.push(outcome.checkpoints); lua.rawSet(at: -2, key: "checkpoints")
-            lua.push(outcome.framesSkipped); lua.rawSet(at: -2, key: "skipped")
-            if let r = outcome.resumedFrom {
-                lua.newTable(recordCount: 2)
-                lua.push(r.slab); lua.rawSet(at: -2, key: "slab")
-                lua.push(r.frame); lua.rawSet(at: -2, key: "frame")
-                lua.rawSet(at: -2, key: "resumed")
-            }
+            if let r = outcome.resumedFrom { lua.push(r); lua.rawSet(at: -2, key: "resumed") }
             lua.push(seconds); lua.rawSet(at: -2, key: "seconds")
             if let output { lua.push(output); lua.rawSet(at: -2, key: "output") }
             return 1
@@ -380,15 +386,7 @@ extension CrystalModule {
                 try call.options(4, known: ["grid", "mask", "weights", "monitor", "transmission", "polarization", "max_value", "oversample"])
                 t = Options(call: call, index: lua.absIndex(4))
             }
-            var grid: ReciprocalGrid
-            if let t, lua.rawGet(at: t.index, key: "grid") != .nil {
-                defer { lua.pop() }
-                grid = try CrystalModule.grid(call, lua.absIndex(-1))
-            } else {
-                if t != nil { lua.pop() }
-                grid = try wrap { try ReciprocalGrid.nxrefineDefault(geometry: geometry, rows: rows, columns: cols) }
-            }
-            var o = ReciprocalTransform.Options(grid: grid)
+            var o = ReciprocalTransform.Options(grid: try gridOption(call, t, geometry: geometry, rows: rows, columns: cols))
             if let t {
                 if let m = try t.array("mask") {
                     guard m.shape == [rows, cols] else {
@@ -396,15 +394,7 @@ extension CrystalModule {
                     }
                     o.mask = m.doubles().map { $0 != 0 ? 1 : 0 }
                 }
-                o.frameWeights = try perFrame(t, "weights")
-                o.monitor = try perFrame(t, "monitor")
-                o.transmission = try t.number("transmission") ?? 1
-                o.polarization = try t.number("polarization")
-                o.maxValue = try t.number("max_value")
-                if let k = try t.integer("oversample") {
-                    guard k >= 1, k <= 16 else { throw LuaError.argument(4, "oversample must be an integer from 1 to 16, got \(k)") }
-                    o.oversample = k
-                }
+                try corrections(t, into: &o, argument: 4)
             }
             let tr = try wrap { try ReciprocalTransform(geometry: geometry, rows: rows, columns: cols, options: o) }
             tr.shouldStop = { LuaInterrupt.isPending }
