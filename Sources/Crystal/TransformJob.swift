@@ -199,6 +199,12 @@ public final class TransformJob {
     /// The first frame not in yet (frames.upperBound when all are).
     public var nextFrame: Int { next }
 
+    /// Frames, pixels added, masked and outside so far, with those in the output before a resume.
+    public var counts: (frames: Int, pixels: Int, masked: Int, outside: Int) {
+        let s = current()
+        return (s.frames, s.pixels, s.masked, s.outside)
+    }
+
     private func current() -> Store.State {
         var s = Store.State(next: next)
         s.frames = base.frames + transform.framesAdded; s.pixels = base.pixels + transform.pixelsAdded

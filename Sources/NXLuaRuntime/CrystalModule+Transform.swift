@@ -345,7 +345,7 @@ extension CrystalModule {
         v and n the output's fields with output, ndarrays without); it takes no frames after.
         t:write(file [, entry]) writes entry/transform in NXRefine's layout (file opened "w" or "rw";
         in memory only). t.v, t.n (ndarrays (l, k, h), in memory only), t.grid, t.frames, t.pixels,
-        t.masked, t.outside (of this process), t.skipped, t.resumed (the first frame not in when
+        t.masked, t.outside (so far, with those in the output before a resume), t.skipped, t.resumed (the first frame not in when
         it resumed an output), t.next (the first frame not in), t.output.
         """,
         methods: [
@@ -382,10 +382,10 @@ extension CrystalModule {
             case "v": try ArrayModule.push(t.v, lua, view: true)
             case "n": try ArrayModule.push(t.n, lua, view: true)
             case "grid": pushGrid(t.grid, lua)
-            case "frames": lua.push(t.framesAdded)
-            case "pixels": lua.push(t.pixelsAdded)
-            case "masked": lua.push(t.pixelsMasked)
-            case "outside": lua.push(t.pixelsOutside)
+            case "frames": lua.push(box.job.counts.frames)
+            case "pixels": lua.push(box.job.counts.pixels)
+            case "masked": lua.push(box.job.counts.masked)
+            case "outside": lua.push(box.job.counts.outside)
             case "skipped": lua.push(box.job.outcome.skipped)
             case "next": lua.push(box.job.nextFrame)
             case "resumed":
@@ -401,7 +401,7 @@ extension CrystalModule {
         describe: { box in
             let t = box.transform
             let where_ = box.job.settings.output.map { " (bricks, output \($0))" } ?? ""
-            return "crystal.Transformer: \(t.framesAdded) frames of \(t.rows) x \(t.columns) into \(t.grid.size[0]) x \(t.grid.size[1]) x \(t.grid.size[2]) voxels\(where_)"
+            return "crystal.Transformer: \(box.job.counts.frames) frames of \(t.rows) x \(t.columns) into \(t.grid.size[0]) x \(t.grid.size[1]) x \(t.grid.size[2]) voxels\(where_)"
         })
 
     static let transformerFunction = LuaFunctionDecl(
