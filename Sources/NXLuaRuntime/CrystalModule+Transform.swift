@@ -238,15 +238,10 @@ extension CrystalModule {
             try ArrayModule.push(result.n, lua, view: true); lua.rawSet(at: -2, key: "n")
         }
         pushGrid(result.grid, lua); lua.rawSet(at: -2, key: "grid")
-        lua.push(outcome.frames); lua.rawSet(at: -2, key: "frames")
-        lua.push(outcome.pixels); lua.rawSet(at: -2, key: "pixels")
-        lua.push(outcome.masked); lua.rawSet(at: -2, key: "masked")
-        lua.push(outcome.outside); lua.rawSet(at: -2, key: "outside")
-        lua.push(outcome.bricks); lua.rawSet(at: -2, key: "bricks")
-        lua.push(outcome.bricksHeld); lua.rawSet(at: -2, key: "bricks_held")
-        lua.push(outcome.evictions); lua.rawSet(at: -2, key: "evictions")
-        lua.push(outcome.checkpoints); lua.rawSet(at: -2, key: "checkpoints")
-        lua.push(outcome.skipped); lua.rawSet(at: -2, key: "skipped")
+        let counts = [("frames", outcome.frames), ("pixels", outcome.pixels), ("masked", outcome.masked), ("outside", outcome.outside),
+                      ("bricks", outcome.bricks), ("bricks_held", outcome.bricksHeld), ("evictions", outcome.evictions),
+                      ("checkpoints", outcome.checkpoints), ("skipped", outcome.skipped)]
+        for (key, n) in counts { lua.push(n); lua.rawSet(at: -2, key: key) }
         if let r = outcome.resumedFrom { lua.push(r); lua.rawSet(at: -2, key: "resumed") }
         lua.push(seconds); lua.rawSet(at: -2, key: "seconds")
         if let output = settings.output { lua.push(output); lua.rawSet(at: -2, key: "output") }
