@@ -96,11 +96,12 @@ public final class BrickCache: @unchecked Sendable {
         var free: [Int] = []
         let fresh = min(missing.count, capacity - used)
         free.append(contentsOf: used..<(used + fresh))
+        let before = used
         used += fresh
         peakSlots = max(peakSlots, used)
         if free.count < missing.count {
-            // the least recently used slots this frame does not need
-            let candidates = (0..<used).filter { lastUsed[$0] < tick }.sorted { lastUsed[$0] < lastUsed[$1] }
+            // the least recently used slots this frame does not need (not the fresh ones just taken)
+            let candidates = (0..<before).filter { lastUsed[$0] < tick }.sorted { lastUsed[$0] < lastUsed[$1] }
             for s in candidates.prefix(missing.count - free.count) {
                 try release(s)
                 evictions += 1

@@ -253,9 +253,8 @@ public final class ReciprocalTransform: @unchecked Sendable {
         }
     }
 
-    /// Adds frames: `block` is (frames, rows, columns) or one frame, the first of them frame
-    /// `firstFrame` of the scan; `mask3d` (same shape, nonzero = masked) leaves pixels out.
-    public func add(_ block: NDArray, firstFrame: Int, mask3d: NDArray? = nil) throws {
+    /// Refuses a block of frames (and its 3-D mask) that add() cannot take.
+    public func check(_ block: NDArray, firstFrame: Int, mask3d: NDArray?) throws {
         guard block.ndim == 2 || block.ndim == 3, Array(block.shape.suffix(2)) == [rows, columns] else {
             throw CrystalError("frames of shape \(NDArray.describe(block.shape)) cannot be transformed with (\(rows), \(columns)) frames")
         }
@@ -263,6 +262,12 @@ public final class ReciprocalTransform: @unchecked Sendable {
         if let m = mask3d, m.shape != block.shape {
             throw CrystalError("the 3-D mask block has shape \(NDArray.describe(m.shape)), the frames \(NDArray.describe(block.shape))")
         }
+    }
+
+    /// Adds frames: `block` is (frames, rows, columns) or one frame, the first of them frame
+    /// `firstFrame` of the scan; `mask3d` (same shape, nonzero = masked) leaves pixels out.
+    public func add(_ block: NDArray, firstFrame: Int, mask3d: NDArray? = nil) throws {
+        try check(block, firstFrame: firstFrame, mask3d: mask3d)
         let count = block.ndim == 3 ? block.shape[0] : 1
         var a = block.isContiguous ? block : try arrayWork { try block.contiguous() }
         var gap = Double.infinity
@@ -486,56 +491,6 @@ public final class ReciprocalTransform: @unchecked Sendable {
                 }
             }
         }
-    }
-
-    // MARK: streaming a stack
-
-    /// One pass over frames `frames` (nil: all) of a (frames, rows, columns) field, in
-    /// blocks of about `blockBytes` read ahead by a second thread; `mask3d` is a field of the
-    /// same shape read block by block. `progress(done, total)` runs after each block and
-    /// may throw to stop (Ctrl-C).
-    public static func run(_ field: any NXReadableField, geometry: CrystalGeometry, options: Options,
-                           mask3d: (any NXReadableField)? = nil, frames: Range<Int>? = nil, blockBytes: Int = 64 << 20,
-                           shouldStop: (@Sendable () -> Bool)? = nil, progress: ((Int, Int) throws -> Void)? = nil) throws -> ReciprocalTransform {
-        let shape = try field.shape
-        guard shape.count == 3 else {
-            throw CrystalError("\(field.location): \(field.path): frames (frames, rows, columns) are needed, the field has shape \(NDArray.describe(shape))")
-        }
-        if let m = mask3d, try m.shape != shape {
-            throw CrystalError("\(m.location): \(m.path): the 3-D mask must have the frames' shape \(NDArray.describe(shape)), it has \(NDArray.describe(try m.shape))")
-        }
-        if let fw = options.frameWeights, fw.count < shape[0] {
-            throw CrystalError("\(field.location): \(field.path): \(shape[0]) frames but \(fw.count) frame weights")
-        }
-        if let mon = options.monitor, mon.count < shape[0] {
-            throw CrystalError("\(field.location): \(field.path): \(shape[0]) frames but \(mon.count) monitor values")
-        }
-        let range = frames ?? 0..<shape[0]
-        guard range.lowerBound >= 0, range.upperBound <= shape[0], !range.isEmpty else {
-            throw CrystalError("\(field.location): \(field.path): frames \(range.lowerBound):\(range.upperBound) are outside its \(shape[0]) frames")
-        }
-        let t = try ReciprocalTransform(geometry: geometry, rows: shape[1], columns: shape[2], options: options)
-        t.shouldStop = shouldStop
-        let rows = try field.blockRows(targetBytes: blockBytes)
-        let blocks = try NXBlocks(field, rows: rows, reuse: true)
-        while let (first, block) = try blocks.next() {
-            let lo = max(first, range.lowerBound), hi = min(first + block.shape[0], range.upperBound)
-            if lo < hi {
-                let part = lo == first && hi == first + block.shape[0] ? block
-                    : try arrayWork { try block.view(Selection([.range(.int(lo - first), .int(hi - first), 1)])) }
-                var m: NDArray?
-                if let mask3d {
-                    guard case .array(let a) = try mask3d.read(Selection([.range(.int(lo), .int(hi), 1)])) else {
-                        throw CrystalError("\(mask3d.location): \(mask3d.path): the 3-D mask must be numeric")
-                    }
-                    m = a
-                }
-                try t.add(part, firstFrame: lo, mask3d: m)
-            }
-            try progress?(min(first + block.shape[0], range.upperBound) - range.lowerBound, range.count)
-            if first + block.shape[0] >= range.upperBound { break }
-        }
-        return t
     }
 
     // MARK: writing as NXRefine does

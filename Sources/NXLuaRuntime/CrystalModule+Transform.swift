@@ -147,9 +147,6 @@ extension CrystalModule {
             }
             var mask3d: (any NXReadableField)?
             var mask3dArray: NDArray?
-            var frames: Range<Int>?
-            var blockMB = 64
-            var output: String?, entryName = "entry"
             var settings = TransformJob.Settings()
             if let t {
                 if lua.rawGet(at: t.index, key: "mask3d") != .nil {
@@ -159,27 +156,7 @@ extension CrystalModule {
                 }
                 lua.pop()
                 try corrections(t, into: &o, argument: 2)
-                frames = try frameRange(t)
-                blockMB = try t.integer("block_mb") ?? 64
-                guard blockMB >= 1 else { throw LuaError.argument(2, "block_mb must be >= 1, got \(blockMB)") }
-                output = try t.string("output")
-                entryName = try t.string("entry") ?? entryName
-                if lua.rawGet(at: t.index, key: "memory") == .string, let text = lua.toString(at: -1) {
-                    lua.pop()
-                    settings.memoryLimit = try wrap { try TransformJob.parseBytes(text) }
-                } else {
-                    lua.pop()
-                    if let m = try t.number("memory") {
-                        guard m >= 1, m.isFinite else { throw LuaError.argument(2, "memory must be a positive number of bytes or a size like \"2GB\", got \(m)") }
-                        settings.memoryLimit = Int(m)
-                    }
-                }
-                if let c = try t.number("checkpoint") {
-                    guard c >= 0, c.isFinite else { throw LuaError.argument(2, "checkpoint must be seconds >= 0, got \(c)") }
-                    settings.checkpointSeconds = c
-                }
-                if lua.rawGet(at: t.index, key: "resume") == .boolean { settings.resume = lua.toBoolean(at: -1) }
-                lua.pop()
+                settings = try jobSettings(t, argument: 2)
             }
             if o.frameWeights == nil, let e = entryGroup(of: f),
                let w = try wrap({ try e.resolve("data/monitor_weight") }) as? NXField,
@@ -189,12 +166,8 @@ extension CrystalModule {
             if let m = mask3dArray, m.shape != shape {
                 throw LuaError.runtime("mask3d has shape \(NDArray.describe(m.shape)), the frames \(NDArray.describe(shape))")
             }
-            if output != nil, PlotModule.isSandboxed(lua) { throw LuaError.runtime("writing a transform is not available here (no files)") }
+            if settings.output != nil, PlotModule.isSandboxed(lua) { throw LuaError.runtime("writing a transform is not available here (no files)") }
             let started = nxTime()
-            settings.output = output
-            settings.entry = entryName
-            settings.blockBytes = blockMB << 20
-            settings.frames = frames
             settings.command = "nxlua crystal.transform \(f.file.path)#\(f.path) (nxlua \(CoreModule.version))"
             if let mf = mask3d { settings.mask3dName = "\(mf.location)#\(mf.path)" } else if mask3dArray != nil { settings.mask3dName = "an array" }
             let bar = progress("transform", f)
@@ -211,37 +184,68 @@ extension CrystalModule {
             } catch {
                 throw fail(error)
             }
-            let result = outcome.transform
             try LuaInterrupt.check()
-            let seconds = nxTime() - started
-            lua.newTable(recordCount: 14)
-            if let output {
-                // as nexusformat's nxload(output).entry.transform: the fields, read lazily
-                let file = try wrap { try NXFile(path: output, mode: .read) }
-                for (key, name) in [("v", "data"), ("n", "weights")] {
-                    guard let fld = try wrap({ try file.root.resolve("/\(entryName)/transform/\(name)") }) else {
-                        throw LuaError.runtime("\(output): /\(entryName)/transform/\(name): missing after the transform")
-                    }
-                    NeXusModule.pushReadable(fld, lua); lua.rawSet(at: -2, key: key)
-                }
-            } else {
-                try ArrayModule.push(result.v, lua, view: true); lua.rawSet(at: -2, key: "v")
-                try ArrayModule.push(result.n, lua, view: true); lua.rawSet(at: -2, key: "n")
-            }
-            pushGrid(result.grid, lua); lua.rawSet(at: -2, key: "grid")
-            lua.push(outcome.frames); lua.rawSet(at: -2, key: "frames")
-            lua.push(outcome.pixels); lua.rawSet(at: -2, key: "pixels")
-            lua.push(outcome.masked); lua.rawSet(at: -2, key: "masked")
-            lua.push(outcome.outside); lua.rawSet(at: -2, key: "outside")
-            lua.push(outcome.bricks); lua.rawSet(at: -2, key: "bricks")
-            lua.push(outcome.bricksHeld); lua.rawSet(at: -2, key: "bricks_held")
-            lua.push(outcome.evictions); lua.rawSet(at: -2, key: "evictions")
-            lua.push(outcome.checkpoints); lua.rawSet(at: -2, key: "checkpoints")
-            if let r = outcome.resumedFrom { lua.push(r); lua.rawSet(at: -2, key: "resumed") }
-            lua.push(seconds); lua.rawSet(at: -2, key: "seconds")
-            if let output { lua.push(output); lua.rawSet(at: -2, key: "output") }
+            try pushOutcome(outcome, settings: settings, seconds: nxTime() - started, lua)
             return 1
         }
+
+    /// The options crystal.transform and crystal.transformer share for the job: output,
+    /// entry, memory, checkpoint, resume, frames, block_mb.
+    static func jobSettings(_ t: Options, argument: Int32) throws -> TransformJob.Settings {
+        let lua = t.call.lua
+        var settings = TransformJob.Settings()
+        settings.frames = try frameRange(t)
+        let blockMB = try t.integer("block_mb") ?? 64
+        guard blockMB >= 1 else { throw LuaError.argument(argument, "block_mb must be >= 1, got \(blockMB)") }
+        settings.blockBytes = blockMB << 20
+        settings.output = try t.string("output")
+        settings.entry = try t.string("entry") ?? settings.entry
+        if lua.rawGet(at: t.index, key: "memory") == .string, let text = lua.toString(at: -1) {
+            lua.pop()
+            settings.memoryLimit = try wrap { try TransformJob.parseBytes(text) }
+        } else {
+            lua.pop()
+            if let m = try t.number("memory") {
+                guard m >= 1, m.isFinite else { throw LuaError.argument(argument, "memory must be a positive number of bytes or a size like \"2GB\", got \(m)") }
+                settings.memoryLimit = Int(m)
+            }
+        }
+        if let c = try t.number("checkpoint") {
+            guard c >= 0, c.isFinite else { throw LuaError.argument(argument, "checkpoint must be seconds >= 0, got \(c)") }
+            settings.checkpointSeconds = c
+        }
+        if lua.rawGet(at: t.index, key: "resume") == .boolean { settings.resume = lua.toBoolean(at: -1) }
+        lua.pop()
+        return settings
+    }
+
+    /// The result of crystal.transform and t:finish(): v and n are the output's fields with
+    /// an output (lazy, as nxload gives them), ndarrays without.
+    static func pushOutcome(_ outcome: TransformJob.Outcome, settings: TransformJob.Settings, seconds: Double, _ lua: Lua) throws {
+        let result = outcome.transform
+        lua.newTable(recordCount: 15)
+        if let output = settings.output {
+            // as nexusformat's nxload(output).entry.transform: the fields, read lazily
+            let file = try wrap { try NXFile(path: output, mode: .read) }
+            for (key, name) in [("v", "data"), ("n", "weights")] {
+                guard let fld = try wrap({ try file.root.resolve("/\(settings.entry)/transform/\(name)") }) else {
+                    throw LuaError.runtime("\(output): /\(settings.entry)/transform/\(name): missing after the transform")
+                }
+                NeXusModule.pushReadable(fld, lua); lua.rawSet(at: -2, key: key)
+            }
+        } else {
+            try ArrayModule.push(result.v, lua, view: true); lua.rawSet(at: -2, key: "v")
+            try ArrayModule.push(result.n, lua, view: true); lua.rawSet(at: -2, key: "n")
+        }
+        pushGrid(result.grid, lua); lua.rawSet(at: -2, key: "grid")
+        let counts = [("frames", outcome.frames), ("pixels", outcome.pixels), ("masked", outcome.masked), ("outside", outcome.outside),
+                      ("bricks", outcome.bricks), ("bricks_held", outcome.bricksHeld), ("evictions", outcome.evictions),
+                      ("checkpoints", outcome.checkpoints), ("skipped", outcome.skipped)]
+        for (key, n) in counts { lua.push(n); lua.rawSet(at: -2, key: key) }
+        if let r = outcome.resumedFrom { lua.push(r); lua.rawSet(at: -2, key: "resumed") }
+        lua.push(seconds); lua.rawSet(at: -2, key: "seconds")
+        if let output = settings.output { lua.push(output); lua.rawSet(at: -2, key: "output") }
+    }
 
     static let gridFunction = LuaFunctionDecl(
         "grid", "crystal.grid(g, rows, columns) -> grid",
@@ -318,8 +322,10 @@ extension CrystalModule {
 
 extension CrystalModule {
     final class TransformerBox: @unchecked Sendable {
-        let transform: ReciprocalTransform
-        init(_ t: ReciprocalTransform) { transform = t }
+        let job: TransformJob
+        let started = nxTime()
+        init(_ job: TransformJob) { self.job = job }
+        var transform: ReciprocalTransform { job.transform }
     }
 
     static let transformerClass: LuaClass<TransformerBox> = LuaClass(
@@ -327,20 +333,34 @@ extension CrystalModule {
         summary: "a transform to reciprocal space fed frame block by frame block (t:add(frames, first)), e.g. from a macro on each frames.ready",
         help: """
         t:add(frames, first [, mask3d]) maps a block (frames, rows, columns) or one frame, the first
-        of them frame index first (0-based: its goniometer angles and weight); t:write(file [, entry])
-        writes entry/transform in NXRefine's layout (file opened "w" or "rw"). t.v, t.n (ndarrays
-        (l, k, h)), t.grid, t.frames, t.pixels, t.masked, t.outside.
+        of them frame index first (0-based: its goniometer angles and weight); a frame already in
+        (given again, or in the output before a resume) or outside the frames option is skipped.
+        With output, each t:add ends with a checkpoint (option checkpoint: seconds between them).
+        t:finish() -> result completes it (the last checkpoint; the same result as crystal.transform:
+        v and n the output's fields with output, ndarrays without); it takes no frames after.
+        t:write(file [, entry]) writes entry/transform in NXRefine's layout (file opened "w" or "rw";
+        in memory only). t.v, t.n (ndarrays (l, k, h), in memory only), t.grid, t.frames, t.pixels,
+        t.masked, t.outside (so far, with those in the output before a resume), t.skipped, t.resumed (the first frame not in when
+        it resumed an output), t.next (the first frame not in), t.output.
         """,
         methods: [
-            LuaMethodDecl("add", "t:add(frames, first [, mask3d])", "adds a block (frames, rows, columns) or one frame starting at frame index first (0-based)") { call, box in
+            LuaMethodDecl("add", "t:add(frames, first [, mask3d])", "adds a block (frames, rows, columns) or one frame starting at frame index first (0-based), skipping frames already in") { call, box in
                 let a = try array(call, 2, what: "frames")
                 let first = try call.integer(3)
                 let m = call.isNoneOrNil(4) ? nil : try array(call, 4, what: "mask3d")
-                try wrap { try box.transform.add(a, firstFrame: first, mask3d: m) }
+                try wrap { try box.job.add(a, firstFrame: first, mask3d: m) }
                 try LuaInterrupt.check()
                 return 0
             },
-            LuaMethodDecl("write", "t:write(file [, entry])", "writes entry/transform (data = v, weights = n, axes Ql, Qk, Qh) and entry/data/v, n as NXRefine does") { call, box in
+            LuaMethodDecl("finish", "t:finish() -> result", "completes the transform (the output's last checkpoint) and returns crystal.transform's result") { call, box in
+                let outcome = try wrap { try box.job.finish() }
+                try pushOutcome(outcome, settings: box.job.settings, seconds: nxTime() - box.started, call.lua)
+                return 1
+            },
+            LuaMethodDecl("write", "t:write(file [, entry])", "writes entry/transform (data = v, weights = n, axes Ql, Qk, Qh) and entry/data/v, n as NXRefine does (in memory only)") { call, box in
+                if let output = box.job.settings.output {
+                    throw LuaError.runtime("t:write: the transform is written to \(output) as it goes (bricks of 32^3 voxels): t:finish() completes it")
+                }
                 let f = try file(call, 2, write: true)
                 let entry = try call.optString(3) ?? "entry"
                 try wrap { try box.transform.write(f, entry: entry, command: "nxlua crystal.transformer (nxlua \(CoreModule.version))") }
@@ -349,30 +369,51 @@ extension CrystalModule {
         ],
         index: { call, box in
             let t = box.transform, lua = call.lua
-            switch try call.string(2) {
+            let key = try call.string(2)
+            if key == "v" || key == "n", let output = box.job.settings.output {
+                throw LuaError.runtime("t.\(key): the grid is in \(output) (bricks of 32^3 voxels), not in memory: r = t:finish() gives r.\(key), the output's field")
+            }
+            switch key {
             case "v": try ArrayModule.push(t.v, lua, view: true)
             case "n": try ArrayModule.push(t.n, lua, view: true)
             case "grid": pushGrid(t.grid, lua)
-            case "frames": lua.push(t.framesAdded)
-            case "pixels": lua.push(t.pixelsAdded)
-            case "masked": lua.push(t.pixelsMasked)
-            case "outside": lua.push(t.pixelsOutside)
+            case "frames": lua.push(box.job.counts.frames)
+            case "pixels": lua.push(box.job.counts.pixels)
+            case "masked": lua.push(box.job.counts.masked)
+            case "outside": lua.push(box.job.counts.outside)
+            case "skipped": lua.push(box.job.outcome.skipped)
+            case "next": lua.push(box.job.nextFrame)
+            case "resumed":
+                guard let r = box.job.outcome.resumedFrom else { return 0 }
+                lua.push(r)
+            case "output":
+                guard let o = box.job.settings.output else { return 0 }
+                lua.push(o)
             default: return 0
             }
             return 1
         },
         describe: { box in
             let t = box.transform
-            return "crystal.Transformer: \(t.framesAdded) frames of \(t.rows) x \(t.columns) into \(t.grid.size[0]) x \(t.grid.size[1]) x \(t.grid.size[2]) voxels"
+            let where_ = box.job.settings.output.map { " (bricks, output \($0))" } ?? ""
+            return "crystal.Transformer: \(box.job.counts.frames) frames of \(t.rows) x \(t.columns) into \(t.grid.size[0]) x \(t.grid.size[1]) x \(t.grid.size[2]) voxels\(where_)"
         })
 
     static let transformerFunction = LuaFunctionDecl(
         "transformer", "crystal.transformer(g, rows, columns [, options]) -> t",
-        "an empty transform to reciprocal space to feed block by block (t:add(frames, first)), e.g. from a macro on each frames.ready",
+        "an empty transform to reciprocal space to feed block by block (t:add(frames, first)), e.g. from a macro on each frames.ready; out of core and resumable with output",
         help: """
         g: the geometry (with a unit cell and U). options: grid (default crystal.grid(g, rows, columns)),
         mask (2-D array, 1 = masked), weights and monitor (per frame of the scan), transmission,
-        polarization, max_value, oversample: as crystal.transform. The grid is held in memory.
+        polarization, max_value, oversample, output, entry, memory, resume, block_mb (the frame
+        blocks' size counted against memory): as crystal.transform; frames {first, last} (the
+        frame indices it takes; default from 0 to the length of weights or monitor, else 2^20);
+        checkpoint (0: after every t:add, so a frame block a macro handled is in the output
+        before the next event; seconds: at most that often). Without output the grid is held in
+        memory (refused above memory); with output as bricks of 32^3 voxels, as many as memory
+        allows, the others in the output, and a transformer made again with the same options
+        resumes it, skipping the frames already in (a macro runner restarted after kill -9
+        re-delivers the events it had not finished: none is counted twice).
         """) { call in
             let lua = call.lua
             let geometry = try call.object(1, geometryClass).geometry
@@ -383,10 +424,13 @@ extension CrystalModule {
             }
             var t: Options?
             if !call.isNoneOrNil(4) {
-                try call.options(4, known: ["grid", "mask", "weights", "monitor", "transmission", "polarization", "max_value", "oversample"])
+                try call.options(4, known: ["grid", "mask", "weights", "monitor", "transmission", "polarization", "max_value", "oversample",
+                                            "output", "entry", "memory", "checkpoint", "resume", "frames", "block_mb"])
                 t = Options(call: call, index: lua.absIndex(4))
             }
             var o = ReciprocalTransform.Options(grid: try gridOption(call, t, geometry: geometry, rows: rows, columns: cols))
+            var settings = TransformJob.Settings()
+            settings.checkpointSeconds = 0
             if let t {
                 if let m = try t.array("mask") {
                     guard m.shape == [rows, cols] else {
@@ -395,10 +439,21 @@ extension CrystalModule {
                     o.mask = m.doubles().map { $0 != 0 ? 1 : 0 }
                 }
                 try corrections(t, into: &o, argument: 4)
+                settings = try jobSettings(t, argument: 4)
+                if try t.number("checkpoint") == nil { settings.checkpointSeconds = 0 }
             }
-            let tr = try wrap { try ReciprocalTransform(geometry: geometry, rows: rows, columns: cols, options: o) }
-            tr.shouldStop = { LuaInterrupt.isPending }
-            transformerClass.push(TransformerBox(tr), to: lua)
+            if settings.output != nil, PlotModule.isSandboxed(lua) { throw LuaError.runtime("writing a transform is not available here (no files)") }
+            let perFrame = max(o.frameWeights?.count ?? 0, o.monitor?.count ?? 0)
+            let frames = settings.frames ?? 0..<(perFrame > 0 ? perFrame : 1 << 20)
+            settings.command = "nxlua crystal.transformer (nxlua \(CoreModule.version))"
+            settings.mask3dName = "given with each block"
+            let place = settings.output.map { "crystal.transformer (output \($0))" } ?? "crystal.transformer"
+            let job = try wrap {
+                try TransformJob(geometry: geometry, rows: rows, columns: cols, options: o, frames: frames, place: place,
+                                 source: "crystal.transformer", shape: [frames.upperBound, rows, cols], settings: settings)
+            }
+            job.shouldStop = { LuaInterrupt.isPending }
+            transformerClass.push(TransformerBox(job), to: lua)
             return 1
         }
 }

@@ -5,6 +5,7 @@ intensity, NXRefine's output layout read by nexusformat, and errors."""
 import json
 import math
 import subprocess
+import time
 
 import h5py
 import hdf5plugin  # noqa: F401  (the stack is bitshuffle/LZ4)
@@ -508,48 +509,76 @@ on("frames.ready", "transform", function(e)
   local frames = macro.frames(e)
   local t = live[e.run]
   if t == nil then
-    t = crystal.transformer(g, frames.shape[2], frames.shape[3], {{grid = {grid}}})
+    t = crystal.transformer(g, frames.shape[2], frames.shape[3], {{grid = {grid} {options}}})
     live[e.run] = t
   end
   t:add(frames, e.first)
   local f = assert(io.open({log}, "a"))
-  f:write(e.first, " ", frames.shape[1], " ", t.frames, "\\n")
+  f:write(e.first, " ", frames.shape[1], " ", t.frames, " ", t.skipped, "\\n")
   f:close()
+  {after_add}
 end)
 
 on("run.stop", "transform", function(e)
   local t = assert(live[e.run], "no frames before run.stop")
   live[e.run] = nil
-  local out <close> = nx.load({out}, "w")
-  t:write(out)
+  {stop}
 end)
 """
 
+IN_MEMORY_STOP = """local out <close> = nx.load({out}, "w")
+  t:write(out)"""
 
-def test_transformer_in_a_macro_follows_a_live_stack(tmp_path):
+
+@pytest.mark.parametrize("out_of_core", [False, True], ids=["in_memory", "out_of_core_killed"])
+def test_transformer_in_a_macro_follows_a_live_stack(tmp_path, out_of_core):
     """`nxlua macros` with crystal.transformer on frames.ready while `nxlua stack` writes a
     stack: block by block as the stacker announces them, the grid written on run.stop
-    equals the offline crystal.transform of the finished stack."""
+    equals the offline crystal.transform of the finished stack. Out of core (output, a
+    memory limit forcing bricks out), the runner is killed with SIGKILL in a handler after
+    its t:add and restarted: the block delivered again is skipped, nothing counted twice."""
     from test_macros import Runner, feed, stack_live, wait_caught_up
     journal = str(tmp_path / "j.sqlite")
     n = 12
     p, made, watched, stack = stack_live(tmp_path, journal, n)
     folder = tmp_path / "macros"
     folder.mkdir()
-    live, log = tmp_path / "live_transform.nxs", tmp_path / "blocks.log"
+    live, log, pause = tmp_path / "live_transform.nxs", tmp_path / "blocks.log", tmp_path / "paused"
     grid = f"{{origin = {lua_table(GRID['origin'])}, step = {lua_table(GRID['step'])}, size = {lua_table(GRID['size'])}}}"
-    (folder / "transform_live.lua").write_text(LIVE_MACRO.format(geometry=lua_table(GEOMETRY), grid=grid,
-                                                                  log=json.dumps(str(log)), out=json.dumps(str(live))))
+    out = json.dumps(str(live))
+    if out_of_core:
+        # the first process waits in its first handler, after t:add (so after its checkpoint), to be killed there
+        options, stop = f', output = {out}, memory = "104MB"', "local r = t:finish(); assert(r.frames == 12 and r.evictions > 0, r.frames)"
+        after_add = f"""if not io.open({json.dumps(str(pause))}) then assert(io.open({json.dumps(str(pause))}, "w")):close(); nxlua.sleep(60) end"""
+    else:
+        options, stop, after_add = "", IN_MEMORY_STOP.format(out=out), ""
+    (folder / "transform_live.lua").write_text(LIVE_MACRO.format(geometry=lua_table(GEOMETRY), grid=grid, log=json.dumps(str(log)),
+                                                                  options=options, stop=stop, after_add=after_add))
     runner = Runner(folder, journal)
     try:
         feed(p, made, watched)
+        if out_of_core:
+            deadline = time.time() + 60
+            while not pause.exists() and time.time() < deadline and runner.p.poll() is None:
+                time.sleep(0.02)
+            assert pause.exists(), runner.text()
+            runner.kill()
+            runner.start()
         wait_caught_up(journal, ["transform_live"], runner)
     finally:
         text = runner.stop()
     assert "error" not in text.lower(), text
     blocks = [tuple(int(x) for x in line.split()) for line in log.read_text().splitlines()]
+    covered = sorted(i for first, count, _, _ in blocks for i in range(first, first + count))
+    if out_of_core:
+        # the block handled when killed came again after the restart and was skipped whole
+        again = blocks[0]
+        assert sum(1 for b in blocks if b[:2] == again[:2]) == 2, blocks
+        redelivered = next(b for b in blocks[1:] if b[:2] == again[:2])
+        assert redelivered[3] == again[1] and redelivered[2] == again[2], blocks  # skipped, counts unchanged
+        covered = sorted(set(covered))
+        assert not (tmp_path / "live_transform.nxs.partial").exists()
     # block by block as announced (not always in frame order), each frame once
-    covered = sorted(i for first, count, _ in blocks for i in range(first, first + count))
     assert len(blocks) > 1 and covered == list(range(n)) and blocks[-1][2] == n, blocks
     offline = tmp_path / "offline.nxs"
     r = run(transform_lua(stack, GEOMETRY, GRID, offline, ", mask = false"))
@@ -558,3 +587,118 @@ def test_transformer_in_a_macro_follows_a_live_stack(tmp_path):
     v, w = read_transform(live)
     vo, wo = read_transform(offline)
     assert w.sum() > 0 and np.array_equal(w, wo) and np.array_equal(v, vo)
+
+
+# --- the transformer out of core: bricks, checkpoints after every block, resuming --------
+
+def transformer_lua(stack, out, grid, firsts, count, extra="", after_add=""):
+    """A transformer with output fed blocks of `count` frames at `firsts` (in that order)."""
+    g = f"{{origin = {lua_table(grid['origin'])}, step = {lua_table(grid['step'])}, size = {lua_table(grid['size'])}}}"
+    return f"""
+        local f <close> = nx.load({json.dumps(str(stack))})
+        local d = f.entry.instrument.detector
+        local t = crystal.transformer(crystal.geometry{lua_table(GEOMETRY)}, {ROWS}, {COLS},
+            {{grid = {g}, mask = d.pixel_mask:read(), output = {json.dumps(str(out))} {extra}}})
+        for _, first in ipairs({{{", ".join(str(i) for i in firsts)}}}) do
+          t:add(d.data[string.format("%d:%d", first, first + {count})], first)
+          {after_add}
+        end
+    """
+
+
+def added_frames(path):
+    """The frames entry/transform_progress marks as in (the current row of frames_added)."""
+    with h5py.File(path) as f:
+        p = f["entry/transform_progress"]
+        state, rows = p["state"][()], p["frames_added"][()]
+    bits = np.unpackbits(rows[int(state[7])], bitorder="little")
+    return state, set(np.flatnonzero(bits).tolist())
+
+
+def test_transformer_out_of_core_equals_the_transform_under_the_limit(scan):
+    """The transformer fed block by block (out of order, one block twice) into a 157 MB grid
+    under a 128 MB limit: bricks pushed out to the output, a checkpoint after every block,
+    the frames given twice skipped; v and n equal crystal.transform's of the same frames,
+    bit for bit, and the peak resident memory stays under the limit."""
+    import os
+    ref, out = scan["tmp"] / "tr_ref.nxs", scan["tmp"] / "tr_ooc.nxs"
+    r = run(transform_lua(scan["stack"], GEOMETRY, BIG, ref))
+    assert r.returncode == 0, r.stderr
+    code = transformer_lua(scan["stack"], out, BIG, [16, 0, 8], 8, ', memory = "128MB"') + f"""
+        t:add(d.data["8:12"], 8)      -- given again: skipped
+        print(t.frames, t.skipped, t.next, pcall(function() return t.v end))
+        local r = t:finish()
+        print(r.frames, r.pixels, r.masked, r.outside)
+        print(r.bricks, r.bricks_held, r.evictions, r.checkpoints, r.skipped, getmetatable(r.v).__name, getmetatable(r.n).__name)
+        print(pcall(t.add, t, d.data["0:1"], 0))
+    """
+    p = subprocess.run(["/usr/bin/time", "-f", "peak %M", BIN, "-e", code], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    peak_kb = int(p.stderr.strip().splitlines()[-1].split()[-1])
+    lines = p.stdout.splitlines()
+    first = lines[0].split("\t")
+    assert first[:4] == [str(FRAMES), "4", str(FRAMES), "false"] and "tr_ooc.nxs" in first[4] and "t:finish()" in first[4], lines[0]
+    assert lines[1].split() == r.stdout.split()  # frames, pixels, masked, outside as crystal.transform's
+    bricks, held, evictions, checkpoints, skipped = (int(x) for x in lines[2].split()[:5])
+    assert bricks == 338 and 4 <= held < bricks and evictions > 0 and checkpoints >= 4 and skipped == 4, lines[2]
+    assert lines[2].split()[5:] == ["NXfield", "NXfield"]
+    assert lines[3].startswith("false") and "finished" in lines[3], lines[3]
+    if not os.environ.get("NXLUA_SANITIZED"):  # AddressSanitizer's shadow memory is not the program's
+        assert peak_kb / 1024 <= 128, peak_kb
+    v, n = read_transform(out)
+    vr, nr = read_transform(ref)
+    assert n.sum() > 0 and np.array_equal(n, nr) and np.array_equal(v, vr)
+    assert not (scan["tmp"] / "tr_ooc.nxs.partial").exists()
+    state, frames = added_frames(out)
+    assert state[0] == 2 and frames == set(range(FRAMES))  # finished, every frame in
+    # without an output the grid is held whole: refused above the limit, saying why
+    r = run(transformer_lua(scan["stack"], out, BIG, [0], 8, ', memory = "128MB"').replace(f"output = {json.dumps(str(out))}", "output = nil"))
+    assert r.returncode != 0 and "crystal.transformer" in r.stderr and "does not fit in the memory limit 128 MB" in r.stderr, r.stderr
+
+
+def test_transformer_killed_mid_scan_and_fed_again_resumes_without_double_counting(scan):
+    """A transformer with output (6 bricks of 72 held) killed with SIGKILL mid-scan, then
+    fed again from the start by a new process, as a restarted macro runner re-delivers the
+    frames: it skips the frames the output says are in and ends equal to an uninterrupted run."""
+    import signal
+    firsts = [12, 0, 16, 4, 20, 8]  # blocks of 4 frames, out of order as a stacker may announce them
+    ref, out = scan["tmp"] / "tr_whole.nxs", scan["tmp"] / "tr_killed.nxs"
+    extra = ', memory = "104MB"'
+    finish = "local r = t:finish(); print('done', r.frames, r.pixels, r.masked, r.outside, r.skipped, r.resumed or -1, r.evictions)"
+    r = run(transformer_lua(scan["stack"], ref, GRID, firsts, 4, extra) + finish)
+    assert r.returncode == 0, r.stderr
+    whole = r.stdout.split()
+    assert whole[1] == str(FRAMES) and int(whole[7]) > 0, whole  # bricks were pushed out
+    code = transformer_lua(scan["stack"], out, GRID, firsts, 4, extra,
+                           after_add="io.stdout:write('added ', first, ' ', t.skipped, '\\n'); io.stdout:flush()") + finish
+    fed = []
+    for kill_after in (2, 4):  # the second process resumes, then is killed too
+        p = subprocess.Popen([BIN, "-e", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            done = []
+            while len(done) < kill_after:
+                line = p.stdout.readline()
+                assert line.startswith("added"), (line, p.stderr.read() if p.poll() is not None else "")
+                done.append(int(line.split()[1]))
+            p.send_signal(signal.SIGKILL)  # mid-scan: the next block may be half added
+        finally:
+            p.kill()
+            p.communicate()
+        assert p.returncode == -signal.SIGKILL
+        # each block whose add returned is in the output (a checkpoint ends every add), nothing twice
+        state, frames = added_frames(out)
+        returned = {z for first in done for z in range(first, first + 4)}
+        assert returned <= frames and frames <= set(range(FRAMES)) and state[0] in (0, 1), (sorted(frames), done)
+        assert len(frames) % 4 == 0 and state[3] == len(frames), state  # whole blocks, counted once
+        fed.append(frames)
+    assert fed[0] < fed[1]
+    r = run(code)
+    assert r.returncode == 0, r.stderr
+    last = r.stdout.splitlines()[-1].split()
+    assert last[:5] == whole[:5], (last, whole)  # frames, pixels, masked, outside over all the runs
+    # skipped: the frames already in; resumed: the first frame not in
+    assert int(last[5]) == len(fed[1]) and int(last[6]) == min(set(range(FRAMES)) - fed[1]), last
+    v, n = read_transform(out)
+    vr, nr = read_transform(ref)
+    assert n.sum() > 0 and np.array_equal(n, nr) and np.array_equal(v, vr)
+    assert not (scan["tmp"] / "tr_killed.nxs.partial").exists()

@@ -80,3 +80,26 @@ final class TransformBrickTests: XCTestCase {
         }
     }
 }
+
+/// The cache's slots: a hold that takes the last fresh slots and must push bricks out too
+/// gives every brick a slot of its own (it once gave a fresh slot twice: two bricks' sums
+/// in one slot, spilled as one of them).
+final class BrickCacheSlotTests: XCTestCase {
+    func testHoldGivesEveryBrickItsOwnSlot() throws {
+        let layout = try BrickLayout(grid: try ReciprocalGrid(origin: [0, 0, 0], step: [1, 1, 1], size: [32 * 4, 32 * 4, 32]))
+        let cache = try BrickCache(layout: layout, capacity: 6)
+        var spilled: [Int] = []
+        cache.spill = { b, _ in spilled.append(b) }
+        for group: [Int32] in [[0, 1, 2], [3, 4, 5, 6, 7], [0, 8], [9, 10, 11, 12, 13, 14]] {
+            try cache.hold(group[...])
+            let slots = group.map { cache.table[Int($0)] }
+            XCTAssertTrue(slots.allSatisfy { $0 != nil }, "every brick of \(group) held")
+            XCTAssertEqual(Set(slots.map { Int(bitPattern: $0!) }).count, group.count, "bricks \(group) share a slot")
+            let held = (0..<layout.count).compactMap { cache.table[$0].map { Int(bitPattern: $0) } }
+            XCTAssertEqual(Set(held).count, held.count, "two bricks held in one slot after holding \(group)")
+            XCTAssertLessThanOrEqual(held.count, 6)
+        }
+        XCTAssertEqual(spilled.count, cache.evictions)
+        XCTAssertEqual(cache.evictions, 2 + 2 + 6)  // 3 fresh slots then 2 pushed out; 2; all 6
+    }
+}
