@@ -102,7 +102,8 @@ extension CrystalModule {
         weights (lazy, as nxload gives them), without it ndarrays; grid = {origin, step, size,
         stop}, frames, pixels (added), masked, outside (beyond the grid), seconds, output, bricks
         (of the grid, 0 in memory), bricks_held (at most at once), evictions (bricks pushed out
-        to the output to make room), checkpoints, resumed (the frame it went on from)}. Ctrl-C
+        to the output to make room), checkpoints, skipped (frames already in the output or outside
+        frames), resumed (the frame it went on from)}. Ctrl-C
         checkpoints the output
         and stops (rerun to resume); a bar shows on a terminal.
         """) { call in
