@@ -1,5 +1,6 @@
 """The script runner and the command line, as `lua` behaves."""
 import os
+import shutil
 import subprocess
 import textwrap
 
@@ -30,7 +31,9 @@ def test_lua_c_module_loads_with_require(nxlua, tmp_path):
             return 1;
         }
         """))
-    subprocess.run(["cc", "-shared", "-fPIC", "-O1", "-o", str(tmp_path / "twice.so"), str(src)], check=True)
+    # the system's C compiler, or the Swift toolchain's clang (it builds nxlua's C targets)
+    compiler = shutil.which("cc") or shutil.which("clang") or "/opt/swift/usr/bin/clang"
+    subprocess.run([compiler, "-shared", "-fPIC", "-O1", "-o", str(tmp_path / "twice.so"), str(src)], check=True)
     r = nxlua("-e", f"package.cpath = '{tmp_path}/?.so'; local t = require('twice'); "
                     "print(t.twice(21)); "
                     "print(pcall(t.twice, 'x'))")
