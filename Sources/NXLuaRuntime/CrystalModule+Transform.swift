@@ -200,6 +200,9 @@ extension CrystalModule {
         guard blockMB >= 1 else { throw LuaError.argument(argument, "block_mb must be >= 1, got \(blockMB)") }
         settings.blockBytes = blockMB << 20
         settings.output = try t.string("output")
+        if settings.output?.isEmpty == true {
+            throw LuaError.argument(argument, "output must name the NeXus file to write the transform into (an empty string was given); leave it out to transform in memory")
+        }
         settings.entry = try t.string("entry") ?? settings.entry
         if lua.rawGet(at: t.index, key: "memory") == .string, let text = lua.toString(at: -1) {
             lua.pop()

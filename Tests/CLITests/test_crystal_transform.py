@@ -425,6 +425,20 @@ def test_killed_transform_resumes_without_double_counting(scan):
     assert not (scan["tmp"] / "killed.nxs.partial").exists()
 
 
+def test_empty_output_name_is_refused_with_the_option_named(scan):
+    code = transform_lua(scan["stack"], GEOMETRY, GRID, "")
+    r = run(code)
+    assert r.returncode != 0
+    assert "output must name the NeXus file" in r.stderr, r.stderr
+    r = run(f"""
+        local f <close> = nx.load({json.dumps(str(scan["stack"]))})
+        print(pcall(crystal.transformer, crystal.geometry{lua_table(GEOMETRY)}, 195, 487, {{output = "",
+            grid = {{origin = {lua_table(GRID['origin'])}, step = {lua_table(GRID['step'])}, size = {lua_table(GRID['size'])}}}}}))
+    """)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("false") and "output must name the NeXus file" in r.stdout, r.stdout
+
+
 def test_interrupted_transform_refuses_other_options_and_resumes(scan):
     """SIGINT (Ctrl-C) stops it with a checkpoint: the error says how to resume; a rerun
     with another grid is refused, naming the file and what differs; the same one finishes."""
