@@ -158,7 +158,7 @@ let package = Package(
         .target(name: "NXLuaRuntime", dependencies: ["LuaBridge", "NativeLibraries", "NDArray", "NeXus", "Detector", "Stacker", "TerminalProgress", "RemoteServer", "RemoteClient", "Events", "Plot", "FolderListing", "Catalog", "Crystal", "SpecFile", "NeutronEvents"]),
         // `nxlua macros`: one worker thread and one Lua state per macro file, fed from the
         // journal with durable cursors, limits, failure counting and live reload.
-        .target(name: "Macros", dependencies: ["Events", "NXLuaRuntime", "LuaBridge", "NDArray", "NeXus",
+        .target(name: "Macros", dependencies: ["Events", "NXLuaRuntime", "LuaBridge", "NDArray", "NeXus", "CProcessShims",
                                                .product(name: "Crypto", package: "swift-crypto")]),
         // The executable: CLI, REPL, script runner.
         // The release build links the Swift runtime and Foundation (which the HTTP stack
@@ -167,7 +167,7 @@ let package = Package(
         // (docs/architecture.md, "Start-up").
         .executableTarget(name: "nxlua", dependencies: [
             "NXLuaRuntime", "LuaBridge", "LineEdit", "Stacker", "NeXus", "RemoteServer", "Events", "Macros",
-            "Plot", "TerminalGraphics", "Catalog", "TerminalProgress", "FolderListing", "SpecFile",
+            "Plot", "TerminalGraphics", "Catalog", "TerminalProgress", "FolderListing", "SpecFile", "CProcessShims",
         ], linkerSettings: [
             // Release: start-up and size (docs/architecture.md, "Start-up"). lld packs the
             // 140,000 relative relocations of a position-independent executable (RELR:

@@ -27,8 +27,14 @@ frame's bytes in hand (that read then verified against its source); `handler` wh
 latency macro's handler ran.
 
 The detector stands for a machine of its own (a Pilatus DCU writes over the network):
-when allowed (root), its process runs at nice -10 so that it keeps its rate whatever
-nxlua's processes do; otherwise it shares the CPU with them and may fall behind its rate.
+when allowed (root), its process (and its session, see below) runs at nice -10 so that
+it keeps its rate whatever nxlua's processes do; otherwise it shares the CPU with them
+and may fall behind its rate.
+
+Every process is started in a session of its own, as services are: with the kernel's
+sched_autogroup the CPU is shared between sessions first. `nxlua serve` and `nxlua
+macros` lower their own session's share at start (their default `--nice 10`,
+docs/stacking.md "Who gets the CPU on a shared machine"); the clients keep theirs.
 """
 import argparse
 import json
@@ -108,6 +114,9 @@ def detector_main(made, watched, count, rate, log):
     names = [frame_name(i) for i in range(count)]
     try:
         os.nice(-10)  # a detector has a machine of its own (see the module's docstring)
+        # every process here leads its own session, and sched_autogroup shares the CPU
+        # between sessions before nice counts: the session's share is raised too
+        pathlib.Path("/proc/self/autogroup").write_text("-10")
     except OSError:
         pass
     with open(log, "w") as out:

@@ -3,6 +3,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -40,18 +41,69 @@ int nx_spawn_worker(const char *path, char *const argv[], int *to_child, int *fr
     return 0;
 }
 
-int nx_worker_start(pid_t parent, int nice) {
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != parent) return -1;  // the parent died before the line above
-    // every thread that exists already (threads started later inherit their creator's)
+/// Every thread that exists already to `nice` (threads started later inherit their
+/// creator's); never to a higher priority than a thread has.
+static void set_threads_nice(int nice) {
     DIR *tasks = opendir("/proc/self/task");
     if (tasks) {
         struct dirent *t;
         while ((t = readdir(tasks)) != NULL) {
-            if (t->d_name[0] != '.') setpriority(PRIO_PROCESS, (id_t)atoi(t->d_name), nice);
+            if (t->d_name[0] == '.') continue;
+            id_t tid = (id_t)atoi(t->d_name);
+            errno = 0;
+            int now = getpriority(PRIO_PROCESS, tid);
+            if (errno == 0 && now < nice) setpriority(PRIO_PROCESS, tid, nice);
         }
         closedir(tasks);
     }
-    setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), nice);
+    id_t self = (id_t)syscall(SYS_gettid);
+    errno = 0;
+    int now = getpriority(PRIO_PROCESS, self);
+    if (errno == 0 && now < nice) setpriority(PRIO_PROCESS, self, nice);
+}
+
+int nx_worker_start(pid_t parent, int nice) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) return -1;  // the parent died before the line above
+    set_threads_nice(nice);
     return 0;
+}
+
+int nx_current_nice(void) {
+    errno = 0;
+    int n = getpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid));
+    return errno == 0 ? n : 0;
+}
+
+int nx_lower_thread_priority(int by) {
+    id_t self = (id_t)syscall(SYS_gettid);
+    errno = 0;
+    int now = getpriority(PRIO_PROCESS, self);
+    if (errno != 0) return now;
+    int target = now + by > 19 ? 19 : now + by;
+    if (target > now) setpriority(PRIO_PROCESS, self, target);
+    errno = 0;
+    int after = getpriority(PRIO_PROCESS, self);
+    return errno == 0 ? after : now;
+}
+
+int nx_lower_cpu_priority(int nice) {
+    if (nice <= 0) return 0;
+    if (nice > 19) nice = 19;
+    set_threads_nice(nice);
+    int done = 1;
+    // With sched_autogroup (Debian's kernels), the CPU is shared first between sessions
+    // and nice only orders the threads of one session: a process that leads its own
+    // session (started by a service manager, setsid, or a harness) lowers the session's
+    // share too, else a stacker in another session gets no more CPU than before.
+    if (getsid(0) == getpid()) {
+        int fd = open("/proc/self/autogroup", O_WRONLY | O_CLOEXEC);
+        if (fd >= 0) {
+            char text[16];
+            int n = snprintf(text, sizeof text, "%d", nice);
+            if (write(fd, text, (size_t)n) == n) done |= 2;
+            close(fd);
+        }
+    }
+    return done;
 }

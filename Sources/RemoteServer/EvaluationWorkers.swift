@@ -9,8 +9,9 @@ import Glibc
 /// open files, with the HDF5 gate that answers every REST read: in the live run (a stack
 /// growing, macros busy, one client looping r:eval over the whole stack) a GET of the
 /// tree waited 8.6 s behind an 8.9 s evaluation where it takes 0.3 s alone. A worker
-/// opens the files on its own, as any other reader, and runs at nice 10 with all its
-/// threads, so the stacker, the macros and the REST reads of a live scan come first.
+/// opens the files on its own, as any other reader, and runs at nice 10 (5 below the
+/// server's own when `nxlua serve --nice` lowered it) with all its threads, so the
+/// stacker, the macros and the REST reads of a live scan come first.
 /// A worker that crashes, runs out of memory or overruns its time is killed and replaced
 /// without touching the server.
 ///
@@ -19,7 +20,7 @@ import Glibc
 /// Request: {"code", "args", "user", "time", "instructions", "memory", "access"}.
 /// Answer: {"json": value} | {"error": message} | {"dtype", "shape", "bytes"} + bytes.
 public final class EvaluationWorkers: RemoteEvaluator, @unchecked Sendable {
-    /// The nice value of the worker processes (and every thread they start).
+    /// The least nice value of the worker processes (and every thread they start).
     public static let nice: Int32 = 10
     /// How long past its own time limit a worker may take to answer before it is killed
     /// (the worker stops its evaluation itself; this covers a worker stuck in C).
@@ -125,7 +126,7 @@ public final class EvaluationWorkers: RemoteEvaluator, @unchecked Sendable {
     /// stopped). `folder` is the served folder; files are resolved and access is checked
     /// by the same rules as the server's routes. Returns the process's exit status.
     public static func serve(folder: String, parent: Int32, evaluator: RemoteEvaluator) -> Int32 {
-        guard nx_worker_start(parent, nice) == 0 else { return 1 }
+        guard nx_worker_start(parent, min(19, max(nice, nx_current_nice() + 5))) == 0 else { return 1 }
         // the answers go to the original stdout; anything else written there goes to stderr
         let answers = dup(1)
         guard answers >= 0, dup2(2, 1) >= 0 else { return 1 }

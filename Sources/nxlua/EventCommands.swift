@@ -94,6 +94,7 @@ enum MacrosCommand {
         .init(name: "lease", valueName: "S", help: "PostgreSQL: seconds a runner's lease on a macro lasts unrenewed; another runner takes over after (default 5)"),
         .init(name: "until-idle", valueName: nil, help: "exit once every macro has caught up with the journal"),
         .init(name: "keep", valueName: "AGE", help: "prune the journal every 10 minutes: events older than AGE (30d, 12h) that every macro has passed"),
+        CPUPriority.spec,
         .init(name: "help", valueName: nil, help: "show this help"),
     ]
 
@@ -134,6 +135,7 @@ enum MacrosCommand {
             o.reloadNow = a.flag("reload-now")
             o.fromStart = a.flag("from-start")
             let keep = try a.string("keep").map { try parseDuration($0, option: "keep") }
+            try CPUPriority.apply(a)
             let runner = try MacroRunner(options: o)
             if let location = a.string("catalog") { try registerDerivedData(in: location, log: o.log) }
             signal(SIGINT) { _ in macrosStopRequested = 1 }

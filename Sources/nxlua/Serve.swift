@@ -16,7 +16,7 @@ enum ServeCommand {
         .init(name: "allow-anonymous", valueName: nil, help: "serve requests without credentials too"),
         .init(name: "tls-cert", valueName: "F", help: "serve HTTPS with this PEM certificate chain (and --tls-key)"),
         .init(name: "tls-key", valueName: "F", help: "the PEM private key of --tls-cert"),
-        .init(name: "allow-eval", valueName: nil, help: "allow authenticated users to run Lua next to the data (POST /nxlua/eval, sandboxed, in worker processes at nice 10)"),
+        .init(name: "allow-eval", valueName: nil, help: "allow authenticated users to run Lua next to the data (POST /nxlua/eval, sandboxed, in worker processes 5 nice steps below the server)"),
         .init(name: "eval-timeout", valueName: "S", help: "wall-time limit of one evaluation (default 120 seconds: a sum over a 3600-frame Pilatus 2M stack fits)"),
         .init(name: "eval-memory", valueName: "MB", help: "Lua memory limit of one evaluation (default 256)"),
         .init(name: "journal", valueName: "FILE", help: "accept scan events from authenticated users (POST /nxlua/events) into this journal (docs/macros.md)"),
@@ -24,6 +24,7 @@ enum ServeCommand {
         .init(name: "max-request-size", valueName: "B", help: "largest value read in bytes (default 104857600); above: 413"),
         .init(name: "gzip-binary", valueName: nil, help: "gzip binary values when the client accepts it (JSON always)"),
         .init(name: "log-level", valueName: "L", help: "trace, debug, info (default), notice, warning, error"),
+        CPUPriority.spec,
         .init(name: "help", valueName: nil, help: "show this help"),
     ]
 
@@ -102,7 +103,9 @@ enum ServeCommand {
             return addUser(file: rest[0], name: rest[1], folders: folders)
         }
         return SubcommandOptions.run("serve", specs: specs, usage: usage, arguments: args) { a in
-            serve(try options(a))
+            let o = try options(a)
+            try CPUPriority.apply(a)
+            return serve(o)
         }
     }
 

@@ -883,3 +883,80 @@ end)
     for name, factor in (("summer", 1), ("scaler", 3), ("zeroer", 0)):
         got = {int(a): int(b) for a, b in (line.split() for line in logs[name].read_text().splitlines())}
         assert got == {i: factor * s for i, s in expected.items()}, name
+
+
+def thread_nices(pid):
+    """{thread name: nice} of a process's threads (field 19 of /proc/PID/task/TID/stat)."""
+    out = {}
+    for t in pathlib.Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (t / "comm").read_text().strip()
+            out[name] = int((t / "stat").read_text().rsplit(")", 1)[1].split()[16])
+        except (OSError, IndexError, ValueError):
+            pass
+    return out
+
+
+def autogroup_nice(pid):
+    text = pathlib.Path(f"/proc/{pid}/autogroup").read_text()   # "/autogroup-123 nice 10"
+    return int(text.split()[-1])
+
+
+HEAVY = """
+on("point", "heavy", function(e)
+  local t = os.clock()
+  while os.clock() - t < 0.06 do end   -- 60 ms of CPU (the process's), as a sum over whole frames
+end)
+"""
+LIGHT = """
+on("point", "light", function(e) end)
+"""
+
+
+@pytest.mark.skipif(not pathlib.Path("/proc/self/autogroup").exists(), reason="kernel without sched_autogroup")
+def test_runner_yields_the_cpu_to_the_stacker_and_heavy_macros_to_light_ones(tmp_path):
+    """`nxlua macros` lowers its priority to nice 10 by default (its session's too when it
+    leads one: a service, setsid), so a stacker on the same machine keeps its rate; a macro
+    whose handlers average more than 20 ms of CPU runs 5 steps lower than the light ones."""
+    journal = str(tmp_path / "j.sqlite")
+    macros = tmp_path / "macros"
+    macros.mkdir()
+    (macros / "heavy.lua").write_text(HEAVY)
+    (macros / "light.lua").write_text(LIGHT)
+    _, uid = trigger(journal, "run.start")
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    log = tmp_path / "runner.log"
+    with open(log, "w") as out:
+        p = subprocess.Popen([BIN, "macros", str(macros), "--journal", journal, "--poll", "0.005"],
+                             stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        for i in range(6):
+            trigger(journal, "point", "--run", uid, f"i={i}")
+        wait_for(lambda: cursor(journal, "heavy") >= last_seq(journal) and cursor(journal, "light") >= last_seq(journal),
+                 timeout=120, what="both macros to handle the points")
+        wait_for(lambda: "yields to lighter macros" in log.read_text(), timeout=30, what="the heavy macro to yield")
+        nices = thread_nices(p.pid)
+        assert autogroup_nice(p.pid) == max(base, 10), nices
+        assert nices["nxlua"] == max(base, 10), nices
+        assert nices["macro.heavy"] == min(19, max(base, 10) + 5), (nices, log.read_text())
+        assert nices["macro.light"] == max(base, 10), nices
+    finally:
+        p.send_signal(signal.SIGTERM)
+        p.wait(timeout=60)
+    text = log.read_text()
+    assert "macro heavy: handlers take about" in text and "yields to lighter macros" in text, text
+    assert "macro light: handlers take" not in text, text
+
+    # --nice 0 keeps the priority it was started with; out of range is a usage error
+    with open(log, "w") as out:
+        p = subprocess.Popen([BIN, "macros", str(macros), "--journal", journal, "--nice", "0"],
+                             stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for(lambda: "running" in log.read_text(), timeout=60, what="the runner to start")
+        assert thread_nices(p.pid)["nxlua"] == base
+        assert autogroup_nice(p.pid) == 0
+    finally:
+        p.send_signal(signal.SIGTERM)
+        p.wait(timeout=60)
+    r = run("macros", str(macros), "--journal", journal, "--nice", "20")
+    assert r.returncode != 0 and "--nice takes 0..19, not 20" in r.stderr, r.stderr

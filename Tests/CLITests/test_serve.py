@@ -90,13 +90,14 @@ def served(tmp_path_factory):
 
 
 class Server:
-    def __init__(self, folder, users, *extra, log=None):
+    def __init__(self, folder, users, *extra, log=None, new_session=False):
         self.log_path = log
         self.log = open(log, "w")
         args = [BIN, "serve", str(folder), "--port", "0", "--host", "127.0.0.1"]
         if users:
             args += ["--users", str(users)]
-        self.proc = subprocess.Popen(args + list(extra), stdout=subprocess.PIPE, stderr=self.log, text=True)
+        self.proc = subprocess.Popen(args + list(extra), stdout=subprocess.PIPE, stderr=self.log, text=True,
+                                     start_new_session=new_session)
         line = [None]
 
         def read():
@@ -693,6 +694,45 @@ def eval_server(served, tmp_path_factory):
                log=tmp_path_factory.mktemp("log") / "eval.log")
     yield s
     assert s.stop() == 0
+
+
+def process_nice(pid):
+    """Nice value of a process's main thread (field 19 of /proc/PID/stat)."""
+    return int(pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+
+
+def children(pid):
+    out = []
+    for d in pathlib.Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    out.append(int(d.name))
+            except (OSError, IndexError, ValueError):
+                pass
+    return out
+
+
+@pytest.mark.skipif(not pathlib.Path("/proc/self/autogroup").exists(), reason="kernel without sched_autogroup")
+def test_server_and_its_evaluations_yield_the_cpu_to_a_stacker(served, tmp_path):
+    """`nxlua serve` runs at nice 10 by default (its session too when it leads one: a
+    service, setsid), its evaluation workers 5 steps lower; --nice 0 keeps the priority it
+    was started with (workers at 10 then)."""
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    for extra, main, worker, group in [((), max(base, 10), min(19, max(base, 10) + 5), 10),
+                                       (("--nice", "0"), base, max(10, base + 5), 0)]:
+        s = Server(served["root"], served["users"], "--allow-eval", *extra, log=tmp_path / "nice.log", new_session=True)
+        try:
+            r = evaluate(s, "return 1")
+            assert r.status_code == 200, r.text
+            assert process_nice(s.proc.pid) == main
+            assert pathlib.Path(f"/proc/{s.proc.pid}/autogroup").read_text().split()[-1] == str(group)
+            workers = children(s.proc.pid)
+            assert workers and all(process_nice(w) == worker for w in workers), (workers, [process_nice(w) for w in workers])
+        finally:
+            assert s.stop() == 0
+    r = subprocess.run([BIN, "serve", str(served["root"]), "--nice", "-1"], capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "--nice takes an integer of at least 0, not '-1'" in r.stderr, r.stderr
 
 
 def evaluate(server, code, args=None, who=None):

@@ -16,4 +16,18 @@ int nx_spawn_worker(const char *path, char *const argv[], int *to_child, int *fr
 /// Returns 0, or -1 when the parent is already gone.
 int nx_worker_start(pid_t parent, int nice);
 
+/// Lowers the CPU priority of this process (every thread it has or starts) to `nice`
+/// (1...19; never raises a thread's priority). When the process leads its own session,
+/// the session's autogroup is set to `nice` too (sched_autogroup shares the CPU between
+/// sessions first). Returns 0 when nothing was changed (`nice` <= 0), else 1, or 3 when
+/// the autogroup was set as well.
+int nx_lower_cpu_priority(int nice);
+
+/// Lowers the calling thread's priority by `by` nice steps (at most to 19); returns its
+/// nice value after.
+int nx_lower_thread_priority(int by);
+
+/// The nice value of the calling thread (the server's, inherited by a worker).
+int nx_current_nice(void);
+
 #endif

@@ -1,0 +1,21 @@
+import CProcessShims
+
+/// `--nice N` of the long-running readers, `nxlua serve` and `nxlua macros`: on a machine
+/// that also stacks frames, they yield the CPU to the stacker (the one process whose lag
+/// puts frames at risk: readers catch up, a detector's buffer does not wait). Measured
+/// with scripts/live_scenario.py; docs/live.md, "Who gets the CPU".
+enum CPUPriority {
+    static let defaultNice = 10
+
+    static let spec = SubcommandOptions.Spec(
+        name: "nice", valueName: "N",
+        help: "CPU priority, 0..19 (default 10: below a stacker on the same machine, which keeps storing frames while readers wait; 0 keeps the priority it was started with)")
+
+    /// Lowers this process's priority as `--nice` says (its session's share too when it
+    /// leads its own session: a service, setsid). Call before any thread is started.
+    static func apply(_ a: SubcommandOptions) throws {
+        let nice = try a.int("nice", atLeast: 0) ?? defaultNice
+        guard nice <= 19 else { throw SubcommandOptions.UsageError(message: "--nice takes 0..19, not \(nice)") }
+        _ = nx_lower_cpu_priority(Int32(nice))
+    }
+}
