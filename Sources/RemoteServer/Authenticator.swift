@@ -1,3 +1,4 @@
+import Logging
 import NIOConcurrencyHelpers
 import NIOPosix
 #if canImport(Glibc)
@@ -6,10 +7,14 @@ import Glibc
 
 /// HTTP Basic against the users file (bcrypt). A verified Authorization header is
 /// remembered for a while (bcrypt costs ~0.2 s by design; clients send the header with
-/// every request); the file is re-read when it changes, which forgets them all.
+/// every request); the file is re-read when it changes, which forgets them all. Requests
+/// that arrive with the same new header while it is being checked wait for that one
+/// check: a client opening its connections in parallel (h5pyd, a viewer) cost one bcrypt
+/// per connection, ~1.5 CPU-seconds at the start of the live scenario.
 final class Authenticator: Sendable {
     let usersFile: String?
     let allowAnonymous: Bool
+    let logger: Logger?
     private let state = NIOLockedValueBox(State())
     static let rememberSeconds = 600
     static let rememberMax = 4096
@@ -18,11 +23,14 @@ final class Authenticator: Sendable {
         var users = UsersFile()
         var stamp: Store.Stamp? = nil
         var verified: [String: (user: String, until: Int)] = [:]
+        /// Checks under way, by header.
+        var checking: [String: Task<Bool, Error>] = [:]
     }
 
-    init(usersFile: String?, allowAnonymous: Bool) {
+    init(usersFile: String?, allowAnonymous: Bool, logger: Logger? = nil) {
         self.usersFile = usersFile
         self.allowAnonymous = allowAnonymous
+        self.logger = logger
     }
 
     /// The user a request acts as (nil: anonymous, when allowed); throws 401 for missing
@@ -37,13 +45,33 @@ final class Authenticator: Sendable {
         }
         let users = try currentUsers()
         let now = Int(time(nil))
-        if let hit = state.withLockedValue({ $0.verified[header] }), hit.until > now { return hit.user }
-        let ok = try await pool.runIfActive { users.verify(name: name, password: password) }
-        guard ok else { throw ServeError(401, "bad user name or password") }
+        let logger = self.logger
+        let check: Task<Bool, Error>? = state.withLockedValue { s in
+            if let hit = s.verified[header], hit.until > now { return nil }
+            if let under = s.checking[header] { return under }
+            let t = Task {
+                logger?.debug("checking a password (bcrypt)", metadata: ["user": "\(name)"])
+                return try await pool.runIfActive { users.verify(name: name, password: password) }
+            }
+            s.checking[header] = t
+            return t
+        }
+        guard let check else { return name }   // remembered: the header holds this name
+        let ok: Bool
+        do { ok = try await check.value } catch {
+            state.withLockedValue { if $0.checking[header] == check { $0.checking[header] = nil } }
+            throw error
+        }
         state.withLockedValue {
+            // not if the users file changed meanwhile (which forgot the check): a later
+            // request checks against the new file
+            guard $0.checking[header] == check else { return }
+            $0.checking[header] = nil
+            guard ok else { return }
             if $0.verified.count >= Authenticator.rememberMax { $0.verified.removeAll() }
             $0.verified[header] = (name, now + Authenticator.rememberSeconds)
         }
+        guard ok else { throw ServeError(401, "bad user name or password") }
         return name
     }
 
@@ -74,9 +102,13 @@ final class Authenticator: Sendable {
             throw ServeError(500, "the users file cannot be read: \(error)")
         }
         state.withLockedValue {
+            // requests that loaded the same file at once: the first one's state stands
+            // (clearing again would drop a check under way and start a second one)
+            guard $0.stamp != stamp || stamp == nil else { return }
             $0.users = users
             $0.stamp = stamp
             $0.verified.removeAll()
+            $0.checking.removeAll()
         }
         return users
     }

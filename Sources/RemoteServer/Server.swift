@@ -88,7 +88,7 @@ public final class RemoteServer: Sendable {
             throw ServeError(400, "no --users FILE given: nxlua serve requires authentication (make a users file with 'nxlua serve adduser FILE NAME', or pass --allow-anonymous to serve without it)")
         }
         if let path = options.usersFile { _ = try UsersFile.load(path) }  // fail at start, not at the first request
-        auth = Authenticator(usersFile: options.usersFile, allowAnonymous: options.allowAnonymous)
+        auth = Authenticator(usersFile: options.usersFile, allowAnonymous: options.allowAnonymous, logger: logger)
         if options.allowAnonymous, let file = options.usersFile, (try? UsersFile.load(file))?.limitsFolders == true {
             throw ServeError(400, "--allow-anonymous: \(file) limits users to folders, and an anonymous request would read everything; serve the public folder from a server of its own")
         }

@@ -696,6 +696,31 @@ def eval_server(served, tmp_path_factory):
     assert s.stop() == 0
 
 
+def test_parallel_first_requests_check_the_password_once(served, tmp_path):
+    """A client that opens its connections in parallel (h5pyd, a viewer) sends the same new
+    Authorization header on each: one bcrypt check answers them all (it was one per
+    connection, ~0.2 s of CPU each, at the start of every live run). A wrong password sent
+    in parallel is refused on every request, and not remembered."""
+    log = tmp_path / "auth.log"
+    s = Server(served["root"], served["users"], "--log-level", "debug", log=log)
+
+    def checks():
+        return log.read_text().count("checking a password (bcrypt)")
+    try:
+        def one(password):
+            return requests.get(s.url + "/", params={"domain": "/sample.nxs"}, auth=(USER, password), timeout=120).status_code
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            assert list(pool.map(one, [PASSWORD] * 8)) == [200] * 8
+            assert checks() == 1
+            assert list(pool.map(one, ["wrong"] * 8)) == [401] * 8
+        wrong = checks() - 1
+        assert 1 <= wrong <= 8
+        assert one(PASSWORD) == 200 and checks() == 1 + wrong       # remembered
+        assert one("wrong") == 401 and checks() == 2 + wrong         # a refusal is not
+    finally:
+        assert s.stop() == 0
+
+
 def process_nice(pid):
     """Nice value of a process's main thread (field 19 of /proc/PID/stat)."""
     return int(pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
