@@ -84,6 +84,14 @@ extension NDArray {
         if (result.isFloat && !dtype.isFloat) || (result != .bool && dtype == .bool) {
             throw ArrayError("cannot write the \(result.rawValue) result of \(op.rawValue) into a \(dtype.rawValue) array in place (same_kind rule); use astype first")
         }
+        // an operand of another dtype and this shape (an int32 frame added into an int64
+        // sum) is converted a block at a time: no operand-sized temporary to allocate
+        // (fresh pages) and one pass over memory less
+        if case .array(let b0) = b, b0.dtype != t, dtype == t, result == t, b0.shape == shape,
+           isContiguous, b0.isContiguous, b0.storage !== storage, count >= NDArray.blockedMinimum {
+            try NDArray.blockedInPlace(op, t, self, b0)
+            return
+        }
         let (x, y) = try NDArray.prepared(t, .array(self), b)
         guard try NDArray.broadcastShape(shape, y.shape) == shape else {
             throw ArrayError("operands could not be broadcast together with shapes \(NDArray.describe(shape)) \(NDArray.describe(y.shape)) in place")
@@ -99,6 +107,41 @@ extension NDArray {
             try NDArray.compute(op, t, x, yy, into: tmp)
             try tmp.copy(into: self)
         }
+    }
+
+    /// Arrays of at least this many elements take the blocked path of binaryInPlace.
+    static let blockedMinimum = 1 << 16
+
+    /// `out op= y` for contiguous arrays of one shape, `out` in the compute dtype `t` and
+    /// `y` not: each thread converts `y` into a small buffer of `t`, a block at a time,
+    /// then runs the kernel over that block of `out`.
+    static func blockedInPlace(_ op: BinaryOp, _ t: DType, _ out: NDArray, _ y: NDArray) throws {
+        let n = out.count, block = 1 << 14
+        let threads = threadCount(elements: n)
+        final class Failure: @unchecked Sendable { var error: Error?; var lock = pthread_mutex_t() }
+        let failure = Failure()
+        pthread_mutex_init(&failure.lock, nil)
+        parallel(threads) { k in
+            let r = partition(n, threads, k)
+            let buffer: NDArray
+            do { buffer = try NDArray(uninitialized: [block], dtype: t) } catch {
+                pthread_mutex_lock(&failure.lock); failure.error = error; pthread_mutex_unlock(&failure.lock)
+                return
+            }
+            interruptibly(r, step: block) { part in
+                let len = part.count
+                let xs = NDArray(dtype: t, shape: [len], strides: [1], offset: out.offset + part.lowerBound, storage: out.storage)
+                let ys = NDArray(dtype: y.dtype, shape: [len], strides: [1], offset: y.offset + part.lowerBound, storage: y.storage)
+                let converted = NDArray(dtype: t, shape: [len], strides: [1], offset: 0, storage: buffer.storage)
+                do {
+                    try ys.copy(into: converted)
+                    try compute(op, t, xs, converted, into: xs)
+                } catch {
+                    pthread_mutex_lock(&failure.lock); failure.error = error; pthread_mutex_unlock(&failure.lock)
+                }
+            }
+        }
+        if let e = failure.error { throw e }
     }
 
     /// Both operands in the compute dtype (numbers as 0-d arrays).

@@ -372,6 +372,27 @@ final class UnaryTests: XCTestCase {
         _ = a
     }
 
+    /// `a op= b` with b of another dtype (an int32 frame into an int64 sum, float32 into
+    /// float64) converts b a block at a time; the result is the one of the general path
+    /// (b converted whole first), on every thread's part and the last partial block.
+    func testInPlaceWithAnotherDtypeIsBlockedAndExact() throws {
+        let n = (3 << 18) + 12345   // threads, whole blocks and a partial one
+        let frame = try NDArray.arange(-500_000, Double(n) - 500_000, dtype: .int32)
+        for (op, t) in [(BinaryOp.add, DType.int64), (.maximum, .int64), (.sub, .float64), (.mul, .float64)] {
+            let start = try NDArray.binary(.mul, .array(try NDArray.arange(0, Double(n), dtype: t)), .integer(3))
+            let blocked = try start.copy(), general = try start.copy()
+            try blocked.binaryInPlace(op, .array(frame))                      // the blocked path
+            try general.binaryInPlace(op, .array(try frame.copy(as: t)))      // same dtype: no conversion
+            XCTAssertEqual(blocked.doubles(), general.doubles(), "\(op) into \(t)")
+        }
+        // a strided operand or a broadcast one keeps the general path, with the same result
+        let wide = try NDArray.arange(0, Double(2 * n), dtype: .int32)
+        let strided = try wide.view("::2")
+        let a = try NDArray(zeros: [n], dtype: .int64)
+        try a.binaryInPlace(.add, .array(strided))
+        XCTAssertEqual(try a.integer(at: [n - 1]), Int64(2 * (n - 1)))
+    }
+
     /// Long kernels stop between blocks once the thread's check asks (Ctrl-C, a limit).
     func testKernelsStopWhenInterrupted() throws {
         let n = 8 << 20
