@@ -244,6 +244,38 @@ def test_all_banks_image_pulses_and_monitors(events_file, tmp_path):
     np.testing.assert_array_equal(got["byimage"], np.bincount(ess["ids"][ess["ids"] < 40], minlength=40).reshape(5, 8))
 
 
+def test_all_banks_fine_bins_sorted_into_one_large_result(events_file, tmp_path):
+    """The three detector banks' pixels x 6000 bins (228 rows: 11 MB of counts, zeroed by
+    every core at once) binned sorted by cache slices, each bank into its rows of one
+    result; with blocks that cut pulses and slices, one worker or three."""
+    path, truth = events_file
+    got = nxlua_hist(tmp_path, path, """
+        local tof = events.edges(0, 20000, 6000)
+        out.two = f.entry:histogram{tof = tof, pixels = true}
+        out.two1 = f.entry:histogram{tof = tof, pixels = true, threads = 1, block = 4099}
+        out.two3 = f.entry:histogram{tof = tof, pixels = true, threads = 3, block = 77777}
+    """)
+    edges = np.linspace(0, 20000, 6001)
+    refs = []
+    for b in ["/entry/bank1_events", "/entry/bank2_events"]:
+        t = truth[b]
+        numbers = t["numbers"].ravel()
+        known = np.isin(t["ids"], numbers)
+        pix = np.searchsorted(numbers, t["ids"])
+        bins = tof_bin(t["tofs"], edges)
+        keep = known & (bins >= 0)
+        refs.append(np.bincount(pix[keep] * 6000 + bins[keep], minlength=numbers.size * 6000).reshape(numbers.size, 6000))
+    ess = truth["/entry/instrument/bank3/events"]
+    bins = tof_bin(ess["tofs"], edges * 1000)  # its ns, the first bank's us
+    pix = np.searchsorted(ess["numbers"], ess["ids"])
+    refs.append(np.bincount(pix[bins >= 0] * 6000 + bins[bins >= 0], minlength=40 * 6000).reshape(40, 6000))
+    ref = np.concatenate(refs)
+    assert ref.sum() > 0
+    for k in ("two", "two1", "two3"):
+        assert got[k].shape == ref.shape, k
+        np.testing.assert_array_equal(got[k], ref, err_msg=k)
+
+
 def test_same_counts_as_scippnexus(events_file, tmp_path):
     sc = pytest.importorskip("scipp")  # scripts/requirements-peers.txt
     snx = pytest.importorskip("scippnexus")
