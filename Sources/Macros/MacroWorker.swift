@@ -138,8 +138,11 @@ final class MacroWorker: @unchecked Sendable {
     /// at the beginning of the journal.
     private func startingCursor() throws -> Int64 {
         if options.fromStart { return 0 }
-        if let last = try journal.lastRunStart(), !last.stopped { return last.seq - 1 }
-        return try journal.lastSeq()
+        // the end first, then the run: a run.start committed between the two reads (a
+        // stacker starting with the runner) is still delivered, from its start
+        let end = try journal.lastSeq()
+        if let last = try journal.lastRunStart(), !last.stopped { return min(last.seq - 1, end) }
+        return end
     }
 
     private func load(_ source: MacroSource) {
