@@ -153,7 +153,9 @@ let package = Package(
         .target(name: "SpecFile", dependencies: ["NDArray", "NeXus"]),
         // Neutron event data (NXevent_data): banks read lazily, histograms streamed over
         // the file in blocks by worker threads (pixel x tof, spectra, detector images). No Lua inside.
-        .target(name: "NeutronEvents", dependencies: ["NDArray", "NeXus"]),
+        .target(name: "NeutronEvents", dependencies: ["NDArray", "NeXus", "CEventKernels"]),
+        // The event histogram's inner loops: cells listed per cache slice, AVX2 listing.
+        .target(name: "CEventKernels", dependencies: ["CCPUFeatures"]),
         // The Lua modules nxlua provides (bindings only; cores live in their own modules).
         .target(name: "NXLuaRuntime", dependencies: ["LuaBridge", "NativeLibraries", "NDArray", "NeXus", "Detector", "Stacker", "TerminalProgress", "RemoteServer", "RemoteClient", "Events", "Plot", "FolderListing", "Catalog", "Crystal", "SpecFile", "NeutronEvents"]),
         // `nxlua macros`: one worker thread and one Lua state per macro file, fed from the

@@ -362,3 +362,94 @@ def test_truncated_file_gives_an_error_not_a_crash(tmp_path):
         r = run("-e", f"print(events.histogram('{t}', {{tof = {{0, 500, 1000}}, pixels = true}}))")
         assert r.returncode != 0 and r.returncode < 128, r.stderr  # an error, not a signal
         assert str(t) in r.stderr
+
+
+def test_vector_listing_edges_odd_ids_and_skewed_banks_match_numpy(tmp_path):
+    """The AVX2 listing loop (int32 or uint32 event_id with float32 times, equal-width bins,
+    a histogram binned by cache slices) against numpy: times exactly on edges, just below
+    them, on the last edge, outside, NaN and infinities; ids below and above the pixels,
+    unmapped between them, negative, near 2^31 and 2^32 (uint32 with a first id past 2^31);
+    a bank whose events all fall into one slice; blocks that end mid-slice, 1 and 3 threads."""
+    rng = np.random.default_rng(11)
+    path = tmp_path / "vec.nxs"
+    n = 300_000
+
+    def tofs_with_edges(hi):
+        t = rng.uniform(-200, hi + 200, n).astype("f4")
+        edges8 = np.arange(0, 8001, 8, dtype="f4")  # the 8000/1000 bins' edges, exact in float32
+        t[::7] = rng.choice(edges8, t[::7].size)
+        t[3::11] = np.nextafter(t[3::11], np.float32(-np.inf))
+        t[5::101] = np.float32(8000)
+        t[6::103] = np.float32(7000)
+        t[8::97] = np.float32(0)
+        t[9::997] = np.nan
+        t[10::1009] = np.inf
+        t[12::1013] = -np.inf
+        return t
+
+    truth = {}
+    with h5py.File(path, "w") as f:
+        entry = nxclass(f.create_group("entry"), "NXentry")
+        inst = nxclass(entry.create_group("instrument"), "NXinstrument")
+        counts = np.full(10, n // 10)
+        pulses = np.arange(10) / 60.0
+        # int32 ids, detector numbers with gaps (odd ids have no pixel)
+        numbers = (100 + 2 * np.arange(300)).astype("i4")
+        nxclass(inst.create_group("bank1"), "NXdetector").create_dataset("detector_number", data=numbers)
+        ids = rng.integers(-50, 800, n).astype("i4")
+        ids[::501] = np.iinfo("i4").min
+        ids[1::503] = np.iinfo("i4").max
+        ids[2::509] = -1
+        t = tofs_with_edges(8000)
+        write_events(entry.create_group("bank1_events"), ids, t, pulses, counts)
+        truth["bank1"] = (ids.astype(np.int64), t.astype("f8"), numbers)
+        # uint32 ids around 3e9 (pixels given as a range)
+        ids = (3_000_000_000 + rng.integers(-50, 450, n)).astype("u4")
+        ids[::501] = 0
+        ids[1::503] = 2**32 - 1
+        ids[2::509] = 2**31
+        ids[3::521] = 2**31 - 1
+        t = tofs_with_edges(7000)
+        write_events(entry.create_group("bank2_events"), ids, t, pulses, counts)
+        truth["bank2"] = (ids.astype(np.int64), t.astype("f8"), None)
+        # skewed: every event on one pixel, so in one cache slice
+        numbers3 = np.arange(1, 401).astype("i4")
+        nxclass(inst.create_group("bank3"), "NXdetector").create_dataset("detector_number", data=numbers3)
+        ids = np.full(n, 377, "i4")
+        t = tofs_with_edges(8000)
+        write_events(entry.create_group("bank3_events"), ids, t, pulses, counts)
+        truth["bank3"] = (ids.astype(np.int64), t.astype("f8"), numbers3)
+
+    got = nxlua_hist(tmp_path, path, """
+        local a, b = events.edges(0, 8000, 1000), events.edges(0, 7000, 999)
+        local u = {3000000000, 3000000399}
+        for _, bank in ipairs{"bank1", "bank3"} do
+            local g = f.entry[bank .. "_events"]
+            out[bank .. "a"] = g:histogram{tof = a, pixels = true}
+            out[bank .. "a1"] = g:histogram{tof = a, pixels = true, threads = 1, block = 4099}
+            out[bank .. "b3"] = g:histogram{tof = b, pixels = true, threads = 3, block = 77777}
+            out[bank .. "b1"] = g:histogram{tof = b, pixels = true, threads = 1, block = 1001}
+        end
+        local g = f.entry.bank2_events
+        out.bank2a = g:histogram{tof = a, pixels = u}
+        out.bank2a3 = g:histogram{tof = a, pixels = u, threads = 3, block = 999}
+        out.bank2b1 = g:histogram{tof = b, pixels = u, threads = 1, block = 65537}
+    """)
+    a, b = np.linspace(0, 8000, 1001), np.linspace(0, 7000, 1000)
+    checked = 0
+    for key, ref_ids in got.items():
+        bank, edges = key[:5], (a if key[5] == "a" else b)
+        ids, tofs, numbers = truth[bank]
+        if numbers is None:
+            known, pix, rows = (ids >= 3_000_000_000) & (ids <= 3_000_000_399), ids - 3_000_000_000, 400
+        else:
+            known, pix, rows = np.isin(ids, numbers), np.searchsorted(numbers, ids), numbers.size
+        bins = tof_bin(tofs, edges)
+        bins[np.isnan(tofs)] = -1  # NaN: in no bin
+        keep = known & (bins >= 0)
+        nb = edges.size - 1
+        ref = np.bincount(pix[keep] * nb + bins[keep], minlength=rows * nb).reshape(rows, nb)
+        assert ref.sum() > 0
+        np.testing.assert_array_equal(ref_ids, ref, err_msg=key)
+        checked += 1
+    assert checked == 11
