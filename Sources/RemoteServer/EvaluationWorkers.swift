@@ -9,9 +9,9 @@ import Glibc
 /// open files, with the HDF5 gate that answers every REST read: in the live run (a stack
 /// growing, macros busy, one client looping r:eval over the whole stack) a GET of the
 /// tree waited 8.6 s behind an 8.9 s evaluation where it takes 0.3 s alone. A worker
-/// opens the files on its own, as any other reader, and runs at nice 10 (5 below the
-/// server's own when `nxlua serve --nice` lowered it) with all its threads, so the
-/// stacker, the macros and the REST reads of a live scan come first.
+/// opens the files on its own, as any other reader, and runs 5 nice steps below the
+/// server (at least nice 10) with all its threads, so the stacker, the macros and the
+/// REST reads of a live scan come first.
 /// A worker that crashes, runs out of memory or overruns its time is killed and replaced
 /// without touching the server.
 ///

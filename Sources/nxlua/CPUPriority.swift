@@ -3,7 +3,7 @@ import CProcessShims
 /// `--nice N` of the long-running readers, `nxlua serve` and `nxlua macros`: on a machine
 /// that also stacks frames, they yield the CPU to the stacker (the one process whose lag
 /// puts frames at risk: readers catch up, a detector's buffer does not wait). Measured
-/// with scripts/live_scenario.py; docs/live.md, "Who gets the CPU".
+/// with scripts/live_scenario.py; docs/stacking.md, "Who gets the CPU on a shared machine".
 enum CPUPriority {
     static let defaultNice = 10
 
