@@ -467,7 +467,8 @@ def test_sigkill_of_the_runner_loses_nothing_and_records_say_what_ran_twice(tmp_
         for k, f in enumerate(made):
             write_then_rename(f, watched / f.name)
             if k % 3 == 0:
-                wait_for(lambda: last_seq(journal) > 0, what="the run to start")
+                wait_for(lambda: last_seq(journal) > 0 or p.poll() is not None, what="the run to start")
+                assert p.poll() is None, f"the stacker ended ({p.returncode}): {p.communicate()[1]}"
                 with db(journal) as c:
                     uid = c.execute("SELECT run FROM events WHERE kind='run.start'").fetchone()[0]
                 trigger(journal, "point", "--run", uid, f"k={k}")
