@@ -16,8 +16,10 @@ and `scripts/bench live` (100 frames/s, timings against the goals). As a command
 What a client saw is judged with one rule: the stacker commits a frame's data before it
 marks it stored, so a status read BEFORE a later look at the data's shape never vouches
 for a frame beyond that shape ("status ahead of data" otherwise), and the pixels of a
-frame the status vouches for are its source's. Every poll reads the status (one load),
-then loads the file again for the shape and reads the newest stored frame from there.
+frame the status vouches for are its source's. Every poll reads the status, then asks
+for the data's shape again and reads the newest stored frame: the nx.remote poller
+follows the file as docs/remote.md says (its two fields found once, `refresh()` before
+each read), h5pyd opens the file anew for the status and again for the data.
 
 Timestamps (all wall clock, one machine): `appear` when the detector renamed the file
 into the folder; `commit` the time of its frames.ready event in the journal (the
@@ -161,14 +163,20 @@ local url, user, domain, made, log, stop, interval = ...
 interval = tonumber(interval)
 local r = nx.remote(url, {user = user, timeout = 120})
 local out = assert(io.open(log, "w"))
+local status, d   -- the stack's fields, found once the file exists (again after an error)
 while not exists(stop) do
   local t0 = nxlua.time()
   local kind, ranges, top, n, k, msg = "error", "-", -1, -1, -1, ""
   local tread = -1
   local ok, err = pcall(function()
-    local st = r:load(domain).entry.stacking.frame_status:read():totable()   -- the status first
+    if status == nil then
+      local f = r:load(domain)
+      status, d = f.entry.stacking.frame_status, f.entry.instrument.detector.data
+    end
+    status:refresh()
+    local st = status:read():totable()   -- the status first
     ranges, top = stored(st)
-    local d = r:load(domain).entry.instrument.detector.data                  -- then the data, loaded again
+    d:refresh()                          -- then the data's shape, asked again
     n = d.shape[1]
     if top < 0 then kind = "empty"; return end
     if top >= n then
@@ -185,7 +193,7 @@ while not exists(stop) do
       msg = string.format("frame %d: %d pixels differ from its source", k, a:ne(src):count_nonzero())
     end
   end)
-  if not ok then kind = "error"; msg = clean(err) end
+  if not ok then kind = "error"; msg = clean(err); status = nil end
   local t1 = nxlua.time()
   out:write(string.format("%s\t%.6f\t%.6f\t%.6f\t%s\t%d\t%d\t%d\t%s\n", kind, t0, t1, tread, ranges, top, n, k, msg))
   out:flush()

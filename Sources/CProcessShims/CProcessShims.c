@@ -28,7 +28,14 @@ int nx_spawn_worker(const char *path, char *const argv[], int *to_child, int *fr
     posix_spawn_file_actions_adddup2(&actions, in[0], 0);
     posix_spawn_file_actions_adddup2(&actions, out[1], 1);
     posix_spawn_file_actions_addclosefrom_np(&actions, 3);
-    int e = posix_spawn(pid, path, &actions, NULL, argv, environ);
+    // A session of its own: with sched_autogroup the CPU is shared between sessions
+    // first, so an evaluation in the server's session would take the server's share
+    // (the server could then not answer quickly without taking CPU from a stacker).
+    posix_spawnattr_t attributes;
+    posix_spawnattr_init(&attributes);
+    posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSID);
+    int e = posix_spawn(pid, path, &actions, &attributes, argv, environ);
+    posix_spawnattr_destroy(&attributes);
     posix_spawn_file_actions_destroy(&actions);
     close(in[0]);
     close(out[1]);
@@ -65,7 +72,7 @@ static void set_threads_nice(int nice) {
 int nx_worker_start(pid_t parent, int nice) {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent) return -1;  // the parent died before the line above
-    set_threads_nice(nice);
+    nx_lower_cpu_priority(nice);  // its threads, and its session's share (it leads one)
     return 0;
 }
 

@@ -10,8 +10,10 @@ import Glibc
 /// growing, macros busy, one client looping r:eval over the whole stack) a GET of the
 /// tree waited 8.6 s behind an 8.9 s evaluation where it takes 0.3 s alone. A worker
 /// opens the files on its own, as any other reader, and runs 5 nice steps below the
-/// server (at least nice 10) with all its threads, so the stacker, the macros and the
-/// REST reads of a live scan come first.
+/// server (at least nice 10) with all its threads, in a session of its own (with
+/// sched_autogroup, an evaluation in the server's session took the server's share of the
+/// CPU, and REST reads waited), so the stacker, the macros and the REST reads of a live
+/// scan come first.
 /// A worker that crashes, runs out of memory or overruns its time is killed and replaced
 /// without touching the server.
 ///

@@ -66,8 +66,11 @@ final class Store: @unchecked Sendable {
         let path: String
         let file: NXFile
         var stamp: Stamp
-        /// objectToken -> (path in the file, kind), filled as objects are described.
-        var index: [String: (path: String, kind: ObjectID.Kind)] = [:]
+        /// ObjectID.domainHash of the domain, and its root's id.
+        let domainHash: UInt64
+        let rootID: ObjectID
+        /// ObjectID.objectHash -> (path in the file, kind), filled as objects are described.
+        var index: [UInt64: (path: String, kind: ObjectID.Kind)] = [:]
         /// When a request last reached it (monotonic seconds; the least recently used file
         /// is closed first), and how many multi-block reads are under way: those keep it
         /// open (see closeIdle).
@@ -79,6 +82,8 @@ final class Store: @unchecked Sendable {
             self.path = path
             self.file = file
             self.stamp = stamp
+            domainHash = ObjectID.domainHash(domain)
+            rootID = ObjectID.root(domain: domain)
         }
     }
 
@@ -189,10 +194,10 @@ final class Store: @unchecked Sendable {
     // MARK: ids
 
     func id(of node: NXNode, in d: OpenDomain) throws -> ObjectID {
-        if node.path == "/" { return ObjectID.root(domain: d.domain) }
+        if node.path == "/" { return d.rootID }
         let kind: ObjectID.Kind = node is NXField ? .dataset : .group
-        let id = ObjectID.object(kind, domain: d.domain, address: try node.objectInfo().address)
-        if d.index[id.objectToken] == nil { d.index[id.objectToken] = (node.path, kind) }
+        let id = ObjectID.object(kind, domainHash: d.domainHash, address: try node.objectInfo().address)
+        if d.index[id.objectHash] == nil { d.index[id.objectHash] = (node.path, kind) }
         return id
     }
 
@@ -203,12 +208,12 @@ final class Store: @unchecked Sendable {
             throw ServeError(400, "'\(text)' is not an object id (g-, d- or t- and 36 hex digits and dashes expected)")
         }
         guard id.kind == kind else {
-            throw ServeError(400, "id \(text) is a \(id.collection) id, used as one of \(ObjectID(kind: kind, domainToken: id.domainToken, objectToken: id.objectToken).collection)")
+            throw ServeError(400, "id \(text) is a \(id.collection) id, used as one of \(ObjectID(kind: kind, domainHash: id.domainHash, objectHash: id.objectHash).collection)")
         }
-        guard id.domainToken == ObjectID.domainToken(d.domain) else {
+        guard id.domainHash == d.domainHash else {
             throw ServeError(404, "id \(text) does not belong to domain '\(d.domain)'")
         }
-        if id == ObjectID.root(domain: d.domain) { return d.file.root }
+        if id == d.rootID { return d.file.root }
         if let found = try lookup(id, d) { return found }
         _ = try walk(d, limit: 1_000_000)
         if let found = try lookup(id, d) { return found }
@@ -216,17 +221,17 @@ final class Store: @unchecked Sendable {
     }
 
     private func lookup(_ id: ObjectID, _ d: OpenDomain) throws -> NXNode? {
-        guard let entry = d.index[id.objectToken], entry.kind == id.kind else { return nil }
+        guard let entry = d.index[id.objectHash], entry.kind == id.kind else { return nil }
         // the file may have been rewritten since: the address must still match
         if let n = try? d.file.root.resolve(entry.path), (try? self.id(of: n, in: d)) == id { return n }
-        d.index[id.objectToken] = nil
+        d.index[id.objectHash] = nil
         return nil
     }
 
     /// Every object reachable by hard links, each once, breadth first.
     func walk(_ d: OpenDomain, limit: Int) throws -> [NXNode] {
         var out: [NXNode] = [d.file.root]
-        var seen: Set<String> = [ObjectID.root(domain: d.domain).objectToken]
+        var seen: Set<UInt64> = [d.rootID.objectHash]
         var i = 0
         while i < out.count, out.count <= limit {
             defer { i += 1 }
@@ -234,7 +239,7 @@ final class Store: @unchecked Sendable {
             for e in try g.entries() where e.link == .hard && e.kind != .missing {
                 guard let c = try g.child(e.name) else { continue }
                 let cid = try id(of: c, in: d)
-                if seen.insert(cid.objectToken).inserted { out.append(c) }
+                if seen.insert(cid.objectHash).inserted { out.append(c) }
             }
         }
         return out
@@ -251,7 +256,7 @@ final class Store: @unchecked Sendable {
 
     func domainJSON(_ d: OpenDomain, getobjs: Bool, limits: JSON, version: String) throws -> JSON {
         var m: [JSON.Member] = [
-            .init("root", .string(ObjectID.root(domain: d.domain).description)),
+            .init("root", .string(d.rootID.description)),
             .init("class", .string("domain")),
             .init("owner", .string(owner)),
             .init("created", .double(d.stamp.mtime)),
@@ -290,7 +295,7 @@ final class Store: @unchecked Sendable {
         let entries = try g.entries().filter { !($0.link == .hard && $0.kind == .missing) }
         var m: [JSON.Member] = []
         if !summary {
-            m += [.init("id", .string(id.description)), .init("root", .string(ObjectID.root(domain: d.domain).description)),
+            m += [.init("id", .string(id.description)), .init("root", .string(d.rootID.description)),
                   .init("created", t.created), .init("lastModified", t.modified),
                   .init("linkCount", .int(entries.count)),
                   .init("attributeCount", .int((try? g.objectInfo().attributeCount) ?? 0))]
@@ -372,7 +377,7 @@ final class Store: @unchecked Sendable {
         }
         var m: [JSON.Member] = []
         if !summary {
-            m += [.init("id", .string(id.description)), .init("root", .string(ObjectID.root(domain: d.domain).description))]
+            m += [.init("id", .string(id.description)), .init("root", .string(d.rootID.description))]
         }
         m += [.init("type", HDFJSON.type(type)), .init("shape", HDFJSON.shape(space))]
         if summary || includeAttributes { m.append(.init("attributes", try attributesJSON(f, d))) }

@@ -88,7 +88,11 @@ final class SelectTests: XCTestCase {
         XCTAssertEqual(ObjectID(parsing: a.description), a)
         let root = ObjectID.root(domain: "/a.nxs")
         // HSDS's root mark: the last 16 digits are the first 16 rotated by 8
-        XCTAssertEqual(root.objectToken, ObjectID.rotated(root.domainToken))
+        XCTAssertEqual(root.objectHash, ObjectID.rotated(root.domainHash))
+        XCTAssertEqual(root.description, "g-ce8e6c7a-394896ac-4606-e4f2b1-c01e24")
+        // ids outlive servers: the same digits as every earlier version gave
+        XCTAssertEqual(a.description, "d-ce8e6c7a-394896ac-9074-c4d98b-008bbe")
+        XCTAssertEqual(ObjectID(parsing: "D-CE8E6C7A-394896AC-9074-C4D98B-008BBE"), a)
         XCTAssertEqual(ObjectID(parsing: "g-29bb8c80-91a88fb4-a133-040819-20073c")?.domainToken, "29bb8c8091a88fb4")
         for bad in ["", "x-29bb8c80-91a88fb4-a133-040819-20073c", "g-29bb8c80-91a88fb4-a133-040819-20073", "g-29bb8c80_91a88fb4-a133-040819-20073c", "g-zzbb8c80-91a88fb4-a133-040819-20073c"] {
             XCTAssertNil(ObjectID(parsing: bad), bad)

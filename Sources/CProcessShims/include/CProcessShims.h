@@ -7,12 +7,14 @@
 /// process: its stdin reads what the parent writes to `*to_child`, its stdout goes to
 /// `*from_child`, its stderr is the parent's, and no other descriptor of the parent
 /// reaches it (an inherited descriptor of an HDF5 file would keep the file's lock held
-/// after the parent closed it). The parent's ends are close-on-exec. Returns 0 or an errno.
+/// after the parent closed it). The parent's ends are close-on-exec. The worker leads a
+/// session of its own (sched_autogroup: its CPU share is then not taken from the
+/// parent's session; see nx_worker_start). Returns 0 or an errno.
 int nx_spawn_worker(const char *path, char *const argv[], int *to_child, int *from_child, pid_t *pid);
 
 /// Called first thing in a worker process: it is killed (SIGKILL) when the parent's
 /// thread that started it ends, with the parent or whatever the cause, and runs at
-/// `nice` with every thread it has or starts.
+/// `nice` with every thread it has or starts, its session's autogroup too.
 /// Returns 0, or -1 when the parent is already gone.
 int nx_worker_start(pid_t parent, int nice);
 
