@@ -118,14 +118,12 @@ extension NDArray {
     static func blockedInPlace(_ op: BinaryOp, _ t: DType, _ out: NDArray, _ y: NDArray) throws {
         let n = out.count, block = 1 << 14
         let threads = threadCount(elements: n)
-        final class Failure: @unchecked Sendable { var error: Error?; var lock = pthread_mutex_t() }
-        let failure = Failure()
-        pthread_mutex_init(&failure.lock, nil)
+        let failure = FirstError()
         parallel(threads) { k in
             let r = partition(n, threads, k)
             let buffer: NDArray
             do { buffer = try NDArray(uninitialized: [block], dtype: t) } catch {
-                pthread_mutex_lock(&failure.lock); failure.error = error; pthread_mutex_unlock(&failure.lock)
+                failure.keep(error)
                 return
             }
             interruptibly(r, step: block) { part in
@@ -137,11 +135,11 @@ extension NDArray {
                     try ys.copy(into: converted)
                     try compute(op, t, xs, converted, into: xs)
                 } catch {
-                    pthread_mutex_lock(&failure.lock); failure.error = error; pthread_mutex_unlock(&failure.lock)
+                    failure.keep(error)
                 }
             }
         }
-        if let e = failure.error { throw e }
+        try failure.rethrow()
     }
 
     /// Both operands in the compute dtype (numbers as 0-d arrays).

@@ -1,4 +1,5 @@
 import Dispatch
+import Synchronization
 
 /// The one general strided loop: walks the rows (last axis) of a shape for up to three
 /// operands with their own element strides (0 = broadcast), calling `row` with each
@@ -72,6 +73,13 @@ func parallel(_ n: Int, _ body: @Sendable (Int) -> Void) {
     }
     nonisolated(unsafe) let shared = check
     DispatchQueue.concurrentPerform(iterations: n) { k in Interruption.withCheck(shared) { body(k) } }
+}
+
+/// The first error thrown by any of `parallel`'s parts, rethrown by the caller after.
+final class FirstError: Sendable {
+    private let error = Mutex<Error?>(nil)
+    func keep(_ e: Error) { error.withLock { if $0 == nil { $0 = e } } }
+    func rethrow() throws { if let e = error.withLock({ $0 }) { throw e } }
 }
 
 /// Splits 0..<total into `parts` near-equal ranges.

@@ -124,9 +124,9 @@ enum EventsModule {
             let nb = opts.tof?.count ?? 1
             if opts.pixels {
                 let rows = maps.reduce(0) { $0 + ($1?.rows ?? 1) }
-                combined = try wrap { try EventHistogram.zeros(opts.tof == nil ? [rows] : [rows, nb], threads: opts.request.threads) }
+                combined = try wrap { try NDArray(zeros: opts.tof == nil ? [rows] : [rows, nb], dtype: .int64) }
             } else {
-                combined = try wrap { try EventHistogram.zeros(opts.tof == nil ? [1] : [nb], threads: opts.request.threads) }
+                combined = try wrap { try NDArray(zeros: opts.tof == nil ? [1] : [nb], dtype: .int64) }
             }
         }
         var row = 0

@@ -31,26 +31,6 @@ public struct EventHistogram: @unchecked Sendable {
     /// Events read (in the pulses selected) and events that fell into a bin.
     public let eventsRead: Int
     public let eventsBinned: Int
-
-    /// A new int64 array of zeros for counts, zeroed by every core at once: a histogram of
-    /// pixels x tof is large (4 banks of 16384 pixels x 200 bins: 105 MB), and the first
-    /// touch of a fresh page, where the kernel zeroes it, is what costs.
-    public static func zeros(_ shape: [Int], threads: Int = 0) throws -> NDArray {
-        let a = try NDArray(uninitialized: shape, dtype: .int64)
-        let bytes = a.count * 8
-        nonisolated(unsafe) let p = a.storage.bytes
-        let cores = threads > 0 ? threads : Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
-        let parts = max(1, min(cores, bytes >> 22))  // pieces of at least 4 MB
-        if parts == 1 {
-            memset(p, 0, max(bytes, 0))
-        } else {
-            DispatchQueue.concurrentPerform(iterations: parts) { w in
-                let r = slice(0..<bytes, parts, w)
-                memset(p + r.lowerBound, 0, r.count)
-            }
-        }
-        return a
-    }
 }
 
 /// A block of events read: the ids and times as the buffers' dtypes hold them.
@@ -252,7 +232,7 @@ extension EventBank {
             }
             result = into
         } else {
-            result = try EventHistogram.zeros(outShape.isEmpty ? [1] : outShape, threads: request.threads)
+            result = try NDArray(zeros: outShape.isEmpty ? [1] : outShape, dtype: .int64)  // zeroed by every core
         }
         let resultPointer = (result.storage.bytes + result.offset * 8).assumingMemoryBound(to: Int64.self)
 
