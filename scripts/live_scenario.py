@@ -344,7 +344,49 @@ def expand(ranges):
 
 # ---------------------------------------------------------------- processes
 
-class Proc:
+def cpu_seconds(pid):
+    """User + system CPU seconds of a process so far (None once it is gone)."""
+    try:
+        fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+class Sampled:
+    """A process whose CPU time is sampled every 0.1 s (see run's sample_cpu)."""
+    def __init__(self, pid):
+        self.pid = pid
+        self.cpu_s = 0.0  # user + system CPU seconds, last sampled (kept when it has ended)
+        self.cpu_samples = []  # (wall time, cpu_s)
+
+    def sample_cpu(self):
+        cpu = cpu_seconds(self.pid)
+        if cpu is not None:
+            self.cpu_s = cpu
+            self.cpu_samples.append((time.time(), cpu))
+
+    def cpu_between(self, t0, t1):
+        """CPU seconds used between wall times t0 and t1."""
+        def at(t):
+            before = [c for s, c in self.cpu_samples if s <= t]
+            return before[-1] if before else 0.0
+        return at(t1) - at(t0)
+
+
+def children_of(pid):
+    out = []
+    for d in pathlib.Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    out.append(int(d.name))
+            except (OSError, IndexError, ValueError):
+                pass
+    return out
+
+
+class Proc(Sampled):
     """A child in its own process group, its output in a log file."""
 
     def __init__(self, name, cmd, logdir, env=None, stdout=None):
@@ -353,15 +395,7 @@ class Proc:
         self.log = open(self.log_path, "a")
         self.p = subprocess.Popen(self.cmd, stdout=stdout or self.log, stderr=self.log, env=env, start_new_session=True)
         self.started = time.time()
-        self.cpu_s = 0.0  # user + system CPU seconds, last sampled (see sample_cpu)
-
-    def sample_cpu(self):
-        """Reads the process's CPU time so far from /proc (kept when it has ended)."""
-        try:
-            fields = pathlib.Path(f"/proc/{self.p.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            self.cpu_s = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except (OSError, IndexError, ValueError):
-            pass
+        Sampled.__init__(self, self.p.pid)
 
     def alive(self):
         return self.p.poll() is None
@@ -497,9 +531,16 @@ def run(frames=600, rate=100.0, modules=None, nxlua=None, work=None, frames_dir=
     procs, stackers = {}, []
     sampling = threading.Event()
 
+    workers = {}  # serve's evaluation workers, by pid
+
     def sample_cpu():  # every process's CPU time, for "where does the time go"
+        rounds = 0
         while not sampling.wait(0.1):
-            for proc in list(procs.values()) + list(stackers):
+            rounds += 1
+            if "serve" in procs and rounds % 10 == 1:  # new workers are rare: a look a second
+                for pid in children_of(procs["serve"].p.pid):
+                    workers.setdefault(pid, Sampled(pid))
+            for proc in list(procs.values()) + list(stackers) + list(workers.values()):
                 proc.sample_cpu()
     threading.Thread(target=sample_cpu, daemon=True).start()
     restart = {"kill_at_frame": None, "kill_time": None, "attempts": 0, "refusals": [], "restarted_time": None,
@@ -640,6 +681,7 @@ def run(frames=600, rate=100.0, modules=None, nxlua=None, work=None, frames_dir=
         sampling.set()
         result["cpu_s"] = {name: round(proc.cpu_s, 2) for name, proc in procs.items()}
         result["cpu_s"]["stack"] = round(sum(s.cpu_s for s in stackers), 2)
+        result["cpu_s"]["eval workers"] = round(sum(w.cpu_s for w in workers.values()), 2)
     for name in ("remote", "h5pyd", "eval"):
         if codes.get(name) not in (0, None):
             problems.append(f"{name} client exited {codes[name]}: {procs[name].text()[-1500:]}")
@@ -870,6 +912,14 @@ def run(frames=600, rate=100.0, modules=None, nxlua=None, work=None, frames_dir=
     if commit and appear:
         result["stack_rate"] = frames / (max(commit.values()) - min(appear.values()))
         result["stack_seconds"] = max(commit.values()) - min(appear.values())
+        # what each process used while the stack grew (first frame file to last commit):
+        # the clients and macros go on after it, and the whole run's CPU says little of
+        # the contention the latencies met
+        t0, t1 = min(appear.values()), max(commit.values())
+        during = {name: proc.cpu_between(t0, t1) for name, proc in procs.items()}
+        during["stack"] = sum(s.cpu_between(t0, t1) for s in stackers)
+        during["eval workers"] = sum(w.cpu_between(t0, t1) for w in workers.values())
+        result["cpu_s_stacking"] = {n: round(v, 2) for n, v in during.items()}
     for c in clients.values():
         c.pop("polls_list", None)
     result["ok"] = not problems
@@ -943,9 +993,13 @@ def table(result):
                  f"resume marked by a stream.open: {e['resume_marked']}")
     lines.append(f"final file: {r['final']['identical']}/{r['frames']} frames identical to their sources; "
                  f"macro outputs equal to numpy: {r['macro_outputs']}; exits {r['exit_codes']}")
-    cpu = r.get("cpu_s") or {}
-    lines.append("CPU seconds per process (user + system): " + ", ".join(f"{n} {v:.1f}" for n, v in cpu.items())
-                 + f"; total {sum(cpu.values()):.1f} over {r.get('stack_seconds') or 0:.1f} s of stacking")
+    cpu, during = r.get("cpu_s") or {}, r.get("cpu_s_stacking") or {}
+    if during:
+        lines.append(f"CPU seconds per process while the stack grew ({r.get('stack_seconds') or 0:.1f} s, "
+                     f"{os.cpu_count()} cores): " + ", ".join(f"{n} {v:.1f}" for n, v in during.items())
+                     + f"; total {sum(during.values()):.1f}")
+    lines.append("CPU seconds per process, whole run: " + ", ".join(f"{n} {v:.1f}" for n, v in cpu.items())
+                 + f"; total {sum(cpu.values()):.1f}")
     lines.append("problems: none" if r["ok"] else f"problems ({len(r['problems'])}):")
     lines += [f"  - {p}" for p in r["problems"]]
     return lines
