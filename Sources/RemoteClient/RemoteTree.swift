@@ -415,6 +415,13 @@ public final class RemoteField: RemoteNode, NXReadableField, @unchecked Sendable
 
     public func read(_ selection: Selection?) throws -> NXValue {
         let (t, s) = try metadata()
+        // the whole of a small field: the values that came with the shape (nxlua serve
+        // sends a few KB with each dataset), the same state of the file, no second request
+        if selection == nil, let inline = try json()["value"] {
+            if case .unsupported = t.element {} else {
+                return try RemoteValues.decode(inline, type: t, shape: s.dims, what: "\(location): \(path)")
+            }
+        }
         if s.isScalar, let sel = selection, sel.items.contains(where: { $0 != .ellipsis }) { throw fail("a scalar field takes no index") }
         if s.isNull { throw fail("the field has no data (null dataspace)") }
         let axes: [Selection.Axis]

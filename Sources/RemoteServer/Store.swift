@@ -386,12 +386,15 @@ final class Store: @unchecked Sendable {
             creation.append(.init("filters", .array(filters.map(HDFJSON.filter))))
         }
         m.append(.init("creationProperties", .object(creation)))
+        // A few KB of values travel with the description, read in the same state of the
+        // file as the shape: a client following a growing file (the frame status) reads
+        // the field in one request after refresh() instead of two.
+        if type.unsupportedReason == nil, !type.hasVariableLength, space.kind != .null,
+           space.count * type.rawSize <= inlineValueBytes {
+            let raw = try f.readRaw(nil)
+            m.append(.init("value", HDFJSON.values(raw, shape: space.kind == .scalar ? [] : space.dims)))
+        }
         if summary {
-            if type.unsupportedReason == nil, !type.hasVariableLength, space.kind != .null,
-               space.count * type.rawSize <= inlineValueBytes {
-                let raw = try f.readRaw(nil)
-                m.append(.init("value", HDFJSON.values(raw, shape: space.kind == .scalar ? [] : space.dims)))
-            }
             m += [.init("id", .string(id.description)), .init("created", t.created), .init("lastModified", t.modified)]
         } else {
             m += [.init("attributeCount", .int((try? f.objectInfo().attributeCount) ?? 0)),

@@ -234,6 +234,47 @@ def test_nx_remote_follows_a_growing_file_with_refresh(live, tmp_path):
         w.wait(60)
 
 
+# A small field of a growing file, read whole after each refresh(): its values come with
+# its shape (nxlua serve sends a few KB of values with a dataset's description).
+SMALL_FOLLOWING = """
+local url, user, password, go = ...
+local r = nx.remote(url, {user = user, password = password})
+local d = r:load("/small.h5").frames
+for i = 2, 3 do
+  local g = io.open(go, "w"); g:write(tostring(i)); g:close()
+  repeat d:refresh() until d.shape[1] >= i
+  local a = d:read()
+  io.write(a.shape[1], " ", a[i - 1]:min(), " ", a:sum(), "\\n"); io.flush()
+end
+"""
+
+
+def test_a_small_field_is_read_with_its_shape_after_refresh(live, tmp_path):
+    """The status of a growing stack is followed in one request per poll: the whole of a
+    small field arrives with its description, in the same state of the file as its shape,
+    and no value request follows."""
+    server = live["server"]
+    go = tmp_path / "go"
+    go.write_text("1")
+    w = writer(live, "small.h5", 3, (2, 2), go=go)
+    try:
+        assert w.stdout.readline().strip() == "1"
+        script = tmp_path / "small.lua"
+        script.write_text(SMALL_FOLLOWING)
+        r = subprocess.run([BIN, str(script), server.url, USER, PASSWORD, str(go)], capture_output=True,
+                           text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        # frame i holds i + 1: after 2 frames the sum is (1 + 2) * 4, after 3 (1 + 2 + 3) * 4
+        assert r.stdout.split("\n")[:2] == ["2 2 12", "3 3 24"], r.stdout
+        did = dataset_id(server, "frames", domain="/small.h5")
+        log = server.log_path.read_text()
+        assert f"path=/datasets/{did} " in log
+        assert f"path=/datasets/{did}/value" not in log
+    finally:
+        go.write_text("99")
+        w.wait(60)
+
+
 def thread_nices(pid):
     """{thread name: [nice values]} of a process's threads, from /proc (field 19 of stat)."""
     out = {}
