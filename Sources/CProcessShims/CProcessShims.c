@@ -69,10 +69,11 @@ static void set_threads_nice(int nice) {
     if (errno == 0 && now < nice) setpriority(PRIO_PROCESS, self, nice);
 }
 
-int nx_worker_start(pid_t parent, int nice) {
+int nx_worker_start(pid_t parent, int nice, int session_nice) {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent) return -1;  // the parent died before the line above
-    nx_lower_cpu_priority(nice);  // its threads, and its session's share (it leads one)
+    if (nice > 0) set_threads_nice(nice > 19 ? 19 : nice);
+    nx_set_session_nice(session_nice);
     return 0;
 }
 
@@ -94,23 +95,25 @@ int nx_lower_thread_priority(int by) {
     return errno == 0 ? after : now;
 }
 
-int nx_lower_cpu_priority(int nice) {
-    if (nice <= 0) return 0;
-    if (nice > 19) nice = 19;
-    set_threads_nice(nice);
-    int done = 1;
+int nx_set_session_nice(int nice) {
     // With sched_autogroup (Debian's kernels), the CPU is shared first between sessions
     // and nice only orders the threads of one session: a process that leads its own
     // session (started by a service manager, setsid, or a harness) lowers the session's
     // share too, else a stacker in another session gets no more CPU than before.
-    if (getsid(0) == getpid()) {
-        int fd = open("/proc/self/autogroup", O_WRONLY | O_CLOEXEC);
-        if (fd >= 0) {
-            char text[16];
-            int n = snprintf(text, sizeof text, "%d", nice);
-            if (write(fd, text, (size_t)n) == n) done |= 2;
-            close(fd);
-        }
-    }
+    if (nice <= 0 || getsid(0) != getpid()) return 0;
+    if (nice > 19) nice = 19;
+    int fd = open("/proc/self/autogroup", O_WRONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    char text[16];
+    int n = snprintf(text, sizeof text, "%d", nice);
+    int done = write(fd, text, (size_t)n) == n;
+    close(fd);
     return done;
+}
+
+int nx_lower_cpu_priority(int nice) {
+    if (nice <= 0) return 0;
+    if (nice > 19) nice = 19;
+    set_threads_nice(nice);
+    return nx_set_session_nice(nice) ? 3 : 1;
 }

@@ -10,10 +10,10 @@ import Glibc
 /// growing, macros busy, one client looping r:eval over the whole stack) a GET of the
 /// tree waited 8.6 s behind an 8.9 s evaluation where it takes 0.3 s alone. A worker
 /// opens the files on its own, as any other reader, and runs 5 nice steps below the
-/// server (at least nice 10) with all its threads, in a session of its own (with
-/// sched_autogroup, an evaluation in the server's session took the server's share of the
-/// CPU, and REST reads waited), so the stacker, the macros and the REST reads of a live
-/// scan come first.
+/// server (at least nice 10) with all its threads, in a session of its own with the
+/// server's nice value (with sched_autogroup, an evaluation in the server's session took
+/// the server's share of the CPU, and REST reads waited), so the stacker, the macros and
+/// the REST reads of a live scan come first.
 /// A worker that crashes, runs out of memory or overruns its time is killed and replaced
 /// without touching the server.
 ///
@@ -128,7 +128,11 @@ public final class EvaluationWorkers: RemoteEvaluator, @unchecked Sendable {
     /// stopped). `folder` is the served folder; files are resolved and access is checked
     /// by the same rules as the server's routes. Returns the process's exit status.
     public static func serve(folder: String, parent: Int32, evaluator: RemoteEvaluator) -> Int32 {
-        guard nx_worker_start(parent, min(19, max(nice, nx_current_nice() + 5))) == 0 else { return 1 }
+        // threads 5 steps below the server's; the worker's own session (see the type's
+        // comment) gets the server's share, at least nice 10: a whole-stack sum must still
+        // finish while the clients of a live scan keep the machine busy
+        let server = nx_current_nice()
+        guard nx_worker_start(parent, min(19, max(nice, server + 5)), min(19, max(nice, server))) == 0 else { return 1 }
         // the answers go to the original stdout; anything else written there goes to stderr
         let answers = dup(1)
         guard answers >= 0, dup2(2, 1) >= 0 else { return 1 }

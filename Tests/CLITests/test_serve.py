@@ -769,7 +769,8 @@ def test_server_and_its_evaluations_yield_the_cpu_to_a_stacker(served, tmp_path)
     """`nxlua serve` runs at nice 10 by default (its session too when it leads one: a
     service, setsid), its evaluation workers 5 steps lower; --nice 0 keeps the priority it
     was started with (workers at 10 then). Each worker leads a session of its own, whose
-    autogroup has the worker's nice value: an evaluation does not take the server's share."""
+    autogroup has the server's nice value (at least 10): an evaluation does not take the
+    server's share, and gets one as large."""
     base = os.getpriority(os.PRIO_PROCESS, 0)
     for extra, main, worker, group in [((), max(base, 10), min(19, max(base, 10) + 5), 10),
                                        (("--nice", "0"), base, max(10, base + 5), 0)]:
@@ -783,7 +784,7 @@ def test_server_and_its_evaluations_yield_the_cpu_to_a_stacker(served, tmp_path)
             assert workers and all(process_nice(w) == worker for w in workers), (workers, [process_nice(w) for w in workers])
             for w in workers:
                 assert os.getsid(w) == w != os.getsid(s.proc.pid)
-                assert pathlib.Path(f"/proc/{w}/autogroup").read_text().split()[-1] == str(worker)
+                assert pathlib.Path(f"/proc/{w}/autogroup").read_text().split()[-1] == str(max(10, main))
         finally:
             assert s.stop() == 0
     r = subprocess.run([BIN, "serve", str(served["root"]), "--nice", "-1"], capture_output=True, text=True, timeout=60)

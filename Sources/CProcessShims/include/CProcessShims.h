@@ -14,9 +14,13 @@ int nx_spawn_worker(const char *path, char *const argv[], int *to_child, int *fr
 
 /// Called first thing in a worker process: it is killed (SIGKILL) when the parent's
 /// thread that started it ends, with the parent or whatever the cause, and runs at
-/// `nice` with every thread it has or starts, its session's autogroup too.
-/// Returns 0, or -1 when the parent is already gone.
-int nx_worker_start(pid_t parent, int nice);
+/// `nice` with every thread it has or starts; its session's autogroup (it leads one) at
+/// `session_nice`. Returns 0, or -1 when the parent is already gone.
+int nx_worker_start(pid_t parent, int nice, int session_nice);
+
+/// When this process leads its session: the session's autogroup to `nice` (1...19).
+/// Returns 1 when set, else 0.
+int nx_set_session_nice(int nice);
 
 /// Lowers the CPU priority of this process (every thread it has or starts) to `nice`
 /// (1...19; never raises a thread's priority). When the process leads its own session,
