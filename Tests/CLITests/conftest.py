@@ -12,6 +12,17 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 BIN = os.environ.get("NXLUA_BIN", str(ROOT / ".build" / "release" / "nxlua"))
 
 
+def child_pids(pid):
+    """The child process ids of `pid`, from /proc."""
+    out = []
+    for task in pathlib.Path(f"/proc/{pid}/task").iterdir():
+        try:
+            out += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return out
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "full_unwind: under AddressSanitizer, unwind every malloc fully "
                             "(a library without frame pointers allocates what LeakSanitizer must match)")

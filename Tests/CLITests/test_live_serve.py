@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import requests
 
+from conftest import child_pids
 from test_serve import BIN, PASSWORD, USER, Server, dataset_id, get
 
 # An h5py SWMR writer: frame i holds the value i + 1 everywhere. With a go file it waits
@@ -289,21 +290,10 @@ def thread_nices(pid):
     return out
 
 
-def children(pid):
-    """The child process ids of `pid`, from /proc."""
-    out = []
-    for task in pathlib.Path(f"/proc/{pid}/task").iterdir():
-        try:
-            out += [int(c) for c in (task / "children").read_text().split()]
-        except OSError:
-            pass
-    return out
-
-
 def workers(pid):
     """{child pid: argv} of the server's evaluation worker processes."""
     found = {}
-    for c in children(pid):
+    for c in child_pids(pid):
         try:
             argv = pathlib.Path(f"/proc/{c}/cmdline").read_bytes().split(b"\0")
         except OSError:

@@ -24,7 +24,7 @@ import requests
 
 h5pyd = pytest.importorskip("h5pyd")
 
-from conftest import BIN, ROOT
+from conftest import BIN, ROOT, child_pids
 
 USER, PASSWORD = "ray", "s3cret-beamline"
 FRAMES = np.arange(10 * 64 * 64, dtype="i4").reshape(10, 64, 64)
@@ -752,18 +752,6 @@ def process_nice(pid):
     return int(pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
 
 
-def children(pid):
-    out = []
-    for d in pathlib.Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                if int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                    out.append(int(d.name))
-            except (OSError, IndexError, ValueError):
-                pass
-    return out
-
-
 @pytest.mark.skipif(not pathlib.Path("/proc/self/autogroup").exists(), reason="kernel without sched_autogroup")
 def test_server_and_its_evaluations_yield_the_cpu_to_a_stacker(served, tmp_path):
     """`nxlua serve` runs at nice 10 by default (its session too when it leads one: a
@@ -780,7 +768,7 @@ def test_server_and_its_evaluations_yield_the_cpu_to_a_stacker(served, tmp_path)
             assert r.status_code == 200, r.text
             assert process_nice(s.proc.pid) == main
             assert pathlib.Path(f"/proc/{s.proc.pid}/autogroup").read_text().split()[-1] == str(group)
-            workers = children(s.proc.pid)
+            workers = child_pids(s.proc.pid)
             assert workers and all(process_nice(w) == worker for w in workers), (workers, [process_nice(w) for w in workers])
             for w in workers:
                 assert os.getsid(w) == w != os.getsid(s.proc.pid)
