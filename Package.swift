@@ -17,6 +17,8 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird-auth", from: "2.5.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        // Hummingbird's own lifecycle: a waiting request ends when the server stops
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/adam-fowler/compress-nio", from: "1.5.0"),
         // nx.remote (Sources/RemoteClient): HTTP client on the same SwiftNIO/NIOSSL stack.
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
@@ -119,6 +121,7 @@ let package = Package(
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "CompressNIO", package: "compress-nio"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
         // nx.remote: the HDF REST client (nxlua serve or HSDS) and the read-only remote tree
         // that shares the local tree's text, NXdata rules and streaming reductions

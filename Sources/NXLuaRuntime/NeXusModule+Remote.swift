@@ -41,6 +41,26 @@ extension NeXusModule {
                 }
                 return 1
             },
+            LuaMethodDecl("wait", "r:wait(domain [, version [, timeout]]) -> version, changed",
+                          "waits until the file differs from version (nxlua serve): at once without one; else when it changes, or after timeout seconds (default 10)",
+                          help: """
+                          Follows a live file without polling it: the server answers as soon as the file changes (it looks
+                          every 5 ms). version is opaque: pass back the one you got.
+                          local v
+                          while true do
+                            local changed
+                            v, changed = r:wait("/scan.nxs", v, 30)
+                            if changed then --[[ read what is new ]] end
+                          end
+                          """) { call, r in
+                let domain = try call.string(2)
+                let version = try call.optString(3)
+                let timeout = try call.optNumber(4) ?? 10
+                let (now, changed) = try wrap { try r.wait(domain, since: version, timeout: timeout) }
+                call.lua.push(now)
+                call.lua.push(changed)
+                return 2
+            },
             LuaMethodDecl("eval", "r:eval(code [, args]) -> value",
                           "runs Lua code next to the data (server started with --allow-eval); args arrive as ...; an array comes back binary",
                           help: """
@@ -61,7 +81,7 @@ extension NeXusModule {
 
     static let remoteFunction = LuaFunctionDecl(
         "remote", "nx.remote(url [, options]) -> server",
-        "a connection to an HDF REST server (nxlua serve or HSDS): r:load(domain), r:ls(folder), r:eval(code, args)",
+        "a connection to an HDF REST server (nxlua serve or HSDS): r:load(domain), r:ls(folder), r:wait(domain, version), r:eval(code, args)",
         help: """
         options: user=, password= (else $NXLUA_PASSWORD, else a prompt on a terminal), timeout= (seconds
         without an answer, default 60), connect_timeout= (default 10), retries= (of reads after a dropped

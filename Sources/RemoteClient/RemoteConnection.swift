@@ -41,6 +41,28 @@ public final class RemoteConnection: @unchecked Sendable {
         }
     }
 
+    /// Waits until the file `domain` differs from `version` (nxlua serve's GET /nxlua/wait):
+    /// at once when `version` is nil or old, else when the file changes or after `timeout`
+    /// seconds (at most 60, and less than the connection's read timeout). Returns the
+    /// file's version now and whether it differs.
+    public func wait(_ domain: String, since version: String?, timeout: Double) throws -> (version: String, changed: Bool) {
+        let what = "\(session.baseURL): wait for a change of '\(domain)'"
+        guard timeout.isFinite, timeout >= 0 else { throw RemoteError("\(what): the timeout must be a number of seconds >= 0") }
+        let seconds = min(timeout, 60, max(0, session.options.readTimeout - 1))
+        var items = [("domain", domain), ("timeout", "\(seconds)")]
+        if let version { items.append(("since", version)) }
+        let j: JSON
+        do {
+            j = try session.getJSON("/nxlua/wait" + HTTPSession.query(items), what: what)
+        } catch let e as RemoteError where e.status == 404 && !e.message.contains("domain '") {  // no such route: HSDS, an older nxlua serve
+            throw RemoteError("\(what): this server cannot wait for changes (nxlua serve can; HSDS cannot): poll with refresh()", status: 404)
+        }
+        guard let now = j["version"]?.stringValue, case .bool(let changed)? = j["changed"] else {
+            throw RemoteError("\(what): the answer has no version")
+        }
+        return (now, changed)
+    }
+
     /// What an evaluation returns.
     public enum Result: Sendable {
         case json(JSON)

@@ -7,6 +7,7 @@ import HummingbirdTLS
 import Logging
 import NeXus
 import Events
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import NIOSSL
@@ -54,6 +55,8 @@ public final class RemoteServer: Sendable {
     let auth: Authenticator
     /// The web viewer's logins (ViewerSessions.swift).
     let sessions = ViewerSessions()
+    /// Requests waiting in GET /nxlua/wait (WaitRoute.swift), at most Responder.waitersMost.
+    let waiters = NIOLockedValueBox(0)
     let evaluator: RemoteEvaluator?
     let journal: (any JournalStore)?
     let catalog: Catalog?
@@ -321,6 +324,7 @@ struct Responder: HTTPResponder {
         if s.isEmpty { return try await domainRoute(c) }
         if s == ["domains"] { return try await folderRoute(c) }
         if s == ["nxlua", "catalog"] { return try await catalogRoute(c) }
+        if s == ["nxlua", "wait"] { return try await waitRoute(c) }
         if let viewer = try await viewerDataRoute(c) { return viewer }
         if s.first == "nxlua" { throw ServeError(404, "\(request.uri.path): unknown nxlua route") }
         guard let domain = c.domain else { throw ServeError(400, "\(request.uri.path): the domain parameter is missing (?domain=/folder/file.nxs)") }

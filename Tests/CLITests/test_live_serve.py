@@ -276,6 +276,88 @@ def test_a_small_field_is_read_with_its_shape_after_refresh(live, tmp_path):
         w.wait(60)
 
 
+# r:wait: at once without a version, after the timeout when nothing changes, as soon as
+# the writer adds a frame; a file that is not there is not found, as on every route.
+WAITING = """
+local url, user, password, go = ...
+local r = nx.remote(url, {user = user, password = password})
+local v0, c0 = r:wait("/waited.h5")
+local t = nxlua.time()
+local v1, c1 = r:wait("/waited.h5", v0, 0.3)
+print(c0, c1, v1 == v0, nxlua.time() - t >= 0.25)
+local g = io.open(go, "w"); g:write("2"); g:close()
+local v, n, changes = v1, 1, 0
+repeat
+  local changed
+  v, changed = r:wait("/waited.h5", v, 30)
+  assert(changed, "a wait of 30 s ended with no change")
+  changes = changes + 1
+  n = r:load("/waited.h5").frames.shape[1]
+until n >= 2
+print(n, changes >= 1, v ~= v1)
+print(select(2, pcall(r.wait, r, "/not_yet.h5")))
+for _, bad in ipairs({-1, 0 / 0}) do
+  print(select(2, pcall(r.wait, r, "/waited.h5", v, bad)))
+end
+"""
+
+
+def test_a_client_waits_for_a_change_instead_of_polling(live, tmp_path):
+    server = live["server"]
+    go = tmp_path / "go"
+    go.write_text("1")
+    w = writer(live, "waited.h5", 2, (2, 2), go=go)
+    try:
+        assert w.stdout.readline().strip() == "1"
+        script = tmp_path / "wait.lua"
+        script.write_text(WAITING)
+        r = subprocess.run([BIN, str(script), server.url, USER, PASSWORD, str(go)], capture_output=True,
+                           text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        lines = r.stdout.splitlines()
+        assert lines[0] == "true\tfalse\ttrue\ttrue", r.stdout
+        assert lines[1] == "2\ttrue\ttrue", r.stdout
+        assert "wait for a change of '/not_yet.h5': 404 not found" in lines[2], r.stdout
+        assert all("timeout must be a number of seconds >= 0" in x for x in lines[3:5]), r.stdout
+    finally:
+        go.write_text("99")
+        w.wait(60)
+    # hostile or wrong requests get their reason
+    for params, status, words in [({"domain": "/waited.h5", "timeout": "soon"}, 400, "timeout must be a number"),
+                                  ({"domain": "/waited.h5", "timeout": "-3"}, 400, "timeout must be a number"),
+                                  ({"domain": "/"}, 400, "is a folder"),
+                                  ({}, 400, "domain parameter is missing"),
+                                  ({"domain": "/../etc/passwd"}, 403, "")]:
+        resp = requests.get(server.url + "/nxlua/wait", params=params, auth=(USER, PASSWORD), timeout=60)
+        assert resp.status_code == status and words in resp.json()["error"], (params, resp.status_code, resp.text)
+    assert requests.get(server.url + "/nxlua/wait", params={"domain": "/waited.h5"}, timeout=60).status_code == 401
+
+
+def test_a_stopping_server_answers_its_waiting_requests(tmp_path):
+    """A wait is answered (no change) when the server stops, not held to its timeout:
+    the server would otherwise take up to a minute to stop."""
+    root, users = served_folder(tmp_path)
+    with h5py.File(root / "still.h5", "w") as f:
+        f["x"] = [1, 2, 3]
+    s = Server(root, users, log=tmp_path / "serve.log")
+    answers = []
+    try:
+        version = requests.get(s.url + "/nxlua/wait", params={"domain": "/still.h5"}, auth=(USER, PASSWORD),
+                               timeout=60).json()["version"]
+
+        def wait():
+            answers.append(requests.get(s.url + "/nxlua/wait", auth=(USER, PASSWORD), timeout=120,
+                                        params={"domain": "/still.h5", "since": version, "timeout": "60"}))
+        t = threading.Thread(target=wait)
+        t.start()
+        time.sleep(0.5)
+    finally:
+        code = s.stop()
+    t.join(120)
+    assert code == 0
+    assert answers and answers[0].status_code == 200 and answers[0].json()["changed"] is False, answers
+
+
 def thread_nices(pid):
     """{thread name: [nice values]} of a process's threads, from /proc (field 19 of stat)."""
     out = {}

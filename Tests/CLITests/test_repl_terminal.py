@@ -242,6 +242,27 @@ def test_ctrl_c_stops_a_remote_wait_and_leaves_no_connection(repl, mode):
         server.close()
 
 
+def test_ctrl_c_stops_a_wait_for_a_change(repl, tmp_path):
+    # r:wait on nxlua serve, for a file that does not change: Ctrl-C ends it at once,
+    # and the connection works afterwards
+    import h5py
+    from test_serve import Server
+    folder = tmp_path / "served"
+    folder.mkdir()
+    with h5py.File(folder / "still.h5", "w") as f:
+        f["x"] = [1, 2, 3]
+    server = Server(folder, None, "--allow-anonymous", log=tmp_path / "serve.log")
+    try:
+        p = repl()
+        p.sendline(f"r = nx.remote('{server.url}'); v = r:wait('/still.h5'); r:wait('/still.h5', v, 50)")
+        assert interrupt_and_time(p) < 5  # generous: the point is that it returns at all
+        p.sendline("print(select(2, r:wait('/still.h5', v, 0.1)))")
+        p.expect("false\r\n> ")
+        assert finish(p) == 0
+    finally:
+        assert server.stop() == 0
+
+
 def interrupt_and_time(p, after=1.0):
     """Ctrl-C after `after` seconds; the seconds until the prompt is back."""
     time.sleep(after)
