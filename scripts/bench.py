@@ -9,6 +9,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 
@@ -1193,6 +1194,84 @@ def bench_live(root):
     rows.append((f"live: correctness problems (listed on stderr; {r['final']['identical']}/{r['frames']} frames "
                  f"identical)", f"{len(r['problems'])}", "(no anchor)", "-", "-", "0", r["ok"]))
     return rows
+
+
+FOLLOW_WRITER = """
+import h5py, sys, time
+path, n = sys.argv[1], int(sys.argv[2])
+f = h5py.File(path, "w", libver="latest")
+d = f.create_dataset("frames", shape=(0, 4, 4), maxshape=(None, 4, 4), dtype="i4", chunks=(1, 4, 4))
+f.swmr_mode = True
+time.sleep(1.5)
+for i in range(n):
+    d.resize((i + 1, 4, 4)); d[i] = i; d.flush()
+    print(i, time.time(), flush=True)
+    time.sleep(0.2)
+f.close()
+"""
+
+# "wait": r:wait for a change, then refresh(); "poll": refresh() every 50 ms. Each prints
+# "frame time" when it first sees a frame.
+FOLLOW_CLIENT = """
+local url, mode, n = ...
+n = tonumber(n)
+local r = nx.remote(url, {user = "bench", password = "bench-pw"})
+local f
+while f == nil do local ok, g = pcall(r.load, r, "/grow.h5"); if ok then f = g else nxlua.sleep(0.05) end end
+local d, seen, v = f.frames, 0, nil
+while seen < n do
+  if mode == "wait" then v = r:wait("/grow.h5", v, 5) end
+  d:refresh()
+  local k, t = d.shape[1], nxlua.time()
+  for i = seen, k - 1 do print(i, string.format("%.6f", t)) end
+  seen = math.max(seen, k)
+  if mode == "poll" then nxlua.sleep(0.05) end
+end
+"""
+
+
+def bench_follow(root):
+    """Following a live file at 5 frames/s (an h5py SWMR writer, one small frame each
+    0.2 s) through nxlua serve: an nx.remote client that waits for each change
+    (r:wait, GET /nxlua/wait) against one that polls with refresh() every 50 ms; time from
+    the writer's flush to the client seeing the new shape, and the requests each made."""
+    nxlua = str(root / ".build/release/nxlua")
+    n = 60
+    with tempfile.TemporaryDirectory() as tmp:
+        work = pathlib.Path(tmp)
+        (work / "data").mkdir()
+        users = work / "users"
+        subprocess.run([nxlua, "serve", "adduser", str(users), "bench"], input="bench-pw\n", text=True, check=True,
+                       capture_output=True)
+        log = open(work / "serve.log", "w")
+        srv = subprocess.Popen([nxlua, "serve", str(work / "data"), "--port", "0", "--host", "127.0.0.1", "--users",
+                                str(users)], stdout=subprocess.PIPE, stderr=log, text=True)
+        try:
+            url = f"http://127.0.0.1:{int(srv.stdout.readline().split()[-1])}"
+            (work / "client.lua").write_text(FOLLOW_CLIENT)
+            clients = {m: subprocess.Popen([nxlua, str(work / "client.lua"), url, m, str(n)], stdout=subprocess.PIPE,
+                                           text=True) for m in ("wait", "poll")}
+            w = subprocess.run([sys.executable, "-c", FOLLOW_WRITER, str(work / "data" / "grow.h5"), str(n)],
+                               capture_output=True, text=True, check=True, timeout=120)
+            flushed = {int(a): float(b) for a, b in (line.split() for line in w.stdout.splitlines())}
+            lat = {}
+            for m, p in clients.items():
+                seen = {int(a): float(b) for a, b in (line.split() for line in p.communicate(timeout=120)[0].splitlines())}
+                lat[m] = sorted((seen[i] - flushed[i]) * 1e3 for i in flushed if i in seen)
+        finally:
+            srv.terminate()
+            srv.wait(60)
+            log.close()
+        text = (work / "serve.log").read_text()
+    waits, gets = text.count("path=/nxlua/wait "), text.count("path=/datasets/")
+
+    def pct(v, q):
+        return v[min(len(v) - 1, int(q * len(v)))]
+    w, p = lat["wait"], lat["poll"]
+    return [(f"follow a live file at 5 frames/s: flush -> seen, r:wait (p95 {pct(w, 0.95):.1f} ms)",
+             f"{statistics.median(w):.1f} ms", f"refresh() every 50 ms (p95 {pct(p, 0.95):.1f} ms)",
+             f"{statistics.median(p):.1f} ms", f"{statistics.median(p) / statistics.median(w):.1f}x sooner", "", None),
+            (f"  server requests for {n} frames", f"{waits} waits", "dataset GETs (both clients)", f"{gets}", "", "", None)]
 
 
 def bench_viewer(root):
@@ -2414,7 +2493,7 @@ def bench_laue(root):
     return rows
 
 
-BENCHES = {"startup": bench_startup, "bridge": bench_bridge, "sums": bench_sums,
+BENCHES = {"startup": bench_startup, "follow": bench_follow, "bridge": bench_bridge, "sums": bench_sums,
            "elementwise": bench_elementwise, "full": bench_full, "masked_sum": bench_masked_sum, "nexus_tree": bench_nexus_tree,
            "nexus_frame": bench_nexus_frame, "nexus_write": bench_nexus_write, "stream": bench_stream, "cbf_decode": bench_cbf_decode,
            "stack": bench_stack, "serve": bench_serve, "matmul": bench_matmul,
