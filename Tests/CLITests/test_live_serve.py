@@ -217,22 +217,29 @@ end
 """
 
 
-def test_nx_remote_follows_a_growing_file_with_refresh(live, tmp_path):
-    server = live["server"]
+def follow(live, tmp_path, name, frames, shape, script):
+    """Runs the Lua `script` (args: url, user, password, go file) against a growing file
+    written `frames` frames of `shape` by the writer, which waits on the go file (1 frame
+    written first); the finished process."""
     go = tmp_path / "go"
     go.write_text("1")
-    w = writer(live, "followed.h5", 3, (4, 4), go=go)
+    w = writer(live, name, frames, shape, go=go)
     try:
         assert w.stdout.readline().strip() == "1"
-        script = tmp_path / "follow.lua"
-        script.write_text(FOLLOWING)
-        r = subprocess.run([BIN, str(script), server.url, USER, PASSWORD, str(go)], capture_output=True,
+        path = tmp_path / "client.lua"
+        path.write_text(script)
+        r = subprocess.run([BIN, str(path), live["server"].url, USER, PASSWORD, str(go)], capture_output=True,
                            text=True, timeout=120)
         assert r.returncode == 0, r.stderr
-        assert r.stdout.split("\n")[:3] == ["1", "2 2 2", "3 3 3"], r.stdout
+        return r
     finally:
         go.write_text("99")
         w.wait(60)
+
+
+def test_nx_remote_follows_a_growing_file_with_refresh(live, tmp_path):
+    r = follow(live, tmp_path, "followed.h5", 3, (4, 4), FOLLOWING)
+    assert r.stdout.split("\n")[:3] == ["1", "2 2 2", "3 3 3"], r.stdout
 
 
 # A small field of a growing file, read whole after each refresh(): its values come with
@@ -254,26 +261,13 @@ def test_a_small_field_is_read_with_its_shape_after_refresh(live, tmp_path):
     """The status of a growing stack is followed in one request per poll: the whole of a
     small field arrives with its description, in the same state of the file as its shape,
     and no value request follows."""
-    server = live["server"]
-    go = tmp_path / "go"
-    go.write_text("1")
-    w = writer(live, "small.h5", 3, (2, 2), go=go)
-    try:
-        assert w.stdout.readline().strip() == "1"
-        script = tmp_path / "small.lua"
-        script.write_text(SMALL_FOLLOWING)
-        r = subprocess.run([BIN, str(script), server.url, USER, PASSWORD, str(go)], capture_output=True,
-                           text=True, timeout=120)
-        assert r.returncode == 0, r.stderr
-        # frame i holds i + 1: after 2 frames the sum is (1 + 2) * 4, after 3 (1 + 2 + 3) * 4
-        assert r.stdout.split("\n")[:2] == ["2 2 12", "3 3 24"], r.stdout
-        did = dataset_id(server, "frames", domain="/small.h5")
-        log = server.log_path.read_text()
-        assert f"path=/datasets/{did} " in log
-        assert f"path=/datasets/{did}/value" not in log
-    finally:
-        go.write_text("99")
-        w.wait(60)
+    r = follow(live, tmp_path, "small.h5", 3, (2, 2), SMALL_FOLLOWING)
+    # frame i holds i + 1: after 2 frames the sum is (1 + 2) * 4, after 3 (1 + 2 + 3) * 4
+    assert r.stdout.split("\n")[:2] == ["2 2 12", "3 3 24"], r.stdout
+    did = dataset_id(live["server"], "frames", domain="/small.h5")
+    log = live["server"].log_path.read_text()
+    assert f"path=/datasets/{did} " in log
+    assert f"path=/datasets/{did}/value" not in log
 
 
 # r:wait: at once without a version, after the timeout when nothing changes, as soon as
@@ -304,24 +298,11 @@ end
 
 def test_a_client_waits_for_a_change_instead_of_polling(live, tmp_path):
     server = live["server"]
-    go = tmp_path / "go"
-    go.write_text("1")
-    w = writer(live, "waited.h5", 2, (2, 2), go=go)
-    try:
-        assert w.stdout.readline().strip() == "1"
-        script = tmp_path / "wait.lua"
-        script.write_text(WAITING)
-        r = subprocess.run([BIN, str(script), server.url, USER, PASSWORD, str(go)], capture_output=True,
-                           text=True, timeout=120)
-        assert r.returncode == 0, r.stderr
-        lines = r.stdout.splitlines()
-        assert lines[0] == "true\tfalse\ttrue\ttrue", r.stdout
-        assert lines[1] == "2\ttrue\ttrue", r.stdout
-        assert "wait for a change of '/not_yet.h5': 404 not found" in lines[2], r.stdout
-        assert all("timeout must be a number of seconds >= 0" in x for x in lines[3:5]), r.stdout
-    finally:
-        go.write_text("99")
-        w.wait(60)
+    lines = follow(live, tmp_path, "waited.h5", 2, (2, 2), WAITING).stdout.splitlines()
+    assert lines[0] == "true\tfalse\ttrue\ttrue", lines
+    assert lines[1] == "2\ttrue\ttrue", lines
+    assert "wait for a change of '/not_yet.h5': 404 not found" in lines[2], lines
+    assert all("timeout must be a number of seconds >= 0" in x for x in lines[3:5]), lines
     # hostile or wrong requests get their reason
     for params, status, words in [({"domain": "/waited.h5", "timeout": "soon"}, 400, "timeout must be a number"),
                                   ({"domain": "/waited.h5", "timeout": "-3"}, 400, "timeout must be a number"),
