@@ -43,6 +43,7 @@ import json
 import os
 import pathlib
 import re
+import shlex
 import shutil
 import signal
 import sqlite3
@@ -425,9 +426,9 @@ class Proc(Sampled):
         return self.log_path.read_text(errors="replace")
 
 
-def start_server(nxlua, folder, users, logdir, env, timeout=60):
+def start_server(nxlua, folder, users, logdir, env, extra=(), timeout=60):
     proc = Proc("serve", [nxlua, "serve", folder, "--host", "127.0.0.1", "--port", "0", "--users", users,
-                          "--allow-eval", "--eval-timeout", "120"], logdir, env=env, stdout=subprocess.PIPE)
+                          "--allow-eval", "--eval-timeout", "120", *extra], logdir, env=env, stdout=subprocess.PIPE)
     line = [None]
 
     def read():
@@ -486,14 +487,16 @@ def find_dataset(path, name):
 
 def run(frames=600, rate=100.0, modules=None, nxlua=None, work=None, frames_dir=None, kill_at=None,
         poll_interval=0.05, restart_timeout=60.0, converge_timeout=30.0, macro_timeout=180.0,
-        stack_timeout=None, keep=False, log=None):
+        stack_timeout=None, keep=False, log=None, extra=None):
     """Runs the scenario; returns the result dict (see the module's docstring).
     `result["problems"]` lists every correctness problem found (empty: all held);
-    timings are reported, never judged here."""
+    timings are reported, never judged here. `extra` adds command-line arguments to a
+    process ({"stack": [...], "serve": [...], "macros": [...]}), to compare settings."""
     import numpy as np
     log = log or (lambda m: print(f"live: {m}", file=sys.stderr, flush=True))
     nxlua = str(nxlua or os.environ.get("NXLUA_BIN") or ROOT / ".build/release/nxlua")
     kill_at = frames // 2 if kill_at is None else kill_at
+    extra = {k: [str(x) for x in v] for k, v in (extra or {}).items()}
     stack_timeout = stack_timeout or (frames / rate + 180)
     t_setup = time.time()
     made = make_frames(nxlua, frames, modules, frames_dir)
@@ -517,7 +520,7 @@ def run(frames=600, rate=100.0, modules=None, nxlua=None, work=None, frames_dir=
     (work / "remote_poller.lua").write_text(REMOTE_POLLER)
     (work / "eval_poller.lua").write_text(EVAL_POLLER)
     stack_cmd = [nxlua, "stack", "--watch", watched, "--out", out, "--frames", frames, "--journal", journal,
-                 "--flush-every", 1, "--quiet"]
+                 "--flush-every", 1, "--quiet", *extra.get("stack", [])]
     result = {"frames": frames, "rate": rate, "modules": modules, "binary": nxlua, "work": str(work),
               "frame_shape": None, "problems": []}
     problems = result["problems"]
@@ -541,9 +544,10 @@ def run(frames=600, rate=100.0, modules=None, nxlua=None, work=None, frames_dir=
     result["restart"] = restart
     domain = "/live.nxs"
     try:
-        server, url = start_server(nxlua, data, users, logs, env)
+        server, url = start_server(nxlua, data, users, logs, env, extra.get("serve", []))
         procs["serve"] = server
-        procs["macros"] = Proc("macros", [nxlua, "macros", macros, "--journal", journal], logs, env=env)
+        procs["macros"] = Proc("macros", [nxlua, "macros", macros, "--journal", journal, *extra.get("macros", [])],
+                               logs, env=env)
         wait = time.time() + 60
         while not journal.exists() and time.time() < wait:  # the runner made the journal
             time.sleep(0.05)
@@ -1007,6 +1011,9 @@ def main():
     ap.add_argument("--work", help="keep everything in this folder (default: a temporary one, removed if all held)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
     ap.add_argument("--json", help="write the result dict here")
+    for name in ("stack", "serve", "macros"):
+        ap.add_argument(f"--{name}-args", default="", metavar="ARGS",
+                        help=f"more arguments for nxlua {name} (one string, split as a shell would), to compare settings")
     ap.add_argument("--detector", nargs=5, help=argparse.SUPPRESS)
     ap.add_argument("--h5pyd-poller", nargs=6, help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -1017,7 +1024,8 @@ def main():
         url, domain, made, log, stop, interval = a.h5pyd_poller
         return h5pyd_poller_main(url, domain, made, log, stop, float(interval))
     modules = tuple(int(x) for x in a.modules.split("x")) if a.modules else None
-    r = run(frames=a.frames, rate=a.rate, modules=modules, nxlua=a.bin, work=a.work, keep=a.keep)
+    extra = {n: shlex.split(getattr(a, f"{n}_args")) for n in ("stack", "serve", "macros")}
+    r = run(frames=a.frames, rate=a.rate, modules=modules, nxlua=a.bin, work=a.work, keep=a.keep, extra=extra)
     if a.json:
         pathlib.Path(a.json).write_text(json.dumps(r, indent=1, default=str))
     print("\n".join(table(r)))

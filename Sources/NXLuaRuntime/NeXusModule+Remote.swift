@@ -85,13 +85,14 @@ extension NeXusModule {
         help: """
         options: user=, password= (else $NXLUA_PASSWORD, else a prompt on a terminal), timeout= (seconds
         without an answer, default 60), connect_timeout= (default 10), retries= (of reads after a dropped
-        connection, default 3), insecure=true (accept a self-signed TLS certificate: test servers only).
+        connection, default 3), insecure=true (accept a self-signed TLS certificate: test servers only),
+        compressed=false (whole chunks of nxlua serve's files travel decoded, not as stored).
         """
     ) { call in
         let url = try call.string(1)
         var o = RemoteOptions()
         if !call.isNoneOrNil(2) {
-            try call.options(2, known: ["user", "password", "timeout", "connect_timeout", "retries", "insecure"])
+            try call.options(2, known: ["user", "password", "timeout", "connect_timeout", "retries", "insecure", "compressed"])
             let lua = call.lua
             func field(_ key: String) -> LuaType { lua.rawGet(at: 2, key: key) }
             if field("user") == .string { o.user = lua.toString(at: -1) }
@@ -105,6 +106,8 @@ extension NeXusModule {
             if field("retries") == .number { o.attempts = max(0, lua.toInteger(at: -1) ?? 3) + 1 }
             lua.pop()
             if field("insecure") != .nil { o.insecureTLS = lua.toBoolean(at: -1) }
+            lua.pop()
+            if field("compressed") != .nil { o.storedChunks = lua.toBoolean(at: -1) }
             lua.pop()
         }
         guard o.readTimeout > 0, o.connectTimeout > 0 else { throw LuaError.argument(2, "timeouts must be positive") }

@@ -22,6 +22,9 @@ public struct RemoteOptions: Sendable {
     public var insecureTLS = false
     /// Requests in flight at once when a big read is split.
     public var parallelRequests = 2
+    /// Whole chunks travel as the file stores them, and are decoded here, when the
+    /// server offers it (nxlua serve; see StoredChunksWire).
+    public var storedChunks = true
     public init() {}
 }
 
@@ -33,6 +36,8 @@ struct HTTPReply {
     let body: [UInt8]
     /// Bytes received in all.
     let received: Int
+    /// A 200 answer of whole chunks as stored (StoredChunksWire), collected in `body`.
+    var storedChunks = false
 }
 
 /// The HTTP side of the client: one AsyncHTTPClient (keep-alive connections, TCP_NODELAY
@@ -90,13 +95,16 @@ public final class HTTPSession: @unchecked Sendable {  // immutable after init; 
         return out
     }
 
-    /// A request; `into` receives a 200 answer's body (its size must be `expected`).
+    /// A request; `into` receives a 200 answer's body (exactly its size), or the chunks
+    /// of an answer of stored chunks decoded (numbers of `elementSize` bytes).
     final class Call: @unchecked Sendable {  // all callbacks run on the task's one event loop
         let request: HTTPClient.Request
         let destination: UnsafeMutableRawBufferPointer?
-        init(_ request: HTTPClient.Request, into destination: UnsafeMutableRawBufferPointer?) {
+        let elementSize: Int
+        init(_ request: HTTPClient.Request, into destination: UnsafeMutableRawBufferPointer?, elementSize: Int = 1) {
             self.request = request
             self.destination = destination
+            self.elementSize = elementSize
         }
     }
 
@@ -146,10 +154,7 @@ public final class HTTPSession: @unchecked Sendable {  // immutable after init; 
         while true {
             do {
                 let reply = try wait(start(call), what: what)
-                if reply.status == 200, let d = call.destination, reply.received != d.count {
-                    // cut off (the server's file changed under a streaming read): a dropped connection
-                    throw Dropped(reason: "short answer: \(reply.received) of \(d.count) bytes")
-                }
+                try land(reply, call, what: what)
                 return reply
             } catch let e as RemoteError {
                 throw e
@@ -167,6 +172,25 @@ public final class HTTPSession: @unchecked Sendable {  // immutable after init; 
     }
 
     struct Dropped: Error { let reason: String }
+
+    /// A 200 answer with a destination is complete there: its bytes arrived whole (else
+    /// Dropped: the server's file changed under a streaming read, a connection cut), or
+    /// its stored chunks decode into it.
+    func land(_ reply: HTTPReply, _ call: Call, what: String) throws {
+        guard reply.status == 200, let d = call.destination else { return }
+        guard reply.storedChunks else {
+            if reply.received != d.count { throw Dropped(reason: "short answer: \(reply.received) of \(d.count) bytes") }
+            return
+        }
+        guard reply.received == reply.body.count else {
+            throw RemoteError("\(what): an answer of \(reply.received) bytes of stored chunks for \(d.count) bytes of values")
+        }
+        let problem = reply.body.withUnsafeBytes {
+            StoredChunksWire.decode($0, filters: reply.headers.first(name: StoredChunksWire.filterHeaderName),
+                                   elementSize: call.elementSize, into: d)
+        }
+        if let problem { throw RemoteError("\(what): \(problem)") }
+    }
 
     /// A connection that broke before a whole answer came (worth trying again).
     static func isDropped(_ error: Error) -> Bool {
@@ -266,9 +290,13 @@ public final class HTTPSession: @unchecked Sendable {  // immutable after init; 
         return reply
     }
 
-    /// GETs binary values into `destination` (exactly its size), several requests in flight.
-    func getBinary(_ parts: [(pathAndQuery: String, destination: UnsafeMutableRawBufferPointer)], what: String) throws {
-        let calls = try parts.map { Call(try makeRequest(.GET, $0.pathAndQuery, accept: "application/octet-stream"), into: $0.destination) }
+    /// GETs binary values into `destination` (exactly its size), several requests in
+    /// flight; numbers of `elementSize` bytes (for answers of stored chunks).
+    func getBinary(_ parts: [(pathAndQuery: String, destination: UnsafeMutableRawBufferPointer)], elementSize: Int = 1,
+                   what: String) throws {
+        let calls = try parts.map {
+            Call(try makeRequest(.GET, $0.pathAndQuery, accept: "application/octet-stream"), into: $0.destination, elementSize: elementSize)
+        }
         if calls.count == 1 {
             let reply = try perform(calls[0], what: what)
             try check(reply, what: what)
@@ -292,7 +320,7 @@ public final class HTTPSession: @unchecked Sendable {  // immutable after init; 
                     var reply: HTTPReply
                     do {
                         reply = try wait(task, what: what)
-                        if reply.status == 200, reply.received != calls[i].destination!.count { throw Dropped(reason: "short answer") }
+                        try land(reply, calls[i], what: what)
                     } catch let e as RemoteError { throw e } catch {
                         guard HTTPSession.isDropped(error) else {
                             throw RemoteError("\(what): \(HTTPSession.describe(error, url: calls[i].request.url.absoluteString, options: options))")
@@ -322,24 +350,28 @@ final class Collector: HTTPClientResponseDelegate, @unchecked Sendable {  // one
     private var headers = HTTPHeaders()
     private var body: [UInt8] = []
     private var received = 0
+    private var storedChunks = false
 
     init(destination: UnsafeMutableRawBufferPointer?) { self.destination = destination }
 
     func didReceiveHead(task: HTTPClient.Task<HTTPReply>, _ head: HTTPResponseHead) -> EventLoopFuture<Void> {
         status = Int(head.status.code)
         headers = head.headers
+        // stored chunks are collected, and decoded into the destination by the caller
+        storedChunks = status == 200 && destination != nil
+            && (head.headers.first(name: "Content-Type") ?? "").hasPrefix(StoredChunksWire.contentType)
         return task.eventLoop.makeSucceededVoidFuture()
     }
 
     func didReceiveBodyPart(task: HTTPClient.Task<HTTPReply>, _ buffer: ByteBuffer) -> EventLoopFuture<Void> {
         let n = buffer.readableBytes
-        if status == 200, let d = destination {
+        if status == 200, !storedChunks, let d = destination {
             if received + n <= d.count {
                 buffer.withUnsafeReadableBytes { src in
                     (d.baseAddress! + received).copyMemory(from: src.baseAddress!, byteCount: n)
                 }
             }
-        } else if body.count + n <= 64 << 20 {
+        } else if body.count + n <= max(64 << 20, 2 * (destination?.count ?? 0)) {
             body.append(contentsOf: buffer.readableBytesView)
         }
         received += n
@@ -347,6 +379,6 @@ final class Collector: HTTPClientResponseDelegate, @unchecked Sendable {  // one
     }
 
     func didFinishRequest(task: HTTPClient.Task<HTTPReply>) throws -> HTTPReply {
-        HTTPReply(status: status, headers: headers, body: body, received: received)
+        HTTPReply(status: status, headers: headers, body: body, received: received, storedChunks: storedChunks)
     }
 }

@@ -413,6 +413,41 @@ public final class RemoteField: RemoteNode, NXReadableField, @unchecked Sendable
 
     private var valuePath: String { "/datasets/\(id)/value" }
 
+    /// Rows of axis 0 per chunk when pieces of whole chunks may travel as the file stores
+    /// them (StoredChunksWire: a compressed frame is a fraction of its bytes, and the
+    /// server does not decode it): chunks spanning every other axis, numbers in the
+    /// machine's byte order, a filter this process decodes, and the option on. nil: the
+    /// values travel decoded.
+    private func storedChunkRows(_ type: RemoteType, _ shape: RemoteShape) -> Int? {
+        guard file.session.options.storedChunks, !type.bigEndian, case .numeric = type.element,
+              let j = try? json(), let props = j["creationProperties"],
+              props["layout"]?["class"]?.stringValue == "H5D_CHUNKED",
+              case .array(let dims)? = props["layout"]?["dims"] else { return nil }
+        let chunk = dims.compactMap(\.intValue)
+        guard chunk.count == shape.dims.count, chunk.count > 0, chunk[0] > 0,
+              zip(chunk.dropFirst(), shape.dims.dropFirst()).allSatisfy({ $0 == $1 }) else { return nil }
+        var ids: [Int32] = []
+        if case .array(let filters)? = props["filters"] {
+            for f in filters {
+                guard let id = f["id"]?.intValue, let i = Int32(exactly: id) else { return nil }
+                ids.append(i)
+            }
+        }
+        return NXChunkCodec.canDecode(filterIDs: ids) ? chunk[0] : nil
+    }
+
+    /// The value route's query for a forward piece; it asks for stored chunks when the
+    /// piece is whole chunks of `rows` rows (the server answers decoded bytes otherwise).
+    static func valueQuery(domain: String, piece: [Selection.Axis], dims: [Int], chunkRows rows: Int?) -> String {
+        var items = [("domain", domain), ("select", RemoteSelection.text(piece))]
+        if let rows, let first = piece.first, first.count > 0, first.step == 1 || first.count == 1,
+           first.start % rows == 0, first.count % rows == 0, first.start + first.count <= dims[0],
+           zip(piece.dropFirst(), dims.dropFirst()).allSatisfy({ $0.start == 0 && $0.count == $1 && ($0.step == 1 || $1 == 1) }) {
+            items.append(("chunks", "stored"))
+        }
+        return HTTPSession.query(items)
+    }
+
     public func read(_ selection: Selection?) throws -> NXValue {
         let (t, s) = try metadata()
         // the whole of a small field: the values that came with the shape (nxlua serve
@@ -483,16 +518,17 @@ public final class RemoteField: RemoteNode, NXReadableField, @unchecked Sendable
             do { pieces = try RemoteSelection.split(axes, itemSize: itemSize, maxBytes: file.pieceBytes) } catch let e as RemoteError {
                 throw fail(e.message)
             }
+            let dims = try metadata().1.dims, rows = storedChunkRows(type, try metadata().1)
             var offset = 0
             for p in pieces {
                 let bytes = p.reduce(itemSize) { $0 * $1.count }
-                parts.append((valuePath + HTTPSession.query([("domain", domain), ("select", RemoteSelection.text(p))]),
+                parts.append((valuePath + RemoteField.valueQuery(domain: domain, piece: p, dims: dims, chunkRows: rows),
                               UnsafeMutableRawBufferPointer(start: base + offset, count: bytes)))
                 offset += bytes
             }
         }
         try withExtendedLifetime(out) {
-            try session.getBinary(parts, what: "\(location): \(path)")
+            try session.getBinary(parts, elementSize: itemSize, what: "\(location): \(path)")
         }
         if type.bigEndian { RemoteValues.byteSwap(UnsafeMutableRawBufferPointer(start: base, count: out.count * itemSize), itemSize: itemSize) }
     }
@@ -504,6 +540,7 @@ public final class RemoteField: RemoteNode, NXReadableField, @unchecked Sendable
         guard case .numeric(let d) = t.element else { throw fail("a numeric field is needed here, this one holds \(t.element.name)") }
         let session = file.session, domain = file.domain, dims = s.dims, valuePath = self.valuePath
         let maxBytes = file.pieceBytes, what = "\(location): \(path)", bigEndian = t.bigEndian
+        let rows = storedChunkRows(t, s)
         return { range, buffer in
             let axes = try Selection([.range(.int(range.lowerBound), .int(range.upperBound), 1)]).resolve(shape: dims)
             let pieces = try RemoteSelection.split(axes, itemSize: d.itemSize, maxBytes: maxBytes)
@@ -511,11 +548,11 @@ public final class RemoteField: RemoteNode, NXReadableField, @unchecked Sendable
             var parts: [(pathAndQuery: String, destination: UnsafeMutableRawBufferPointer)] = []
             for p in pieces {
                 let bytes = p.reduce(d.itemSize) { $0 * $1.count }
-                parts.append((valuePath + HTTPSession.query([("domain", domain), ("select", RemoteSelection.text(p))]),
+                parts.append((valuePath + RemoteField.valueQuery(domain: domain, piece: p, dims: dims, chunkRows: rows),
                               UnsafeMutableRawBufferPointer(start: buffer.storage.bytes + offset, count: bytes)))
                 offset += bytes
             }
-            try session.getBinary(parts, what: what)
+            try session.getBinary(parts, elementSize: d.itemSize, what: what)
             if bigEndian { RemoteValues.byteSwap(UnsafeMutableRawBufferPointer(start: buffer.storage.bytes, count: offset), itemSize: d.itemSize) }
         }
     }

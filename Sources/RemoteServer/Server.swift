@@ -446,6 +446,9 @@ struct Responder: HTTPResponder {
         if c.query["fields"] != nil { throw ServeError(400, "domain '\(domain)': field subsets (fields=) are not supported by nxlua serve; read the whole records") }
         let store = server.store, maxBytes = server.options.maxRequestSize, blockBytes = server.streamBlockBytes
         let maxJSONElements = RemoteServer.maxJSONElementCount
+        // nxlua's client asks for whole chunks as stored (chunks=stored) when it can decode
+        // their filter; h5pyd and HSDS never do, and any other selection is read as usual
+        let wantsStored = c.acceptsBinary && points == nil && c.query["chunks"] == "stored"
         struct Plan: @unchecked Sendable {
             let domain: Store.OpenDomain
             let field: NXField
@@ -454,6 +457,8 @@ struct Responder: HTTPResponder {
             let blocks: [[[NXRun]]?]
             let points: [[Int]]?
             let first: NXRawValues?
+            /// The selection's whole chunks as stored, for a client that decodes them.
+            var stored: NXStoredChunks? = nil
         }
         let plan = try await server.gate.run { () throws -> Plan in
             let d = try store.domain(domain)
@@ -476,6 +481,9 @@ struct Responder: HTTPResponder {
             let bytes = sel.count.multipliedReportingOverflow(by: max(type.rawSize, 1))
             guard !bytes.overflow, bytes.partialValue <= maxBytes else {
                 throw ServeError(413, "domain '\(domain)': \(f.path): the selection is \(sel.shape) elements of \(type.rawSize) bytes, more than max_request_size (\(maxBytes) bytes); split the request")
+            }
+            if wantsStored, let rows = ValueSelection.wholeRows(sel, dims: space.dims), let stored = try f.storedChunks(rows: rows) {
+                return Plan(domain: d, field: f, type: type, shape: sel.shape, blocks: [], points: nil, first: nil, stored: stored)
             }
             let blocks = type.hasVariableLength ? [sel.runs]
                 : split(sel, bytesPerElement: type.rawSize, blockBytes: blockBytes, chunk: (try? f.storageLayout())?.chunks)
@@ -523,6 +531,11 @@ struct Responder: HTTPResponder {
             return json(.obj(["value": HDFJSON.values(merged, shape: plan.shape)]), c)
         }
         var headers = HTTPFields()
+        if let stored = plan.stored {
+            headers[.contentType] = StoredChunksWire.contentType
+            headers[StoredChunksWire.filterHeader] = StoredChunksWire.filterText(stored.filters)
+            return binary(StoredChunksWire.body(stored), headers, c, compressible: false)
+        }
         headers[.contentType] = "application/octet-stream"
         if plan.points != nil || plan.type.hasVariableLength {
             let parts = plan.points != nil ? try await readPoints() : [plan.first].compactMap { $0 }
@@ -560,9 +573,9 @@ struct Responder: HTTPResponder {
         return Response(status: .ok, headers: headers, body: body)
     }
 
-    func binary(_ bytes: [UInt8], _ headers: HTTPFields, _ c: Call) -> Response {
+    func binary(_ bytes: [UInt8], _ headers: HTTPFields, _ c: Call, compressible: Bool = true) -> Response {
         var headers = headers, bytes = bytes
-        if c.acceptsGzip, server.options.gzipBinary, bytes.count >= 1024, let z = gzip(bytes) {
+        if compressible, c.acceptsGzip, server.options.gzipBinary, bytes.count >= 1024, let z = gzip(bytes) {
             bytes = z
             headers[.contentEncoding] = "gzip"
         }

@@ -40,8 +40,10 @@ public enum FrameNaming {
 
 /// Where frames come from: a list of files, or a folder the detector writes into.
 protocol FrameSource {
-    /// New frame files since the last call, waiting at most `timeout` seconds for some.
-    mutating func next(timeout: Double) throws -> [FrameFile]
+    /// New frame files since the last call, waiting at most `timeout` seconds for some,
+    /// or until `wake` (a descriptor, -1 for none) becomes readable: the stacker's
+    /// workers hand back frames that way, so that one wait serves both.
+    mutating func next(timeout: Double, wake: Int32) throws -> [FrameFile]
     /// No more files will come (a list, once handed out).
     var isExhausted: Bool { get }
     /// The end-marker file has appeared (watch mode).
@@ -70,7 +72,7 @@ struct ListSource: FrameSource {
     /// The lowest frame number in the list.
     var firstNumber: Int? { files.first?.number }
 
-    mutating func next(timeout: Double) throws -> [FrameFile] {
+    mutating func next(timeout: Double, wake: Int32) throws -> [FrameFile] {
         defer { files = []; isExhausted = true }
         return files
     }
@@ -120,7 +122,7 @@ struct DirectorySource: FrameSource {
     /// Whether inotify events are being used (false: polling).
     var usesInotify: Bool { inotify >= 0 }
 
-    mutating func next(timeout: Double) throws -> [FrameFile] {
+    mutating func next(timeout: Double, wake: Int32) throws -> [FrameFile] {
         var found: [FrameFile] = []
         let now = StackClock.now()
         let interval = usesInotify ? rescanInterval : pollInterval
@@ -130,11 +132,10 @@ struct DirectorySource: FrameSource {
             if !found.isEmpty { return found }
         }
         let wait = max(0, min(timeout, interval - (StackClock.now() - lastScan)))
-        if usesInotify {
-            var p = pollfd(fd: inotify, events: Int16(POLLIN), revents: 0)
-            if Glibc.poll(&p, 1, Int32(wait * 1000)) > 0 { readEvents(into: &found) }
-        } else if wait > 0 {
-            usleep(UInt32(wait * 1e6))
+        // poll() skips negative descriptors: no inotify (polling mode) or nothing to wake on
+        var fds = [pollfd(fd: inotify, events: Int16(POLLIN), revents: 0), pollfd(fd: wake, events: Int16(POLLIN), revents: 0)]
+        if usesInotify || wait > 0, Glibc.poll(&fds, 2, Int32((wait * 1000).rounded(.up))) > 0, fds[0].revents != 0 {
+            readEvents(into: &found)
         }
         return found
     }

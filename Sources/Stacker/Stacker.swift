@@ -371,10 +371,18 @@ public final class Stacker {
             if !draining && o.shouldStop() { draining = true; stopReason = "interrupted" }
             // Intake.
             if !draining {
-                let busy = inFlight > 0 || !queue.isEmpty || !pendingReady.isEmpty
-                // a file waiting for its writer is tried when due, without spinning meanwhile
-                let wait = waitingFiles.map { $0.due - StackClock.now() }.min().map { max(0, min(0.05, $0)) } ?? 0.05
-                var found = try source.next(timeout: busy ? 0 : wait)
+                // One wait for whatever comes first: a new file, a worker's frame (frames
+                // arriving while others are in flight go to the idle workers at once), a
+                // commit or a file waiting for its writer that is due.
+                let before = StackClock.now()
+                var wait = waitingFiles.map { $0.due - before }.min().map { max(0, min(0.05, $0)) } ?? 0.05
+                if !queue.isEmpty && inFlight < maxInFlight {
+                    wait = 0
+                } else if inFlight > 0 {
+                    wait = min(wait, 0.02)
+                }
+                if !pendingReady.isEmpty || !pendingBad.isEmpty { wait = min(wait, max(0, oldestPending + o.commitDelay - before)) }
+                var found = try source.next(timeout: wait, wake: results.wakeDescriptor)
                 if watchingHDF5, let h = hdf5 {
                     let now = StackClock.now()
                     let due = waitingFiles.filter { $0.due <= now }.map(\.file)
@@ -432,8 +440,9 @@ public final class Stacker {
                     }
                 }
             }
-            // Wait for a worker when none can take more (no spinning on the writer's core).
-            let saturated = inFlight >= maxInFlight || queue.isEmpty
+            // Wait for a worker when none can take more, or when draining (no spinning on
+            // the writer's core); otherwise the intake's wait above has waited for them.
+            let saturated = inFlight >= maxInFlight || (draining && queue.isEmpty)
             for outcome in results.pop(waitingUpTo: inFlight > 0 && saturated ? 0.02 : 0) {
                 inFlight -= 1
                 handle(outcome)
@@ -458,7 +467,7 @@ public final class Stacker {
             if idle && retries.isEmpty && source.endMarkerSeen {
                 // One last look: frames written just before the marker.
                 if case .watch = o.source {
-                    let late = try source.next(timeout: 0)
+                    let late = try source.next(timeout: 0, wake: -1)
                     if !late.isEmpty { for f in late { let i = index(of: f); if i >= 0 { queue[i] = f } }; continue }
                 }
                 stopReason = "end marker \(o.endMarker ?? "")"; break
@@ -641,21 +650,38 @@ final class OutcomeQueue: @unchecked Sendable {
     private var items: [Stacker.Outcome] = []
     private var mutex = pthread_mutex_t()
     private var ready = pthread_cond_t()
+    /// Readable while outcomes wait (a pipe): the stacking thread waits for new files and
+    /// for outcomes in one poll().
+    let wakeDescriptor: Int32
+    private let wakeWriter: Int32
 
     init() {
         pthread_mutex_init(&mutex, nil)
         pthread_cond_init(&ready, nil)
+        var fds: [Int32] = [-1, -1]
+        if pipe(&fds) == 0 {
+            for fd in fds { _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK); _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+        } else {
+            fds = [-1, -1]  // then the waits time out instead
+        }
+        wakeDescriptor = fds[0]
+        wakeWriter = fds[1]
     }
 
     deinit {
         pthread_cond_destroy(&ready)
         pthread_mutex_destroy(&mutex)
+        if wakeDescriptor >= 0 { close(wakeDescriptor); close(wakeWriter) }
     }
 
     func push(_ o: Stacker.Outcome) {
         pthread_mutex_lock(&mutex)
         items.append(o)
         pthread_cond_signal(&ready)
+        if wakeWriter >= 0 {
+            var one: UInt8 = 1
+            _ = write(wakeWriter, &one, 1)  // a full pipe is readable already
+        }
         pthread_mutex_unlock(&mutex)
     }
 
@@ -673,6 +699,10 @@ final class OutcomeQueue: @unchecked Sendable {
         }
         let out = items
         items.removeAll(keepingCapacity: true)
+        if wakeDescriptor >= 0 {
+            var drain = [UInt8](repeating: 0, count: 256)
+            while read(wakeDescriptor, &drain, drain.count) > 0 {}
+        }
         return out
     }
 }

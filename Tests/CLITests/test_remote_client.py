@@ -496,3 +496,107 @@ def test_connection_errors_say_what_happened(tmp_path):
     assert any(w in lines[3] for w in ("reset in the middle", "closed in the middle", "closed the connection")), lines[3]
     for line in lines:
         assert "errno" not in line and line.count("(") == line.count(")"), line
+
+
+# ---------------------------------------------------------------- stored chunks
+
+def make_chunked(path):
+    """Stacks as detectors write them, and the cases the stored-chunk path must leave to
+    the decoded one: rows not whole chunks, a chunk never written, a built-in filter, a
+    big-endian field; one chunk whose stored bytes are garbage."""
+    import hdf5plugin
+    rng = np.random.default_rng(7)
+    frames = rng.integers(0, 50, size=(10, 40, 50), dtype="u4")
+    frames[3, 5, 7] = 2**31  # a hot pixel: the high bit planes are not all zero
+    with h5py.File(path, "w") as f:
+        f.create_dataset("bslz4", data=frames, chunks=(2, 40, 50), **hdf5plugin.Bitshuffle(cname="lz4"))
+        f.create_dataset("lz4", data=frames[:6].astype("f4") / 3, chunks=(1, 40, 50), **hdf5plugin.LZ4())
+        f.create_dataset("gzip", data=frames[:4].astype("i2"), chunks=(1, 40, 50), compression="gzip")
+        f.create_dataset("be", data=frames[:4].astype(">i4"), chunks=(1, 40, 50))
+        p = f.create_dataset("partial", shape=(4, 40, 50), dtype="u4", chunks=(1, 40, 50), fillvalue=9,
+                             **hdf5plugin.Bitshuffle(cname="lz4"))
+        for k in (0, 1, 3):
+            p[k] = frames[k]
+        d = f.create_dataset("damaged", data=frames[:4], chunks=(1, 40, 50), **hdf5plugin.Bitshuffle(cname="lz4"))
+        stored = d.id.read_direct_chunk((2, 0, 0))[1]
+        d.id.write_direct_chunk((2, 0, 0), stored[:12] + bytes(rng.integers(0, 256, len(stored) - 12, dtype="u1")))
+    return frames
+
+
+@pytest.fixture(scope="module")
+def chunked(folder, tmp_path_factory):
+    root = tmp_path_factory.mktemp("chunked")
+    frames = make_chunked(root / "chunks.h5")
+    s = Server(root, folder["users"], log=tmp_path_factory.mktemp("log") / "serve.log")
+    yield {"server": s, "root": root, "frames": frames}
+    assert s.stop() == 0
+
+
+def stored_request(server, name, select, accept="application/octet-stream", **params):
+    import requests
+    from test_serve import dataset_id
+    did = dataset_id(server, name, domain="/chunks.h5")
+    return requests.get(f"{server.url}/datasets/{did}/value", params={"domain": "/chunks.h5", "select": select, **params},
+                        headers={"Accept": accept}, auth=(USER, PASSWORD), timeout=60)
+
+
+def test_whole_chunks_travel_as_stored(chunked):
+    """chunks=stored: whole chunks of rows come as the file stores them (smaller than
+    the values), in the documented layout; any other read is answered decoded."""
+    s, frames = chunked["server"], chunked["frames"]
+    with h5py.File(chunked["root"] / "chunks.h5") as f:
+        stored = [f["bslz4"].id.read_direct_chunk((k, 0, 0)) for k in (2, 4)]
+    r = stored_request(s, "bslz4", "[2:6,0:40,0:50]", chunks="stored")
+    assert r.status_code == 200 and r.headers["Content-Type"] == "application/x-nxlua-chunks"
+    fid, flags, cd = r.headers["X-NXLua-Filters"].split(":")
+    assert fid == "32008" and [int(x) for x in cd.split(",")][2] == 4  # element size among bitshuffle's parameters
+    body, at = r.content, 0
+    for mask, data in stored:
+        m, n = struct.unpack_from("<IQ", body, at)
+        assert (m, body[at + 12:at + 12 + n]) == (mask, data)
+        at += 12 + n
+    assert at == len(body) < frames[2:6].nbytes
+    # not whole chunks, a chunk never written, a built-in filter, big-endian, JSON asked,
+    # the parameter absent: the values, decoded, exactly as before
+    for name, select, ref in [("bslz4", "[1:3,0:40,0:50]", frames[1:3]), ("bslz4", "[2:4,0:40,0:49]", frames[2:4, :, :49]),
+                              ("partial", "[2:4,0:40,0:50]", None), ("gzip", "[0:2,0:40,0:50]", frames[:2].astype("i2")),
+                              ("be", "[1:2,0:40,0:50]", frames[1:2].astype("<i4"))]:  # sent in the machine's order
+        r = stored_request(s, name, select, chunks="stored")
+        assert r.headers["Content-Type"] == "application/octet-stream", (name, select)
+        if ref is not None:
+            assert r.content == ref.tobytes(), (name, select)
+    r = stored_request(s, "bslz4", "[2:4,0:40,0:50]")
+    assert r.headers["Content-Type"] == "application/octet-stream" and r.content == frames[2:4].tobytes()
+    r = stored_request(s, "bslz4", "[2:4,0:40,0:50]", accept="application/json", chunks="stored")
+    assert r.json()["value"] == frames[2:4].tolist()
+
+
+@pytest.mark.parametrize("compressed", [True, False])
+def test_stored_chunks_decode_to_the_values(chunked, tmp_path, compressed):
+    """nx.remote decodes stored chunks itself (or, compressed = false, takes the values
+    decoded): every read equals h5py's; a damaged chunk is an error naming the server,
+    the file and the field, and which side found it."""
+    s, root = chunked["server"], chunked["root"]
+    out = ok(run_lua(connect(s, f", compressed = {str(compressed).lower()}") + f"""
+        local f = r:load("/chunks.h5")
+        local l = nx.load("{root / 'chunks.h5'}")
+        for _, name in ipairs({{"bslz4", "lz4", "gzip", "be", "partial"}}) do
+          for _, sel in ipairs({{"2", "2:4", "1:3", "0:4, 3:9", "-1"}}) do
+            local a, b = f[name][sel], l[name][sel]
+            print(name, sel, a.dtype == b.dtype and a:eq(b):all())
+          end
+          print(name, "sum", f[name]:sum(0):eq(l[name]:sum(0)):all(), f[name]:read():eq(l[name]:read()):all())
+        end
+        print("damaged", f.damaged[1]:eq(l.damaged[1]):all())
+        local ok, err = pcall(function() return f.damaged[2] end)
+        print("error", err)
+    """, tmp_path))
+    lines = out.splitlines()
+    assert [l for l in lines[:-2] if not l.endswith("true")] == []
+    assert len(lines) == 5 * 6 + 2
+    err = lines[-1]
+    assert f"{s.url}/chunks.h5: /damaged" in err, err
+    if compressed:
+        assert "chunk 0 (" in err and "bitshuffle+lz4 does not decode it" in err and "damaged file" in err, err
+    else:
+        assert "server" in err and "damaged" in err, err

@@ -38,58 +38,23 @@ extension NXField {
             }
             sizes[k] = Int(n)
         }
-        let native = plan.filter?.isBitshuffleLZ4(elementSize: plan.elementSize) == true
+        let codec = plan.codec
         for k in 0..<count {
             var offset = [hsize_t](repeating: 0, count: shape.count)
             offset[0] = hsize_t((first + k) * plan.rows)
-            if native {
-                // the native decoder only reads the stored bytes, so they go into an array
-                // block (reused from chunk to chunk) rather than a malloc'd one: 10 MB
-                // mallocs on reader threads made glibc create and drop whole arena heaps,
-                // and the fresh pages cost more than the decoding (the macro runner at
-                // 100 frames/s: 60 new heaps in 5 s)
-                let stored = try arr { try Storage(byteCount: max(sizes[k], plan.chunkBytes), zeroed: false) }
-                var mask: UInt32 = 0
-                guard h.pointee.H5Dread_chunk(id, 0, &offset, &mask, stored.bytes) >= 0 else {  // 0: H5P_DEFAULT
-                    throw fail("cannot read the chunk at row \(offset[0]): \(H5.takeError())")
-                }
-                if mask & 1 != 0 {  // stored without the filter (HDF5 does that when it fails)
-                    guard sizes[k] == plan.chunkBytes else {
-                        throw fail("the unfiltered chunk at row \(offset[0]) holds \(sizes[k]) bytes, \(plan.chunkBytes) expected: a damaged file?")
-                    }
-                    memcpy(out + k * plan.chunkBytes, stored.bytes, sizes[k])
-                    continue
-                }
-                let produced = nx_bslz4_decode(stored.bytes, sizes[k], out + k * plan.chunkBytes, plan.chunkBytes, plan.elementSize)
-                guard produced == plan.chunkBytes else {
-                    throw fail("the bitshuffle+lz4 chunk at row \(offset[0]) (\(sizes[k]) bytes stored) does not decode to \(plan.chunkBytes) bytes: a damaged file?")
-                }
-                continue
-            }
-            // the filter function frees its input and hands back a new block: malloc's
-            var buffer: UnsafeMutableRawPointer? = malloc(max(sizes[k], plan.chunkBytes))
-            guard buffer != nil else { throw fail("cannot allocate \(sizes[k]) bytes for a chunk") }
-            defer { free(buffer) }
+            // the stored bytes go into an array block (reused from chunk to chunk) rather
+            // than a malloc'd one: 10 MB mallocs on reader threads made glibc create and
+            // drop whole arena heaps, and the fresh pages cost more than the decoding (the
+            // macro runner at 100 frames/s: 60 new heaps in 5 s)
+            let stored = try arr { try Storage(byteCount: max(sizes[k], plan.chunkBytes), zeroed: false) }
             var mask: UInt32 = 0
-            guard h.pointee.H5Dread_chunk(id, 0, &offset, &mask, buffer) >= 0 else {  // 0: H5P_DEFAULT
+            guard h.pointee.H5Dread_chunk(id, 0, &offset, &mask, stored.bytes) >= 0 else {  // 0: H5P_DEFAULT
                 throw fail("cannot read the chunk at row \(offset[0]): \(H5.takeError())")
             }
-            var size = sizes[k]
-            if let filter = plan.filter, mask & 1 == 0 {
-                var capacity = size
-                let produced = filter.parameters.withUnsafeBufferPointer { cd in
-                    filter.function(0x0100 /* H5Z_FLAG_REVERSE */, cd.count, cd.baseAddress, size, &capacity, &buffer)
-                }
-                guard produced > 0 else {
-                    _ = H5.takeError()
-                    throw fail("the \(filter.name) filter could not decode the chunk at row \(offset[0]) (\(sizes[k]) bytes stored): a damaged file?")
-                }
-                size = produced
+            if let problem = codec.decode(UnsafeRawBufferPointer(start: stored.bytes, count: sizes[k]), mask: mask,
+                                          into: out + k * plan.chunkBytes) {
+                throw fail("the chunk at row \(offset[0]) (\(sizes[k]) bytes stored): \(problem)")
             }
-            guard size == plan.chunkBytes else {
-                throw fail("the chunk at row \(offset[0]) decodes to \(size) bytes, \(plan.chunkBytes) expected: a damaged file?")
-            }
-            memcpy(out + k * plan.chunkBytes, buffer!, size)
         }
         return true
     }
@@ -98,8 +63,7 @@ extension NXField {
         /// Rows of axis 0 per chunk, and the bytes of one decoded chunk.
         let rows: Int
         let chunkBytes: Int
-        let elementSize: Int
-        let filter: DecodingFilter?
+        let codec: NXChunkCodec
     }
 
     private func wholeChunkPlan(rows: Range<Int>, shape: [Int], fileType: hid_t) throws -> WholeChunkPlan? {
@@ -116,18 +80,107 @@ extension NXField {
         guard H5.api.pointee.H5Tequal(fileType, mem.id) > 0 else { return nil }
         let elementSize = H5.api.pointee.H5Tget_size(fileType)
         let chunkBytes = chunks.reduce(elementSize, *)
-        let filters = try storedFilters
-        guard filters.count <= 1 else { return nil }
-        guard let f = filters.first else {
-            return WholeChunkPlan(rows: chunks[0], chunkBytes: chunkBytes, elementSize: elementSize, filter: nil)
+        guard let codec = NXChunkCodec(filters: try storedFilters, elementSize: elementSize, chunkBytes: chunkBytes) else { return nil }
+        return WholeChunkPlan(rows: chunks[0], chunkBytes: chunkBytes, codec: codec)
+    }
+
+    /// Rows `rows` of axis 0 as the file stores them, still encoded, when they are whole
+    /// chunks spanning every other axis, all written, of numbers in the machine's byte
+    /// order with a filter pipeline NXChunkCodec decodes; else nil. What `nxlua serve`
+    /// sends a client that decodes them itself: a Pilatus frame travels as its 1.3 MB of
+    /// bitshuffle+LZ4 instead of 10 MB, and the server does not decode it.
+    public func storedChunks(rows: Range<Int>) throws -> NXStoredChunks? {
+        let h = H5.api
+        let id = try objectID()
+        let fileType = try H5Handle(checking: h.pointee.H5Dget_type(id), .datatype, fail("cannot read the type").message)
+        let space = try H5Handle(checking: h.pointee.H5Dget_space(id), .dataspace, fail("cannot read the shape").message)
+        let extent = H5Raw.dataspace(space.id)
+        guard extent.kind == .simple, let plan = try wholeChunkPlan(rows: rows, shape: extent.dims, fileType: fileType.id) else { return nil }
+        var chunks: [NXEncodedChunk] = []
+        for row in stride(from: rows.lowerBound, to: rows.upperBound, by: plan.rows) {
+            guard let c = try readChunk(at: [row] + extent.dims.dropFirst().map { _ in 0 }) else { return nil }  // fill values: not stored
+            chunks.append(c)
         }
-        guard let filter = DecodingFilter.plugin(f) else { return nil }
-        return WholeChunkPlan(rows: chunks[0], chunkBytes: chunkBytes, elementSize: elementSize, filter: filter)
+        return NXStoredChunks(filters: try storedFilters, rowsPerChunk: plan.rows, chunkBytes: plan.chunkBytes,
+                              elementSize: plan.codec.elementSize, chunks: chunks)
+    }
+}
+
+/// Whole chunks as stored, with what decodes them (see `NXField.storedChunks`).
+public struct NXStoredChunks: Sendable {
+    public let filters: [NXField.StoredFilter]
+    public let rowsPerChunk: Int
+    public let chunkBytes: Int
+    public let elementSize: Int
+    public let chunks: [NXEncodedChunk]
+}
+
+/// Decodes one stored chunk of a field whose pipeline is no filter or one filter plugin
+/// (bitshuffle+LZ4 by nxlua's own decoder, others by the plugin's function, as H5Dread
+/// would). The same code decodes a local file's chunks and the chunks `nxlua serve`
+/// sends over HTTP.
+public struct NXChunkCodec: @unchecked Sendable {  // immutable; plugin functions are reentrant
+    fileprivate let filter: DecodingFilter?
+    public let elementSize: Int
+    /// The bytes of one decoded chunk.
+    public let chunkBytes: Int
+
+    /// nil when this process cannot decode the pipeline: more than one filter, one of
+    /// HDF5's built-in filters (gzip, shuffle: no plugin function to call), a plugin not
+    /// installed here.
+    public init?(filters: [NXField.StoredFilter], elementSize: Int, chunkBytes: Int) {
+        guard filters.count <= 1, elementSize > 0, chunkBytes > 0 else { return nil }
+        if let f = filters.first {
+            guard let d = DecodingFilter.plugin(f) else { return nil }
+            filter = d
+        } else {
+            filter = nil
+        }
+        self.elementSize = elementSize
+        self.chunkBytes = chunkBytes
+    }
+
+    /// Whether filters of these ids can be decoded here (a client asks for stored chunks
+    /// only then; their parameters come with the chunks).
+    public static func canDecode(filterIDs: [Int32]) -> Bool {
+        filterIDs.count <= 1 && filterIDs.allSatisfy { $0 >= 256 && PluginFunctions.shared.function(for: $0) != nil }
+    }
+
+    /// Decodes `stored` (its filter mask as H5Dread_chunk gave it) into `out`, which
+    /// holds `chunkBytes`; nil when done, else what went wrong.
+    public func decode(_ stored: UnsafeRawBufferPointer, mask: UInt32, into out: UnsafeMutableRawPointer) -> String? {
+        let size = stored.count
+        guard let filter, mask & 1 == 0 else {
+            // no filter, or stored without it (HDF5 does that when the filter fails)
+            guard size == chunkBytes else { return "\(size) bytes unfiltered, \(chunkBytes) expected: a damaged file?" }
+            if size > 0 { memcpy(out, stored.baseAddress!, size) }
+            return nil
+        }
+        if filter.isBitshuffleLZ4(elementSize: elementSize) {
+            let produced = nx_bslz4_decode(stored.baseAddress, size, out, chunkBytes, elementSize)
+            return produced == chunkBytes ? nil : "bitshuffle+lz4 does not decode it to \(chunkBytes) bytes: a damaged file?"
+        }
+        // the filter function frees its input and hands back a new block: malloc's
+        var buffer: UnsafeMutableRawPointer? = malloc(max(size, chunkBytes, 1))
+        guard buffer != nil else { return "cannot allocate \(size) bytes for a chunk" }
+        defer { free(buffer) }
+        if size > 0 { memcpy(buffer!, stored.baseAddress!, size) }
+        var capacity = max(size, chunkBytes, 1)
+        let produced = filter.parameters.withUnsafeBufferPointer { cd in
+            filter.function(0x0100 /* H5Z_FLAG_REVERSE */, cd.count, cd.baseAddress, size, &capacity, &buffer)
+        }
+        guard produced > 0 else {
+            _ = H5.takeError()
+            return "the \(filter.name) filter could not decode it: a damaged file?"
+        }
+        guard produced == chunkBytes else { return "it decodes to \(produced) bytes, \(chunkBytes) expected: a damaged file?" }
+        memcpy(out, buffer!, produced)
+        return nil
     }
 }
 
 /// A filter plugin's function with the parameters stored in the field.
-private struct DecodingFilter {
+fileprivate struct DecodingFilter {
     let function: H5Z_func_t
     let parameters: [UInt32]
     let name: String

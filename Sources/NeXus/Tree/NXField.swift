@@ -173,6 +173,11 @@ public final class NXField: NXNode, @unchecked Sendable {
         public let flags: UInt32
         public let parameters: [UInt32]
         public var isOptional: Bool { flags & 0x0001 != 0 }  // H5Z_FLAG_OPTIONAL
+        public init(id: Int32, flags: UInt32, parameters: [UInt32]) {
+            self.id = id
+            self.flags = flags
+            self.parameters = parameters
+        }
     }
 
     /// The chunk filters in pipeline order (empty when the field is not filtered).
