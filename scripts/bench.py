@@ -1230,6 +1230,71 @@ end
 """
 
 
+def bench_remote_frames(root):
+    """nx.remote reading Pilatus 2M frames of a bitshuffle+LZ4 stack (100 frames stacked by
+    nxlua) from nxlua serve on loopback: whole chunks as stored, decoded by the client,
+    against the same reads decoded by the server (`compressed = false`) and h5pyd 1.0;
+    also the server's CPU for 100 frame reads (its task clock from /proc)."""
+    import h5pyd
+    import numpy as np
+    folder = bench_cache() / "remote_frames"
+    stack = folder / "stack.nxs"
+    if not stack.exists():
+        folder.mkdir(exist_ok=True)
+        subprocess.run([str(root / ".build/release/nxlua"), "stack", *map(str, stack_frames(root)[:100]),
+                        "--out", str(stack), "--quiet"], check=True, capture_output=True)
+    user, password = "bench", "bench-pw"
+    users = bench_cache() / "serve-users"
+    nxlua = str(root / ".build/release/nxlua")
+    subprocess.run([nxlua, "serve", "adduser", str(users), user], input=password + "\n", check=True,
+                   capture_output=True, text=True)
+    url = "http://127.0.0.1:5197"
+    server = start_listening([nxlua, "serve", str(folder), "--port", "5197", "--host", "127.0.0.1", "--users", str(users),
+                              "--log-level", "warning"], url)
+
+    def server_cpu():
+        fields = pathlib.Path(f"/proc/{server.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    results = {}
+    try:
+        for name, compressed in [("stored", "true"), ("decoded", "false")]:
+            script = f"""
+                local r = nx.remote("{url}", {{user = "{user}", password = "{password}", compressed = {compressed}}})
+                local d = r:load("/stack.nxs").entry.instrument.detector.data
+                local a = d[0]
+                local ts = {{}}
+                for i = 1, 100 do local t = nxlua.time(); a = d[(i * 37) % 100]; ts[i] = (nxlua.time() - t) * 1e3 end
+                table.sort(ts)
+                local l = nx.load("{stack}").entry.instrument.detector.data
+                assert(a:eq(l[(100 * 37) % 100]):all())
+                print((ts[50] + ts[51]) / 2)
+            """
+            before = server_cpu()
+            run = subprocess.run([nxlua, "-e", script], check=True, capture_output=True, text=True, timeout=600)
+            results[name] = (float(run.stdout.split()[0]), server_cpu() - before)
+        with h5pyd.File("/stack.nxs", "r", endpoint=url, username=user, password=password) as f:
+            d = f["entry/instrument/detector/data"]
+            d[0]
+            ts = []
+            before = server_cpu()
+            for i in range(1, 101):
+                t = time.perf_counter()
+                a = d[(i * 37) % 100]
+                ts.append((time.perf_counter() - t) * 1e3)
+            results["h5pyd"] = (statistics.median(ts), server_cpu() - before)
+            assert a.shape == (1679, 1475) and np.asarray(a).dtype == np.int32
+    finally:
+        stop_group(server)
+    (sf, sc), (df, dc), (hf, hc) = results["stored"], results["decoded"], results["h5pyd"]
+    return [("nx.remote d[i], Pilatus 2M bslz4 frame, stored chunks", f"{sf:.2f} ms", "the same, decoded by the server",
+             f"{df:.2f} ms", f"{df / sf:.1f}x faster", "faster than decoded", sf < df),
+            ("  the server's CPU for 100 frames, stored chunks", f"{sc:.2f} s", "decoded by the server", f"{dc:.2f} s",
+             f"{dc / max(sc, 0.01):.1f}x less", "less than decoded", sc < dc),
+            ("nx.remote d[i], stored chunks", f"{sf:.2f} ms", "h5pyd 1.0 d[i] (server decodes)", f"{hf:.2f} ms",
+             f"{hf / sf:.1f}x faster", "faster than h5pyd", sf < hf)]
+
+
 def bench_follow(root):
     """Following a live file at 5 frames/s (an h5py SWMR writer, one small frame each
     0.2 s) through nxlua serve: an nx.remote client that waits for each change
@@ -2496,7 +2561,7 @@ def bench_laue(root):
 BENCHES = {"startup": bench_startup, "follow": bench_follow, "bridge": bench_bridge, "sums": bench_sums,
            "elementwise": bench_elementwise, "full": bench_full, "masked_sum": bench_masked_sum, "nexus_tree": bench_nexus_tree,
            "nexus_frame": bench_nexus_frame, "nexus_write": bench_nexus_write, "stream": bench_stream, "cbf_decode": bench_cbf_decode,
-           "stack": bench_stack, "serve": bench_serve, "matmul": bench_matmul,
+           "stack": bench_stack, "serve": bench_serve, "remote_frames": bench_remote_frames, "matmul": bench_matmul,
            "journal": bench_journal, "journal_postgres": bench_journal_postgres, "plot": bench_plot, "viewer": bench_viewer, "macro_latency": bench_macro_latency,
            "macro_latency_postgres": bench_macro_latency_postgres, "scaleout": bench_scaleout, "live": bench_live,
            "catalog_register": bench_catalog_register, "catalog_query": bench_catalog_query,
