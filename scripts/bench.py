@@ -1270,9 +1270,10 @@ def bench_remote_frames(root):
                 assert(a:eq(l[(100 * 37) % 100]):all())
                 print((ts[50] + ts[51]) / 2)
             """
-            before = server_cpu()
-            run = subprocess.run([nxlua, "-e", script], check=True, capture_output=True, text=True, timeout=600)
-            results[name] = (float(run.stdout.split()[0]), server_cpu() - before)
+            for attempt in range(2):  # the first one warms the server (the file opened, its threads started)
+                before = server_cpu()
+                run = subprocess.run([nxlua, "-e", script], check=True, capture_output=True, text=True, timeout=600)
+                results[name] = (float(run.stdout.split()[0]), server_cpu() - before)
         with h5pyd.File("/stack.nxs", "r", endpoint=url, username=user, password=password) as f:
             d = f["entry/instrument/detector/data"]
             d[0]
