@@ -73,6 +73,8 @@ public final class MacroRunner {
     /// Workers asked to stop (hand-over, lost lease), finishing their handler in progress
     /// while the runner keeps renewing the other leases; their lease is released after.
     var leaving: [String: MacroWorker] = [:]
+    /// The heavy macros' journal writes, at the runner's priority (while run() runs).
+    var priorityWrites: PriorityWrites?
     /// The latest text of each macro file of the folder, leased here or not.
     var sources: [String: MacroSource] = [:]
     /// What was last seen of each file (modification time, size, inode), to read only changes.
@@ -147,6 +149,8 @@ public final class MacroRunner {
     public func run(until shouldStop: () -> Bool, untilIdle: Bool = false) -> Int {
         var lastScan = 0.0, lastBalance = 0.0
         let renewEvery = min(1, options.leaseSeconds / 4)
+        let writes = PriorityWrites()  // started here, at the runner's priority
+        priorityWrites = writes
         while !shouldStop() {
             let now = Date().timeIntervalSince1970
             if now - lastScan >= options.reloadInterval {
@@ -170,6 +174,8 @@ public final class MacroRunner {
         for w in leaving.values { w.stop() }
         workers.removeAll()
         leaving.removeAll()
+        writes.stop()  // every worker has stopped: nothing more is handed over
+        priorityWrites = nil
         if let leases { try? leases.unregisterRunner(owner) }
         listener?.join()
         listener = nil
@@ -225,7 +231,8 @@ public final class MacroRunner {
     }
 
     func startWorker(_ source: MacroSource) {
-        let w = MacroWorker(source: source, journal: journal, options: options, wakeup: wakeup, log: options.log)
+        let w = MacroWorker(source: source, journal: journal, options: options, wakeup: wakeup, priorityWrites: priorityWrites,
+                            log: options.log)
         workers[source.name] = w
         w.start()
     }

@@ -12,6 +12,8 @@ final class MacroWorker: @unchecked Sendable {
     let options: MacroRunnerOptions
     let wakeup: JournalWakeup
     let log: (String) -> Void
+    /// Where this macro's journal writes run once it yields (nil: on its own thread).
+    let priorityWrites: PriorityWrites?
 
     // Shared with the runner's thread (under `lock`).
     private let lock = NSLock()
@@ -36,8 +38,9 @@ final class MacroWorker: @unchecked Sendable {
     private var thread: JoinableThread?
 
     init(source: MacroSource, journal: any JournalStore, options: MacroRunnerOptions, wakeup: JournalWakeup,
-         log: @escaping (String) -> Void) {
+         priorityWrites: PriorityWrites? = nil, log: @escaping (String) -> Void) {
         self.wakeup = wakeup
+        self.priorityWrites = priorityWrites
         name = source.name
         path = source.path
         self.journal = journal
@@ -195,7 +198,7 @@ final class MacroWorker: @unchecked Sendable {
             }
             let version = state.source.hash
             let attempt: Int
-            do { attempt = try journal.begin(macro: name, seq: event.seq, version: version) } catch {
+            do { attempt = try write { [journal, name] in try journal.begin(macro: name, seq: event.seq, version: version) } } catch {
                 note("\(error)")
                 break
             }
@@ -219,7 +222,9 @@ final class MacroWorker: @unchecked Sendable {
             }
             yieldIfHeavy(cpu: MacroWorker.threadCPUSeconds() - cpuBefore)
             do {
-                try journal.finish(macro: name, outcome: record, skipped: skipped, version: version, cursor: event.seq)
+                try write { [journal, name, skipped] in
+                    try journal.finish(macro: name, outcome: record, skipped: skipped, version: version, cursor: event.seq)
+                }
                 skipped.removeAll()
                 cursor = event.seq
             } catch {
@@ -230,7 +235,10 @@ final class MacroWorker: @unchecked Sendable {
         }
         if !skipped.isEmpty, let last = skipped.last {
             do {
-                try journal.finish(macro: name, outcome: nil, skipped: skipped, version: current?.source.hash ?? "", cursor: last)
+                let version = current?.source.hash ?? ""
+                try write { [journal, name, skipped] in
+                    try journal.finish(macro: name, outcome: nil, skipped: skipped, version: version, cursor: last)
+                }
             } catch { note("\(error)") }
         }
         publish(force: false)
@@ -266,6 +274,13 @@ final class MacroWorker: @unchecked Sendable {
         lock.lock(); statusCopy = s; lock.unlock()
         guard force || now - lastPublished >= 1 else { return }
         lastPublished = now
-        do { try journal.publish(s) } catch { log("macro \(name): \(error)") }
+        do { try write { [journal] in try journal.publish(s) } } catch { log("macro \(name): \(error)") }
+    }
+
+    /// A journal write: on the runner's writing thread once this macro yields (see
+    /// PriorityWrites), else here.
+    private func write<T>(_ body: @escaping () throws -> T) throws -> T {
+        guard yielded, let priorityWrites else { return try body() }
+        return try priorityWrites.run(body)
     }
 }

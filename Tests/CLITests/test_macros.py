@@ -903,6 +903,19 @@ def thread_nices(pid):
     return out
 
 
+def thread_write_calls(pid):
+    """{thread name: write system calls so far} (syscw of /proc/PID/task/TID/io)."""
+    out = {}
+    for t in pathlib.Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (t / "comm").read_text().strip()
+            fields = dict(line.split(": ") for line in (t / "io").read_text().splitlines())
+            out[name] = int(fields["syscw"])
+        except (OSError, KeyError, ValueError):
+            pass
+    return out
+
+
 def autogroup_nice(pid):
     text = pathlib.Path(f"/proc/{pid}/autogroup").read_text()   # "/autogroup-123 nice 10"
     return int(text.split()[-1])
@@ -923,7 +936,9 @@ on("point", "light", function(e) end)
 def test_runner_yields_the_cpu_to_the_stacker_and_heavy_macros_to_light_ones(tmp_path):
     """`nxlua macros` lowers its priority to nice 10 by default (its session's too when it
     leads one: a service, setsid), so a stacker on the same machine keeps its rate; a macro
-    whose handlers average more than 20 ms of CPU runs 5 steps lower than the light ones."""
+    whose handlers average more than 20 ms of CPU runs 5 steps lower than the light ones,
+    and its journal writes run on a thread at the runner's priority (a preempted heavy
+    thread holding the journal's write lock held up everyone else)."""
     journal = str(tmp_path / "j.sqlite")
     macros = tmp_path / "macros"
     macros.mkdir()
@@ -946,6 +961,18 @@ def test_runner_yields_the_cpu_to_the_stacker_and_heavy_macros_to_light_ones(tmp
         assert nices["nxlua"] == max(base, 10), nices
         assert nices["macro.heavy"] == min(19, max(base, 10) + 5), (nices, log.read_text())
         assert nices["macro.light"] == max(base, 10), nices
+        assert nices["macros.writes"] == max(base, 10), nices
+        # from now on the heavy macro's records and cursor are written by that thread
+        before = thread_write_calls(p.pid)
+        for i in range(6, 9):
+            trigger(journal, "point", "--run", uid, f"i={i}")
+        wait_for(lambda: cursor(journal, "heavy") >= last_seq(journal), timeout=120, what="the heavy macro to handle them")
+        after = thread_write_calls(p.pid)
+        assert after["macro.heavy"] == before["macro.heavy"], (before, after)
+        assert after["macros.writes"] > before["macros.writes"], (before, after)
+        with sqlite3.connect(journal) as c:
+            statuses = [s for (s,) in c.execute("SELECT status FROM records WHERE macro = 'heavy' ORDER BY seq")]
+        assert statuses.count("done") == 9, statuses
     finally:
         p.send_signal(signal.SIGTERM)
         p.wait(timeout=60)
