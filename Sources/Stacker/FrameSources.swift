@@ -73,6 +73,12 @@ struct ListSource: FrameSource {
     var firstNumber: Int? { files.first?.number }
 
     mutating func next(timeout: Double, wake: Int32) throws -> [FrameFile] {
+        if isExhausted {
+            // nothing more comes from here: the wait is for the workers alone
+            var p = pollfd(fd: wake, events: Int16(POLLIN), revents: 0)
+            if timeout > 0 { _ = Glibc.poll(&p, 1, Int32((timeout * 1000).rounded(.up))) }
+            return []
+        }
         defer { files = []; isExhausted = true }
         return files
     }

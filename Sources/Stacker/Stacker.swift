@@ -700,8 +700,9 @@ final class OutcomeQueue: @unchecked Sendable {
         let out = items
         items.removeAll(keepingCapacity: true)
         if wakeDescriptor >= 0 {
-            var drain = [UInt8](repeating: 0, count: 256)
-            while read(wakeDescriptor, &drain, drain.count) > 0 {}
+            withUnsafeTemporaryAllocation(byteCount: 256, alignment: 1) { drain in
+                while read(wakeDescriptor, drain.baseAddress, drain.count) > 0 {}
+            }
         }
         return out
     }

@@ -102,6 +102,23 @@ def cursor(journal, macro):
         return row[0] if row else -1
 
 
+def wait_started(journal, macros, runner, timeout=60):
+    """Until every macro has its cursor: a macro whose thread starts after its run has
+    stopped begins at the journal's end (MacroWorker.startingCursor), so a test that
+    feeds a short stack waits for this first."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if journal_exists(journal) and all(cursor(journal, m) >= 0 for m in macros):
+                return
+        except Exception:  # noqa: BLE001 (the journal's tables are still being made)
+            pass
+        if runner.p.poll() is not None:
+            raise AssertionError("the runner ended: " + runner.text())
+        time.sleep(0.02)
+    raise AssertionError(f"macros {macros} not started\n" + runner.text())
+
+
 def wait_caught_up(journal, macros, runner=None, timeout=60):
     """Until every macro's cursor reaches the journal's last event."""
     deadline = time.time() + timeout
@@ -294,6 +311,7 @@ def test_stacker_events_drive_the_example_macros_and_replay_gives_the_same_outpu
     folder = example_folder(tmp_path, saturation)
     runner = Runner(folder, journal)
     try:
+        wait_started(journal, ["frame_sum_max", "intensity_monitor", "saturation_alert"], runner)
         feed(p, made, watched)
         wait_caught_up(journal, ["frame_sum_max", "intensity_monitor", "saturation_alert"], runner)
         wait_for(lambda: pathlib.Path(str(out).replace(".nxs", "_intensity.nxs")).exists(), what="outputs")
@@ -881,6 +899,7 @@ end)
 """)
     runner = Runner(folder, journal)
     try:
+        wait_started(journal, ["zeroer", "scaler", "summer"], runner)
         feed(p, made, watched)
         wait_caught_up(journal, ["zeroer", "scaler", "summer"], runner)
     finally:

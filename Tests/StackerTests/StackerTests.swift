@@ -21,11 +21,12 @@ final class StackerTests: XCTestCase {
     func testListSourceNumbering() throws {
         var numbered = ListSource(paths: ["b_0003.cbf", "a_0001.cbf", "c_0002.cbf"])
         XCTAssertEqual(numbered.firstNumber, 1)
-        XCTAssertEqual(try numbered.next(timeout: 0).map(\.number), [1, 2, 3])
+        XCTAssertEqual(try numbered.next(timeout: 0, wake: -1).map(\.number), [1, 2, 3])
         XCTAssertTrue(numbered.isExhausted)
+        XCTAssertEqual(try numbered.next(timeout: 0, wake: -1).count, 0)
         // two files share a number: numbered by position instead
         var positional = ListSource(paths: ["a_1.cbf", "b_1.cbf"])
-        XCTAssertEqual(try positional.next(timeout: 0).map(\.number), [0, 1])
+        XCTAssertEqual(try positional.next(timeout: 0, wake: -1).map(\.number), [0, 1])
     }
 
     func testRuns() {
