@@ -8,7 +8,10 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
+#include <stdint.h>
+#include <string.h>
 #include <sys/prctl.h>
+#include <linux/capability.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -69,9 +72,14 @@ static void set_threads_nice(int nice) {
     if (errno == 0 && now < nice) setpriority(PRIO_PROCESS, self, nice);
 }
 
+static unsigned long long set_slice(pid_t tid, unsigned long long nanoseconds);
+
 int nx_worker_start(pid_t parent, int nice, int session_nice) {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent) return -1;  // the parent died before the line above
+    // a worker is batch work: the kernel's default slice, not the short one of the
+    // server thread that spawned it
+    set_slice((pid_t)syscall(SYS_gettid), 0);
     if (nice > 0) set_threads_nice(nice > 19 ? 19 : nice);
     nx_set_session_nice(session_nice);
     return 0;
@@ -116,4 +124,49 @@ int nx_lower_cpu_priority(int nice) {
     if (nice > 19) nice = 19;
     set_threads_nice(nice);
     return nx_set_session_nice(nice) ? 3 : 1;
+}
+
+// The kernel's struct sched_attr (sched_setattr(2)); glibc 2.36 declares neither.
+struct nx_sched_attr {
+    uint32_t size, sched_policy;
+    uint64_t sched_flags;
+    int32_t sched_nice;
+    uint32_t sched_priority;
+    uint64_t sched_runtime, sched_deadline, sched_period;
+    uint32_t sched_util_min, sched_util_max;
+};
+
+static unsigned long long set_slice(pid_t tid, unsigned long long nanoseconds) {
+    struct nx_sched_attr a;
+    memset(&a, 0, sizeof a);
+    if (syscall(SYS_sched_getattr, tid, &a, sizeof a, 0) != 0) return 0;
+    if (a.sched_policy != 0 /* SCHED_OTHER */) return 0;
+    a.size = sizeof a;
+    a.sched_flags = 0;  // keeps nice, priority and policy as read above
+    a.sched_runtime = nanoseconds;
+    if (syscall(SYS_sched_setattr, tid, &a, 0) != 0) return 0;
+    memset(&a, 0, sizeof a);
+    if (syscall(SYS_sched_getattr, tid, &a, sizeof a, 0) != 0) return 0;
+    return a.sched_runtime;
+}
+
+unsigned long long nx_set_thread_slice(unsigned long long nanoseconds) {
+    return set_slice((pid_t)syscall(SYS_gettid), nanoseconds);
+}
+
+int nx_forgo_raising_priority(void) {
+    // the bounding set first (needs CAP_SETPCAP, which root has): else a program run as
+    // root (an evaluation worker) would get CAP_SYS_NICE back at exec
+    if (prctl(PR_CAPBSET_READ, CAP_SYS_NICE, 0, 0, 0) == 1) (void)prctl(PR_CAPBSET_DROP, CAP_SYS_NICE, 0, 0, 0);
+    struct __user_cap_header_struct header = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3];
+    memset(data, 0, sizeof data);
+    if (syscall(SYS_capget, &header, data) != 0) return errno;
+    uint32_t bit = 1u << (CAP_SYS_NICE % 32);
+    struct __user_cap_data_struct *d = &data[CAP_SYS_NICE / 32];
+    if (!((d->effective | d->permitted | d->inheritable) & bit)) return 0;
+    d->effective &= ~bit;
+    d->permitted &= ~bit;
+    d->inheritable &= ~bit;
+    return syscall(SYS_capset, &header, data) == 0 ? 0 : errno;
 }

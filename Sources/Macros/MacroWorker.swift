@@ -257,6 +257,7 @@ final class MacroWorker: @unchecked Sendable {
         guard !yielded, handlerCPU > MacroWorker.heavyHandlerCPU else { return }
         yielded = true
         let nice = nx_lower_thread_priority(5)
+        _ = nx_set_thread_slice(0)  // batch work now: the kernel's default slice, not the runner's short one
         log("macro \(name): handlers take about \(Int(handlerCPU * 1000)) ms of CPU per event; it yields to lighter macros (nice \(nice))")
     }
 

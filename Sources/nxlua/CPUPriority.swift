@@ -12,10 +12,28 @@ enum CPUPriority {
         help: "CPU priority, 0..19 (default 10: below a stacker on the same machine, which keeps storing frames while readers wait; 0 keeps the priority it was started with)")
 
     /// Lowers this process's priority as `--nice` says (its session's share too when it
-    /// leads its own session: a service, setsid). Call before any thread is started.
+    /// leads its own session: a service, setsid), and asks for short slices (see
+    /// `preferPromptWakeups`). Call before any thread is started.
     static func apply(_ a: SubcommandOptions) throws {
         let nice = try a.int("nice", atLeast: 0) ?? defaultNice
         guard nice <= 19 else { throw SubcommandOptions.UsageError(message: "--nice takes 0..19, not \(nice)") }
         _ = nx_lower_cpu_priority(Int32(nice))
+        // libdispatch's threads (Hummingbird's, NIO's) would otherwise set themselves to
+        // nice -4..0 as root, above the priority just chosen
+        _ = nx_forgo_raising_priority()
+        preferPromptWakeups()
+    }
+
+    /// The scheduler slice the live processes ask for (Linux 6.12+, EEVDF).
+    static let liveSliceNanoseconds: UInt64 = 300_000
+
+    /// The stacker, the server and the macro runner mostly sleep until a frame, a request
+    /// or an event arrives, and then their latency is the product. With a short slice a
+    /// woken thread is picked sooner, at the same share of the CPU (nice and the session
+    /// still decide how much each gets). Every thread started afterwards inherits it; a
+    /// heavy macro's thread and evaluation workers go back to the kernel's default.
+    /// Measured with scripts/live_scenario.py; docs/stacking.md, "Who gets the CPU".
+    static func preferPromptWakeups() {
+        _ = nx_set_thread_slice(liveSliceNanoseconds)
     }
 }

@@ -23,6 +23,48 @@ def child_pids(pid):
     return out
 
 
+def thread_nices(pid):
+    """{thread name: [nice values]} of a process's threads, from /proc (field 19 of stat)."""
+    out = {}
+    for task in pathlib.Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2:].split()
+        out.setdefault(name, []).append(int(fields[16]))
+    return out
+
+
+# The scheduler slice nxlua's live processes ask for (CPUPriority.liveSliceNanoseconds).
+LIVE_SLICE = 300_000
+
+
+def thread_slices(pid):
+    """[(thread name, scheduler slice in ns)] of a process's threads, from
+    /proc/PID/task/TID/sched (Linux 6.12+ shows se.slice)."""
+    out = []
+    for t in pathlib.Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (t / "comm").read_text().strip()
+            line = next(x for x in (t / "sched").read_text().splitlines() if x.startswith("se.slice"))
+            out.append((name, int(line.split(":")[1])))
+        except (OSError, StopIteration, ValueError):
+            pass
+    return out
+
+
+def default_slice():
+    """The kernel's slice for a thread that asked for none (this test process's), or None
+    when the kernel has no per-thread slices (before 6.12: nxlua's request is ignored)."""
+    release = tuple(int(x) for x in os.uname().release.split(".")[:2] if x.isdigit())
+    slices = thread_slices(os.getpid())
+    if release < (6, 12) or not slices:
+        return None
+    return slices[0][1]
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "full_unwind: under AddressSanitizer, unwind every malloc fully "
                             "(a library without frame pointers allocates what LeakSanitizer must match)")

@@ -21,6 +21,7 @@ import hdf5plugin  # noqa: F401  (registers bitshuffle and LZ4 for h5py)
 import numpy as np
 import pytest
 
+from conftest import LIVE_SLICE, default_slice, thread_nices, thread_slices
 from postgres_support import is_postgres, journal_db, journal_exists
 from test_stack import make_frames, source, write_then_rename
 
@@ -910,18 +911,6 @@ end)
         assert got == {i: factor * s for i, s in expected.items()}, name
 
 
-def thread_nices(pid):
-    """{thread name: nice} of a process's threads (field 19 of /proc/PID/task/TID/stat)."""
-    out = {}
-    for t in pathlib.Path(f"/proc/{pid}/task").iterdir():
-        try:
-            name = (t / "comm").read_text().strip()
-            out[name] = int((t / "stat").read_text().rsplit(")", 1)[1].split()[16])
-        except (OSError, IndexError, ValueError):
-            pass
-    return out
-
-
 def thread_write_calls(pid):
     """{thread name: write system calls so far} (syscw of /proc/PID/task/TID/io)."""
     out = {}
@@ -977,10 +966,15 @@ def test_runner_yields_the_cpu_to_the_stacker_and_heavy_macros_to_light_ones(tmp
         wait_for(lambda: "yields to lighter macros" in log.read_text(), timeout=30, what="the heavy macro to yield")
         nices = thread_nices(p.pid)
         assert autogroup_nice(p.pid) == max(base, 10), nices
-        assert nices["nxlua"] == max(base, 10), nices
-        assert nices["macro.heavy"] == min(19, max(base, 10) + 5), (nices, log.read_text())
-        assert nices["macro.light"] == max(base, 10), nices
-        assert nices["macros.writes"] == max(base, 10), nices
+        assert nices["macro.heavy"] == [min(19, max(base, 10) + 5)], (nices, log.read_text())
+        # every other thread at the runner's (Dispatch's too: see test_live_serve)
+        assert {v for name, vs in nices.items() if name != "macro.heavy" for v in vs} == {max(base, 10)}, nices
+        assert nices["macro.light"] == nices["macros.writes"] == [max(base, 10)], nices
+        # short slices (a light handler is woken sooner); the heavy macro's is the default
+        if (default := default_slice()) is not None:
+            slices = dict(thread_slices(p.pid))
+            assert slices["macro.heavy"] == default, slices
+            assert slices["macro.light"] == slices["macros.writes"] == slices["nxlua"] == LIVE_SLICE, slices
         # from now on the heavy macro's records and cursor are written by that thread
         before = thread_write_calls(p.pid)
         for i in range(6, 9):
@@ -1005,7 +999,7 @@ def test_runner_yields_the_cpu_to_the_stacker_and_heavy_macros_to_light_ones(tmp
                              stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_for(lambda: "running" in log.read_text(), timeout=60, what="the runner to start")
-        assert thread_nices(p.pid)["nxlua"] == base
+        assert {v for vs in thread_nices(p.pid).values() for v in vs} == {base}, thread_nices(p.pid)
         assert autogroup_nice(p.pid) == 0
     finally:
         p.send_signal(signal.SIGTERM)

@@ -24,7 +24,7 @@ import requests
 
 h5pyd = pytest.importorskip("h5pyd")
 
-from conftest import BIN, ROOT, child_pids
+from conftest import BIN, LIVE_SLICE, ROOT, child_pids, default_slice, thread_nices, thread_slices
 
 USER, PASSWORD = "ray", "s3cret-beamline"
 FRAMES = np.arange(10 * 64 * 64, dtype="i4").reshape(10, 64, 64)
@@ -767,12 +767,20 @@ def test_server_and_its_evaluations_yield_the_cpu_to_a_stacker(served, tmp_path)
             r = evaluate(s, "return 1")
             assert r.status_code == 200, r.text
             assert process_nice(s.proc.pid) == main
+            assert {v for vs in thread_nices(s.proc.pid).values() for v in vs} == {main}, thread_nices(s.proc.pid)
             assert pathlib.Path(f"/proc/{s.proc.pid}/autogroup").read_text().split()[-1] == str(group)
             workers = child_pids(s.proc.pid)
             assert workers and all(process_nice(w) == worker for w in workers), (workers, [process_nice(w) for w in workers])
+            assert all({v for vs in thread_nices(w).values() for v in vs} == {worker} for w in workers), [thread_nices(w) for w in workers]
             for w in workers:
                 assert os.getsid(w) == w != os.getsid(s.proc.pid)
                 assert pathlib.Path(f"/proc/{w}/autogroup").read_text().split()[-1] == str(max(10, main))
+            # every server thread asks for a short slice (woken sooner for a request), the
+            # workers' evaluations are batch work at the kernel's default
+            if (default := default_slice()) is not None:
+                assert {n for _, n in thread_slices(s.proc.pid)} == {LIVE_SLICE}, thread_slices(s.proc.pid)
+                for w in workers:
+                    assert {n for _, n in thread_slices(w)} == {default}, (default, thread_slices(w))
         finally:
             assert s.stop() == 0
     r = subprocess.run([BIN, "serve", str(served["root"]), "--nice", "-1"], capture_output=True, text=True, timeout=60)

@@ -29,11 +29,27 @@ int nx_set_session_nice(int nice);
 /// the autogroup was set as well.
 int nx_lower_cpu_priority(int nice);
 
+/// Gives up CAP_SYS_NICE for the calling thread, the threads it starts and the processes
+/// it runs (effective, permitted, inheritable and bounding sets): nothing started later
+/// can raise its priority again. libdispatch sets an absolute nice value on each thread
+/// it starts, from its QoS class (-4 to 0 when it may, as root), which took a reader's
+/// request threads back above a stacker it had yielded to. Without root, a thread can
+/// never go below the nice value it has: then nothing changes. Returns 0, or an errno.
+int nx_forgo_raising_priority(void);
+
 /// Lowers the calling thread's priority by `by` nice steps (at most to 19); returns its
 /// nice value after.
 int nx_lower_thread_priority(int by);
 
 /// The nice value of the calling thread (the server's, inherited by a worker).
 int nx_current_nice(void);
+
+/// The calling thread's scheduler slice (Linux 6.12+, EEVDF: `sched_attr.sched_runtime`
+/// of a SCHED_OTHER thread), in nanoseconds; 0 returns it to the kernel's default. A
+/// thread with a shorter slice is picked sooner after it wakes, at the same share of the
+/// CPU (its nice value and its session's still decide how much it gets). Threads it
+/// starts, and processes it spawns, inherit the slice. Returns the slice in effect after
+/// the call, 0 when the kernel has no such setting (older kernels keep their behaviour).
+unsigned long long nx_set_thread_slice(unsigned long long nanoseconds);
 
 #endif
