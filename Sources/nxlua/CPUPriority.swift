@@ -24,15 +24,16 @@ enum CPUPriority {
         preferPromptWakeups()
     }
 
-    /// The scheduler slice the live processes ask for (Linux 6.12+, EEVDF).
+    /// The scheduler slice the server and the runner ask for (Linux 6.12+, EEVDF).
     static let liveSliceNanoseconds: UInt64 = 300_000
 
-    /// The stacker, the server and the macro runner mostly sleep until a frame, a request
-    /// or an event arrives, and then their latency is the product. With a short slice a
-    /// woken thread is picked sooner, at the same share of the CPU (nice and the session
-    /// still decide how much each gets). Every thread started afterwards inherits it; a
-    /// heavy macro's thread and evaluation workers go back to the kernel's default.
-    /// Measured with scripts/live_scenario.py; docs/stacking.md, "Who gets the CPU".
+    /// The server and the macro runner mostly sleep until a request or an event arrives,
+    /// and then their latency is the product. With a short slice a woken thread is picked
+    /// sooner, at the same share of the CPU (nice and the session still decide how much
+    /// each gets). Every thread started afterwards inherits it; a heavy macro's thread and
+    /// evaluation workers go back to the kernel's default. Not the stacker: its workers
+    /// compress frames, and with short slices it fell to 93-95 frames/s in the live
+    /// scenario. Measured with scripts/live_scenario.py; docs/stacking.md, "Who gets the CPU".
     static func preferPromptWakeups() {
         _ = nx_set_thread_slice(liveSliceNanoseconds)
     }

@@ -47,7 +47,6 @@ enum StackCommand {
     /// Runs with the arguments after "stack"; returns the exit status.
     static func run(_ arguments: [String]) -> Int32 {
         SubcommandOptions.run("stack", specs: specs, usage: usage, arguments: arguments) { a in
-            CPUPriority.preferPromptWakeups()
             var stackOptions: StackOptions
             do { stackOptions = try StackOptions.make(files: a.positional, Values(a: a)) } catch let e as StackSettingError {
                 throw SubcommandOptions.UsageError(message: e.message)

@@ -33,8 +33,9 @@ int nx_lower_cpu_priority(int nice);
 /// it runs (effective, permitted, inheritable and bounding sets): nothing started later
 /// can raise its priority again. libdispatch sets an absolute nice value on each thread
 /// it starts, from its QoS class (-4 to 0 when it may, as root), which took a reader's
-/// request threads back above a stacker it had yielded to. Without root, a thread can
-/// never go below the nice value it has: then nothing changes. Returns 0, or an errno.
+/// request threads back above a stacker it had yielded to. Without CAP_SYS_NICE (not
+/// root) a thread cannot raise its priority anyway (RLIMIT_NICE aside): then nothing
+/// changes. Returns 0, or an errno.
 int nx_forgo_raising_priority(void);
 
 /// Lowers the calling thread's priority by `by` nice steps (at most to 19); returns its
