@@ -37,7 +37,7 @@ def thread_nices(pid):
     return out
 
 
-# The scheduler slice nxlua's live processes ask for (CPUPriority.liveSliceNanoseconds).
+# The scheduler slice nxlua serve and nxlua macros ask for (CPUPriority.liveSliceNanoseconds).
 LIVE_SLICE = 300_000
 
 
