@@ -2,11 +2,11 @@
 renames frame files into a watched folder at a fixed rate; `nxlua stack --watch
 --journal --flush-every 1` stacks them; `nxlua serve --allow-eval` serves the growing
 stack; `nxlua macros` runs the three shipped example macros and a latency macro; three
-clients read the stack while it grows (nx.remote and h5pyd 1.0 every 50 ms, each poll
-verifying the newest stored frame's pixels against its source CBF, and a repeated
-`r:eval` of a per-frame sum over the whole stack). The stacker is killed with SIGKILL at
-about half the frames and started again with the same command while everything else
-keeps running.
+clients read the stack while it grows (nx.remote waiting for each change with r:wait,
+h5pyd 1.0 every 50 ms, each poll verifying the newest stored frame's pixels against its
+source CBF, and a repeated `r:eval` of a per-frame sum over the whole stack). The
+stacker is killed with SIGKILL at about half the frames and started again with the same
+command while everything else keeps running.
 
 One harness, two callers: Tests/CLITests/test_live.py (scaled down, correctness only)
 and `scripts/bench live` (100 frames/s, timings against the goals). As a command:
@@ -17,16 +17,19 @@ What a client saw is judged with one rule: the stacker commits a frame's data be
 marks it stored, so a status read BEFORE a later look at the data's shape never vouches
 for a frame beyond that shape ("status ahead of data" otherwise), and the pixels of a
 frame the status vouches for are its source's. Every poll reads the status, then asks
-for the data's shape again and reads the newest stored frame: the nx.remote poller
+for the data's shape again and reads the newest stored frame: the nx.remote client
 follows the file as docs/remote.md says (its two fields found once, `refresh()` before
-each read), h5pyd opens the file anew for the status and again for the data.
+each read, and between polls it waits for the file to change with `r:wait`), h5pyd
+opens the file anew for the status and again for the data, every 50 ms (it has no way
+to wait for a change).
 
 Timestamps (all wall clock, one machine): `appear` when the detector renamed the file
 into the folder; `commit` the time of its frames.ready event in the journal (the
 stacker stamps it right after the flush that committed the frame); `remote` when the
 first poll (either poller) whose status showed the frame stored had the newest stored
 frame's bytes in hand (that read then verified against its source); `handler` when the
-latency macro's handler ran.
+latency macro's handler ran. Each latency from the frame file is reported, and each
+reader's part after the commit, to tell the stacker's share of the time from the reader's.
 
 The detector stands for a machine of its own (a Pilatus DCU writes over the network):
 when allowed (root), its process (and its session, see below) runs at nice -10 so that
@@ -158,18 +161,32 @@ end
 
 # nx.remote: one line per poll, "kind  t0  t1  t-read  stored-ranges  top  frames  read-index  message"
 # (t-read: when the newest stored frame's bytes had arrived, before the check against its
-# source, which is this harness's work and not part of reading).
+# source, which is this harness's work and not part of reading). It follows the file as
+# docs/remote.md "Following a live file" says (`interval` "wait"): before each poll it
+# waits for the file to change (r:wait, nxlua serve's /nxlua/wait), and the wait counts in
+# the poll's t0..t1; with a number of seconds as `interval` it polls that often instead.
+# Either way its fields are found once and `refresh()`ed before each read.
 REMOTE_POLLER = LUA_COMMON + r"""
 local url, user, domain, made, log, stop, interval = ...
-interval = tonumber(interval)
+local follow = interval == "wait"
+interval = tonumber(interval) or 0.05
 local r = nx.remote(url, {user = user, timeout = 120})
 local out = assert(io.open(log, "w"))
 local status, d   -- the stack's fields, found once the file exists (again after an error)
+local version     -- the file's version when the last poll started (r:wait)
 while not exists(stop) do
   local t0 = nxlua.time()
+  if follow and version ~= nil then
+    -- sleeps until the stacker's next commit (at once if it came during the last poll);
+    -- a second at most, so the stop file is seen. The wait is part of the poll's time:
+    -- a client waiting through the stacker's restart was served during it.
+    local waited, v = pcall(r.wait, r, domain, version, 1)
+    version = waited and v or nil
+  end
   local kind, ranges, top, n, k, msg = "error", "-", -1, -1, -1, ""
   local tread = -1
   local ok, err = pcall(function()
+    if follow and version == nil then version = r:wait(domain) end  -- the version now
     if status == nil then
       local f = r:load(domain)
       status, d = f.entry.stacking.frame_status, f.entry.instrument.detector.data
@@ -194,12 +211,16 @@ while not exists(stop) do
       msg = string.format("frame %d: %d pixels differ from its source", k, a:ne(src):count_nonzero())
     end
   end)
-  if not ok then kind = "error"; msg = clean(err); status = nil end
+  if not ok then kind = "error"; msg = clean(err); status = nil; version = nil end
   local t1 = nxlua.time()
   out:write(string.format("%s\t%.6f\t%.6f\t%.6f\t%s\t%d\t%d\t%d\t%s\n", kind, t0, t1, tread, ranges, top, n, k, msg))
   out:flush()
-  local left = interval - (nxlua.time() - t0)
-  if left > 0 then nxlua.sleep(left) end
+  if not follow then
+    local left = interval - (nxlua.time() - t0)
+    if left > 0 then nxlua.sleep(left) end
+  elseif version == nil then
+    nxlua.sleep(interval)  -- the file is not there yet, or the last poll failed
+  end
 end
 out:close()
 """
@@ -486,12 +507,14 @@ def find_dataset(path, name):
 # ---------------------------------------------------------------- the scenario
 
 def run(frames=600, rate=100.0, modules=None, nxlua=None, work=None, frames_dir=None, kill_at=None,
-        poll_interval=0.05, restart_timeout=60.0, converge_timeout=30.0, macro_timeout=180.0,
+        poll_interval=0.05, follow=True, restart_timeout=60.0, converge_timeout=30.0, macro_timeout=180.0,
         stack_timeout=None, keep=False, log=None, extra=None):
     """Runs the scenario; returns the result dict (see the module's docstring).
     `result["problems"]` lists every correctness problem found (empty: all held);
-    timings are reported, never judged here. `extra` adds command-line arguments to a
-    process ({"stack": [...], "serve": [...], "macros": [...]}), to compare settings."""
+    timings are reported, never judged here. `follow`: the nx.remote client waits for
+    each change (r:wait), else it polls every `poll_interval` s like h5pyd. `extra` adds
+    command-line arguments to a process ({"stack": [...], "serve": [...], "macros":
+    [...]}), to compare settings."""
     import numpy as np
     log = log or (lambda m: print(f"live: {m}", file=sys.stderr, flush=True))
     nxlua = str(nxlua or os.environ.get("NXLUA_BIN") or ROOT / ".build/release/nxlua")
@@ -521,7 +544,7 @@ def run(frames=600, rate=100.0, modules=None, nxlua=None, work=None, frames_dir=
     (work / "eval_poller.lua").write_text(EVAL_POLLER)
     stack_cmd = [nxlua, "stack", "--watch", watched, "--out", out, "--frames", frames, "--journal", journal,
                  "--flush-every", 1, "--quiet", *extra.get("stack", [])]
-    result = {"frames": frames, "rate": rate, "modules": modules, "binary": nxlua, "work": str(work),
+    result = {"frames": frames, "rate": rate, "modules": modules, "binary": nxlua, "work": str(work), "follow": follow,
               "frame_shape": None, "problems": []}
     problems = result["problems"]
     procs, stackers = {}, []
@@ -552,7 +575,8 @@ def run(frames=600, rate=100.0, modules=None, nxlua=None, work=None, frames_dir=
         while not journal.exists() and time.time() < wait:  # the runner made the journal
             time.sleep(0.05)
         procs["remote"] = Proc("remote", [nxlua, work / "remote_poller.lua", url, USER, domain, made,
-                                          logs / "remote.polls", stop_file, poll_interval], logs, env=env)
+                                          logs / "remote.polls", stop_file, "wait" if follow else poll_interval],
+                               logs, env=env)
         procs["h5pyd"] = Proc("h5pyd", [sys.executable, __file__, "--h5pyd-poller", url, domain, made,
                                         logs / "h5pyd.polls", stop_file, poll_interval], logs, env=env)
         procs["eval"] = Proc("eval", [nxlua, work / "eval_poller.lua", url, USER, domain, logs / "eval.polls",
@@ -906,6 +930,11 @@ def run(frames=600, rate=100.0, modules=None, nxlua=None, work=None, frames_dir=
                        ("remote_h5pyd", remote_seen["h5pyd"]), ("handler", handled)):
         result["latency_ms"][name] = {"all": percentiles(lat(seen, False)), "steady": percentiles(lat(seen, True)),
                                       "frames": len([i for i in range(frames) if i in seen])}
+    # where the time goes: the stacker's part (to the commit), and each reader's after it
+    result["after_commit_ms"] = {
+        name: percentiles([seen[i] - commit[i] for i in range(frames) if i in seen and i in commit and i not in crossed])
+        for name, seen in (("remote_nx", remote_seen["remote"]), ("remote_h5pyd", remote_seen["h5pyd"]),
+                           ("handler", handled))}
     if commit and appear:
         result["stack_rate"] = frames / (max(commit.values()) - min(appear.values()))
         result["stack_seconds"] = max(commit.values()) - min(appear.values())
@@ -962,6 +991,12 @@ def table(result):
         if a:
             rows.append(("    all frames, the restart included", ms(a["median"]), ms(a["p95"]), ms(a["p99"]),
                          ms(a["max"]), "", ""))
+    labels = {"remote_nx": "commit -> pixels read through nx.remote (r:wait)" if r.get("follow", True)
+              else "commit -> pixels read through nx.remote (polling)",
+              "remote_h5pyd": "commit -> pixels read through h5pyd (polling)", "handler": "commit -> its handler runs"}
+    for key, s in (r.get("after_commit_ms") or {}).items():
+        if s:
+            rows.append((labels[key], ms(s["median"]), ms(s["p95"]), ms(s["p99"]), ms(s["max"]), "", ""))
     widths = [max(len(str(x[i])) for x in rows) for i in range(len(rows[0]))]
     lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
     rs = r["restart"]
@@ -1011,6 +1046,8 @@ def main():
     ap.add_argument("--work", help="keep everything in this folder (default: a temporary one, removed if all held)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
     ap.add_argument("--json", help="write the result dict here")
+    ap.add_argument("--remote-poll", action="store_true",
+                    help="the nx.remote client polls every 50 ms instead of waiting for each change (r:wait)")
     for name in ("stack", "serve", "macros"):
         ap.add_argument(f"--{name}-args", default="", metavar="ARGS",
                         help=f"more arguments for nxlua {name} (one string, split as a shell would), to compare settings")
@@ -1025,7 +1062,8 @@ def main():
         return h5pyd_poller_main(url, domain, made, log, stop, float(interval))
     modules = tuple(int(x) for x in a.modules.split("x")) if a.modules else None
     extra = {n: shlex.split(getattr(a, f"{n}_args")) for n in ("stack", "serve", "macros")}
-    r = run(frames=a.frames, rate=a.rate, modules=modules, nxlua=a.bin, work=a.work, keep=a.keep, extra=extra)
+    r = run(frames=a.frames, rate=a.rate, modules=modules, nxlua=a.bin, work=a.work, keep=a.keep, extra=extra,
+            follow=not a.remote_poll)
     if a.json:
         pathlib.Path(a.json).write_text(json.dumps(r, indent=1, default=str))
     print("\n".join(table(r)))
