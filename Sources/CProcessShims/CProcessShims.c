@@ -119,6 +119,35 @@ int nx_set_session_nice(int nice) {
     return done;
 }
 
+int nx_set_cpu_priority(int nice) {
+    if (nice < -20) nice = -20;
+    if (nice > 19) nice = 19;
+    // the session first: with sched_autogroup it is what decides between sessions, and a
+    // refusal here (no CAP_SYS_NICE) leaves every thread as it was
+    if (getsid(0) == getpid()) {
+        int fd = open("/proc/self/autogroup", O_WRONLY | O_CLOEXEC);
+        if (fd >= 0) {
+            char text[16];
+            int n = snprintf(text, sizeof text, "%d", nice);
+            int e = write(fd, text, (size_t)n) == n ? 0 : errno;
+            close(fd);
+            if (e != 0) return e;
+        }
+    }
+    int failed = 0;
+    DIR *tasks = opendir("/proc/self/task");
+    if (tasks) {
+        struct dirent *t;
+        while ((t = readdir(tasks)) != NULL) {
+            if (t->d_name[0] == '.') continue;
+            if (setpriority(PRIO_PROCESS, (id_t)atoi(t->d_name), nice) != 0 && errno != ESRCH) failed = errno;
+        }
+        closedir(tasks);
+    }
+    if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), nice) != 0) failed = errno;
+    return failed;
+}
+
 int nx_lower_cpu_priority(int nice) {
     if (nice <= 0) return 0;
     if (nice > 19) nice = 19;

@@ -1,4 +1,7 @@
 import CProcessShims
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// `--nice N` of the long-running readers, `nxlua serve` and `nxlua macros`: on a machine
 /// that also stacks frames, they yield the CPU to the stacker (the one process whose lag
@@ -22,6 +25,28 @@ enum CPUPriority {
         // nice -4..0 as root, above the priority just chosen
         _ = nx_forgo_raising_priority()
         preferPromptWakeups()
+    }
+
+    /// `nxlua stack --nice N`: the stacker may also go above the priority it was started
+    /// with. Its clients (viewers, notebooks, h5pyd scripts) run at nice 0 in sessions of
+    /// their own and take CPU from it as equals however low the readers go; a negative
+    /// value keeps the stacker ahead of them. Measured with scripts/live_scenario.py;
+    /// docs/stacking.md, "Who gets the CPU on a shared machine".
+    static let stackerSpec = SubcommandOptions.Spec(
+        name: "nice", valueName: "N",
+        help: "CPU priority, -20..19 (default: as started). On a machine shared with readers, -5 keeps the stacker ahead of clients at nice 0 (root or CAP_SYS_NICE)")
+
+    /// Sets the stacker's priority (every thread, its session's share when it leads one)
+    /// as `--nice` says; a raise that is not allowed is said on stderr, and the stack goes
+    /// on at the priority it has. Call before any thread is started.
+    static func applyToStacker(_ a: SubcommandOptions) throws {
+        guard let nice = try a.int("nice", atLeast: -20) else { return }
+        guard nice <= 19 else { throw SubcommandOptions.UsageError(message: "--nice takes -20..19, not \(nice)") }
+        let e = nx_set_cpu_priority(Int32(nice))
+        guard e != 0 else { return }
+        let now = nx_current_nice()
+        var line = Array("nxlua stack: --nice \(nice) not allowed (\(String(cString: strerror(e)))): above the priority it was started with needs root or CAP_SYS_NICE; stacking at nice \(now)\n".utf8)
+        _ = write(2, &line, line.count)
     }
 
     /// The scheduler slice the server and the runner ask for (Linux 6.12+, EEVDF).

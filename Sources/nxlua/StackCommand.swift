@@ -15,7 +15,8 @@ enum StackCommand {
     /// The options: the stacking and event settings shared with `detector.stack{...}`.
     static let specs: [SubcommandOptions.Spec] = (StackOptions.settings + StackEventEmitter.settings).map {
         SubcommandOptions.Spec(name: $0.name, valueName: $0.valueName, help: $0.help)
-    } + [.init(name: "catalog", valueName: "DB", help: "register the output in this catalog at the start (status running) and again at the end (frames, status) (docs/catalog.md)"),
+    } + [CPUPriority.stackerSpec,
+         .init(name: "catalog", valueName: "DB", help: "register the output in this catalog at the start (status running) and again at the end (frames, status) (docs/catalog.md)"),
          .init(name: "help", valueName: nil, help: "show this help")]
 
     static var usage: String {
@@ -47,6 +48,7 @@ enum StackCommand {
     /// Runs with the arguments after "stack"; returns the exit status.
     static func run(_ arguments: [String]) -> Int32 {
         SubcommandOptions.run("stack", specs: specs, usage: usage, arguments: arguments) { a in
+            try CPUPriority.applyToStacker(a)  // before the stacker starts its threads
             var stackOptions: StackOptions
             do { stackOptions = try StackOptions.make(files: a.positional, Values(a: a)) } catch let e as StackSettingError {
                 throw SubcommandOptions.UsageError(message: e.message)

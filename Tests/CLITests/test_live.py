@@ -114,9 +114,9 @@ def test_live_scenario_end_to_end(tmp_path):
     folder; `nxlua stack --watch --journal` (SIGKILLed at half the frames and restarted
     with the same command), `nxlua serve --allow-eval`, `nxlua macros` with the example
     macros and a latency macro, and three clients reading the growing stack (nx.remote
-    waiting for each change with r:wait, h5pyd every 50 ms, each verifying the newest
-    stored frame's pixels against its source; a repeated r:eval of a per-frame sum over
-    the stack) all run at once. The harness is
+    waiting for each change with r:wait, h5pyd every 50 ms, each reading the newest stored
+    frame and checking it against its source, pixel by pixel (h5pyd) or by its sum and
+    maximum (nx.remote); a repeated r:eval of a per-frame sum over the stack) all run at once. The harness is
     scripts/live_scenario.py, the one `scripts/bench live` runs at 100 frames/s.
     Correctness only (no timing is asserted): the restart works while the readers read,
     no client saw a status ahead of the data it read, no read was cut off, every frame

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import fabio
-from conftest import default_slice, thread_slices
+from conftest import default_slice, thread_nices, thread_slices
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -627,3 +627,55 @@ def test_watch_reads_the_names_of_a_large_folder(tmp_path):
     r = stack("--watch", watched, "--out", tmp_path / "s.nxs", "--frames", "2", "--quiet")
     assert r.returncode == 0, r.stderr
     check_frames(tmp_path / "s.nxs", made)
+
+
+# ---------------------------------------------------------------- CPU priority
+
+@pytest.mark.skipif(os.geteuid() != 0 or not pathlib.Path("/proc/self/autogroup").exists(),
+                    reason="raising a priority needs root; the session's share needs sched_autogroup")
+def test_nice_raises_the_stacker_and_its_session(tmp_path):
+    """`nxlua stack --nice -5` (docs/stacking.md, "Who gets the CPU"): every thread of the
+    stacker runs at nice -5 and, leading its own session (a service, setsid), its session's
+    share is raised too, so clients at nice 0 in sessions of their own no longer take CPU
+    from it as equals. Without CAP_SYS_NICE the raise is refused with a message, and the
+    stack is still stored at the priority it was started with. Out of range is a usage error."""
+    made = make_frames(tmp_path / "made", range(1, 5))
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    for name, prefix, expect, session in [
+            ("root", [], -5, -5),
+            ("no CAP_SYS_NICE", ["setpriv", "--inh-caps=-sys_nice", "--bounding-set=-sys_nice"], base, 0)]:
+        watched, out = tmp_path / f"watched-{session}", tmp_path / f"out{session}.nxs"
+        watched.mkdir()
+        p = subprocess.Popen([*prefix, BIN, "stack", "--watch", str(watched), "--out", str(out), "--nice", "-5",
+                              "--end-marker", "done", "--idle", "60"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, start_new_session=True)
+        try:
+            for f in made[:2]:
+                write_then_rename(f, watched / f.name)
+            deadline = time.time() + 30
+            while not out.exists() and time.time() < deadline:  # its workers have started
+                time.sleep(0.05)
+            # libdispatch gives the threads it starts (the journal's, here) a nice value of
+            # their own, from their QoS class: the stacker's threads are the others
+            nices = {v for n, vs in thread_nices(p.pid).items() if "qos" not in n for v in vs}
+            group = pathlib.Path(f"/proc/{p.pid}/autogroup").read_text().split()[-1]
+            for f in made[2:]:
+                write_then_rename(f, watched / f.name)
+            (watched / "done").write_text("")
+            stdout, stderr = p.communicate(timeout=60)
+        finally:
+            p.kill()
+        assert p.returncode == 0, (name, stderr)
+        assert nices == {expect} and group == str(session), (name, nices, group)
+        if name == "root":
+            assert "not allowed" not in stderr, stderr
+        else:
+            assert "nxlua stack: --nice -5 not allowed (" in stderr, stderr
+            assert f"above the priority it was started with needs root or CAP_SYS_NICE; stacking at nice {base}" in stderr
+        shape, status = check_frames(out, made)
+        assert shape[0] == 4 and (status == 1).all()
+    for bad, message in [("-21", "--nice takes an integer of at least -20, not '-21'"), ("20", "--nice takes -20..19, not 20")]:
+        r = subprocess.run([BIN, "stack", *map(str, made), "--out", str(tmp_path / "bad.nxs"), "--nice", bad],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode != 0 and message in r.stderr, r.stderr
+        assert not (tmp_path / "bad.nxs").exists()

@@ -29,6 +29,12 @@ int nx_set_session_nice(int nice);
 /// the autogroup was set as well.
 int nx_lower_cpu_priority(int nice);
 
+/// Sets every thread of this process (and those it starts) to `nice` (-20...19), higher
+/// or lower than now, and its session's autogroup too when the process leads its
+/// session. A priority above the current one needs CAP_SYS_NICE (root) or RLIMIT_NICE.
+/// Returns 0, or an errno (EPERM, EACCES: not allowed; nothing was raised then).
+int nx_set_cpu_priority(int nice);
+
 /// Gives up CAP_SYS_NICE for the calling thread, the threads it starts and the processes
 /// it runs (effective, permitted, inheritable and bounding sets): nothing started later
 /// can raise its priority again. libdispatch sets an absolute nice value on each thread
