@@ -5,9 +5,9 @@ stack; `nxlua macros` runs the three shipped example macros and a latency macro;
 clients read the stack while it grows (nx.remote waiting for each change with r:wait,
 h5pyd 1.0 every 50 ms, each poll reading the newest stored frame, whose pixels h5pyd
 compares with its source CBF and nx.remote its sum and maximum; and a repeated `r:eval`
-of a per-frame sum over the whole stack). The
-stacker is killed with SIGKILL at about half the frames and started again with the same
-command while everything else keeps running.
+of a per-frame sum over the whole stack). The stacker (at --nice -5, as docs/stacking.md
+says for a shared machine) is killed with SIGKILL at about half the frames and started
+again with the same command while everything else keeps running.
 
 One harness, two callers: Tests/CLITests/test_live.py (scaled down, correctness only)
 and `scripts/bench live` (100 frames/s, timings against the goals). As a command:
@@ -161,12 +161,13 @@ end
 """
 
 # nx.remote: one line per poll, "kind  t0  t1  t-read  stored-ranges  top  frames  read-index
-# message" (t-read: when the newest stored frame's bytes had arrived; message of an ok poll:
-# that frame's sum and maximum, checked against its source's after the run). It follows the file as
-# docs/remote.md "Following a live file" says (`interval` "wait"): before each poll it
-# waits for the file to change (r:wait, nxlua serve's /nxlua/wait), and the wait counts in
-# the poll's t0..t1; with a number of seconds as `interval` it polls that often instead.
-# Either way its fields are found once and `refresh()`ed before each read.
+# message" (t-read: when the newest stored frame's bytes had arrived; message of an ok
+# poll: that frame's sum and maximum, checked against its source's after the run). It
+# follows the file as docs/remote.md "Following a live file" says (`interval` "wait"):
+# before each poll it waits for the file to change (r:wait, nxlua serve's /nxlua/wait),
+# and the wait counts in the poll's t0..t1; with a number of seconds as `interval` it polls
+# that often instead. Either way its fields are found once and `refresh()`ed before each
+# read.
 REMOTE_POLLER = LUA_COMMON + r"""
 local url, user, domain, log, stop, interval = ...
 local follow = interval == "wait"

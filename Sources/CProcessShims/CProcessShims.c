@@ -103,20 +103,27 @@ int nx_lower_thread_priority(int by) {
     return errno == 0 ? after : now;
 }
 
+/// This session's autogroup to `nice` when the process leads its session: 1 when set, 0
+/// when there is nothing to set (not the session's leader, a kernel without
+/// sched_autogroup), or minus an errno (a raise without CAP_SYS_NICE).
+static int set_autogroup(int nice) {
+    if (getsid(0) != getpid()) return 0;
+    int fd = open("/proc/self/autogroup", O_WRONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    char text[16];
+    int n = snprintf(text, sizeof text, "%d", nice);
+    int done = write(fd, text, (size_t)n) == n ? 1 : -errno;
+    close(fd);
+    return done;
+}
+
 int nx_set_session_nice(int nice) {
     // With sched_autogroup (Debian's kernels), the CPU is shared first between sessions
     // and nice only orders the threads of one session: a process that leads its own
     // session (started by a service manager, setsid, or a harness) lowers the session's
     // share too, else a stacker in another session gets no more CPU than before.
-    if (nice <= 0 || getsid(0) != getpid()) return 0;
-    if (nice > 19) nice = 19;
-    int fd = open("/proc/self/autogroup", O_WRONLY | O_CLOEXEC);
-    if (fd < 0) return 0;
-    char text[16];
-    int n = snprintf(text, sizeof text, "%d", nice);
-    int done = write(fd, text, (size_t)n) == n;
-    close(fd);
-    return done;
+    if (nice <= 0) return 0;
+    return set_autogroup(nice > 19 ? 19 : nice) == 1;
 }
 
 int nx_set_cpu_priority(int nice) {
@@ -124,16 +131,8 @@ int nx_set_cpu_priority(int nice) {
     if (nice > 19) nice = 19;
     // the session first: with sched_autogroup it is what decides between sessions, and a
     // refusal here (no CAP_SYS_NICE) leaves every thread as it was
-    if (getsid(0) == getpid()) {
-        int fd = open("/proc/self/autogroup", O_WRONLY | O_CLOEXEC);
-        if (fd >= 0) {
-            char text[16];
-            int n = snprintf(text, sizeof text, "%d", nice);
-            int e = write(fd, text, (size_t)n) == n ? 0 : errno;
-            close(fd);
-            if (e != 0) return e;
-        }
-    }
+    int session = set_autogroup(nice);
+    if (session < 0) return -session;
     int failed = 0;
     DIR *tasks = opendir("/proc/self/task");
     if (tasks) {
