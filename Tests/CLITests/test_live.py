@@ -116,8 +116,8 @@ def test_live_scenario_end_to_end(tmp_path):
     macros and a latency macro, and three clients reading the growing stack (nx.remote
     waiting for each change with r:wait, h5pyd every 50 ms, each reading the newest stored
     frame and checking it against its source, pixel by pixel (h5pyd) or by its sum and
-    maximum (nx.remote); a repeated r:eval of a per-frame sum over the stack) all run at once. The harness is
-    scripts/live_scenario.py, the one `scripts/bench live` runs at 100 frames/s.
+    maximum (nx.remote); a repeated r:eval of a per-frame sum over the stack) all run at
+    once. The harness is scripts/live_scenario.py, the one `scripts/bench live` runs at 100 frames/s.
     Correctness only (no timing is asserted): the restart works while the readers read,
     no client saw a status ahead of the data it read, no read was cut off, every frame
     is identical to its source, every frames.ready is handled exactly once."""

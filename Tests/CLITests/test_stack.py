@@ -655,7 +655,7 @@ def test_nice_raises_the_stacker_and_its_session(tmp_path):
             deadline = time.time() + 30
             while not out.exists() and time.time() < deadline:  # its workers have started
                 time.sleep(0.05)
-            # libdispatch gives the threads it starts (the journal's, here) a nice value of
+            # libdispatch gives the threads it starts ("...-qos.overcommit") a nice value of
             # their own, from their QoS class: the stacker's threads are the others
             nices = {v for n, vs in thread_nices(p.pid).items() if "qos" not in n for v in vs}
             group = pathlib.Path(f"/proc/{p.pid}/autogroup").read_text().split()[-1]
