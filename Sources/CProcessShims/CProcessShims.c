@@ -51,6 +51,28 @@ int nx_spawn_worker(const char *path, char *const argv[], int *to_child, int *fr
     return 0;
 }
 
+int nx_spawn_session(const char *path, char *const argv[], int *to_child, pid_t *pid) {
+    int in[2];
+    if (pipe2(in, O_CLOEXEC) != 0) return errno;
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_adddup2(&actions, in[0], 0);
+    posix_spawn_file_actions_addclosefrom_np(&actions, 3);
+    posix_spawnattr_t attributes;
+    posix_spawnattr_init(&attributes);
+    posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSID);
+    int e = posix_spawn(pid, path, &actions, &attributes, argv, environ);
+    posix_spawnattr_destroy(&attributes);
+    posix_spawn_file_actions_destroy(&actions);
+    close(in[0]);
+    if (e != 0) {
+        close(in[1]);
+        return e;
+    }
+    *to_child = in[1];
+    return 0;
+}
+
 /// Every thread that exists already to `nice` (threads started later inherit their
 /// creator's); never to a higher priority than a thread has.
 static void set_threads_nice(int nice) {

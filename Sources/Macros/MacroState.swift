@@ -104,6 +104,9 @@ final class MacroState {
         }
     }
 
+    /// The file's top level called macro.heavy() (its handlers read whole frames).
+    var declaredHeavy: Bool { (try? MacroSetup.declaredHeavy(in: runtime)) ?? false }
+
     func wants(_ kind: EventKind) -> Bool {
         (try? MacroSetup.wants(kind.rawValue, in: runtime)) ?? false
     }

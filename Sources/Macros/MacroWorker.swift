@@ -7,6 +7,17 @@ import Foundation
 /// handler is marked running before it starts (durably), so after a crash the records
 /// say which event was interrupted, and that event is delivered again (attempt 2).
 final class MacroWorker: @unchecked Sendable {
+    /// Where the macro goes once its handlers prove heavy (see yieldIfHeavy).
+    enum HeavyPlacement {
+        /// To the runner's batch process: the worker stops at a safe point (before its first
+        /// event, or before a run.start) and the runner hands the macro over.
+        case batchProcess
+        /// Stays, 5 nice steps below the runner's other threads.
+        case lowerPriority
+        /// In the batch process already.
+        case alone
+    }
+
     let name: String
     let journal: any JournalStore
     let options: MacroRunnerOptions
@@ -34,12 +45,18 @@ final class MacroWorker: @unchecked Sendable {
     /// CPU seconds per handled event, averaged over the last few (see yieldIfHeavy).
     private var handlerCPU = 0.0
     private var yielded = false
+    let heavy: HeavyPlacement
+    /// Set (under `lock`) when the worker stops to continue in the batch process.
+    private var movingOut = false
+    /// An event was handled by this worker (a macro that says macro.heavy() moves before).
+    private var handledAny = false
     /// Set by start(), joined by stop() (the runner's thread).
     private var thread: JoinableThread?
 
     init(source: MacroSource, journal: any JournalStore, options: MacroRunnerOptions, wakeup: JournalWakeup,
-         priorityWrites: PriorityWrites? = nil, log: @escaping (String) -> Void) {
+         priorityWrites: PriorityWrites? = nil, heavy: HeavyPlacement = .lowerPriority, log: @escaping (String) -> Void) {
         self.wakeup = wakeup
+        self.heavy = heavy
         self.priorityWrites = priorityWrites
         name = source.name
         path = source.path
@@ -93,6 +110,15 @@ final class MacroWorker: @unchecked Sendable {
         return s
     }
 
+    /// The worker stops to continue in the batch process (the runner hands it over once
+    /// the thread has ended).
+    var movesOut: Bool { lock.lock(); defer { lock.unlock() }; return movingOut }
+
+    private func moveOut(_ why: String) {
+        lock.lock(); movingOut = true; stopRequested = true; lock.unlock()
+        log("macro \(name): \(why); it moves to the batch process, below the lighter macros")
+    }
+
     /// The thread's loop has ended (stop() will not wait).
     var hasFinished: Bool { lock.lock(); defer { lock.unlock() }; return finished }
     private var finished = false
@@ -115,6 +141,11 @@ final class MacroWorker: @unchecked Sendable {
         } catch {
             log("macro \(name): \(error)")
             return
+        }
+        if heavy == .alone, let s = (try? journal.statuses())?.first(where: { $0.macro == name }) {
+            // handed over by the runner: its failures in a row go on counting here
+            failures = s.failures
+            totalFailures = s.totalFailures
         }
         while !shouldStop {
             if let s = takeIncoming() { load(s) }
@@ -163,6 +194,7 @@ final class MacroWorker: @unchecked Sendable {
                 disabled = false
                 failures = 0
                 message = nil
+                if state.declaredHeavy { declaredHeavy() }
             } else {
                 pending = state
                 message = nil
@@ -185,10 +217,17 @@ final class MacroWorker: @unchecked Sendable {
         for event in batch {
             if shouldStop { break }
             // a reload waiting for the next run takes over before that run's first event
+            // a heavy macro leaves for the batch process where a run starts: its state
+            // (upvalues kept during a run) starts anew there, as a new version's does
+            if event.kind == .runStart, heavy == .batchProcess, yielded || (pending ?? current)?.declaredHeavy == true {
+                moveOut(yielded ? "a new run starts" : "it says macro.heavy()")
+                break
+            }
             if event.kind == .runStart, let p = pending {
                 log("macro \(name): version \(p.source.shortHash) takes over for run \(event.run)")
                 current = p
                 pending = nil
+                if p.declaredHeavy { declaredHeavy() }
             }
             guard let state = current, !disabled else { break }
             if !state.wants(event.kind) {
@@ -202,6 +241,7 @@ final class MacroWorker: @unchecked Sendable {
                 note("\(error)")
                 break
             }
+            handledAny = true
             var record = MacroRecord(macro: name, seq: event.seq, status: .done, version: version, error: nil, attempts: attempt)
             let cpuBefore = MacroWorker.threadCPUSeconds()
             do {
@@ -248,17 +288,31 @@ final class MacroWorker: @unchecked Sendable {
     static let heavyHandlerCPU = 0.02
 
     /// Shortest job first among the runner's macros: a macro whose handlers average more
-    /// than `heavyHandlerCPU` of CPU per event (sums over whole frames) runs 5 nice steps
-    /// below the others from then on, so that a light handler (an alert, a latency probe)
-    /// is not queued behind it when the machine is busy. In the live scenario the light
-    /// macro's handler waited up to 0.36 s behind three frame-summing ones.
+    /// than `heavyHandlerCPU` of CPU per event (sums over whole frames) gives way from then
+    /// on, so that a light handler (an alert, a latency probe) is not queued behind it when
+    /// the machine is busy: it runs 5 nice steps below the others here at once, and moves
+    /// to the batch process at the next run.start (`heavy` .batchProcess, see
+    /// MacroRunner.moveHeavyMacros). In the live scenario the light macro's handler waited
+    /// up to 0.36 s behind three frame-summing ones in the runner's threads at nice 10.
     private func yieldIfHeavy(cpu: Double) {
         handlerCPU = handlerCPU == 0 ? cpu : 0.8 * handlerCPU + 0.2 * cpu
-        guard !yielded, handlerCPU > MacroWorker.heavyHandlerCPU else { return }
+        guard heavy != .alone, !yielded, handlerCPU > MacroWorker.heavyHandlerCPU else { return }
+        lowerPriority("handlers take about \(Int(handlerCPU * 1000)) ms of CPU per event")
+    }
+
+    /// The macro says macro.heavy(): to the batch process before its first event, else
+    /// below the others here (and to the batch process at the next run.start).
+    private func declaredHeavy() {
+        if heavy == .batchProcess, !handledAny { moveOut("it says macro.heavy()"); return }
+        if heavy != .alone, !yielded { lowerPriority("it says macro.heavy()") }
+    }
+
+    private func lowerPriority(_ why: String) {
         yielded = true
         let nice = nx_lower_thread_priority(5)
         _ = nx_set_thread_slice(0)  // batch work now: the kernel's default slice, not the runner's short one
-        log("macro \(name): handlers take about \(Int(handlerCPU * 1000)) ms of CPU per event; it yields to lighter macros (nice \(nice))")
+        let later = heavy == .batchProcess ? "; it moves to the batch process at the next run.start" : ""
+        log("macro \(name): \(why); it yields to lighter macros (nice \(nice))\(later)")
     }
 
     static func threadCPUSeconds() -> Double {

@@ -57,6 +57,11 @@ public enum MacroSetup {
       return readframes(event.file, event.dataset, event.slice, event.stop or 0, event.run)
     end
     macro.open = open
+    local heavy = false
+    function macro.heavy()
+      heavy = true
+    end
+    local function isheavy() return heavy end
     function macro.write_process(file, pname, t)
       if type(file) ~= "string" then error("bad argument #1 to 'write_process' (file name expected, got " .. type(file) .. ")", 2) end
       if type(pname) ~= "string" then error("bad argument #2 to 'write_process' (group name expected, got " .. type(pname) .. ")", 2) end
@@ -114,6 +119,8 @@ public enum MacroSetup {
       document("off", off, "off(kind, key)", "removes the handler registered under key for kind"),
       document("macro.frames", macro.frames, "macro.frames(event) -> ndarray", "the frames a frames.ready event announces, (count, y, x), read from its file"),
       document("macro.open", macro.open, "macro.open(file) -> root", "opens a file for reading, as a SWMR reader when the stacker may still write it"),
+      document("macro.heavy", macro.heavy, "macro.heavy()",
+               "at the top level: this macro's handlers are heavy (they read whole frames); it runs in the runner's batch process, below the light macros, from its first event"),
       document("macro.write_process", macro.write_process, 'macro.write_process(file, name, t) -> "file:/entry/name"',
                "writes an NXprocess group (t.parameters, t.data, t.fields, t.note, t.entry) with the macro's name, path, hash and the time"),
     }
@@ -122,7 +129,7 @@ public enum MacroSetup {
     docs.names.macro = module
     docs.values[macro] = module
     docs.modules[#docs.modules + 1] = module
-    return dispatch, wants, handler
+    return dispatch, wants, handler, isheavy
     """
 
     /// One live read at a time in the process. HDF5 shares a file opened twice in one
@@ -193,6 +200,7 @@ public enum MacroSetup {
     static let dispatchKey = "nxlua.macro.dispatch"
     static let wantsKey = "nxlua.macro.wants"
     static let handlerKey = "nxlua.macro.handler"
+    static let heavyKey = "nxlua.macro.heavy"
 
     /// Installs `on`, `off` and `macro` in the runtime's state.
     public static func install(in runtime: Runtime, name: String, path: String, version: String) throws {
@@ -213,8 +221,8 @@ public enum MacroSetup {
             if let hook = processWritten { hook(try call.string(1), try call.optString(2)) }
             return 0
         }
-        try lua.pcall(nargs: 5, nresults: 3)
-        for (i, key) in [dispatchKey, wantsKey, handlerKey].enumerated() {
+        try lua.pcall(nargs: 5, nresults: 4)
+        for (i, key) in [dispatchKey, wantsKey, handlerKey, heavyKey].enumerated() {
             lua.pushValue(at: base + 1 + Int32(i))
             lua.rawSet(at: Lua.registryIndex, key: key)
         }
@@ -228,6 +236,16 @@ public enum MacroSetup {
         _ = lua.rawGet(at: Lua.registryIndex, key: wantsKey)
         lua.push(kind)
         try lua.pcall(nargs: 1, nresults: 1)
+        return lua.toBoolean(at: -1)
+    }
+
+    /// Whether the macro's top level called macro.heavy().
+    public static func declaredHeavy(in runtime: Runtime) throws -> Bool {
+        let lua = runtime.lua
+        let base = lua.top
+        defer { lua.top = base }
+        _ = lua.rawGet(at: Lua.registryIndex, key: heavyKey)
+        try lua.pcall(nargs: 0, nresults: 1)
         return lua.toBoolean(at: -1)
     }
 

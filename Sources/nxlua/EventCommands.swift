@@ -1,6 +1,8 @@
+import CProcessShims
 import Events
 import Foundation
 import Macros
+import NXLuaRuntime
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -116,8 +118,16 @@ enum MacrosCommand {
         """
     }
 
-    static func run(_ arguments: [String]) -> Int32 {
-        SubcommandOptions.run("macros", specs: specs, usage: usage, arguments: arguments) { a in
+    static func run(_ given: [String]) -> Int32 {
+        // the batch process a runner starts for its heavy macros (MacroRunner.moveHeavyMacros):
+        // batch RUNNER-PID, then the runner's own arguments
+        var arguments = given
+        var batchOf: Int32?
+        if arguments.count > 2, arguments[0] == "batch", let runner = Int32(arguments[1]) {
+            batchOf = runner
+            arguments.removeFirst(2)
+        }
+        return SubcommandOptions.run("macros", specs: specs, usage: usage, arguments: arguments) { a in
             if a.positional.first == "status" {
                 guard a.positional.count == 1 else { throw SubcommandOptions.UsageError(message: "status takes no arguments") }
                 print(try MacroStatusReport.text(journalPath: journalPath(a)))
@@ -135,12 +145,25 @@ enum MacrosCommand {
             o.reloadNow = a.flag("reload-now")
             o.fromStart = a.flag("from-start")
             let keep = try a.string("keep").map { try parseDuration($0, option: "keep") }
-            try CPUPriority.apply(a)
+            if let runner = batchOf {
+                // 5 steps below the runner (every thread, and the session this process
+                // leads), the kernel's default slice: batch work; killed with the runner
+                let nice = min(19, nx_current_nice() + 5)
+                guard nx_worker_start(runner, nice, nice) == 0 else { return 1 }
+                _ = nx_forgo_raising_priority()
+                let members = BatchMembers()
+                members.startReading()
+                o.batchMembers = members
+            } else {
+                try CPUPriority.apply(a)
+                o.batchCommand = (Runtime.executablePath() ?? CommandLine.arguments[0],
+                                  ["macros", "batch", String(getpid())] + batchArguments(arguments))
+            }
             let runner = try MacroRunner(options: o)
             if let location = a.string("catalog") { try registerDerivedData(in: location, log: o.log) }
             signal(SIGINT) { _ in macrosStopRequested = 1 }
             signal(SIGTERM) { _ in macrosStopRequested = 1 }
-            o.log("macros: running \(o.directory) on \(runner.journal.location)")
+            if batchOf == nil { o.log("macros: running \(o.directory) on \(runner.journal.location)") }
             var lastPrune = 0.0
             runner.run(until: {
                 if let keep, Date().timeIntervalSince1970 - lastPrune > 600 {
@@ -151,10 +174,26 @@ enum MacrosCommand {
                     } catch { o.log("macros: \(error)") }
                 }
                 return macrosStopRequested != 0
-            }, untilIdle: a.flag("until-idle"))
-            o.log("macros: stopped")
+            }, untilIdle: batchOf == nil && a.flag("until-idle"))
+            if batchOf == nil { o.log("macros: stopped") }
             return 0
         }
+    }
+
+    /// The runner's arguments for a batch process: the same folder, journal and limits;
+    /// not --until-idle (the runner decides when its macros are done) nor --keep (the
+    /// runner prunes).
+    static func batchArguments(_ arguments: [String]) -> [String] {
+        var out: [String] = []
+        var i = 0
+        while i < arguments.count {
+            let arg = arguments[i]
+            if arg == "--until-idle" || arg.hasPrefix("--keep=") { i += 1; continue }
+            if arg == "--keep" { i += 2; continue }
+            out.append(arg)
+            i += 1
+        }
+        return out
     }
 }
 

@@ -115,8 +115,8 @@ def test_live_scenario_end_to_end(tmp_path):
     with the same command), `nxlua serve --allow-eval`, `nxlua macros` with the example
     macros and a latency macro, and three clients reading the growing stack (nx.remote
     waiting for each change with r:wait, h5pyd every 50 ms, each reading the newest stored
-    frame and checking it against its source, pixel by pixel (h5pyd) or by its sum and
-    maximum (nx.remote); a repeated r:eval of a per-frame sum over the stack) all run at
+    frame, checked against its source after the run by a CRC-32 of every pixel (h5pyd) or
+    by its sum and maximum (nx.remote); a repeated r:eval of a per-frame sum over the stack) all run at
     once. The harness is scripts/live_scenario.py, the one `scripts/bench live` runs at 100 frames/s.
     Correctness only (no timing is asserted): the restart works while the readers read,
     no client saw a status ahead of the data it read, no read was cut off, every frame
@@ -150,3 +150,22 @@ def test_live_scenario_end_to_end(tmp_path):
     for m, rep in r["macros"].items():
         assert rep["handled"] == r["events"]["frames_ready"] and not rep["attempts_not_1"], (m, rep)
     assert r["problems"] == [], "\n".join(r["problems"])
+
+
+def test_a_frame_read_is_checked_against_its_source_pixel_by_pixel():
+    """The live scenario's h5pyd client keeps "dtype shape CRC-32" of each frame it read
+    and compares it with the source after the run: one pixel off, another shape, or a
+    dtype that cannot hold the source's values is a mismatch."""
+    import zlib
+    import numpy as np
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from live_scenario import pixel_digest
+    src = np.arange(195 * 487, dtype=np.int32).reshape(195, 487) - 2
+    seen = lambda a: f"{a.dtype.str} {'x'.join(map(str, a.shape))} {zlib.crc32(np.ascontiguousarray(a))}"
+    assert pixel_digest(src, seen(src)) is True
+    assert pixel_digest(src, seen(src.astype(np.int64))) is True      # same values, wider type
+    off = src.copy()
+    off[100, 200] += 1
+    assert "CRC-32" in pixel_digest(src, seen(off))
+    assert "shape 195x486" in pixel_digest(src, seen(src[:, :486]))
+    assert "cannot hold" in pixel_digest(src, seen(src.astype(np.uint32)))

@@ -7,6 +7,7 @@ import json
 import os
 import pathlib
 import random
+import re
 import shutil
 import signal
 import socket
@@ -940,58 +941,139 @@ on("point", "light", function(e) end)
 """
 
 
+def batch_pid(log):
+    """The runner's batch process, from its log ("batch process PID started")."""
+    found = re.findall(r"macros: batch process (\d+) started", log.read_text())
+    return int(found[-1]) if found else None
+
+
+def alive(pid):
+    try:
+        return pathlib.Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+COUNTING_HEAVY = """
+local n = 0   -- state kept during a run, as the example macros keep theirs
+on("point", "heavy", function(e)
+  local t = os.clock()
+  while os.clock() - t < 0.06 do end   -- 60 ms of CPU (the process's), as a sum over whole frames
+  n = n + 1
+  local f = assert(io.open(OUT, "a")); f:write(e.seq, " ", n, "\\n"); f:close()
+end)
+"""
+DECLARED = """
+macro.heavy()
+on("point", "declared", function(e) end)
+"""
+
+
 @pytest.mark.skipif(not pathlib.Path("/proc/self/autogroup").exists(), reason="kernel without sched_autogroup")
 def test_runner_yields_the_cpu_to_the_stacker_and_heavy_macros_to_light_ones(tmp_path):
     """`nxlua macros` lowers its priority to nice 10 by default (its session's too when it
-    leads one: a service, setsid), so a stacker on the same machine keeps its rate; a macro
-    whose handlers average more than 20 ms of CPU runs 5 steps lower than the light ones,
-    and its journal writes run on a thread at the runner's priority (a preempted heavy
-    thread holding the journal's write lock held up everyone else)."""
+    leads one: a service, setsid), so a stacker on the same machine keeps its rate. Heavy
+    macros run in the runner's batch process, which leads a session of its own 5 steps
+    lower (in the runner's session they kept the session busy and the light handlers woke
+    behind them): a macro that says macro.heavy() from its first event; one whose handlers
+    average more than 20 ms of CPU at once 5 steps lower in the runner (its journal writes
+    on a thread at the runner's priority: a preempted heavy thread holding the journal's
+    write lock held up everyone else), and in the batch process from the next run.start
+    (its state starts anew there, as a new version's). Each event is handled once. The
+    batch process ends with the runner (SIGTERM: after its handlers; SIGKILL of the runner:
+    killed too); when it dies, its macros run in the runner again, below the light ones."""
     journal = str(tmp_path / "j.sqlite")
     macros = tmp_path / "macros"
     macros.mkdir()
-    (macros / "heavy.lua").write_text(HEAVY)
+    counts = tmp_path / "heavy.counts"
+    (macros / "heavy.lua").write_text(COUNTING_HEAVY.replace("OUT", json.dumps(str(counts))))
+    (macros / "declared.lua").write_text(DECLARED)
     (macros / "light.lua").write_text(LIGHT)
     _, uid = trigger(journal, "run.start")
     base = os.getpriority(os.PRIO_PROCESS, 0)
+    runner_nice, batch_nice = max(base, 10), min(19, max(base, 10) + 5)
     log = tmp_path / "runner.log"
+    names = ("heavy", "declared", "light")
+
+    def handled(n, run):
+        for i in range(n):
+            trigger(journal, "point", "--run", run, f"i={i}")
+        wait_for(lambda: all(cursor(journal, m) >= last_seq(journal) for m in names),
+                 timeout=120, what="the macros to handle the points")
+
     with open(log, "w") as out:
         p = subprocess.Popen([BIN, "macros", str(macros), "--journal", journal, "--poll", "0.005"],
                              stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        for i in range(6):
-            trigger(journal, "point", "--run", uid, f"i={i}")
-        wait_for(lambda: cursor(journal, "heavy") >= last_seq(journal) and cursor(journal, "light") >= last_seq(journal),
-                 timeout=120, what="both macros to handle the points")
-        wait_for(lambda: "yields to lighter macros" in log.read_text(), timeout=30, what="the heavy macro to yield")
+        handled(4, uid)
+        text = log.read_text()
+        child = batch_pid(log)
+        assert child and f"macro declared: runs in the batch process {child}" in text, text
+        assert "macro declared: it says macro.heavy(); it moves to the batch process" in text, text
+        assert "macro heavy: handlers take about" in text and "it moves to the batch process at the next run.start" in text, text
+        assert "macros batch" in pathlib.Path(f"/proc/{child}/cmdline").read_text().replace("\0", " ")
+        assert os.getsid(child) == child
+        # the heavy macro stays in the runner until the run ends, 5 steps lower
         nices = thread_nices(p.pid)
-        assert autogroup_nice(p.pid) == max(base, 10), nices
-        assert nices["macro.heavy"] == [min(19, max(base, 10) + 5)], (nices, log.read_text())
+        assert autogroup_nice(p.pid) == runner_nice, nices
+        assert nices["macro.heavy"] == [batch_nice] and "macro.declared" not in nices, (nices, text)
         # every other thread at the runner's (Dispatch's too: see test_live_serve)
-        assert {v for name, vs in nices.items() if name != "macro.heavy" for v in vs} == {max(base, 10)}, nices
-        assert nices["macro.light"] == nices["macros.writes"] == [max(base, 10)], nices
-        # short slices (a light handler is woken sooner); the heavy macro's is the default
+        assert {v for name, vs in nices.items() if name != "macro.heavy" for v in vs} == {runner_nice}, nices
+        child_nices = thread_nices(child)
+        assert "macro.declared" in child_nices and {v for vs in child_nices.values() for v in vs} == {batch_nice}, child_nices
+        assert autogroup_nice(child) == batch_nice
+        # short slices (a light handler is woken sooner); heavy work has the default
         if (default := default_slice()) is not None:
             slices = dict(thread_slices(p.pid))
             assert slices["macro.heavy"] == default, slices
             assert slices["macro.light"] == slices["macros.writes"] == slices["nxlua"] == LIVE_SLICE, slices
-        # from now on the heavy macro's records and cursor are written by that thread
+            assert {s for _, s in thread_slices(child)} == {default}, thread_slices(child)
+        # meanwhile the heavy macro's records and cursor are written by that thread
         before = thread_write_calls(p.pid)
-        for i in range(6, 9):
-            trigger(journal, "point", "--run", uid, f"i={i}")
-        wait_for(lambda: cursor(journal, "heavy") >= last_seq(journal), timeout=120, what="the heavy macro to handle them")
+        handled(2, uid)
         after = thread_write_calls(p.pid)
-        assert after["macro.heavy"] == before["macro.heavy"], (before, after)
+        assert after["macro.heavy"] - before["macro.heavy"] == 2, (before, after)   # its counts file's, one per event
         assert after["macros.writes"] > before["macros.writes"], (before, after)
+
+        # the next run: the heavy macro continues in the batch process, its state anew
+        _, uid2 = trigger(journal, "run.start")
+        handled(3, uid2)
+        assert "macro heavy: a new run starts; it moves to the batch process" in log.read_text(), log.read_text()
+        assert "macro.heavy" not in thread_nices(p.pid) and "macro.heavy" in thread_nices(child)
+        assert [int(line.split()[1]) for line in counts.read_text().splitlines()] == [1, 2, 3, 4, 5, 6, 1, 2, 3]
+
+        # the batch process dies: its macros run in the runner again, below the light one
+        os.kill(child, signal.SIGKILL)
+        wait_for(lambda: "its macros run here again" in log.read_text(), timeout=30, what="the runner to take them back")
+        handled(2, uid2)
+        nices = thread_nices(p.pid)
+        assert nices["macro.heavy"] == nices["macro.declared"] == [batch_nice], (nices, log.read_text())
+        assert nices["macro.light"] == [runner_nice], nices
         with sqlite3.connect(journal) as c:
-            statuses = [s for (s,) in c.execute("SELECT status FROM records WHERE macro = 'heavy' ORDER BY seq")]
-        assert statuses.count("done") == 9, statuses
+            rows = c.execute("SELECT macro, status, attempts FROM records WHERE status != 'skipped'").fetchall()
+        for m in names:                                # killed between events: none twice
+            assert [r[1:] for r in rows if r[0] == m] == [("done", 1)] * 11, (m, rows)
     finally:
         p.send_signal(signal.SIGTERM)
         p.wait(timeout=60)
-    text = log.read_text()
-    assert "macro heavy: handlers take about" in text and "yields to lighter macros" in text, text
-    assert "macro light: handlers take" not in text, text
+    assert "macro light: handlers take" not in log.read_text(), log.read_text()
+
+    # a runner killed with SIGKILL takes its batch process with it; SIGTERM ends both
+    # after their handlers
+    for end in ("kill", "term"):
+        with open(log, "w") as out:
+            p = subprocess.Popen([BIN, "macros", str(macros), "--journal", journal, "--poll", "0.005"],
+                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            wait_for(lambda: batch_pid(log), timeout=60, what="the batch process to start")
+            child = batch_pid(log)
+            p.kill() if end == "kill" else p.send_signal(signal.SIGTERM)
+            wait_for(lambda: not alive(child), timeout=30, what=f"the batch process to end ({end})")
+        finally:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+            assert p.wait(timeout=60) == (-signal.SIGKILL if end == "kill" else 0), log.read_text()
+    assert "macros: stopped" in log.read_text() and "batch process" in log.read_text()
 
     # --nice 0 keeps the priority it was started with; out of range is a usage error
     with open(log, "w") as out:

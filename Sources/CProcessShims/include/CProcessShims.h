@@ -12,6 +12,12 @@
 /// parent's session; see nx_worker_start). Returns 0 or an errno.
 int nx_spawn_worker(const char *path, char *const argv[], int *to_child, int *from_child, pid_t *pid);
 
+/// Starts `path` with `argv` (NULL-terminated) and the current environment in a session
+/// of its own (sched_autogroup: its CPU share is not taken from this process's session):
+/// its stdin reads what the parent writes to `*to_child` (close-on-exec here), its stdout
+/// and stderr are the parent's, and no other descriptor reaches it. The child calls
+/// nx_worker_start first. Returns 0 or an errno.
+int nx_spawn_session(const char *path, char *const argv[], int *to_child, pid_t *pid);
 /// Called first thing in a worker process: it is killed (SIGKILL) when the parent's
 /// thread that started it ends, with the parent or whatever the cause, and runs at
 /// `nice` with every thread it has or starts; its session's autogroup (it leads one) at

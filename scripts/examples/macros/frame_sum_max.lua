@@ -3,6 +3,7 @@
 -- (with the frame count) as an NXprocess next to the stack: <stack>_summax.nxs.
 -- Sum and max do not depend on how the frames were split into events, so a replay
 -- (nxlua replay) gives the same result as the live run.
+macro.heavy()    -- it reads every frame: the runner's batch process, below quick alerts
 local runs = {}   -- by run uid: {sum=, max=, frames=, seen={}}
 
 on("run.start", "summax", function(e)

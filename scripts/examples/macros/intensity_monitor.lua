@@ -1,6 +1,7 @@
 -- Per-frame total intensity: each frames.ready adds the total counts of its frames
 -- (pixels below 0, the gaps and bad pixels of a Pilatus, are left out); run.stop writes
 -- them as a 1-D NXdata (total against frame index): <stack>_intensity.nxs.
+macro.heavy()   -- it reads every frame: the runner's batch process, below quick alerts
 local runs = {}
 
 on("frames.ready", "monitor", function(e)

@@ -1,6 +1,7 @@
 -- Alerts when too many pixels of a frame are saturated: prints a line per frame above
 -- the limit (the runner's log) and appends it to <stack>_alerts.txt, which a beamline
 -- display or a mail script can follow. Set the thresholds below.
+macro.heavy()                -- it reads every frame: the runner's batch process
 local saturation = 1000000   -- counts at or above which a pixel is saturated
 local limit = 10             -- saturated pixels that make a frame worth an alert
 
