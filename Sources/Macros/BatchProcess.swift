@@ -80,33 +80,45 @@ public final class BatchMembers: @unchecked Sendable {
     private let lock = NSLock()
     private var names: Set<String> = []
     private var ended = false
+    private var stopping = false
     private var count = 0
-    private var reader: Thread?
+    private var reader: JoinableThread?
 
     public init() {}
 
     /// Starts reading `fd` (stdin).
     public func startReading(_ fd: Int32 = 0) {
-        let t = Thread { [self] in
-            let input = FileHandle(fileDescriptor: fd, closeOnDealloc: false)
-            var pending = Data()
-            while true {
-                let chunk = input.availableData
-                if chunk.isEmpty { break }
-                pending.append(chunk)
+        reader = JoinableThread(name: "macros.batch") { [self] in
+            var pending: [UInt8] = []
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            while !isStopping {
+                // a look at the stop flag every 0.2 s: stop() joins this thread
+                var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+                let ready = poll(&p, 1, 200)
+                if ready < 0 && errno == EINTR { continue }
+                if ready == 0 { continue }
+                let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+                if n < 0 && errno == EINTR { continue }
+                if n <= 0 { break }
+                pending += buffer[0..<n]
                 while let nl = pending.firstIndex(of: 10) {
-                    let line = String(decoding: pending[pending.startIndex..<nl], as: UTF8.self)
-                    pending.removeSubrange(pending.startIndex...nl)
+                    let line = String(decoding: pending[..<nl], as: UTF8.self)
+                    pending.removeSubrange(...nl)
                     if line.hasPrefix("run ") { add(String(line.dropFirst(4))) }
                 }
             }
             lock.lock(); ended = true; count += 1; lock.unlock()
         }
-        t.name = "macros.batch"
-        reader = t
-        t.start()
     }
 
+    /// Ends the reading thread (after the runner stopped).
+    public func stop() {
+        lock.lock(); stopping = true; lock.unlock()
+        reader?.join()
+        reader = nil
+    }
+
+    private var isStopping: Bool { lock.lock(); defer { lock.unlock() }; return stopping }
     func add(_ name: String) { lock.lock(); names.insert(name); count += 1; lock.unlock() }
     func contains(_ name: String) -> Bool { lock.lock(); defer { lock.unlock() }; return names.contains(name) }
     /// Changes so far (a new member, or stdin's end): the runner scans again when it moved.

@@ -175,6 +175,7 @@ enum MacrosCommand {
                 }
                 return macrosStopRequested != 0
             }, untilIdle: batchOf == nil && a.flag("until-idle"))
+            o.batchMembers?.stop()
             if batchOf == nil { o.log("macros: stopped") }
             return 0
         }

@@ -789,7 +789,7 @@ def test_help_knows_the_macro_functions(tmp_path):
     (macros / "helpme.lua").write_text(f"""
         local h = require "nxlua.help"
         local f = io.open("{out}.part", "w")
-        f:write(h.text(on), h.text(off), h.text(macro.frames), h.text(macro.write_process), h.text("macro"))
+        f:write(h.text(on), h.text(off), h.text(macro.frames), h.text(macro.write_process), h.text(macro.heavy), h.text("macro"))
         f:close()
         os.rename("{out}.part", "{out}")
     """)
@@ -803,7 +803,8 @@ def test_help_knows_the_macro_functions(tmp_path):
         runner.stop()
     text = out.read_text()
     for s in ["on(kind, key, fn)", "SPEC's cdef", "off(kind, key)", "macro.frames(event) -> ndarray",
-              "macro.write_process(file, name, t)", "beamline macros: event handlers", "macro.open"]:
+              "macro.write_process(file, name, t)", "beamline macros: event handlers", "macro.open",
+              "macro.heavy()", "runner's batch process"]:
         assert s in text, (s, text)
     assert "no help" not in text
 
