@@ -15,6 +15,9 @@ final class BatchProcess {
     private var toChild: Int32
 
     init(_ executable: String, _ arguments: [String]) throws {
+        // a handover written after the process died (before the runner reaped it) must
+        // fail with EPIPE, not end the runner
+        signal(SIGPIPE, SIG_IGN)
         let args = [executable] + arguments
         var cArgs: [UnsafeMutablePointer<CChar>?] = args.map { strdup($0) } + [nil]
         defer { for p in cArgs { free(p) } }

@@ -216,13 +216,13 @@ final class MacroWorker: @unchecked Sendable {
         var skipped: [Int64] = []
         for event in batch {
             if shouldStop { break }
-            // a reload waiting for the next run takes over before that run's first event
             // a heavy macro leaves for the batch process where a run starts: its state
             // (upvalues kept during a run) starts anew there, as a new version's does
             if event.kind == .runStart, heavy == .batchProcess, yielded || (pending ?? current)?.declaredHeavy == true {
                 moveOut(yielded ? "a new run starts" : "it says macro.heavy()")
                 break
             }
+            // a reload waiting for the next run takes over before that run's first event
             if event.kind == .runStart, let p = pending {
                 log("macro \(name): version \(p.source.shortHash) takes over for run \(event.run)")
                 current = p

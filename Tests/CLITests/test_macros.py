@@ -780,6 +780,33 @@ def test_one_run_uid_for_two_stacks_keeps_both(tmp_path, journal):
     assert starts == 2 and {pathlib.Path(f).name for f in ready} == {"a.nxs", "b.nxs"}
 
 
+def test_until_idle_waits_for_the_batch_process_and_ends_it(tmp_path):
+    """`nxlua macros --until-idle` with a macro that says macro.heavy(): the runner exits
+    once the batch process has caught up too (its cursor is in the journal), and the
+    batch process ends with it; --until-idle and --keep are the runner's, not passed on."""
+    journal = str(tmp_path / "j.sqlite")
+    macros = tmp_path / "macros"
+    macros.mkdir()
+    out = tmp_path / "seen.txt"
+    (macros / "declared.lua").write_text(f"""
+macro.heavy()
+on("point", "declared", function(e)
+  local f = assert(io.open({json.dumps(str(out))}, "a")); f:write(e.seq, "\\n"); f:close()
+end)
+""")
+    (macros / "light.lua").write_text(LIGHT)
+    _, uid = trigger(journal, "run.start")
+    for i in range(5):
+        trigger(journal, "point", "--run", uid, f"i={i}")
+    r = run("macros", macros, "--journal", journal, "--until-idle", "--keep", "30d", timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "macro declared: runs in the batch process" in r.stderr and "macros: stopped" in r.stderr, r.stderr
+    assert [int(x) for x in out.read_text().split()] == list(range(2, 7)), r.stderr
+    pid = int(re.search(r"batch process (\d+) started", r.stderr).group(1))
+    assert not alive(pid)
+    assert cursor(journal, "declared") == cursor(journal, "light") == last_seq(journal)
+
+
 def test_help_knows_the_macro_functions(tmp_path):
     # help(on), help(macro.frames), help("macro") inside a macro's state
     journal = tmp_path / "j.sqlite"
