@@ -18,6 +18,26 @@
 
 extern char **environ;
 
+/// posix_spawn in a session of its own, stdin from `in`, stdout to `out` (-1: this
+/// process's), stderr shared, no other descriptor inherited. A session of its own: with
+/// sched_autogroup the CPU is shared between sessions first, so an evaluation (or a
+/// heavy macro) in its parent's session would take the parent's share (a server could
+/// then not answer quickly without taking CPU from a stacker).
+static int spawn_in_session(const char *path, char *const argv[], int in, int out, pid_t *pid) {
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_adddup2(&actions, in, 0);
+    if (out >= 0) posix_spawn_file_actions_adddup2(&actions, out, 1);
+    posix_spawn_file_actions_addclosefrom_np(&actions, 3);
+    posix_spawnattr_t attributes;
+    posix_spawnattr_init(&attributes);
+    posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSID);
+    int e = posix_spawn(pid, path, &actions, &attributes, argv, environ);
+    posix_spawnattr_destroy(&attributes);
+    posix_spawn_file_actions_destroy(&actions);
+    return e;
+}
+
 int nx_spawn_worker(const char *path, char *const argv[], int *to_child, int *from_child, pid_t *pid) {
     int in[2], out[2];
     if (pipe2(in, O_CLOEXEC) != 0) return errno;
@@ -26,20 +46,7 @@ int nx_spawn_worker(const char *path, char *const argv[], int *to_child, int *fr
         close(in[0]); close(in[1]);
         return e;
     }
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_adddup2(&actions, in[0], 0);
-    posix_spawn_file_actions_adddup2(&actions, out[1], 1);
-    posix_spawn_file_actions_addclosefrom_np(&actions, 3);
-    // A session of its own: with sched_autogroup the CPU is shared between sessions
-    // first, so an evaluation in the server's session would take the server's share
-    // (the server could then not answer quickly without taking CPU from a stacker).
-    posix_spawnattr_t attributes;
-    posix_spawnattr_init(&attributes);
-    posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSID);
-    int e = posix_spawn(pid, path, &actions, &attributes, argv, environ);
-    posix_spawnattr_destroy(&attributes);
-    posix_spawn_file_actions_destroy(&actions);
+    int e = spawn_in_session(path, argv, in[0], out[1], pid);
     close(in[0]);
     close(out[1]);
     if (e != 0) {
@@ -54,16 +61,7 @@ int nx_spawn_worker(const char *path, char *const argv[], int *to_child, int *fr
 int nx_spawn_session(const char *path, char *const argv[], int *to_child, pid_t *pid) {
     int in[2];
     if (pipe2(in, O_CLOEXEC) != 0) return errno;
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_adddup2(&actions, in[0], 0);
-    posix_spawn_file_actions_addclosefrom_np(&actions, 3);
-    posix_spawnattr_t attributes;
-    posix_spawnattr_init(&attributes);
-    posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSID);
-    int e = posix_spawn(pid, path, &actions, &attributes, argv, environ);
-    posix_spawnattr_destroy(&attributes);
-    posix_spawn_file_actions_destroy(&actions);
+    int e = spawn_in_session(path, argv, in[0], -1, pid);
     close(in[0]);
     if (e != 0) {
         close(in[1]);

@@ -123,7 +123,8 @@ public final class MacroRunner {
         self.journal = journal
         var host = [CChar](repeating: 0, count: 256)
         gethostname(&host, host.count - 1)
-        owner = "\(String(cString: host)):\(getpid()):\(UInt32.random(in: 0...UInt32.max))"
+        let hostName = String(decoding: host.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        owner = "\(hostName):\(getpid()):\(UInt32.random(in: 0...UInt32.max))"
         let shared = journal.sharedByRunners ? journal as? MacroLeases : nil
         leases = shared
         if let l = shared {
