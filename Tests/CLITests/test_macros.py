@@ -958,12 +958,6 @@ def autogroup_nice(pid):
     return int(text.split()[-1])
 
 
-HEAVY = """
-on("point", "heavy", function(e)
-  local t = os.clock()
-  while os.clock() - t < 0.06 do end   -- 60 ms of CPU (the process's), as a sum over whole frames
-end)
-"""
 LIGHT = """
 on("point", "light", function(e) end)
 """
