@@ -235,6 +235,8 @@ public final class MacroRunner {
             w.stop()
             workers[name] = nil
             do {
+                // the handover is a line: a name with a line break in it stays here
+                guard !name.contains("\n") else { throw EventError("its file name has a line break") }
                 if batch == nil, let command = options.batchCommand {
                     let b = try BatchProcess(command.executable, command.arguments)
                     batch = b
