@@ -324,8 +324,8 @@ def h5pyd_poller_main(url, domain, made, log, stop, interval):
                         a = d[k]
                         tread = time.time()
                         # every pixel's bytes in a CRC-32, checked against the source's
-                        # after the run: decoding the source CBF here took this client
-                        # 1.3-1.5 CPU-s of the 12 the machine has while the stack grew
+                        # after the run: decoding the source CBF here (fabio) kept each
+                        # poll longer than its 50 ms (295 polls in a run, now 330-440)
                         kind, msg = "ok", f"{a.dtype.str} {'x'.join(map(str, a.shape))} {zlib.crc32(np.ascontiguousarray(a))}"
             except Exception as e:  # every failure a client sees is recorded
                 kind, msg = "error", f"{type(e).__name__}: {e}"
