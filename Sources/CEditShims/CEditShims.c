@@ -69,6 +69,7 @@ int nxed_insertstr(EditLine *el, const char *s) { return E.el_insertstr(el, s); 
 void nxed_set_prompt(EditLine *el, nxed_PromptFn fn) { E.el_set(el, EL_PROMPT, fn); }
 void nxed_set_editor(EditLine *el, const char *mode) { E.el_set(el, EL_EDITOR, mode); }
 void nxed_set_signal(EditLine *el, int on) { E.el_set(el, EL_SIGNAL, on); }
+void nxed_prep_term(EditLine *el, int on) { E.el_set(el, EL_PREP_TERM, on); }
 void nxed_bind_completion(EditLine *el, nxed_CompleteFn fn) {
     E.el_set(el, EL_ADDFN, "nxlua-complete", "complete the word before the cursor", fn);
     E.el_set(el, EL_BIND, "^I", "nxlua-complete", NULL);

@@ -80,6 +80,12 @@ public final class LineEditor {
         promptStorage = strdup(prompt)
         nxed_prompt_sigint_begin()  // Ctrl-C at the prompt abandons the line
         defer { nxed_prompt_sigint_end() }
+        // Editing mode before the prompt is shown: el_gets prints the prompt first and
+        // leaves canonical mode only at its first read, so a Ctrl-D typed right after the
+        // prompt appeared became a NUL byte instead of the end of input, and the REPL
+        // waited for ever (seen in CI). el_gets goes back to canonical mode when it returns.
+        nxed_prep_term(editLine, 1)
+        defer { nxed_prep_term(editLine, 0) }
         var count: Int32 = 0
         let p = nxed_gets(editLine, &count)
         if nxed_prompt_interrupted() != 0 {

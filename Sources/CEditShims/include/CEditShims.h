@@ -23,6 +23,8 @@ int nxed_insertstr(EditLine *el, const char *s);
 void nxed_set_prompt(EditLine *el, nxed_PromptFn fn);
 void nxed_set_editor(EditLine *el, const char *mode);  // "emacs" or "vi"
 void nxed_set_signal(EditLine *el, int on);
+// Puts the terminal in libedit's editing mode now (on = 1) or back to the saved mode (0).
+void nxed_prep_term(EditLine *el, int on);
 void nxed_bind_completion(EditLine *el, nxed_CompleteFn fn);
 void nxed_set_history(EditLine *el, History *h);
 void nxed_set_clientdata(EditLine *el, void *data);
