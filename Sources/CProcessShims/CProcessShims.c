@@ -111,6 +111,10 @@ int nx_current_nice(void) {
     return errno == 0 ? n : 0;
 }
 
+int nx_set_thread_nice(int nice) {
+    return setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), nice) == 0 ? 0 : errno;
+}
+
 int nx_lower_thread_priority(int by) {
     id_t self = (id_t)syscall(SYS_gettid);
     errno = 0;

@@ -262,7 +262,7 @@ public final class MacroRunner {
         for name in inBatch.sorted() {
             guard let s = sources[name], FileManager.default.fileExists(atPath: s.path) else { continue }
             keptHere.insert(name)
-            startWorker(s)
+            startWorker(s, continuing: true)
         }
         inBatch.removeAll()
     }
@@ -312,13 +312,15 @@ public final class MacroRunner {
         }
     }
 
-    func startWorker(_ source: MacroSource) {
+    /// `continuing`: the macro ran in the batch process until now (the batch process's
+    /// own workers always continue from the runner).
+    func startWorker(_ source: MacroSource, continuing: Bool = false) {
         // heavy macros move out only where this runner runs every macro (SQLite); with
         // leases (PostgreSQL, several runners) they stay, below the light ones
         let placement: MacroWorker.HeavyPlacement = options.batchMembers != nil ? .alone
             : (leases == nil && options.batchCommand != nil && !keptHere.contains(source.name)) ? .batchProcess : .lowerPriority
         let w = MacroWorker(source: source, journal: journal, options: options, wakeup: wakeup, priorityWrites: priorityWrites,
-                            heavy: placement, log: options.log)
+                            heavy: placement, continuing: continuing || placement == .alone, log: options.log)
         workers[source.name] = w
         w.start()
     }

@@ -52,11 +52,16 @@ final class MacroWorker: @unchecked Sendable {
     private var handledAny = false
     /// Set by start(), joined by stop() (the runner's thread).
     private var thread: JoinableThread?
+    /// The macro ran in another process until now (the runner or its batch process): its
+    /// failures in a row go on counting from its status in the journal.
+    let continuing: Bool
 
     init(source: MacroSource, journal: any JournalStore, options: MacroRunnerOptions, wakeup: JournalWakeup,
-         priorityWrites: PriorityWrites? = nil, heavy: HeavyPlacement = .lowerPriority, log: @escaping (String) -> Void) {
+         priorityWrites: PriorityWrites? = nil, heavy: HeavyPlacement = .lowerPriority, continuing: Bool = false,
+         log: @escaping (String) -> Void) {
         self.wakeup = wakeup
         self.heavy = heavy
+        self.continuing = continuing
         self.priorityWrites = priorityWrites
         name = source.name
         path = source.path
@@ -142,8 +147,7 @@ final class MacroWorker: @unchecked Sendable {
             log("macro \(name): \(error)")
             return
         }
-        if heavy == .alone, let s = (try? journal.statuses())?.first(where: { $0.macro == name }) {
-            // handed over by the runner: its failures in a row go on counting here
+        if continuing, let s = (try? journal.statuses())?.first(where: { $0.macro == name }) {
             failures = s.failures
             totalFailures = s.totalFailures
         }
@@ -191,8 +195,10 @@ final class MacroWorker: @unchecked Sendable {
                 if disabled { log("macro \(name): re-enabled with version \(source.shortHash)") }
                 else if let was { log("macro \(name): version \(source.shortHash) replaces \(was) at once") }
                 else { log("macro \(name): loaded version \(source.shortHash)") }
+                // a new version starts counting anew; the first one loaded here goes on
+                // with the count read from the journal (continuing)
+                if disabled || was != nil { failures = 0 }
                 disabled = false
-                failures = 0
                 message = nil
                 if state.declaredHeavy { declaredHeavy() }
             } else {

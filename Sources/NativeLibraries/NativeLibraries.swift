@@ -74,6 +74,11 @@ public enum NativeLibraries {
 
     public static var all: [Library] { [lua, hdf5, libtiff, cbflib, openblas] }
 
+    /// The libraries a stacker works with, for its files' provenance. Not OpenBLAS: loading
+    /// it starts a thread that spins for ~0.1 s of CPU, taken from a stacker that just
+    /// started or resumed on a busy machine.
+    public static var stacking: [Library] { [lua, hdf5, libtiff, cbflib] }
+
     private static func load(_ name: String, soname: String, _ read: (UnsafeMutableRawPointer) -> String?) -> Library {
         guard let handle = dlopen(soname, RTLD_NOW | RTLD_GLOBAL) else {
             let why = dlerror().map { String(cString: $0) } ?? soname

@@ -60,6 +60,9 @@ public struct StackOptions: @unchecked Sendable {
     }
     /// Polled between frames: true stops the run cleanly (it can be resumed).
     public var shouldStop: () -> Bool = { false }
+    /// Run by a worker before it decodes and compresses a frame (the command line sets
+    /// the worker thread's scheduling there: see CPUPriority.applyToStacker).
+    public var beforeWork: @Sendable () -> Void = {}
     /// Told when frames are safely in the file (the events of DESIGN.md section 11).
     public var observer: StackObserver?
     /// Written as the file's @creator and /entry/program_name.
@@ -296,6 +299,7 @@ public final class Stacker {
                 inFlight += 1
                 nextLane = (nextLane + 1) % lanes.count
                 lanes[nextLane].async {
+                    o.beforeWork()
                     results.push(Stacker.prepare(frame, FrameFile(path: name, number: f.number), index: i, for: job))
                 }
             } catch {
@@ -436,6 +440,7 @@ public final class Stacker {
                     inFlight += 1
                     nextLane = (nextLane + 1) % lanes.count
                     lanes[nextLane].async {
+                        o.beforeWork()
                         results.push(Stacker.process(f, index: i, job: job, settle: o.settleTime))
                     }
                 }

@@ -38,15 +38,25 @@ enum CPUPriority {
 
     /// Sets the stacker's priority (every thread, its session's share when it leads one)
     /// as `--nice` says; a raise that is not allowed is said on stderr, and the stack goes
-    /// on at the priority it has. Call before any thread is started.
-    static func applyToStacker(_ a: SubcommandOptions) throws {
-        guard let nice = try a.int("nice", atLeast: -20) else { return }
-        guard nice <= 19 else { throw SubcommandOptions.UsageError(message: "--nice takes -20..19, not \(nice)") }
-        let e = nx_set_cpu_priority(Int32(nice))
-        guard e != 0 else { return }
-        let now = nx_current_nice()
-        var line = Array("nxlua stack: --nice \(nice) not allowed (\(String(cString: strerror(e)))): above the priority it was started with needs root or CAP_SYS_NICE; stacking at nice \(now)\n".utf8)
-        _ = write(2, &line, line.count)
+    /// on at the priority it has. Call before any thread is started. Returns what each
+    /// decoding worker runs first: libdispatch sets its threads' nice from their QoS (0,
+    /// as root even up from a `nice -n 10` start), so the workers, which do most of the
+    /// stacker's work, would not run at the priority chosen here (seen: nice 0 in a
+    /// stacker at -5).
+    static func applyToStacker(_ a: SubcommandOptions) throws -> @Sendable () -> Void {
+        if let nice = try a.int("nice", atLeast: -20) {
+            guard nice <= 19 else { throw SubcommandOptions.UsageError(message: "--nice takes -20..19, not \(nice)") }
+            let e = nx_set_cpu_priority(Int32(nice))
+            if e != 0 {
+                let now = nx_current_nice()
+                var line = Array("nxlua stack: --nice \(nice) not allowed (\(String(cString: strerror(e)))): above the priority it was started with needs root or CAP_SYS_NICE; stacking at nice \(now)\n".utf8)
+                _ = write(2, &line, line.count)
+            }
+        }
+        let chosen = nx_current_nice()
+        return {
+            if nx_current_nice() != chosen { _ = nx_set_thread_nice(chosen) }
+        }
     }
 
     /// The scheduler slice the server and the runner ask for (Linux 6.12+, EEVDF).

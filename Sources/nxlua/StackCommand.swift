@@ -1,5 +1,6 @@
 import Catalog
 import Events
+import NativeLibraries
 import NeXus
 import Stacker
 #if canImport(Glibc)
@@ -48,13 +49,14 @@ enum StackCommand {
     /// Runs with the arguments after "stack"; returns the exit status.
     static func run(_ arguments: [String]) -> Int32 {
         SubcommandOptions.run("stack", specs: specs, usage: usage, arguments: arguments) { a in
-            try CPUPriority.applyToStacker(a)  // before the stacker starts its threads
+            let workerPriority = try CPUPriority.applyToStacker(a)  // before the stacker starts its threads
             var stackOptions: StackOptions
             do { stackOptions = try StackOptions.make(files: a.positional, Values(a: a)) } catch let e as StackSettingError {
                 throw SubcommandOptions.UsageError(message: e.message)
             }
-            stackOptions.program = "nxlua stack (\(versionLine()))"
+            stackOptions.program = "nxlua stack (\(versionLine(NativeLibraries.stacking)))"
             stackOptions.shouldStop = { stopRequested != 0 }
+            stackOptions.beforeWork = workerPriority
             let emitter = try StackEventEmitter.make(Values(a: a), for: &stackOptions)
             defer { emitter?.close() }
             let registrar = try a.string("catalog").map { try StackRegistrar(catalog: Catalog(location: $0), inner: stackOptions.observer, log: stackOptions.log) }

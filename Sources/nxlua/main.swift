@@ -7,8 +7,8 @@ import Glibc
 #endif
 
 /// nxlua: the REPL, the script runner (as `lua`), and later the service subcommands.
-func versionLine() -> String {
-    let libs = NativeLibraries.all.map { "\($0.name) \($0.version)" }.joined(separator: ", ")
+func versionLine(_ libraries: [NativeLibraries.Library] = NativeLibraries.all) -> String {
+    let libs = libraries.map { "\($0.name) \($0.version)" }.joined(separator: ", ")
     return "nxlua \(CoreModule.version) (\(libs))"
 }
 

@@ -991,6 +991,115 @@ on("point", "declared", function(e) end)
 """
 
 
+FAILING_HEAVY = """
+on("point", "fit", function(e)
+  local t = os.clock()
+  while os.clock() - t < 0.06 do end   -- 60 ms of CPU: heavy, measured
+  error("no peak in point " .. e.seq)
+end)
+"""
+
+
+def macro_row(journal, macro):
+    """The macro's status as the journal holds it: (failures in a row, in all, disabled)."""
+    with sqlite3.connect(journal) as c:
+        return c.execute("SELECT failures, total_failures, disabled FROM macros WHERE macro = ?", (macro,)).fetchone()
+
+
+def test_failures_in_a_row_go_on_counting_wherever_the_macro_moves(tmp_path):
+    """A heavy macro that keeps failing is disabled at its fifth failure in a row however
+    they are shared between the runner and its batch process: two in the runner, two in
+    the batch process after the move at run.start, the fifth in the runner again after the
+    batch process died. Each point is tried once; none after the macro is disabled."""
+    journal = str(tmp_path / "j.sqlite")
+    macros = tmp_path / "macros"
+    macros.mkdir()
+    (macros / "fit.lua").write_text(FAILING_HEAVY)
+    (macros / "light.lua").write_text(LIGHT)
+    _, uid = trigger(journal, "run.start")
+    log = tmp_path / "runner.log"
+
+    def failed():
+        with sqlite3.connect(journal) as c:
+            return c.execute("SELECT count(*) FROM records WHERE macro = 'fit' AND status = 'failed'").fetchone()[0]
+
+    def points(n, run, total):
+        for i in range(n):
+            trigger(journal, "point", "--run", run, f"i={i}")
+        wait_for(lambda: failed() == total, timeout=120, what=f"{total} failures")
+        wait_for(lambda: macro_row(journal, "fit")[0] == total, timeout=30, what=f"the status to say {total} in a row")
+
+    with open(log, "w") as out:
+        p = subprocess.Popen([BIN, "macros", str(macros), "--journal", journal, "--poll", "0.005"],
+                             stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        points(2, uid, 2)
+        assert "macro fit: handlers take about" in log.read_text(), log.read_text()
+        _, uid2 = trigger(journal, "run.start")
+        points(2, uid2, 4)
+        child = batch_pid(log)
+        assert child and f"macro fit: runs in the batch process {child}" in log.read_text(), log.read_text()
+        assert macro_row(journal, "fit") == (4, 4, 0)
+        os.kill(child, signal.SIGKILL)
+        wait_for(lambda: "its macros run here again" in log.read_text(), timeout=30, what="the runner to take it back")
+        points(1, uid2, 5)
+        wait_for(lambda: macro_row(journal, "fit")[2] == 1, timeout=30, what="the macro to be disabled")
+        text = log.read_text()
+        assert "macro fit: disabled after 5 consecutive failures (last: " in text and "no peak in point" in text, text
+        assert macro_row(journal, "fit") == (5, 5, 1)
+        # disabled: the next points are not tried
+        trigger(journal, "point", "--run", uid2, "i=9")
+        wait_for(lambda: cursor(journal, "light") >= last_seq(journal), timeout=30, what="the light macro")
+        time.sleep(0.3)
+        assert failed() == 5
+        with sqlite3.connect(journal) as c:
+            assert c.execute("SELECT count(*), max(attempts) FROM records WHERE macro = 'fit' "
+                             "AND status != 'skipped'").fetchone() == (5, 1)
+    finally:
+        p.send_signal(signal.SIGTERM)
+        p.wait(timeout=60)
+
+
+def test_a_new_version_that_says_heavy_moves_to_the_batch_process_at_run_start(tmp_path):
+    """A light macro edited during a run into one that says macro.heavy(): the new version
+    waits for the next run.start as any edit does, and takes over there in the batch
+    process, from that run.start on; the old version handled every event before it, in
+    the runner. Each event once."""
+    journal = str(tmp_path / "j.sqlite")
+    folder = tmp_path / "macros"
+    folder.mkdir()
+    log = tmp_path / "events.txt"
+    logger_macro(folder, "m", log, tag="v1")
+    _, run1 = trigger(journal, "run.start")
+    runner = Runner(folder, journal)
+    try:
+        trigger(journal, "point", "--run", run1, "x=1")
+        wait_caught_up(journal, ["m"], runner)
+        assert "macro.m" in thread_nices(runner.p.pid) and batch_pid(runner.log) is None
+        (folder / "m.lua").write_text("macro.heavy()\n" + LOGGER.format(tag="v2", log=log, pause=0))
+        wait_for(lambda: "takes over at the next run.start" in runner.text(), what="v2 compiled")
+        trigger(journal, "point", "--run", run1, "x=2")
+        trigger(journal, "run.stop", "--run", run1)
+        wait_caught_up(journal, ["m"], runner)
+        assert batch_pid(runner.log) is None, runner.text()   # v1 is light: it stays until run.start
+        _, run2 = trigger(journal, "run.start")
+        trigger(journal, "point", "--run", run2, "x=3")
+        trigger(journal, "run.stop", "--run", run2)
+        wait_caught_up(journal, ["m"], runner)
+        child = batch_pid(runner.log)
+        text = runner.text()
+        assert child and f"macro m: runs in the batch process {child}" in text, text
+        assert "macro.m" not in thread_nices(runner.p.pid) and "macro.m" in thread_nices(child)
+    finally:
+        out = runner.stop()
+    tags = [(l[1], l[2], l[4]) for l in log_lines(log)]
+    assert tags == [("run.start", run1, "v1"), ("point", run1, "v1"), ("point", run1, "v1"), ("run.stop", run1, "v1"),
+                    ("run.start", run2, "v2"), ("point", run2, "v2"), ("run.stop", run2, "v2")], out
+    with db(journal) as c:
+        rows = c.execute("SELECT status, attempts FROM records WHERE macro = 'm'").fetchall()
+    assert rows == [("done", 1)] * 7, rows
+
+
 @pytest.mark.skipif(not pathlib.Path("/proc/self/autogroup").exists(), reason="kernel without sched_autogroup")
 def test_runner_yields_the_cpu_to_the_stacker_and_heavy_macros_to_light_ones(tmp_path):
     """`nxlua macros` lowers its priority to nice 10 by default (its session's too when it

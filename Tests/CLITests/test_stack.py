@@ -635,7 +635,7 @@ def test_watch_reads_the_names_of_a_large_folder(tmp_path):
                     reason="raising a priority needs root; the session's share needs sched_autogroup")
 def test_nice_raises_the_stacker_and_its_session(tmp_path):
     """`nxlua stack --nice -5` (docs/stacking.md, "Who gets the CPU"): every thread of the
-    stacker runs at nice -5 and, leading its own session (a service, setsid), its session's
+    stacker (its decoding workers too) runs at nice -5 and, leading its own session (a service, setsid), its session's
     share is raised too, so clients at nice 0 in sessions of their own no longer take CPU
     from it as equals. Without CAP_SYS_NICE the raise is refused with a message, and the
     stack is still stored at the priority it was started with. Out of range is a usage error."""
@@ -655,9 +655,12 @@ def test_nice_raises_the_stacker_and_its_session(tmp_path):
             deadline = time.time() + 30
             while not out.exists() and time.time() < deadline:  # its workers have started
                 time.sleep(0.05)
-            # libdispatch gives the threads it starts ("...-qos.overcommit") a nice value of
-            # their own, from their QoS class: the stacker's threads are the others
-            nices = {v for n, vs in thread_nices(p.pid).items() if "qos" not in n for v in vs}
+            # every thread, the decoding workers too: libdispatch gives the threads it starts
+            # ("...-qos.overcommit") a nice value from their QoS class (0), and the stacker
+            # sets each worker's back to its own before the worker's first frame
+            threads = thread_nices(p.pid)
+            assert any("qos" in n for n in threads), threads
+            nices = {v for vs in threads.values() for v in vs}
             group = pathlib.Path(f"/proc/{p.pid}/autogroup").read_text().split()[-1]
             for f in made[2:]:
                 write_then_rename(f, watched / f.name)

@@ -56,6 +56,8 @@ int nx_lower_thread_priority(int by);
 
 /// The nice value of the calling thread (the server's, inherited by a worker).
 int nx_current_nice(void);
+/// This thread's nice value to `nice`: 0, or the errno of setpriority.
+int nx_set_thread_nice(int nice);
 
 /// The calling thread's scheduler slice (Linux 6.12+, EEVDF: `sched_attr.sched_runtime`
 /// of a SCHED_OTHER thread), in nanoseconds; 0 returns it to the kernel's default. A
