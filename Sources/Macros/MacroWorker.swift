@@ -40,6 +40,9 @@ final class MacroWorker: @unchecked Sendable {
     private var totalFailures = 0
     private var disabled = false
     private var message: String?
+    /// The version that was disabled where the macro ran before (continuing): it stays
+    /// disabled here until the file changes.
+    private var disabledBefore: String?
     private var path: String
     private var lastPublished = 0.0
     /// CPU seconds per handled event, averaged over the last few (see yieldIfHeavy).
@@ -150,6 +153,7 @@ final class MacroWorker: @unchecked Sendable {
         if continuing, let s = (try? journal.statuses())?.first(where: { $0.macro == name }) {
             failures = s.failures
             totalFailures = s.totalFailures
+            if s.disabled { disabledBefore = s.version; message = s.message }
         }
         while !shouldStop {
             if let s = takeIncoming() { load(s) }
@@ -188,7 +192,13 @@ final class MacroWorker: @unchecked Sendable {
         path = source.path
         do {
             let state = try MacroState(source, bounds: options.limits)
-            if current == nil || disabled || options.reloadNow {
+            if current == nil, let v = disabledBefore, v == source.hash {
+                // disabled where it ran before: an edit re-enables it, not a move
+                current = state
+                disabled = true
+                disabledBefore = nil
+                log("macro \(name): taken over, still \(message ?? "disabled; edit \(path) to re-enable")")
+            } else if current == nil || disabled || options.reloadNow {
                 let was = current?.source.shortHash
                 current = state
                 pending = nil

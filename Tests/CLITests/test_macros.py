@@ -1000,6 +1000,14 @@ end)
 """
 
 
+DECLARED_FAILING = """
+macro.heavy()
+for _, kind in ipairs({"run.start", "point"}) do
+  on(kind, "fit", function(e) error("no model for " .. e.kind .. " " .. e.seq) end)
+end
+"""
+
+
 def macro_row(journal, macro):
     """The macro's status as the journal holds it: (failures in a row, in all, disabled)."""
     with sqlite3.connect(journal) as c:
@@ -1010,11 +1018,13 @@ def test_failures_in_a_row_go_on_counting_wherever_the_macro_moves(tmp_path):
     """A heavy macro that keeps failing is disabled at its fifth failure in a row however
     they are shared between the runner and its batch process: two in the runner, two in
     the batch process after the move at run.start, the fifth in the runner again after the
-    batch process died. Each point is tried once; none after the macro is disabled."""
+    batch process died. Each point is tried once; none after the macro is disabled. A
+    macro disabled in the batch process stays disabled when the runner takes it back."""
     journal = str(tmp_path / "j.sqlite")
     macros = tmp_path / "macros"
     macros.mkdir()
     (macros / "fit.lua").write_text(FAILING_HEAVY)
+    (macros / "fit2.lua").write_text(DECLARED_FAILING)   # run.start, 2 points, run.start, 1 point
     (macros / "light.lua").write_text(LIGHT)
     _, uid = trigger(journal, "run.start")
     log = tmp_path / "runner.log"
@@ -1040,6 +1050,7 @@ def test_failures_in_a_row_go_on_counting_wherever_the_macro_moves(tmp_path):
         child = batch_pid(log)
         assert child and f"macro fit: runs in the batch process {child}" in log.read_text(), log.read_text()
         assert macro_row(journal, "fit") == (4, 4, 0)
+        wait_for(lambda: macro_row(journal, "fit2") == (5, 5, 1), timeout=30, what="fit2 disabled in the batch process")
         os.kill(child, signal.SIGKILL)
         wait_for(lambda: "its macros run here again" in log.read_text(), timeout=30, what="the runner to take it back")
         points(1, uid2, 5)
@@ -1053,8 +1064,11 @@ def test_failures_in_a_row_go_on_counting_wherever_the_macro_moves(tmp_path):
         time.sleep(0.3)
         assert failed() == 5
         with sqlite3.connect(journal) as c:
-            assert c.execute("SELECT count(*), max(attempts) FROM records WHERE macro = 'fit' "
-                             "AND status != 'skipped'").fetchone() == (5, 1)
+            for m in ("fit", "fit2"):
+                assert c.execute("SELECT count(*), max(attempts) FROM records WHERE macro = ? "
+                                 "AND status != 'skipped'", (m,)).fetchone() == (5, 1), m
+        assert macro_row(journal, "fit2") == (5, 5, 1)
+        assert "macro fit2: taken over, still disabled after 5 consecutive failures (last: " in log.read_text()
     finally:
         p.send_signal(signal.SIGTERM)
         p.wait(timeout=60)

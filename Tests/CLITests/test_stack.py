@@ -657,10 +657,18 @@ def test_nice_raises_the_stacker_and_its_session(tmp_path):
                 time.sleep(0.05)
             # every thread, the decoding workers too: libdispatch gives the threads it starts
             # ("...-qos.overcommit") a nice value from their QoS class (0), and the stacker
-            # sets each worker's back to its own before the worker's first frame
-            threads = thread_nices(p.pid)
-            assert any("qos" in n for n in threads), threads
-            nices = {v for vs in threads.values() for v in vs}
+            # sets each worker's back to its own before the worker's first frame (a thread
+            # just started may not have reached its frame yet: looked at again for a while)
+            deadline, with_workers = time.time() + 5, None
+            while time.time() < deadline:
+                threads = thread_nices(p.pid)
+                if any("qos" in n for n in threads):   # idle workers end after a while
+                    with_workers = threads
+                    if {v for vs in threads.values() for v in vs} == {expect}:
+                        break
+                time.sleep(0.02)
+            assert with_workers, threads
+            nices = {v for vs in with_workers.values() for v in vs}
             group = pathlib.Path(f"/proc/{p.pid}/autogroup").read_text().split()[-1]
             for f in made[2:]:
                 write_then_rename(f, watched / f.name)
