@@ -422,23 +422,46 @@ def test_erroring_looping_and_broken_macros_leave_the_others_alone(tmp_path, jou
     assert "syntax" in status or "expected" in status, status
 
 
-def test_edit_during_a_run_takes_over_at_the_next_run_start(tmp_path, journal):
-    folder = tmp_path / "macros"
-    folder.mkdir()
-    log = tmp_path / "log.txt"
+def edit_between_runs(journal, folder, log, v2_text, before_run2=lambda runner: None):
+    """Macro m (LOGGER, v1) in a runner; run 1 with two points, v2_text written after the
+    first; run 2 started with one point. `before_run2(runner)` checks the runner before the
+    edit and again before run 2 starts. Returns (runner, run1, run2): the runner still
+    runs, run 2 is not stopped."""
     logger_macro(folder, "m", log, tag="v1")
     _, run1 = trigger(journal, "run.start")
     runner = Runner(folder, journal)
     try:
         trigger(journal, "point", "--run", run1, "x=1")
         wait_caught_up(journal, ["m"], runner)
-        logger_macro(folder, "m", log, tag="v2")
+        before_run2(runner)
+        (folder / "m.lua").write_text(v2_text)
         wait_for(lambda: "takes over at the next run.start" in runner.text(), what="v2 compiled")
         trigger(journal, "point", "--run", run1, "x=2")
         trigger(journal, "run.stop", "--run", run1)
+        wait_caught_up(journal, ["m"], runner)
+        before_run2(runner)
         _, run2 = trigger(journal, "run.start")
         trigger(journal, "point", "--run", run2, "x=3")
         wait_caught_up(journal, ["m"], runner)
+    except BaseException:
+        runner.stop()
+        raise
+    return runner, run1, run2
+
+
+def two_versions(log, run1, run2, out):
+    """The events as m's versions handled them: v1 the whole first run, v2 the second."""
+    tags = [(l[1], l[2], l[4]) for l in log_lines(log)]
+    assert tags == [("run.start", run1, "v1"), ("point", run1, "v1"), ("point", run1, "v1"), ("run.stop", run1, "v1"),
+                    ("run.start", run2, "v2"), ("point", run2, "v2"), ("run.stop", run2, "v2")], out
+
+
+def test_edit_during_a_run_takes_over_at_the_next_run_start(tmp_path, journal):
+    folder = tmp_path / "macros"
+    folder.mkdir()
+    log = tmp_path / "log.txt"
+    runner, run1, run2 = edit_between_runs(journal, folder, log, LOGGER.format(tag="v2", log=log, pause=0))
+    try:
         # a broken edit keeps v2
         (folder / "m.lua").write_text("this is not lua")
         wait_for(lambda: "keeps running" in runner.text(), what="the broken edit reported")
@@ -446,9 +469,7 @@ def test_edit_during_a_run_takes_over_at_the_next_run_start(tmp_path, journal):
         wait_caught_up(journal, ["m"], runner)
     finally:
         out = runner.stop()
-    tags = [(l[1], l[2], l[4]) for l in log_lines(log)]
-    assert tags == [("run.start", run1, "v1"), ("point", run1, "v1"), ("point", run1, "v1"), ("run.stop", run1, "v1"),
-                    ("run.start", run2, "v2"), ("point", run2, "v2"), ("run.stop", run2, "v2")], out
+    two_versions(log, run1, run2, out)
     with db(journal) as c:
         versions = {r[0] for r in c.execute("SELECT DISTINCT version, macro FROM records WHERE status='done'").fetchall()}
     assert len(versions) == 2
@@ -1083,21 +1104,13 @@ def test_a_new_version_that_says_heavy_moves_to_the_batch_process_at_run_start(t
     folder = tmp_path / "macros"
     folder.mkdir()
     log = tmp_path / "events.txt"
-    logger_macro(folder, "m", log, tag="v1")
-    _, run1 = trigger(journal, "run.start")
-    runner = Runner(folder, journal)
+
+    def still_in_the_runner(runner):   # v1 is light: it stays until run.start
+        assert "macro.m" in thread_nices(runner.p.pid) and batch_pid(runner.log) is None, runner.text()
+
+    runner, run1, run2 = edit_between_runs(journal, folder, log, "macro.heavy()\n" + LOGGER.format(tag="v2", log=log, pause=0),
+                                           before_run2=still_in_the_runner)
     try:
-        trigger(journal, "point", "--run", run1, "x=1")
-        wait_caught_up(journal, ["m"], runner)
-        assert "macro.m" in thread_nices(runner.p.pid) and batch_pid(runner.log) is None
-        (folder / "m.lua").write_text("macro.heavy()\n" + LOGGER.format(tag="v2", log=log, pause=0))
-        wait_for(lambda: "takes over at the next run.start" in runner.text(), what="v2 compiled")
-        trigger(journal, "point", "--run", run1, "x=2")
-        trigger(journal, "run.stop", "--run", run1)
-        wait_caught_up(journal, ["m"], runner)
-        assert batch_pid(runner.log) is None, runner.text()   # v1 is light: it stays until run.start
-        _, run2 = trigger(journal, "run.start")
-        trigger(journal, "point", "--run", run2, "x=3")
         trigger(journal, "run.stop", "--run", run2)
         wait_caught_up(journal, ["m"], runner)
         child = batch_pid(runner.log)
@@ -1106,9 +1119,7 @@ def test_a_new_version_that_says_heavy_moves_to_the_batch_process_at_run_start(t
         assert "macro.m" not in thread_nices(runner.p.pid) and "macro.m" in thread_nices(child)
     finally:
         out = runner.stop()
-    tags = [(l[1], l[2], l[4]) for l in log_lines(log)]
-    assert tags == [("run.start", run1, "v1"), ("point", run1, "v1"), ("point", run1, "v1"), ("run.stop", run1, "v1"),
-                    ("run.start", run2, "v2"), ("point", run2, "v2"), ("run.stop", run2, "v2")], out
+    two_versions(log, run1, run2, out)
     with db(journal) as c:
         rows = c.execute("SELECT status, attempts FROM records WHERE macro = 'm'").fetchall()
     assert rows == [("done", 1)] * 7, rows
