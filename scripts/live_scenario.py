@@ -549,6 +549,9 @@ def run(frames=600, rate=100.0, modules=None, nxlua=None, work=None, frames_dir=
     (macros / "live_latency.lua").write_text(LATENCY_MACRO.replace("OUT", json.dumps(str(handled_log))))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NXLUA_", "LUA_"))}
     env["NXLUA_PASSWORD"] = PASSWORD
+    # the h5pyd client's numpy needs no BLAS threads (OpenBLAS starts one per core, and
+    # they spin after each call: CPU taken from the processes measured)
+    env["OPENBLAS_NUM_THREADS"] = "1"
     users = work / "users"
     subprocess.run([nxlua, "serve", "adduser", str(users), USER], input=PASSWORD + "\n", check=True,
                    capture_output=True, text=True, timeout=60, env=env)
@@ -1119,8 +1122,9 @@ def main():
 
 if __name__ == "__main__":
     try:
-        import numpy  # noqa: F401
-        import h5pyd  # noqa: F401
+        if "--detector" not in sys.argv:  # the detector needs the standard library only
+            import numpy  # noqa: F401
+            import h5pyd  # noqa: F401
     except ImportError:
         venv = pathlib.Path.home() / ".cache/nxlua/venv/bin/python"
         if venv.exists() and pathlib.Path(sys.executable) != venv:

@@ -196,6 +196,8 @@ public final class Stacker {
             source = list
         }
         let generate: (@Sendable (Int) throws -> Frame)? = { if case .generated(_, let make) = o.source { return make }; return nil }()
+        let sourcePages = generate == nil ? SourcePages() : nil
+        defer { sourcePages?.finish() }
         defer { (source as? DirectorySource)?.closeWatch() }
         let dataset = "/\(o.entry)/instrument/detector/data"
         var summary = StackSummary(output: o.output, dataset: dataset)
@@ -343,6 +345,7 @@ public final class Stacker {
                 makeBar(s)
                 o.observer?.runStarted(file: o.output, dataset: dataset, frameShape: s.frameShape, resumed: false)
                 handle(Stacker.prepare(frame, f, index: i, for: s.job))
+                sourcePages?.read(f.path)
             }
         }
 
@@ -433,7 +436,7 @@ public final class Stacker {
                     taken += 1
                 }
             } else if let s = stack {
-                if job == nil { job = s.job; job!.generate = generate }
+                if job == nil { job = s.job; job!.generate = generate; job!.sourcePages = sourcePages }
                 let job = job!
                 while inFlight < maxInFlight, let i = queue.keys.min() {
                     let f = queue.removeValue(forKey: i)!
@@ -517,6 +520,8 @@ public final class Stacker {
         let hasTime: Bool
         /// Frames made in memory instead of read (StackOptions.Source.generated).
         var generate: (@Sendable (Int) throws -> Frame)? = nil
+        /// The frame files read, handed back to the kernel's page cache (nil: generated).
+        var sourcePages: SourcePages? = nil
     }
 
     static func read(_ f: FrameFile, settle: Double, generate: (@Sendable (Int) throws -> Frame)? = nil) -> Result<Frame, OutcomeError> {
@@ -545,6 +550,13 @@ public final class Stacker {
     }
 
     static func process(_ f: FrameFile, index: Int, job: Job, settle: Double) -> Outcome {
+        let outcome = decode(f, index: index, job: job, settle: settle)
+        // a file to retry, or a bad one, stays in the page cache as it is
+        if case .ready = outcome { job.sourcePages?.read(f.path) }
+        return outcome
+    }
+
+    static func decode(_ f: FrameFile, index: Int, job: Job, settle: Double) -> Outcome {
         if job.generate == nil, let streamed = processStreamed(f, index: index, job: job, settle: settle) { return streamed }
         switch read(f, settle: settle, generate: job.generate) {
         case .failure(let e):

@@ -119,24 +119,7 @@ extension StackerTests {
         let dir = NSTemporaryDirectoryPath() + "/pages-\(getpid())"
         mkdir(dir, 0o755)
         defer { _ = try? FileManager.default.removeItem(atPath: dir) }
-        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
-        /// Pages of the first `length` bytes of the file `fd` in the page cache (mincore).
-        func residentPages(_ fd: Int32, _ length: Int) throws -> [Bool] {
-            let map = try XCTUnwrap(mmap(nil, length, PROT_READ, MAP_SHARED, fd, 0))
-            defer { munmap(map, length) }
-            var resident = [UInt8](repeating: 0, count: (length + page - 1) / page)
-            XCTAssertEqual(mincore(map, length, &resident), 0)
-            return resident.map { $0 & 1 != 0 }
-        }
-        // a file system whose pages are the file (tmpfs) keeps them
-        let probe = open("\(dir)/probe", O_CREAT | O_RDWR, 0o644)
-        var bytes = [UInt8](repeating: 7, count: 16 * page)
-        XCTAssertEqual(write(probe, &bytes, bytes.count), bytes.count)
-        fsync(probe)
-        posix_fadvise(probe, 0, 0, POSIX_FADV_DONTNEED)
-        let kept = try residentPages(probe, bytes.count).contains(true)
-        close(probe)
-        if kept { throw XCTSkip("this file system keeps written pages in memory (tmpfs?)") }
+        try skipWhereWrittenPagesStay(dir)
         var paths: [String] = []
         for n in 1...12 {
             var o = SyntheticPilatus.Options()
@@ -164,6 +147,7 @@ extension StackerTests {
         XCTAssertEqual(fstat(fd, &st), 0)
         XCTAssertGreaterThan(st.st_size, 3 * (256 << 10), "frames too small for the test")
         let resident = try residentPages(fd, Int(st.st_size))
+        let page = StackerTests.page
         let file = try NXFile(path: options.output, mode: .read)
         defer { try? file.close() }
         let data = try XCTUnwrap(try file.root.resolve("entry/instrument/detector/data") as? NXField)
@@ -175,6 +159,71 @@ extension StackerTests {
         let first = chunks.sorted { $0.offset < $1.offset }.first!, last = chunks.sorted { $0.offset < $1.offset }.last!
         XCTAssertEqual(cachedPages(first), 0, "the first frame's chunk is still in the page cache")
         XCTAssertGreaterThan(cachedPages(last), 0, "the newest frame's chunk left the page cache")
+    }
+
+    /// Frame files the stacker has read leave the page cache (SourcePages): a clean file at
+    /// once. Dirty ones (a detector's newest) are released again 64 files later, once
+    /// written back: not tested, that depends on the disk's speed.
+    func testReadFramesLeaveThePageCache() throws {
+        let dir = NSTemporaryDirectoryPath() + "/source-pages-\(getpid())"
+        mkdir(dir, 0o755)
+        defer { _ = try? FileManager.default.removeItem(atPath: dir) }
+        try skipWhereWrittenPagesStay(dir)
+        var paths: [String] = []
+        for n in 1...6 {
+            var o = SyntheticPilatus.Options()
+            o.modules = (1, 1)
+            o.seed = UInt64(n)
+            o.frameNumber = n
+            let (frame, header) = try SyntheticPilatus.frame(o)
+            paths.append("\(dir)/scan_\(n).cbf")
+            try CBFWriter.write(paths.last!, frame, header: header)
+        }
+        func cached(_ path: String) throws -> Int {
+            let fd = open(path, O_RDONLY)
+            defer { close(fd) }
+            var st = stat()
+            XCTAssertEqual(fstat(fd, &st), 0)
+            return try residentPages(fd, Int(st.st_size)).filter { $0 }.count
+        }
+        for p in paths {  // clean and in the cache, as a detector's file once written back
+            let fd = open(p, O_RDONLY)
+            XCTAssertEqual(fsync(fd), 0)
+            var buffer = [UInt8](repeating: 0, count: 1 << 20)
+            while read(fd, &buffer, buffer.count) > 0 {}
+            close(fd)
+            XCTAssertGreaterThan(try cached(p), 0, "\(p) not in the page cache before the run")
+        }
+        var options = StackOptions(source: .files(paths), output: "\(dir)/s.nxs")
+        options.progress = false
+        options.log = { _ in }
+        _ = try Stacker(options: options).run()
+        for p in paths { XCTAssertEqual(try cached(p), 0, "\(p) still in the page cache after it was stacked") }
+    }
+
+    static let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+
+    /// Pages of the first `length` bytes of the file `fd` in the page cache (mincore).
+    func residentPages(_ fd: Int32, _ length: Int) throws -> [Bool] {
+        let page = StackerTests.page
+        let map = try XCTUnwrap(mmap(nil, length, PROT_READ, MAP_SHARED, fd, 0))
+        defer { munmap(map, length) }
+        var resident = [UInt8](repeating: 0, count: (length + page - 1) / page)
+        XCTAssertEqual(mincore(map, length, &resident), 0)
+        return resident.map { $0 & 1 != 0 }
+    }
+
+    /// A file system whose pages are the file (tmpfs) keeps them: nothing to test there.
+    func skipWhereWrittenPagesStay(_ dir: String) throws {
+        let probe = open("\(dir)/probe", O_CREAT | O_RDWR, 0o644)
+        var bytes = [UInt8](repeating: 7, count: 16 * StackerTests.page)
+        XCTAssertEqual(write(probe, &bytes, bytes.count), bytes.count)
+        fsync(probe)
+        posix_fadvise(probe, 0, 0, POSIX_FADV_DONTNEED)
+        let kept = try residentPages(probe, bytes.count).contains(true)
+        close(probe)
+        unlink("\(dir)/probe")
+        if kept { throw XCTSkip("this file system keeps written pages in memory (tmpfs?)") }
     }
 
     /// The native bitshuffle+LZ4 encoder writes exactly the bytes the HDF5 plugin writes:
