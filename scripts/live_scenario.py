@@ -549,9 +549,6 @@ def run(frames=600, rate=100.0, modules=None, nxlua=None, work=None, frames_dir=
     (macros / "live_latency.lua").write_text(LATENCY_MACRO.replace("OUT", json.dumps(str(handled_log))))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NXLUA_", "LUA_"))}
     env["NXLUA_PASSWORD"] = PASSWORD
-    # the h5pyd client's numpy needs no BLAS threads (OpenBLAS starts one per core, and
-    # they spin after each call: CPU taken from the processes measured)
-    env["OPENBLAS_NUM_THREADS"] = "1"
     users = work / "users"
     subprocess.run([nxlua, "serve", "adduser", str(users), USER], input=PASSWORD + "\n", check=True,
                    capture_output=True, text=True, timeout=60, env=env)
@@ -598,7 +595,10 @@ def run(frames=600, rate=100.0, modules=None, nxlua=None, work=None, frames_dir=
                                           logs / "remote.polls", stop_file, "wait" if follow else poll_interval],
                                logs, env=env)
         procs["h5pyd"] = Proc("h5pyd", [sys.executable, __file__, "--h5pyd-poller", url, domain, made,
-                                        logs / "h5pyd.polls", stop_file, poll_interval], logs, env=env)
+                                        logs / "h5pyd.polls", stop_file, poll_interval], logs,
+                              # its numpy needs no BLAS threads (OpenBLAS starts one per core,
+                              # and they spin after each call: CPU taken from nxlua's processes)
+                              env=dict(env, OPENBLAS_NUM_THREADS="1"))
         procs["eval"] = Proc("eval", [nxlua, work / "eval_poller.lua", url, USER, domain, logs / "eval.polls",
                                       stop_file, EVAL_CODE], logs, env=env)
         stackers.append(Proc("stack-1", stack_cmd, logs, env=env))
