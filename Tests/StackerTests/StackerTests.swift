@@ -117,19 +117,8 @@ extension StackerTests {
     /// chunks leave the cache, the last frame's stays.
     func testCommittedPagesLeaveThePageCacheButTheNewest() throws {
         let dir = NSTemporaryDirectoryPath() + "/pages-\(getpid())"
-        mkdir(dir, 0o755)
         defer { _ = try? FileManager.default.removeItem(atPath: dir) }
-        try skipWhereWrittenPagesStay(dir)
-        var paths: [String] = []
-        for n in 1...12 {
-            var o = SyntheticPilatus.Options()
-            o.modules = (1, 1)
-            o.seed = UInt64(n)
-            o.frameNumber = n
-            let (frame, header) = try SyntheticPilatus.frame(o)
-            paths.append("\(dir)/scan_\(n).cbf")
-            try CBFWriter.write(paths.last!, frame, header: header)
-        }
+        let paths = try pageCacheFrames(12, in: dir)
         let saved = StackFile.cachedTail
         StackFile.cachedTail = 256 << 10
         defer { StackFile.cachedTail = saved }
@@ -166,19 +155,8 @@ extension StackerTests {
     /// written back: not tested, that depends on the disk's speed.
     func testReadFramesLeaveThePageCache() throws {
         let dir = NSTemporaryDirectoryPath() + "/source-pages-\(getpid())"
-        mkdir(dir, 0o755)
         defer { _ = try? FileManager.default.removeItem(atPath: dir) }
-        try skipWhereWrittenPagesStay(dir)
-        var paths: [String] = []
-        for n in 1...6 {
-            var o = SyntheticPilatus.Options()
-            o.modules = (1, 1)
-            o.seed = UInt64(n)
-            o.frameNumber = n
-            let (frame, header) = try SyntheticPilatus.frame(o)
-            paths.append("\(dir)/scan_\(n).cbf")
-            try CBFWriter.write(paths.last!, frame, header: header)
-        }
+        let paths = try pageCacheFrames(6, in: dir)
         func cached(_ path: String) throws -> Int {
             let fd = open(path, O_RDONLY)
             defer { close(fd) }
@@ -211,6 +189,22 @@ extension StackerTests {
         var resident = [UInt8](repeating: 0, count: (length + page - 1) / page)
         XCTAssertEqual(mincore(map, length, &resident), 0)
         return resident.map { $0 & 1 != 0 }
+    }
+
+    /// `count` one-module Pilatus CBFs in a new folder `dir`, for the page-cache tests;
+    /// skips where the file system keeps written pages in memory.
+    func pageCacheFrames(_ count: Int, in dir: String) throws -> [String] {
+        mkdir(dir, 0o755)
+        try skipWhereWrittenPagesStay(dir)
+        return try (1...count).map { n in
+            var o = SyntheticPilatus.Options()
+            o.modules = (1, 1)
+            o.seed = UInt64(n)
+            o.frameNumber = n
+            let (frame, header) = try SyntheticPilatus.frame(o)
+            try CBFWriter.write("\(dir)/scan_\(n).cbf", frame, header: header)
+            return "\(dir)/scan_\(n).cbf"
+        }
     }
 
     /// A file system whose pages are the file (tmpfs) keeps them: nothing to test there.
