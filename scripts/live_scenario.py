@@ -672,17 +672,23 @@ def run(frames=600, rate=100.0, modules=None, nxlua=None, work=None, frames_dir=
             return False
         conv = {}
         end = stack_end + converge_timeout
+
+        def limit(name):
+            if name != "eval":
+                return end
+            # the evaluation in flight when the stack ended finishes, and one that starts
+            # after it reads all the frames: twice the longest so far (they grow with the
+            # stack; re-read while waiting, as the one in flight ends)
+            longest = max((p["t1"] - p["t0"] for p in read_polls(logs / "eval.polls")), default=0)
+            return end + min(150.0, 2 * longest)
         for name in ("remote", "h5pyd", "eval"):
-            limit = end
-            if name == "eval":  # an evaluation in flight finishes: as long as the longest one so far
-                limit += min(150.0, max((p["t1"] - p["t0"] for p in read_polls(logs / "eval.polls")), default=0))
-            while not converged(name) and time.time() < limit and procs[name].alive():
+            while not converged(name) and time.time() < limit(name) and procs[name].alive():
                 time.sleep(0.05)
             conv[name] = converged(name)
             if not conv[name]:
                 last_poll = (read_polls(logs / f"{name}.polls") or [{}])[-1]
                 problems.append(f"{name}: did not see all {frames} frames stored and readable within "
-                                f"{limit - stack_end:.0f} s of the stack's end (last poll: {last_poll})")
+                                f"{limit(name) - stack_end:.0f} s of the stack's end (last poll: {last_poll})")
         result["converged"] = conv
         result["converge_s"] = {n: None for n in conv}
         for name in conv:
