@@ -485,8 +485,43 @@ final class StackFile {
             for i in run { statuses[i] = statusByIndex[i]! }
         }
         try file.flush(durable: durable)
+        stampCommit()
         if durable { releaseCommittedPages() }
         return runs
+    }
+
+    /// The modification time the last commit gave the file (0 before the first).
+    private(set) var commitStamp = timespec()
+    /// The wall clock the commit stamps start from (tests freeze it).
+    nonisolated(unsafe) static var wallClock: () -> timespec = {
+        var t = timespec()
+        clock_gettime(CLOCK_REALTIME, &t)
+        return t
+    }
+
+    /// Gives each commit a modification time of its own. Readers tell one state of the
+    /// file from the next by its size and mtime (nxlua serve reopens on a change,
+    /// /nxlua/wait answers, the viewer's change events); where the kernel's timestamps
+    /// are coarse (one clock tick: 4 ms on Debian 12's kernel), a commit's status write,
+    /// which does not grow the file, could keep the stamp of its data write, and a reader
+    /// that looked in between kept the old status until the file changed again: after a
+    /// scan's last frame, until the next scan.
+    func stampCommit() {
+        guard let fd = writerLock?.descriptor else { return }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { return }
+        let omit = (1 << 30) - 2   // UTIME_OMIT (a macro Swift does not import): atime stays
+        var times = [timespec(tv_sec: 0, tv_nsec: omit),
+                     StackFile.stamp(after: [commitStamp, st.st_mtim], now: StackFile.wallClock())]
+        // explicit times need the file's owner: another user's stack keeps the kernel's
+        if futimens(fd, &times) == 0 { commitStamp = times[1] }
+    }
+
+    /// `now`, or 1 ns past the latest of `earlier` when the clock has not passed it.
+    static func stamp(after earlier: [timespec], now: timespec) -> timespec {
+        let ns = { (t: timespec) in t.tv_sec * 1_000_000_000 + t.tv_nsec }
+        let next = max(ns(now), (earlier.map(ns).max() ?? 0) + 1)
+        return timespec(tv_sec: Int(next / 1_000_000_000), tv_nsec: Int(next % 1_000_000_000))
     }
 
     /// How much of the file's newest part stays in the page cache after a commit: the

@@ -293,3 +293,47 @@ private extension String {
         String(flatMap { $0 == a ? Array(b) : [$0] })
     }
 }
+
+extension StackerTests {
+    /// Each commit leaves a modification time of its own on the file, later than the last
+    /// one even when the clock has not moved (a kernel with coarse timestamps gives a
+    /// commit's status write its data write's stamp): readers that follow the file by its
+    /// size and mtime see every commit.
+    func testEachCommitGivesTheFileAStampOfItsOwn() throws {
+        let dir = NSTemporaryDirectoryPath() + "/stamps-\(getpid())"
+        mkdir(dir, 0o755)
+        defer { _ = try? FileManager.default.removeItem(atPath: dir) }
+        var o = SyntheticPilatus.Options()
+        o.modules = (1, 1)
+        let (frame, header) = try SyntheticPilatus.frame(o)
+        try CBFWriter.write("\(dir)/scan_1.cbf", frame, header: header)
+        var options = StackOptions(source: .files(["\(dir)/scan_1.cbf"]), output: "\(dir)/s.nxs")
+        options.progress = false
+        options.log = { _ in }
+        _ = try Stacker(options: options).run()
+
+        let frozen = timespec(tv_sec: 1_900_000_000, tv_nsec: 999_999_999)
+        let saved = StackFile.wallClock
+        StackFile.wallClock = { frozen }
+        defer { StackFile.wallClock = saved }
+        let s = try StackFile.resume(path: options.output, entry: "entry", expectedFirst: nil)
+        defer { try? s.close() }
+        func mtime() -> timespec {
+            var st = stat()
+            XCTAssertEqual(stat(options.output, &st), 0)
+            return st.st_mtim
+        }
+        var seen: [Int] = []
+        for i in 1...3 {
+            _ = try s.commit([], [.init(index: i, sourceName: "scan_\(i + 1).cbf", error: "unreadable")], durable: false)
+            let m = mtime()
+            XCTAssertEqual([m.tv_sec, m.tv_nsec], [s.commitStamp.tv_sec, s.commitStamp.tv_nsec], "commit \(i)")
+            seen.append(m.tv_sec * 1_000_000_000 + m.tv_nsec)
+        }
+        XCTAssertEqual(seen, [0, 1, 2].map { 1_900_000_000 * 1_000_000_000 + 999_999_999 + $0 }, "a frozen clock")
+        let t = StackFile.stamp(after: [timespec(tv_sec: 5, tv_nsec: 999_999_999)], now: timespec(tv_sec: 5, tv_nsec: 0))
+        XCTAssertEqual([t.tv_sec, t.tv_nsec], [6, 0])
+        let u = StackFile.stamp(after: [timespec(tv_sec: 5, tv_nsec: 0)], now: timespec(tv_sec: 7, tv_nsec: 3))
+        XCTAssertEqual([u.tv_sec, u.tv_nsec], [7, 3])
+    }
+}
