@@ -168,8 +168,8 @@ end
 # follows the file as docs/remote.md "Following a live file" says (`interval` "wait"):
 # before each poll it waits for the file to change (r:wait, nxlua serve's /nxlua/wait),
 # and the wait counts in the poll's t0..t1; with a number of seconds as `interval` it polls
-# that often instead. Either way its fields are found once and `refresh()`ed before each
-# read.
+# that often instead. Its fields are found once; a wait that saw a change brings their new
+# status and shape (r:wait's fields), else they are `refresh()`ed before each read.
 REMOTE_POLLER = LUA_COMMON + r"""
 local url, user, domain, log, stop, interval = ...
 local follow = interval == "wait"
@@ -180,12 +180,16 @@ local status, d   -- the stack's fields, found once the file exists (again after
 local version     -- the file's version when the last poll started (r:wait)
 while not exists(stop) do
   local t0 = nxlua.time()
+  local fresh = false   -- the fields came refreshed with the wait
   if follow and version ~= nil then
     -- sleeps until the stacker's next commit (at once if it came during the last poll);
     -- a second at most, so the stop file is seen. The wait is part of the poll's time:
     -- a client waiting through the stacker's restart was served during it.
-    local waited, v = pcall(r.wait, r, domain, version, 1)
+    -- A change brings the status and the data's shape with it (r:wait's fields), from
+    -- the state the new version names: no refresh() of either is then needed.
+    local waited, v, changed = pcall(r.wait, r, domain, version, 1, status and {status, d} or nil)
     version = waited and v or nil
+    fresh = waited and changed and status ~= nil
   end
   local kind, ranges, top, n, k, msg = "error", "-", -1, -1, -1, ""
   local tread = -1
@@ -195,10 +199,10 @@ while not exists(stop) do
       local f = r:load(domain)
       status, d = f.entry.stacking.frame_status, f.entry.instrument.detector.data
     end
-    status:refresh()
+    if not fresh then status:refresh() end
     local st = status:read():totable()   -- the status first
     ranges, top = stored(st)
-    d:refresh()                          -- then the data's shape, asked again
+    if not fresh then d:refresh() end    -- then the data's shape, asked again
     n = d.shape[1]
     if top < 0 then kind = "empty"; return end
     if top >= n then

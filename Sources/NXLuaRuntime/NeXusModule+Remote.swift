@@ -41,22 +41,36 @@ extension NeXusModule {
                 }
                 return 1
             },
-            LuaMethodDecl("wait", "r:wait(domain [, version [, timeout]]) -> version, changed",
-                          "waits until the file differs from version (nxlua serve): at once without one; else when it changes, or after timeout seconds (default 10)",
+            LuaMethodDecl("wait", "r:wait(domain [, version [, timeout [, fields]]]) -> version, changed",
+                          "waits until the file differs from version (nxlua serve): at once without one; else when it changes, or after timeout seconds (default 10); fields (a list) come refreshed with a change",
                           help: """
                           Follows a live file without polling it: the server answers as soon as the file changes (it looks
-                          every 5 ms). version is opaque: pass back the one you got.
+                          every 5 ms). version is opaque: pass back the one you got. fields: remote fields of that file,
+                          the frame status first, whose shape and small value a changed answer brings from the state
+                          version names (as refresh() on each, in the same round trip).
                           local v
                           while true do
                             local changed
-                            v, changed = r:wait("/scan.nxs", v, 30)
+                            v, changed = r:wait("/scan.nxs", v, 30, {status, data})
                             if changed then --[[ read what is new ]] end
                           end
                           """) { call, r in
                 let domain = try call.string(2)
                 let version = try call.optString(3)
                 let timeout = try call.optNumber(4) ?? 10
-                let (now, changed) = try wrap { try r.wait(domain, since: version, timeout: timeout) }
+                var fields: [RemoteField] = []
+                if !call.isNoneOrNil(5) {
+                    try call.table(5)
+                    let lua = call.lua
+                    for k in 0..<lua.rawLength(at: 5) {
+                        lua.rawGet(at: 5, index: k + 1)
+                        let f = readableField(at: -1, in: lua) as? RemoteField
+                        lua.pop()
+                        guard let f else { throw LuaError.argument(5, "item \(k + 1) is not a field of a remote file") }
+                        fields.append(f)
+                    }
+                }
+                let (now, changed) = try wrap { try r.wait(domain, since: version, timeout: timeout, refreshing: fields) }
                 call.lua.push(now)
                 call.lua.push(changed)
                 return 2

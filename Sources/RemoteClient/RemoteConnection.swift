@@ -44,13 +44,21 @@ public final class RemoteConnection: @unchecked Sendable {
     /// Waits until the file `domain` differs from `version` (nxlua serve's GET /nxlua/wait):
     /// at once when `version` is nil or old, else when the file changes or after `timeout`
     /// seconds (at most 60, and less than the connection's read timeout). Returns the
-    /// file's version now and whether it differs.
-    public func wait(_ domain: String, since version: String?, timeout: Double) throws -> (version: String, changed: Bool) {
+    /// file's version now and whether it differs. `refreshing`: fields of that file (the
+    /// frame status first, then the data) whose shape and small value come with a changed
+    /// answer, from the state the version names: one round trip instead of one more per field.
+    public func wait(_ domain: String, since version: String?, timeout: Double,
+                     refreshing fields: [RemoteField] = []) throws -> (version: String, changed: Bool) {
         let what = "\(session.baseURL): wait for a change of '\(domain)'"
         guard timeout.isFinite, timeout >= 0 else { throw RemoteError("\(what): the timeout must be a number of seconds >= 0") }
         let seconds = min(timeout, 60, max(0, session.options.readTimeout - 1))
         var items = [("domain", domain), ("timeout", "\(seconds)")]
         if let version { items.append(("since", version)) }
+        let named = domain.hasPrefix("/") ? domain : "/" + domain
+        for f in fields where f.file.domain != named || f.file.session !== session {
+            throw RemoteError("\(what): \(f.location): \(f.path) is not a field of this file on this server")
+        }
+        if !fields.isEmpty { items.append(("refresh", fields.map(\.id).joined(separator: ","))) }
         let j: JSON
         do {
             j = try session.getJSON("/nxlua/wait" + HTTPSession.query(items), what: what)
@@ -59,6 +67,15 @@ public final class RemoteConnection: @unchecked Sendable {
         }
         guard let now = j["version"]?.stringValue, case .bool(let changed)? = j["changed"] else {
             throw RemoteError("\(what): the answer has no version")
+        }
+        if changed, !fields.isEmpty {
+            guard case .object? = j["datasets"] else {
+                throw RemoteError("\(what): the answer has no datasets (a server that cannot refresh fields with a wait: call refresh() on them)")
+            }
+            for f in fields {
+                guard let d = j["datasets"]?[f.id] else { throw RemoteError("\(what): the answer does not describe \(f.path)") }
+                f.adopt(d)
+            }
         }
         return (now, changed)
     }

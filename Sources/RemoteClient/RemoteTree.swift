@@ -56,6 +56,9 @@ public final class RemoteFile: @unchecked Sendable {  // used by one Lua state's
 
     var query: String { HTTPSession.query([("domain", domain)]) }
 
+    /// Takes an object's JSON as the server just gave it (r:wait's refreshed fields).
+    func adopt(_ json: JSON, for id: String) { objects[id] = json }
+
     /// An object's JSON: links and attributes with values for groups; type, shape,
     /// layout and attributes for datasets. HSDS's `domain_objs` may lack some of it.
     /// What an id names. Ids are opaque: the answer comes from the link's `collection`
@@ -343,6 +346,13 @@ public final class RemoteField: RemoteNode, NXReadableField, @unchecked Sendable
     /// Asks the server again for the shape and small value (a file another process grows;
     /// nxlua serve answers each request with the writer's last flush).
     public func refresh() { forgetCached() }
+
+    /// Takes the description a wait brought (shape, small value, attributes) as the
+    /// field's own, as refresh() and the next request would have.
+    func adopt(_ json: JSON) {
+        forgetCached()
+        file.adopt(json, for: id)
+    }
 
     override func forgetCached() {
         super.forgetCached()

@@ -21,7 +21,7 @@ import pytest
 import requests
 
 from conftest import child_pids, thread_nices
-from test_serve import BIN, PASSWORD, USER, Server, dataset_id, get
+from test_serve import BIN, PASSWORD, USER, Server, dataset_id, get, root_id
 
 # An h5py SWMR writer: frame i holds the value i + 1 everywhere. With a go file it waits
 # for the reader after each frame (go holds the count it may write up to); without, it
@@ -312,6 +312,66 @@ def test_a_client_waits_for_a_change_instead_of_polling(live, tmp_path):
         resp = requests.get(server.url + "/nxlua/wait", params=params, auth=(USER, PASSWORD), timeout=60)
         assert resp.status_code == status and words in resp.json()["error"], (params, resp.status_code, resp.text)
     assert requests.get(server.url + "/nxlua/wait", params={"domain": "/waited.h5"}, timeout=60).status_code == 401
+
+
+# r:wait with fields: a change brings their shape and small value, so a follower makes one
+# request per commit (then reads the frame it wants). No refresh() anywhere here.
+WAITING_WITH_FIELDS = """
+local url, user, password, go = ...
+local r = nx.remote(url, {user = user, password = password})
+local f = r:load("/waitfields.h5")
+local d = f.frames
+local v = r:wait("/waitfields.h5")
+print(d.shape[1])
+for i = 2, 3 do
+  local g = io.open(go, "w"); g:write(tostring(i)); g:close()
+  repeat
+    local changed
+    v, changed = r:wait("/waitfields.h5", v, 30, {d})
+  until d.shape[1] >= i
+  local a = d:read()
+  io.write(a.shape[1], " ", a[i - 1]:min(), " ", a:sum(), "\\n"); io.flush()
+end
+local other = nx.remote(url, {user = user, password = password}):load("/waitfields.h5").frames
+print(select(2, pcall(r.wait, r, "/waitfields.h5", nil, 1, {other})))
+print(select(2, pcall(r.wait, r, "/waitfields.h5", nil, 1, {f})))
+print(select(2, pcall(r.wait, r, "/waitfields.h5", nil, 1, d)))
+"""
+
+
+def test_a_wait_brings_the_fields_it_names_refreshed(live, tmp_path):
+    """r:wait(domain, version, timeout, {fields}): the answer to a change carries the
+    fields' descriptions (shape, small value) from the state its version names, so a
+    follower of a growing stack asks once per commit instead of once per field."""
+    r = follow(live, tmp_path, "waitfields.h5", 3, (2, 2), WAITING_WITH_FIELDS)
+    lines = r.stdout.split("\n")
+    # frame i holds i + 1: after 2 frames the sum is (1 + 2) * 4, after 3 (1 + 2 + 3) * 4
+    assert lines[:3] == ["1", "2 2 12", "3 3 24"], r.stdout
+    assert "is not a field of this file on this server" in lines[3], lines
+    assert "item 1 is not a field of a remote file" in lines[4], lines
+    assert "table expected" in lines[5], lines
+    server = live["server"]
+    did = dataset_id(server, "frames", domain="/waitfields.h5")
+    log = server.log_path.read_text()
+    waits = [x for x in log.splitlines() if "path=/nxlua/wait" in x and "domain=/waitfields.h5" in x]
+    assert len(waits) >= 3, waits
+    # the client never asked for the field itself: not its description, not its values
+    assert f"path=/datasets/{did}" not in log
+    # the route itself: a change answered with the datasets named, in one state
+    resp = requests.get(server.url + "/nxlua/wait", params={"domain": "/waitfields.h5", "refresh": did},
+                        auth=(USER, PASSWORD), timeout=60)
+    assert resp.status_code == 200, resp.text
+    j = resp.json()
+    assert j["changed"] is True and j["datasets"][did]["shape"]["dims"] == [3, 2, 2], j
+    assert np.array(j["datasets"][did]["value"]).sum() == 24
+    # hostile or wrong lists get their reason
+    gid = root_id(server, "/waitfields.h5")
+    for refresh, status, words in [("d-not-an-id", 400, "is not an object id"),
+                                   (gid, 400, "used as one of"),
+                                   (",".join([did] * 65), 400, "at most 64 datasets")]:
+        resp = requests.get(server.url + "/nxlua/wait", params={"domain": "/waitfields.h5", "refresh": refresh},
+                            auth=(USER, PASSWORD), timeout=60)
+        assert resp.status_code == status and words in resp.json()["error"], (refresh, resp.status_code, resp.text)
 
 
 def test_a_stopping_server_answers_its_waiting_requests(tmp_path):
