@@ -1,6 +1,7 @@
 """Live operation: a stack keeps being read while its stacker is killed and restarted.
 Real processes on loopback only; every wait is bounded."""
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -73,7 +74,12 @@ def test_a_killed_stacker_resumes_at_once_while_readers_keep_reading(tmp_path):
         stacker.wait(timeout=30)
         # restarted at once, with the readers still reading
         stacker = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        time.sleep(0.3)
+        # it says "resuming" once it holds its lock (0.3 s were not always enough for the
+        # sanitized build beside another test: the second stacker resumed instead)
+        ready, _, _ = select.select([stacker.stderr], [], [], 60)
+        assert ready, "the restarted stacker said nothing within 60 s"
+        resumed = stacker.stderr.readline()
+        assert "resuming: 15 frames already stored" in resumed, resumed
         second = subprocess.run(command, capture_output=True, text=True, timeout=60)
         assert second.returncode == 1 and "another nxlua stack is writing this file" in second.stderr, second.stderr
         for m in made[count // 2:]:
